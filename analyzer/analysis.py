@@ -1,0 +1,382 @@
+"""Architecture + workload -> counts -> `AnalyticModelReport`.
+
+Stages are traced separately on the meta device at batch 1 (the full `forward` cannot run on meta):
+the vision tower per view size, the projector per view size, the prefill over the whole prompt, and one decode
+step at two neighbouring KV contexts. A decode step's cost is affine in its context, so the two steps give
+the exact per-step slope, and the sum over all steps has a closed form. Traces are cached per process by shape.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+import torch
+
+from analyzer import __version__
+from analyzer.architecture import (DTYPE, DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION,
+                                   ArchitectureSpec, build_model, load_spec)
+from analyzer.categories import OperatorCategory
+from analyzer.counting import CountVector, OpCounter, TraceResult
+from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode,
+                             OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord,
+                             with_report_id)
+from analyzer.workload import Workload
+
+DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
+
+VISION_TOWER = "model.vision_tower"
+PROJECTOR = "model.multi_modal_projector"
+LANGUAGE_MODEL = "model.language_model"
+LM_HEAD = "lm_head"
+MODEL_ROOT = "model"
+ROOT = ""
+
+
+def expected_distinct_experts(tokens: int, experts: int, top_k: int) -> float:
+    """Expected number of distinct experts touched when `tokens` tokens each pick `top_k` of `experts` uniformly."""
+    if tokens <= 0:
+        return 0.0
+    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+
+
+# -- traces (batch 1) --------------------------------------------------------------------------------------------
+
+def _counter(variant: str) -> OpCounter:
+    return OpCounter(build_model(variant))
+
+
+@functools.lru_cache(maxsize=64)
+def trace_vision(variant: str, view_px: int) -> TraceResult:
+    model = build_model(variant)
+    pixels = torch.empty(1, 3, view_px, view_px, device="meta", dtype=DTYPE)
+    with torch.no_grad(), _counter(variant) as counter:
+        model.model.vision_tower(pixels)
+    return counter.result()
+
+
+@functools.lru_cache(maxsize=64)
+def trace_projector(variant: str, feature_tokens: int) -> TraceResult:
+    model = build_model(variant)
+    width = model.model.multi_modal_projector.in_features
+    features = torch.empty(1, feature_tokens, width, device="meta", dtype=DTYPE)
+    with torch.no_grad(), _counter(variant) as counter:
+        model.model.multi_modal_projector(features)
+    return counter.result()
+
+
+def _empty_cache(model, context: int):
+    """A DynamicCache holding `context` tokens per layer (filled outside any counting)."""
+    from transformers import DynamicCache
+
+    text = model.config.text_config
+    cache = DynamicCache(config=text)
+    if context:
+        head_dim = text.hidden_size // text.num_attention_heads
+        for layer in range(text.num_hidden_layers):
+            keys = torch.empty(1, text.num_key_value_heads, context, head_dim, device="meta", dtype=DTYPE)
+            cache.update(keys, keys.clone(), layer)
+    return cache
+
+
+@functools.lru_cache(maxsize=256)
+def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int) -> TraceResult:
+    """Embed the prompt, scatter the image features into it, run the decoder, and pick the first token."""
+    model = build_model(variant)
+    text = model.config.text_config
+    input_ids = torch.empty(1, prompt_tokens, device="meta", dtype=torch.long)
+    features = torch.empty(image_tokens, text.hidden_size, device="meta", dtype=DTYPE)
+    mask = torch.empty(1, prompt_tokens, 1, device="meta", dtype=torch.bool)
+    cache = _empty_cache(model, 0)
+    with torch.no_grad(), _counter(variant) as counter:
+        with counter.attribute_to(MODEL_ROOT):
+            embeds = model.model.language_model.embed_tokens(input_ids)
+            embeds = embeds.masked_scatter(mask.expand_as(embeds), features)
+            hidden = model.model.language_model(inputs_embeds=embeds, past_key_values=cache,
+                                                use_cache=True).last_hidden_state
+        logits = model.lm_head(hidden[:, -1:, :])
+        torch.argmax(logits, dim=-1)
+    return counter.result()
+
+
+@functools.lru_cache(maxsize=256)
+def trace_decode_step(variant: str, context: int) -> TraceResult:
+    """One greedy decode step: embed the last token, run the decoder over the cache, pick the next token."""
+    model = build_model(variant)
+    input_ids = torch.empty(1, 1, device="meta", dtype=torch.long)
+    cache = _empty_cache(model, context)
+    with torch.no_grad(), _counter(variant) as counter:
+        counter.mark_kv_cache([t for layer in cache.layers for t in (layer.keys, layer.values)])
+        with counter.attribute_to(MODEL_ROOT):
+            embeds = model.model.language_model.embed_tokens(input_ids)
+            hidden = model.model.language_model(inputs_embeds=embeds, past_key_values=cache,
+                                                use_cache=True).last_hidden_state
+        logits = model.lm_head(hidden)
+        torch.argmax(logits, dim=-1)
+    return counter.result()
+
+
+# -- assembly ----------------------------------------------------------------------------------------------------
+
+class _StageCounts:
+    """Counts of one stage over the whole workload, per (module, category), already scaled."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[tuple[str, OperatorCategory], dict[str, int]] = {}
+        self.module_calls: dict[str, int] = {}
+
+
+def _scale(vec: CountVector, items: int, distinct_experts: float, repeats: int = 1) -> dict[str, int]:
+    """Price `repeats` calls of a traced call at `items` batch items."""
+    expert_bytes = round(distinct_experts * vec.expert_weight_bytes_per_expert)
+    return {
+        "op_calls": vec.op_calls * repeats,
+        "kernel_launches": vec.kernel_launches * repeats,
+        "flops": (vec.fixed_flops + items * vec.scaled_flops) * repeats,
+        "bytes_read": (vec.fixed_bytes_read + items * vec.scaled_bytes_read + expert_bytes) * repeats,
+        "bytes_written": (vec.fixed_bytes_written + items * vec.scaled_bytes_written) * repeats,
+        "weight_bytes_read": (vec.weight_bytes_read + expert_bytes) * repeats,
+    }
+
+
+def _stage_from_trace(trace: TraceResult, items: int, distinct_experts: float) -> _StageCounts:
+    stage = _StageCounts()
+    for key, vec in trace.counts.items():
+        stage.metrics[key] = _scale(vec, items, distinct_experts)
+    stage.module_calls = dict(trace.module_calls)
+    return stage
+
+
+def decode_vectors(variant: str) -> tuple[dict, dict]:
+    """Per (module, category): the step cost at context 0 and its slope per context token (batch-1 traces)."""
+    at_probe = trace_decode_step(variant, DECODE_PROBE_CONTEXT).counts
+    at_next = trace_decode_step(variant, DECODE_PROBE_CONTEXT + 1).counts
+    slope: dict = {}
+    base: dict = {}
+    for key in set(at_probe) | set(at_next):
+        v1 = at_probe.get(key, CountVector())
+        v2 = at_next.get(key, CountVector())
+        slope[key] = v2.minus(v1)
+        base[key] = v1.affine(slope[key], -DECODE_PROBE_CONTEXT)
+    return base, slope
+
+
+def decode_step_counts(variant: str, context: int) -> dict:
+    """A single decode step's batch-1 counts at `context` cached tokens, from the affine model."""
+    base, slope = decode_vectors(variant)
+    return {key: base[key].affine(slope[key], context) for key in base}
+
+
+def _decode_stage(variant: str, steps: int, context_start: int, items: int, distinct: float) -> _StageCounts:
+    """Exact sum over `steps` steps with contexts context_start .. context_start + steps - 1."""
+    base, slope = decode_vectors(variant)
+    context_sum = steps * context_start + steps * (steps - 1) // 2
+    stage = _StageCounts()
+    for key in base:
+        total = CountVector()
+        total.add(base[key].affine(CountVector(), 0))
+        summed = CountVector(**{name: getattr(base[key], name) * steps + getattr(slope[key], name) * context_sum
+                                for name in CountVector.__slots__ if not name.startswith("__")})
+        stage.metrics[key] = _scale(summed, items, 0.0)
+        # Expert weights: every step reads the distinct experts its batch touches.
+        expert_bytes = round(distinct * base[key].expert_weight_bytes_per_expert) * steps
+        stage.metrics[key]["bytes_read"] += expert_bytes
+        stage.metrics[key]["weight_bytes_read"] += expert_bytes
+    trace = trace_decode_step(variant, DECODE_PROBE_CONTEXT)
+    stage.module_calls = {path: calls * steps for path, calls in trace.module_calls.items()}
+    return stage
+
+
+def _decode_step_affine(variant: str, items: int, distinct: float) -> tuple[int, int, int, int]:
+    """(flops at context 0, flops per context token, bytes at 0, bytes per token) of one step at `items`."""
+    base, slope = decode_vectors(variant)
+    base_total = CountVector()
+    slope_total = CountVector()
+    for key in base:
+        base_total.add(base[key])
+        slope_total.add(slope[key])
+    base_scaled = _scale(base_total, items, distinct)
+    slope_scaled = _scale(slope_total, items, 0.0)
+    # fixed parts do not depend on context: the slope's fixed parts are zero
+    return (base_scaled["flops"], items * slope_total.scaled_flops + slope_total.fixed_flops,
+            base_scaled["bytes_read"] + base_scaled["bytes_written"],
+            slope_scaled["bytes_read"] + slope_scaled["bytes_written"])
+
+
+def _module_tree(model: torch.nn.Module, stages_by_module: dict[str, set[Stage]]) -> list[ModuleNode]:
+    nodes = []
+    children: dict[str, list[str]] = defaultdict(list)
+    named = list(model.named_modules())
+    for path, _ in named:
+        if path:
+            children[path.rpartition(".")[0]].append(path)
+    for path, module in named:
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        total = sum(p.numel() for p in module.parameters())
+        stage_order = [s for s in Stage if s in stages_by_module.get(path, set())]
+        nodes.append(ModuleNode(
+            path=path, name=path.rpartition(".")[2] if path else type(module).__name__,
+            class_name=type(module).__name__, parent_path=path.rpartition(".")[0] if path else None,
+            children=tuple(children.get(path, ())), depth=path.count(".") + 1 if path else 0,
+            parameters=total, parameters_self=own, weight_bytes=total * DTYPE_BYTES, stages=tuple(stage_order)))
+    return nodes
+
+
+def _ancestors(path: str) -> list[str]:
+    """The path itself and every ancestor up to the root ""."""
+    out = [path]
+    while path:
+        path = path.rpartition(".")[0]
+        out.append(path)
+    return out
+
+
+def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[ModuleMetricsSnapshot]:
+    inclusive: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    own: dict[str, list[OperatorMetrics]] = defaultdict(list)
+    for (path, category), m in counts.metrics.items():
+        if not any(m.values()):
+            continue
+        own[path].append(OperatorMetrics(category=category, **m))
+        for ancestor in _ancestors(path):
+            acc = inclusive[ancestor]
+            acc[0] += m["flops"]
+            acc[1] += m["bytes_read"] + m["bytes_written"]
+            acc[2] += m["kernel_launches"]
+    paths = set(inclusive) | set(counts.module_calls)
+    out = []
+    for path in sorted(paths):
+        flops, nbytes, launches = inclusive.get(path, (0, 0, 0))
+        ops = sorted(own.get(path, []), key=lambda o: list(OperatorCategory).index(o.category))
+        out.append(ModuleMetricsSnapshot(
+            module_path=path, stage=stage, view_kind=view_kind, forward_calls=counts.module_calls.get(path, 0),
+            operators=tuple(ops), inclusive_flops=flops, inclusive_bytes=nbytes,
+            inclusive_kernel_launches=launches))
+    return out
+
+
+def _totals(counts: _StageCounts) -> dict[str, int]:
+    keys = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
+    totals = dict.fromkeys(keys, 0)
+    for m in counts.metrics.values():
+        for k in keys:
+            totals[k] += m[k]
+    return totals
+
+
+def analyze(workload: Workload) -> AnalyticModelReport:
+    """The analytic model of `workload`: same inputs, same report."""
+    import transformers
+
+    spec: ArchitectureSpec = load_spec(workload.variant)
+    model = build_model(workload.variant)
+    layout = workload.layout
+    batch = workload.batch
+    experts, top_k = spec.num_experts, spec.experts_per_token
+
+    stage_entries: list[tuple[StageSummary, _StageCounts]] = []
+
+    def add(stage: Stage, view_kind: ViewKind, counts: _StageCounts, **fields) -> None:
+        totals = _totals(counts)
+        defaults = dict(view_px=0, calls=1, context_start=0, context_end=0, activation_peak_bytes=0,
+                        kv_cache_bytes=0, distinct_experts_per_call=0.0, step_flops_base=0,
+                        step_flops_per_context_token=0, step_bytes_base=0, step_bytes_per_context_token=0)
+        defaults.update(fields)
+        stage_entries.append((StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), counts))
+
+    views = [(ViewKind.GLOBAL, layout.global_view_px, batch, layout.global_feature_tokens)]
+    if layout.tiles:
+        views.append((ViewKind.TILE, layout.tile_px, batch * layout.tiles, layout.tile_feature_tokens))
+    for view_kind, px, items, feature_tokens in views:
+        vision = trace_vision(workload.variant, px)
+        add(Stage.VISION, view_kind, _stage_from_trace(vision, items, 0.0), view_px=px, items=items,
+            tokens_per_item=feature_tokens, activation_peak_bytes=vision.activation_peak_bytes * items)
+    for view_kind, px, items, feature_tokens in views:
+        projector = trace_projector(workload.variant, feature_tokens)
+        add(Stage.PROJECTOR, view_kind, _stage_from_trace(projector, items, 0.0), view_px=px, items=items,
+            tokens_per_item=feature_tokens, activation_peak_bytes=projector.activation_peak_bytes * items)
+
+    prefill_tokens = workload.prefill_tokens
+    prefill = trace_prefill(workload.variant, prefill_tokens, layout.image_placeholder_tokens)
+    prefill_distinct = expected_distinct_experts(batch * prefill_tokens, experts, top_k)
+    add(Stage.PREFILL, ViewKind.NONE, _stage_from_trace(prefill, batch, prefill_distinct), items=batch,
+        tokens_per_item=prefill_tokens, context_start=0, context_end=prefill_tokens,
+        activation_peak_bytes=prefill.activation_peak_bytes * batch,
+        kv_cache_bytes=spec.kv_cache_bytes_per_token * prefill_tokens * batch,
+        distinct_experts_per_call=prefill_distinct)
+
+    steps = workload.decode_steps
+    if steps:
+        decode_distinct = expected_distinct_experts(batch, experts, top_k)
+        context_end = prefill_tokens + steps - 1
+        last_probe = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT).activation_peak_bytes
+        next_probe = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT + 1).activation_peak_bytes
+        peak_at_end = last_probe + (next_probe - last_probe) * (context_end - DECODE_PROBE_CONTEXT)
+        flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(workload.variant, batch,
+                                                                               decode_distinct)
+        add(Stage.DECODE, ViewKind.NONE,
+            _decode_stage(workload.variant, steps, prefill_tokens, batch, decode_distinct),
+            calls=steps, items=batch, tokens_per_item=1, context_start=prefill_tokens, context_end=context_end,
+            activation_peak_bytes=max(peak_at_end, 0) * batch,
+            kv_cache_bytes=spec.kv_cache_bytes_per_token * (context_end + 1) * batch,
+            distinct_experts_per_call=decode_distinct, step_flops_base=flops_base,
+            step_flops_per_context_token=flops_slope, step_bytes_base=bytes_base,
+            step_bytes_per_context_token=bytes_slope)
+
+    stages_by_module: dict[str, set[Stage]] = defaultdict(set)
+    snapshots: list[ModuleMetricsSnapshot] = []
+    for summary, counts in stage_entries:
+        for snap in _snapshots(summary.stage, summary.view_kind, counts):
+            snapshots.append(snap)
+            stages_by_module[snap.module_path].add(summary.stage)
+
+    parameters = sum(p.numel() for p in model.parameters())
+    text = spec.text
+    report = AnalyticModelReport(
+        schema_version=SCHEMA_VERSION, report_id="", model_id=spec.model_id, variant=spec.variant,
+        transformers_model=spec.transformers_model, analyzer_version=__version__,
+        transformers_version=transformers.__version__, torch_version=torch.__version__.split("+")[0],
+        dtype=DTYPE_NAME, parameters=parameters, checkpoint_parameters=spec.checkpoint_parameters,
+        parameters_note=_parameters_note(spec, parameters), weight_bytes=parameters * DTYPE_BYTES,
+        kv_cache_bytes_per_token=spec.kv_cache_bytes_per_token,
+        routing=RoutingAssumption(experts=experts, experts_per_token=top_k,
+                                  shared_experts=text["n_shared_experts"], assumption="uniform",
+                                  counting_implementation=EXPERTS_COUNTING_IMPLEMENTATION),
+        workload=WorkloadRecord(
+            profile_id=workload.profile_id, variant=workload.variant, mode=workload.mode,
+            page_width_px=workload.page_width_px, page_height_px=workload.page_height_px,
+            min_tiles=workload.min_tiles, max_tiles=workload.max_tiles, global_view_px=layout.global_view_px,
+            tile_px=layout.tile_px, tiles_wide=layout.tiles_wide, tiles_high=layout.tiles_high,
+            global_feature_tokens=layout.global_feature_tokens, tile_feature_tokens=layout.tile_feature_tokens,
+            image_placeholder_tokens=layout.image_placeholder_tokens,
+            prompt_text_tokens=workload.prompt_text_tokens, prefill_tokens=prefill_tokens,
+            new_tokens=workload.new_tokens, decode_steps=steps, batch=batch, decoding=workload.decoding),
+        stages=tuple(summary for summary, _ in stage_entries),
+        modules=tuple(_module_tree(model, stages_by_module)),
+        module_metrics=tuple(snapshots),
+        notes=tuple(REPORT_NOTES),
+    )
+    return with_report_id(report)
+
+
+def _parameters_note(spec: ArchitectureSpec, parameters: int) -> str:
+    if spec.checkpoint_parameters == parameters:
+        return "parameters = the instantiated module tree = the released checkpoint"
+    return (f"parameters = the instantiated module tree; the released checkpoint holds "
+            f"{spec.checkpoint_parameters:,} ({spec.checkpoint_parameters - parameters:,} more: the CLIP "
+            f"patch-embedding conv, which the model never runs)")
+
+
+REPORT_NOTES = (
+    "FLOPs: 2 per multiply-accumulate, from torch's flop formulas (matmul, conv, attention); elementwise, norm and "
+    "softmax ops carry bytes and launches but no FLOPs.",
+    "Bytes: per kernel, tensors read plus written as an unfused eager run moves them; weights read once per call.",
+    "Attention: one fused kernel per scaled_dot_product_attention call; causal calls at causal cost "
+    "(the prefill), explicitly masked calls at full cost (SAM relative positions, the OCR-2 encoder).",
+    "MoE: FLOPs of the top-k experts per token plus shared experts and router; expert weight bytes of the expected "
+    "distinct experts per call, E(1-(1-k/E)^T) under uniform routing.",
+    "Kernel launches: one per non-view aten op as eager PyTorch dispatches it; one per attention call.",
+    "Decode: the first new token comes from the prefill; each further token is one step whose KV context grows "
+    "by one; stage totals are the exact sum over steps.",
+    "Activation peak: live activation bytes at the peak of one call (weights and KV cache excluded).",
+)

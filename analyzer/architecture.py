@@ -1,0 +1,109 @@
+"""The DeepSeek-OCR networks, built from transformers' own classes on the meta device.
+
+This module is the only place that knows which transformers model implements which variant, so that a native
+`deepseek_ocr` model can replace `unlimited_ocr` for v1 by changing one entry. Configs ship as package data
+(`analyzer/configs/*.json`); nothing is downloaded and no weights exist.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from typing import Any
+
+import attrs
+import torch
+
+from analyzer.errors import AnalyzerInputError
+
+# variant -> (package config file, transformers config class, transformers model class)
+_VARIANTS: dict[str, tuple[str, str, str]] = {
+    "v1": ("deepseek-ocr-v1.json", "UnlimitedOcrConfig", "UnlimitedOcrForConditionalGeneration"),
+    "ocr2": ("deepseek-ocr-2.json", "DeepseekOcr2Config", "DeepseekOcr2ForConditionalGeneration"),
+}
+_VARIANT_ALIASES = {"v1": "v1", "deepseek-ocr": "v1", "ocr1": "v1", "ocr2": "ocr2", "v2": "ocr2",
+                    "deepseek-ocr-2": "ocr2", "deepseek-ocr2": "ocr2"}
+MODEL_IDS = {"deepseek-ai/DeepSeek-OCR": "v1", "deepseek-ai/DeepSeek-OCR-2": "ocr2"}
+
+DTYPE = torch.bfloat16
+DTYPE_NAME = "bfloat16"
+DTYPE_BYTES = 2
+# Routing used on the meta device: batched_mm traces without data-dependent ops; the counts charge top-k
+# experts per token and the distinct experts' weights, as the grouped kernel of a real run does.
+EXPERTS_COUNTING_IMPLEMENTATION = "batched_mm"
+
+
+def canonical_variant(name: str) -> str:
+    key = str(name).strip().lower()
+    if key not in _VARIANT_ALIASES:
+        raise AnalyzerInputError(f"unknown variant {name!r}; expected one of: v1, ocr2")
+    return _VARIANT_ALIASES[key]
+
+
+def variant_for_model_id(model_id: str) -> str:
+    if model_id in MODEL_IDS:
+        return MODEL_IDS[model_id]
+    raise AnalyzerInputError(
+        f"unknown model id {model_id!r}; expected one of: {', '.join(sorted(MODEL_IDS))}")
+
+
+@attrs.frozen
+class ArchitectureSpec:
+    """What the analyzer needs to know about a variant beyond the module tree."""
+
+    variant: str
+    model_id: str
+    transformers_model: str
+    checkpoint_parameters: int
+    config: dict[str, Any]
+
+    @property
+    def text(self) -> dict[str, Any]:
+        return self.config["text_config"]
+
+    @property
+    def kv_cache_bytes_per_token(self) -> int:
+        text = self.text
+        head_dim = text["hidden_size"] // text["num_attention_heads"]
+        return text["num_hidden_layers"] * 2 * text["num_key_value_heads"] * head_dim * DTYPE_BYTES
+
+    @property
+    def num_experts(self) -> int:
+        return self.text["n_routed_experts"]
+
+    @property
+    def experts_per_token(self) -> int:
+        return self.text["num_experts_per_tok"]
+
+
+@functools.cache
+def load_spec(variant: str) -> ArchitectureSpec:
+    variant = canonical_variant(variant)
+    filename = _VARIANTS[variant][0]
+    data = json.loads(importlib.resources.files("analyzer.configs").joinpath(filename).read_text("utf-8"))
+    return ArchitectureSpec(variant=variant, model_id=data["model_id"],
+                            transformers_model=data["transformers_model"],
+                            checkpoint_parameters=int(data["checkpoint_parameters"]), config=data["config"])
+
+
+@functools.cache
+def build_model(variant: str) -> torch.nn.Module:
+    """The full ForConditionalGeneration model on the meta device, in bf16, in eval mode."""
+    import transformers
+
+    variant = canonical_variant(variant)
+    spec = load_spec(variant)
+    _, config_class, model_class = _VARIANTS[variant]
+    config = getattr(transformers, config_class)(**spec.config)
+    with torch.device("meta"):
+        model = getattr(transformers, model_class)(config)
+    model = model.to(DTYPE)
+    model.set_experts_implementation(EXPERTS_COUNTING_IMPLEMENTATION)
+    return model.eval()
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__

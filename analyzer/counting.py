@@ -1,0 +1,336 @@
+"""Counting by dispatch: every aten op a module issues on the meta device, attributed to that module.
+
+The counter follows `torch.utils.flop_counter`: a `TorchDispatchMode` sees each aten op with its shapes, the
+flop formulas come from torch's own `flop_registry`, and global forward hooks keep the stack of modules being
+run. On top of FLOPs it records per op: bytes read and written (as an unfused eager run moves them), one kernel
+launch per non-view op, and which inputs are weights.
+
+`scaled_dot_product_attention` is one fused kernel on a GPU. On the meta device torch decomposes it into
+bmm + softmax; a `TorchFunctionMode` catches the call, counts it as one attention kernel (q, k, v and mask read,
+output written) and lets the decomposition run uncounted. A causal call is counted at causal cost.
+
+Each op's cost is split into a part fixed per call (ops whose inputs are all weights or constants, and the
+weight bytes any op reads) and a part that scales with the number of items in the batch (everything that
+touches activations), so one trace at batch 1 prices any batch. Expert weights gathered per token by the
+`batched_mm` counting path are recorded per expert, so a stage can charge the distinct experts a batch touches.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections import defaultdict
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
+
+from analyzer.categories import TARGET_OPERATORS, OperatorCategory
+
+_aten = torch.ops.aten
+
+# Ops that move no data and launch no kernel on a GPU (allocation only, or metadata).
+_NO_KERNEL_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh",
+                  "detach", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "_local_scalar_dense",
+                  "set_", "resize_", "is_same_size", "_has_compatible_shallow_copy_type"}
+
+
+# Ops that return a view although their schema does not say so.
+_VIEW_LIKE_OPS = {"_unsafe_view", "_reshape_alias", "alias", "lift_fresh"}
+
+
+def _is_view_op(func) -> bool:
+    if func._overloadpacket.__name__ in _VIEW_LIKE_OPS:
+        return True
+    schema = func._schema
+    if not schema.returns:
+        return False
+    alias = schema.returns[0].alias_info
+    return alias is not None and not alias.is_write
+
+
+def _is_inplace_or_out(func) -> bool:
+    schema = func._schema
+    return any(r.alias_info is not None and r.alias_info.is_write for r in schema.returns)
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a kernel touches for `t`: broadcast (stride-0) dims are read once."""
+    elements = 1
+    for size, stride in zip(t.shape, t.stride()):
+        if stride != 0:
+            elements *= size
+    return elements * t.element_size()
+
+
+@attrs.define(slots=True)
+class CountVector:
+    """Costs of one (module, category) within one traced call of a stage."""
+
+    op_calls: int = 0
+    kernel_launches: int = 0
+    fixed_flops: int = 0
+    scaled_flops: int = 0
+    fixed_bytes_read: int = 0
+    scaled_bytes_read: int = 0
+    fixed_bytes_written: int = 0
+    scaled_bytes_written: int = 0
+    weight_bytes_read: int = 0  # part of fixed_bytes_read read from parameters
+    expert_weight_bytes_per_expert: int = 0  # charged x distinct experts touched
+
+    def add(self, other: "CountVector") -> None:
+        for field in attrs.fields(CountVector):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+    def affine(self, other: "CountVector", other_weight: int) -> "CountVector":
+        """self + other_weight * other, field by field (integers stay exact)."""
+        return CountVector(**{f.name: getattr(self, f.name) + other_weight * getattr(other, f.name)
+                              for f in attrs.fields(CountVector)})
+
+    def minus(self, other: "CountVector") -> "CountVector":
+        return self.affine(other, -1)
+
+
+@attrs.define
+class TraceResult:
+    """Per (module path, category) costs of one call, plus module call counts and the activation peak."""
+
+    counts: dict[tuple[str, OperatorCategory], CountVector]
+    module_calls: dict[str, int]
+    activation_peak_bytes: int  # scales with batch items
+
+
+def attention_pairs(query_len: int, key_len: int, is_causal: bool) -> int:
+    """(query, key) pairs an attention kernel computes; causal skips keys after each query."""
+    if not is_causal:
+        return query_len * key_len
+    offset = key_len - query_len  # cached keys every query sees
+    return query_len * offset + query_len * (query_len + 1) // 2
+
+
+class _AttentionCatcher(TorchFunctionMode):
+    def __init__(self, counter: "OpCounter") -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            # Counted as one fused kernel; on meta only the output's shape matters, so the math
+            # decomposition is not run at all.
+            self.counter._record_attention(args, kwargs)
+            query, value = args[0], args[2]
+            return torch.empty(*query.shape[:-1], value.shape[-1], dtype=query.dtype, device=query.device)
+        with torch._C.DisableTorchFunction():
+            return func(*args, **kwargs)
+
+
+class _DispatchCounter(TorchDispatchMode):
+    def __init__(self, counter: "OpCounter") -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.counter._record_op(func, args, kwargs, out)
+        return out
+
+
+class OpCounter:
+    """Context manager that counts the aten ops run inside it on `model`'s modules.
+
+    `causal_attention_modules`: class names of attention modules whose SDPA calls are causal even when the
+    mask is passed explicitly (none of the traced paths needs it: HF passes `is_causal`).
+    """
+
+    def __init__(self, model: torch.nn.Module, root_path: str = "") -> None:
+        self.module_paths = {module: path for path, module in model.named_modules()}
+        self.module_class = {path: type(module).__name__ for module, path in self.module_paths.items()}
+        self.static_ids: set[int] = set()  # id() of weight/constant tensors alive in the trace
+        self.weight_ids: set[int] = set()  # the subset derived from parameters
+        self.expert_gather: dict[int, int] = {}  # id(gathered weight) -> bytes of one expert's slice
+        self._keepalive: list[torch.Tensor] = []
+        for param in model.parameters():
+            self.static_ids.add(id(param))
+            self.weight_ids.add(id(param))
+        for buf in model.buffers():
+            self.static_ids.add(id(buf))
+        self.stack: list[str] = [root_path]
+        self.counts: dict[tuple[str, OperatorCategory], CountVector] = defaultdict(CountVector)
+        self.module_calls: dict[str, int] = defaultdict(int)
+        self.kv_ids: set[int] = set()  # KV-cache tensors: neither weights nor activations
+        self._live_bytes = 0
+        self.peak_bytes = 0
+        self._hooks: list[Any] = []
+
+    # -- module stack -------------------------------------------------------------------------------------
+    def _pre_hook(self, module, args):
+        path = self.module_paths.get(module)
+        if path is not None:
+            self.stack.append(path)
+            self.module_calls[path] += 1
+
+    def _post_hook(self, module, args, output):
+        path = self.module_paths.get(module)
+        if path is not None and self.stack and self.stack[-1] == path:
+            self.stack.pop()
+
+    def attribute_to(self, path: str):
+        """Context manager: ops issued outside any module forward are charged to `path`."""
+        counter = self
+
+        class _Attr:
+            def __enter__(self):
+                counter.stack.append(path)
+                counter.module_calls[path] += 1
+
+            def __exit__(self, *exc):
+                counter.stack.pop()
+
+        return _Attr()
+
+    def __enter__(self) -> "OpCounter":
+        reg = torch.nn.modules.module
+        self._hooks = [reg.register_module_forward_pre_hook(self._pre_hook),
+                       reg.register_module_forward_hook(self._post_hook, always_call=True)]
+        self._fn_mode = _AttentionCatcher(self)
+        self._dispatch_mode = _DispatchCounter(self)
+        self._fn_mode.__enter__()
+        self._dispatch_mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._dispatch_mode.__exit__(*exc)
+        self._fn_mode.__exit__(*exc)
+        for hook in self._hooks:
+            hook.remove()
+        self._keepalive.clear()
+
+    def result(self) -> TraceResult:
+        return TraceResult(counts=dict(self.counts), module_calls=dict(self.module_calls),
+                           activation_peak_bytes=self.peak_bytes)
+
+    # -- recording ----------------------------------------------------------------------------------------
+    def _category(self, op_name: str) -> OperatorCategory:
+        classes = tuple(self.module_class.get(p, "") for p in self.stack)
+        return TARGET_OPERATORS.category_for(op_name, classes)
+
+    def _mark_static(self, t: torch.Tensor, is_weight: bool) -> None:
+        self.static_ids.add(id(t))
+        if is_weight:
+            self.weight_ids.add(id(t))
+        self._keepalive.append(t)  # keep ids unique while the trace runs
+
+    def _allocate(self, t: torch.Tensor) -> None:
+        nbytes = tensor_bytes(t)
+        self._live_bytes += nbytes
+        self.peak_bytes = max(self.peak_bytes, self._live_bytes)
+
+        def _free(counter_ref=weakref.ref(self), nbytes=nbytes):
+            counter = counter_ref()
+            if counter is not None:
+                counter._live_bytes -= nbytes
+
+        weakref.finalize(t, _free)
+
+    def _record_attention(self, args, kwargs) -> None:
+        query, key, value = args[:3]
+        attn_mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+        is_causal = bool(kwargs.get("is_causal", args[5] if len(args) > 5 else False))
+        *batch_dims, query_len, head_dim = query.shape
+        key_len = key.shape[-2]
+        value_dim = value.shape[-1]
+        batch_heads = math.prod(batch_dims)
+        pairs = attention_pairs(query_len, key_len, is_causal)
+        vec = CountVector(op_calls=1, kernel_launches=1)
+        vec.scaled_flops = 2 * batch_heads * pairs * (head_dim + value_dim)
+        read = tensor_bytes(query) + tensor_bytes(key) + tensor_bytes(value)
+        if isinstance(attn_mask, torch.Tensor):
+            read += tensor_bytes(attn_mask)
+        vec.scaled_bytes_read = read
+        vec.scaled_bytes_written = batch_heads * query_len * value_dim * query.element_size()
+        self.counts[(self.stack[-1], OperatorCategory.ATTENTION)].add(vec)
+        self._live_bytes += vec.scaled_bytes_written
+        self.peak_bytes = max(self.peak_bytes, self._live_bytes)
+        self._live_bytes -= vec.scaled_bytes_written
+
+    def mark_kv_cache(self, tensors) -> None:
+        for t in tensors:
+            self.kv_ids.add(id(t))
+            self._keepalive.append(t)
+
+    def _record_op(self, func, args, kwargs, out) -> None:
+        op_name = func._overloadpacket.__name__
+        flat_in, _ = tree_flatten((args, kwargs))
+        in_tensors = [t for t in flat_in if isinstance(t, torch.Tensor)]
+        flat_out, _ = tree_flatten(out)
+        out_tensors = [t for t in flat_out if isinstance(t, torch.Tensor)]
+        all_static = all(id(t) in self.static_ids for t in in_tensors)
+
+        if _is_view_op(func):
+            # Views alias their input: no kernel, no bytes; a view of a weight is a weight.
+            if in_tensors and id(in_tensors[0]) in self.static_ids:
+                for t in out_tensors:
+                    self._mark_static(t, id(in_tensors[0]) in self.weight_ids)
+            if in_tensors and id(in_tensors[0]) in self.expert_gather:
+                for t in out_tensors:
+                    self.expert_gather[id(t)] = self.expert_gather[id(in_tensors[0])]
+                    self._keepalive.append(t)
+            return
+        if op_name in _NO_KERNEL_OPS:
+            return
+
+        # Expert weights gathered per (token, expert) pair are an artefact of the counting path: the real
+        # grouped kernel reads each distinct expert once. Record the slice size and charge nothing here.
+        if (op_name == "index" and in_tensors and id(in_tensors[0]) in self.static_ids
+                and in_tensors[0].dim() == 3 and any(id(t) not in self.static_ids for t in in_tensors[1:])):
+            per_expert = tensor_bytes(in_tensors[0]) // in_tensors[0].shape[0]
+            for t in out_tensors:
+                self.expert_gather[id(t)] = per_expert
+                self._keepalive.append(t)
+            return
+
+        vec = CountVector(op_calls=1, kernel_launches=1)
+        if func._overloadpacket in flop_registry:
+            flops = int(flop_registry[func._overloadpacket](*args, **kwargs, out_val=out))
+            if all_static:
+                vec.fixed_flops = flops
+            else:
+                vec.scaled_flops = flops
+        if op_name == "embedding":
+            # A lookup reads the gathered rows, not the whole table; the rows scale with the tokens looked up.
+            weight, indices = in_tensors[0], in_tensors[1]
+            vec.scaled_bytes_read += indices.numel() * weight.shape[-1] * weight.element_size()
+            in_tensors = [indices]
+        for t in in_tensors:
+            nbytes = tensor_bytes(t)
+            if id(t) in self.expert_gather:
+                vec.expert_weight_bytes_per_expert += self.expert_gather[id(t)]
+            elif id(t) in self.static_ids:
+                vec.fixed_bytes_read += nbytes
+                if id(t) in self.weight_ids:
+                    vec.weight_bytes_read += nbytes
+            else:
+                vec.scaled_bytes_read += nbytes
+        written = sum(tensor_bytes(t) for t in out_tensors)
+        if all_static:
+            vec.fixed_bytes_written += written
+        else:
+            vec.scaled_bytes_written += written
+        self.counts[(self.stack[-1], self._category(op_name))].add(vec)
+
+        if all_static:
+            from_weight = any(id(t) in self.weight_ids for t in in_tensors)
+            for t in out_tensors:
+                self._mark_static(t, from_weight)
+        elif op_name == "cat" and any(id(t) in self.kv_ids for t in in_tensors):
+            self.mark_kv_cache(out_tensors)  # the grown KV cache is counted as KV memory
+        elif not _is_inplace_or_out(func):
+            for t in out_tensors:
+                self._allocate(t)

@@ -1,0 +1,262 @@
+"""Workloads: resolution modes, the Gundam tile-grid rule, prompt and output lengths, batch, named profiles."""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from typing import Any
+
+import attrs
+import yaml
+
+from analyzer.architecture import canonical_variant, load_spec
+from analyzer.errors import AnalyzerInputError
+
+MAX_PAGE_SIDE_PX = 16384
+MAX_BATCH = 4096
+VISION_DOWNSAMPLE = 64  # 16 px patches, then two stride-2 convs: one feature token per 64 x 64 px
+
+
+@attrs.frozen
+class ModeSpec:
+    global_px: int
+    tile_px: int | None  # None: a single view
+    default_min_tiles: int = 2
+    default_max_tiles: int = 9
+
+
+# Resolution modes per variant (DESIGN.md §3). Gundam limits are 2..9 (paper, HF code) for v1, 2..6 for OCR-2.
+MODES: dict[str, dict[str, ModeSpec]] = {
+    "v1": {
+        "tiny": ModeSpec(512, None),
+        "small": ModeSpec(640, None),
+        "base": ModeSpec(1024, None),
+        "large": ModeSpec(1280, None),
+        "gundam": ModeSpec(1024, 640, 2, 9),
+        "gundam-m": ModeSpec(1280, 1024, 2, 9),
+    },
+    "ocr2": {
+        "base": ModeSpec(1024, None),
+        "gundam": ModeSpec(1024, 768, 2, 6),
+    },
+}
+
+
+def canonical_mode(variant: str, mode: str) -> str:
+    key = str(mode).strip().lower().replace("_", "-")
+    if key not in MODES[variant]:
+        raise AnalyzerInputError(
+            f"unknown mode {mode!r} for variant {variant}; expected one of: {', '.join(MODES[variant])}")
+    return key
+
+
+def choose_tile_grid(width_px: int, height_px: int, tile_px: int, min_tiles: int, max_tiles: int
+                     ) -> tuple[int, int]:
+    """(columns, rows) of local tiles for a page, InternVL-style as DeepSeek-OCR crops it; (0, 0) = no tiles.
+
+    Candidates are all grids with min <= columns x rows <= max; the grid whose aspect ratio is closest to the
+    page's wins; on a tie the later (larger) grid wins when the page area exceeds half the grid's area.
+    """
+    if width_px <= tile_px and height_px <= tile_px:
+        return (0, 0)
+    # Same candidate order as the reference code (a set sorted by tile count).
+    target_ratios = sorted(
+        {(i, j) for n in range(min_tiles, max_tiles + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+         if min_tiles <= i * j <= max_tiles},
+        key=lambda ratio: ratio[0] * ratio[1])
+    aspect_ratio = width_px / height_px
+    area = width_px * height_px
+    best_diff = float("inf")
+    best = (1, 1)
+    for columns, rows in target_ratios:
+        diff = abs(aspect_ratio - columns / rows)
+        if diff < best_diff:
+            best_diff = diff
+            best = (columns, rows)
+        elif diff == best_diff and area > 0.5 * tile_px * tile_px * columns * rows:
+            best = (columns, rows)
+    if best == (1, 1):
+        return (0, 0)
+    return best
+
+
+def parse_page(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(-?\d+)\s*[xX×]\s*(-?\d+)\s*", str(text))
+    if not match:
+        raise AnalyzerInputError(f"page size {text!r} is not WIDTHxHEIGHT in pixels, e.g. 1654x2339")
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_tiles(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
+    if not match:
+        raise AnalyzerInputError(f"tile grid {text!r} is not COLUMNSxROWS, e.g. 3x2")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _positive(name: str, minimum: int = 1, maximum: int | None = None):
+    def check(instance, attribute, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AnalyzerInputError(f"{name} must be an integer, got {value!r}")
+        if value < minimum:
+            raise AnalyzerInputError(f"{name} must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise AnalyzerInputError(f"{name} must be <= {maximum}, got {value}")
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class ViewLayout:
+    """How one page becomes vision views and decoder tokens."""
+
+    global_view_px: int
+    tile_px: int  # 0 when the mode has no tiles
+    tiles_wide: int
+    tiles_high: int
+    global_feature_tokens: int
+    tile_feature_tokens: int  # per tile
+    image_placeholder_tokens: int  # decoder positions taken by one image (incl. newlines and separator)
+
+    @property
+    def tiles(self) -> int:
+        return self.tiles_wide * self.tiles_high
+
+
+@attrs.frozen(kw_only=True)
+class Workload:
+    """One analyzable workload: which model, which page, how many tokens, which batch."""
+
+    variant: str = attrs.field(converter=canonical_variant)
+    mode: str
+    page_width_px: int = attrs.field(validator=_positive("page width (px)", 1, MAX_PAGE_SIDE_PX))
+    page_height_px: int = attrs.field(validator=_positive("page height (px)", 1, MAX_PAGE_SIDE_PX))
+    min_tiles: int | None = None
+    max_tiles: int | None = None
+    tile_grid: tuple[int, int] | None = None  # forced (columns, rows); None: chosen from the page
+    prompt_text_tokens: int = attrs.field(validator=_positive("prompt text tokens", 0))
+    new_tokens: int = attrs.field(validator=_positive("new tokens", 1))
+    batch: int = attrs.field(validator=_positive("batch", 1, MAX_BATCH))
+    decoding: str = "greedy"
+    profile_id: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        mode = canonical_mode(self.variant, self.mode)
+        object.__setattr__(self, "mode", mode)
+        spec = MODES[self.variant][mode]
+        if spec.tile_px is None:
+            if self.tile_grid not in (None, (0, 0)):
+                raise AnalyzerInputError(f"mode {mode} has no tiles; a tile grid needs gundam")
+            object.__setattr__(self, "min_tiles", None)
+            object.__setattr__(self, "max_tiles", None)
+        else:
+            min_tiles = spec.default_min_tiles if self.min_tiles is None else self.min_tiles
+            max_tiles = spec.default_max_tiles if self.max_tiles is None else self.max_tiles
+            _positive("min tiles", 1, 64)(None, None, min_tiles)
+            _positive("max tiles", 1, 64)(None, None, max_tiles)
+            if min_tiles > max_tiles:
+                raise AnalyzerInputError(f"min tiles ({min_tiles}) exceeds max tiles ({max_tiles})")
+            object.__setattr__(self, "min_tiles", min_tiles)
+            object.__setattr__(self, "max_tiles", max_tiles)
+            if self.tile_grid is not None:
+                grid = tuple(int(v) for v in self.tile_grid)
+                if grid != (0, 0) and (grid[0] < 1 or grid[1] < 1 or grid[0] * grid[1] > 64):
+                    raise AnalyzerInputError(f"tile grid {grid[0]}x{grid[1]} is out of range (1..64 tiles)")
+                object.__setattr__(self, "tile_grid", grid)
+        if self.decoding != "greedy":
+            raise AnalyzerInputError(f"decoding {self.decoding!r} is not supported; only greedy")
+        max_positions = load_spec(self.variant).text["max_position_embeddings"]
+        total = self.prefill_tokens + self.new_tokens
+        if total > max_positions:
+            raise AnalyzerInputError(
+                f"prompt ({self.prefill_tokens} tokens) + new tokens ({self.new_tokens}) = {total} exceeds the "
+                f"model's {max_positions} positions")
+
+    @property
+    def layout(self) -> ViewLayout:
+        spec = MODES[self.variant][self.mode]
+        global_side = spec.global_px // VISION_DOWNSAMPLE
+        if spec.tile_px is None:
+            columns, rows, tile_side = 0, 0, 0
+        else:
+            tile_side = spec.tile_px // VISION_DOWNSAMPLE
+            if self.tile_grid is not None:
+                columns, rows = self.tile_grid
+            else:
+                columns, rows = choose_tile_grid(self.page_width_px, self.page_height_px, spec.tile_px,
+                                                 self.min_tiles, self.max_tiles)
+        if self.variant == "v1":
+            # Each row of the global grid and of the stitched tile grid ends with one image_newline.
+            placeholders = global_side * (global_side + 1)
+            if columns:
+                placeholders += (tile_side * rows) * (tile_side * columns + 1)
+        else:
+            placeholders = global_side * global_side + columns * rows * tile_side * tile_side
+        placeholders += 1  # view_separator
+        return ViewLayout(global_view_px=spec.global_px, tile_px=spec.tile_px or 0, tiles_wide=columns,
+                          tiles_high=rows, global_feature_tokens=global_side * global_side,
+                          tile_feature_tokens=tile_side * tile_side if columns else 0,
+                          image_placeholder_tokens=placeholders)
+
+    @property
+    def prefill_tokens(self) -> int:
+        return self.layout.image_placeholder_tokens + self.prompt_text_tokens
+
+    @property
+    def decode_steps(self) -> int:
+        """The first new token comes from the prefill's logits; each further one is a decode step."""
+        return self.new_tokens - 1
+
+
+PROFILE_KEYS = {"id", "description", "variant", "mode", "page", "min_tiles", "max_tiles", "tiles", "prompt",
+                "prompt_text_tokens", "prompt_tokens_note", "new_tokens", "batch", "decoding"}
+
+
+def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -> Workload:
+    if not isinstance(data, dict):
+        raise AnalyzerInputError(f"{source}: a workload profile must be a mapping")
+    unknown = set(data) - PROFILE_KEYS
+    if unknown:
+        raise AnalyzerInputError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+    missing = {"variant", "mode", "new_tokens"} - set(data)
+    if missing:
+        raise AnalyzerInputError(f"{source}: missing key(s) {', '.join(sorted(missing))}")
+    width, height = parse_page(data.get("page", "1654x2339"))
+    fields: dict[str, Any] = dict(
+        variant=data["variant"], mode=data["mode"], page_width_px=width, page_height_px=height,
+        min_tiles=data.get("min_tiles"), max_tiles=data.get("max_tiles"),
+        tile_grid=parse_tiles(data["tiles"]) if data.get("tiles") is not None else None,
+        prompt_text_tokens=data.get("prompt_text_tokens", 0), new_tokens=data["new_tokens"],
+        batch=data.get("batch", 1), decoding=data.get("decoding", "greedy"), profile_id=data.get("id"))
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return Workload(**fields)
+
+
+def profile_names() -> list[str]:
+    folder = importlib.resources.files("analyzer.profiles")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str, **overrides: Any) -> Workload:
+    """A named profile shipped with the package, or a YAML/JSON profile file."""
+    import pathlib
+
+    path = pathlib.Path(name_or_path)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnalyzerInputError(f"cannot read profile {name_or_path}: {exc}") from None
+        source = str(path)
+    else:
+        if name_or_path not in profile_names():
+            raise AnalyzerInputError(
+                f"unknown workload profile {name_or_path!r}; known: {', '.join(profile_names())}")
+        text = importlib.resources.files("analyzer.profiles").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
+        source = f"profile {name_or_path}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise AnalyzerInputError(f"{source}: malformed YAML{where}") from None
+    return workload_from_mapping(data, source, **overrides)
