@@ -1,15 +1,20 @@
 """Architecture + workload -> counts -> `AnalyticModelReport`.
 
-Stages are traced separately on the meta device at batch 1 (the full `forward` cannot run on meta):
+Stages are traced separately on the meta device (the full `forward` cannot run on meta):
 the vision tower per view size, the projector per view size, the prefill over the whole prompt, and one decode
 step at two neighbouring KV contexts. A decode step's cost is affine in its context, so the two steps give
 the exact per-step slope, and the sum over all steps has a closed form. Traces are cached per process by shape.
+
+A trace runs at batch 1 for a single item and at batch 2 for any larger batch: eager reshapes copy or alias
+depending on whether the batch dimension is 1, so a batch-2 trace is what scales linearly to larger batches.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import defaultdict
+
+import attrs
 
 import torch
 
@@ -47,25 +52,25 @@ def _counter(variant: str) -> OpCounter:
 
 
 @functools.lru_cache(maxsize=64)
-def trace_vision(variant: str, view_px: int) -> TraceResult:
+def trace_vision(variant: str, view_px: int, traced_items: int = 1) -> TraceResult:
     model = build_model(variant)
-    pixels = torch.empty(1, 3, view_px, view_px, device="meta", dtype=DTYPE)
+    pixels = torch.empty(traced_items, 3, view_px, view_px, device="meta", dtype=DTYPE)
     with torch.no_grad(), _counter(variant) as counter:
         model.model.vision_tower(pixels)
     return counter.result()
 
 
 @functools.lru_cache(maxsize=64)
-def trace_projector(variant: str, feature_tokens: int) -> TraceResult:
+def trace_projector(variant: str, feature_tokens: int, traced_items: int = 1) -> TraceResult:
     model = build_model(variant)
     width = model.model.multi_modal_projector.in_features
-    features = torch.empty(1, feature_tokens, width, device="meta", dtype=DTYPE)
+    features = torch.empty(traced_items, feature_tokens, width, device="meta", dtype=DTYPE)
     with torch.no_grad(), _counter(variant) as counter:
         model.model.multi_modal_projector(features)
     return counter.result()
 
 
-def _empty_cache(model, context: int):
+def _empty_cache(model, context: int, batch: int = 1):
     """A DynamicCache holding `context` tokens per layer (filled outside any counting)."""
     from transformers import DynamicCache
 
@@ -74,20 +79,20 @@ def _empty_cache(model, context: int):
     if context:
         head_dim = text.hidden_size // text.num_attention_heads
         for layer in range(text.num_hidden_layers):
-            keys = torch.empty(1, text.num_key_value_heads, context, head_dim, device="meta", dtype=DTYPE)
+            keys = torch.empty(batch, text.num_key_value_heads, context, head_dim, device="meta", dtype=DTYPE)
             cache.update(keys, keys.clone(), layer)
     return cache
 
 
 @functools.lru_cache(maxsize=256)
-def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int) -> TraceResult:
+def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int, traced_items: int = 1) -> TraceResult:
     """Embed the prompt, scatter the image features into it, run the decoder, and pick the first token."""
     model = build_model(variant)
     text = model.config.text_config
-    input_ids = torch.empty(1, prompt_tokens, device="meta", dtype=torch.long)
-    features = torch.empty(image_tokens, text.hidden_size, device="meta", dtype=DTYPE)
-    mask = torch.empty(1, prompt_tokens, 1, device="meta", dtype=torch.bool)
-    cache = _empty_cache(model, 0)
+    input_ids = torch.empty(traced_items, prompt_tokens, device="meta", dtype=torch.long)
+    features = torch.empty(traced_items * image_tokens, text.hidden_size, device="meta", dtype=DTYPE)
+    mask = torch.empty(traced_items, prompt_tokens, 1, device="meta", dtype=torch.bool)
+    cache = _empty_cache(model, 0, traced_items)
     with torch.no_grad(), _counter(variant) as counter:
         with counter.attribute_to(MODEL_ROOT):
             embeds = model.model.language_model.embed_tokens(input_ids)
@@ -100,11 +105,11 @@ def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int) -> TraceR
 
 
 @functools.lru_cache(maxsize=256)
-def trace_decode_step(variant: str, context: int) -> TraceResult:
+def trace_decode_step(variant: str, context: int, traced_items: int = 1) -> TraceResult:
     """One greedy decode step: embed the last token, run the decoder over the cache, pick the next token."""
     model = build_model(variant)
-    input_ids = torch.empty(1, 1, device="meta", dtype=torch.long)
-    cache = _empty_cache(model, context)
+    input_ids = torch.empty(traced_items, 1, device="meta", dtype=torch.long)
+    cache = _empty_cache(model, context, traced_items)
     with torch.no_grad(), _counter(variant) as counter:
         counter.mark_kv_cache([t for layer in cache.layers for t in (layer.keys, layer.values)])
         with counter.attribute_to(MODEL_ROOT):
@@ -118,6 +123,9 @@ def trace_decode_step(variant: str, context: int) -> TraceResult:
 
 # -- assembly ----------------------------------------------------------------------------------------------------
 
+_COUNT_FIELDS = tuple(f.name for f in attrs.fields(CountVector))
+
+
 class _StageCounts:
     """Counts of one stage over the whole workload, per (module, category), already scaled."""
 
@@ -126,31 +134,35 @@ class _StageCounts:
         self.module_calls: dict[str, int] = {}
 
 
-def _scale(vec: CountVector, items: int, distinct_experts: float, repeats: int = 1) -> dict[str, int]:
-    """Price `repeats` calls of a traced call at `items` batch items."""
+def traced_items_for(items: int) -> int:
+    return 1 if items == 1 else 2
+
+
+def _scale(vec: CountVector, items: int, distinct_experts: float, traced_items: int = 1) -> dict[str, int]:
+    """Price a call at `items` batch items from a trace of `traced_items` items."""
     expert_bytes = round(distinct_experts * vec.expert_weight_bytes_per_expert)
     return {
-        "op_calls": vec.op_calls * repeats,
-        "kernel_launches": vec.kernel_launches * repeats,
-        "flops": (vec.fixed_flops + items * vec.scaled_flops) * repeats,
-        "bytes_read": (vec.fixed_bytes_read + items * vec.scaled_bytes_read + expert_bytes) * repeats,
-        "bytes_written": (vec.fixed_bytes_written + items * vec.scaled_bytes_written) * repeats,
-        "weight_bytes_read": (vec.weight_bytes_read + expert_bytes) * repeats,
+        "op_calls": vec.op_calls,
+        "kernel_launches": vec.kernel_launches,
+        "flops": vec.fixed_flops + items * vec.scaled_flops // traced_items,
+        "bytes_read": vec.fixed_bytes_read + items * vec.scaled_bytes_read // traced_items + expert_bytes,
+        "bytes_written": vec.fixed_bytes_written + items * vec.scaled_bytes_written // traced_items,
+        "weight_bytes_read": vec.weight_bytes_read + expert_bytes,
     }
 
 
-def _stage_from_trace(trace: TraceResult, items: int, distinct_experts: float) -> _StageCounts:
+def _stage_from_trace(trace: TraceResult, items: int, distinct_experts: float, traced_items: int) -> _StageCounts:
     stage = _StageCounts()
     for key, vec in trace.counts.items():
-        stage.metrics[key] = _scale(vec, items, distinct_experts)
+        stage.metrics[key] = _scale(vec, items, distinct_experts, traced_items)
     stage.module_calls = dict(trace.module_calls)
     return stage
 
 
-def decode_vectors(variant: str) -> tuple[dict, dict]:
-    """Per (module, category): the step cost at context 0 and its slope per context token (batch-1 traces)."""
-    at_probe = trace_decode_step(variant, DECODE_PROBE_CONTEXT).counts
-    at_next = trace_decode_step(variant, DECODE_PROBE_CONTEXT + 1).counts
+def decode_vectors(variant: str, traced_items: int = 1) -> tuple[dict, dict]:
+    """Per (module, category): a step's counts at context 0 and their slope per context token."""
+    at_probe = trace_decode_step(variant, DECODE_PROBE_CONTEXT, traced_items).counts
+    at_next = trace_decode_step(variant, DECODE_PROBE_CONTEXT + 1, traced_items).counts
     slope: dict = {}
     base: dict = {}
     for key in set(at_probe) | set(at_next):
@@ -161,44 +173,42 @@ def decode_vectors(variant: str) -> tuple[dict, dict]:
     return base, slope
 
 
-def decode_step_counts(variant: str, context: int) -> dict:
-    """A single decode step's batch-1 counts at `context` cached tokens, from the affine model."""
-    base, slope = decode_vectors(variant)
+def decode_step_counts(variant: str, context: int, traced_items: int = 1) -> dict:
+    """One decode step's counts at `context` cached tokens, from the affine model."""
+    base, slope = decode_vectors(variant, traced_items)
     return {key: base[key].affine(slope[key], context) for key in base}
 
 
 def _decode_stage(variant: str, steps: int, context_start: int, items: int, distinct: float) -> _StageCounts:
     """Exact sum over `steps` steps with contexts context_start .. context_start + steps - 1."""
-    base, slope = decode_vectors(variant)
+    traced = traced_items_for(items)
+    base, slope = decode_vectors(variant, traced)
     context_sum = steps * context_start + steps * (steps - 1) // 2
     stage = _StageCounts()
     for key in base:
-        total = CountVector()
-        total.add(base[key].affine(CountVector(), 0))
-        summed = CountVector(**{name: getattr(base[key], name) * steps + getattr(slope[key], name) * context_sum
-                                for name in CountVector.__slots__ if not name.startswith("__")})
-        stage.metrics[key] = _scale(summed, items, 0.0)
+        summed = CountVector(**{f: getattr(base[key], f) * steps + getattr(slope[key], f) * context_sum
+                                for f in _COUNT_FIELDS})
+        stage.metrics[key] = _scale(summed, items, 0.0, traced)
         # Expert weights: every step reads the distinct experts its batch touches.
         expert_bytes = round(distinct * base[key].expert_weight_bytes_per_expert) * steps
         stage.metrics[key]["bytes_read"] += expert_bytes
         stage.metrics[key]["weight_bytes_read"] += expert_bytes
-    trace = trace_decode_step(variant, DECODE_PROBE_CONTEXT)
+    trace = trace_decode_step(variant, DECODE_PROBE_CONTEXT, traced)
     stage.module_calls = {path: calls * steps for path, calls in trace.module_calls.items()}
     return stage
 
 
 def _decode_step_affine(variant: str, items: int, distinct: float) -> tuple[int, int, int, int]:
-    """(flops at context 0, flops per context token, bytes at 0, bytes per token) of one step at `items`."""
-    base, slope = decode_vectors(variant)
-    base_total = CountVector()
-    slope_total = CountVector()
+    """(FLOPs at context 0, FLOPs per context token, bytes at 0, bytes per token) of one step at `items`."""
+    traced = traced_items_for(items)
+    base, slope = decode_vectors(variant, traced)
+    base_total, slope_total = CountVector(), CountVector()
     for key in base:
         base_total.add(base[key])
         slope_total.add(slope[key])
-    base_scaled = _scale(base_total, items, distinct)
-    slope_scaled = _scale(slope_total, items, 0.0)
-    # fixed parts do not depend on context: the slope's fixed parts are zero
-    return (base_scaled["flops"], items * slope_total.scaled_flops + slope_total.fixed_flops,
+    base_scaled = _scale(base_total, items, distinct, traced)
+    slope_scaled = _scale(slope_total, items, 0.0, traced)
+    return (base_scaled["flops"], slope_scaled["flops"],
             base_scaled["bytes_read"] + base_scaled["bytes_written"],
             slope_scaled["bytes_read"] + slope_scaled["bytes_written"])
 
@@ -288,20 +298,24 @@ def analyze(workload: Workload) -> AnalyticModelReport:
     if layout.tiles:
         views.append((ViewKind.TILE, layout.tile_px, batch * layout.tiles, layout.tile_feature_tokens))
     for view_kind, px, items, feature_tokens in views:
-        vision = trace_vision(workload.variant, px)
-        add(Stage.VISION, view_kind, _stage_from_trace(vision, items, 0.0), view_px=px, items=items,
-            tokens_per_item=feature_tokens, activation_peak_bytes=vision.activation_peak_bytes * items)
+        traced = traced_items_for(items)
+        vision = trace_vision(workload.variant, px, traced)
+        add(Stage.VISION, view_kind, _stage_from_trace(vision, items, 0.0, traced), view_px=px, items=items,
+            tokens_per_item=feature_tokens, activation_peak_bytes=vision.activation_peak_bytes * items // traced)
     for view_kind, px, items, feature_tokens in views:
-        projector = trace_projector(workload.variant, feature_tokens)
-        add(Stage.PROJECTOR, view_kind, _stage_from_trace(projector, items, 0.0), view_px=px, items=items,
-            tokens_per_item=feature_tokens, activation_peak_bytes=projector.activation_peak_bytes * items)
+        traced = traced_items_for(items)
+        projector = trace_projector(workload.variant, feature_tokens, traced)
+        add(Stage.PROJECTOR, view_kind, _stage_from_trace(projector, items, 0.0, traced), view_px=px,
+            items=items, tokens_per_item=feature_tokens,
+            activation_peak_bytes=projector.activation_peak_bytes * items // traced)
 
     prefill_tokens = workload.prefill_tokens
-    prefill = trace_prefill(workload.variant, prefill_tokens, layout.image_placeholder_tokens)
+    traced = traced_items_for(batch)
+    prefill = trace_prefill(workload.variant, prefill_tokens, layout.image_placeholder_tokens, traced)
     prefill_distinct = expected_distinct_experts(batch * prefill_tokens, experts, top_k)
-    add(Stage.PREFILL, ViewKind.NONE, _stage_from_trace(prefill, batch, prefill_distinct), items=batch,
+    add(Stage.PREFILL, ViewKind.NONE, _stage_from_trace(prefill, batch, prefill_distinct, traced), items=batch,
         tokens_per_item=prefill_tokens, context_start=0, context_end=prefill_tokens,
-        activation_peak_bytes=prefill.activation_peak_bytes * batch,
+        activation_peak_bytes=prefill.activation_peak_bytes * batch // traced,
         kv_cache_bytes=spec.kv_cache_bytes_per_token * prefill_tokens * batch,
         distinct_experts_per_call=prefill_distinct)
 
@@ -309,15 +323,15 @@ def analyze(workload: Workload) -> AnalyticModelReport:
     if steps:
         decode_distinct = expected_distinct_experts(batch, experts, top_k)
         context_end = prefill_tokens + steps - 1
-        last_probe = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT).activation_peak_bytes
-        next_probe = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT + 1).activation_peak_bytes
-        peak_at_end = last_probe + (next_probe - last_probe) * (context_end - DECODE_PROBE_CONTEXT)
+        probe = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT, traced).activation_peak_bytes
+        probe_next = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT + 1, traced).activation_peak_bytes
+        peak_at_end = probe + (probe_next - probe) * (context_end - DECODE_PROBE_CONTEXT)
         flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(workload.variant, batch,
                                                                                decode_distinct)
         add(Stage.DECODE, ViewKind.NONE,
             _decode_stage(workload.variant, steps, prefill_tokens, batch, decode_distinct),
             calls=steps, items=batch, tokens_per_item=1, context_start=prefill_tokens, context_end=context_end,
-            activation_peak_bytes=max(peak_at_end, 0) * batch,
+            activation_peak_bytes=max(peak_at_end, 0) * batch // traced,
             kv_cache_bytes=spec.kv_cache_bytes_per_token * (context_end + 1) * batch,
             distinct_experts_per_call=decode_distinct, step_flops_base=flops_base,
             step_flops_per_context_token=flops_slope, step_bytes_base=bytes_base,

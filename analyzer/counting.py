@@ -17,6 +17,7 @@ touches activations), so one trace at batch 1 prices any batch. Expert weights g
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections import defaultdict
@@ -142,6 +143,35 @@ class _DispatchCounter(TorchDispatchMode):
         return out
 
 
+@attrs.define
+class _BlockRecord:
+    counts: dict[tuple[str, OperatorCategory], CountVector]  # relative module path
+    module_calls: dict[str, int]
+    peak_above_start_bytes: int
+    retained_bytes: int  # still live after the block, besides its output (e.g. KV written to a cache)
+    outputs: Any  # (shape, stride, dtype) per output tensor, or None when the output cannot be rebuilt
+
+
+def _structure_key(module: torch.nn.Module) -> tuple:
+    """What decides a block's counts: classes, parameter shapes and plain attributes (not its index)."""
+    parts = []
+    for name, sub in module.named_modules():
+        attributes = tuple(sorted((k, v) for k, v in vars(sub).items()
+                                  if not k.startswith("_") and k != "layer_idx"
+                                  and isinstance(v, (int, float, str, bool, tuple))))
+        params = tuple((n, tuple(p.shape), p.dtype) for n, p in sub.named_parameters(recurse=False))
+        parts.append((name, type(sub).__name__, attributes, params))
+    return tuple(parts)
+
+
+def _layer_index(module: torch.nn.Module) -> int | None:
+    for sub in module.modules():
+        index = getattr(sub, "layer_idx", None)
+        if isinstance(index, int):
+            return index
+    return None
+
+
 class OpCounter:
     """Context manager that counts the aten ops run inside it on `model`'s modules.
 
@@ -149,7 +179,11 @@ class OpCounter:
     mask is passed explicitly (none of the traced paths needs it: HF passes `is_causal`).
     """
 
-    def __init__(self, model: torch.nn.Module, root_path: str = "") -> None:
+    def __init__(self, model: torch.nn.Module, root_path: str = "", memoize_blocks: bool = True) -> None:
+        self.model = model
+        self.memoize_blocks = memoize_blocks
+        self._memo: dict[tuple, _BlockRecord] = {}
+        self._patched: list[torch.nn.Module] = []
         self.module_paths = {module: path for path, module in model.named_modules()}
         self.module_class = {path: type(module).__name__ for module, path in self.module_paths.items()}
         self.static_ids: set[int] = set()  # id() of weight/constant tensors alive in the trace
@@ -199,6 +233,8 @@ class OpCounter:
         reg = torch.nn.modules.module
         self._hooks = [reg.register_module_forward_pre_hook(self._pre_hook),
                        reg.register_module_forward_hook(self._post_hook, always_call=True)]
+        if self.memoize_blocks:
+            self._patch_blocks()
         self._fn_mode = _AttentionCatcher(self)
         self._dispatch_mode = _DispatchCounter(self)
         self._fn_mode.__enter__()
@@ -210,11 +246,92 @@ class OpCounter:
         self._fn_mode.__exit__(*exc)
         for hook in self._hooks:
             hook.remove()
+        for module in self._patched:
+            del module.forward
+        self._patched.clear()
         self._keepalive.clear()
 
     def result(self) -> TraceResult:
         return TraceResult(counts=dict(self.counts), module_calls=dict(self.module_calls),
                            activation_peak_bytes=self.peak_bytes)
+
+    # -- repeated blocks -----------------------------------------------------------------------------------
+    # The N layers of a ModuleList that share structure and input shapes issue the same ops (meta execution
+    # depends on shapes only). The first one runs; the others replay its counts under their own paths.
+    def _patch_blocks(self) -> None:
+        for path, module in self.model.named_modules():
+            if not isinstance(module, torch.nn.ModuleList):
+                continue
+            for child in module.children():
+                if "forward" in vars(child):
+                    continue
+                key = _structure_key(child)
+                layer_index = _layer_index(child)
+                child.forward = functools.partial(self._block_forward, child, child.forward, key, layer_index)
+                self._patched.append(child)
+
+    def _signature(self, args, kwargs, layer_index) -> tuple | None:
+        leaves, _ = tree_flatten((args, kwargs))
+        sig = []
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                sig.append(("T", tuple(leaf.shape), leaf.stride(), leaf.dtype, id(leaf) in self.static_ids,
+                            id(leaf) in self.kv_ids))
+            elif leaf is None or isinstance(leaf, (int, float, bool, str)):
+                sig.append(leaf)
+            elif hasattr(leaf, "get_seq_length") and layer_index is not None:
+                sig.append(("cache", type(leaf).__name__, leaf.get_seq_length(layer_index)))
+            else:
+                return None
+        return tuple(sig)
+
+    def _block_forward(self, module, forward, structure_key, layer_index, *args, **kwargs):
+        signature = self._signature(args, kwargs, layer_index)
+        if signature is None:
+            return forward(*args, **kwargs)
+        key = (structure_key, signature)
+        path = self.module_paths[module]
+        record = self._memo.get(key)
+        if record is not None and record.outputs is not None:
+            return self._replay(path, record)
+        counts_before = {k: attrs.evolve(v) for k, v in self.counts.items()}
+        calls_before = dict(self.module_calls)
+        live_before, peak_before = self._live_bytes, self.peak_bytes
+        self.peak_bytes = live_before
+        out = forward(*args, **kwargs)
+        peak_above = self.peak_bytes - live_before
+        self.peak_bytes = max(peak_before, self.peak_bytes)
+        prefix = path + "."
+        rel_counts = {}
+        for (p, category), vec in self.counts.items():
+            if p == path or p.startswith(prefix):
+                delta = vec.minus(counts_before.get((p, category), CountVector()))
+                if any(attrs.astuple(delta)):
+                    rel_counts[(p[len(path):].lstrip("."), category)] = delta
+        rel_calls = {p[len(path):].lstrip("."): n - calls_before.get(p, 0) for p, n in self.module_calls.items()
+                     if p.startswith(prefix) and n != calls_before.get(p, 0)}
+        outputs = None
+        retained = self._live_bytes - live_before
+        if isinstance(out, torch.Tensor):
+            outputs = (tuple(out.shape), out.stride(), out.dtype)
+            retained -= tensor_bytes(out)
+        self._memo[key] = _BlockRecord(counts=rel_counts, module_calls=rel_calls,
+                                       peak_above_start_bytes=peak_above, retained_bytes=retained,
+                                       outputs=outputs)
+        return out
+
+    def _replay(self, path: str, record: _BlockRecord) -> torch.Tensor:
+        for (rel, category), vec in record.counts.items():
+            self.counts[(f"{path}.{rel}" if rel else path, category)].add(vec)
+        for rel, calls in record.module_calls.items():
+            self.module_calls[f"{path}.{rel}" if rel else path] += calls
+        self.peak_bytes = max(self.peak_bytes, self._live_bytes + record.peak_above_start_bytes)
+        self._live_bytes += record.retained_bytes
+        shape, stride, dtype = record.outputs
+        with torch._C.DisableTorchFunction():
+            out = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+        self._allocate(out)
+        return out
 
     # -- recording ----------------------------------------------------------------------------------------
     def _category(self, op_name: str) -> OperatorCategory:

@@ -20,13 +20,17 @@ class CliError(click.ClickException):
     exit_code = EXIT_USAGE
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"dsocr-registry: error: {message}", err=True)
+def _fail(message: str, code: int = EXIT_USAGE, prog_name: str = "dsocr-registry") -> None:
+    click.echo(f"{prog_name}: error: {message}", err=True)
     sys.exit(code)
 
 
 def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry") -> None:
     """Run a click command so that any bad input ends in exactly one line on stderr."""
+
+    def fail(message: str, code: int = EXIT_USAGE) -> None:
+        _fail(message, code, prog_name)
+
     try:
         command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -34,17 +38,17 @@ def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry"
         sys.exit(0)
     except click.UsageError as exc:
         hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        _fail(exc.format_message().replace("\n", " ") + hint)
+        fail(exc.format_message().replace("\n", " ") + hint)
     except click.ClickException as exc:
-        _fail(exc.format_message().replace("\n", " "), exc.exit_code)
+        fail(exc.format_message().replace("\n", " "), exc.exit_code)
     except (AnalyzerInputError, ReportFormatError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except click.exceptions.Abort:
-        _fail("aborted", 1)
+        fail("aborted", 1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(1)
 
