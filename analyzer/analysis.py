@@ -213,7 +213,20 @@ def _decode_step_affine(variant: str, items: int, distinct: float) -> tuple[int,
             slope_scaled["bytes_read"] + slope_scaled["bytes_written"])
 
 
-def _module_tree(model: torch.nn.Module, stages_by_module: dict[str, set[Stage]]) -> list[ModuleNode]:
+def module_stages(path: str) -> tuple[Stage, ...]:
+    """The stages a module takes part in, from its place in the tree (the same for every workload)."""
+    if path in (ROOT, MODEL_ROOT):
+        return tuple(Stage)
+    if path == VISION_TOWER or path.startswith(VISION_TOWER + "."):
+        return (Stage.VISION,)
+    if path == PROJECTOR or path.startswith(PROJECTOR + "."):
+        return (Stage.PROJECTOR,)
+    if path in (LANGUAGE_MODEL, LM_HEAD) or path.startswith(LANGUAGE_MODEL + "."):
+        return (Stage.PREFILL, Stage.DECODE)
+    return ()
+
+
+def _module_tree(model: torch.nn.Module) -> list[ModuleNode]:
     nodes = []
     children: dict[str, list[str]] = defaultdict(list)
     named = list(model.named_modules())
@@ -223,12 +236,11 @@ def _module_tree(model: torch.nn.Module, stages_by_module: dict[str, set[Stage]]
     for path, module in named:
         own = sum(p.numel() for p in module.parameters(recurse=False))
         total = sum(p.numel() for p in module.parameters())
-        stage_order = [s for s in Stage if s in stages_by_module.get(path, set())]
         nodes.append(ModuleNode(
             path=path, name=path.rpartition(".")[2] if path else type(module).__name__,
             class_name=type(module).__name__, parent_path=path.rpartition(".")[0] if path else None,
             children=tuple(children.get(path, ())), depth=path.count(".") + 1 if path else 0,
-            parameters=total, parameters_self=own, weight_bytes=total * DTYPE_BYTES, stages=tuple(stage_order)))
+            parameters=total, parameters_self=own, weight_bytes=total * DTYPE_BYTES, stages=module_stages(path)))
     return nodes
 
 
@@ -337,12 +349,9 @@ def analyze(workload: Workload) -> AnalyticModelReport:
             step_flops_per_context_token=flops_slope, step_bytes_base=bytes_base,
             step_bytes_per_context_token=bytes_slope)
 
-    stages_by_module: dict[str, set[Stage]] = defaultdict(set)
     snapshots: list[ModuleMetricsSnapshot] = []
     for summary, counts in stage_entries:
-        for snap in _snapshots(summary.stage, summary.view_kind, counts):
-            snapshots.append(snap)
-            stages_by_module[snap.module_path].add(summary.stage)
+        snapshots.extend(_snapshots(summary.stage, summary.view_kind, counts))
 
     parameters = sum(p.numel() for p in model.parameters())
     text = spec.text
@@ -366,7 +375,7 @@ def analyze(workload: Workload) -> AnalyticModelReport:
             prompt_text_tokens=workload.prompt_text_tokens, prefill_tokens=prefill_tokens,
             new_tokens=workload.new_tokens, decode_steps=steps, batch=batch, decoding=workload.decoding),
         stages=tuple(summary for summary, _ in stage_entries),
-        modules=tuple(_module_tree(model, stages_by_module)),
+        modules=tuple(_module_tree(model)),
         module_metrics=tuple(snapshots),
         notes=tuple(REPORT_NOTES),
     )

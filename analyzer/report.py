@@ -102,7 +102,7 @@ class ModuleNode:
     parameters: int = count()  # this module and its descendants
     parameters_self: int = count()
     weight_bytes: int = count()
-    stages: tuple[Stage, ...] = attrs.field(converter=tuple)
+    stages: tuple[Stage, ...] = attrs.field(converter=tuple)  # where it takes part, from its place in the tree
 
 
 @attrs.frozen(kw_only=True)

@@ -10,6 +10,7 @@ import click
 
 from analyzer.errors import AnalyzerInputError
 from analyzer.report import ReportFormatError
+from registry.db import RegistryError
 
 EXIT_USAGE = 2
 
@@ -41,7 +42,7 @@ def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry"
         fail(exc.format_message().replace("\n", " ") + hint)
     except click.ClickException as exc:
         fail(exc.format_message().replace("\n", " "), exc.exit_code)
-    except (AnalyzerInputError, ReportFormatError) as exc:
+    except (AnalyzerInputError, ReportFormatError, RegistryError) as exc:
         fail(str(exc))
     except click.exceptions.Abort:
         fail("aborted", 1)
@@ -60,6 +61,14 @@ def cli() -> None:
 
     \b
     analyze   build an AnalyticModelReport for a workload (no GPU, no weights)
+    ingest    store reports as rows in the registry (DuckDB file or PostgreSQL)
+    sql       run a query against the registry's tables and views
+    export    write every table and view as Parquet
+    snapshot  write a consistent read-only DuckDB copy for BI tools
+    db        schema revisions: upgrade, current, history
+
+    The registry is ./dsocr-registry.duckdb unless --db or DSOCR_REGISTRY_URL names another
+    (a file path, or postgresql://host/dbname).
     """
 
 
@@ -139,6 +148,238 @@ def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, 
         click.echo(format_summary(report))
         where = f" -> {out}" if out is not None else ""
         click.echo(f"report {report.report_id}{where} ({elapsed:.2f} s)")
+
+
+# -- registry commands ------------------------------------------------------------------------------------------
+
+def db_options(func):
+    options = [
+        click.option("--db", "db_url", envvar="DSOCR_REGISTRY_URL", metavar="URL_OR_PATH",
+                     help="DuckDB file or postgresql:// URL [env DSOCR_REGISTRY_URL; default ./dsocr-registry.duckdb]."),
+        click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                     metavar="SECONDS", help="How long to retry a DuckDB file locked by another process."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True):
+    """The registry named by --db; only commands that write (`create`) make a new DuckDB file."""
+    from registry.db import Registry
+
+    registry = Registry(db_url, lock_timeout_s=lock_timeout)
+    if check:
+        registry.ensure_schema(auto_create=create)
+    return registry
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@db_options
+@click.option("--force", is_flag=True, help="Replace the rows of reports already present.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, for several files).")
+def ingest(paths, db_url, lock_timeout, force, progress):
+    """Store reports (JSON or YAML files, directories, globs, or - for stdin) as rows in the registry.
+
+    Each report goes in one transaction (all its rows or none); a report already present (same content hash)
+    is skipped unless --force. A bad file gets one line naming it and the problem; the others still go in.
+
+    \b
+    Examples:
+      dsocr-registry ingest report.json more-reports/ 'runs/*.yaml'
+      dsocr-registry analyze -w dsocr-standard-v1 -o /dev/stdout -q | dsocr-registry ingest -
+      dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
+    """
+    from registry.db import describe
+    from registry.ingest import discover, ingest_sources, summarize
+
+    registry = open_registry(db_url, lock_timeout, create=True)
+    sources = discover(list(paths))
+    show_progress = progress if progress is not None else (len(sources) > 1 and sys.stderr.isatty())
+    started = time.perf_counter()
+    try:
+        outcomes = ingest_sources(registry, sources, force=force, progress=show_progress)
+    finally:
+        registry.dispose()
+    elapsed = time.perf_counter() - started
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            click.echo(f"{outcome.source}: {outcome.message}", err=True)
+        elif outcome.status == "skipped":
+            click.echo(f"{outcome.source}: {outcome.report_id} already present, skipped", err=True)
+    click.echo(summarize(outcomes, elapsed, describe(registry.url)))
+    if any(o.status == "failed" for o in outcomes):
+        sys.exit(1)
+
+
+def _format_value(value):
+    import datetime
+    import decimal
+
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
+    return "" if value is None else str(value)
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:
+    import csv
+    import datetime
+    import decimal
+    import json
+
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row])
+    elif fmt == "json":
+        def plain(value):
+            if isinstance(value, decimal.Decimal):
+                return int(value) if value == value.to_integral_value() else float(value)
+            if isinstance(value, (datetime.datetime, datetime.date)):
+                return value.isoformat()
+            return value
+
+        click.echo(json.dumps([{c: plain(v) for c, v in zip(columns, row)} for row in rows], indent=1))
+    else:
+        cells = [[_format_value(v) for v in row] for row in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        numeric = [all(isinstance(row[i], (int, float, decimal.Decimal)) or row[i] is None for row in rows)
+                   for i in range(len(columns))]
+
+        def line(values):
+            return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+
+        click.echo(line(columns))
+        click.echo("  ".join("-" * w for w in widths))
+        for row in cells:
+            click.echo(line(row))
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+@cli.command()
+@click.argument("query")
+@db_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def sql(query, db_url, lock_timeout, fmt):
+    """Run one SQL query against the registry and print its rows.
+
+    \b
+    Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_module_hotspots.
+    Example:
+      dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
+    """
+    import sqlalchemy as sa
+
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        with registry.begin() as conn:
+            try:
+                result = conn.execute(sa.text(query))
+            except sa.exc.DBAPIError as exc:
+                message = str(exc.orig or exc).strip().splitlines()[0]
+                raise RegistryError(f"query failed: {message}") from None
+            if not result.returns_rows:
+                raise RegistryError("the query returned no rows to print (sql runs queries, not changes)")
+            columns = list(result.keys())
+            rows = [tuple(r) for r in result.all()]
+            conn.rollback()  # queries only: nothing a statement changed is kept
+    finally:
+        registry.dispose()
+    print_rows(columns, rows, fmt)
+
+
+@cli.command()
+@click.option("--parquet", "parquet_dir", required=True, type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Folder for <table>.parquet and <view>.parquet files.")
+@db_options
+def export(parquet_dir, db_url, lock_timeout):
+    """Write every table and view as Parquet, read in one consistent transaction."""
+    from registry.export import export_parquet
+
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        written = export_parquet(registry, parquet_dir)
+    finally:
+        registry.dispose()
+    total = sum(rows for _, rows in written)
+    click.echo(f"export: {len(written)} files, {total:,} rows -> {parquet_dir}")
+
+
+@cli.command()
+@click.argument("target", type=click.Path(dir_okay=False, path_type=pathlib.Path))
+@db_options
+def snapshot(target, db_url, lock_timeout):
+    """Write a consistent copy of the registry to a new DuckDB file for BI tools.
+
+    Open the copy read-only (e.g. duckdb -readonly TARGET); the registry itself stays free for ingest.
+    DuckDB 2.0 files cannot be read by DuckDB 1.5 or older: BI drivers that bundle an old DuckDB need
+    `dsocr-registry export --parquet` instead.
+    """
+    from registry.export import snapshot as write_snapshot
+
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        copied = write_snapshot(registry, target)
+    finally:
+        registry.dispose()
+    click.echo(f"snapshot: {len(copied)} tables, {sum(n for _, n in copied):,} rows -> {target}")
+
+
+@cli.group()
+def db():
+    """Schema revisions of the registry (Alembic)."""
+
+
+@db.command("upgrade")
+@db_options
+def db_upgrade(db_url, lock_timeout):
+    """Create or upgrade the schema to this code's revision (one transaction)."""
+    from registry.db import describe
+
+    registry = open_registry(db_url, lock_timeout, check=False)
+    try:
+        before, after = registry.upgrade()
+    finally:
+        registry.dispose()
+    if before == after:
+        click.echo(f"{describe(registry.url)} is at revision {after} (current)")
+    else:
+        click.echo(f"{describe(registry.url)}: upgraded {before or '(empty)'} -> {after}")
+
+
+@db.command("current")
+@db_options
+def db_current(db_url, lock_timeout):
+    """Print the database's revision and the code's."""
+    from registry.db import describe, duckdb_path
+
+    registry = open_registry(db_url, lock_timeout, check=False)
+    path = duckdb_path(registry.url)
+    if path is not None and not path.exists():
+        raise RegistryError(f"{path} does not exist")
+    try:
+        with registry.begin() as conn:
+            current = registry.current_revision(conn)
+        head = registry.head_revision()
+    finally:
+        registry.dispose()
+    state = "current" if current == head else "needs: dsocr-registry db upgrade"
+    click.echo(f"{describe(registry.url)}: revision {current or '(empty)'}; code {head} ({state})")
+
+
+@db.command("history")
+def db_history():
+    """List the schema revisions, newest first."""
+    from registry.db import revision_history
+
+    for revision, down, doc in revision_history():
+        click.echo(f"{down or '<base>'} -> {revision}: {doc}")
 
 
 def main() -> None:

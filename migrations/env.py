@@ -1,0 +1,49 @@
+"""Alembic environment: every upgrade runs in one transaction, and the SQL views of queries/views are dropped
+before the migrations and created again after them, so no migration is blocked by a view on its tables."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from registry import db as registry_db
+from registry import views
+from registry.models import Base
+
+config = context.config
+
+
+def _is_upgrade() -> bool:
+    if "recreate_views" in config.attributes:
+        return bool(config.attributes["recreate_views"])
+    command = getattr(config.cmd_opts, "cmd", None)  # the `alembic` command line
+    return bool(command) and getattr(command[0], "__name__", "") == "upgrade"
+
+
+def _run(connection) -> None:
+    registry_db.register_alembic_impls()
+    context.configure(connection=connection, target_metadata=Base.metadata, transaction_per_migration=False,
+                      compare_type=True)
+    upgrading = _is_upgrade()
+    with context.begin_transaction():
+        if upgrading:
+            views.drop_views(connection)
+        context.run_migrations()
+        if upgrading:
+            views.create_views(connection)
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    url = context.get_x_argument(as_dictionary=True).get("url")
+    engine = registry_db.make_engine(registry_db.resolve_url(url))
+    with engine.begin() as conn:
+        _run(conn)
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported: run against a database")
+run_migrations_online()

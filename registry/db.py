@@ -1,0 +1,239 @@
+"""Database URLs, engines, transactions, and the schema-revision gate.
+
+- A plain path (or nothing: ./dsocr-registry.duckdb) is a DuckDB file; `postgresql://` URLs use psycopg 3.
+- DuckDB lets one process open a file read-write and no other process open it at all while it does: connections
+  are opened per unit of work (NullPool), and a locked file is retried with backoff for a bounded time.
+- Every command except `db ...` refuses a database whose revision differs from the code's, naming the command
+  that fixes it; a DuckDB file that does not exist yet is created at the current revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import random
+import re
+import time
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+ALEMBIC_INI = REPO_ROOT / "alembic.ini"
+DEFAULT_DB = "dsocr-registry.duckdb"
+URL_ENV = "DSOCR_REGISTRY_URL"
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+
+
+class RegistryError(RuntimeError):
+    """A registry problem the user can act on (one line, non-zero exit)."""
+
+
+class SchemaMismatchError(RegistryError):
+    pass
+
+
+class DatabaseLockedError(RegistryError):
+    pass
+
+
+def resolve_url(db: str | None = None) -> sa.URL:
+    raw = db or os.environ.get(URL_ENV) or DEFAULT_DB
+    if "://" not in raw:
+        path = pathlib.Path(raw).expanduser()
+        if path.is_dir():
+            raise RegistryError(f"{raw} is a directory, not a DuckDB file")
+        return sa.URL.create("duckdb", database=str(path.resolve()))
+    try:
+        url = sa.make_url(raw)
+    except sa.exc.ArgumentError:
+        raise RegistryError(f"cannot parse database URL {raw!r}") from None
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "duckdb":
+        return url
+    raise RegistryError(f"unsupported database {backend!r}: use a DuckDB file path or a postgresql:// URL")
+
+
+def is_duckdb(url: sa.URL) -> bool:
+    return url.get_backend_name() == "duckdb"
+
+
+def duckdb_path(url: sa.URL) -> pathlib.Path | None:
+    if is_duckdb(url) and url.database and url.database != ":memory:":
+        return pathlib.Path(url.database)
+    return None
+
+
+def describe(url: sa.URL) -> str:
+    path = duckdb_path(url)
+    return str(path) if path is not None else url.render_as_string(hide_password=True)
+
+
+def make_engine(url: sa.URL) -> Engine:
+    if is_duckdb(url):
+        # one connection per unit of work: the file is locked only while a transaction runs
+        return sa.create_engine(url, poolclass=NullPool)
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def register_alembic_impls() -> None:
+    """Alembic has no DuckDB implementation; DuckDB runs DDL inside transactions like PostgreSQL."""
+    from alembic.ddl.impl import DefaultImpl, _impls
+
+    if "duckdb" not in _impls:
+        class DuckDBImpl(DefaultImpl):
+            __dialect__ = "duckdb"
+            transactional_ddl = True
+
+
+def alembic_config(connection: Connection | None = None):
+    """Alembic's config for migrations/, optionally bound to an open connection (used as is, not committed)."""
+    from alembic.config import Config
+
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def revision_history() -> list[tuple[str, str | None, str]]:
+    """(revision, previous revision, message), newest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return [(rev.revision, rev.down_revision, rev.doc) for rev in script.walk_revisions()]
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _lock_message(exc: BaseException) -> str | None:
+    text = str(exc)
+    if "Could not set lock on file" not in text:
+        return None
+    match = _LOCK_HOLDER.search(text)
+    if match:
+        return f"held by PID {match.group('pid')} ({match.group('program')})"
+    return "held by another process"
+
+
+class Registry:
+    """One database: engine, transactions with lock retry, and the revision gate."""
+
+    def __init__(self, db: str | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        self.url = resolve_url(db)
+        self.lock_timeout_s = lock_timeout_s
+        self.engine = make_engine(self.url)
+        self._categories: dict[str, int] | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.dispose()
+
+    # -- connections ---------------------------------------------------------------------------------------------
+    def _connect_with_retry(self) -> Connection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.02
+        while True:
+            try:
+                return self.engine.connect()
+            except sa.exc.DBAPIError as exc:
+                holder = _lock_message(exc.orig if exc.orig is not None else exc)
+                if holder is None:
+                    raise RegistryError(f"cannot open {describe(self.url)}: "
+                                        f"{str(exc.orig or exc).splitlines()[0]}") from None
+                if time.monotonic() >= deadline:
+                    raise DatabaseLockedError(
+                        f"{describe(self.url)} is locked, {holder}; gave up after {self.lock_timeout_s:g} s "
+                        f"(nothing was written)") from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction: committed on success, rolled back on any error."""
+        conn = self._connect_with_retry()
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.begin() as conn:
+            with Session(bind=conn, join_transaction_mode="create_savepoint") as session:
+                yield session
+                session.flush()
+
+    # -- schema revisions ----------------------------------------------------------------------------------------
+    def head_revision(self) -> str:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+    def current_revision(self, conn: Connection) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        register_alembic_impls()
+        return MigrationContext.configure(conn).get_current_revision()
+
+    def upgrade(self, revision: str = "head") -> tuple[str | None, str]:
+        """Upgrade in one transaction; returns (revision before, revision after)."""
+        from alembic import command
+
+        with self.begin() as conn:
+            before = self.current_revision(conn)
+            cfg = alembic_config(conn)
+            cfg.attributes["recreate_views"] = True
+            command.upgrade(cfg, revision)
+            after = self.current_revision(conn)
+        return before, after
+
+    def ensure_schema(self, auto_create: bool = True) -> None:
+        """Refuse a stale or newer schema; create a new DuckDB file at the current revision."""
+        path = duckdb_path(self.url)
+        is_new_file = path is not None and not path.exists()
+        if is_new_file and auto_create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.upgrade()
+            return
+        if is_new_file:
+            raise RegistryError(f"{path} does not exist (ingest creates it)")
+        head = self.head_revision()
+        with self.begin() as conn:
+            current = self.current_revision(conn)
+        if current == head:
+            return
+        where = describe(self.url)
+        if current is None:
+            raise SchemaMismatchError(f"{where} has no registry schema; run: dsocr-registry db upgrade --db {where}")
+        known = {rev for rev, _, _ in revision_history()}
+        if current not in known:
+            raise SchemaMismatchError(
+                f"{where} is at revision {current}, newer than this dsocr-registry (head {head}); upgrade dsocr-registry")
+        raise SchemaMismatchError(
+            f"{where} is at revision {current}, older than this code's {head}; run: dsocr-registry db upgrade --db {where}")
+
+    # -- lookups -------------------------------------------------------------------------------------------------
+    def category_ids(self, conn: Connection) -> dict[str, int]:
+        if self._categories is None:
+            rows = conn.execute(sa.text("SELECT id, name FROM operator_categories")).all()
+            self._categories = {name: int(cid) for cid, name in rows}
+        return self._categories

@@ -1,0 +1,103 @@
+"""Parquet export and read-only DuckDB snapshots, each read in one consistent transaction."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from registry import views
+from registry.db import Registry, RegistryError
+from registry.models import Base
+
+
+def table_names() -> list[str]:
+    return [table.name for table in Base.metadata.sorted_tables]
+
+
+def _read_arrow(conn: Connection, name: str) -> pa.Table:
+    if conn.dialect.name == "duckdb":
+        raw = conn.connection.driver_connection
+        return raw.sql(f"SELECT * FROM {name}").to_arrow_table()
+    result = conn.execute(sa.text(f"SELECT * FROM {name}"))
+    columns = list(result.keys())
+    rows = result.all()
+    return pa.table({col: pa.array([row[i] for row in rows]) for i, col in enumerate(columns)})
+
+
+def _consistent(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+
+
+def export_parquet(registry: Registry, out_dir: pathlib.Path) -> list[tuple[str, int]]:
+    """Every table and view as out_dir/<name>.parquet; returns (name, rows)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with registry.begin() as conn:
+        _consistent(conn)
+        for name in table_names() + views.view_names():
+            arrow_table = _read_arrow(conn, name)
+            target = out_dir / f"{name}.parquet"
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet", dir=out_dir)
+            os.close(fd)
+            try:
+                pq.write_table(arrow_table, tmp)
+                os.replace(tmp, target)
+            except BaseException:
+                pathlib.Path(tmp).unlink(missing_ok=True)
+                raise
+            written.append((name, arrow_table.num_rows))
+    return written
+
+
+def snapshot(registry: Registry, target: pathlib.Path) -> list[tuple[str, int]]:
+    """A new DuckDB file at the current schema revision holding a consistent copy of every table.
+
+    Written beside the target and renamed into place, so a BI tool never sees a half-written file.
+    """
+    target = target.resolve()
+    if registry.url.get_backend_name() == "duckdb" and registry.url.database and \
+            pathlib.Path(registry.url.database).resolve() == target:
+        raise RegistryError("the snapshot must be a different file from the registry")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".duckdb", dir=target.parent)
+    os.close(fd)
+    tmp = pathlib.Path(tmp_name)
+    tmp.unlink()  # DuckDB creates the file itself
+    copied = []
+    try:
+        copy = Registry(str(tmp))
+        copy.upgrade()
+        with registry.begin() as source, copy.begin() as dest:
+            _consistent(source)
+            raw = dest.connection.driver_connection
+            raw.execute("DELETE FROM operator_categories")  # seeded by the migration; copied from the source
+            for name in table_names():
+                arrow_table = _read_arrow(source, name)
+                if arrow_table.num_rows:
+                    raw.register("_snapshot_rows", arrow_table)
+                    columns = ", ".join(arrow_table.column_names)
+                    raw.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _snapshot_rows")
+                    raw.unregister("_snapshot_rows")
+                copied.append((name, arrow_table.num_rows))
+            for sequence, table in (("architectures_id_seq", "architectures"), ("modules_id_seq", "modules"),
+                                    ("workloads_id_seq", "workloads"), ("reports_id_seq", "reports")):
+                # keep the copy's sequences past the copied ids, should anyone write to it
+                top = raw.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+                if top:
+                    raw.execute(f"SELECT nextval('{sequence}') FROM range({int(top)})")
+        copy.dispose()
+        os.replace(tmp, target)
+        wal = tmp.with_name(tmp.name + ".wal")
+        wal.unlink(missing_ok=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        raise
+    return copied

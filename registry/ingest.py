@@ -1,0 +1,326 @@
+"""Reports -> normalized rows: one transaction per report, idempotent by content hash, bulk rows in one statement.
+
+Rows go in as Arrow tables on DuckDB (`INSERT ... SELECT ... FROM arrow_table`) and through COPY on PostgreSQL.
+Architectures (module trees) and workloads are shared by content hash; a report whose `report_id` is already
+present is skipped, or with `force` has its rows replaced in place (the report row is kept: DuckDB cannot delete a
+referenced row in the transaction that deletes the rows referencing it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import hashlib
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection
+
+from analyzer.report import AnalyticModelReport, ReportFormatError, load_report, loads, report_to_dict
+from registry.db import Registry, RegistryError
+from registry.models import Architecture, Report, Workload
+
+REPORT_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+@attrs.frozen
+class Source:
+    label: str
+    path: pathlib.Path | None  # None: standard input
+    error: str | None = None
+
+
+@attrs.frozen
+class IngestOutcome:
+    source: str
+    status: str  # new | replaced | skipped | failed
+    report_id: str | None = None
+    rows: int = 0
+    message: str = ""
+
+
+def discover(paths: list[str]) -> list[Source]:
+    """Files, directories (searched recursively for .json/.yaml/.yml), globs, and '-' for standard input."""
+    sources: list[Source] = []
+    for raw in paths:
+        if raw == "-":
+            sources.append(Source("<stdin>", None))
+            continue
+        path = pathlib.Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in REPORT_SUFFIXES and p.is_file())
+            if not found:
+                sources.append(Source(raw, path, "directory holds no .json, .yaml or .yml file"))
+            sources.extend(Source(str(p), p) for p in found)
+        elif path.exists():
+            sources.append(Source(raw, path))
+        elif glob.has_magic(raw):
+            matches = sorted(glob.glob(raw, recursive=True))
+            if not matches:
+                sources.append(Source(raw, None, "pattern matches no file"))
+            sources.extend(Source(m, pathlib.Path(m)) for m in matches if pathlib.Path(m).is_file())
+        else:
+            sources.append(Source(raw, path, "no such file or directory"))
+    return sources
+
+
+def read_source(source: Source) -> AnalyticModelReport:
+    if source.path is None:
+        data = sys.stdin.buffer.read()
+        if not data.strip():
+            raise ReportFormatError("empty input")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReportFormatError("not UTF-8 text") from None
+        return loads(text, "json" if text.lstrip().startswith("{") else "yaml")
+    try:
+        return load_report(source.path)
+    except OSError as exc:
+        raise ReportFormatError(exc.strerror or str(exc)) from None
+
+
+# -- rows -------------------------------------------------------------------------------------------------------
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def architecture_values(report: AnalyticModelReport) -> dict[str, Any]:
+    modules = report_to_dict(report)["modules"]
+    identity = {"model_id": report.model_id, "transformers_model": report.transformers_model,
+                "transformers_version": report.transformers_version, "dtype": report.dtype,
+                "parameters": report.parameters, "modules": modules}
+    return dict(tree_hash=_hash(identity), model_id=report.model_id, variant=report.variant,
+                transformers_model=report.transformers_model, transformers_version=report.transformers_version,
+                dtype=report.dtype, parameters=report.parameters,
+                checkpoint_parameters=report.checkpoint_parameters, weight_bytes=report.weight_bytes,
+                kv_cache_bytes_per_token=report.kv_cache_bytes_per_token, module_count=len(report.modules))
+
+
+def workload_values(report: AnalyticModelReport) -> dict[str, Any]:
+    values = attrs.asdict(report.workload)
+    return dict(workload_hash=_hash(values), **values)
+
+
+def report_values(report: AnalyticModelReport, architecture_id: int, workload_id: int, source: str
+                  ) -> dict[str, Any]:
+    return dict(
+        report_id=report.report_id, schema_version=report.schema_version, architecture_id=architecture_id,
+        workload_id=workload_id, model_id=report.model_id, variant=report.variant,
+        analyzer_version=report.analyzer_version, torch_version=report.torch_version,
+        routing_experts=report.routing.experts, routing_experts_per_token=report.routing.experts_per_token,
+        routing_shared_experts=report.routing.shared_experts, routing_assumption=report.routing.assumption,
+        routing_counting_implementation=report.routing.counting_implementation,
+        parameters_note=report.parameters_note, notes="\n".join(report.notes), total_flops=report.total_flops,
+        total_bytes=report.total_bytes, total_kernel_launches=sum(s.kernel_launches for s in report.stages),
+        source=source[:1000], ingested_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None))
+
+
+_STAGE_FIELDS = ("view_px", "calls", "items", "tokens_per_item", "context_start", "context_end", "flops",
+                 "bytes_read", "bytes_written", "weight_bytes_read", "kernel_launches", "op_calls",
+                 "activation_peak_bytes", "kv_cache_bytes", "distinct_experts_per_call", "step_flops_base",
+                 "step_flops_per_context_token", "step_bytes_base", "step_bytes_per_context_token")
+_OPERATOR_FIELDS = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
+
+
+def stage_columns(report: AnalyticModelReport, report_pk: int) -> dict[str, list]:
+    cols: dict[str, list] = {name: [] for name in ("report_id", "stage", "view_kind", *_STAGE_FIELDS)}
+    for s in report.stages:
+        cols["report_id"].append(report_pk)
+        cols["stage"].append(s.stage.value)
+        cols["view_kind"].append(s.view_kind.value)
+        for name in _STAGE_FIELDS:
+            cols[name].append(getattr(s, name))
+    return cols
+
+
+def module_columns(report: AnalyticModelReport, architecture_id: int, ids: list[int]) -> dict[str, list]:
+    cols: dict[str, list] = {name: [] for name in ("id", "architecture_id", "path", "parent_path", "name",
+                                                   "class_name", "depth", "parameters", "parameters_self",
+                                                   "weight_bytes", "stages")}
+    for module_pk, node in zip(ids, report.modules):
+        cols["id"].append(module_pk)
+        cols["architecture_id"].append(architecture_id)
+        cols["path"].append(node.path)
+        cols["parent_path"].append(node.parent_path)
+        cols["name"].append(node.name)
+        cols["class_name"].append(node.class_name)
+        cols["depth"].append(node.depth)
+        cols["parameters"].append(node.parameters)
+        cols["parameters_self"].append(node.parameters_self)
+        cols["weight_bytes"].append(node.weight_bytes)
+        cols["stages"].append(",".join(s.value for s in node.stages))
+    return cols
+
+
+def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict[str, int],
+                   category_ids: dict[str, int]) -> tuple[dict[str, list], dict[str, list]]:
+    key_names = ("report_id", "module_id", "stage", "view_kind")
+    modules: dict[str, list] = {name: [] for name in (*key_names, "forward_calls", "inclusive_flops",
+                                                      "inclusive_bytes", "inclusive_kernel_launches")}
+    operators: dict[str, list] = {name: [] for name in (*key_names, "category_id", *_OPERATOR_FIELDS)}
+    for snap in report.module_metrics:
+        module_pk = module_ids[snap.module_path]
+        key = (report_pk, module_pk, snap.stage.value, snap.view_kind.value)
+        for name, value in zip(key_names, key):
+            modules[name].append(value)
+        modules["forward_calls"].append(snap.forward_calls)
+        modules["inclusive_flops"].append(snap.inclusive_flops)
+        modules["inclusive_bytes"].append(snap.inclusive_bytes)
+        modules["inclusive_kernel_launches"].append(snap.inclusive_kernel_launches)
+        for op in snap.operators:
+            for name, value in zip(key_names, key):
+                operators[name].append(value)
+            operators["category_id"].append(category_ids[op.category.value])
+            for name in _OPERATOR_FIELDS:
+                operators[name].append(getattr(op, name))
+    return modules, operators
+
+
+# -- writing ----------------------------------------------------------------------------------------------------
+
+def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
+    """Insert column lists in one statement: Arrow on DuckDB, COPY on PostgreSQL."""
+    names = list(columns)
+    count = len(columns[names[0]]) if names else 0
+    if count == 0:
+        return 0
+    column_list = ", ".join(names)
+    dialect = conn.dialect.name
+    raw = conn.connection.driver_connection
+    if dialect == "duckdb":
+        import pyarrow as pa
+
+        arrow_rows = pa.table(columns)
+        view = f"_ingest_{table}"
+        raw.register(view, arrow_rows)
+        try:
+            raw.execute(f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {view}")
+        finally:
+            raw.unregister(view)
+    elif dialect == "postgresql":
+        with raw.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
+                for row in zip(*(columns[name] for name in names)):
+                    copy.write_row(row)
+    else:  # pragma: no cover - resolve_url admits only these two
+        raise RegistryError(f"bulk insert is not implemented for {dialect}")
+    return count
+
+
+def allocate_ids(conn: Connection, sequence: str, count: int) -> list[int]:
+    if count == 0:
+        return []
+    series = "range(:n)" if conn.dialect.name == "duckdb" else "generate_series(1, :n)"
+    rows = conn.execute(sa.text(f"SELECT nextval('{sequence}') FROM {series}"), {"n": count}).all()
+    return sorted(int(r[0]) for r in rows)
+
+
+def _find_or_create(conn: Connection, model, key: str, values: dict[str, Any]) -> tuple[int, bool]:
+    table = model.__table__
+    column = table.c[key]
+    found = conn.execute(sa.select(table.c.id).where(column == values[key])).scalar()
+    if found is not None:
+        return int(found), False
+    inserted = conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
+                            .returning(table.c.id)).scalar()
+    if inserted is not None:
+        return int(inserted), True
+    # another writer created it between our select and insert
+    return int(conn.execute(sa.select(table.c.id).where(column == values[key])).scalar_one()), False
+
+
+def write_report(registry: Registry, report: AnalyticModelReport, source: str, force: bool = False
+                 ) -> IngestOutcome:
+    """All rows of one report in one transaction, or none."""
+    with registry.begin() as conn:
+        category_ids = registry.category_ids(conn)
+        rows = 0
+        architecture_id, new_architecture = _find_or_create(conn, Architecture, "tree_hash",
+                                                            architecture_values(report))
+        if new_architecture:
+            ids = allocate_ids(conn, "modules_id_seq", len(report.modules))
+            rows += bulk_insert(conn, "modules", module_columns(report, architecture_id, ids))
+            rows += 1
+        module_ids = dict(conn.execute(sa.text("SELECT path, id FROM modules WHERE architecture_id = :a"),
+                                       {"a": architecture_id}).all())
+        missing = {snap.module_path for snap in report.module_metrics} - set(module_ids)
+        if missing:
+            raise ReportFormatError(f"metrics name modules absent from the stored tree: {sorted(missing)[:3]}")
+        workload_id, new_workload = _find_or_create(conn, Workload, "workload_hash", workload_values(report))
+        rows += int(new_workload)
+
+        values = report_values(report, architecture_id, workload_id, source)
+        reports = Report.__table__
+        report_pk = conn.execute(pg_insert(reports).values(**values)
+                                 .on_conflict_do_nothing(index_elements=["report_id"])
+                                 .returning(reports.c.id)).scalar()
+        status = "new"
+        if report_pk is None:
+            report_pk = conn.execute(sa.select(reports.c.id).where(reports.c.report_id == report.report_id)
+                                     ).scalar_one()
+            if not force:
+                return IngestOutcome(source, "skipped", report.report_id, 0, "already present")
+            for table in ("operator_metrics", "module_metrics", "report_stages"):
+                conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
+            conn.execute(reports.update().where(reports.c.id == report_pk)
+                         .values(source=values["source"], ingested_at=values["ingested_at"]))
+            status = "replaced"
+        rows += 1
+        rows += bulk_insert(conn, "report_stages", stage_columns(report, report_pk))
+        module_rows, operator_rows = metric_columns(report, report_pk, module_ids, category_ids)
+        rows += bulk_insert(conn, "module_metrics", module_rows)
+        rows += bulk_insert(conn, "operator_metrics", operator_rows)
+        return IngestOutcome(source, status, report.report_id, rows)
+
+
+def ingest_sources(registry: Registry, sources: list[Source], force: bool = False, progress: bool = False
+                   ) -> list[IngestOutcome]:
+    from tqdm import tqdm
+
+    outcomes = []
+    bar = tqdm(total=len(sources), unit="report", file=sys.stderr, disable=not progress, leave=False)
+    try:
+        for source in sources:
+            if source.error is not None:
+                outcomes.append(IngestOutcome(source.label, "failed", message=source.error))
+            else:
+                try:
+                    report = read_source(source)
+                    outcomes.append(write_report(registry, report, source.label, force))
+                except ReportFormatError as exc:
+                    outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
+                except sa.exc.DBAPIError as exc:
+                    first = str(exc.orig or exc).strip().splitlines()[0]
+                    outcomes.append(IngestOutcome(source.label, "failed", message=f"database error: {first}"))
+            bar.update(1)
+    finally:
+        bar.close()
+    return outcomes
+
+
+def summarize(outcomes: list[IngestOutcome], seconds: float, where: str) -> str:
+    counts = {status: sum(1 for o in outcomes if o.status == status)
+              for status in ("new", "replaced", "skipped", "failed")}
+    rows = sum(o.rows for o in outcomes)
+    rate = f" ({rows / seconds:,.0f} rows/s)" if seconds > 0 and rows else ""
+    parts = [f"{counts['new']} new"]
+    if counts["replaced"]:
+        parts.append(f"{counts['replaced']} replaced")
+    parts.append(f"{counts['skipped']} skipped (already present)")
+    parts.append(f"{counts['failed']} failed")
+    return f"ingest: {', '.join(parts)}; {rows:,} rows in {seconds:.2f} s{rate} -> {where}"
+
+
+def timed_ingest(registry: Registry, paths: list[str], force: bool = False, progress: bool = False
+                 ) -> tuple[list[IngestOutcome], float]:
+    started = time.perf_counter()
+    outcomes = ingest_sources(registry, discover(paths), force=force, progress=progress)
+    return outcomes, time.perf_counter() - started

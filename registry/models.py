@@ -1,0 +1,197 @@
+"""SQLAlchemy models of the registry. Migrations in migrations/ create exactly these tables (a drift test holds it).
+
+Portable between DuckDB and PostgreSQL: surrogate keys come from sequences (`server_default=nextval`), foreign keys
+are declared inside CREATE TABLE, and metric rows use natural composite keys that only reference rows which are
+never deleted (reports, modules, categories), because DuckDB cannot delete a referenced row in the same
+transaction as the rows referencing it.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention={
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+    })
+
+
+def _seq(name: str) -> sa.Sequence:
+    return sa.Sequence(name, metadata=Base.metadata)
+
+
+ARCHITECTURES_ID_SEQ = _seq("architectures_id_seq")
+MODULES_ID_SEQ = _seq("modules_id_seq")
+WORKLOADS_ID_SEQ = _seq("workloads_id_seq")
+REPORTS_ID_SEQ = _seq("reports_id_seq")
+
+
+def _id(seq: sa.Sequence) -> Mapped[int]:
+    return mapped_column(sa.BigInteger, seq, server_default=seq.next_value(), primary_key=True)
+
+
+Count = sa.BigInteger
+
+
+class Architecture(Base):
+    """A module tree as instantiated by one transformers version: shared by every report analyzed on it."""
+
+    __tablename__ = "architectures"
+    id: Mapped[int] = _id(ARCHITECTURES_ID_SEQ)
+    tree_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    model_id: Mapped[str] = mapped_column(sa.String(200))
+    variant: Mapped[str] = mapped_column(sa.String(20))
+    transformers_model: Mapped[str] = mapped_column(sa.String(100))
+    transformers_version: Mapped[str] = mapped_column(sa.String(40))
+    dtype: Mapped[str] = mapped_column(sa.String(20))
+    parameters: Mapped[int] = mapped_column(Count)
+    checkpoint_parameters: Mapped[int] = mapped_column(Count)
+    weight_bytes: Mapped[int] = mapped_column(Count)
+    kv_cache_bytes_per_token: Mapped[int] = mapped_column(Count)
+    module_count: Mapped[int] = mapped_column(sa.Integer)
+
+
+class Module(Base):
+    """One entry of an architecture's named_modules() tree; the parent is found by path in the same tree."""
+
+    __tablename__ = "modules"
+    __table_args__ = (sa.UniqueConstraint("architecture_id", "path"),)
+    id: Mapped[int] = _id(MODULES_ID_SEQ)
+    architecture_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("architectures.id"))
+    path: Mapped[str] = mapped_column(sa.String(300))
+    parent_path: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    class_name: Mapped[str] = mapped_column(sa.String(200))
+    depth: Mapped[int] = mapped_column(sa.Integer)
+    parameters: Mapped[int] = mapped_column(Count)
+    parameters_self: Mapped[int] = mapped_column(Count)
+    weight_bytes: Mapped[int] = mapped_column(Count)
+    stages: Mapped[str] = mapped_column(sa.String(100))  # comma-separated, in stage order
+
+
+class Workload(Base):
+    __tablename__ = "workloads"
+    id: Mapped[int] = _id(WORKLOADS_ID_SEQ)
+    workload_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    profile_id: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    variant: Mapped[str] = mapped_column(sa.String(20))
+    mode: Mapped[str] = mapped_column(sa.String(20))
+    page_width_px: Mapped[int] = mapped_column(sa.Integer)
+    page_height_px: Mapped[int] = mapped_column(sa.Integer)
+    min_tiles: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    max_tiles: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    global_view_px: Mapped[int] = mapped_column(sa.Integer)
+    tile_px: Mapped[int] = mapped_column(sa.Integer)
+    tiles_wide: Mapped[int] = mapped_column(sa.Integer)
+    tiles_high: Mapped[int] = mapped_column(sa.Integer)
+    global_feature_tokens: Mapped[int] = mapped_column(sa.Integer)
+    tile_feature_tokens: Mapped[int] = mapped_column(sa.Integer)
+    image_placeholder_tokens: Mapped[int] = mapped_column(sa.Integer)
+    prompt_text_tokens: Mapped[int] = mapped_column(sa.Integer)
+    prefill_tokens: Mapped[int] = mapped_column(sa.Integer)
+    new_tokens: Mapped[int] = mapped_column(sa.Integer)
+    decode_steps: Mapped[int] = mapped_column(sa.Integer)
+    batch: Mapped[int] = mapped_column(sa.Integer)
+    decoding: Mapped[str] = mapped_column(sa.String(20))
+
+
+class Report(Base):
+    __tablename__ = "reports"
+    id: Mapped[int] = _id(REPORTS_ID_SEQ)
+    report_id: Mapped[str] = mapped_column(sa.String(64), unique=True)  # content hash
+    schema_version: Mapped[int] = mapped_column(sa.Integer)
+    architecture_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("architectures.id"))
+    workload_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("workloads.id"))
+    model_id: Mapped[str] = mapped_column(sa.String(200))
+    variant: Mapped[str] = mapped_column(sa.String(20))
+    analyzer_version: Mapped[str] = mapped_column(sa.String(40))
+    torch_version: Mapped[str] = mapped_column(sa.String(40))
+    routing_experts: Mapped[int] = mapped_column(sa.Integer)
+    routing_experts_per_token: Mapped[int] = mapped_column(sa.Integer)
+    routing_shared_experts: Mapped[int] = mapped_column(sa.Integer)
+    routing_assumption: Mapped[str] = mapped_column(sa.String(40))
+    routing_counting_implementation: Mapped[str] = mapped_column(sa.String(40))
+    parameters_note: Mapped[str] = mapped_column(sa.Text)
+    notes: Mapped[str] = mapped_column(sa.Text)
+    total_flops: Mapped[int] = mapped_column(Count)
+    total_bytes: Mapped[int] = mapped_column(Count)
+    total_kernel_launches: Mapped[int] = mapped_column(Count)
+    source: Mapped[str] = mapped_column(sa.String(1000))
+    ingested_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+
+
+class ReportStage(Base):
+    __tablename__ = "report_stages"
+    report_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("reports.id"), primary_key=True,
+                                           autoincrement=False)
+    stage: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    view_kind: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    view_px: Mapped[int] = mapped_column(sa.Integer)
+    calls: Mapped[int] = mapped_column(Count)
+    items: Mapped[int] = mapped_column(Count)
+    tokens_per_item: Mapped[int] = mapped_column(Count)
+    context_start: Mapped[int] = mapped_column(Count)
+    context_end: Mapped[int] = mapped_column(Count)
+    flops: Mapped[int] = mapped_column(Count)
+    bytes_read: Mapped[int] = mapped_column(Count)
+    bytes_written: Mapped[int] = mapped_column(Count)
+    weight_bytes_read: Mapped[int] = mapped_column(Count)
+    kernel_launches: Mapped[int] = mapped_column(Count)
+    op_calls: Mapped[int] = mapped_column(Count)
+    activation_peak_bytes: Mapped[int] = mapped_column(Count)
+    kv_cache_bytes: Mapped[int] = mapped_column(Count)
+    distinct_experts_per_call: Mapped[float] = mapped_column(sa.Double)
+    step_flops_base: Mapped[int] = mapped_column(Count)
+    step_flops_per_context_token: Mapped[int] = mapped_column(Count)
+    step_bytes_base: Mapped[int] = mapped_column(Count)
+    step_bytes_per_context_token: Mapped[int] = mapped_column(Count)
+
+
+class OperatorCategoryRow(Base):
+    __tablename__ = "operator_categories"
+    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    description: Mapped[str] = mapped_column(sa.Text)
+
+
+class ModuleMetric(Base):
+    """A module's costs in one stage of one report, over the whole workload."""
+
+    __tablename__ = "module_metrics"
+    report_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("reports.id"), primary_key=True,
+                                           autoincrement=False)
+    module_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("modules.id"), primary_key=True,
+                                           autoincrement=False)
+    stage: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    view_kind: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    forward_calls: Mapped[int] = mapped_column(Count)
+    inclusive_flops: Mapped[int] = mapped_column(Count)
+    inclusive_bytes: Mapped[int] = mapped_column(Count)
+    inclusive_kernel_launches: Mapped[int] = mapped_column(Count)
+
+
+class OperatorMetric(Base):
+    """One operator category of a module metric: the module's own ops (children excluded)."""
+
+    __tablename__ = "operator_metrics"
+    report_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("reports.id"), primary_key=True,
+                                           autoincrement=False)
+    module_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("modules.id"), primary_key=True,
+                                           autoincrement=False)
+    stage: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    view_kind: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    category_id: Mapped[int] = mapped_column(sa.SmallInteger, sa.ForeignKey("operator_categories.id"),
+                                             primary_key=True, autoincrement=False)
+    op_calls: Mapped[int] = mapped_column(Count)
+    kernel_launches: Mapped[int] = mapped_column(Count)
+    flops: Mapped[int] = mapped_column(Count)
+    bytes_read: Mapped[int] = mapped_column(Count)
+    bytes_written: Mapped[int] = mapped_column(Count)
+    weight_bytes_read: Mapped[int] = mapped_column(Count)
