@@ -27,6 +27,7 @@ ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 DEFAULT_DB = "dsocr-registry.duckdb"
 URL_ENV = "DSOCR_REGISTRY_URL"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+CONNECTION_LEASE_S = 1.0
 
 
 class RegistryError(RuntimeError):
@@ -132,12 +133,15 @@ class Registry:
         self.lock_timeout_s = lock_timeout_s
         self.engine = make_engine(self.url)
         self._categories: dict[str, int] | None = None
+        self._held: tuple[Connection, float] | None = None
+        self.architecture_cache: dict[str, tuple[int, dict[str, int]]] = {}
 
     @property
     def dialect(self) -> str:
         return self.url.get_backend_name()
 
     def dispose(self) -> None:
+        self.release()
         self.engine.dispose()
 
     def __enter__(self) -> "Registry":
@@ -166,14 +170,32 @@ class Registry:
                 delay = min(delay * 2, 1.0)
 
     @contextlib.contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A connection in a transaction: committed on success, rolled back on any error."""
-        conn = self._connect_with_retry()
+    def begin(self, keep_open: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction: committed on success, rolled back on any error.
+
+        `keep_open`: a writer of many reports may keep its connection for the next transaction, for at most
+        CONNECTION_LEASE_S since it was opened, so that a DuckDB file is never held long by one process.
+        """
+        if self._held is not None:
+            conn, opened = self._held
+            self._held = None
+        else:
+            conn, opened = self._connect_with_retry(), time.monotonic()
         try:
             with conn.begin():
                 yield conn
-        finally:
+        except BaseException:
             conn.close()
+            raise
+        if keep_open and time.monotonic() - opened < CONNECTION_LEASE_S:
+            self._held = (conn, opened)
+        else:
+            conn.close()
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held[0].close()
+            self._held = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:

@@ -93,11 +93,13 @@ def _hash(data: Any) -> str:
 
 
 def architecture_values(report: AnalyticModelReport) -> dict[str, Any]:
-    modules = report_to_dict(report)["modules"]
-    identity = {"model_id": report.model_id, "transformers_model": report.transformers_model,
-                "transformers_version": report.transformers_version, "dtype": report.dtype,
-                "parameters": report.parameters, "modules": modules}
-    return dict(tree_hash=_hash(identity), model_id=report.model_id, variant=report.variant,
+    digest = hashlib.sha256()
+    digest.update(f"{report.model_id}|{report.transformers_model}|{report.transformers_version}|{report.dtype}|"
+                  f"{report.parameters}|{report.checkpoint_parameters}\n".encode())
+    for m in report.modules:
+        digest.update(f"{m.path}|{m.parent_path}|{m.class_name}|{m.depth}|{m.parameters}|{m.parameters_self}|"
+                      f"{m.weight_bytes}|{','.join(s.value for s in m.stages)}\n".encode())
+    return dict(tree_hash=digest.hexdigest(), model_id=report.model_id, variant=report.variant,
                 transformers_model=report.transformers_model, transformers_version=report.transformers_version,
                 dtype=report.dtype, parameters=report.parameters,
                 checkpoint_parameters=report.checkpoint_parameters, weight_bytes=report.weight_bytes,
@@ -131,56 +133,44 @@ _OPERATOR_FIELDS = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes
 
 
 def stage_columns(report: AnalyticModelReport, report_pk: int) -> dict[str, list]:
-    cols: dict[str, list] = {name: [] for name in ("report_id", "stage", "view_kind", *_STAGE_FIELDS)}
-    for s in report.stages:
-        cols["report_id"].append(report_pk)
-        cols["stage"].append(s.stage.value)
-        cols["view_kind"].append(s.view_kind.value)
-        for name in _STAGE_FIELDS:
-            cols[name].append(getattr(s, name))
+    stages = report.stages
+    cols: dict[str, list] = {"report_id": [report_pk] * len(stages), "stage": [s.stage.value for s in stages],
+                             "view_kind": [s.view_kind.value for s in stages]}
+    for name in _STAGE_FIELDS:
+        cols[name] = [getattr(s, name) for s in stages]
     return cols
 
 
 def module_columns(report: AnalyticModelReport, architecture_id: int, ids: list[int]) -> dict[str, list]:
-    cols: dict[str, list] = {name: [] for name in ("id", "architecture_id", "path", "parent_path", "name",
-                                                   "class_name", "depth", "parameters", "parameters_self",
-                                                   "weight_bytes", "stages")}
-    for module_pk, node in zip(ids, report.modules):
-        cols["id"].append(module_pk)
-        cols["architecture_id"].append(architecture_id)
-        cols["path"].append(node.path)
-        cols["parent_path"].append(node.parent_path)
-        cols["name"].append(node.name)
-        cols["class_name"].append(node.class_name)
-        cols["depth"].append(node.depth)
-        cols["parameters"].append(node.parameters)
-        cols["parameters_self"].append(node.parameters_self)
-        cols["weight_bytes"].append(node.weight_bytes)
-        cols["stages"].append(",".join(s.value for s in node.stages))
-    return cols
+    nodes = report.modules
+    return {
+        "id": list(ids), "architecture_id": [architecture_id] * len(nodes), "path": [n.path for n in nodes],
+        "parent_path": [n.parent_path for n in nodes], "name": [n.name for n in nodes],
+        "class_name": [n.class_name for n in nodes], "depth": [n.depth for n in nodes],
+        "parameters": [n.parameters for n in nodes], "parameters_self": [n.parameters_self for n in nodes],
+        "weight_bytes": [n.weight_bytes for n in nodes],
+        "stages": [",".join(s.value for s in n.stages) for n in nodes],
+    }
 
 
 def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict[str, int],
                    category_ids: dict[str, int]) -> tuple[dict[str, list], dict[str, list]]:
-    key_names = ("report_id", "module_id", "stage", "view_kind")
-    modules: dict[str, list] = {name: [] for name in (*key_names, "forward_calls", "inclusive_flops",
-                                                      "inclusive_bytes", "inclusive_kernel_launches")}
-    operators: dict[str, list] = {name: [] for name in (*key_names, "category_id", *_OPERATOR_FIELDS)}
-    for snap in report.module_metrics:
-        module_pk = module_ids[snap.module_path]
-        key = (report_pk, module_pk, snap.stage.value, snap.view_kind.value)
-        for name, value in zip(key_names, key):
-            modules[name].append(value)
-        modules["forward_calls"].append(snap.forward_calls)
-        modules["inclusive_flops"].append(snap.inclusive_flops)
-        modules["inclusive_bytes"].append(snap.inclusive_bytes)
-        modules["inclusive_kernel_launches"].append(snap.inclusive_kernel_launches)
-        for op in snap.operators:
-            for name, value in zip(key_names, key):
-                operators[name].append(value)
-            operators["category_id"].append(category_ids[op.category.value])
-            for name in _OPERATOR_FIELDS:
-                operators[name].append(getattr(op, name))
+    snaps = report.module_metrics
+    modules = {
+        "report_id": [report_pk] * len(snaps), "module_id": [module_ids[s.module_path] for s in snaps],
+        "stage": [s.stage.value for s in snaps], "view_kind": [s.view_kind.value for s in snaps],
+        "forward_calls": [s.forward_calls for s in snaps], "inclusive_flops": [s.inclusive_flops for s in snaps],
+        "inclusive_bytes": [s.inclusive_bytes for s in snaps],
+        "inclusive_kernel_launches": [s.inclusive_kernel_launches for s in snaps],
+    }
+    pairs = [(snap, op) for snap in snaps for op in snap.operators]
+    operators = {
+        "report_id": [report_pk] * len(pairs), "module_id": [module_ids[s.module_path] for s, _ in pairs],
+        "stage": [s.stage.value for s, _ in pairs], "view_kind": [s.view_kind.value for s, _ in pairs],
+        "category_id": [category_ids[op.category.value] for _, op in pairs],
+    }
+    for name in _OPERATOR_FIELDS:
+        operators[name] = [getattr(op, name) for _, op in pairs]
     return modules, operators
 
 
@@ -237,20 +227,23 @@ def _find_or_create(conn: Connection, model, key: str, values: dict[str, Any]) -
     return int(conn.execute(sa.select(table.c.id).where(column == values[key])).scalar_one()), False
 
 
-def write_report(registry: Registry, report: AnalyticModelReport, source: str, force: bool = False
-                 ) -> IngestOutcome:
+def write_report(registry: Registry, report: AnalyticModelReport, source: str, force: bool = False,
+                 keep_open: bool = False) -> IngestOutcome:
     """All rows of one report in one transaction, or none."""
-    with registry.begin() as conn:
+    architecture = architecture_values(report)
+    cached = registry.architecture_cache.get(architecture["tree_hash"])
+    with registry.begin(keep_open=keep_open) as conn:
         category_ids = registry.category_ids(conn)
         rows = 0
-        architecture_id, new_architecture = _find_or_create(conn, Architecture, "tree_hash",
-                                                            architecture_values(report))
-        if new_architecture:
-            ids = allocate_ids(conn, "modules_id_seq", len(report.modules))
-            rows += bulk_insert(conn, "modules", module_columns(report, architecture_id, ids))
-            rows += 1
-        module_ids = dict(conn.execute(sa.text("SELECT path, id FROM modules WHERE architecture_id = :a"),
-                                       {"a": architecture_id}).all())
+        if cached is not None:
+            architecture_id, module_ids = cached
+        else:
+            architecture_id, new_architecture = _find_or_create(conn, Architecture, "tree_hash", architecture)
+            if new_architecture:
+                ids = allocate_ids(conn, "modules_id_seq", len(report.modules))
+                rows += 1 + bulk_insert(conn, "modules", module_columns(report, architecture_id, ids))
+            module_ids = dict(conn.execute(sa.text("SELECT path, id FROM modules WHERE architecture_id = :a"),
+                                           {"a": architecture_id}).all())
         missing = {snap.module_path for snap in report.module_metrics} - set(module_ids)
         if missing:
             raise ReportFormatError(f"metrics name modules absent from the stored tree: {sorted(missing)[:3]}")
@@ -263,22 +256,29 @@ def write_report(registry: Registry, report: AnalyticModelReport, source: str, f
                                  .on_conflict_do_nothing(index_elements=["report_id"])
                                  .returning(reports.c.id)).scalar()
         status = "new"
+        outcome = None
         if report_pk is None:
             report_pk = conn.execute(sa.select(reports.c.id).where(reports.c.report_id == report.report_id)
                                      ).scalar_one()
             if not force:
-                return IngestOutcome(source, "skipped", report.report_id, 0, "already present")
-            for table in ("operator_metrics", "module_metrics", "report_stages"):
-                conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
-            conn.execute(reports.update().where(reports.c.id == report_pk)
-                         .values(source=values["source"], ingested_at=values["ingested_at"]))
-            status = "replaced"
-        rows += 1
-        rows += bulk_insert(conn, "report_stages", stage_columns(report, report_pk))
-        module_rows, operator_rows = metric_columns(report, report_pk, module_ids, category_ids)
-        rows += bulk_insert(conn, "module_metrics", module_rows)
-        rows += bulk_insert(conn, "operator_metrics", operator_rows)
-        return IngestOutcome(source, status, report.report_id, rows)
+                status = "skipped"
+                outcome = IngestOutcome(source, status, report.report_id, 0, "already present")
+            else:
+                for table in ("operator_metrics", "module_metrics", "report_stages"):
+                    conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
+                conn.execute(reports.update().where(reports.c.id == report_pk)
+                             .values(source=values["source"], ingested_at=values["ingested_at"]))
+                status = "replaced"
+        if status in ("new", "replaced"):
+            rows += 1
+            rows += bulk_insert(conn, "report_stages", stage_columns(report, report_pk))
+            module_rows, operator_rows = metric_columns(report, report_pk, module_ids, category_ids)
+            rows += bulk_insert(conn, "module_metrics", module_rows)
+            rows += bulk_insert(conn, "operator_metrics", operator_rows)
+            outcome = IngestOutcome(source, status, report.report_id, rows)
+    # committed: the tree's ids are now safe to reuse
+    registry.architecture_cache[architecture["tree_hash"]] = (architecture_id, module_ids)
+    return outcome
 
 
 def ingest_sources(registry: Registry, sources: list[Source], force: bool = False, progress: bool = False
@@ -294,7 +294,7 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
             else:
                 try:
                     report = read_source(source)
-                    outcomes.append(write_report(registry, report, source.label, force))
+                    outcomes.append(write_report(registry, report, source.label, force, keep_open=True))
                 except ReportFormatError as exc:
                     outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
                 except sa.exc.DBAPIError as exc:
@@ -303,6 +303,7 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
             bar.update(1)
     finally:
         bar.close()
+        registry.release()
     return outcomes
 
 

@@ -21,3 +21,75 @@ def standard_ocr2_report():
     from analyzer.workload import load_profile
 
     return analyze(load_profile("dsocr-standard-ocr2"))
+
+
+# -- registry fixtures: every registry test runs on DuckDB, and on PostgreSQL when DSOCR_TEST_POSTGRES_URL is set --
+
+POSTGRES_URL = os.environ.get("DSOCR_TEST_POSTGRES_URL")
+BACKENDS = ["duckdb", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not POSTGRES_URL, reason="set DSOCR_TEST_POSTGRES_URL to run the PostgreSQL tests"))]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    """A URL of an empty database: a new DuckDB file, or a fresh PostgreSQL schema dropped afterwards."""
+    if request.param == "duckdb":
+        yield str(tmp_path / "registry.duckdb")
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg").update_query_dict(
+        {"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def report_files(tmp_path_factory):
+    """Reports of a few distinct workloads, written as JSON and YAML."""
+    from analyzer.analysis import analyze
+    from analyzer.report import write_report
+    from analyzer.workload import load_profile
+
+    folder = tmp_path_factory.mktemp("reports")
+    files = {}
+    for name, profile, overrides, suffix in [
+        ("standard", "dsocr-standard-v1", {}, ".json"),
+        ("standard_256", "dsocr-standard-v1", {"new_tokens": 256}, ".json"),
+        ("base", "dsocr-base-v1", {"new_tokens": 64}, ".yaml"),
+        ("ocr2", "dsocr-standard-ocr2", {"batch": 4}, ".json"),
+    ]:
+        path = folder / f"{name}{suffix}"
+        write_report(analyze(load_profile(profile, **overrides)), path)
+        files[name] = path
+    return files
+
+
+def run_command(args, input=None):
+    """Run `dsocr-registry ARGS` in-process through the real entry point's error handling."""
+    import click
+    from click.testing import CliRunner
+
+    from registry.cli import cli, run_cli
+
+    @click.command()
+    def entry():
+        run_cli(cli, list(args))
+
+    return CliRunner().invoke(entry, [], input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def registry_url(db_url):
+    """`db_url` after `dsocr-registry db upgrade` (what a PostgreSQL user does first)."""
+    result = run_command(["db", "upgrade", "--db", db_url])
+    assert result.exit_code == 0, result.output
+    return db_url

@@ -8,23 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from analyzer.report import load_report
-from registry.cli import cli, run_cli
+from registry.cli import cli
+from tests.conftest import run_command
 
 
 def invoke(args):
-    """Run through run_cli (the real entry point's error handling) and capture what a user sees."""
-    runner = CliRunner()
-
-    def entry():
-        run_cli(cli, args)
-
-    import click
-
-    @click.command()
-    def wrapper():
-        entry()
-
-    return runner.invoke(wrapper, [], catch_exceptions=False)
+    return run_command(args)
 
 
 def test_analyze_writes_json_and_prints_a_summary(tmp_path):

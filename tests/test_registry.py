@@ -1,0 +1,279 @@
+"""The registry on DuckDB and PostgreSQL: migrations, ingest, idempotency, bad input, views, export, snapshot."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from analyzer.report import load_report
+from registry.db import Registry, SchemaMismatchError
+from tests.conftest import run_command
+
+
+def rows(db_url, query, **params):
+    registry = Registry(db_url)
+    try:
+        with registry.begin() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(query), params).all()]
+    finally:
+        registry.dispose()
+
+
+def table_counts(db_url):
+    names = ["architectures", "modules", "workloads", "reports", "report_stages", "module_metrics",
+             "operator_metrics"]
+    return {name: rows(db_url, f"SELECT COUNT(*) FROM {name}")[0][0] for name in names}
+
+
+def test_db_upgrade_creates_schema_views_and_categories(db_url):
+    result = run_command(["db", "upgrade", "--db", db_url])
+    assert result.exit_code == 0, result.output
+    assert "upgraded (empty) -> 0001" in result.output
+    again = run_command(["db", "upgrade", "--db", db_url])
+    assert "at revision 0001 (current)" in again.output
+    current = run_command(["db", "current", "--db", db_url])
+    assert "revision 0001; code 0001 (current)" in current.output
+    assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 10
+    for view in ("v_reports", "v_module_tree", "v_stage_totals", "v_category_breakdown", "v_module_hotspots"):
+        assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
+    history = run_command(["db", "history"])
+    assert "<base> -> 0001" in history.output
+
+
+def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
+    result = run_command(["ingest", str(report_files["standard"]), "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    report = load_report(report_files["standard"])
+    counts = table_counts(registry_url)
+    operator_rows = sum(len(s.operators) for s in report.module_metrics)
+    assert counts == {"architectures": 1, "modules": len(report.modules), "workloads": 1, "reports": 1,
+                      "report_stages": 6, "module_metrics": len(report.module_metrics),
+                      "operator_metrics": operator_rows}
+    assert "1 new, 0 skipped (already present), 0 failed" in result.output
+    expected_rows = 1 + len(report.modules) + 1 + 1 + 6 + len(report.module_metrics) + operator_rows
+    assert f"{expected_rows:,} rows" in result.output
+    stages = rows(registry_url, "SELECT stage, view_kind, predicted_flops, predicted_bytes, kernel_launches "
+                          "FROM v_stage_totals WHERE report_id = :r", r=report.report_id)
+    expected = {(s.stage.value, s.view_kind.value): (s.flops, s.bytes_read + s.bytes_written, s.kernel_launches)
+                for s in report.stages}
+    assert {(st, vk): tuple(v) for st, vk, *v in stages} == expected
+    (total_flops,) = rows(registry_url, "SELECT SUM(flops) FROM operator_metrics")[0]
+    assert total_flops == report.total_flops
+    tree = rows(registry_url, "SELECT module_path, parent_path, parameters, child_count FROM v_module_tree "
+                        "WHERE module_path IN ('', 'model.language_model.layers.3.mlp')")
+    assert sorted(tree) == [("", None, 3_335_504_128, 2), ("model.language_model.layers.3.mlp",
+                                                            "model.language_model.layers.3", 227_164_160, 3)]
+
+
+def test_reingest_is_a_noop_and_force_replaces(registry_url, report_files):
+    path = str(report_files["standard"])
+    run_command(["ingest", path, "--db", registry_url])
+    before = table_counts(registry_url)
+    (first_time,) = rows(registry_url, "SELECT ingested_at FROM reports")[0]
+    again = run_command(["ingest", path, "--db", registry_url])
+    assert again.exit_code == 0
+    assert "already present, skipped" in again.output and "0 new, 1 skipped" in again.output
+    assert table_counts(registry_url) == before
+    forced = run_command(["ingest", path, "--db", registry_url, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "1 replaced" in forced.output
+    assert table_counts(registry_url) == before
+    (second_time,) = rows(registry_url, "SELECT ingested_at FROM reports")[0]
+    assert second_time >= first_time
+
+
+def test_reports_share_architectures_and_workloads(registry_url, report_files):
+    result = run_command(["ingest", str(report_files["standard"]), str(report_files["standard_256"]),
+                          str(report_files["base"]), str(report_files["ocr2"]), "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    counts = table_counts(registry_url)
+    assert counts["reports"] == 4
+    assert counts["architectures"] == 2  # v1 and OCR-2
+    assert counts["workloads"] == 4
+    v1 = load_report(report_files["standard"])
+    ocr2 = load_report(report_files["ocr2"])
+    assert counts["modules"] == len(v1.modules) + len(ocr2.modules)
+    assert rows(registry_url, "SELECT COUNT(*) FROM v_reports WHERE variant = 'ocr2' AND batch = 4") == [(1,)]
+
+
+def test_directories_globs_and_stdin(registry_url, report_files, tmp_path):
+    folder = report_files["standard"].parent
+    result = run_command(["ingest", str(folder), "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    assert "4 new" in result.output
+    result = run_command(["ingest", str(folder / "*.json"), "--db", registry_url])
+    assert "0 new, 3 skipped" in result.output
+    fresh = str(tmp_path / "stdin.duckdb")
+    result = run_command(["ingest", "-", "--db", fresh], input=report_files["base"].read_text())
+    assert "1 new" in result.output  # a new DuckDB file is created at the current revision
+    assert result.exit_code == 0, result.output
+    assert rows(fresh, "SELECT COUNT(*) FROM reports") == [(1,)]
+
+
+def _report_dict(report_files):
+    return json.loads(report_files["standard_256"].read_text())
+
+
+def _write_edited(tmp_path, name, report_files, edit, keep_id=False):
+    import hashlib
+
+    data = _report_dict(report_files)
+    edit(data)
+    if not keep_id:
+        body = {k: v for k, v in data.items() if k != "report_id"}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+        data["report_id"] = "dsocr-" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    path = tmp_path / name
+    path.write_text(json.dumps(data, allow_nan=True))
+    return path
+
+
+def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tmp_path):
+    bad = {
+        "malformed.json": '{"schema_version": 1, "stages": [',
+        "malformed.yaml": "schema_version: 1\nstages: [unclosed\n",
+        "empty.json": "",
+        "nan.json": '{"schema_version": 1, "x": NaN}',
+        "list.yaml": "- 1\n- 2\n",
+    }
+    paths = []
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        paths.append(tmp_path / name)
+    (tmp_path / "latin1.json").write_bytes(b'{"schema_version": 1, "model_id": "caf\xe9"}')
+    paths.append(tmp_path / "latin1.json")
+    edits = {
+        "version.json": lambda d: d.update(schema_version=2),
+        "missing.json": lambda d: d.pop("stages"),
+        "negative.json": lambda d: d["stages"][0].update(flops=-5),
+        "infinite.json": lambda d: d["stages"][0].update(distinct_experts_per_call=float("inf")),
+        "orphan.json": lambda d: d["modules"][5].update(parent_path="model.ghost"),
+        "cycle.json": lambda d: d["modules"][0].update(parent_path=d["modules"][2]["path"]),
+    }
+    for name, edit in edits.items():
+        paths.append(_write_edited(tmp_path, name, report_files, edit))
+    paths.append(_write_edited(tmp_path, "tampered.json", report_files,
+                               lambda d: d["stages"][0].update(flops=1), keep_id=True))
+    result = run_command(["ingest", *map(str, paths), str(report_files["standard"]), "--db", registry_url])
+    assert result.exit_code == 1
+    failures = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(failures) == len(paths)
+    messages = dict(line.split(": ", 1) for line in failures)
+    expect = {
+        "malformed.json": "malformed JSON", "malformed.yaml": "malformed YAML", "empty.json": "empty file",
+        "nan.json": "non-finite", "list.yaml": "must be a mapping", "latin1.json": "not UTF-8",
+        "version.json": "schema_version 2 is not supported", "missing.json": "missing required field 'stages'",
+        "negative.json": "flops must be >= 0", "infinite.json": "finite number", "orphan.json": "does not exist",
+        "cycle.json": "cycle", "tampered.json": "does not match its content",
+    }
+    for name, fragment in expect.items():
+        assert fragment in messages[str(tmp_path / name)], (name, messages[str(tmp_path / name)])
+    assert f"1 new, 0 skipped (already present), {len(paths)} failed" in result.stdout
+    assert table_counts(registry_url)["reports"] == 1
+
+
+def test_strings_carrying_sql_are_stored_as_text(registry_url, report_files, tmp_path):
+    evil = "'); DROP TABLE reports; --"
+
+    def edit(data):
+        data["workload"]["profile_id"] = evil
+        data["model_id"] = evil + " \"quoted\""
+    path = _write_edited(tmp_path, "evil.json", report_files, edit)
+    result = run_command(["ingest", str(path), "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    assert rows(registry_url, "SELECT profile_id FROM v_reports") == [(evil,)]
+    assert rows(registry_url, "SELECT model_id FROM reports") == [(evil + ' "quoted"',)]
+
+
+def test_missing_paths_and_empty_directories(registry_url, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_command(["ingest", str(tmp_path / "nope.json"), str(tmp_path / "empty"), str(tmp_path / "*.zzz"),
+                          "--db", registry_url])
+    assert result.exit_code == 1
+    assert "no such file or directory" in result.stderr
+    assert "directory holds no .json, .yaml or .yml file" in result.stderr
+    assert "pattern matches no file" in result.stderr
+
+
+def test_schema_gate_refuses_stale_newer_and_empty(db_url, report_files):
+    if db_url.endswith(".duckdb"):
+        registry = Registry(db_url)
+        registry.ensure_schema()  # a new file is created at the current revision
+    else:
+        result = run_command(["sql", "SELECT 1", "--db", db_url])
+        assert result.exit_code == 2
+        assert "has no registry schema; run: dsocr-registry db upgrade --db" in result.stderr
+        run_command(["db", "upgrade", "--db", db_url])
+    with Registry(db_url).begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    result = run_command(["ingest", str(report_files["base"]), "--db", db_url])
+    assert result.exit_code == 2
+    assert "newer than this dsocr-registry" in result.stderr
+    with Registry(db_url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM alembic_version"))
+    with pytest.raises(SchemaMismatchError, match="has no registry schema"):
+        Registry(db_url).ensure_schema()
+
+
+def test_stale_revision_names_the_upgrade_command(tmp_path, monkeypatch):
+    db = str(tmp_path / "old.duckdb")
+    Registry(db).ensure_schema()
+    import registry.db as registry_db
+
+    monkeypatch.setattr(registry_db.Registry, "head_revision", lambda self: "0002")
+    monkeypatch.setattr(registry_db, "revision_history", lambda: [("0002", "0001", "next"), ("0001", None, "x")])
+    with pytest.raises(SchemaMismatchError, match=r"older than this code's 0002; run: dsocr-registry db upgrade"):
+        Registry(db).ensure_schema()
+
+
+def test_sql_command_formats_and_errors(registry_url, report_files):
+    run_command(["ingest", str(report_files["standard"]), "--db", registry_url])
+    query = "SELECT stage, view_kind, predicted_flops FROM v_stage_totals ORDER BY predicted_flops DESC"
+    table = run_command(["sql", query, "--db", registry_url])
+    assert table.exit_code == 0
+    assert table.stdout.splitlines()[0].split() == ["stage", "view_kind", "predicted_flops"]
+    assert "2325753298944" in table.stdout and "(6 rows)" in table.stdout
+    csv_out = run_command(["sql", query, "--db", registry_url, "--format", "csv"]).stdout.splitlines()
+    assert csv_out[0] == "stage,view_kind,predicted_flops" and csv_out[1] == "vision,tile,2325753298944"
+    data = json.loads(run_command(["sql", query, "--db", registry_url, "--format", "json"]).stdout)
+    assert data[0] == {"stage": "vision", "view_kind": "tile", "predicted_flops": 2325753298944}
+    bad = run_command(["sql", "SELECT nope FROM v_stage_totals", "--db", registry_url])
+    assert bad.exit_code == 2 and bad.stderr.startswith("dsocr-registry: error: query failed:")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    change = run_command(["sql", "DELETE FROM reports", "--db", registry_url])
+    assert change.exit_code == 2
+    assert rows(registry_url, "SELECT COUNT(*) FROM reports") == [(1,)]
+
+
+def test_export_parquet_and_snapshot(registry_url, report_files, tmp_path):
+    run_command(["ingest", str(report_files["standard"]), str(report_files["ocr2"]), "--db", registry_url])
+    out = tmp_path / "parquet"
+    result = run_command(["export", "--parquet", str(out), "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    counts = table_counts(registry_url)
+    for name, count in counts.items():
+        assert pq.read_table(out / f"{name}.parquet").num_rows == count
+    stage_view = pq.read_table(out / "v_stage_totals.parquet")
+    assert stage_view.num_rows == 12 and "predicted_flops" in stage_view.column_names
+    snap = tmp_path / "bi" / "registry.duckdb"
+    result = run_command(["snapshot", str(snap), "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    assert table_counts(str(snap)) == counts
+    assert rows(str(snap), "SELECT COUNT(*) FROM v_module_hotspots") == rows(
+        registry_url, "SELECT COUNT(*) FROM v_module_hotspots")
+    import duckdb
+
+    with duckdb.connect(str(snap), read_only=True) as conn:  # what a BI tool does
+        assert conn.execute("SELECT COUNT(*) FROM v_reports").fetchone() == (2,)
+
+
+def test_example_queries_run(registry_url, report_files):
+    from registry.db import REPO_ROOT
+
+    run_command(["ingest", str(report_files["standard"]), str(report_files["ocr2"]), "--db", registry_url])
+    examples = sorted((REPO_ROOT / "queries" / "examples").glob("*.sql"))
+    assert len(examples) >= 4
+    for path in examples:
+        result = rows(registry_url, path.read_text())
+        assert result, path.name
