@@ -365,21 +365,27 @@ def analyze(workload: Workload) -> AnalyticModelReport:
         routing=RoutingAssumption(experts=experts, experts_per_token=top_k,
                                   shared_experts=text["n_shared_experts"], assumption="uniform",
                                   counting_implementation=EXPERTS_COUNTING_IMPLEMENTATION),
-        workload=WorkloadRecord(
-            profile_id=workload.profile_id, variant=workload.variant, mode=workload.mode,
-            page_width_px=workload.page_width_px, page_height_px=workload.page_height_px,
-            min_tiles=workload.min_tiles, max_tiles=workload.max_tiles, global_view_px=layout.global_view_px,
-            tile_px=layout.tile_px, tiles_wide=layout.tiles_wide, tiles_high=layout.tiles_high,
-            global_feature_tokens=layout.global_feature_tokens, tile_feature_tokens=layout.tile_feature_tokens,
-            image_placeholder_tokens=layout.image_placeholder_tokens,
-            prompt_text_tokens=workload.prompt_text_tokens, prefill_tokens=prefill_tokens,
-            new_tokens=workload.new_tokens, decode_steps=steps, batch=batch, decoding=workload.decoding),
+        workload=workload_record(workload),
         stages=tuple(summary for summary, _ in stage_entries),
         modules=tuple(_module_tree(model)),
         module_metrics=tuple(snapshots),
         notes=tuple(REPORT_NOTES),
     )
     return with_report_id(report)
+
+
+def workload_record(workload: Workload) -> WorkloadRecord:
+    """The workload as a report records it, with its resolved layout (no tracing needed)."""
+    layout = workload.layout
+    return WorkloadRecord(
+        profile_id=workload.profile_id, variant=workload.variant, mode=workload.mode,
+        page_width_px=workload.page_width_px, page_height_px=workload.page_height_px,
+        min_tiles=workload.min_tiles, max_tiles=workload.max_tiles, global_view_px=layout.global_view_px,
+        tile_px=layout.tile_px, tiles_wide=layout.tiles_wide, tiles_high=layout.tiles_high,
+        global_feature_tokens=layout.global_feature_tokens, tile_feature_tokens=layout.tile_feature_tokens,
+        image_placeholder_tokens=layout.image_placeholder_tokens, prompt_text_tokens=workload.prompt_text_tokens,
+        prefill_tokens=workload.prefill_tokens, new_tokens=workload.new_tokens, decode_steps=workload.decode_steps,
+        batch=workload.batch, decoding=workload.decoding)
 
 
 def _parameters_note(spec: ArchitectureSpec, parameters: int) -> str:

@@ -39,7 +39,7 @@ def bench_backend(label: str, url: str, reports, files) -> None:
     total_rows = sum(metric_rows(r) for r in reports[1:])
     started = time.perf_counter()
     for report in reports[1:]:
-        write_report(registry, report, "bench")
+        write_report(registry, report, "bench", keep_open=True)
     write_s = time.perf_counter() - started
     print(f"{label}: wrote {len(reports) - 1} parsed reports, {total_rows:,} metric rows in {write_s:.2f} s "
           f"= {total_rows / write_s:,.0f} metric rows/s ({write_s / (len(reports) - 1) * 1000:.1f} ms/report)")

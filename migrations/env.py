@@ -1,12 +1,13 @@
-"""Alembic environment: every upgrade runs in one transaction, and the SQL views of queries/views are dropped
-before the migrations and created again after them, so no migration is blocked by a view on its tables."""
+"""Alembic environment: every upgrade runs in one transaction. The SQL views of queries/views are dropped before
+the migrations and created again after them, so no migration is blocked by a view on its tables; the shipped
+hardware catalog and runtime profiles (registry/data) are upserted after the migrations."""
 
 from __future__ import annotations
 
 from alembic import context
 
 from registry import db as registry_db
-from registry import views
+from registry import catalog, views
 from registry.models import Base
 
 config = context.config
@@ -29,6 +30,7 @@ def _run(connection) -> None:
             views.drop_views(connection)
         context.run_migrations()
         if upgrading:
+            catalog.seed_catalogs(connection)
             views.create_views(connection)
 
 

@@ -66,6 +66,9 @@ def cli() -> None:
     export    write every table and view as Parquet
     snapshot  write a consistent read-only DuckDB copy for BI tools
     db        schema revisions: upgrade, current, history
+    whatif    price workloads on GPUs and runtimes from a scenario file
+    hardware  the GPU catalog: list, show, add
+    runtime   the runtime profiles: list, show
 
     The registry is ./dsocr-registry.duckdb unless --db or DSOCR_REGISTRY_URL names another
     (a file path, or postgresql://host/dbname).
@@ -382,8 +385,234 @@ def db_history():
         click.echo(f"{down or '<base>'} -> {revision}: {doc}")
 
 
+# -- what-if ----------------------------------------------------------------------------------------------------
+
+_WHATIF_TABLE = [("hardware", "hardware", "{}"), ("runtime", "runtime", "{}"), ("variant", "variant", "{}"),
+                 ("mode", "mode", "{}"), ("tiles", "tiles", "{}"), ("batch", "batch", "{}"),
+                 ("new_tokens", "new", "{}"), ("page_latency_s", "page s", "{:.2f}"),
+                 ("pages_per_s", "pages/s", "{:.2f}"), ("pages_per_gpu_day", "pages/GPU-day", "{:,.0f}"),
+                 ("gpu_seconds_per_page", "GPU-s/page", "{:.3f}"), ("gpus_needed", "GPUs", "{:.0f}"),
+                 ("fits_in_memory", "fits", "{}"), ("max_batch_in_memory", "max batch", "{:.0f}")]
+
+
+def _cell(value, fmt):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+@cli.command()
+@click.option("--scenario", "-s", "scenario_path", required=True, type=click.Path(dir_okay=False),
+              help="Scenario YAML file (see queries/examples/capacity.yaml and registry/data/scenario.schema.json).")
+@db_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Also draw a roofline and the page latency by stage to this PNG.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar while analyzing new workloads.")
+def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
+    """Price a scenario: workloads x GPUs x runtimes, sorted by GPU-seconds per page.
+
+    Workloads not yet in the registry are analyzed and ingested first (reused on later runs); the scenario and
+    its points are recorded, and every number comes from the views v_point_summary and v_point_stage_time.
+
+    \b
+    A scenario file:
+      name: capacity-1m-pages
+      base: {profile: dsocr-standard-v1}          # or variant/mode/page/new_tokens/batch fields
+      sweep: {hardware: [h100-sxm, h200], runtime: [hf-eager, vllm], mode: [base, gundam], batch: [1, 16]}
+      overrides: {peak_tflops: 800, memory_tb_per_s: 3.0, memory_gb: 80, efficiency_scale: 0.9}
+      target: {pages_per_day: 1000000, page_latency_s: 30}
+    """
+    from registry.whatif import load_scenario, read_stage_times, run_scenario
+
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise click.UsageError(f"--plot {plot}: the plot is written as PNG (use a .png name)")
+    scenario = load_scenario(scenario_path)
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        from registry.whatif import expand_workloads
+
+        expand_workloads(scenario)  # validate before anything is written
+        show = progress if progress is not None else sys.stderr.isatty()
+        scenario_id, points = run_scenario(registry, scenario, progress=show)
+        stage_times = read_stage_times(registry, scenario_id) if plot is not None else None
+        if plot is not None:
+            from registry.plots import plot_scenario
+
+            plot_scenario(registry, scenario_id, points, stage_times, plot)
+    finally:
+        registry.dispose()
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps({"scenario_id": scenario_id, "name": scenario.name, "points": points}, indent=1,
+                              default=str))
+        return
+    if fmt == "csv":
+        from registry.whatif import SUMMARY_COLUMNS
+
+        print_rows(SUMMARY_COLUMNS, [tuple(p[c] for c in SUMMARY_COLUMNS) for p in points], "csv")
+        return
+    header = [title for _, title, _ in _WHATIF_TABLE]
+    cells = [[_cell(p[key], fmt_) for key, _, fmt_ in _WHATIF_TABLE] for p in points]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} points, sorted by GPU-seconds per page")
+    click.echo("  ".join(h.rjust(w) if i >= 5 else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    for row in cells:
+        click.echo("  ".join(c.rjust(w) if i >= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    target = points[0] if points else None
+    if target is not None and target.get("gpus_needed") is not None:
+        best = points[0]
+        click.echo(f"cheapest: {best['hardware']} / {best['runtime']} / {best['mode']} at batch {best['batch']}: "
+                   f"{best['gpus_needed']:.0f} GPUs for the target, {best['page_latency_s']:.2f} s per page")
+    if plot is not None:
+        click.echo(f"plot -> {plot}")
+
+
+@cli.group()
+def hardware():
+    """The GPU catalog (decimal units: 1 TB/s = 1e12 bytes/s, 1 GB = 1e9 bytes)."""
+
+
+@hardware.command("list")
+@db_options
+def hardware_list(db_url, lock_timeout):
+    """List the GPUs the registry knows."""
+    import sqlalchemy as sa
+
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT name, display_name, peak_bf16_flops_per_s / 1e12, memory_bandwidth_bytes_per_s / 1e12, "
+                "memory_bytes / 1e9, origin FROM hardware ORDER BY name")).all()
+    finally:
+        registry.dispose()
+    print_rows(["name", "display_name", "bf16_tflops", "memory_tb_per_s", "memory_gb", "origin"],
+               [tuple(r) for r in rows], "table")
+
+
+@hardware.command("show")
+@click.argument("name")
+@db_options
+def hardware_show(name, db_url, lock_timeout):
+    """Show one GPU, with the source of its figures."""
+    import difflib
+
+    import sqlalchemy as sa
+
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            row = conn.execute(sa.text("SELECT name, display_name, peak_bf16_flops_per_s, "
+                                       "memory_bandwidth_bytes_per_s, memory_bytes, source, origin FROM hardware "
+                                       "WHERE name = :n"), {"n": name.strip().lower()}).first()
+            names = [r[0] for r in conn.execute(sa.text("SELECT name FROM hardware")).all()]
+    finally:
+        registry.dispose()
+    if row is None:
+        close = difflib.get_close_matches(name.lower(), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RegistryError(f"unknown hardware {name!r}{hint}; known: {', '.join(sorted(names))}")
+    click.echo(f"{row[0]}: {row[1]}\n  dense bf16      {row[2] / 1e12:,.1f} TFLOP/s\n"
+               f"  memory          {row[4] / 1e9:,.0f} GB ({row[4]:,} bytes)\n"
+               f"  bandwidth       {row[3] / 1e12:,.3f} TB/s (1 TB = 1e12 bytes)\n"
+               f"  source          {row[5]}\n  origin          {row[6]}")
+
+
+@hardware.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@db_options
+def hardware_add(path, db_url, lock_timeout):
+    """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...)."""
+    from registry.catalog import _read, parse_hardware, upsert_hardware
+
+    rows = parse_hardware(_read(pathlib.Path(path), path), path)
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            upsert_hardware(conn, rows, "user")
+    finally:
+        registry.dispose()
+    click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})")
+
+
+@cli.group()
+def runtime():
+    """Runtime profiles: per-category efficiency, launch cost, host overhead, fused categories."""
+
+
+@runtime.command("list")
+@db_options
+def runtime_list(db_url, lock_timeout):
+    """List the runtime profiles."""
+    import sqlalchemy as sa
+
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT name, version, kernel_launch_s * 1e6, stage_call_overhead_s * 1e3, "
+                "decode_step_overhead_s * 1e3, fused_bytes_factor, origin FROM runtime_profiles "
+                "ORDER BY name, version")).all()
+    finally:
+        registry.dispose()
+    print_rows(["name", "version", "launch_us", "call_overhead_ms", "decode_step_ms", "fused_bytes_factor",
+                "origin"], [tuple(r) for r in rows], "table")
+
+
+@runtime.command("show")
+@click.argument("name")
+@db_options
+def runtime_show(name, db_url, lock_timeout):
+    """Show a runtime profile (NAME or NAME@VERSION) with its per-category efficiencies."""
+    import sqlalchemy as sa
+
+    key, _, version = name.strip().lower().partition("@")
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            profile = conn.execute(sa.text(
+                "SELECT id, name, version, description, source FROM runtime_profiles WHERE name = :n "
+                + ("AND version = :v " if version else "") + "ORDER BY version DESC LIMIT 1"),
+                {"n": key, "v": int(version) if version.isdigit() else -1}).first()
+            if profile is None:
+                raise RegistryError(f"unknown runtime profile {name!r}")
+            categories = conn.execute(sa.text(
+                "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency, rc.fused FROM "
+                "runtime_profile_categories rc JOIN operator_categories c ON c.id = rc.category_id "
+                "WHERE rc.runtime_profile_id = :p ORDER BY c.id"), {"p": profile[0]}).all()
+    finally:
+        registry.dispose()
+    click.echo(f"{profile[1]}@{profile[2]}: {profile[3]}\nsource: {profile[4]}")
+    print_rows(["category", "compute_efficiency", "bandwidth_efficiency", "fused"], [tuple(c) for c in categories],
+               "table")
+
+
+def _exit_without_teardown(code: int) -> None:
+    """Leave without interpreter teardown: all work is done and flushed, and DuckDB's bindings print spurious
+    reference-leak reports when they are torn down in a process that also loaded torch."""
+    import os
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 def main() -> None:
-    run_cli(cli)
+    try:
+        run_cli(cli)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        _exit_without_teardown(code)
+    _exit_without_teardown(0)
 
 
 # -- the seed's entry point: python -m analyzer ----------------------------------------------------------------

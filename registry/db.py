@@ -77,6 +77,10 @@ def describe(url: sa.URL) -> str:
 
 
 def make_engine(url: sa.URL) -> Engine:
+    if is_duckdb(url) and url.database in (None, "", ":memory:"):
+        from sqlalchemy.pool import StaticPool
+
+        return sa.create_engine(url, poolclass=StaticPool)  # one in-memory database for the engine's life
     if is_duckdb(url):
         # one connection per unit of work: the file is locked only while a transaction runs
         return sa.create_engine(url, poolclass=NullPool)

@@ -106,6 +106,10 @@ def architecture_values(report: AnalyticModelReport) -> dict[str, Any]:
                 kv_cache_bytes_per_token=report.kv_cache_bytes_per_token, module_count=len(report.modules))
 
 
+def workload_hash(record) -> str:
+    return _hash(attrs.asdict(record))
+
+
 def workload_values(report: AnalyticModelReport) -> dict[str, Any]:
     values = attrs.asdict(report.workload)
     return dict(workload_hash=_hash(values), **values)

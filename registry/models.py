@@ -195,3 +195,74 @@ class OperatorMetric(Base):
     bytes_read: Mapped[int] = mapped_column(Count)
     bytes_written: Mapped[int] = mapped_column(Count)
     weight_bytes_read: Mapped[int] = mapped_column(Count)
+
+
+HARDWARE_ID_SEQ = _seq("hardware_id_seq")
+RUNTIME_PROFILES_ID_SEQ = _seq("runtime_profiles_id_seq")
+SCENARIOS_ID_SEQ = _seq("scenarios_id_seq")
+
+
+class Hardware(Base):
+    """A GPU: decimal units, stated in the column names."""
+
+    __tablename__ = "hardware"
+    id: Mapped[int] = _id(HARDWARE_ID_SEQ)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    display_name: Mapped[str] = mapped_column(sa.String(200))
+    peak_bf16_flops_per_s: Mapped[float] = mapped_column(sa.Double)
+    memory_bandwidth_bytes_per_s: Mapped[float] = mapped_column(sa.Double)
+    memory_bytes: Mapped[int] = mapped_column(Count)
+    source: Mapped[str] = mapped_column(sa.Text)
+    origin: Mapped[str] = mapped_column(sa.String(20))  # shipped | user
+
+
+class RuntimeProfile(Base):
+    __tablename__ = "runtime_profiles"
+    __table_args__ = (sa.UniqueConstraint("name", "version"),)
+    id: Mapped[int] = _id(RUNTIME_PROFILES_ID_SEQ)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    description: Mapped[str] = mapped_column(sa.Text)
+    source: Mapped[str] = mapped_column(sa.Text)
+    kernel_launch_s: Mapped[float] = mapped_column(sa.Double)
+    stage_call_overhead_s: Mapped[float] = mapped_column(sa.Double)
+    decode_step_overhead_s: Mapped[float] = mapped_column(sa.Double)
+    fused_bytes_factor: Mapped[float] = mapped_column(sa.Double)
+    origin: Mapped[str] = mapped_column(sa.String(20))  # shipped | user | calibrated
+
+
+class RuntimeProfileCategory(Base):
+    __tablename__ = "runtime_profile_categories"
+    runtime_profile_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("runtime_profiles.id"),
+                                                    primary_key=True, autoincrement=False)
+    category_id: Mapped[int] = mapped_column(sa.SmallInteger, sa.ForeignKey("operator_categories.id"),
+                                             primary_key=True, autoincrement=False)
+    compute_efficiency: Mapped[float] = mapped_column(sa.Double)
+    bandwidth_efficiency: Mapped[float] = mapped_column(sa.Double)
+    fused: Mapped[bool] = mapped_column(sa.Boolean)
+
+
+class Scenario(Base):
+    __tablename__ = "scenarios"
+    id: Mapped[int] = _id(SCENARIOS_ID_SEQ)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    definition: Mapped[str] = mapped_column(sa.Text)  # the scenario as JSON
+    target_pages_per_day: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    target_page_latency_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+
+
+class ScenarioPoint(Base):
+    """One priced combination: a report (workload), a GPU and a runtime, with the effective device figures."""
+
+    __tablename__ = "scenario_points"
+    scenario_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("scenarios.id"), primary_key=True,
+                                             autoincrement=False)
+    point_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    report_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("reports.id"))
+    hardware_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("hardware.id"))
+    runtime_profile_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("runtime_profiles.id"))
+    peak_flops_per_s: Mapped[float] = mapped_column(sa.Double)
+    memory_bandwidth_bytes_per_s: Mapped[float] = mapped_column(sa.Double)
+    memory_bytes: Mapped[int] = mapped_column(Count)
+    efficiency_scale: Mapped[float] = mapped_column(sa.Double)

@@ -93,3 +93,19 @@ def registry_url(db_url):
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     return db_url
+
+
+def pytest_unconfigure(config):
+    """DuckDB's bindings print reference-leak reports when torn down in a process that also loaded torch; the
+    run is over and reported, so leave without that teardown (as the CLI does)."""
+    import sys
+
+    status = getattr(config, "_dsocr_exit_status", None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._dsocr_exit_status = exitstatus

@@ -1,0 +1,181 @@
+"""The hardware catalog and the runtime profiles: YAML files in registry/data, upserted into their tables on
+every `db upgrade`; users add their own with `dsocr-registry hardware add` / `runtime add`."""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import pathlib
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.engine import Connection
+
+from analyzer.categories import OperatorCategory
+from registry.db import RegistryError
+
+HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
+RUNTIME_KEYS = {"name", "version", "description", "source", "kernel_launch_us", "stage_call_overhead_ms",
+                "decode_step_overhead_ms", "fused_bytes_factor", "categories"}
+CATEGORY_KEYS = {"compute_efficiency", "bandwidth_efficiency", "fused"}
+
+
+def _read(path_or_text: str | pathlib.Path, label: str) -> Any:
+    try:
+        text = pathlib.Path(path_or_text).read_text("utf-8") if isinstance(path_or_text, pathlib.Path) \
+            else path_or_text
+        return yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{label}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RegistryError(f"{label}: malformed YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+
+
+def _number(label: str, key: str, value: Any, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RegistryError(f"{label}: {key} must be a number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise RegistryError(f"{label}: {key} must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _entries(data: Any, label: str) -> list[dict]:
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not data or not all(isinstance(e, dict) for e in data):
+        raise RegistryError(f"{label}: expected a list of mappings")
+    return data
+
+
+def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
+    rows = []
+    for entry in _entries(data, label):
+        name = entry.get("name")
+        where = f"{label}: hardware {name!r}" if name else label
+        unknown = set(entry) - HARDWARE_KEYS
+        if unknown:
+            raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        missing = {"name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb"} - set(entry)
+        if missing:
+            raise RegistryError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+        if not isinstance(name, str) or not name.strip():
+            raise RegistryError(f"{label}: name must be a non-empty string")
+        rows.append(dict(
+            name=name.strip().lower(), display_name=str(entry.get("display_name", name)),
+            peak_bf16_flops_per_s=_number(where, "dense_bf16_tflops", entry["dense_bf16_tflops"], 1e-3) * 1e12,
+            memory_bandwidth_bytes_per_s=_number(where, "memory_tb_per_s", entry["memory_tb_per_s"], 1e-3) * 1e12,
+            memory_bytes=int(_number(where, "memory_gb", entry["memory_gb"], 1e-3) * 1e9),
+            source=str(entry.get("source", ""))))
+    return rows
+
+
+def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
+    profiles = []
+    for entry in _entries(data, label):
+        name = entry.get("name")
+        where = f"{label}: runtime {name!r}" if name else label
+        unknown = set(entry) - RUNTIME_KEYS
+        if unknown:
+            raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        missing = RUNTIME_KEYS - {"description", "source"} - set(entry)
+        if missing:
+            raise RegistryError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+        categories = entry["categories"]
+        if not isinstance(categories, dict):
+            raise RegistryError(f"{where}: categories must be a mapping")
+        names = {c.value for c in OperatorCategory}
+        if set(categories) != names:
+            extra, absent = set(categories) - names, names - set(categories)
+            detail = (f"unknown {', '.join(sorted(extra))}" if extra else f"missing {', '.join(sorted(absent))}")
+            raise RegistryError(f"{where}: categories: {detail}")
+        rows = {}
+        for category, values in categories.items():
+            if not isinstance(values, dict) or set(values) - CATEGORY_KEYS:
+                raise RegistryError(f"{where}: categories.{category}: expected compute_efficiency, "
+                                    f"bandwidth_efficiency and optionally fused")
+            rows[category] = dict(
+                compute_efficiency=_number(where, f"{category}.compute_efficiency",
+                                           values.get("compute_efficiency"), 1e-4, 1.0),
+                bandwidth_efficiency=_number(where, f"{category}.bandwidth_efficiency",
+                                             values.get("bandwidth_efficiency"), 1e-4, 1.0),
+                fused=bool(values.get("fused", False)))
+        version = entry["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise RegistryError(f"{where}: version must be an integer >= 1")
+        profiles.append(dict(
+            name=str(name).strip().lower(), version=version, description=str(entry.get("description", "")),
+            source=str(entry.get("source", "")),
+            kernel_launch_s=_number(where, "kernel_launch_us", entry["kernel_launch_us"], 0) * 1e-6,
+            stage_call_overhead_s=_number(where, "stage_call_overhead_ms", entry["stage_call_overhead_ms"], 0) * 1e-3,
+            decode_step_overhead_s=_number(where, "decode_step_overhead_ms", entry["decode_step_overhead_ms"],
+                                           0) * 1e-3,
+            fused_bytes_factor=_number(where, "fused_bytes_factor", entry["fused_bytes_factor"], 0, 1.0),
+            categories=rows))
+    return profiles
+
+
+def shipped(name: str) -> str:
+    return importlib.resources.files("registry.data").joinpath(name).read_text("utf-8")
+
+
+def upsert_hardware(conn: Connection, rows: list[dict[str, Any]], origin: str) -> None:
+    for row in rows:
+        values = dict(row, origin=origin)
+        found = conn.execute(sa.text("SELECT id FROM hardware WHERE name = :name"), {"name": row["name"]}).scalar()
+        if found is None:
+            conn.execute(sa.text(
+                "INSERT INTO hardware (name, display_name, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, "
+                "memory_bytes, source, origin) VALUES (:name, :display_name, :peak_bf16_flops_per_s, "
+                ":memory_bandwidth_bytes_per_s, :memory_bytes, :source, :origin)"), values)
+        else:
+            conn.execute(sa.text(
+                "UPDATE hardware SET display_name = :display_name, peak_bf16_flops_per_s = :peak_bf16_flops_per_s, "
+                "memory_bandwidth_bytes_per_s = :memory_bandwidth_bytes_per_s, memory_bytes = :memory_bytes, "
+                "source = :source, origin = :origin WHERE id = :id"), dict(values, id=found))
+
+
+def upsert_runtime(conn: Connection, profile: dict[str, Any], origin: str) -> int:
+    category_ids = dict(conn.execute(sa.text("SELECT name, id FROM operator_categories")).all())
+    values = {k: v for k, v in profile.items() if k != "categories"}
+    values["origin"] = origin
+    found = conn.execute(sa.text("SELECT id FROM runtime_profiles WHERE name = :name AND version = :version"),
+                         values).scalar()
+    if found is None:
+        found = conn.execute(sa.text(
+            "INSERT INTO runtime_profiles (name, version, description, source, kernel_launch_s, "
+            "stage_call_overhead_s, decode_step_overhead_s, fused_bytes_factor, origin) VALUES (:name, :version, "
+            ":description, :source, :kernel_launch_s, :stage_call_overhead_s, :decode_step_overhead_s, "
+            ":fused_bytes_factor, :origin) RETURNING id"), values).scalar_one()
+    else:
+        conn.execute(sa.text(
+            "UPDATE runtime_profiles SET description = :description, source = :source, "
+            "kernel_launch_s = :kernel_launch_s, stage_call_overhead_s = :stage_call_overhead_s, "
+            "decode_step_overhead_s = :decode_step_overhead_s, fused_bytes_factor = :fused_bytes_factor, "
+            "origin = :origin WHERE id = :id"), dict(values, id=found))
+        conn.execute(sa.text("DELETE FROM runtime_profile_categories WHERE runtime_profile_id = :id"), {"id": found})
+    for category, row in profile["categories"].items():
+        conn.execute(sa.text(
+            "INSERT INTO runtime_profile_categories (runtime_profile_id, category_id, compute_efficiency, "
+            "bandwidth_efficiency, fused) VALUES (:p, :c, :ce, :be, :fused)"),
+            {"p": found, "c": category_ids[category], "ce": row["compute_efficiency"],
+             "be": row["bandwidth_efficiency"], "fused": row["fused"]})
+    return int(found)
+
+
+def has_table(conn: Connection, name: str) -> bool:
+    return bool(conn.execute(sa.text(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = :n AND table_schema = current_schema()"),
+        {"n": name}).scalar())
+
+
+def seed_catalogs(conn: Connection) -> None:
+    """Upsert the shipped hardware and runtime profiles (rows users added keep their values)."""
+    if not has_table(conn, "hardware"):
+        return
+    upsert_hardware(conn, parse_hardware(_read(shipped("hardware.yaml"), "hardware.yaml"), "hardware.yaml"),
+                    "shipped")
+    for profile in parse_runtimes(_read(shipped("runtimes.yaml"), "runtimes.yaml"), "runtimes.yaml"):
+        upsert_runtime(conn, profile, "shipped")
