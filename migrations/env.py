@@ -30,7 +30,8 @@ def _run(connection) -> None:
             views.drop_views(connection)
         context.run_migrations()
         if upgrading:
-            catalog.seed_catalogs(connection)
+            if config.attributes.get("seed_catalogs", True):
+                catalog.seed_catalogs(connection)
             views.create_views(connection)
 
 

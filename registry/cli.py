@@ -461,15 +461,20 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
     header = [title for _, title, _ in _WHATIF_TABLE]
     cells = [[_cell(p[key], fmt_) for key, _, fmt_ in _WHATIF_TABLE] for p in points]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} points, sorted by GPU-seconds per page")
+    click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} points; those that fit in memory first, "
+               f"then by GPU-seconds per page")
     click.echo("  ".join(h.rjust(w) if i >= 5 else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
     for row in cells:
         click.echo("  ".join(c.rjust(w) if i >= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
-    target = points[0] if points else None
-    if target is not None and target.get("gpus_needed") is not None:
-        best = points[0]
-        click.echo(f"cheapest: {best['hardware']} / {best['runtime']} / {best['mode']} at batch {best['batch']}: "
-                   f"{best['gpus_needed']:.0f} GPUs for the target, {best['page_latency_s']:.2f} s per page")
+    feasible = [p for p in points if p["fits_in_memory"]]
+    if feasible:
+        best = feasible[0]
+        gpus = f"{best['gpus_needed']:.0f} GPUs for the target, " if best.get("gpus_needed") is not None else ""
+        click.echo(f"cheapest that fits: {best['hardware']} / {best['runtime']} / {best['mode']} at batch "
+                   f"{best['batch']}: {best['gpu_seconds_per_page']:.3f} GPU-s per page, {gpus}"
+                   f"{best['page_latency_s']:.2f} s per batch")
+    else:
+        click.echo("no point fits in its GPU's memory")
     if plot is not None:
         click.echo(f"plot -> {plot}")
 

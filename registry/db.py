@@ -220,7 +220,7 @@ class Registry:
         register_alembic_impls()
         return MigrationContext.configure(conn).get_current_revision()
 
-    def upgrade(self, revision: str = "head") -> tuple[str | None, str]:
+    def upgrade(self, revision: str = "head", seed_catalogs: bool = True) -> tuple[str | None, str]:
         """Upgrade in one transaction; returns (revision before, revision after)."""
         from alembic import command
 
@@ -228,6 +228,7 @@ class Registry:
             before = self.current_revision(conn)
             cfg = alembic_config(conn)
             cfg.attributes["recreate_views"] = True
+            cfg.attributes["seed_catalogs"] = seed_catalogs
             command.upgrade(cfg, revision)
             after = self.current_revision(conn)
         return before, after

@@ -73,12 +73,15 @@ def snapshot(registry: Registry, target: pathlib.Path) -> list[tuple[str, int]]:
     copied = []
     try:
         copy = Registry(str(tmp))
-        copy.upgrade()
+        copy.upgrade(seed_catalogs=False)  # the catalogs are copied from the source like every other table
         with registry.begin() as source, copy.begin() as dest:
             _consistent(source)
             raw = dest.connection.driver_connection
-            raw.execute("DELETE FROM operator_categories")  # seeded by the migration; copied from the source
             for name in table_names():
+                if name == "operator_categories":
+                    # fixed by the initial migration in both databases
+                    copied.append((name, raw.execute(f"SELECT COUNT(*) FROM {name}").fetchall()[0][0]))
+                    continue
                 arrow_table = _read_arrow(source, name)
                 if arrow_table.num_rows:
                     raw.register("_snapshot_rows", arrow_table)
@@ -87,11 +90,13 @@ def snapshot(registry: Registry, target: pathlib.Path) -> list[tuple[str, int]]:
                     raw.unregister("_snapshot_rows")
                 copied.append((name, arrow_table.num_rows))
             for sequence, table in (("architectures_id_seq", "architectures"), ("modules_id_seq", "modules"),
-                                    ("workloads_id_seq", "workloads"), ("reports_id_seq", "reports")):
+                                    ("workloads_id_seq", "workloads"), ("reports_id_seq", "reports"),
+                                    ("hardware_id_seq", "hardware"), ("runtime_profiles_id_seq", "runtime_profiles"),
+                                    ("scenarios_id_seq", "scenarios")):
                 # keep the copy's sequences past the copied ids, should anyone write to it
-                top = raw.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+                top = raw.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchall()[0][0]
                 if top:
-                    raw.execute(f"SELECT nextval('{sequence}') FROM range({int(top)})")
+                    raw.execute(f"SELECT nextval('{sequence}') FROM range({int(top)})").fetchall()
         copy.dispose()
         os.replace(tmp, target)
         wal = tmp.with_name(tmp.name + ".wal")

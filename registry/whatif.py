@@ -287,7 +287,8 @@ def read_points(registry: Registry, scenario_id: int) -> list[dict]:
     with registry.begin() as conn:
         result = conn.execute(sa.text(
             f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM v_point_summary WHERE scenario_id = :s "
-            "ORDER BY gpu_seconds_per_page, point_index"), {"s": scenario_id})
+            "ORDER BY CASE WHEN fits_in_memory THEN 0 ELSE 1 END, gpu_seconds_per_page, point_index"),
+            {"s": scenario_id})
         return [dict(zip(SUMMARY_COLUMNS, row)) for row in result.all()]
 
 
