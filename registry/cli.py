@@ -68,7 +68,10 @@ def cli() -> None:
     db        schema revisions: upgrade, current, history
     whatif    price workloads on GPUs and runtimes from a scenario file
     hardware  the GPU catalog: list, show, add
-    runtime   the runtime profiles: list, show
+    runtime   the runtime profiles: list, show, add
+    compare   measured vs predicted for a measurement file
+    calibrate fit a runtime profile to stored measurements
+    measure   time the real model on a CUDA GPU and write a measurement file
 
     The registry is ./dsocr-registry.duckdb unless --db or DSOCR_REGISTRY_URL names another
     (a file path, or postgresql://host/dbname).
@@ -178,11 +181,15 @@ def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.argument("paths", nargs=-1, required=False, metavar="PATH...")
 @db_options
 @click.option("--force", is_flag=True, help="Replace the rows of reports already present.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, for several files).")
-def ingest(paths, db_url, lock_timeout, force, progress):
+@click.option("--measurements", "measurement_file", type=click.Path(dir_okay=False),
+              help="Store a measurement file instead (JSON {env, rows}); needs --hardware and --runtime.")
+@click.option("--hardware", help="GPU the measurements were taken on (a name from `hardware list`).")
+@click.option("--runtime", "runtime_name", help="Runtime profile they were taken under (NAME or NAME@VERSION).")
+def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardware, runtime_name):
     """Store reports (JSON or YAML files, directories, globs, or - for stdin) as rows in the registry.
 
     Each report goes in one transaction (all its rows or none); a report already present (same content hash)
@@ -197,6 +204,13 @@ def ingest(paths, db_url, lock_timeout, force, progress):
     from registry.db import describe
     from registry.ingest import discover, ingest_sources, summarize
 
+    if measurement_file is not None:
+        if paths:
+            raise click.UsageError("give report paths or --measurements FILE, not both")
+        _ingest_measurements(measurement_file, hardware, runtime_name, db_url, lock_timeout, progress)
+        return
+    if not paths:
+        raise click.UsageError("give at least one report path (or - for stdin), or --measurements FILE")
     registry = open_registry(db_url, lock_timeout, create=True)
     sources = discover(list(paths))
     show_progress = progress if progress is not None else (len(sources) > 1 and sys.stderr.isatty())
@@ -214,6 +228,23 @@ def ingest(paths, db_url, lock_timeout, force, progress):
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))
     if any(o.status == "failed" for o in outcomes):
         sys.exit(1)
+
+
+def _ingest_measurements(path, hardware, runtime_name, db_url, lock_timeout, progress):
+    from registry.measurements import ingest_measurements
+
+    if not hardware or not runtime_name:
+        raise click.UsageError("--measurements needs --hardware and --runtime")
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        set_id, new, rows = ingest_measurements(registry, path, hardware, runtime_name,
+                                                progress=bool(progress) or (progress is None and sys.stderr.isatty()))
+    finally:
+        registry.dispose()
+    compared = sum(1 for r in rows if r.compared and r.workload is not None)
+    state = "stored" if new else "already present"
+    click.echo(f"measurements: {path} {state} as set {set_id}: {len(rows)} rows, {compared} timed rows to compare")
+    return set_id
 
 
 def _format_value(value):
@@ -479,6 +510,147 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
         click.echo(f"plot -> {plot}")
 
 
+@cli.command()
+@click.option("--measurements", "measurement_file", required=True, type=click.Path(dir_okay=False),
+              help="Measurement file (JSON {env, rows}); stored first if the registry lacks it.")
+@click.option("--hardware", "hardware_name", required=True, help="GPU the measurements were taken on.")
+@click.option("--runtime", "runtime_name", required=True, help="Runtime profile (NAME or NAME@VERSION).")
+@db_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout, fmt):
+    """Measured vs predicted for every timed row of a measurement file.
+
+    Each row is matched to the workload and stage it times (analyzed if the registry lacks it) and priced on
+    the same GPU and runtime by the views v_predicted_vs_measured and v_prediction_error_summary.
+    """
+    import json
+
+    from registry.measurements import COMPARE_COLUMNS, ingest_measurements
+    from registry.measurements import compare as compare_rows
+
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        set_id, _, _ = ingest_measurements(registry, measurement_file, hardware_name, runtime_name,
+                                           progress=sys.stderr.isatty())
+    finally:
+        registry.dispose()
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        result = compare_rows(registry, set_id)
+    finally:
+        registry.dispose()
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=1, default=str))
+        return
+    rows = [tuple(r[c] for c in COMPARE_COLUMNS) for r in result["rows"]]
+    print_rows(COMPARE_COLUMNS, rows, fmt)
+    if fmt == "table":
+        summary = result["summary"]
+        for kind, s in sorted(summary["by_kind"].items()):
+            click.echo(f"{kind:<18} {s['rows']:>3} rows  median APE {s['median_ape_pct']:6.1f}%  "
+                       f"mean APE {s['mape_pct']:6.1f}%  max {s['max_ape_pct']:6.1f}%")
+        if summary["rows"]:
+            click.echo(f"{'all':<18} {summary['rows']:>3} rows  median APE {summary['median_ape_pct']:6.1f}%  "
+                       f"mean APE {summary['mape_pct']:6.1f}%  max {summary['max_ape_pct']:6.1f}%")
+
+
+@cli.command()
+@click.option("--hardware", "hardware_name", required=True, help="GPU whose measurements to fit.")
+@click.option("--runtime", "runtime_name", required=True, help="Runtime profile to start from (NAME or NAME@VERSION).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
+              help="Write the calibrated profile here (YAML, loadable by `runtime add`).")
+@click.option("--name", "profile_name", help="Name of the calibrated profile (default: the runtime's name; "
+                                             "stored as its next version).")
+@db_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeout, fmt):
+    """Fit a runtime profile to the stored measurements of one GPU x runtime (least squares).
+
+    Fits matmul/attention/conv compute efficiency, a bandwidth-efficiency scale, the per-kernel launch cost and the
+    host time per stage call and per decode step; reports the error before and after on the rows used and on rows
+    held out (each kind of measurement predicted by a fit to the other kinds); stores the result as a new profile
+    version and writes it to --out.
+    """
+    import json
+
+    import yaml
+
+    from registry import calibrate as cal
+    from registry.catalog import parse_runtimes, upsert_runtime
+    from registry.measurements import compare as compare_rows
+    from registry.measurements import resolve
+
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        with registry.begin() as conn:
+            hardware_id, runtime_id, runtime_label = resolve(conn, hardware_name, runtime_name)
+        rows = cal.load_rows(registry, hardware_id, runtime_id)
+        base = cal.Profile.load(registry, runtime_id)
+        result = cal.calibrate(rows, base)
+        name = (profile_name or runtime_label.split("@")[0]).strip().lower()
+        with registry.begin() as conn:
+            version = 1 + (conn.execute(sa_text("SELECT COALESCE(MAX(version), 0) FROM runtime_profiles "
+                                                "WHERE name = :n"), {"n": name}).scalar() or 0)
+        document = cal.profile_document(
+            name, version, result["profile"], f"{runtime_label} calibrated on {hardware_name}",
+            cal.describe_fit(result, rows, hardware_name, runtime_label))
+        profile = parse_runtimes(document, str(out))[0]
+        with registry.begin() as conn:
+            new_runtime_id = upsert_runtime(conn, profile, "calibrated")
+        new_sets = cal.copy_sets_for_profile(registry, hardware_id, runtime_id, new_runtime_id)
+        after_views = [compare_rows(registry, s)["summary"] for s in new_sets]
+    finally:
+        registry.dispose()
+    import os
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        yaml.safe_dump([document], handle, sort_keys=False, width=110)
+    os.replace(tmp, out)
+    if fmt == "json":
+        click.echo(json.dumps({"profile": f"{name}@{version}", "parameters": result["parameters"],
+                               "before": result["before"], "after": result["after"],
+                               "held_out": result["held_out"], "after_from_views": after_views}, indent=1))
+        return
+    click.echo(f"calibrated {runtime_label} on {hardware_name} from {len(rows.measured_s)} timed rows -> "
+               f"{name}@{version} (stored) and {out}")
+    for key, value in result["parameters"].items():
+        click.echo(f"  {key:<32} {value:.6g}")
+    click.echo(f"{'kind':<18}{'rows':>5}{'MAPE before':>13}{'MAPE after':>12}{'MAPE held out':>15}")
+    for kind in result["before"]:
+        b, a, h = result["before"][kind], result["after"][kind], result["held_out"][kind]
+        held = f"{h['mape_pct']:.1f}%" if h["mape_pct"] is not None else "-"
+        click.echo(f"{kind:<18}{b['rows']:>5}{b['mape_pct']:>12.1f}%{a['mape_pct']:>11.1f}%{held:>15}")
+
+
+@cli.command()
+@click.option("--variant", required=True, help="v1 or ocr2.")
+@click.option("--device", default="cuda:0", show_default=True, help="CUDA device to time on.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Measurement file to write (JSON {env, rows}).")
+@click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True, help="Timed repetitions per row.")
+@click.option("--quick", is_flag=True, help="Fewer sizes and batches (a few minutes on one GPU).")
+def measure(variant, device, out, reps, quick):
+    """Time the real model on a CUDA GPU (random bf16 weights) and write a measurement file.
+
+    Then: dsocr-registry compare --measurements OUT --hardware GPU --runtime hf-eager
+    """
+    from registry.measure import measure as run_measure
+
+    count = run_measure(variant, device, out, reps=reps, quick=quick)
+    click.echo(f"measure: {count} rows -> {out}")
+
+
+def sa_text(query: str):
+    import sqlalchemy as sa
+
+    return sa.text(query)
+
+
 @cli.group()
 def hardware():
     """The GPU catalog (decimal units: 1 TB/s = 1e12 bytes/s, 1 GB = 1e9 bytes)."""
@@ -569,6 +741,25 @@ def runtime_list(db_url, lock_timeout):
         registry.dispose()
     print_rows(["name", "version", "launch_us", "call_overhead_ms", "decode_step_ms", "fused_bytes_factor",
                 "origin"], [tuple(r) for r in rows], "table")
+
+
+@runtime.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@db_options
+def runtime_add(path, db_url, lock_timeout):
+    """Add or update runtime profiles from a YAML file in the format of `calibrate --out` / runtimes.yaml."""
+    from registry.catalog import _read, parse_runtimes, upsert_runtime
+
+    profiles = parse_runtimes(_read(pathlib.Path(path), path), path)
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            for profile in profiles:
+                upsert_runtime(conn, profile, "user")
+    finally:
+        registry.dispose()
+    labels = [f"{p['name']}@{p['version']}" for p in profiles]
+    click.echo(f"runtime: {', '.join(labels)} added or updated")
 
 
 @runtime.command("show")

@@ -266,3 +266,44 @@ class ScenarioPoint(Base):
     memory_bandwidth_bytes_per_s: Mapped[float] = mapped_column(sa.Double)
     memory_bytes: Mapped[int] = mapped_column(Count)
     efficiency_scale: Mapped[float] = mapped_column(sa.Double)
+
+
+MEASUREMENT_SETS_ID_SEQ = _seq("measurement_sets_id_seq")
+
+
+class MeasurementSet(Base):
+    """One measurement file, taken on one GPU under one runtime."""
+
+    __tablename__ = "measurement_sets"
+    __table_args__ = (sa.UniqueConstraint("file_hash", "hardware_id", "runtime_profile_id"),)
+    id: Mapped[int] = _id(MEASUREMENT_SETS_ID_SEQ)
+    file_hash: Mapped[str] = mapped_column(sa.String(64))
+    source: Mapped[str] = mapped_column(sa.String(1000))
+    hardware_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("hardware.id"))
+    runtime_profile_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("runtime_profiles.id"))
+    scenario_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("scenarios.id"))  # prices its rows
+    env: Mapped[str] = mapped_column(sa.Text)  # the file's env, as JSON
+    ingested_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+
+
+class Measurement(Base):
+    """One measured row. Timed rows point at the report (workload) and the stage they measure."""
+
+    __tablename__ = "measurements"
+    measurement_set_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("measurement_sets.id"),
+                                                    primary_key=True, autoincrement=False)
+    row_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    variant: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+    batch: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    workload: Mapped[str] = mapped_column(sa.String(300))  # human description of what was timed
+    median_ms: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    min_ms: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    max_ms: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    reps: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    report_id: Mapped[int | None] = mapped_column(sa.BigInteger, sa.ForeignKey("reports.id"), nullable=True)
+    stage: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)  # NULL: every stage (end to end)
+    view_kind: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+    compared: Mapped[bool] = mapped_column(sa.Boolean)
+    note: Mapped[str] = mapped_column(sa.Text)
+    raw: Mapped[str] = mapped_column(sa.Text)  # the row as JSON

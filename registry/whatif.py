@@ -230,56 +230,73 @@ def find_report(conn, workload) -> int | None:
         {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers.__version__}).scalar()
 
 
-def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False) -> tuple[int, list[dict]]:
-    """Analyze what is missing, record the scenario and its points, and read the priced points."""
+def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False) -> list[int]:
+    """The stored report of each workload, analyzing and ingesting those not stored yet."""
     from tqdm import tqdm
 
     from analyzer.analysis import analyze
     from registry.ingest import write_report
 
-    overrides = _overrides(scenario)
-    workloads = expand_workloads(scenario)
     with registry.begin() as conn:
-        hardware, runtimes = resolve_devices(scenario, conn)
         report_ids = [find_report(conn, w) for w in workloads]
-        devices = {hid: row for hid, *row in conn.execute(sa.text(
-            "SELECT id, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes FROM hardware")).all()}
     missing = [i for i, rid in enumerate(report_ids) if rid is None]
     bar = tqdm(total=len(missing), unit="workload", desc="analyzing", file=sys.stderr,
                disable=not progress or len(missing) < 2, leave=False)
     try:
         for index in missing:
-            report = analyze(workloads[index])
-            write_report(registry, report, f"whatif:{scenario.name}", keep_open=True)
+            stored = None
             with registry.begin(keep_open=True) as conn:
-                report_ids[index] = find_report(conn, workloads[index])
+                stored = find_report(conn, workloads[index])  # an earlier duplicate in this list
+            if stored is None:
+                write_report(registry, analyze(workloads[index]), label, keep_open=True)
+                with registry.begin(keep_open=True) as conn:
+                    stored = find_report(conn, workloads[index])
+            report_ids[index] = stored
             bar.update(1)
     finally:
         bar.close()
         registry.release()
+    return report_ids
 
-    target = scenario.data.get("target") or {}
+
+def record_scenario(conn, name: str, definition: dict, target: dict, report_ids: list[int],
+                    hardware_ids: list[int], runtime_ids: list[int], overrides: dict) -> int:
+    """The scenario row and one point per report x GPU x runtime, with the effective device figures."""
+    from registry.ingest import bulk_insert
+
+    devices = {hid: row for hid, *row in conn.execute(sa.text(
+        "SELECT id, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes FROM hardware")).all()}
+    scenario_id = conn.execute(sa.text(
+        "INSERT INTO scenarios (name, definition, target_pages_per_day, target_page_latency_s, created_at) "
+        "VALUES (:name, :definition, :pages, :latency, :created) RETURNING id"),
+        {"name": name, "definition": json.dumps(definition, sort_keys=True, default=str),
+         "pages": target.get("pages_per_day"), "latency": target.get("page_latency_s"),
+         "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)}).scalar_one()
+    points = []
+    for report_pk, hid, rid in itertools.product(report_ids, hardware_ids, runtime_ids):
+        peak, bandwidth, memory = devices[hid]
+        points.append({
+            "scenario_id": scenario_id, "point_index": len(points) + 1, "report_id": report_pk,
+            "hardware_id": hid, "runtime_profile_id": rid,
+            "peak_flops_per_s": overrides["peak_tflops"] * 1e12 if overrides.get("peak_tflops") else peak,
+            "memory_bandwidth_bytes_per_s": (overrides["memory_tb_per_s"] * 1e12
+                                             if overrides.get("memory_tb_per_s") else bandwidth),
+            "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory,
+            "efficiency_scale": overrides.get("efficiency_scale") or 1.0})
+    bulk_insert(conn, "scenario_points", {key: [p[key] for p in points] for key in points[0]})
+    return int(scenario_id)
+
+
+def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False) -> tuple[int, list[dict]]:
+    """Analyze what is missing, record the scenario and its points, and read the priced points."""
+    overrides = _overrides(scenario)
+    workloads = expand_workloads(scenario)
     with registry.begin() as conn:
-        scenario_id = conn.execute(sa.text(
-            "INSERT INTO scenarios (name, definition, target_pages_per_day, target_page_latency_s, created_at) "
-            "VALUES (:name, :definition, :pages, :latency, :created) RETURNING id"),
-            {"name": scenario.name, "definition": json.dumps(scenario.data, sort_keys=True, default=str),
-             "pages": target.get("pages_per_day"), "latency": target.get("page_latency_s"),
-             "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)}).scalar_one()
-        points = []
-        for report_pk, (hid, _), (rid, _, _) in itertools.product(report_ids, hardware, runtimes):
-            peak, bandwidth, memory = devices[hid]
-            points.append({
-                "scenario_id": scenario_id, "point_index": len(points) + 1, "report_id": report_pk,
-                "hardware_id": hid, "runtime_profile_id": rid,
-                "peak_flops_per_s": overrides["peak_tflops"] * 1e12 if overrides["peak_tflops"] else peak,
-                "memory_bandwidth_bytes_per_s": (overrides["memory_tb_per_s"] * 1e12
-                                                 if overrides["memory_tb_per_s"] else bandwidth),
-                "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides["memory_gb"] else memory,
-                "efficiency_scale": overrides["efficiency_scale"] or 1.0})
-        from registry.ingest import bulk_insert
-
-        bulk_insert(conn, "scenario_points", {key: [p[key] for p in points] for key in points[0]})
+        hardware, runtimes = resolve_devices(scenario, conn)
+    report_ids = ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress)
+    with registry.begin() as conn:
+        scenario_id = record_scenario(conn, scenario.name, scenario.data, scenario.data.get("target") or {},
+                                      report_ids, [h for h, _ in hardware], [r for r, _, _ in runtimes], overrides)
     return scenario_id, read_points(registry, scenario_id)
 
 

@@ -1,0 +1,262 @@
+"""Measurement files (`{"env": {...}, "rows": [...]}`) -> rows linked to the workload and stage they time.
+
+Each timed row is mapped to a workload whose report has exactly that stage: a vision_tower or projector row of
+B views of N px is the global view of a single-view mode at batch B, or B tiles of N px on one page; a prefill
+row of T tokens is the variant's Base mode with T - image tokens of text; an end-to-end row is the whole
+workload. Its prediction comes from the pricing views at a scenario point of the same GPU and runtime.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import pathlib
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from analyzer.architecture import canonical_variant
+from analyzer.errors import AnalyzerInputError
+from analyzer.workload import MODES, Workload
+from registry.db import Registry, RegistryError
+
+TIMED_KINDS = {"vision_tower", "projector", "prefill", "end_to_end", "end_to_end_views"}
+UNTIMED_KINDS = {"ceiling", "profile_decode"}
+STAGE_OF_KIND = {"vision_tower": "vision", "projector": "projector", "prefill": "prefill"}
+COUNTED_EXPERTS = {None, "grouped_mm", "batched_mm"}  # implementations that run top-k experts per token
+
+
+class MeasurementError(RegistryError):
+    pass
+
+
+@attrs.frozen
+class MappedRow:
+    index: int
+    kind: str
+    variant: str | None
+    batch: int | None
+    workload: Workload | None
+    stage: str | None
+    view_kind: str | None
+    description: str
+    compared: bool
+    note: str
+    raw: dict
+
+
+def load_file(path: str | pathlib.Path) -> tuple[dict, list[dict], str]:
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MeasurementError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MeasurementError(f"{path}: not a JSON measurement file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not isinstance(data.get("env"), dict):
+        raise MeasurementError(f'{path}: expected {{"env": {{...}}, "rows": [...]}}')
+    return data["env"], data["rows"], hashlib.sha256(raw).hexdigest()
+
+
+def _tile_grid(count: int) -> tuple[int, int]:
+    rows = max(r for r in range(1, int(math.isqrt(count)) + 1) if count % r == 0)
+    return count // rows, rows
+
+
+def _int(row: dict, key: str, where: str, minimum: int = 0) -> int:
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MeasurementError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _views_workload(variant: str, px: int, views: int, where: str) -> tuple[Workload, str]:
+    """A workload whose vision stage is `views` views of `px` pixels in one call."""
+    for mode, spec in MODES[variant].items():
+        if spec.tile_px is None and spec.global_px == px:
+            return Workload(variant=variant, mode=mode, page_width_px=px, page_height_px=px, prompt_text_tokens=0,
+                            new_tokens=1, batch=views), "global"
+    for mode, spec in MODES[variant].items():
+        if spec.tile_px == px:
+            return Workload(variant=variant, mode=mode, page_width_px=px * 2, page_height_px=px * 2,
+                            tile_grid=_tile_grid(views), prompt_text_tokens=0, new_tokens=1, batch=1), "tile"
+    raise MeasurementError(f"{where}: no mode of {variant} has views of {px} px")
+
+
+def map_row(row: Any, index: int, label: str) -> MappedRow:
+    where = f"{label}: row {index}"
+    if not isinstance(row, dict):
+        raise MeasurementError(f"{where}: a row must be an object")
+    kind = row.get("kind")
+    if kind not in TIMED_KINDS | UNTIMED_KINDS:
+        raise MeasurementError(f"{where}: unknown kind {kind!r}; expected one of "
+                               f"{', '.join(sorted(TIMED_KINDS | UNTIMED_KINDS))}")
+    for key in ("median_ms", "min_ms", "max_ms"):
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            raise MeasurementError(f"{where}: {key} must be a time >= 0 in ms, got {value!r}")
+    if kind in UNTIMED_KINDS:
+        what = row.get("what") or kind
+        return MappedRow(index, kind, None, row.get("batch"), None, None, None, str(what), False,
+                         "not a timed workload", row)
+    if row.get("median_ms") is None:
+        raise MeasurementError(f"{where}: missing median_ms")
+    try:
+        variant = canonical_variant(row.get("variant", ""))
+    except AnalyzerInputError:
+        raise MeasurementError(f"{where}: unknown variant {row.get('variant')!r}; expected v1, v2 or ocr2") from None
+    batch = _int(row, "batch", where, 1)
+    experts = row.get("experts")
+    compared, note = True, ""
+    if experts not in COUNTED_EXPERTS:
+        compared, note = False, f"experts implementation {experts!r} is not the one the runtime profiles model"
+    try:
+        if kind in ("vision_tower", "projector"):
+            px = _int(row, "image", where, 1)
+            workload, view = _views_workload(variant, px, batch, where)
+            return MappedRow(index, kind, variant, batch, workload, STAGE_OF_KIND[kind], view,
+                             f"{batch} x {px} px views", compared, note, row)
+        if kind == "prefill":
+            tokens = _int(row, "tokens", where, 1)
+            base = Workload(variant=variant, mode="base", page_width_px=1024, page_height_px=1024,
+                            prompt_text_tokens=0, new_tokens=1, batch=batch)
+            text = tokens - base.layout.image_placeholder_tokens
+            if text < 0:
+                raise MeasurementError(f"{where}: {tokens} tokens is fewer than one image's "
+                                       f"{base.layout.image_placeholder_tokens}")
+            workload = attrs.evolve(base, prompt_text_tokens=text)
+            return MappedRow(index, kind, variant, batch, workload, "prefill", "", f"{batch} x {tokens} tokens",
+                             compared, note, row)
+        # end to end: the whole generation loop
+        new_tokens = _int(row, "new_tokens", where, 1)
+        if kind == "end_to_end_views":
+            global_px = _int(row, "global_image", where, 1)
+            tiles = _int(row, "tiles", where, 0)
+            tile_px = row.get("tile_image") or 0
+            mode = next((m for m, spec in MODES[variant].items()
+                         if spec.global_px == global_px and (spec.tile_px or 0) == (tile_px if tiles else 0)
+                         or (tiles == 0 and spec.global_px == global_px and spec.tile_px is not None)), None)
+            if mode is None:
+                raise MeasurementError(f"{where}: no mode of {variant} has a {global_px} px global view"
+                                       + (f" and {tile_px} px tiles" if tiles else ""))
+            grid = _tile_grid(tiles) if tiles else (0, 0)
+            if MODES[variant][mode].tile_px is None:
+                grid = None
+            probe = Workload(variant=variant, mode=mode, page_width_px=global_px, page_height_px=global_px,
+                             tile_grid=grid, prompt_text_tokens=0, new_tokens=new_tokens, batch=batch)
+            context = row.get("prefill_context")
+            text = (context - probe.layout.image_placeholder_tokens if isinstance(context, int)
+                    else _int(row, "prompt_tokens", where, 0))
+            workload = attrs.evolve(probe, prompt_text_tokens=max(text, 0))
+            label_views = f"{global_px} px" + (f" + {tiles} x {tile_px} px" if tiles else "")
+        else:
+            px = _int(row, "image", where, 1)
+            workload, _ = _views_workload(variant, px, 1, where)
+            workload = attrs.evolve(workload, batch=batch, new_tokens=new_tokens,
+                                    prompt_text_tokens=_int(row, "prompt_tokens", where, 0))
+            label_views = f"{px} px"
+        return MappedRow(index, kind, variant, batch, workload, None, None,
+                         f"batch {batch}, {label_views}, {workload.prefill_tokens} prefill, {new_tokens} new",
+                         compared, note, row)
+    except AnalyzerInputError as exc:
+        raise MeasurementError(f"{where}: {exc}") from None
+
+
+def parse(path: str | pathlib.Path) -> tuple[dict, list[MappedRow], str]:
+    env, rows, file_hash = load_file(path)
+    if not rows:
+        raise MeasurementError(f"{path}: no rows")
+    return env, [map_row(row, i, str(path)) for i, row in enumerate(rows)], file_hash
+
+
+def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:
+    """(hardware id, runtime profile id, 'name@version'); a typo gets the closest name."""
+    import difflib
+
+    names = dict(conn.execute(sa.text("SELECT name, id FROM hardware")).all())
+    key = hardware.strip().lower()
+    if key not in names:
+        close = difflib.get_close_matches(key, names, n=1)
+        raise MeasurementError(f"unknown hardware {hardware!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                               + f"; known: {', '.join(sorted(names))}")
+    name, _, version = runtime.strip().lower().partition("@")
+    profiles = conn.execute(sa.text("SELECT version, id FROM runtime_profiles WHERE name = :n ORDER BY version"),
+                            {"n": name}).all()
+    if not profiles:
+        known = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT name FROM runtime_profiles")).all()]
+        close = difflib.get_close_matches(name, known, n=1)
+        raise MeasurementError(f"unknown runtime {runtime!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    versions = dict(profiles)
+    if version:
+        if not version.isdigit() or int(version) not in versions:
+            raise MeasurementError(f"runtime {name} has no version {version}; known: "
+                                   f"{', '.join(map(str, sorted(versions)))}")
+        chosen = int(version)
+    else:
+        chosen = max(versions)
+    return int(names[key]), int(versions[chosen]), f"{name}@{chosen}"
+
+
+def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: str, runtime: str,
+                        progress: bool = False) -> tuple[int, bool, list[MappedRow]]:
+    """Store a measurement file for one GPU and runtime; returns (set id, newly stored, rows)."""
+    from registry.whatif import ensure_reports, record_scenario
+
+    env, rows, file_hash = parse(path)
+    with registry.begin() as conn:
+        hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime)
+        existing = conn.execute(sa.text(
+            "SELECT id FROM measurement_sets WHERE file_hash = :h AND hardware_id = :hw AND runtime_profile_id = :rt"),
+            {"h": file_hash, "hw": hardware_id, "rt": runtime_id}).scalar()
+    if existing is not None:
+        return int(existing), False, rows
+    timed = [r for r in rows if r.workload is not None]
+    report_ids = ensure_reports(registry, [r.workload for r in timed], f"measurements:{pathlib.Path(path).name}",
+                                progress)
+    by_row = dict(zip((r.index for r in timed), report_ids))
+    with registry.begin() as conn:
+        distinct = sorted(set(report_ids))
+        scenario_id = record_scenario(conn, f"measurements:{pathlib.Path(path).name}",
+                                      {"measurements": str(path), "hardware": hardware, "runtime": runtime_label},
+                                      {}, distinct, [hardware_id], [runtime_id], {})
+        set_id = conn.execute(sa.text(
+            "INSERT INTO measurement_sets (file_hash, source, hardware_id, runtime_profile_id, scenario_id, env, "
+            "ingested_at) VALUES (:h, :src, :hw, :rt, :sc, :env, :at) RETURNING id"),
+            {"h": file_hash, "src": str(path)[:1000], "hw": hardware_id, "rt": runtime_id, "sc": scenario_id,
+             "env": json.dumps(env, sort_keys=True), "at": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)}
+        ).scalar_one()
+        for r in rows:
+            conn.execute(sa.text(
+                "INSERT INTO measurements (measurement_set_id, row_index, kind, variant, batch, workload, median_ms, "
+                "min_ms, max_ms, reps, report_id, stage, view_kind, compared, note, raw) VALUES (:s, :i, :kind, "
+                ":variant, :batch, :workload, :median, :min, :max, :reps, :report, :stage, :view, :compared, :note, "
+                ":raw)"),
+                {"s": set_id, "i": r.index, "kind": r.kind, "variant": r.variant, "batch": r.batch,
+                 "workload": r.description[:300], "median": r.raw.get("median_ms"), "min": r.raw.get("min_ms"),
+                 "max": r.raw.get("max_ms"), "reps": r.raw.get("reps"), "report": by_row.get(r.index),
+                 "stage": r.stage, "view": r.view_kind, "compared": r.compared and r.workload is not None,
+                 "note": r.note, "raw": json.dumps(r.raw, sort_keys=True)})
+    return int(set_id), True, rows
+
+
+COMPARE_COLUMNS = ["row_index", "kind", "variant", "batch", "workload", "stage", "view_kind", "predicted_ms",
+                   "measured_ms", "ratio", "abs_pct_error"]
+
+
+def compare(registry: Registry, set_id: int) -> dict:
+    with registry.begin() as conn:
+        rows = [dict(zip(COMPARE_COLUMNS, r)) for r in conn.execute(sa.text(
+            f"SELECT {', '.join(COMPARE_COLUMNS)} FROM v_predicted_vs_measured WHERE measurement_set_id = :s "
+            "ORDER BY row_index"), {"s": set_id}).all()]
+        summary = {kind: {"rows": n, "median_ape_pct": med, "mape_pct": mean, "max_ape_pct": worst}
+                   for kind, n, med, mean, worst in conn.execute(sa.text(
+                       "SELECT kind, rows_compared, median_abs_pct_error, mean_abs_pct_error, max_abs_pct_error "
+                       "FROM v_prediction_error_summary WHERE measurement_set_id = :s"), {"s": set_id}).all()}
+    overall = summary.pop("all", {"rows": 0, "median_ape_pct": None, "mape_pct": None, "max_ape_pct": None})
+    return {"rows": rows, "summary": {**overall, "by_kind": summary}}
