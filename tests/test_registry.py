@@ -28,7 +28,7 @@ def table_counts(db_url):
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0002"
+    assert head == "0003"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -37,12 +37,13 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     current = run_command(["db", "current", "--db", db_url])
     assert f"revision {head}; code {head} (current)" in current.output
     assert rows(db_url, "SELECT COUNT(*) FROM hardware") == [(6,)]
-    assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(20,)]
+    assert rows(db_url, "SELECT COUNT(*) FROM runtime_profiles") == [(3,)]  # hf-eager, hf-eager-h200, vllm
+    assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(30,)]
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 10
     for view in ("v_reports", "v_module_tree", "v_stage_totals", "v_category_breakdown", "v_module_hotspots"):
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
-    assert "<base> -> 0001" in history.output and "0001 -> 0002" in history.output
+    assert "<base> -> 0001" in history.output and "0002 -> 0003" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
@@ -225,10 +226,11 @@ def test_stale_revision_names_the_upgrade_command(tmp_path, monkeypatch):
     Registry(db).ensure_schema()
     import registry.db as registry_db
 
-    monkeypatch.setattr(registry_db.Registry, "head_revision", lambda self: "0003")
+    real_history = registry_db.revision_history()
+    monkeypatch.setattr(registry_db.Registry, "head_revision", lambda self: "9998")
     monkeypatch.setattr(registry_db, "revision_history",
-                        lambda: [("0003", "0002", "next"), ("0002", "0001", "x"), ("0001", None, "x")])
-    with pytest.raises(SchemaMismatchError, match=r"older than this code's 0003; run: dsocr-registry db upgrade"):
+                        lambda: [("9998", real_history[0][0], "next"), *real_history])
+    with pytest.raises(SchemaMismatchError, match=r"older than this code's 9998; run: dsocr-registry db upgrade"):
         Registry(db).ensure_schema()
 
 
@@ -265,7 +267,7 @@ def test_export_parquet_and_snapshot(registry_url, report_files, tmp_path):
     result = run_command(["snapshot", str(snap), "--db", registry_url])
     assert result.exit_code == 0, result.output
     assert table_counts(str(snap)) == counts
-    assert rows(str(snap), "SELECT COUNT(*) FROM runtime_profile_categories") == [(20,)]
+    assert rows(str(snap), "SELECT COUNT(*) FROM runtime_profile_categories") == [(30,)]
     assert rows(str(snap), "SELECT COUNT(*) FROM v_module_hotspots") == rows(
         registry_url, "SELECT COUNT(*) FROM v_module_hotspots")
     import duckdb
