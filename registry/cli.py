@@ -72,6 +72,8 @@ def cli() -> None:
     compare   measured vs predicted for a measurement file
     calibrate fit a runtime profile to stored measurements
     measure   time the real model on a CUDA GPU and write a measurement file
+    summary   the summary contract of a report: predicted (and measured) time, top modules
+    report    a stored report, rebuilt from its rows
 
     The registry is ./dsocr-registry.duckdb unless --db or DSOCR_REGISTRY_URL names another
     (a file path, or postgresql://host/dbname).
@@ -645,6 +647,76 @@ def measure(variant, device, out, reps, quick):
     click.echo(f"measure: {count} rows -> {out}")
 
 
+def _dump(data, fmt: str) -> str:
+    import json
+
+    import yaml
+
+    if fmt == "json":
+        return json.dumps(data, indent=1)
+    return yaml.safe_dump(data, sort_keys=False, width=110).rstrip()
+
+
+@cli.command()
+@click.argument("report_ref", metavar="REPORT_ID_OR_FILE")
+@db_options
+@click.option("--hardware", "hardware_name", default="h200", show_default=True, help="GPU to price on.")
+@click.option("--runtime", "runtime_name", default="hf-eager-h200", show_default=True, help="Runtime profile.")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Modules to list.")
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True)
+def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, fmt):
+    """Print the DeepSeekOCRAnalyticReportSummary of a stored report (by id) or of a report file.
+
+    A file is ingested first (idempotent). The time is priced by the registry's views on --hardware under
+    --runtime; the measured time and the ratio are filled when the registry holds an end-to-end measurement of the
+    same workload on that GPU and runtime.
+    """
+    from registry.contract import _plain, summarize
+
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        path = pathlib.Path(report_ref)
+        if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
+            from analyzer.report import load_report
+            from registry.ingest import write_report
+
+            try:
+                report = load_report(path)
+            except OSError as exc:
+                raise RegistryError(f"{report_ref}: cannot read: {exc.strerror or exc}") from None
+            write_report(registry, report, str(path))
+            report_ref = report.report_id
+        result = summarize(registry, report_ref, hardware_name, runtime_name, top=top)
+    finally:
+        registry.dispose()
+    click.echo(_dump(_plain(result), fmt))
+
+
+@cli.command()
+@click.argument("report_id")
+@db_options
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Write to a file (.json/.yaml) instead of standard output.")
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True)
+def report(report_id, db_url, lock_timeout, out, fmt):
+    """Print a stored AnalyticModelReport, rebuilt from its rows (checked against its content hash)."""
+    from analyzer.report import dumps, format_for_path, write_report
+    from registry.stored import load_stored_report
+
+    if out is not None:
+        format_for_path(out)
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        stored = load_stored_report(registry, report_id)
+    finally:
+        registry.dispose()
+    if out is not None:
+        write_report(stored, out)
+        click.echo(f"report {report_id} -> {out}")
+    else:
+        click.echo(dumps(stored, fmt).rstrip())
+
+
 def sa_text(query: str):
     import sqlalchemy as sa
 
@@ -802,13 +874,17 @@ def _exit_without_teardown(code: int) -> None:
         os._exit(code)
 
 
-def main() -> None:
+def _run_and_exit(command: click.Command, prog_name: str) -> None:
     try:
-        run_cli(cli)
+        run_cli(command, prog_name=prog_name)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         _exit_without_teardown(code)
     _exit_without_teardown(0)
+
+
+def main() -> None:
+    _run_and_exit(cli, "dsocr-registry")
 
 
 # -- the seed's entry point: python -m analyzer ----------------------------------------------------------------
@@ -820,28 +896,61 @@ def main() -> None:
 @click.option("--device", default="cpu", show_default=True,
               help="Where the analysis runs; it needs no GPU (the model lives on the meta device).")
 @click.option("--workload-profile-id", required=True, help="Named workload profile, e.g. dsocr-standard-v1.")
+@click.option("--profile-run-id", help="Free-form id of the run that asked (kept in the request).")
+@click.option("--force-rebuild", is_flag=True, help="Analyze again even if the registry holds this report.")
+@click.option("--db", "db_url", envvar="DSOCR_REGISTRY_URL", metavar="URL_OR_PATH",
+              help="Registry to reuse reports from and store them in [env DSOCR_REGISTRY_URL; default: none].")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Write the report here (.json/.yaml); default: print the summary only.")
-def analyzer_command(run_mode, model_id, device, workload_profile_id, out):
-    """Analyze a model for a workload profile (seed-compatible entry point)."""
+def analyzer_command(run_mode, model_id, device, workload_profile_id, profile_run_id, force_rebuild, db_url, out):
+    """Analyze a model for a workload profile (the seed's DeepSeekOCRAnalyticRequest on the command line).
+
+    With --db, a report already in the registry for the same request is reused unless --force-rebuild.
+    """
     from analyzer.analysis import analyze as run_analysis
-    from analyzer.architecture import variant_for_model_id
     from analyzer.report import format_for_path, write_report
     from analyzer.summary import format_summary
     from analyzer.workload import load_profile
+    from registry.contract import DeepSeekOCRAnalyticRequest
 
     if device not in ("cpu", "meta"):
         raise click.UsageError(f"--device {device}: the analytic model runs on the CPU (cpu or meta)")
     if out is not None:
         format_for_path(out)
-    variant = variant_for_model_id(model_id)
-    workload = load_profile(workload_profile_id, variant=variant)
-    report = run_analysis(workload)
+    request = DeepSeekOCRAnalyticRequest(model_id=model_id, workload_profile_id=workload_profile_id,
+                                         profile_run_id=profile_run_id, force_rebuild=force_rebuild)
+    workload = load_profile(request.workload_profile_id, variant=request.model_variant)
+    report, reused = None, False
+    registry = None
+    if db_url:
+        from registry.stored import load_stored_report
+        from registry.whatif import find_report
+
+        registry = open_registry(db_url, 30.0, create=True)
+        if not request.force_rebuild:
+            with registry.begin() as conn:
+                pk = find_report(conn, workload)
+                stored_id = conn.execute(sa_text("SELECT report_id FROM reports WHERE id = :p"),
+                                         {"p": pk}).scalar() if pk is not None else None
+            if stored_id is not None:
+                report, reused = load_stored_report(registry, stored_id), True
+    try:
+        if report is None:
+            report = run_analysis(workload)
+            if registry is not None:
+                from registry.ingest import write_report as store
+
+                store(registry, report, f"python -m analyzer {request.workload_profile_id}",
+                      force=request.force_rebuild)
+    finally:
+        if registry is not None:
+            registry.dispose()
     if out is not None:
         write_report(report, out)
     click.echo(format_summary(report))
-    click.echo(f"report {report.report_id}" + (f" -> {out}" if out else ""))
+    origin = " (reused from the registry)" if reused else ""
+    click.echo(f"report {report.report_id}{origin}" + (f" -> {out}" if out else ""))
 
 
 def analyzer_entry() -> None:
-    run_cli(analyzer_command, prog_name="python -m analyzer")
+    _run_and_exit(analyzer_command, "python -m analyzer")

@@ -28,7 +28,7 @@ def table_counts(db_url):
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0003"
+    assert head == "0004"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -43,7 +43,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     for view in ("v_reports", "v_module_tree", "v_stage_totals", "v_category_breakdown", "v_module_hotspots"):
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
-    assert "<base> -> 0001" in history.output and "0002 -> 0003" in history.output
+    assert "<base> -> 0001" in history.output and "0003 -> 0004" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):

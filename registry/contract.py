@@ -1,0 +1,180 @@
+"""The seed's public contract: request and summary models (attrs), cattrs hooks, and how a summary is priced.
+
+A summary prices a report on one GPU under one runtime profile (default: h200 under the calibrated
+hf-eager-h200) through the registry's views; measured_total_time_ms and predicted_vs_measured_ratio are filled
+when the registry holds an end-to-end measurement of the same workload on that GPU and runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import cattrs
+import sqlalchemy as sa
+from attrs import validators as v
+
+from analyzer.architecture import MODEL_IDS, variant_for_model_id
+from analyzer.errors import AnalyzerInputError
+from analyzer.report import AnalyticModelReport, report_from_dict
+from analyzer.workload import profile_names
+
+DEFAULT_HARDWARE = "h200"
+DEFAULT_RUNTIME = "hf-eager-h200"
+
+
+def _known_model(instance, attribute, value):
+    if value not in MODEL_IDS:
+        raise AnalyzerInputError(f"unknown model id {value!r}; expected one of: {', '.join(sorted(MODEL_IDS))}")
+
+
+def _known_profile(instance, attribute, value):
+    if value not in profile_names():
+        raise AnalyzerInputError(f"unknown workload profile {value!r}; known: {', '.join(profile_names())}")
+
+
+@attrs.frozen(kw_only=True)
+class DeepSeekOCRAnalyticRequest:
+    model_id: str = attrs.field(validator=_known_model)
+    model_variant: str | None = None  # derived from model_id when absent
+    workload_profile_id: str = attrs.field(validator=_known_profile)
+    profile_run_id: str | None = None
+    force_rebuild: bool = attrs.field(default=False, validator=v.instance_of(bool))
+
+    def __attrs_post_init__(self) -> None:
+        variant = variant_for_model_id(self.model_id)
+        if self.model_variant is None:
+            object.__setattr__(self, "model_variant", variant)
+        elif self.model_variant != variant:
+            raise AnalyzerInputError(f"model_variant {self.model_variant!r} does not match {self.model_id} ({variant})")
+
+
+@attrs.frozen(kw_only=True)
+class TopModule:
+    module_id: str  # the module's path in named_modules() ("" is the root)
+    name: str
+    stage: str
+    share_of_model_time: float  # of the summed predicted kernel + launch time of every module
+    total_time_ms: float
+    total_flops_tflops: float  # a count: 1 TFLOP = 1e12 FLOPs
+    memory_activations_gb: float  # activation bytes the module writes, 1 GB = 1e9 bytes
+
+
+@attrs.frozen(kw_only=True)
+class DeepSeekOCRAnalyticReportSummary:
+    report_id: str
+    model_variant: str
+    workload_profile_id: str | None
+    predicted_total_time_ms: float
+    measured_total_time_ms: float | None = None
+    predicted_vs_measured_ratio: float | None = None
+    notes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    top_modules: tuple[TopModule, ...] = attrs.field(default=(), converter=tuple)
+
+
+def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtime: str = DEFAULT_RUNTIME,
+              top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
+    """Price a stored report through the views and shape the answer as the summary contract."""
+    from registry.db import RegistryError
+    from registry.measurements import resolve
+    from registry.whatif import record_scenario
+
+    with registry.begin() as conn:
+        row = conn.execute(sa.text(
+            "SELECT r.id, r.variant, w.profile_id FROM reports r JOIN workloads w ON w.id = r.workload_id "
+            "WHERE r.report_id = :r"), {"r": report_id}).first()
+        if row is None:
+            raise RegistryError(f"no report {report_id!r} in the registry")
+        report_pk, variant, profile_id = row
+        hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime)
+        scenario_id = record_scenario(conn, f"summary:{report_id}", {"summary": report_id, "hardware": hardware,
+                                                                    "runtime": runtime_label},
+                                      {}, [report_pk], [hardware_id], [runtime_id], {})
+    with registry.begin() as conn:
+        predicted_s = conn.execute(sa.text(
+            "SELECT page_latency_s FROM v_point_summary WHERE scenario_id = :s"), {"s": scenario_id}).scalar_one()
+        modules = conn.execute(sa.text(
+            "SELECT m.path, m.name, t.stage, SUM(t.kernel_s + t.launch_s), SUM(o.flops), SUM(o.bytes_written) "
+            "FROM v_point_operator_time t JOIN modules m ON m.id = t.module_id "
+            "JOIN operator_metrics o ON o.report_id = t.report_pk AND o.module_id = t.module_id "
+            "AND o.stage = t.stage AND o.view_kind = t.view_kind AND o.category_id = t.category_id "
+            "WHERE t.scenario_id = :s GROUP BY m.path, m.name, t.stage"), {"s": scenario_id}).all()
+        measured = conn.execute(sa.text(
+            "SELECT AVG(m.median_ms) FROM measurements m JOIN measurement_sets s ON s.id = m.measurement_set_id "
+            "WHERE m.report_id = :r AND m.stage IS NULL AND m.compared AND s.hardware_id = :h "
+            "AND s.runtime_profile_id = :rt"), {"r": report_pk, "h": hardware_id, "rt": runtime_id}).scalar()
+    total_module_s = sum(float(m[3]) for m in modules) or 1.0
+    ranked = sorted(modules, key=lambda m: (-float(m[3]), m[0], m[2]))[:top]
+    predicted_ms = 1000.0 * float(predicted_s)
+    notes = [f"priced on {hardware} under {runtime_label} by the registry views (v_point_summary)",
+             "share_of_model_time: of the summed kernel and launch time of every module (host overhead excluded)"]
+    if measured is None:
+        notes.append(f"no end-to-end measurement of this workload on {hardware} under {runtime_label}")
+    return DeepSeekOCRAnalyticReportSummary(
+        report_id=report_id, model_variant=variant, workload_profile_id=profile_id,
+        predicted_total_time_ms=predicted_ms,
+        measured_total_time_ms=float(measured) if measured is not None else None,
+        predicted_vs_measured_ratio=predicted_ms / float(measured) if measured else None,
+        notes=tuple(notes),
+        top_modules=tuple(TopModule(module_id=path, name=name or "(root)", stage=stage,
+                                    share_of_model_time=float(seconds) / total_module_s,
+                                    total_time_ms=1000.0 * float(seconds), total_flops_tflops=float(flops) / 1e12,
+                                    memory_activations_gb=float(written) / 1e9)
+                          for path, name, stage, seconds, flops, written in ranked))
+
+
+def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWARE,
+                     runtime: str = DEFAULT_RUNTIME) -> DeepSeekOCRAnalyticReportSummary:
+    """The summary of a report that is not in any registry: priced in a private in-memory DuckDB."""
+    from registry.db import Registry
+    from registry.ingest import write_report
+
+    registry = Registry("duckdb:///:memory:")
+    try:
+        registry.upgrade()
+        write_report(registry, report, "summary")
+        return summarize(registry, report.report_id, hardware, runtime)
+    finally:
+        registry.dispose()
+
+
+def register_deepseek_ocr_hooks(converter: cattrs.Converter) -> cattrs.Converter:
+    """Hooks for the contract types. A summary structures from a summary mapping, or from a full report (object or
+    mapping), which it prices with the default GPU and runtime. No hook touches how a full report serializes."""
+
+    def unstructure_plain(obj) -> dict[str, Any]:
+        return {f.name: _plain(getattr(obj, f.name)) for f in attrs.fields(type(obj))}
+
+    def structure_summary(data, _type) -> DeepSeekOCRAnalyticReportSummary:
+        if isinstance(data, AnalyticModelReport):
+            return summarize_report(data)
+        if isinstance(data, dict) and "schema_version" in data and "module_metrics" in data:
+            return summarize_report(report_from_dict(data))
+        if not isinstance(data, dict):
+            raise AnalyzerInputError("a summary must be a mapping")
+        fields = dict(data)
+        fields["top_modules"] = tuple(TopModule(**m) for m in fields.get("top_modules", ()))
+        fields["notes"] = tuple(fields.get("notes", ()))
+        return DeepSeekOCRAnalyticReportSummary(**fields)
+
+    def structure_request(data, _type) -> DeepSeekOCRAnalyticRequest:
+        if not isinstance(data, dict):
+            raise AnalyzerInputError("a request must be a mapping")
+        unknown = set(data) - {f.name for f in attrs.fields(DeepSeekOCRAnalyticRequest)}
+        if unknown:
+            raise AnalyzerInputError(f"unknown request field(s): {', '.join(sorted(unknown))}")
+        return DeepSeekOCRAnalyticRequest(**data)
+
+    converter.register_unstructure_hook(DeepSeekOCRAnalyticRequest, unstructure_plain)
+    converter.register_unstructure_hook(DeepSeekOCRAnalyticReportSummary, unstructure_plain)
+    converter.register_structure_hook(DeepSeekOCRAnalyticReportSummary, structure_summary)
+    converter.register_structure_hook(DeepSeekOCRAnalyticRequest, structure_request)
+    return converter
+
+
+def _plain(value):
+    if attrs.has(type(value)):
+        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,82 @@
+"""A stored report read back from its normalized rows, checked against its content hash."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import sqlalchemy as sa
+
+from analyzer.categories import OperatorCategory
+from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
+                             RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id)
+from registry.db import Registry, RegistryError
+
+_STAGE_ORDER = "CASE {c} WHEN 'vision' THEN 0 WHEN 'projector' THEN 1 WHEN 'prefill' THEN 2 ELSE 3 END"
+_VIEW_ORDER = "CASE {c} WHEN 'global' THEN 0 WHEN 'tile' THEN 1 ELSE 2 END"
+
+
+def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelReport:
+    with registry.begin() as conn:
+        head = conn.execute(sa.text(
+            "SELECT r.*, a.transformers_model, a.transformers_version, a.dtype, a.parameters, a.checkpoint_parameters, "
+            "a.weight_bytes, a.kv_cache_bytes_per_token FROM reports r JOIN architectures a ON a.id = r.architecture_id "
+            "WHERE r.report_id = :r"), {"r": report_id}).mappings().first()
+        if head is None:
+            raise RegistryError(f"no report {report_id!r} in the registry")
+        workload = dict(conn.execute(sa.text("SELECT * FROM workloads WHERE id = :w"),
+                                     {"w": head["workload_id"]}).mappings().one())
+        modules = conn.execute(sa.text("SELECT * FROM modules WHERE architecture_id = :a ORDER BY id"),
+                               {"a": head["architecture_id"]}).mappings().all()
+        stages = conn.execute(sa.text(
+            f"SELECT * FROM report_stages WHERE report_id = :r ORDER BY {_STAGE_ORDER.format(c='stage')}, "
+            f"{_VIEW_ORDER.format(c='view_kind')}"), {"r": head["id"]}).mappings().all()
+        metrics = conn.execute(sa.text(
+            "SELECT mm.*, m.path FROM module_metrics mm JOIN modules m ON m.id = mm.module_id WHERE mm.report_id = :r"),
+            {"r": head["id"]}).mappings().all()
+        operators = conn.execute(sa.text(
+            "SELECT o.*, c.name AS category FROM operator_metrics o JOIN operator_categories c ON c.id = o.category_id "
+            "WHERE o.report_id = :r ORDER BY o.category_id"), {"r": head["id"]}).mappings().all()
+    children = defaultdict(list)
+    for m in modules:
+        if m["parent_path"] is not None:
+            children[m["parent_path"]].append(m["path"])
+    ops = defaultdict(list)
+    op_fields = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
+    for o in operators:
+        ops[(o["module_id"], o["stage"], o["view_kind"])].append(OperatorMetrics(
+            category=OperatorCategory(o["category"]), **{f: int(o[f]) for f in op_fields}))
+    stage_rank = {(s["stage"], s["view_kind"]): i for i, s in enumerate(stages)}
+    snapshots = sorted(metrics, key=lambda m: (stage_rank.get((m["stage"], m["view_kind"]), 99), m["path"]))
+    stage_fields = [f for f in StageSummary.__attrs_attrs__ if f.name not in ("stage", "view_kind")]
+    workload_fields = [f.name for f in WorkloadRecord.__attrs_attrs__]
+    report = AnalyticModelReport(
+        schema_version=int(head["schema_version"]), report_id=report_id, model_id=head["model_id"],
+        variant=head["variant"], transformers_model=head["transformers_model"],
+        analyzer_version=head["analyzer_version"], transformers_version=head["transformers_version"],
+        torch_version=head["torch_version"], dtype=head["dtype"], parameters=int(head["parameters"]),
+        checkpoint_parameters=int(head["checkpoint_parameters"]), parameters_note=head["parameters_note"],
+        weight_bytes=int(head["weight_bytes"]), kv_cache_bytes_per_token=int(head["kv_cache_bytes_per_token"]),
+        routing=RoutingAssumption(experts=int(head["routing_experts"]),
+                                  experts_per_token=int(head["routing_experts_per_token"]),
+                                  shared_experts=int(head["routing_shared_experts"]),
+                                  assumption=head["routing_assumption"],
+                                  counting_implementation=head["routing_counting_implementation"]),
+        workload=WorkloadRecord(**{f: workload[f] for f in workload_fields}),
+        stages=tuple(StageSummary(stage=Stage(s["stage"]), view_kind=ViewKind(s["view_kind"]),
+                                  **{f.name: (float(s[f.name]) if f.name == "distinct_experts_per_call"
+                                              else int(s[f.name])) for f in stage_fields}) for s in stages),
+        modules=tuple(ModuleNode(path=m["path"], name=m["name"], class_name=m["class_name"],
+                                 parent_path=m["parent_path"], children=tuple(children.get(m["path"], ())),
+                                 depth=int(m["depth"]), parameters=int(m["parameters"]),
+                                 parameters_self=int(m["parameters_self"]), weight_bytes=int(m["weight_bytes"]),
+                                 stages=tuple(Stage(x) for x in m["stages"].split(",") if x)) for m in modules),
+        module_metrics=tuple(ModuleMetricsSnapshot(
+            module_path=m["path"], stage=Stage(m["stage"]), view_kind=ViewKind(m["view_kind"]),
+            forward_calls=int(m["forward_calls"]), operators=tuple(ops.get((m["module_id"], m["stage"],
+                                                                            m["view_kind"]), ())),
+            inclusive_flops=int(m["inclusive_flops"]), inclusive_bytes=int(m["inclusive_bytes"]),
+            inclusive_kernel_launches=int(m["inclusive_kernel_launches"])) for m in snapshots),
+        notes=tuple(head["notes"].split("\n")) if head["notes"] else ())
+    if report.schema_version != SCHEMA_VERSION or compute_report_id(report) != report_id:
+        raise RegistryError(f"report {report_id}: the stored rows do not reproduce the report (content hash differs)")
+    return report
