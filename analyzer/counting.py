@@ -259,7 +259,7 @@ class OpCounter:
     # The N layers of a ModuleList that share structure and input shapes issue the same ops (meta execution
     # depends on shapes only). The first one runs; the others replay its counts under their own paths.
     def _patch_blocks(self) -> None:
-        for path, module in self.model.named_modules():
+        for module in self.model.modules():
             if not isinstance(module, torch.nn.ModuleList):
                 continue
             for child in module.children():

@@ -206,9 +206,9 @@ def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id:
     new_sets = []
     with registry.begin() as conn:
         sets = conn.execute(sa.text(
-            "SELECT id, file_hash, source, env FROM measurement_sets WHERE hardware_id = :h AND runtime_profile_id = :r"),
+            "SELECT id, file_hash, source FROM measurement_sets WHERE hardware_id = :h AND runtime_profile_id = :r"),
             {"h": hardware_id, "r": base_runtime_id}).all()
-        for set_id, file_hash, source, env in sets:
+        for set_id, file_hash, source in sets:
             exists = conn.execute(sa.text(
                 "SELECT id FROM measurement_sets WHERE file_hash = :f AND hardware_id = :h AND runtime_profile_id = :r"),
                 {"f": file_hash, "h": hardware_id, "r": new_runtime_id}).scalar()

@@ -723,6 +723,16 @@ def sa_text(query: str):
     return sa.text(query)
 
 
+def query_registry(db_url, lock_timeout, query: str, params: dict | None = None) -> list[tuple]:
+    """Rows of one query against the registry (created at the current revision if it is a new file)."""
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            return [tuple(r) for r in conn.execute(sa_text(query), params or {}).all()]
+    finally:
+        registry.dispose()
+
+
 @cli.group()
 def hardware():
     """The GPU catalog (decimal units: 1 TB/s = 1e12 bytes/s, 1 GB = 1e9 bytes)."""
@@ -732,18 +742,10 @@ def hardware():
 @db_options
 def hardware_list(db_url, lock_timeout):
     """List the GPUs the registry knows."""
-    import sqlalchemy as sa
-
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT name, display_name, peak_bf16_flops_per_s / 1e12, memory_bandwidth_bytes_per_s / 1e12, "
-                "memory_bytes / 1e9, origin FROM hardware ORDER BY name")).all()
-    finally:
-        registry.dispose()
-    print_rows(["name", "display_name", "bf16_tflops", "memory_tb_per_s", "memory_gb", "origin"],
-               [tuple(r) for r in rows], "table")
+    rows = query_registry(db_url, lock_timeout,
+                          "SELECT name, display_name, peak_bf16_flops_per_s / 1e12, memory_bandwidth_bytes_per_s / 1e12, "
+                          "memory_bytes / 1e9, origin FROM hardware ORDER BY name")
+    print_rows(["name", "display_name", "bf16_tflops", "memory_tb_per_s", "memory_gb", "origin"], rows, "table")
 
 
 @hardware.command("show")
@@ -800,19 +802,12 @@ def runtime():
 @db_options
 def runtime_list(db_url, lock_timeout):
     """List the runtime profiles."""
-    import sqlalchemy as sa
-
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT name, version, kernel_launch_s * 1e6, stage_call_overhead_s * 1e3, "
-                "decode_step_overhead_s * 1e3, fused_bytes_factor, origin FROM runtime_profiles "
-                "ORDER BY name, version")).all()
-    finally:
-        registry.dispose()
+    rows = query_registry(db_url, lock_timeout,
+                          "SELECT name, version, kernel_launch_s * 1e6, stage_call_overhead_s * 1e3, "
+                          "decode_step_overhead_s * 1e3, fused_bytes_factor, origin FROM runtime_profiles "
+                          "ORDER BY name, version")
     print_rows(["name", "version", "launch_us", "call_overhead_ms", "decode_step_ms", "fused_bytes_factor",
-                "origin"], [tuple(r) for r in rows], "table")
+                "origin"], rows, "table")
 
 
 @runtime.command("add")

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from analyzer.report import AnalyticModelReport, ReportFormatError, load_report, loads, report_to_dict
+from analyzer.report import AnalyticModelReport, ReportFormatError, load_report, loads
 from registry.db import Registry, RegistryError
 from registry.models import Architecture, Report, Workload
 

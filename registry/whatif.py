@@ -171,7 +171,7 @@ def resolve_devices(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], li
     for rid, name, version in conn.execute(sa.text("SELECT id, name, version FROM runtime_profiles")).all():
         runtimes.setdefault(name, []).append((version, rid))
     chosen_hw = []
-    for index, name in enumerate(scenario.data["sweep"]["hardware"]):
+    for name in scenario.data["sweep"]["hardware"]:
         key = str(name).strip().lower()
         if key not in hardware:
             raise ScenarioError(f"{scenario.where('sweep', 'hardware')}: sweep.hardware: unknown hardware "

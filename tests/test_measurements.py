@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from registry.db import REPO_ROOT, Registry
+from registry.db import REPO_ROOT
 from tests.conftest import run_command
 from tests.test_registry import rows
 

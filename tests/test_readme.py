@@ -15,7 +15,7 @@ def test_readme_names_only_real_commands_and_options():
         group = cli.commands[command]
         if sub and hasattr(group, "commands") and sub not in ("upgrade|current|history",):
             assert sub in group.commands, f"{command} {sub}"
-    for command, sub in used:
+    for command in {command for command, _ in used}:
         line_options = set(re.findall(rf"dsocr-registry {command}[^\\n]*?((?:--[a-z-]+ ?)+)", text))
         params = {opt for p in cli.commands[command].params for opt in getattr(p, "opts", [])}
         for options in line_options:

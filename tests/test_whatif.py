@@ -12,7 +12,7 @@ import yaml
 from analyzer.report import load_report
 from registry.catalog import parse_hardware, parse_runtimes, shipped
 from registry.db import REPO_ROOT, Registry
-from registry.whatif import Scenario, read_stage_times, run_scenario
+from registry.whatif import Scenario, run_scenario
 from tests.conftest import run_command
 from tests.test_registry import rows
 

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     from analyzer.report import ReportFormatError, load_report
     from registry.db import Registry, RegistryError
     from registry.ingest import write_report
-    from registry.whatif import Scenario, read_points, run_scenario
+    from registry.whatif import Scenario, run_scenario
 
     try:
         report = load_report(args.report)
