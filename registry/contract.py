@@ -103,9 +103,13 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
             "SELECT AVG(m.median_ms) FROM measurements m JOIN measurement_sets s ON s.id = m.measurement_set_id "
             "WHERE m.report_id = :r AND m.stage IS NULL AND m.compared AND s.hardware_id = :h "
             "AND s.runtime_profile_id = :rt"), {"r": report_pk, "h": hardware_id, "rt": runtime_id}).scalar()
-    total_module_s = sum(float(m[3]) for m in modules) or 1.0
-    ranked = sorted(modules, key=lambda m: (-float(m[3]), m[0], m[2]))[:top]
-    predicted_ms = 1000.0 * float(predicted_s)
+    # SQL sums of floats may differ in their last bits from run to run (parallel aggregation): round to 1 ns so
+    # that the same report gives the same summary, ties included.
+    modules = [(path, name, stage, round(float(seconds), 12), flops, written)
+               for path, name, stage, seconds, flops, written in modules]
+    total_module_s = sum(m[3] for m in modules) or 1.0
+    ranked = sorted(modules, key=lambda m: (-m[3], m[0], m[2]))[:top]
+    predicted_ms = round(1000.0 * float(predicted_s), 6)
     notes = [f"priced on {hardware} under {runtime_label} by the registry views (v_point_summary)",
              "share_of_model_time: of the summed kernel and launch time of every module (host overhead excluded)"]
     if measured is None:
@@ -114,11 +118,11 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
         report_id=report_id, model_variant=variant, workload_profile_id=profile_id,
         predicted_total_time_ms=predicted_ms,
         measured_total_time_ms=float(measured) if measured is not None else None,
-        predicted_vs_measured_ratio=predicted_ms / float(measured) if measured else None,
+        predicted_vs_measured_ratio=round(predicted_ms / float(measured), 9) if measured else None,
         notes=tuple(notes),
         top_modules=tuple(TopModule(module_id=path, name=name or "(root)", stage=stage,
-                                    share_of_model_time=float(seconds) / total_module_s,
-                                    total_time_ms=1000.0 * float(seconds), total_flops_tflops=float(flops) / 1e12,
+                                    share_of_model_time=round(seconds / total_module_s, 9),
+                                    total_time_ms=round(1000.0 * seconds, 6), total_flops_tflops=float(flops) / 1e12,
                                     memory_activations_gb=float(written) / 1e9)
                           for path, name, stage, seconds, flops, written in ranked))
 
