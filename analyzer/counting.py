@@ -175,8 +175,8 @@ def _layer_index(module: torch.nn.Module) -> int | None:
 class OpCounter:
     """Context manager that counts the aten ops run inside it on `model`'s modules.
 
-    `causal_attention_modules`: class names of attention modules whose SDPA calls are causal even when the
-    mask is passed explicitly (none of the traced paths needs it: HF passes `is_causal`).
+    `memoize_blocks`: run the first of each group of identical ModuleList layers and replay its counts for the
+    others (the tests hold replayed and fully run traces equal).
     """
 
     def __init__(self, model: torch.nn.Module, root_path: str = "", memoize_blocks: bool = True) -> None:

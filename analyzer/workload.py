@@ -208,7 +208,7 @@ class Workload:
 
 
 PROFILE_KEYS = {"id", "description", "variant", "mode", "page", "min_tiles", "max_tiles", "tiles", "prompt",
-                "prompt_text_tokens", "prompt_tokens_note", "new_tokens", "batch", "decoding"}
+                "prompt_text_tokens", "new_tokens", "batch", "decoding"}
 
 
 def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -> Workload:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -200,13 +199,6 @@ class Registry:
         if self._held is not None:
             self._held[0].close()
             self._held = None
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        with self.begin() as conn:
-            with Session(bind=conn, join_transaction_mode="create_savepoint") as session:
-                yield session
-                session.flush()
 
     # -- schema revisions ----------------------------------------------------------------------------------------
     def head_revision(self) -> str:
