@@ -121,20 +121,19 @@ def shipped(name: str) -> str:
     return importlib.resources.files("registry.data").joinpath(name).read_text("utf-8")
 
 
-def upsert_hardware(conn: Connection, rows: list[dict[str, Any]], origin: str) -> None:
-    for row in rows:
-        values = dict(row, origin=origin)
-        found = conn.execute(sa.text("SELECT id FROM hardware WHERE name = :name"), {"name": row["name"]}).scalar()
-        if found is None:
-            conn.execute(sa.text(
-                "INSERT INTO hardware (name, display_name, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, "
-                "memory_bytes, source, origin) VALUES (:name, :display_name, :peak_bf16_flops_per_s, "
-                ":memory_bandwidth_bytes_per_s, :memory_bytes, :source, :origin)"), values)
-        else:
-            conn.execute(sa.text(
-                "UPDATE hardware SET display_name = :display_name, peak_bf16_flops_per_s = :peak_bf16_flops_per_s, "
-                "memory_bandwidth_bytes_per_s = :memory_bandwidth_bytes_per_s, memory_bytes = :memory_bytes, "
-                "source = :source, origin = :origin WHERE id = :id"), dict(values, id=found))
+def upsert_hardware(conn: Connection, row: dict[str, Any], origin: str) -> None:
+    values = dict(row, origin=origin)
+    found = conn.execute(sa.text("SELECT id FROM hardware WHERE name = :name"), {"name": row["name"]}).scalar()
+    if found is None:
+        conn.execute(sa.text(
+            "INSERT INTO hardware (name, display_name, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, "
+            "memory_bytes, source, origin) VALUES (:name, :display_name, :peak_bf16_flops_per_s, "
+            ":memory_bandwidth_bytes_per_s, :memory_bytes, :source, :origin)"), values)
+    else:
+        conn.execute(sa.text(
+            "UPDATE hardware SET display_name = :display_name, peak_bf16_flops_per_s = :peak_bf16_flops_per_s, "
+            "memory_bandwidth_bytes_per_s = :memory_bandwidth_bytes_per_s, memory_bytes = :memory_bytes, "
+            "source = :source, origin = :origin WHERE id = :id"), dict(values, id=found))
 
 
 def upsert_runtime(conn: Connection, profile: dict[str, Any], origin: str) -> int:
@@ -165,6 +164,40 @@ def upsert_runtime(conn: Connection, profile: dict[str, Any], origin: str) -> in
     return int(found)
 
 
+def suggestion(word: str, options) -> str:
+    """' (did you mean X?)' for the closest of `options`, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve_hardware(conn: Connection, name: str) -> tuple[int, str]:
+    """(id, catalog name) of a GPU; an unknown name gets the closest one and the list."""
+    known = dict(conn.execute(sa.text("SELECT name, id FROM hardware")).all())
+    key = str(name).strip().lower()
+    if key not in known:
+        raise RegistryError(f"unknown hardware {name!r}{suggestion(key, known)}; known: {', '.join(sorted(known))}")
+    return int(known[key]), key
+
+
+def resolve_runtime(conn: Connection, name: str) -> tuple[int, str, int]:
+    """(id, name, version) of a runtime profile given as NAME (its latest version) or NAME@VERSION."""
+    key, _, version = str(name).strip().lower().partition("@")
+    profiles: dict[str, dict[int, int]] = {}
+    for pid, pname, pversion in conn.execute(sa.text("SELECT id, name, version FROM runtime_profiles")).all():
+        profiles.setdefault(pname, {})[int(pversion)] = int(pid)
+    if key not in profiles:
+        raise RegistryError(f"unknown runtime {name!r}{suggestion(key, profiles)}; "
+                            f"known: {', '.join(sorted(profiles))}")
+    versions = profiles[key]
+    if version and (not version.isdigit() or int(version) not in versions):
+        raise RegistryError(f"runtime {key} has no version {version!r}; "
+                            f"known: {', '.join(map(str, sorted(versions)))}")
+    chosen = int(version) if version else max(versions)
+    return versions[chosen], key, chosen
+
+
 def has_table(conn: Connection, name: str) -> bool:
     return bool(conn.execute(sa.text(
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = :n AND table_schema = current_schema()"),
@@ -175,7 +208,7 @@ def seed_catalogs(conn: Connection) -> None:
     """Upsert the shipped hardware and runtime profiles (rows users added keep their values)."""
     if not has_table(conn, "hardware"):
         return
-    upsert_hardware(conn, parse_hardware(_read(shipped("hardware.yaml"), "hardware.yaml"), "hardware.yaml"),
-                    "shipped")
+    for row in parse_hardware(_read(shipped("hardware.yaml"), "hardware.yaml"), "hardware.yaml"):
+        upsert_hardware(conn, row, "shipped")
     for profile in parse_runtimes(_read(shipped("runtimes.yaml"), "runtimes.yaml"), "runtimes.yaml"):
         upsert_runtime(conn, profile, "shipped")

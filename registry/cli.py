@@ -753,23 +753,17 @@ def hardware_list(db_url, lock_timeout):
 @db_options
 def hardware_show(name, db_url, lock_timeout):
     """Show one GPU, with the source of its figures."""
-    import difflib
-
-    import sqlalchemy as sa
+    from registry.catalog import resolve_hardware
 
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
         with registry.begin() as conn:
-            row = conn.execute(sa.text("SELECT name, display_name, peak_bf16_flops_per_s, "
+            hardware_id, _ = resolve_hardware(conn, name)
+            row = conn.execute(sa_text("SELECT name, display_name, peak_bf16_flops_per_s, "
                                        "memory_bandwidth_bytes_per_s, memory_bytes, source, origin FROM hardware "
-                                       "WHERE name = :n"), {"n": name.strip().lower()}).first()
-            names = [r[0] for r in conn.execute(sa.text("SELECT name FROM hardware")).all()]
+                                       "WHERE id = :i"), {"i": hardware_id}).one()
     finally:
         registry.dispose()
-    if row is None:
-        close = difflib.get_close_matches(name.lower(), names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise RegistryError(f"unknown hardware {name!r}{hint}; known: {', '.join(sorted(names))}")
     click.echo(f"{row[0]}: {row[1]}\n  dense bf16      {row[2] / 1e12:,.1f} TFLOP/s\n"
                f"  memory          {row[4] / 1e9:,.0f} GB ({row[4]:,} bytes)\n"
                f"  bandwidth       {row[3] / 1e12:,.3f} TB/s (1 TB = 1e12 bytes)\n"
@@ -781,16 +775,25 @@ def hardware_show(name, db_url, lock_timeout):
 @db_options
 def hardware_add(path, db_url, lock_timeout):
     """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...)."""
-    from registry.catalog import _read, parse_hardware, upsert_hardware
+    from registry.catalog import parse_hardware, upsert_hardware
 
-    rows = parse_hardware(_read(pathlib.Path(path), path), path)
+    rows = _add_from_file(path, parse_hardware, upsert_hardware, db_url, lock_timeout)
+    click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})")
+
+
+def _add_from_file(path, parse, upsert, db_url, lock_timeout) -> list[dict]:
+    """Entries of a catalog file, validated whole, then upserted in one transaction as the user's own."""
+    from registry.catalog import _read
+
+    entries = parse(_read(pathlib.Path(path), path), path)
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
         with registry.begin() as conn:
-            upsert_hardware(conn, rows, "user")
+            for entry in entries:
+                upsert(conn, entry, "user")
     finally:
         registry.dispose()
-    click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})")
+    return entries
 
 
 @cli.group()
@@ -815,16 +818,9 @@ def runtime_list(db_url, lock_timeout):
 @db_options
 def runtime_add(path, db_url, lock_timeout):
     """Add or update runtime profiles from a YAML file in the format of `calibrate --out` / runtimes.yaml."""
-    from registry.catalog import _read, parse_runtimes, upsert_runtime
+    from registry.catalog import parse_runtimes, upsert_runtime
 
-    profiles = parse_runtimes(_read(pathlib.Path(path), path), path)
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            for profile in profiles:
-                upsert_runtime(conn, profile, "user")
-    finally:
-        registry.dispose()
+    profiles = _add_from_file(path, parse_runtimes, upsert_runtime, db_url, lock_timeout)
     labels = [f"{p['name']}@{p['version']}" for p in profiles]
     click.echo(f"runtime: {', '.join(labels)} added or updated")
 
@@ -834,22 +830,19 @@ def runtime_add(path, db_url, lock_timeout):
 @db_options
 def runtime_show(name, db_url, lock_timeout):
     """Show a runtime profile (NAME or NAME@VERSION) with its per-category efficiencies."""
-    import sqlalchemy as sa
+    from registry.catalog import resolve_runtime
 
-    key, _, version = name.strip().lower().partition("@")
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
         with registry.begin() as conn:
-            profile = conn.execute(sa.text(
-                "SELECT id, name, version, description, source FROM runtime_profiles WHERE name = :n "
-                + ("AND version = :v " if version else "") + "ORDER BY version DESC LIMIT 1"),
-                {"n": key, "v": int(version) if version.isdigit() else -1}).first()
-            if profile is None:
-                raise RegistryError(f"unknown runtime profile {name!r}")
-            categories = conn.execute(sa.text(
+            runtime_id, _, _ = resolve_runtime(conn, name)
+            profile = conn.execute(sa_text(
+                "SELECT id, name, version, description, source FROM runtime_profiles WHERE id = :i"),
+                {"i": runtime_id}).one()
+            categories = conn.execute(sa_text(
                 "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency, rc.fused FROM "
                 "runtime_profile_categories rc JOIN operator_categories c ON c.id = rc.category_id "
-                "WHERE rc.runtime_profile_id = :p ORDER BY c.id"), {"p": profile[0]}).all()
+                "WHERE rc.runtime_profile_id = :p ORDER BY c.id"), {"p": runtime_id}).all()
     finally:
         registry.dispose()
     click.echo(f"{profile[1]}@{profile[2]}: {profile[3]}\nsource: {profile[4]}")

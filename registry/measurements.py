@@ -177,30 +177,11 @@ def parse(path: str | pathlib.Path) -> tuple[dict, list[MappedRow], str]:
 
 def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:
     """(hardware id, runtime profile id, 'name@version'); a typo gets the closest name."""
-    import difflib
+    from registry.catalog import resolve_hardware, resolve_runtime
 
-    names = dict(conn.execute(sa.text("SELECT name, id FROM hardware")).all())
-    key = hardware.strip().lower()
-    if key not in names:
-        close = difflib.get_close_matches(key, names, n=1)
-        raise MeasurementError(f"unknown hardware {hardware!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                               + f"; known: {', '.join(sorted(names))}")
-    name, _, version = runtime.strip().lower().partition("@")
-    profiles = conn.execute(sa.text("SELECT version, id FROM runtime_profiles WHERE name = :n ORDER BY version"),
-                            {"n": name}).all()
-    if not profiles:
-        known = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT name FROM runtime_profiles")).all()]
-        close = difflib.get_close_matches(name, known, n=1)
-        raise MeasurementError(f"unknown runtime {runtime!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    versions = dict(profiles)
-    if version:
-        if not version.isdigit() or int(version) not in versions:
-            raise MeasurementError(f"runtime {name} has no version {version}; known: "
-                                   f"{', '.join(map(str, sorted(versions)))}")
-        chosen = int(version)
-    else:
-        chosen = max(versions)
-    return int(names[key]), int(versions[chosen]), f"{name}@{chosen}"
+    hardware_id, _ = resolve_hardware(conn, hardware)
+    runtime_id, name, version = resolve_runtime(conn, runtime)
+    return hardware_id, runtime_id, f"{name}@{version}"
 
 
 def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: str, runtime: str,

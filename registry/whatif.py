@@ -7,7 +7,6 @@ v_point_summary / v_point_stage_time; every formula lives in the SQL views.
 from __future__ import annotations
 
 import datetime
-import difflib
 import itertools
 import json
 import pathlib
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 import yaml
 
 from analyzer.errors import AnalyzerInputError
+from registry.catalog import suggestion
 from registry.db import Registry, RegistryError
 
 SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target"}
@@ -68,11 +68,6 @@ class Scenario:
                              else f"{self.source}: {message}")
 
 
-def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def load_scenario(path: str | pathlib.Path) -> Scenario:
     path = pathlib.Path(path)
     try:
@@ -114,7 +109,7 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
 def _check_keys(scenario: Scenario, path: tuple, mapping: dict, allowed: set[str]) -> None:
     for key in mapping:
         if key not in allowed:
-            raise scenario.fail(path + (key,), f"unknown key{_suggest(key, allowed)}")
+            raise scenario.fail(path + (key,), f"unknown key{suggestion(key, allowed)}")
 
 
 def expand_workloads(scenario: Scenario) -> list:
@@ -166,33 +161,17 @@ def expand_workloads(scenario: Scenario) -> list:
 
 
 def resolve_devices(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], list[tuple[int, str, int]]]:
-    hardware = {name: hid for hid, name in conn.execute(sa.text("SELECT id, name FROM hardware")).all()}
-    runtimes: dict[str, list[tuple[int, int]]] = {}
-    for rid, name, version in conn.execute(sa.text("SELECT id, name, version FROM runtime_profiles")).all():
-        runtimes.setdefault(name, []).append((version, rid))
-    chosen_hw = []
-    for name in scenario.data["sweep"]["hardware"]:
-        key = str(name).strip().lower()
-        if key not in hardware:
-            raise ScenarioError(f"{scenario.where('sweep', 'hardware')}: sweep.hardware: unknown hardware "
-                                f"{name!r}{_suggest(key, hardware)}; known: {', '.join(sorted(hardware))}")
-        chosen_hw.append((hardware[key], key))
-    chosen_rt = []
-    for name in scenario.data["sweep"].get("runtime", ["hf-eager"]):
-        key, _, version = str(name).strip().lower().partition("@")
-        if key not in runtimes:
-            raise ScenarioError(f"{scenario.where('sweep', 'runtime')}: sweep.runtime: unknown runtime "
-                                f"{name!r}{_suggest(key, runtimes)}; known: {', '.join(sorted(runtimes))}")
-        versions = dict(runtimes[key])
-        if version:
-            if not version.isdigit() or int(version) not in versions:
-                raise ScenarioError(f"{scenario.where('sweep', 'runtime')}: sweep.runtime: {key} has no version "
-                                    f"{version!r}; known: {', '.join(map(str, sorted(versions)))}")
-            chosen_rt.append((versions[int(version)], key, int(version)))
-        else:
-            latest = max(versions)
-            chosen_rt.append((versions[latest], key, latest))
-    return chosen_hw, chosen_rt
+    from registry.catalog import resolve_hardware, resolve_runtime
+
+    def located(key: str, resolve, name):
+        try:
+            return resolve(conn, name)
+        except RegistryError as exc:
+            raise ScenarioError(f"{scenario.where('sweep', key)}: sweep.{key}: {exc}") from None
+
+    sweep = scenario.data["sweep"]
+    return ([located("hardware", resolve_hardware, name) for name in sweep["hardware"]],
+            [located("runtime", resolve_runtime, name) for name in sweep.get("runtime", ["hf-eager"])])
 
 
 def _overrides(scenario: Scenario) -> dict[str, float | None]:
