@@ -1,6 +1,6 @@
 """`python -m analyzer --mode analytic --model deepseek-ai/DeepSeek-OCR --device cpu --workload-profile-id ...`"""
 
-from registry.cli import analyzer_entry
+from registry.analyzer_main import main
 
 if __name__ == "__main__":
-    analyzer_entry()
+    main()

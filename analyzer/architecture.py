@@ -87,23 +87,23 @@ def load_spec(variant: str) -> ArchitectureSpec:
                             checkpoint_parameters=int(data["checkpoint_parameters"]), config=data["config"])
 
 
-@functools.cache
-def build_model(variant: str) -> torch.nn.Module:
-    """The full ForConditionalGeneration model on the meta device, in bf16, in eval mode."""
+def instantiate(variant: str, device: str | torch.device) -> torch.nn.Module:
+    """The full ForConditionalGeneration model of a variant on `device` (random weights off the meta device), in
+    bf16, in eval mode."""
     import transformers
 
     variant = canonical_variant(variant)
     spec = load_spec(variant)
     _, config_class, model_class = _VARIANTS[variant]
     config = getattr(transformers, config_class)(**spec.config)
-    with torch.device("meta"):
+    with torch.device(device):
         model = getattr(transformers, model_class)(config)
-    model = model.to(DTYPE)
+    return model.to(DTYPE).eval()
+
+
+@functools.cache
+def build_model(variant: str) -> torch.nn.Module:
+    """The model on the meta device, with the experts path the counter traces."""
+    model = instantiate(variant, "meta")
     model.set_experts_implementation(EXPERTS_COUNTING_IMPLEMENTATION)
-    return model.eval()
-
-
-def transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
+    return model

@@ -220,15 +220,6 @@ class AnalyticModelReport:
                 raise ReportFormatError(f"metrics refer to unknown module {snapshot.module_path!r}")
 
     # -- derived ----------------------------------------------------------------------------------------------
-    def stage_totals(self) -> dict[str, dict[str, int]]:
-        totals: dict[str, dict[str, int]] = {}
-        for s in self.stages:
-            t = totals.setdefault(s.stage.value, {"flops": 0, "bytes": 0, "kernel_launches": 0})
-            t["flops"] += s.flops
-            t["bytes"] += s.bytes_read + s.bytes_written
-            t["kernel_launches"] += s.kernel_launches
-        return totals
-
     @property
     def total_flops(self) -> int:
         return sum(s.flops for s in self.stages)
@@ -326,23 +317,9 @@ def dumps(report: AnalyticModelReport, fmt: str) -> str:
 
 def write_report(report: AnalyticModelReport, path: str | pathlib.Path) -> None:
     """Write atomically: a partly written report never appears under the target name."""
-    import os
-    import tempfile
+    from analyzer.fileio import write_text_atomic
 
-    path = pathlib.Path(path)
-    content = dumps(report, format_for_path(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, dumps(report, format_for_path(path)))
 
 
 def loads(text_content: str, fmt: str) -> AnalyticModelReport:

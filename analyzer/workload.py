@@ -7,11 +7,19 @@ import re
 from typing import Any
 
 import attrs
-import yaml
 
 from analyzer.architecture import canonical_variant, load_spec
 from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import parse_yaml
 
+# The defaults of every way to describe a workload (profile files, command-line options, scenario files):
+# an A4 page scanned at 200 dpi, the document-to-markdown prompt's text tokens (BOS, "\n", <|grounding|> and the
+# six word pieces of "Convert the document to markdown." in the DeepSeek-V2 tokenizer), 512 new tokens, batch 1.
+DEFAULT_PAGE_WIDTH_PX = 1654
+DEFAULT_PAGE_HEIGHT_PX = 2339
+DEFAULT_PROMPT_TEXT_TOKENS = 9
+DEFAULT_NEW_TOKENS = 512
+DEFAULT_BATCH = 1
 MAX_PAGE_SIDE_PX = 16384
 MAX_BATCH = 4096
 VISION_DOWNSAMPLE = 64  # 16 px patches, then two stride-2 convs: one feature token per 64 x 64 px
@@ -128,14 +136,17 @@ class Workload:
 
     variant: str = attrs.field(converter=canonical_variant)
     mode: str
-    page_width_px: int = attrs.field(validator=_positive("page width (px)", 1, MAX_PAGE_SIDE_PX))
-    page_height_px: int = attrs.field(validator=_positive("page height (px)", 1, MAX_PAGE_SIDE_PX))
+    page_width_px: int = attrs.field(default=DEFAULT_PAGE_WIDTH_PX,
+                                     validator=_positive("page width (px)", 1, MAX_PAGE_SIDE_PX))
+    page_height_px: int = attrs.field(default=DEFAULT_PAGE_HEIGHT_PX,
+                                      validator=_positive("page height (px)", 1, MAX_PAGE_SIDE_PX))
     min_tiles: int | None = None
     max_tiles: int | None = None
     tile_grid: tuple[int, int] | None = None  # forced (columns, rows); None: chosen from the page
-    prompt_text_tokens: int = attrs.field(validator=_positive("prompt text tokens", 0))
-    new_tokens: int = attrs.field(validator=_positive("new tokens", 1))
-    batch: int = attrs.field(validator=_positive("batch", 1, MAX_BATCH))
+    prompt_text_tokens: int = attrs.field(default=DEFAULT_PROMPT_TEXT_TOKENS,
+                                          validator=_positive("prompt text tokens", 0))
+    new_tokens: int = attrs.field(default=DEFAULT_NEW_TOKENS, validator=_positive("new tokens", 1))
+    batch: int = attrs.field(default=DEFAULT_BATCH, validator=_positive("batch", 1, MAX_BATCH))
     decoding: str = "greedy"
     profile_id: str | None = None
 
@@ -217,18 +228,19 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
     unknown = set(data) - PROFILE_KEYS
     if unknown:
         raise AnalyzerInputError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
-    missing = {"variant", "mode", "new_tokens"} - set(data)
+    missing = {"variant", "mode"} - set(data)
     if missing:
         raise AnalyzerInputError(f"{source}: missing key(s) {', '.join(sorted(missing))}")
-    width, height = parse_page(data.get("page", "1654x2339"))
     fields: dict[str, Any] = dict(
-        variant=data["variant"], mode=data["mode"], page_width_px=width, page_height_px=height,
-        min_tiles=data.get("min_tiles"), max_tiles=data.get("max_tiles"),
+        variant=data["variant"], mode=data["mode"], min_tiles=data.get("min_tiles"), max_tiles=data.get("max_tiles"),
         tile_grid=parse_tiles(data["tiles"]) if data.get("tiles") is not None else None,
-        prompt_text_tokens=data.get("prompt_text_tokens", 0), new_tokens=data["new_tokens"],
-        batch=data.get("batch", 1), decoding=data.get("decoding", "greedy"), profile_id=data.get("id"))
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return Workload(**fields)
+        prompt_text_tokens=data.get("prompt_text_tokens"), new_tokens=data.get("new_tokens"),
+        batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
+    if data.get("page") is not None:
+        fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
+    fields.update(overrides)
+    # A field left out (None) takes the Workload's default, defined there once.
+    return Workload(**{k: v for k, v in fields.items() if v is not None})
 
 
 def profile_names() -> list[str]:
@@ -253,10 +265,4 @@ def load_profile(name_or_path: str, **overrides: Any) -> Workload:
                 f"unknown workload profile {name_or_path!r}; known: {', '.join(profile_names())}")
         text = importlib.resources.files("analyzer.profiles").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
         source = f"profile {name_or_path}"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise AnalyzerInputError(f"{source}: malformed YAML{where}") from None
-    return workload_from_mapping(data, source, **overrides)
+    return workload_from_mapping(parse_yaml(text, source, AnalyzerInputError), source, **overrides)

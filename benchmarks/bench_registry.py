@@ -122,6 +122,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from registry.cli import _exit_without_teardown  # no spurious DuckDB binding reports at exit
+    from registry.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
 
-    _exit_without_teardown(0)
+    exit_without_teardown(0)

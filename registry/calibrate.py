@@ -9,8 +9,6 @@ the rest, predict the kind left out.
 
 from __future__ import annotations
 
-import json
-
 import attrs
 import numpy as np
 import sqlalchemy as sa
@@ -194,14 +192,10 @@ def describe_fit(result: dict, rows: Rows, hardware: str, runtime: str) -> str:
             f"on the rows used, {held['mape_pct']:.1f}% on rows held out (leave one kind out).")
 
 
-def to_json(result: dict) -> str:
-    return json.dumps({k: v for k, v in result.items() if k != "profile"}, indent=1)
-
-
 def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id: int, new_runtime_id: int) -> list[int]:
     """The measurement sets of (GPU, base runtime), stored again under the new runtime (rows and points copied),
     so that the views price them with the new profile."""
-    from registry.whatif import record_scenario
+    from registry.pricing import record_scenario
 
     new_sets = []
     with registry.begin() as conn:
@@ -231,3 +225,30 @@ def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id:
                 "note, raw FROM measurements WHERE measurement_set_id = :s"), {"n": new_id, "s": set_id})
             new_sets.append(int(new_id))
     return new_sets
+
+
+def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str, profile_name: str | None,
+                      label: str) -> dict:
+    """Fit the runtime to the stored measurements of one GPU, store the fit as the profile's next version, price the
+    measurements again through the views under it, and return the fit with the profile's document (runtimes.yaml
+    format; `label` names where it will be written)."""
+    from registry.catalog import next_runtime_version, parse_runtimes, upsert_runtime
+    from registry.measurements import compare, resolve
+
+    with registry.begin() as conn:
+        hardware_id, runtime_id, runtime_label = resolve(conn, hardware_name, runtime_name)
+    rows = load_rows(registry, hardware_id, runtime_id)
+    base = Profile.load(registry, runtime_id)
+    result = calibrate(rows, base)
+    name = (profile_name or runtime_label.split("@")[0]).strip().lower()
+    with registry.begin() as conn:
+        version = next_runtime_version(conn, name)
+    document = profile_document(name, version, result["profile"], f"{runtime_label} calibrated on {hardware_name}",
+                                describe_fit(result, rows, hardware_name, runtime_label))
+    profile = parse_runtimes(document, label)[0]
+    with registry.begin() as conn:
+        new_runtime_id = upsert_runtime(conn, profile, "calibrated")
+    new_sets = copy_sets_for_profile(registry, hardware_id, runtime_id, new_runtime_id)
+    return {**result, "document": document, "profile_label": f"{name}@{version}", "base_label": runtime_label,
+            "timed_rows": len(rows.measured_s),
+            "after_from_views": [compare(registry, s)["summary"] for s in new_sets]}

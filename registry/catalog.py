@@ -9,10 +9,10 @@ import pathlib
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 from sqlalchemy.engine import Connection
 
 from analyzer.categories import OperatorCategory
+from analyzer.fileio import parse_yaml
 from registry.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
@@ -21,16 +21,13 @@ RUNTIME_KEYS = {"name", "version", "description", "source", "kernel_launch_us", 
 CATEGORY_KEYS = {"compute_efficiency", "bandwidth_efficiency", "fused"}
 
 
-def _read(path_or_text: str | pathlib.Path, label: str) -> Any:
+def read_catalog_file(path: str | pathlib.Path) -> Any:
+    """The YAML document of a catalog file (hardware or runtime profiles)."""
     try:
-        text = pathlib.Path(path_or_text).read_text("utf-8") if isinstance(path_or_text, pathlib.Path) \
-            else path_or_text
-        return yaml.safe_load(text)
+        text = pathlib.Path(path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{label}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RegistryError(f"{label}: malformed YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+        raise RegistryError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_yaml(text, str(path), RegistryError)
 
 
 def _number(label: str, key: str, value: Any, low: float, high: float | None = None) -> float:
@@ -208,7 +205,66 @@ def seed_catalogs(conn: Connection) -> None:
     """Upsert the shipped hardware and runtime profiles (rows users added keep their values)."""
     if not has_table(conn, "hardware"):
         return
-    for row in parse_hardware(_read(shipped("hardware.yaml"), "hardware.yaml"), "hardware.yaml"):
+    for row in parse_hardware(parse_yaml(shipped("hardware.yaml"), "hardware.yaml", RegistryError), "hardware.yaml"):
         upsert_hardware(conn, row, "shipped")
-    for profile in parse_runtimes(_read(shipped("runtimes.yaml"), "runtimes.yaml"), "runtimes.yaml"):
+    for profile in parse_runtimes(parse_yaml(shipped("runtimes.yaml"), "runtimes.yaml", RegistryError),
+                                  "runtimes.yaml"):
         upsert_runtime(conn, profile, "shipped")
+
+
+# -- reading the catalogs back -------------------------------------------------------------------------------------
+
+HARDWARE_COLUMNS = ["name", "display_name", "bf16_tflops", "memory_tb_per_s", "memory_gb", "origin"]
+RUNTIME_COLUMNS = ["name", "version", "launch_us", "call_overhead_ms", "decode_step_ms", "fused_bytes_factor",
+                   "origin"]
+RUNTIME_CATEGORY_COLUMNS = ["category", "compute_efficiency", "bandwidth_efficiency", "fused"]
+
+
+def list_hardware(conn: Connection) -> list[tuple]:
+    """The GPUs, in decimal display units (TFLOP/s, TB/s, GB), by name."""
+    return [tuple(r) for r in conn.execute(sa.text(
+        "SELECT name, display_name, peak_bf16_flops_per_s / 1e12, memory_bandwidth_bytes_per_s / 1e12, "
+        "memory_bytes / 1e9, origin FROM hardware ORDER BY name")).all()]
+
+
+def hardware_details(conn: Connection, name: str) -> dict[str, Any]:
+    hardware_id, _ = resolve_hardware(conn, name)
+    return dict(conn.execute(sa.text(
+        "SELECT name, display_name, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes, source, "
+        "origin FROM hardware WHERE id = :i"), {"i": hardware_id}).mappings().one())
+
+
+def list_runtimes(conn: Connection) -> list[tuple]:
+    """The runtime profiles (µs per launch, ms of host time per stage call and decode step), by name and version."""
+    return [tuple(r) for r in conn.execute(sa.text(
+        "SELECT name, version, kernel_launch_s * 1e6, stage_call_overhead_s * 1e3, decode_step_overhead_s * 1e3, "
+        "fused_bytes_factor, origin FROM runtime_profiles ORDER BY name, version")).all()]
+
+
+def runtime_details(conn: Connection, name: str) -> tuple[dict[str, Any], list[tuple]]:
+    """A runtime profile (NAME or NAME@VERSION) and its per-category rows."""
+    runtime_id, _, _ = resolve_runtime(conn, name)
+    profile = dict(conn.execute(sa.text(
+        "SELECT id, name, version, description, source FROM runtime_profiles WHERE id = :i"),
+        {"i": runtime_id}).mappings().one())
+    categories = [tuple(r) for r in conn.execute(sa.text(
+        "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency, rc.fused FROM runtime_profile_categories rc "
+        "JOIN operator_categories c ON c.id = rc.category_id WHERE rc.runtime_profile_id = :p ORDER BY c.id"),
+        {"p": runtime_id}).all()]
+    return profile, categories
+
+
+def next_runtime_version(conn: Connection, name: str) -> int:
+    return 1 + int(conn.execute(sa.text("SELECT COALESCE(MAX(version), 0) FROM runtime_profiles WHERE name = :n"),
+                                {"n": name}).scalar() or 0)
+
+
+def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> list[dict[str, Any]]:
+    """The entries of a hardware or runtime catalog file, validated whole, then upserted in one transaction as the
+    user's own."""
+    parse, upsert = {"hardware": (parse_hardware, upsert_hardware), "runtime": (parse_runtimes, upsert_runtime)}[kind]
+    entries = parse(read_catalog_file(path), str(path))
+    with registry.begin() as conn:
+        for entry in entries:
+            upsert(conn, entry, "user")
+    return entries

@@ -1,4 +1,4 @@
-"""The `dsocr-registry` command line."""
+"""The `dsocr-registry` command line: thin click commands over the library (analyzer, registry)."""
 
 from __future__ import annotations
 
@@ -8,51 +8,10 @@ import time
 
 import click
 
-from analyzer.errors import AnalyzerInputError
-from analyzer.report import ReportFormatError
 from registry.db import RegistryError
-
-EXIT_USAGE = 2
-
-
-class CliError(click.ClickException):
-    """One line on stderr, a non-zero exit."""
-
-    exit_code = EXIT_USAGE
-
-
-def _fail(message: str, code: int = EXIT_USAGE, prog_name: str = "dsocr-registry") -> None:
-    click.echo(f"{prog_name}: error: {message}", err=True)
-    sys.exit(code)
-
-
-def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry") -> None:
-    """Run a click command so that any bad input ends in exactly one line on stderr."""
-
-    def fail(message: str, code: int = EXIT_USAGE) -> None:
-        _fail(message, code, prog_name)
-
-    try:
-        command.main(args=args, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
-        sys.exit(0)
-    except click.UsageError as exc:
-        hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        fail(exc.format_message().replace("\n", " ") + hint)
-    except click.ClickException as exc:
-        fail(exc.format_message().replace("\n", " "), exc.exit_code)
-    except (AnalyzerInputError, ReportFormatError, RegistryError) as exc:
-        fail(str(exc))
-    except click.exceptions.Abort:
-        fail("aborted", 1)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except BrokenPipeError:
-        sys.exit(1)
-
+from registry.entry import run_and_exit
+from registry.output import Column, render_document, render_rows, render_table
+from registry.pricing import DEFAULT_SUMMARY_HARDWARE, DEFAULT_SUMMARY_RUNTIME
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dsocr-registry", prog_name="dsocr-registry")
@@ -109,19 +68,17 @@ def build_workload(workload_profile, variant, mode, page, tiles, min_tiles, max_
                    batch):
     from analyzer.workload import Workload, load_profile, parse_page, parse_tiles
 
-    page_size = parse_page(page) if page is not None else None
     overrides = dict(variant=variant, mode=mode, min_tiles=min_tiles, max_tiles=max_tiles,
                      tile_grid=parse_tiles(tiles) if tiles is not None else None, prompt_text_tokens=prompt_tokens,
                      new_tokens=new_tokens, batch=batch)
-    if page_size is not None:
-        overrides.update(page_width_px=page_size[0], page_height_px=page_size[1])
+    if page is not None:
+        overrides["page_width_px"], overrides["page_height_px"] = parse_page(page)
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # left out: the profile's or Workload's
     if workload_profile:
         return load_profile(workload_profile, **overrides)
     if variant is None or mode is None:
         raise click.UsageError("give --workload PROFILE, or --variant and --mode")
-    defaults = dict(page_width_px=1654, page_height_px=2339, prompt_text_tokens=9, new_tokens=512, batch=1)
-    defaults.update({k: v for k, v in overrides.items() if v is not None})
-    return Workload(**defaults)
+    return Workload(**overrides)
 
 
 @cli.command()
@@ -249,53 +206,8 @@ def _ingest_measurements(path, hardware, runtime_name, db_url, lock_timeout, pro
     return set_id
 
 
-def _format_value(value):
-    import datetime
-    import decimal
-
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
-    return "" if value is None else str(value)
-
-
-def print_rows(columns: list[str], rows: list[tuple], fmt: str) -> None:
-    import csv
-    import datetime
-    import decimal
-    import json
-
-    if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in row])
-    elif fmt == "json":
-        def plain(value):
-            if isinstance(value, decimal.Decimal):
-                return int(value) if value == value.to_integral_value() else float(value)
-            if isinstance(value, (datetime.datetime, datetime.date)):
-                return value.isoformat()
-            return value
-
-        click.echo(json.dumps([{c: plain(v) for c, v in zip(columns, row)} for row in rows], indent=1))
-    else:
-        cells = [[_format_value(v) for v in row] for row in rows]
-        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-        numeric = [all(isinstance(row[i], (int, float, decimal.Decimal)) or row[i] is None for row in rows)
-                   for i in range(len(columns))]
-
-        def line(values):
-            return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
-
-        click.echo(line(columns))
-        click.echo("  ".join("-" * w for w in widths))
-        for row in cells:
-            click.echo(line(row))
-        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+def print_rows(columns, rows, fmt: str) -> None:
+    click.echo(render_rows(columns, rows, fmt))
 
 
 @cli.command()
@@ -310,21 +222,9 @@ def sql(query, db_url, lock_timeout, fmt):
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
     """
-    import sqlalchemy as sa
-
     registry = open_registry(db_url, lock_timeout)
     try:
-        with registry.begin() as conn:
-            try:
-                result = conn.execute(sa.text(query))
-            except sa.exc.DBAPIError as exc:
-                message = str(exc.orig or exc).strip().splitlines()[0]
-                raise RegistryError(f"query failed: {message}") from None
-            if not result.returns_rows:
-                raise RegistryError("the query returned no rows to print (sql runs queries, not changes)")
-            columns = list(result.keys())
-            rows = [tuple(r) for r in result.all()]
-            conn.rollback()  # queries only: nothing a statement changed is kept
+        columns, rows = registry.query(query)
     finally:
         registry.dispose()
     print_rows(columns, rows, fmt)
@@ -420,23 +320,11 @@ def db_history():
 
 # -- what-if ----------------------------------------------------------------------------------------------------
 
-_WHATIF_TABLE = [("hardware", "hardware", "{}"), ("runtime", "runtime", "{}"), ("variant", "variant", "{}"),
-                 ("mode", "mode", "{}"), ("tiles", "tiles", "{}"), ("batch", "batch", "{}"),
-                 ("new_tokens", "new", "{}"), ("page_latency_s", "page s", "{:.2f}"),
-                 ("pages_per_s", "pages/s", "{:.2f}"), ("pages_per_gpu_day", "pages/GPU-day", "{:,.0f}"),
-                 ("gpu_seconds_per_page", "GPU-s/page", "{:.3f}"), ("gpus_needed", "GPUs", "{:.0f}"),
-                 ("fits_in_memory", "fits", "{}"), ("max_batch_in_memory", "max batch", "{:.0f}")]
-
-
-def _cell(value, fmt):
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
+WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column("mode"), Column("tiles"),
+                Column("batch"), Column("new_tokens", "new"), Column("page_latency_s", "page s", "{:.2f}"),
+                Column("pages_per_s", "pages/s", "{:.2f}"), Column("pages_per_gpu_day", "pages/GPU-day", "{:,.0f}"),
+                Column("gpu_seconds_per_page", "GPU-s/page", "{:.3f}"), Column("gpus_needed", "GPUs", "{:.0f}"),
+                Column("fits_in_memory", "fits"), Column("max_batch_in_memory", "max batch", "{:.0f}")]
 
 
 @cli.command()
@@ -461,16 +349,15 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
       overrides: {peak_tflops: 800, memory_tb_per_s: 3.0, memory_gb: 80, efficiency_scale: 0.9}
       target: {pages_per_day: 1000000, page_latency_s: 30}
     """
-    from registry.whatif import load_scenario, read_stage_times, run_scenario
+    from registry.pricing import SUMMARY_COLUMNS, read_stage_times
+    from registry.whatif import expand_workloads, load_scenario, run_scenario
 
     if plot is not None and plot.suffix.lower() != ".png":
         raise click.UsageError(f"--plot {plot}: the plot is written as PNG (use a .png name)")
     scenario = load_scenario(scenario_path)
+    expand_workloads(scenario)  # validate before anything is written
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
-        from registry.whatif import expand_workloads
-
-        expand_workloads(scenario)  # validate before anything is written
         show = progress if progress is not None else sys.stderr.isatty()
         scenario_id, points = run_scenario(registry, scenario, progress=show)
         stage_times = read_stage_times(registry, scenario_id) if plot is not None else None
@@ -481,24 +368,14 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
     finally:
         registry.dispose()
     if fmt == "json":
-        import json
-
-        click.echo(json.dumps({"scenario_id": scenario_id, "name": scenario.name, "points": points}, indent=1,
-                              default=str))
+        click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, "points": points}, "json"))
         return
     if fmt == "csv":
-        from registry.whatif import SUMMARY_COLUMNS
-
         print_rows(SUMMARY_COLUMNS, [tuple(p[c] for c in SUMMARY_COLUMNS) for p in points], "csv")
         return
-    header = [title for _, title, _ in _WHATIF_TABLE]
-    cells = [[_cell(p[key], fmt_) for key, _, fmt_ in _WHATIF_TABLE] for p in points]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} points; those that fit in memory first, "
                f"then by GPU-seconds per page")
-    click.echo("  ".join(h.rjust(w) if i >= 5 else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
-    for row in cells:
-        click.echo("  ".join(c.rjust(w) if i >= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    click.echo(render_table(WHATIF_TABLE, [tuple(p[c.key] for c in WHATIF_TABLE) for p in points], count=False))
     feasible = [p for p in points if p["fits_in_memory"]]
     if feasible:
         best = feasible[0]
@@ -525,8 +402,6 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
     Each row is matched to the workload and stage it times (analyzed if the registry lacks it) and priced on
     the same GPU and runtime by the views v_predicted_vs_measured and v_prediction_error_summary.
     """
-    import json
-
     from registry.measurements import COMPARE_COLUMNS, ingest_measurements
     from registry.measurements import compare as compare_rows
 
@@ -542,18 +417,23 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
     finally:
         registry.dispose()
     if fmt == "json":
-        click.echo(json.dumps(result, indent=1, default=str))
+        click.echo(render_document(result, "json"))
         return
     rows = [tuple(r[c] for c in COMPARE_COLUMNS) for r in result["rows"]]
     print_rows(COMPARE_COLUMNS, rows, fmt)
-    if fmt == "table":
+    if fmt == "table" and result["summary"]["rows"]:
         summary = result["summary"]
-        for kind, s in sorted(summary["by_kind"].items()):
-            click.echo(f"{kind:<18} {s['rows']:>3} rows  median APE {s['median_ape_pct']:6.1f}%  "
-                       f"mean APE {s['mape_pct']:6.1f}%  max {s['max_ape_pct']:6.1f}%")
-        if summary["rows"]:
-            click.echo(f"{'all':<18} {summary['rows']:>3} rows  median APE {summary['median_ape_pct']:6.1f}%  "
-                       f"mean APE {summary['mape_pct']:6.1f}%  max {summary['max_ape_pct']:6.1f}%")
+        by_kind = [(kind, s["rows"], s["median_ape_pct"], s["mape_pct"], s["max_ape_pct"])
+                   for kind, s in sorted(summary["by_kind"].items())]
+        by_kind.append(("all", summary["rows"], summary["median_ape_pct"], summary["mape_pct"], summary["max_ape_pct"]))
+        click.echo()
+        click.echo(render_table(ERROR_SUMMARY_TABLE, by_kind, count=False))
+
+
+ERROR_SUMMARY_TABLE = [Column("kind"), Column("rows"), Column("median_ape_pct", "median APE %", "{:.1f}"),
+                       Column("mape_pct", "mean APE %", "{:.1f}"), Column("max_ape_pct", "max APE %", "{:.1f}")]
+FIT_TABLE = [Column("kind"), Column("rows"), Column("before", "MAPE before %", "{:.1f}"),
+             Column("after", "MAPE after %", "{:.1f}"), Column("held_out", "MAPE held out %", "{:.1f}")]
 
 
 @cli.command()
@@ -573,60 +453,32 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
     held out (each kind of measurement predicted by a fit to the other kinds); stores the result as a new profile
     version and writes it to --out.
     """
-    import json
-
     import yaml
 
-    from registry import calibrate as cal
-    from registry.catalog import parse_runtimes, upsert_runtime
-    from registry.measurements import compare as compare_rows
-    from registry.measurements import resolve
+    from analyzer.fileio import write_text_atomic
+    from registry.calibrate import calibrate_runtime
 
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
     registry = open_registry(db_url, lock_timeout)
     try:
-        with registry.begin() as conn:
-            hardware_id, runtime_id, runtime_label = resolve(conn, hardware_name, runtime_name)
-        rows = cal.load_rows(registry, hardware_id, runtime_id)
-        base = cal.Profile.load(registry, runtime_id)
-        result = cal.calibrate(rows, base)
-        name = (profile_name or runtime_label.split("@")[0]).strip().lower()
-        with registry.begin() as conn:
-            version = 1 + (conn.execute(sa_text("SELECT COALESCE(MAX(version), 0) FROM runtime_profiles "
-                                                "WHERE name = :n"), {"n": name}).scalar() or 0)
-        document = cal.profile_document(
-            name, version, result["profile"], f"{runtime_label} calibrated on {hardware_name}",
-            cal.describe_fit(result, rows, hardware_name, runtime_label))
-        profile = parse_runtimes(document, str(out))[0]
-        with registry.begin() as conn:
-            new_runtime_id = upsert_runtime(conn, profile, "calibrated")
-        new_sets = cal.copy_sets_for_profile(registry, hardware_id, runtime_id, new_runtime_id)
-        after_views = [compare_rows(registry, s)["summary"] for s in new_sets]
+        result = calibrate_runtime(registry, hardware_name, runtime_name, profile_name, str(out))
     finally:
         registry.dispose()
-    import os
-    import tempfile
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        yaml.safe_dump([document], handle, sort_keys=False, width=110)
-    os.replace(tmp, out)
+    write_text_atomic(out, yaml.safe_dump([result["document"]], sort_keys=False, width=110))
     if fmt == "json":
-        click.echo(json.dumps({"profile": f"{name}@{version}", "parameters": result["parameters"],
-                               "before": result["before"], "after": result["after"],
-                               "held_out": result["held_out"], "after_from_views": after_views}, indent=1))
+        click.echo(render_document({"profile": result["profile_label"], "parameters": result["parameters"],
+                                    "before": result["before"], "after": result["after"],
+                                    "held_out": result["held_out"], "after_from_views": result["after_from_views"]},
+                                   "json"))
         return
-    click.echo(f"calibrated {runtime_label} on {hardware_name} from {len(rows.measured_s)} timed rows -> "
-               f"{name}@{version} (stored) and {out}")
+    click.echo(f"calibrated {result['base_label']} on {hardware_name} from {result['timed_rows']} timed rows -> "
+               f"{result['profile_label']} (stored) and {out}")
     for key, value in result["parameters"].items():
         click.echo(f"  {key:<32} {value:.6g}")
-    click.echo(f"{'kind':<18}{'rows':>5}{'MAPE before':>13}{'MAPE after':>12}{'MAPE held out':>15}")
-    for kind in result["before"]:
-        b, a, h = result["before"][kind], result["after"][kind], result["held_out"][kind]
-        held = f"{h['mape_pct']:.1f}%" if h["mape_pct"] is not None else "-"
-        click.echo(f"{kind:<18}{b['rows']:>5}{b['mape_pct']:>12.1f}%{a['mape_pct']:>11.1f}%{held:>15}")
+    click.echo(render_table(FIT_TABLE, [(kind, result["before"][kind]["rows"], result["before"][kind]["mape_pct"],
+                                         result["after"][kind]["mape_pct"], result["held_out"][kind]["mape_pct"])
+                                        for kind in result["before"]], count=False))
 
 
 @cli.command()
@@ -641,29 +493,21 @@ def measure(variant, device, out, reps, quick):
 
     Then: dsocr-registry compare --measurements OUT --hardware GPU --runtime hf-eager
     """
-    from registry.measure import measure as run_measure
+    from analyzer.measure import measure as run_measure
 
     count = run_measure(variant, device, out, reps=reps, quick=quick)
     click.echo(f"measure: {count} rows -> {out}")
 
 
-def _dump(data, fmt: str) -> str:
-    import json
-
-    import yaml
-
-    if fmt == "json":
-        return json.dumps(data, indent=1)
-    return yaml.safe_dump(data, sort_keys=False, width=110).rstrip()
-
-
 @cli.command()
 @click.argument("report_ref", metavar="REPORT_ID_OR_FILE")
 @db_options
-@click.option("--hardware", "hardware_name", default="h200", show_default=True, help="GPU to price on.")
-@click.option("--runtime", "runtime_name", default="hf-eager-h200", show_default=True, help="Runtime profile.")
+@click.option("--hardware", "hardware_name", default=DEFAULT_SUMMARY_HARDWARE, show_default=True, help="GPU to price on.")
+@click.option("--runtime", "runtime_name", default=DEFAULT_SUMMARY_RUNTIME, show_default=True,
+              help="Runtime profile (NAME or NAME@VERSION).")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Modules to list.")
-@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True,
+              help="Output format.")
 def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, fmt):
     """Print the DeepSeekOCRAnalyticReportSummary of a stored report (by id) or of a report file.
 
@@ -671,25 +515,14 @@ def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, 
     --runtime; the measured time and the ratio are filled when the registry holds an end-to-end measurement of the
     same workload on that GPU and runtime.
     """
-    from registry.contract import _plain, summarize
+    from registry.contract import plain, summarize_reference
 
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
-        path = pathlib.Path(report_ref)
-        if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
-            from analyzer.report import load_report
-            from registry.ingest import write_report
-
-            try:
-                report = load_report(path)
-            except OSError as exc:
-                raise RegistryError(f"{report_ref}: cannot read: {exc.strerror or exc}") from None
-            write_report(registry, report, str(path))
-            report_ref = report.report_id
-        result = summarize(registry, report_ref, hardware_name, runtime_name, top=top)
+        result = summarize_reference(registry, report_ref, hardware_name, runtime_name, top=top)
     finally:
         registry.dispose()
-    click.echo(_dump(_plain(result), fmt))
+    click.echo(render_document(plain(result), fmt))
 
 
 @cli.command()
@@ -697,7 +530,8 @@ def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, 
 @db_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Write to a file (.json/.yaml) instead of standard output.")
-@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True,
+              help="Output format on standard output.")
 def report(report_id, db_url, lock_timeout, out, fmt):
     """Print a stored AnalyticModelReport, rebuilt from its rows (checked against its content hash)."""
     from analyzer.report import dumps, format_for_path, write_report
@@ -717,18 +551,23 @@ def report(report_id, db_url, lock_timeout, out, fmt):
         click.echo(dumps(stored, fmt).rstrip())
 
 
-def sa_text(query: str):
-    import sqlalchemy as sa
-
-    return sa.text(query)
-
-
-def query_registry(db_url, lock_timeout, query: str, params: dict | None = None) -> list[tuple]:
-    """Rows of one query against the registry (created at the current revision if it is a new file)."""
+def read_catalog(db_url, lock_timeout, read, *args):
+    """What `read(conn, *args)` returns from the registry (created at the current revision if it is a new file)."""
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
         with registry.begin() as conn:
-            return [tuple(r) for r in conn.execute(sa_text(query), params or {}).all()]
+            return read(conn, *args)
+    finally:
+        registry.dispose()
+
+
+def add_catalog(db_url, lock_timeout, path, kind: str) -> list[dict]:
+    from registry.catalog import add_catalog_file, read_catalog_file
+
+    read_catalog_file(path)  # a malformed file is refused before the registry is opened (or created)
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        return add_catalog_file(registry, path, kind)
     finally:
         registry.dispose()
 
@@ -742,10 +581,9 @@ def hardware():
 @db_options
 def hardware_list(db_url, lock_timeout):
     """List the GPUs the registry knows."""
-    rows = query_registry(db_url, lock_timeout,
-                          "SELECT name, display_name, peak_bf16_flops_per_s / 1e12, memory_bandwidth_bytes_per_s / 1e12, "
-                          "memory_bytes / 1e9, origin FROM hardware ORDER BY name")
-    print_rows(["name", "display_name", "bf16_tflops", "memory_tb_per_s", "memory_gb", "origin"], rows, "table")
+    from registry.catalog import HARDWARE_COLUMNS, list_hardware
+
+    print_rows(HARDWARE_COLUMNS, read_catalog(db_url, lock_timeout, list_hardware), "table")
 
 
 @hardware.command("show")
@@ -753,21 +591,14 @@ def hardware_list(db_url, lock_timeout):
 @db_options
 def hardware_show(name, db_url, lock_timeout):
     """Show one GPU, with the source of its figures."""
-    from registry.catalog import resolve_hardware
+    from registry.catalog import hardware_details
 
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            hardware_id, _ = resolve_hardware(conn, name)
-            row = conn.execute(sa_text("SELECT name, display_name, peak_bf16_flops_per_s, "
-                                       "memory_bandwidth_bytes_per_s, memory_bytes, source, origin FROM hardware "
-                                       "WHERE id = :i"), {"i": hardware_id}).one()
-    finally:
-        registry.dispose()
-    click.echo(f"{row[0]}: {row[1]}\n  dense bf16      {row[2] / 1e12:,.1f} TFLOP/s\n"
-               f"  memory          {row[4] / 1e9:,.0f} GB ({row[4]:,} bytes)\n"
-               f"  bandwidth       {row[3] / 1e12:,.3f} TB/s (1 TB = 1e12 bytes)\n"
-               f"  source          {row[5]}\n  origin          {row[6]}")
+    row = read_catalog(db_url, lock_timeout, hardware_details, name)
+    click.echo(f"{row['name']}: {row['display_name']}\n"
+               f"  dense bf16      {row['peak_bf16_flops_per_s'] / 1e12:,.1f} TFLOP/s\n"
+               f"  memory          {row['memory_bytes'] / 1e9:,.0f} GB ({row['memory_bytes']:,} bytes)\n"
+               f"  bandwidth       {row['memory_bandwidth_bytes_per_s'] / 1e12:,.3f} TB/s (1 TB = 1e12 bytes)\n"
+               f"  source          {row['source']}\n  origin          {row['origin']}")
 
 
 @hardware.command("add")
@@ -775,25 +606,8 @@ def hardware_show(name, db_url, lock_timeout):
 @db_options
 def hardware_add(path, db_url, lock_timeout):
     """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...)."""
-    from registry.catalog import parse_hardware, upsert_hardware
-
-    rows = _add_from_file(path, parse_hardware, upsert_hardware, db_url, lock_timeout)
+    rows = add_catalog(db_url, lock_timeout, path, "hardware")
     click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})")
-
-
-def _add_from_file(path, parse, upsert, db_url, lock_timeout) -> list[dict]:
-    """Entries of a catalog file, validated whole, then upserted in one transaction as the user's own."""
-    from registry.catalog import _read
-
-    entries = parse(_read(pathlib.Path(path), path), path)
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            for entry in entries:
-                upsert(conn, entry, "user")
-    finally:
-        registry.dispose()
-    return entries
 
 
 @cli.group()
@@ -805,12 +619,9 @@ def runtime():
 @db_options
 def runtime_list(db_url, lock_timeout):
     """List the runtime profiles."""
-    rows = query_registry(db_url, lock_timeout,
-                          "SELECT name, version, kernel_launch_s * 1e6, stage_call_overhead_s * 1e3, "
-                          "decode_step_overhead_s * 1e3, fused_bytes_factor, origin FROM runtime_profiles "
-                          "ORDER BY name, version")
-    print_rows(["name", "version", "launch_us", "call_overhead_ms", "decode_step_ms", "fused_bytes_factor",
-                "origin"], rows, "table")
+    from registry.catalog import RUNTIME_COLUMNS, list_runtimes
+
+    print_rows(RUNTIME_COLUMNS, read_catalog(db_url, lock_timeout, list_runtimes), "table")
 
 
 @runtime.command("add")
@@ -818,9 +629,7 @@ def runtime_list(db_url, lock_timeout):
 @db_options
 def runtime_add(path, db_url, lock_timeout):
     """Add or update runtime profiles from a YAML file in the format of `calibrate --out` / runtimes.yaml."""
-    from registry.catalog import parse_runtimes, upsert_runtime
-
-    profiles = _add_from_file(path, parse_runtimes, upsert_runtime, db_url, lock_timeout)
+    profiles = add_catalog(db_url, lock_timeout, path, "runtime")
     labels = [f"{p['name']}@{p['version']}" for p in profiles]
     click.echo(f"runtime: {', '.join(labels)} added or updated")
 
@@ -830,115 +639,12 @@ def runtime_add(path, db_url, lock_timeout):
 @db_options
 def runtime_show(name, db_url, lock_timeout):
     """Show a runtime profile (NAME or NAME@VERSION) with its per-category efficiencies."""
-    from registry.catalog import resolve_runtime
+    from registry.catalog import RUNTIME_CATEGORY_COLUMNS, runtime_details
 
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            runtime_id, _, _ = resolve_runtime(conn, name)
-            profile = conn.execute(sa_text(
-                "SELECT id, name, version, description, source FROM runtime_profiles WHERE id = :i"),
-                {"i": runtime_id}).one()
-            categories = conn.execute(sa_text(
-                "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency, rc.fused FROM "
-                "runtime_profile_categories rc JOIN operator_categories c ON c.id = rc.category_id "
-                "WHERE rc.runtime_profile_id = :p ORDER BY c.id"), {"p": runtime_id}).all()
-    finally:
-        registry.dispose()
-    click.echo(f"{profile[1]}@{profile[2]}: {profile[3]}\nsource: {profile[4]}")
-    print_rows(["category", "compute_efficiency", "bandwidth_efficiency", "fused"], [tuple(c) for c in categories],
-               "table")
-
-
-def _exit_without_teardown(code: int) -> None:
-    """Leave without interpreter teardown: all work is done and flushed, and DuckDB's bindings print spurious
-    reference-leak reports when they are torn down in a process that also loaded torch."""
-    import os
-
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
-
-
-def _run_and_exit(command: click.Command, prog_name: str) -> None:
-    try:
-        run_cli(command, prog_name=prog_name)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        _exit_without_teardown(code)
-    _exit_without_teardown(0)
+    profile, categories = read_catalog(db_url, lock_timeout, runtime_details, name)
+    click.echo(f"{profile['name']}@{profile['version']}: {profile['description']}\nsource: {profile['source']}")
+    print_rows(RUNTIME_CATEGORY_COLUMNS, categories, "table")
 
 
 def main() -> None:
-    _run_and_exit(cli, "dsocr-registry")
-
-
-# -- the seed's entry point: python -m analyzer ----------------------------------------------------------------
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--mode", "run_mode", type=click.Choice(["analytic"]), default="analytic", show_default=True,
-              help="Only the analytic model exists.")
-@click.option("--model", "model_id", required=True, help="deepseek-ai/DeepSeek-OCR or deepseek-ai/DeepSeek-OCR-2.")
-@click.option("--device", default="cpu", show_default=True,
-              help="Where the analysis runs; it needs no GPU (the model lives on the meta device).")
-@click.option("--workload-profile-id", required=True, help="Named workload profile, e.g. dsocr-standard-v1.")
-@click.option("--profile-run-id", help="Free-form id of the run that asked (kept in the request).")
-@click.option("--force-rebuild", is_flag=True, help="Analyze again even if the registry holds this report.")
-@click.option("--db", "db_url", envvar="DSOCR_REGISTRY_URL", metavar="URL_OR_PATH",
-              help="Registry to reuse reports from and store them in [env DSOCR_REGISTRY_URL; default: none].")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Write the report here (.json/.yaml); default: print the summary only.")
-def analyzer_command(run_mode, model_id, device, workload_profile_id, profile_run_id, force_rebuild, db_url, out):
-    """Analyze a model for a workload profile (the seed's DeepSeekOCRAnalyticRequest on the command line).
-
-    With --db, a report already in the registry for the same request is reused unless --force-rebuild.
-    """
-    from analyzer.analysis import analyze as run_analysis
-    from analyzer.report import format_for_path, write_report
-    from analyzer.summary import format_summary
-    from analyzer.workload import load_profile
-    from registry.contract import DeepSeekOCRAnalyticRequest
-
-    if device not in ("cpu", "meta"):
-        raise click.UsageError(f"--device {device}: the analytic model runs on the CPU (cpu or meta)")
-    if out is not None:
-        format_for_path(out)
-    request = DeepSeekOCRAnalyticRequest(model_id=model_id, workload_profile_id=workload_profile_id,
-                                         profile_run_id=profile_run_id, force_rebuild=force_rebuild)
-    workload = load_profile(request.workload_profile_id, variant=request.model_variant)
-    report, reused = None, False
-    registry = None
-    if db_url:
-        from registry.stored import load_stored_report
-        from registry.whatif import find_report
-
-        registry = open_registry(db_url, 30.0, create=True)
-        if not request.force_rebuild:
-            with registry.begin() as conn:
-                pk = find_report(conn, workload)
-                stored_id = conn.execute(sa_text("SELECT report_id FROM reports WHERE id = :p"),
-                                         {"p": pk}).scalar() if pk is not None else None
-            if stored_id is not None:
-                report, reused = load_stored_report(registry, stored_id), True
-    try:
-        if report is None:
-            report = run_analysis(workload)
-            if registry is not None:
-                from registry.ingest import write_report as store
-
-                store(registry, report, f"python -m analyzer {request.workload_profile_id}",
-                      force=request.force_rebuild)
-    finally:
-        if registry is not None:
-            registry.dispose()
-    if out is not None:
-        write_report(report, out)
-    click.echo(format_summary(report))
-    origin = " (reused from the registry)" if reused else ""
-    click.echo(f"report {report.report_id}{origin}" + (f" -> {out}" if out else ""))
-
-
-def analyzer_entry() -> None:
-    _run_and_exit(analyzer_command, "python -m analyzer")
+    run_and_exit(cli, "dsocr-registry")

@@ -11,16 +11,14 @@ from typing import Any
 
 import attrs
 import cattrs
-import sqlalchemy as sa
 from attrs import validators as v
 
 from analyzer.architecture import MODEL_IDS, variant_for_model_id
 from analyzer.errors import AnalyzerInputError
 from analyzer.report import AnalyticModelReport, report_from_dict
 from analyzer.workload import profile_names
-
-DEFAULT_HARDWARE = "h200"
-DEFAULT_RUNTIME = "hf-eager-h200"
+from registry.pricing import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
+from registry.pricing import DEFAULT_SUMMARY_RUNTIME as DEFAULT_RUNTIME
 
 
 def _known_model(instance, attribute, value):
@@ -75,34 +73,19 @@ class DeepSeekOCRAnalyticReportSummary:
 def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtime: str = DEFAULT_RUNTIME,
               top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
     """Price a stored report through the views and shape the answer as the summary contract."""
-    from registry.db import RegistryError
     from registry.measurements import resolve
-    from registry.whatif import record_scenario
+    from registry.pricing import (measured_end_to_end_ms, read_module_times, read_points, record_scenario,
+                                  stored_report_key)
 
     with registry.begin() as conn:
-        row = conn.execute(sa.text(
-            "SELECT r.id, r.variant, w.profile_id FROM reports r JOIN workloads w ON w.id = r.workload_id "
-            "WHERE r.report_id = :r"), {"r": report_id}).first()
-        if row is None:
-            raise RegistryError(f"no report {report_id!r} in the registry")
-        report_pk, variant, profile_id = row
+        report_key, variant, profile_id = stored_report_key(conn, report_id)
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime)
         scenario_id = record_scenario(conn, f"summary:{report_id}", {"summary": report_id, "hardware": hardware,
                                                                     "runtime": runtime_label},
-                                      {}, [report_pk], [hardware_id], [runtime_id], {})
-    with registry.begin() as conn:
-        predicted_s = conn.execute(sa.text(
-            "SELECT page_latency_s FROM v_point_summary WHERE scenario_id = :s"), {"s": scenario_id}).scalar_one()
-        modules = conn.execute(sa.text(
-            "SELECT m.path, m.name, t.stage, SUM(t.kernel_s + t.launch_s), SUM(o.flops), SUM(o.bytes_written) "
-            "FROM v_point_operator_time t JOIN modules m ON m.id = t.module_id "
-            "JOIN operator_metrics o ON o.report_id = t.report_pk AND o.module_id = t.module_id "
-            "AND o.stage = t.stage AND o.view_kind = t.view_kind AND o.category_id = t.category_id "
-            "WHERE t.scenario_id = :s GROUP BY m.path, m.name, t.stage"), {"s": scenario_id}).all()
-        measured = conn.execute(sa.text(
-            "SELECT AVG(m.median_ms) FROM measurements m JOIN measurement_sets s ON s.id = m.measurement_set_id "
-            "WHERE m.report_id = :r AND m.stage IS NULL AND m.compared AND s.hardware_id = :h "
-            "AND s.runtime_profile_id = :rt"), {"r": report_pk, "h": hardware_id, "rt": runtime_id}).scalar()
+                                      {}, [report_key], [hardware_id], [runtime_id])
+    predicted_s = read_points(registry, scenario_id)[0]["page_latency_s"]
+    modules = read_module_times(registry, scenario_id)
+    measured = measured_end_to_end_ms(registry, report_key, hardware_id, runtime_id)
     # SQL sums of floats may differ in their last bits from run to run (parallel aggregation): round to 1 ns so
     # that the same report gives the same summary, ties included.
     modules = [(path, name, stage, round(float(seconds), 12), flops, written)
@@ -116,9 +99,8 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
         notes.append(f"no end-to-end measurement of this workload on {hardware} under {runtime_label}")
     return DeepSeekOCRAnalyticReportSummary(
         report_id=report_id, model_variant=variant, workload_profile_id=profile_id,
-        predicted_total_time_ms=predicted_ms,
-        measured_total_time_ms=float(measured) if measured is not None else None,
-        predicted_vs_measured_ratio=round(predicted_ms / float(measured), 9) if measured else None,
+        predicted_total_time_ms=predicted_ms, measured_total_time_ms=measured,
+        predicted_vs_measured_ratio=round(predicted_ms / measured, 9) if measured else None,
         notes=tuple(notes),
         top_modules=tuple(TopModule(module_id=path, name=name or "(root)", stage=stage,
                                     share_of_model_time=round(seconds / total_module_s, 9),
@@ -129,17 +111,55 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
 
 def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWARE,
                      runtime: str = DEFAULT_RUNTIME) -> DeepSeekOCRAnalyticReportSummary:
-    """The summary of a report that is not in any registry: priced in a private in-memory DuckDB."""
-    from registry.db import Registry
+    """The summary of a report that is not in any registry: priced in a private in-memory registry."""
+    from registry.pricing import private_registry
+
+    with private_registry(report, "summary") as (registry, _):
+        return summarize(registry, report.report_id, hardware, runtime)
+
+
+def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWARE, runtime: str = DEFAULT_RUNTIME,
+                        top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
+    """The summary of a stored report (by id) or of a report file, which is stored first (idempotent)."""
+    import pathlib
+
+    from analyzer.report import load_report
+    from registry.db import RegistryError
     from registry.ingest import write_report
 
-    registry = Registry("duckdb:///:memory:")
-    try:
-        registry.upgrade()
-        write_report(registry, report, "summary")
-        return summarize(registry, report.report_id, hardware, runtime)
-    finally:
-        registry.dispose()
+    path = pathlib.Path(reference)
+    if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
+        try:
+            report = load_report(path)
+        except OSError as exc:
+            raise RegistryError(f"{reference}: cannot read: {exc.strerror or exc}") from None
+        write_report(registry, report, str(path))
+        reference = report.report_id
+    return summarize(registry, reference, hardware, runtime, top=top)
+
+
+def run_request(request: DeepSeekOCRAnalyticRequest, registry=None) -> tuple[AnalyticModelReport, bool]:
+    """The report a request asks for, and whether it was reused: with a registry, a report already stored for the
+    same workload is rebuilt from its rows unless `force_rebuild`; a new report is stored there."""
+    from analyzer.analysis import analyze
+    from analyzer.workload import load_profile
+
+    workload = load_profile(request.workload_profile_id, variant=request.model_variant)
+    if registry is None:
+        return analyze(workload), False
+    from registry.ingest import write_report
+    from registry.pricing import find_report, report_id_of
+    from registry.stored import load_stored_report
+
+    if not request.force_rebuild:
+        with registry.begin() as conn:
+            key = find_report(conn, workload)
+            stored_id = report_id_of(conn, key) if key is not None else None
+        if stored_id is not None:
+            return load_stored_report(registry, stored_id), True
+    report = analyze(workload)
+    write_report(registry, report, f"python -m analyzer {request.workload_profile_id}", force=request.force_rebuild)
+    return report, False
 
 
 def register_deepseek_ocr_hooks(converter: cattrs.Converter) -> cattrs.Converter:
@@ -147,7 +167,7 @@ def register_deepseek_ocr_hooks(converter: cattrs.Converter) -> cattrs.Converter
     mapping), which it prices with the default GPU and runtime. No hook touches how a full report serializes."""
 
     def unstructure_plain(obj) -> dict[str, Any]:
-        return {f.name: _plain(getattr(obj, f.name)) for f in attrs.fields(type(obj))}
+        return {f.name: plain(getattr(obj, f.name)) for f in attrs.fields(type(obj))}
 
     def structure_summary(data, _type) -> DeepSeekOCRAnalyticReportSummary:
         if isinstance(data, AnalyticModelReport):
@@ -176,9 +196,10 @@ def register_deepseek_ocr_hooks(converter: cattrs.Converter) -> cattrs.Converter
     return converter
 
 
-def _plain(value):
+def plain(value):
+    """attrs objects as mappings, tuples as lists: the JSON and YAML shape of the contract types."""
     if attrs.has(type(value)):
-        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
+        return {f.name: plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

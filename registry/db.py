@@ -21,8 +21,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 DEFAULT_DB = "dsocr-registry.duckdb"
 URL_ENV = "DSOCR_REGISTRY_URL"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
@@ -39,6 +37,15 @@ class SchemaMismatchError(RegistryError):
 
 class DatabaseLockedError(RegistryError):
     pass
+
+
+class DatabaseError(RegistryError):
+    """A statement the database refused (a constraint, an out-of-range value): its first line, nothing else."""
+
+    @classmethod
+    def from_dbapi(cls, exc: sa.exc.DBAPIError) -> "DatabaseError":
+        lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        return cls(f"database error: {lines[0] if lines else type(exc).__name__}")
 
 
 def resolve_url(db: str | None = None) -> sa.URL:
@@ -96,12 +103,20 @@ def register_alembic_impls() -> None:
             transactional_ddl = True
 
 
+def migrations_dir() -> pathlib.Path:
+    """The Alembic scripts: the repository's migrations/ folder, shipped in the package as registry.migrations."""
+    import importlib.resources
+
+    return pathlib.Path(str(importlib.resources.files("registry.migrations")))
+
+
 def alembic_config(connection: Connection | None = None):
-    """Alembic's config for migrations/, optionally bound to an open connection (used as is, not committed)."""
+    """Alembic's config for the shipped migrations, optionally bound to an open connection (used as is, not
+    committed). It needs no alembic.ini: the one at the repository's top serves the `alembic` command line."""
     from alembic.config import Config
 
-    cfg = Config(str(ALEMBIC_INI))
-    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
@@ -176,6 +191,7 @@ class Registry:
     def begin(self, keep_open: bool = False) -> Iterator[Connection]:
         """A connection in a transaction: committed on success, rolled back on any error.
 
+        This is the one place where a statement the database refuses becomes a `DatabaseError` (one line).
         `keep_open`: a writer of many reports may keep its connection for the next transaction, for at most
         CONNECTION_LEASE_S since it was opened, so that a DuckDB file is never held long by one process.
         """
@@ -187,6 +203,9 @@ class Registry:
         try:
             with conn.begin():
                 yield conn
+        except sa.exc.DBAPIError as exc:
+            conn.close()
+            raise DatabaseError.from_dbapi(exc) from exc
         except BaseException:
             conn.close()
             raise
@@ -194,6 +213,20 @@ class Registry:
             self._held = (conn, opened)
         else:
             conn.close()
+
+    def query(self, statement: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
+        """Columns and rows of one query; whatever a statement changed is rolled back (queries only)."""
+        with self.begin() as conn:
+            try:
+                result = conn.execute(sa.text(statement), params or {})
+            except sa.exc.DBAPIError as exc:
+                message = str(exc.orig or exc).strip().splitlines()[0]
+                raise RegistryError(f"query failed: {message}") from None
+            if not result.returns_rows:
+                raise RegistryError("the query returned no rows to print (sql runs queries, not changes)")
+            columns, rows = list(result.keys()), [tuple(r) for r in result.all()]
+            conn.rollback()
+        return columns, rows
 
     def release(self) -> None:
         if self._held is not None:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import pathlib
 import sys
-import time
 from typing import Any
 
 import attrs
@@ -23,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from analyzer.report import AnalyticModelReport, ReportFormatError, load_report, loads
-from registry.db import Registry, RegistryError
+from registry.db import DatabaseError, Registry, RegistryError
 from registry.models import Architecture, Report, Workload
 
 REPORT_SUFFIXES = (".json", ".yaml", ".yml")
@@ -301,9 +300,8 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
                     outcomes.append(write_report(registry, report, source.label, force, keep_open=True))
                 except ReportFormatError as exc:
                     outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
-                except sa.exc.DBAPIError as exc:
-                    first = str(exc.orig or exc).strip().splitlines()[0]
-                    outcomes.append(IngestOutcome(source.label, "failed", message=f"database error: {first}"))
+                except DatabaseError as exc:
+                    outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
             bar.update(1)
     finally:
         bar.close()
@@ -322,10 +320,3 @@ def summarize(outcomes: list[IngestOutcome], seconds: float, where: str) -> str:
     parts.append(f"{counts['skipped']} skipped (already present)")
     parts.append(f"{counts['failed']} failed")
     return f"ingest: {', '.join(parts)}; {rows:,} rows in {seconds:.2f} s{rate} -> {where}"
-
-
-def timed_ingest(registry: Registry, paths: list[str], force: bool = False, progress: bool = False
-                 ) -> tuple[list[IngestOutcome], float]:
-    started = time.perf_counter()
-    outcomes = ingest_sources(registry, discover(paths), force=force, progress=progress)
-    return outcomes, time.perf_counter() - started

@@ -187,7 +187,7 @@ def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:
 def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: str, runtime: str,
                         progress: bool = False) -> tuple[int, bool, list[MappedRow]]:
     """Store a measurement file for one GPU and runtime; returns (set id, newly stored, rows)."""
-    from registry.whatif import ensure_reports, record_scenario
+    from registry.pricing import ensure_reports, record_scenario
 
     env, rows, file_hash = parse(path)
     with registry.begin() as conn:

@@ -8,14 +8,18 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from registry.db import REPO_ROOT
-
-VIEWS_DIR = REPO_ROOT / "queries" / "views"
 _VIEW_NAME = re.compile(r"CREATE\s+VIEW\s+(\w+)", re.IGNORECASE)
 
 
+def queries_dir() -> pathlib.Path:
+    """The repository's queries/ folder, shipped in the package as registry.queries."""
+    import importlib.resources
+
+    return pathlib.Path(str(importlib.resources.files("registry.queries")))
+
+
 def view_files() -> list[pathlib.Path]:
-    return sorted(VIEWS_DIR.glob("*.sql"))
+    return sorted((queries_dir() / "views").glob("*.sql"))
 
 
 def view_sql(path: pathlib.Path) -> tuple[str, str]:

@@ -1,10 +1,8 @@
 import os
-import pathlib
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+from tests.helpers import run_command
 
 
 @pytest.fixture(scope="session")
@@ -71,20 +69,6 @@ def report_files(tmp_path_factory):
         write_report(analyze(load_profile(profile, **overrides)), path)
         files[name] = path
     return files
-
-
-def run_command(args, input=None):
-    """Run `dsocr-registry ARGS` in-process through the real entry point's error handling."""
-    import click
-    from click.testing import CliRunner
-
-    from registry.cli import cli, run_cli
-
-    @click.command()
-    def entry():
-        run_cli(cli, list(args))
-
-    return CliRunner().invoke(entry, [], input=input, catch_exceptions=False)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from analyzer.report import load_report
 from registry.cli import cli
-from tests.conftest import run_command
+from tests.helpers import run_command
 
 
 def invoke(args):

@@ -18,10 +18,9 @@ from analyzer.errors import AnalyzerInputError
 from analyzer.report import AnalyticModelReport, dumps_json, load_report, make_converter, report_to_dict
 from registry.contract import (DeepSeekOCRAnalyticReportSummary, DeepSeekOCRAnalyticRequest, TopModule,
                                register_deepseek_ocr_hooks)
-from registry.db import REPO_ROOT
-from tests.conftest import run_command
+from tests.helpers import REPO, rows, run_command
 
-OPENAPI = yaml.safe_load((REPO_ROOT / "contracts" / "openapi.yaml").read_text())
+OPENAPI = yaml.safe_load((REPO / "contracts" / "openapi.yaml").read_text())
 BIN = pathlib.Path(sys.executable).parent
 
 
@@ -63,11 +62,10 @@ def test_real_report_and_summary_validate_against_the_schemas(registry_url, repo
 
 
 def test_summary_fills_measured_time_from_a_matching_measurement(registry_url):
-    data = REPO_ROOT / "tests" / "data" / "h200-hf-eager-ocr2.json"
+    data = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
     run_command(["ingest", "--measurements", str(data), "--hardware", "h200", "--runtime", "hf-eager-h200",
                  "--db", registry_url])
-    from tests.test_registry import rows
-
+    
     (report_id,) = rows(registry_url, "SELECT r.report_id FROM measurements m JOIN reports r ON r.id = m.report_id "
                                       "WHERE m.row_index = 23")[0]
     summary = json.loads(run_command(["summary", report_id, "--db", registry_url]).stdout)
@@ -117,7 +115,7 @@ def _blocks(text, language):
 
 
 def test_mapping_commands_and_queries_run(tmp_path):
-    mapping = (REPO_ROOT / "contracts" / "MAPPING.md").read_text()
+    mapping = (REPO / "contracts" / "MAPPING.md").read_text()
     commands, queries = _blocks(mapping, "sh"), _blocks(mapping, "sql")
     assert len(commands) == 3 and len(queries) == 3
     db = str(tmp_path / "contract.duckdb")
@@ -135,8 +133,7 @@ def test_mapping_commands_and_queries_run(tmp_path):
     jsonschema.validate({"report_id": report_id, "status": "done"}, component("RunAccepted"))
     jsonschema.validate(json.loads(outputs[1]), component("DeepSeekOCRAnalyticReportSummary"))
     jsonschema.validate(json.loads(outputs[2]), component("AnalyticModelReport"))
-    from tests.test_registry import rows
-
+    
     for query in queries:
         assert rows(db, query.replace("$REPORT_ID", report_id)), query
     again = subprocess.run(commands[0].replace("$DB", db).replace("python -m", f"{sys.executable} -m", 1),
@@ -145,7 +142,7 @@ def test_mapping_commands_and_queries_run(tmp_path):
 
 
 def test_manual_export_script_runs():
-    script = REPO_ROOT / "tests" / "manual" / "deepseek_ocr" / "manual_deepseek_ocr_model_export.py"
+    script = REPO / "tests" / "manual" / "deepseek_ocr" / "manual_deepseek_ocr_model_export.py"
     done = subprocess.run([sys.executable, str(script), "--profile", "dsocr-base-v1"], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -5,11 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from registry.db import REPO_ROOT
-from tests.conftest import run_command
-from tests.test_registry import rows
+from tests.helpers import REPO, rows, run_command
 
-H200_FILE = REPO_ROOT / "tests" / "data" / "h200-hf-eager-ocr2.json"
+H200_FILE = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
 
 
 def _ingest(url, runtime="hf-eager@1"):

@@ -3,11 +3,11 @@
 import re
 
 from registry.cli import cli
-from registry.db import REPO_ROOT
+from tests.helpers import REPO
 
 
 def test_readme_names_only_real_commands_and_options():
-    text = (REPO_ROOT / "README.md").read_text()
+    text = (REPO / "README.md").read_text()
     used = set(re.findall(r"dsocr-registry ([a-z]+)(?: ([a-z]+))?", text))
     assert len(used) >= 15
     for command, sub in used:

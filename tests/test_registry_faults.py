@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import run_command
-from tests.test_registry import rows, table_counts
+from tests.helpers import rows, run_command, table_counts
 
 CONSOLE_SCRIPT = str(pathlib.Path(sys.executable).parent / "dsocr-registry")
 
@@ -120,7 +119,8 @@ def test_a_process_killed_mid_ingest_leaves_no_partial_report(registry_url, repo
                 time.sleep(60)
             return count
         ingest.bulk_insert = slow_bulk_insert
-        from registry.cli import run_cli, cli
+        from registry.cli import cli
+        from registry.entry import run_cli
         run_cli(cli, ["ingest", {str(report_files['standard'])!r}, "--db", {registry_url!r}])
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

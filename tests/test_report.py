@@ -1,10 +1,10 @@
 """The report model: exact JSON/YAML round-trips, content-derived ids, validation of what is loaded."""
 
-import json
 
 import pytest
 
 from analyzer.analysis import analyze
+from tests.helpers import reid
 from analyzer.report import (SCHEMA_VERSION, ReportFormatError, Stage, compute_report_id,
                              dumps_json, dumps_yaml, load_report, loads, report_from_dict, report_to_dict,
                              write_report)
@@ -72,16 +72,6 @@ def _small_dict():
     return report_to_dict(report)
 
 
-def _reid(data):
-    """Recompute report_id after an edit, so that the edit itself is what gets validated."""
-    import hashlib
-
-    body = {k: v for k, v in data.items() if k != "report_id"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
-    data["report_id"] = "dsocr-" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
-    return data
-
-
 @pytest.mark.parametrize("edit,message", [
     (lambda d: d.update(schema_version=99), "schema_version 99"),
     (lambda d: d.pop("workload"), "missing required field 'workload'"),
@@ -96,7 +86,7 @@ def _reid(data):
 def test_invalid_reports_are_rejected(edit, message):
     data = _small_dict()
     edit(data)
-    _reid(data)
+    reid(data)
     with pytest.raises(ReportFormatError, match=message):
         report_from_dict(data)
 

@@ -5,7 +5,8 @@ import sqlalchemy as sa
 
 from registry.db import Registry, alembic_config
 from registry.models import Base
-from tests.conftest import POSTGRES_URL, run_command
+from tests.conftest import POSTGRES_URL
+from tests.helpers import run_command
 
 _DUCKDB_TYPES = {"BIGINT": "BIGINT", "INTEGER": "INTEGER", "SMALLINT": "SMALLINT", "DOUBLE": "DOUBLE",
                  "TEXT": "VARCHAR", "VARCHAR": "VARCHAR", "TIMESTAMP": "TIMESTAMP", "DATETIME": "TIMESTAMP",

@@ -12,12 +12,11 @@ import yaml
 
 from analyzer.report import load_report
 from registry.catalog import parse_hardware, parse_runtimes, shipped
-from registry.db import REPO_ROOT, Registry
+from registry.db import Registry
 from registry.whatif import Scenario, run_scenario
-from tests.conftest import run_command
-from tests.test_registry import rows
+from tests.helpers import REPO, rows, run_command
 
-EXAMPLES = REPO_ROOT / "queries" / "examples"
+EXAMPLES = REPO / "queries" / "examples"
 
 
 def test_capacity_example_runs_and_records_its_points(registry_url):
@@ -125,7 +124,7 @@ def test_bad_scenarios_give_one_line_and_record_nothing(ingested, tmp_path, text
 
 
 def test_example_scenarios_follow_the_shipped_json_schema():
-    schema = json.loads((REPO_ROOT / "registry" / "data" / "scenario.schema.json").read_text())
+    schema = json.loads((REPO / "registry" / "data" / "scenario.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     examples = sorted(EXAMPLES.glob("*.yaml"))
     assert len(examples) >= 2
@@ -188,7 +187,7 @@ def test_memory_fit_and_largest_batch(ingested):
 
 
 def test_seed_what_if_script(report_files):
-    script = REPO_ROOT / "scripts" / "analytical" / "dsocr_analytic_what_if.py"
+    script = REPO / "scripts" / "analytical" / "dsocr_analytic_what_if.py"
     done = subprocess.run([sys.executable, str(script), "--report", str(report_files["standard"]), "--peak-tflops",
                            "989", "--batch-scale", "8", "--hardware", "h200"], capture_output=True, text=True,
                           timeout=300)

@@ -9,7 +9,8 @@ import pathlib
 import platform
 import statistics
 
-from registry.db import RegistryError
+from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import write_text_atomic
 
 
 def _timed(torch, fn, reps: int, warmup: int = 2) -> dict:
@@ -31,27 +32,23 @@ def measure(variant: str, device: str, out: pathlib.Path, reps: int = 5, quick: 
     import torch
     import transformers
 
-    from analyzer.architecture import _VARIANTS, canonical_variant, load_spec
+    from analyzer.architecture import canonical_variant, instantiate
     from analyzer.workload import MODES
 
     if not device.startswith("cuda"):
-        raise RegistryError(f"--device {device}: measure times CUDA kernels; give a CUDA device such as cuda:0")
+        raise AnalyzerInputError(f"--device {device}: measure times CUDA kernels; give a CUDA device such as cuda:0")
     if not torch.cuda.is_available():
-        raise RegistryError("no CUDA device is available here (torch.cuda.is_available() is False); "
-                            "run measure on a machine with an NVIDIA GPU")
+        raise AnalyzerInputError("no CUDA device is available here (torch.cuda.is_available() is False); "
+                                 "run measure on a machine with an NVIDIA GPU")
     variant = canonical_variant(variant)
-    spec = load_spec(variant)
-    _, config_class, model_class = _VARIANTS[variant]
-    config = getattr(transformers, config_class)(**spec.config)
     torch.manual_seed(0)
-    with torch.device(device):
-        model = getattr(transformers, model_class)(config).to(torch.bfloat16).eval()
+    model = instantiate(variant, device)  # random weights; transformers' default experts path (grouped_mm)
     name = "v1" if variant == "v1" else "v2"
     rows = []
     views = sorted({m.global_px for m in MODES[variant].values()} | {m.tile_px for m in MODES[variant].values()
                                                                     if m.tile_px})
     batches = [1, 8] if quick else [1, 2, 8, 32]
-    text = config.text_config
+    text = model.config.text_config
     with torch.no_grad():
         for px in views:
             for batch in batches:
@@ -96,6 +93,5 @@ def measure(variant: str, device: str, out: pathlib.Path, reps: int = 5, quick: 
            "kinds": {"vision_tower": "model.vision_tower(pixel_values)", "projector": "multi_modal_projector",
                      "prefill": "language model on inputs_embeds, fresh KV cache",
                      "end_to_end_views": "vision + projector + prefill + greedy decode of new_tokens"}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
+    write_text_atomic(out, json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
     return len(rows)

@@ -1,0 +1,1 @@
+"""Alembic scripts of the registry schema; shipped in the package as registry.migrations."""

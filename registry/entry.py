@@ -1,0 +1,63 @@
+"""Running a click command as a program: any bad input ends in one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from analyzer.errors import AnalyzerInputError
+from analyzer.report import ReportFormatError
+from registry.db import RegistryError
+
+EXIT_USAGE = 2
+
+
+def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry") -> None:
+    """Run a click command so that any bad input ends in exactly one line on stderr."""
+
+    def fail(message: str, code: int = EXIT_USAGE) -> None:
+        click.echo(f"{prog_name}: error: {message}", err=True)
+        sys.exit(code)
+
+    try:
+        command.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(0)
+    except click.UsageError as exc:
+        hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        fail(exc.format_message().replace("\n", " ") + hint)
+    except click.ClickException as exc:
+        fail(exc.format_message().replace("\n", " "), exc.exit_code)
+    except (AnalyzerInputError, ReportFormatError, RegistryError) as exc:
+        fail(str(exc))
+    except click.exceptions.Abort:
+        fail("aborted", 1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+def exit_without_teardown(code: int) -> None:
+    """Leave without interpreter teardown: all work is done and flushed, and DuckDB's bindings print spurious
+    reference-leak reports when they are torn down in a process that also loaded torch."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def run_and_exit(command: click.Command, prog_name: str) -> None:
+    """The program's entry point: run the command, then leave with its exit code."""
+    try:
+        run_cli(command, prog_name=prog_name)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        exit_without_teardown(code)
+    exit_without_teardown(0)

@@ -1,0 +1,98 @@
+"""How the command line shows rows: one table renderer (aligned text), CSV and JSON, and documents as JSON/YAML."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import decimal
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Column:
+    """A column of a table: the key of its values, the title shown, and the format of its numbers."""
+
+    key: str
+    title: str = ""
+    number_format: str = "{:.6g}"  # floats; integers get thousands separators only where a format says so
+
+    @property
+    def heading(self) -> str:
+        return self.title or self.key
+
+
+def _columns(columns: Sequence[str | Column]) -> list[Column]:
+    return [c if isinstance(c, Column) else Column(c) for c in columns]
+
+
+def format_cell(value: Any, column: Column) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float) or (isinstance(value, int) and column.number_format != "{:.6g}"):
+        try:
+            return column.number_format.format(value)
+        except (ValueError, TypeError):
+            return str(value)
+    return str(value)
+
+
+def render_table(columns: Sequence[str | Column], rows: Sequence[Sequence[Any]], count: bool = True) -> str:
+    """Aligned text: numbers to the right, text to the left, a rule under the headings, "-" for no value."""
+    columns = _columns(columns)
+    cells = [[format_cell(v, c) for v, c in zip(row, columns)] for row in rows]
+    widths = [max([len(c.heading)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float, decimal.Decimal)) and not isinstance(row[i], bool)
+                                  or row[i] is None for row in rows) for i in range(len(columns))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+
+    out = [line([c.heading for c in columns]), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    if count:
+        out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def plain_value(value: Any) -> Any:
+    """A database value as JSON has it."""
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    return value
+
+
+def render_rows(columns: Sequence[str | Column], rows: Sequence[Sequence[Any]], fmt: str) -> str:
+    """Rows as `table`, `csv` (keys as headings, no value as an empty field) or `json` (a list of objects)."""
+    columns = _columns(columns)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([c.key for c in columns])
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row])
+        return buffer.getvalue().rstrip("\n")
+    if fmt == "json":
+        return json.dumps([{c.key: plain_value(v) for c, v in zip(columns, row)} for row in rows], indent=1)
+    return render_table(columns, rows)
+
+
+def render_document(data: Any, fmt: str) -> str:
+    """A mapping as indented JSON or as YAML (keys in their order)."""
+    import yaml
+
+    if fmt == "json":
+        return json.dumps(data, indent=1, default=str)
+    return yaml.safe_dump(data, sort_keys=False, width=110).rstrip()

@@ -1,0 +1,187 @@
+"""Pricing: the only code that records scenario points and reads the pricing views.
+
+A scenario point is one stored report x one GPU x one runtime profile, with the effective device figures (the
+catalog's, or a scenario's overrides). Python assembles those parameters; every formula lives in the SQL views
+(v_point_operator_time -> v_point_stage_time -> v_point_summary). What-if scenarios, summaries, measurement
+comparisons and calibration all price through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import itertools
+import json
+import sys
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from registry.db import Registry, RegistryError
+
+DEFAULT_RUNTIME = "hf-eager"  # the runtime a scenario prices under when it names none
+# A summary (the seed's contract) prices on the H200 under the profile calibrated on its measurements.
+DEFAULT_SUMMARY_HARDWARE = "h200"
+DEFAULT_SUMMARY_RUNTIME = "hf-eager-h200"
+SUMMARY_COLUMNS = ["point_index", "hardware", "runtime", "variant", "mode", "tiles", "batch", "new_tokens",
+                   "page_latency_s", "pages_per_s", "tokens_per_s", "pages_per_gpu_day", "gpu_seconds_per_page",
+                   "gpus_needed", "meets_latency_target", "memory_needed_bytes", "fits_in_memory",
+                   "max_batch_in_memory", "vision_s", "projector_s", "prefill_s", "decode_s", "report_id"]
+
+
+def find_report(conn, workload) -> int | None:
+    """The key of a stored report of this workload made by this analyzer on this transformers version."""
+    import transformers
+
+    from analyzer import __version__
+    from analyzer.analysis import workload_record
+    from registry.ingest import workload_hash
+
+    return conn.execute(sa.text(
+        "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
+        "JOIN architectures a ON a.id = r.architecture_id "
+        "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
+        "ORDER BY r.id LIMIT 1"),
+        {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers.__version__}).scalar()
+
+
+def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False) -> list[int]:
+    """The key of the stored report of each workload, analyzing and ingesting those not stored yet."""
+    from tqdm import tqdm
+
+    from analyzer.analysis import analyze
+    from registry.ingest import write_report
+
+    with registry.begin() as conn:
+        report_keys = [find_report(conn, w) for w in workloads]
+    missing = [i for i, key in enumerate(report_keys) if key is None]
+    bar = tqdm(total=len(missing), unit="workload", desc="analyzing", file=sys.stderr,
+               disable=not progress or len(missing) < 2, leave=False)
+    try:
+        for index in missing:
+            with registry.begin(keep_open=True) as conn:
+                stored = find_report(conn, workloads[index])  # an earlier duplicate in this list
+            if stored is None:
+                write_report(registry, analyze(workloads[index]), label, keep_open=True)
+                with registry.begin(keep_open=True) as conn:
+                    stored = find_report(conn, workloads[index])
+            report_keys[index] = stored
+            bar.update(1)
+    finally:
+        bar.close()
+        registry.release()
+    return report_keys
+
+
+def record_scenario(conn, name: str, definition: dict, target: dict, report_keys: list[int],
+                    hardware_ids: list[int], runtime_ids: list[int], overrides: dict | None = None) -> int:
+    """The scenario row and one point per report x GPU x runtime, with the effective device figures."""
+    from registry.ingest import bulk_insert
+
+    overrides = overrides or {}
+    devices = {hid: row for hid, *row in conn.execute(sa.text(
+        "SELECT id, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes FROM hardware")).all()}
+    scenario_id = conn.execute(sa.text(
+        "INSERT INTO scenarios (name, definition, target_pages_per_day, target_page_latency_s, created_at) "
+        "VALUES (:name, :definition, :pages, :latency, :created) RETURNING id"),
+        {"name": name, "definition": json.dumps(definition, sort_keys=True, default=str),
+         "pages": target.get("pages_per_day"), "latency": target.get("page_latency_s"),
+         "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)}).scalar_one()
+    points = []
+    for report_key, hardware_id, runtime_id in itertools.product(report_keys, hardware_ids, runtime_ids):
+        peak, bandwidth, memory = devices[hardware_id]
+        points.append({
+            "scenario_id": scenario_id, "point_index": len(points) + 1, "report_id": report_key,
+            "hardware_id": hardware_id, "runtime_profile_id": runtime_id,
+            "peak_flops_per_s": overrides["peak_tflops"] * 1e12 if overrides.get("peak_tflops") else peak,
+            "memory_bandwidth_bytes_per_s": (overrides["memory_tb_per_s"] * 1e12
+                                             if overrides.get("memory_tb_per_s") else bandwidth),
+            "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory,
+            "efficiency_scale": overrides.get("efficiency_scale") or 1.0})
+    bulk_insert(conn, "scenario_points", {key: [p[key] for p in points] for key in points[0]})
+    return int(scenario_id)
+
+
+def read_points(registry: Registry, scenario_id: int) -> list[dict]:
+    """The scenario's priced points (v_point_summary): those that fit first, then by GPU-seconds per page."""
+    with registry.begin() as conn:
+        result = conn.execute(sa.text(
+            f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM v_point_summary WHERE scenario_id = :s "
+            "ORDER BY CASE WHEN fits_in_memory THEN 0 ELSE 1 END, gpu_seconds_per_page, point_index"),
+            {"s": scenario_id})
+        return [dict(zip(SUMMARY_COLUMNS, row)) for row in result.all()]
+
+
+def read_stage_times(registry: Registry, scenario_id: int) -> list[dict]:
+    """Seconds per point and stage (v_point_stage_time, view kinds summed)."""
+    with registry.begin() as conn:
+        result = conn.execute(sa.text(
+            "SELECT point_index, stage, SUM(stage_time_s) FROM v_point_stage_time WHERE scenario_id = :s "
+            "GROUP BY point_index, stage ORDER BY point_index, stage"), {"s": scenario_id})
+        return [dict(point_index=p, stage=s, seconds=t) for p, s, t in result.all()]
+
+
+def read_stage_breakdown(registry: Registry, scenario_id: int) -> list[tuple]:
+    """(stage, view kind, stage time, kernel, launch, host seconds) of every point, longest first."""
+    with registry.begin() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT stage, view_kind, stage_time_s, kernel_s, launch_s, host_s FROM v_point_stage_time "
+            "WHERE scenario_id = :s ORDER BY stage_time_s DESC"), {"s": scenario_id}).all()]
+
+
+def read_module_times(registry: Registry, scenario_id: int) -> list[tuple]:
+    """(module path, name, stage, kernel + launch seconds, FLOPs, bytes written) per module and stage of a
+    scenario's points (v_point_operator_time)."""
+    with registry.begin() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT m.path, m.name, t.stage, SUM(t.kernel_s + t.launch_s), SUM(o.flops), SUM(o.bytes_written) "
+            "FROM v_point_operator_time t JOIN modules m ON m.id = t.module_id "
+            "JOIN operator_metrics o ON o.report_id = t.report_pk AND o.module_id = t.module_id "
+            "AND o.stage = t.stage AND o.view_kind = t.view_kind AND o.category_id = t.category_id "
+            "WHERE t.scenario_id = :s GROUP BY m.path, m.name, t.stage"), {"s": scenario_id}).all()]
+
+
+@contextlib.contextmanager
+def private_registry(report, label: str) -> Iterator[tuple[Registry, int]]:
+    """A registry in memory (DuckDB) holding only `report`, for pricing a report file without a registry;
+    yields the registry and the report's key."""
+    from registry.ingest import write_report
+
+    registry = Registry("duckdb:///:memory:")
+    try:
+        registry.upgrade()
+        write_report(registry, report, label, keep_open=True)
+        with registry.begin() as conn:
+            key = conn.execute(sa.text("SELECT id FROM reports WHERE report_id = :r"),
+                               {"r": report.report_id}).scalar()
+        if key is None:
+            raise RegistryError(f"report {report.report_id} was not stored")
+        yield registry, int(key)
+    finally:
+        registry.dispose()
+
+
+def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None]:
+    """(key, variant, workload profile id) of a stored report by its content hash."""
+    row = conn.execute(sa.text(
+        "SELECT r.id, r.variant, w.profile_id FROM reports r JOIN workloads w ON w.id = r.workload_id "
+        "WHERE r.report_id = :r"), {"r": report_id}).first()
+    if row is None:
+        raise RegistryError(f"no report {report_id!r} in the registry")
+    return int(row[0]), row[1], row[2]
+
+
+def report_id_of(conn, report_key: int) -> str:
+    """The content hash of a stored report, by its key."""
+    return conn.execute(sa.text("SELECT report_id FROM reports WHERE id = :k"), {"k": report_key}).scalar_one()
+
+
+def measured_end_to_end_ms(registry: Registry, report_key: int, hardware_id: int, runtime_id: int) -> float | None:
+    """Mean measured end-to-end time of a stored report's workload on one GPU and runtime, if measured."""
+    with registry.begin() as conn:
+        value = conn.execute(sa.text(
+            "SELECT AVG(m.median_ms) FROM measurements m JOIN measurement_sets s ON s.id = m.measurement_set_id "
+            "WHERE m.report_id = :r AND m.stage IS NULL AND m.compared AND s.hardware_id = :h "
+            "AND s.runtime_profile_id = :rt"), {"r": report_key, "h": hardware_id, "rt": runtime_id}).scalar()
+    return None if value is None else float(value)
+

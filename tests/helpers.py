@@ -1,0 +1,56 @@
+"""Helpers shared by the tests: the repository's folders, the CLI run in-process, database rows, report edits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_command(args, input=None):
+    """Run `dsocr-registry ARGS` in-process through the real entry point's error handling."""
+    import click
+    from click.testing import CliRunner
+
+    from registry.cli import cli
+    from registry.entry import run_cli
+
+    @click.command()
+    def entry():
+        run_cli(cli, list(args))
+
+    return CliRunner().invoke(entry, [], input=input, catch_exceptions=False)
+
+
+def rows(db_url, query, **params):
+    """The rows of one query against a registry, as tuples."""
+    import sqlalchemy as sa
+
+    from registry.db import Registry
+
+    registry = Registry(db_url)
+    try:
+        with registry.begin() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(query), params).all()]
+    finally:
+        registry.dispose()
+
+
+REPORT_TABLES = ["architectures", "modules", "workloads", "reports", "report_stages", "module_metrics",
+                 "operator_metrics"]
+
+
+def table_counts(db_url):
+    return {name: rows(db_url, f"SELECT COUNT(*) FROM {name}")[0][0] for name in REPORT_TABLES}
+
+
+def reid(data: dict) -> dict:
+    """Give an edited report mapping the report_id of its new content, so that the edit itself is what a reader
+    validates (the same canonical JSON as analyzer.report.compute_report_id, NaN allowed so that bad numbers get
+    through to validation)."""
+    body = {k: v for k, v in data.items() if k != "report_id"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    data["report_id"] = "dsocr-" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    return data
