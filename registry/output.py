@@ -34,7 +34,7 @@ def format_cell(value: Any, column: Column) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
-        return "yes" if value else "NO"
+        return "yes" if value else "no"
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
     if isinstance(value, decimal.Decimal):
