@@ -213,7 +213,8 @@ def print_rows(columns, rows, fmt: str) -> None:
 @cli.command()
 @click.argument("query")
 @db_options
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
 def sql(query, db_url, lock_timeout, fmt):
     """Run one SQL query against the registry and print its rows.
 
@@ -331,7 +332,8 @@ WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column
 @click.option("--scenario", "-s", "scenario_path", required=True, type=click.Path(dir_okay=False),
               help="Scenario YAML file (see queries/examples/capacity.yaml and registry/data/scenario.schema.json).")
 @db_options
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Also draw a roofline and the page latency by stage to this PNG.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar while analyzing new workloads.")
@@ -395,7 +397,8 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
 @click.option("--hardware", "hardware_name", required=True, help="GPU the measurements were taken on.")
 @click.option("--runtime", "runtime_name", required=True, help="Runtime profile (NAME or NAME@VERSION).")
 @db_options
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
 def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout, fmt):
     """Measured vs predicted for every timed row of a measurement file.
 
@@ -444,7 +447,8 @@ FIT_TABLE = [Column("kind"), Column("rows"), Column("before", "MAPE before %", "
 @click.option("--name", "profile_name", help="Name of the calibrated profile (default: the runtime's name; "
                                              "stored as its next version).")
 @db_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Aligned text for the terminal, or JSON.")
 def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeout, fmt):
     """Fit a runtime profile to the stored measurements of one GPU x runtime (least squares).
 

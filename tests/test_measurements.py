@@ -77,6 +77,32 @@ def test_calibration_improves_and_reports_held_out_error(registry_url, tmp_path)
         ("user",)]
 
 
+@pytest.mark.parametrize("runtime", ["hf-eager", "hf-eager-h200", "vllm"])
+def test_the_fit_evaluates_the_views_formula_row_by_row(registry_url, runtime):
+    """calibrate.predict is the fit's fast evaluator of the pricing views' formula: held equal to the views on every
+    timed row, for unfused profiles and for vllm, whose fused categories move fewer bytes and launch nothing."""
+    from registry import calibrate
+    from registry.db import Registry
+    from registry.measurements import resolve
+
+    stored = run_command(["ingest", "--measurements", str(H200_FILE), "--hardware", "h200", "--runtime", runtime,
+                          "--db", registry_url])
+    assert stored.exit_code == 0, stored.output
+    registry = Registry(registry_url)
+    try:
+        with registry.begin() as conn:
+            hardware_id, runtime_id, _ = resolve(conn, "h200", runtime)
+        profile = calibrate.Profile.load(registry, runtime_id)
+        predicted_s = calibrate.predict(calibrate.load_rows(registry, hardware_id, runtime_id), profile)
+    finally:
+        registry.dispose()
+    from_views_ms = [r[0] for r in rows(registry_url, "SELECT predicted_ms FROM v_predicted_vs_measured "
+                                        "WHERE runtime = :n ORDER BY row_index", n=runtime)]
+    assert len(from_views_ms) == len(predicted_s) == 28
+    assert any(c["fused"] for c in profile.categories.values()) == (runtime == "vllm")
+    assert list(1000.0 * predicted_s) == pytest.approx(from_views_ms, rel=1e-9)
+
+
 def test_shipped_h200_profile_is_the_calibrated_one(registry_url):
     result = run_command(["compare", "--measurements", str(H200_FILE), "--hardware", "h200", "--runtime",
                           "hf-eager-h200", "--db", registry_url, "--format", "json"])

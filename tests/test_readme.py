@@ -1,25 +1,95 @@
-"""The README's commands name commands and options that exist."""
+"""The README names only commands and options that exist, and every command and option says what it does."""
 
 import re
+import shlex
 
+import click
+import pytest
+
+from registry.analyzer_main import analyzer_command
 from registry.cli import cli
 from tests.helpers import REPO
 
+PROGRAMS = {"dsocr-registry": cli, "python -m analyzer": analyzer_command}
 
-def test_readme_names_only_real_commands_and_options():
+
+def command_lines(text: str) -> list[str]:
+    """Every command of the README: the lines of its code blocks and its inline code, split at pipes and `&&`,
+    that start with one of the programs."""
+    snippets = []
+    for block in re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.DOTALL):
+        snippets += block.splitlines()
+    snippets += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
+    commands = []
+    for snippet in snippets:
+        for part in re.split(r"\|(?=\s)|&&", snippet):  # a pipe is "| " (a value like json|yaml has no space)
+            part = part.strip()
+            if any(part.startswith(program + " ") for program in PROGRAMS):
+                commands.append(part)
+    return commands
+
+
+def resolve(line: str) -> tuple[click.Command, list[str]]:
+    """The command a README line runs and the words after its name (placeholders in brackets unwrapped)."""
+    program = next(p for p in PROGRAMS if line.startswith(p + " "))
+    words = [w.strip("[]") for w in shlex.split(line[len(program):], comments=True)]
+    command = PROGRAMS[program]
+    while isinstance(command, click.Group):
+        assert words, f"{line}: names no command of {command.name}"
+        assert words[0] in command.commands, f"{line}: {words[0]!r} is no command of {program}"
+        command, words = command.commands[words[0]], words[1:]
+    return command, words
+
+
+def check_line(line: str) -> None:
+    """Fails when the line names a command or an option its program does not have."""
+    command, words = resolve(line)
+    known = {o for p in command.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+    used = [w.split("=", 1)[0] for w in words if w.startswith("-") and w != "-" and not w[1:2].isdigit()]
+    for option in used:
+        assert option in known | {"--help", "-h"}, f"{line}: {option} is no option of {command.name}"
+
+
+def test_every_readme_command_line_is_real():
+    lines = command_lines((REPO / "README.md").read_text())
+    assert len(lines) >= 30
+    for line in lines:
+        check_line(line)
+
+
+@pytest.mark.parametrize("line,problem", [
+    ("dsocr-registry analyze --workload dsocr-standard-v1 --new-tokns 8", "--new-tokns is no option"),
+    ("dsocr-registry ingest --bach 2 report.json", "--bach is no option"),
+    ("dsocr-registry db upgrad", "'upgrad' is no command"),
+    ("dsocr-registry summary REPORT [--outt FILE]", "--outt is no option"),
+    ("python -m analyzer --model m --workload-profil x", "--workload-profil is no option"),
+])
+def test_the_readme_check_catches_misspelled_commands_and_options(line, problem):
+    [command_line] = command_lines(f"```sh\n{line}\n```\n")
+    with pytest.raises(AssertionError, match=re.escape(problem)):
+        check_line(command_line)
+
+
+def _commands(command: click.Command, path: str):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_command_and_option_has_help():
+    missing = []
+    for program, root in PROGRAMS.items():
+        for path, command in _commands(root, program):
+            if not (command.help or "").strip():
+                missing.append(path)
+            for param in command.params:
+                if isinstance(param, click.Option) and not (param.help or "").strip():
+                    missing.append(f"{path} {param.opts[0]}")
+    assert missing == []
+
+
+def test_readme_lists_every_command():
     text = (REPO / "README.md").read_text()
-    used = set(re.findall(r"dsocr-registry ([a-z]+)(?: ([a-z]+))?", text))
-    assert len(used) >= 15
-    for command, sub in used:
-        assert command in cli.commands, command
-        group = cli.commands[command]
-        if sub and hasattr(group, "commands") and sub not in ("upgrade|current|history",):
-            assert sub in group.commands, f"{command} {sub}"
-    for command in {command for command, _ in used}:
-        line_options = set(re.findall(rf"dsocr-registry {command}[^\\n]*?((?:--[a-z-]+ ?)+)", text))
-        params = {opt for p in cli.commands[command].params for opt in getattr(p, "opts", [])}
-        for options in line_options:
-            for option in options.split():
-                if hasattr(cli.commands[command], "commands"):
-                    continue
-                assert option in params | {"--help"}, f"dsocr-registry {command} {option}"
+    for path, _ in _commands(cli, "dsocr-registry"):
+        assert f"{path} " in text or f"{path}`" in text or f"{path}\n" in text, path
