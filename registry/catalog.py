@@ -31,6 +31,11 @@ def read_catalog_file(path: str | pathlib.Path) -> Any:
 
 
 def _number(label: str, key: str, value: Any, low: float, high: float | None = None) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e11 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise RegistryError(f"{label}: {key} must be a number, got {value!r}")
     if value < low or (high is not None and value > high):
@@ -62,9 +67,11 @@ def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
             raise RegistryError(f"{label}: name must be a non-empty string")
         rows.append(dict(
             name=name.strip().lower(), display_name=str(entry.get("display_name", name)),
-            peak_bf16_flops_per_s=_number(where, "dense_bf16_tflops", entry["dense_bf16_tflops"], 1e-3) * 1e12,
-            memory_bandwidth_bytes_per_s=_number(where, "memory_tb_per_s", entry["memory_tb_per_s"], 1e-3) * 1e12,
-            memory_bytes=int(_number(where, "memory_gb", entry["memory_gb"], 1e-3) * 1e9),
+            # upper bounds far beyond any one accelerator, so that a unit slip (bytes for GB) is caught here
+            peak_bf16_flops_per_s=_number(where, "dense_bf16_tflops", entry["dense_bf16_tflops"], 1e-3, 1e6) * 1e12,
+            memory_bandwidth_bytes_per_s=_number(where, "memory_tb_per_s", entry["memory_tb_per_s"], 1e-3,
+                                                 1e3) * 1e12,
+            memory_bytes=int(_number(where, "memory_gb", entry["memory_gb"], 1e-3, 1e6) * 1e9),
             source=str(entry.get("source", ""))))
     return rows
 

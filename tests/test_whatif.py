@@ -153,11 +153,32 @@ def test_hardware_and_runtime_commands(registry_url, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("- name: x\n  dense_bf16_tflops: -1\n  memory_tb_per_s: 1\n  memory_gb: 1\n")
     refused = run_command(["hardware", "add", str(bad), "--db", registry_url])
-    assert refused.exit_code == 2 and "dense_bf16_tflops must be >= 0.001" in refused.stderr
+    assert refused.exit_code == 2 and "dense_bf16_tflops must be between 0.001 and 1e+06" in refused.stderr
+    bytes_for_gb = tmp_path / "slip.yaml"
+    bytes_for_gb.write_text("- name: slip\n  dense_bf16_tflops: 100\n  memory_tb_per_s: 1\n  memory_gb: 1e11\n")
+    refused = run_command(["hardware", "add", str(bytes_for_gb), "--db", registry_url])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert "memory_gb must be between 0.001 and 1e+06, got 100000000000.0" in refused.stderr
     runtimes = run_command(["runtime", "list", "--db", registry_url])
     assert "hf-eager" in runtimes.stdout and "vllm" in runtimes.stdout
     vllm = run_command(["runtime", "show", "vllm", "--db", registry_url])
     assert "elementwise" in vllm.stdout and " yes" in vllm.stdout  # fused categories
+
+
+def test_a_statement_the_database_refuses_is_one_line_and_writes_nothing(registry_url, tmp_path, monkeypatch):
+    """Registry.begin turns any refused statement into one line; here a memory size no BIGINT column holds."""
+    from registry import catalog
+
+    parse = catalog.parse_hardware
+    monkeypatch.setattr(catalog, "parse_hardware",
+                        lambda data, label: [dict(row, memory_bytes=10**20) for row in parse(data, label)])
+    gpus = tmp_path / "gpus.yaml"
+    gpus.write_text("- name: first\n  dense_bf16_tflops: 100\n  memory_tb_per_s: 1\n  memory_gb: 80\n"
+                    "- name: second\n  dense_bf16_tflops: 100\n  memory_tb_per_s: 1\n  memory_gb: 80\n")
+    result = run_command(["hardware", "add", str(gpus), "--db", registry_url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("dsocr-registry: error: database error: ") and result.stderr.count("\n") == 1
+    assert rows(registry_url, "SELECT COUNT(*) FROM hardware WHERE name IN ('first', 'second')") == [(0,)]
 
 
 def test_plot_and_csv(ingested, tmp_path):
