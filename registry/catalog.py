@@ -52,19 +52,26 @@ def _entries(data: Any, label: str) -> list[dict]:
     return data
 
 
+def _checked(entry: dict, label: str, kind: str, keys: set[str], required: set[str]) -> tuple[str, str]:
+    """(name, where-prefix for messages) of a catalog entry whose keys are known and complete."""
+    name = entry.get("name")
+    where = f"{label}: {kind} {name!r}" if name else label
+    unknown = set(entry) - keys
+    if unknown:
+        raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    missing = required - set(entry)
+    if missing:
+        raise RegistryError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+    if not isinstance(name, str) or not name.strip():
+        raise RegistryError(f"{label}: name must be a non-empty string")
+    return name, where
+
+
 def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
     rows = []
     for entry in _entries(data, label):
-        name = entry.get("name")
-        where = f"{label}: hardware {name!r}" if name else label
-        unknown = set(entry) - HARDWARE_KEYS
-        if unknown:
-            raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        missing = {"name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb"} - set(entry)
-        if missing:
-            raise RegistryError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
-        if not isinstance(name, str) or not name.strip():
-            raise RegistryError(f"{label}: name must be a non-empty string")
+        name, where = _checked(entry, label, "hardware", HARDWARE_KEYS,
+                               {"name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb"})
         rows.append(dict(
             name=name.strip().lower(), display_name=str(entry.get("display_name", name)),
             # upper bounds far beyond any one accelerator, so that a unit slip (bytes for GB) is caught here
@@ -79,14 +86,7 @@ def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
 def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
     profiles = []
     for entry in _entries(data, label):
-        name = entry.get("name")
-        where = f"{label}: runtime {name!r}" if name else label
-        unknown = set(entry) - RUNTIME_KEYS
-        if unknown:
-            raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        missing = RUNTIME_KEYS - {"description", "source"} - set(entry)
-        if missing:
-            raise RegistryError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+        name, where = _checked(entry, label, "runtime", RUNTIME_KEYS, RUNTIME_KEYS - {"description", "source"})
         categories = entry["categories"]
         if not isinstance(categories, dict):
             raise RegistryError(f"{where}: categories must be a mapping")
