@@ -9,17 +9,11 @@ from typing import Any
 import attrs
 
 from analyzer.architecture import canonical_variant, load_spec
+from analyzer.defaults import (DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PAGE_HEIGHT_PX, DEFAULT_PAGE_WIDTH_PX,
+                               DEFAULT_PROMPT_TEXT_TOKENS)
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import parse_yaml
 
-# The defaults of every way to describe a workload (profile files, command-line options, scenario files):
-# an A4 page scanned at 200 dpi, the document-to-markdown prompt's text tokens (BOS, "\n", <|grounding|> and the
-# six word pieces of "Convert the document to markdown." in the DeepSeek-V2 tokenizer), 512 new tokens, batch 1.
-DEFAULT_PAGE_WIDTH_PX = 1654
-DEFAULT_PAGE_HEIGHT_PX = 2339
-DEFAULT_PROMPT_TEXT_TOKENS = 9
-DEFAULT_NEW_TOKENS = 512
-DEFAULT_BATCH = 1
 MAX_PAGE_SIDE_PX = 16384
 MAX_BATCH = 4096
 VISION_DOWNSAMPLE = 64  # 16 px patches, then two stride-2 convs: one feature token per 64 x 64 px

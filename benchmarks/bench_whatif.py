@@ -14,7 +14,8 @@ from pathlib import Path
 
 def main() -> None:
     from registry.db import Registry
-    from registry.whatif import Scenario, read_points, run_scenario
+    from registry.pricing import read_points
+    from registry.whatif import Scenario, run_scenario
 
     data = {"name": "bench-500", "base": {"profile": "dsocr-standard-v1"},
             "sweep": {"hardware": ["h100-sxm", "h200", "a100-80g", "l40s", "rtx-4090"], "runtime": ["hf-eager"],

@@ -233,7 +233,8 @@ def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str,
     measurements again through the views under it, and return the fit with the profile's document (runtimes.yaml
     format; `label` names where it will be written)."""
     from registry.catalog import next_runtime_version, parse_runtimes, upsert_runtime
-    from registry.measurements import compare, resolve
+    from registry.measurements import resolve
+    from registry.pricing import compare_measurements
 
     with registry.begin() as conn:
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware_name, runtime_name)
@@ -251,4 +252,4 @@ def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str,
     new_sets = copy_sets_for_profile(registry, hardware_id, runtime_id, new_runtime_id)
     return {**result, "document": document, "profile_label": f"{name}@{version}", "base_label": runtime_label,
             "timed_rows": len(rows.measured_s),
-            "after_from_views": [compare(registry, s)["summary"] for s in new_sets]}
+            "after_from_views": [compare_measurements(registry, s)["summary"] for s in new_sets]}

@@ -13,6 +13,7 @@ from registry.entry import run_and_exit
 from registry.output import Column, render_document, render_rows, render_table
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE, DEFAULT_SUMMARY_RUNTIME
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dsocr-registry", prog_name="dsocr-registry")
 def cli() -> None:
@@ -43,6 +44,9 @@ def cli() -> None:
 
 def workload_options(func):
     """Options that describe a workload; shared by the commands that analyze."""
+    from analyzer import defaults
+
+    page = f"{defaults.DEFAULT_PAGE_WIDTH_PX}x{defaults.DEFAULT_PAGE_HEIGHT_PX}"
     options = [
         click.option("--workload", "-w", "workload_profile", metavar="PROFILE",
                      help="Named workload profile (e.g. dsocr-standard-v1) or a YAML/JSON profile file; "
@@ -50,14 +54,15 @@ def workload_options(func):
         click.option("--variant", type=str, help="Model variant: v1 (DeepSeek-OCR) or ocr2 (DeepSeek-OCR-2)."),
         click.option("--mode", type=str,
                      help="Resolution mode. v1: tiny, small, base, large, gundam, gundam-m. ocr2: base, gundam."),
-        click.option("--page", type=str, metavar="WxH", help="Page size in pixels (default 1654x2339, A4 at 200 dpi)."),
+        click.option("--page", type=str, metavar="WxH", help=f"Page size in pixels (default {page}, A4 at 200 dpi)."),
         click.option("--tiles", type=str, metavar="CxR",
                      help="Force a tile grid (columns x rows) instead of choosing it from the page."),
         click.option("--min-tiles", type=int, help="Smallest tile count the grid rule considers (default 2)."),
         click.option("--max-tiles", type=int, help="Largest tile count (default 9 for v1, 6 for ocr2)."),
-        click.option("--prompt-tokens", type=int, help="Text tokens of the prompt besides the image (default 9)."),
-        click.option("--new-tokens", type=int, help="Output tokens generated (default 512)."),
-        click.option("--batch", type=int, help="Pages per batch (default 1)."),
+        click.option("--prompt-tokens", type=int, help="Text tokens of the prompt besides the image "
+                                                          f"(default {defaults.DEFAULT_PROMPT_TEXT_TOKENS})."),
+        click.option("--new-tokens", type=int, help=f"Output tokens generated (default {defaults.DEFAULT_NEW_TOKENS})."),
+        click.option("--batch", type=int, help=f"Pages per batch (default {defaults.DEFAULT_BATCH})."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -83,8 +88,9 @@ def build_workload(workload_profile, variant, mode, page, tiles, min_tiles, max_
 
 @cli.command()
 @workload_options
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Write the report here: .json, .yaml or .yml.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=pathlib.Path),
+              help="Write the report here: .json, .yaml or .yml; - writes JSON to standard output (the summary then "
+                   "goes to standard error).")
 @click.option("--quiet", "-q", is_flag=True, help="Print no summary.")
 def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, prompt_tokens, new_tokens, batch,
             out, quiet):
@@ -94,10 +100,12 @@ def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, 
     Examples:
       dsocr-registry analyze --workload dsocr-standard-v1 --out report.json
       dsocr-registry analyze --variant ocr2 --mode gundam --page 1654x2339 --new-tokens 1024 --batch 8 --out r.yaml
+      dsocr-registry analyze -w dsocr-base-v1 -o - -q | dsocr-registry ingest -
     """
-    from analyzer.report import format_for_path, write_report
+    from analyzer.report import dumps, format_for_path, write_report
 
-    if out is not None:
+    to_stdout = out is not None and str(out) == "-"
+    if out is not None and not to_stdout:
         format_for_path(out)  # reject an unknown extension before any work
     workload = build_workload(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, prompt_tokens,
                               new_tokens, batch)
@@ -107,12 +115,14 @@ def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, 
     started = time.perf_counter()
     report = run_analysis(workload)
     elapsed = time.perf_counter() - started
-    if out is not None:
+    if to_stdout:
+        click.echo(dumps(report, "json"), nl=False)
+    elif out is not None:
         write_report(report, out)
     if not quiet:
-        click.echo(format_summary(report))
-        where = f" -> {out}" if out is not None else ""
-        click.echo(f"report {report.report_id}{where} ({elapsed:.2f} s)")
+        click.echo(format_summary(report), err=to_stdout)
+        where = " -> standard output" if to_stdout else f" -> {out}" if out is not None else ""
+        click.echo(f"report {report.report_id}{where} ({elapsed:.2f} s)", err=to_stdout)
 
 
 # -- registry commands ------------------------------------------------------------------------------------------
@@ -157,7 +167,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     \b
     Examples:
       dsocr-registry ingest report.json more-reports/ 'runs/*.yaml'
-      dsocr-registry analyze -w dsocr-standard-v1 -o /dev/stdout -q | dsocr-registry ingest -
+      dsocr-registry analyze -w dsocr-standard-v1 -o - -q | dsocr-registry ingest -
       dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
     """
     from registry.db import describe
@@ -216,10 +226,14 @@ def print_rows(columns, rows, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
 def sql(query, db_url, lock_timeout, fmt):
-    """Run one SQL query against the registry and print its rows.
+    """Run one SQL query against the registry and print its rows (nothing a statement changes is kept).
+
+    In the table format no value shows as "-" and booleans as yes/no; CSV and JSON keep values as stored.
 
     \b
-    Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_module_hotspots.
+    Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_module_hotspots,
+    v_point_operator_time, v_point_stage_time, v_point_summary, v_predicted_vs_measured,
+    v_prediction_error_summary.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
     """
@@ -405,8 +419,8 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
     Each row is matched to the workload and stage it times (analyzed if the registry lacks it) and priced on
     the same GPU and runtime by the views v_predicted_vs_measured and v_prediction_error_summary.
     """
-    from registry.measurements import COMPARE_COLUMNS, ingest_measurements
-    from registry.measurements import compare as compare_rows
+    from registry.measurements import ingest_measurements
+    from registry.pricing import COMPARE_COLUMNS, compare_measurements
 
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
@@ -416,7 +430,7 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
         registry.dispose()
     registry = open_registry(db_url, lock_timeout)
     try:
-        result = compare_rows(registry, set_id)
+        result = compare_measurements(registry, set_id)
     finally:
         registry.dispose()
     if fmt == "json":

@@ -42,10 +42,25 @@ class DatabaseLockedError(RegistryError):
 class DatabaseError(RegistryError):
     """A statement the database refused (a constraint, an out-of-range value): its first line, nothing else."""
 
-    @classmethod
-    def from_dbapi(cls, exc: sa.exc.DBAPIError) -> "DatabaseError":
-        lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
-        return cls(f"database error: {lines[0] if lines else type(exc).__name__}")
+
+def first_line(exc: BaseException) -> str:
+    """The database's own message of an error, without SQLAlchemy's statement and parameter dump."""
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return lines[0] if lines else type(inner).__name__
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The errors a statement can raise: SQLAlchemy's, and the drivers' own where bulk paths use them directly
+    (DuckDB's Arrow inserts, psycopg's COPY)."""
+    import duckdb
+
+    errors: tuple[type[BaseException], ...] = (sa.exc.DBAPIError, duckdb.Error)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency, but only PostgreSQL needs it
+        return errors
+    return errors + (psycopg.Error,)
 
 
 def resolve_url(db: str | None = None) -> sa.URL:
@@ -203,11 +218,10 @@ class Registry:
         try:
             with conn.begin():
                 yield conn
-        except sa.exc.DBAPIError as exc:
+        except BaseException as exc:
             conn.close()
-            raise DatabaseError.from_dbapi(exc) from exc
-        except BaseException:
-            conn.close()
+            if isinstance(exc, driver_errors()):
+                raise DatabaseError(f"database error: {first_line(exc)}") from exc
             raise
         if keep_open and time.monotonic() - opened < CONNECTION_LEASE_S:
             self._held = (conn, opened)
@@ -220,8 +234,7 @@ class Registry:
             try:
                 result = conn.execute(sa.text(statement), params or {})
             except sa.exc.DBAPIError as exc:
-                message = str(exc.orig or exc).strip().splitlines()[0]
-                raise RegistryError(f"query failed: {message}") from None
+                raise DatabaseError(f"query failed: {first_line(exc)}") from None
             if not result.returns_rows:
                 raise RegistryError("the query returned no rows to print (sql runs queries, not changes)")
             columns, rows = list(result.keys()), [tuple(r) for r in result.all()]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from analyzer.fileio import atomic_path
 from registry import views
 from registry.db import Registry, RegistryError
 from registry.models import Base
@@ -43,15 +42,8 @@ def export_parquet(registry: Registry, out_dir: pathlib.Path) -> list[tuple[str,
         _consistent(conn)
         for name in table_names() + views.view_names():
             arrow_table = _read_arrow(conn, name)
-            target = out_dir / f"{name}.parquet"
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".parquet", dir=out_dir)
-            os.close(fd)
-            try:
+            with atomic_path(out_dir / f"{name}.parquet", suffix=".parquet") as tmp:
                 pq.write_table(arrow_table, tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                pathlib.Path(tmp).unlink(missing_ok=True)
-                raise
             written.append((name, arrow_table.num_rows))
     return written
 
@@ -65,21 +57,28 @@ def snapshot(registry: Registry, target: pathlib.Path) -> list[tuple[str, int]]:
     if registry.url.get_backend_name() == "duckdb" and registry.url.database and \
             pathlib.Path(registry.url.database).resolve() == target:
         raise RegistryError("the snapshot must be a different file from the registry")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".duckdb", dir=target.parent)
-    os.close(fd)
-    tmp = pathlib.Path(tmp_name)
-    tmp.unlink()  # DuckDB creates the file itself
     copied = []
+    with atomic_path(target, suffix=".duckdb") as tmp:
+        tmp.unlink()  # DuckDB creates the file itself
+        wal = tmp.with_name(tmp.name + ".wal")
+        try:
+            _copy_into(registry, tmp, copied)
+        finally:
+            wal.unlink(missing_ok=True)  # the copy is checkpointed when it is closed; a failed one is dropped
+    return copied
+
+
+def _copy_into(registry: Registry, tmp: pathlib.Path, copied: list[tuple[str, int]]) -> None:
+    """Every table of the registry into a new DuckDB file at `tmp`, in one consistent read."""
+    copy = Registry(str(tmp))
     try:
-        copy = Registry(str(tmp))
         copy.upgrade(seed_catalogs=False)  # the catalogs are copied from the source like every other table
         with registry.begin() as source, copy.begin() as dest:
             _consistent(source)
             raw = dest.connection.driver_connection
             for name in table_names():
                 if name == "operator_categories":
-                    # fixed by the initial migration in both databases
+                    # fixed by the migrations in both databases
                     copied.append((name, raw.execute(f"SELECT COUNT(*) FROM {name}").fetchall()[0][0]))
                     continue
                 arrow_table = _read_arrow(source, name)
@@ -97,12 +96,5 @@ def snapshot(registry: Registry, target: pathlib.Path) -> list[tuple[str, int]]:
                 top = raw.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchall()[0][0]
                 if top:
                     raw.execute(f"SELECT nextval('{sequence}') FROM range({int(top)})").fetchall()
+    finally:
         copy.dispose()
-        os.replace(tmp, target)
-        wal = tmp.with_name(tmp.name + ".wal")
-        wal.unlink(missing_ok=True)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        raise
-    return copied

@@ -194,10 +194,10 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
         arrow_rows = pa.table(columns)
         view = f"_ingest_{table}"
         raw.register(view, arrow_rows)
-        try:
-            raw.execute(f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {view}")
-        finally:
-            raw.unregister(view)
+        # Not in a `finally`: after a failed insert the transaction is aborted, unregistering fails too and would
+        # hide the insert's own error (the registration goes with the connection, which is then closed).
+        raw.execute(f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {view}")
+        raw.unregister(view)
     elif dialect == "postgresql":
         with raw.cursor() as cursor:
             with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:

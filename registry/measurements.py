@@ -224,20 +224,3 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
                  "stage": r.stage, "view": r.view_kind, "compared": r.compared and r.workload is not None,
                  "note": r.note, "raw": json.dumps(r.raw, sort_keys=True)})
     return int(set_id), True, rows
-
-
-COMPARE_COLUMNS = ["row_index", "kind", "variant", "batch", "workload", "stage", "view_kind", "predicted_ms",
-                   "measured_ms", "ratio", "abs_pct_error"]
-
-
-def compare(registry: Registry, set_id: int) -> dict:
-    with registry.begin() as conn:
-        rows = [dict(zip(COMPARE_COLUMNS, r)) for r in conn.execute(sa.text(
-            f"SELECT {', '.join(COMPARE_COLUMNS)} FROM v_predicted_vs_measured WHERE measurement_set_id = :s "
-            "ORDER BY row_index"), {"s": set_id}).all()]
-        summary = {kind: {"rows": n, "median_ape_pct": med, "mape_pct": mean, "max_ape_pct": worst}
-                   for kind, n, med, mean, worst in conn.execute(sa.text(
-                       "SELECT kind, rows_compared, median_abs_pct_error, mean_abs_pct_error, max_abs_pct_error "
-                       "FROM v_prediction_error_summary WHERE measurement_set_id = :s"), {"s": set_id}).all()}
-    overall = summary.pop("all", {"rows": 0, "median_ape_pct": None, "mape_pct": None, "max_ape_pct": None})
-    return {"rows": rows, "summary": {**overall, "by_kind": summary}}

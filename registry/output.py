@@ -38,7 +38,9 @@ def format_cell(value: Any, column: Column) -> str:
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value.isoformat()
     if isinstance(value, decimal.Decimal):
-        value = int(value) if value == value.to_integral_value() else float(value)
+        if column.number_format == "{:.6g}":
+            return str(value)  # PostgreSQL's exact numerics stay exact unless a column formats them
+        value = float(value)
     if isinstance(value, float) or (isinstance(value, int) and column.number_format != "{:.6g}"):
         try:
             return column.number_format.format(value)

@@ -16,15 +16,12 @@ def plot_scenario(registry, scenario_id: int, points: list[dict], stage_times: l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from registry.pricing import point_report_key, read_point_devices
+
+    devices = read_point_devices(registry, scenario_id)
+    best_index = points[0]["point_index"] if points else 1
+    first_report = point_report_key(registry, scenario_id, best_index)
     with registry.begin() as conn:
-        devices = conn.execute(sa.text(
-            "SELECT DISTINCT h.name, p.peak_flops_per_s, p.memory_bandwidth_bytes_per_s FROM scenario_points p "
-            "JOIN hardware h ON h.id = p.hardware_id WHERE p.scenario_id = :s ORDER BY h.name"),
-            {"s": scenario_id}).all()
-        best_index = points[0]["point_index"] if points else 1
-        first_report = conn.execute(sa.text(
-            "SELECT report_id FROM scenario_points WHERE scenario_id = :s AND point_index = :i"),
-            {"s": scenario_id, "i": best_index}).scalar()
         modules = conn.execute(sa.text(
             "SELECT o.stage, SUM(o.flops), SUM(o.bytes_read + o.bytes_written) FROM operator_metrics o "
             "WHERE o.report_id = :r GROUP BY o.module_id, o.stage "

@@ -23,6 +23,8 @@ DEFAULT_RUNTIME = "hf-eager"  # the runtime a scenario prices under when it name
 # A summary (the seed's contract) prices on the H200 under the profile calibrated on its measurements.
 DEFAULT_SUMMARY_HARDWARE = "h200"
 DEFAULT_SUMMARY_RUNTIME = "hf-eager-h200"
+COMPARE_COLUMNS = ["row_index", "kind", "variant", "batch", "workload", "stage", "view_kind", "predicted_ms",
+                   "measured_ms", "ratio", "abs_pct_error"]
 SUMMARY_COLUMNS = ["point_index", "hardware", "runtime", "variant", "mode", "tiles", "batch", "new_tokens",
                    "page_latency_s", "pages_per_s", "tokens_per_s", "pages_per_gpu_day", "gpu_seconds_per_page",
                    "gpus_needed", "meets_latency_target", "memory_needed_bytes", "fits_in_memory",
@@ -139,6 +141,38 @@ def read_module_times(registry: Registry, scenario_id: int) -> list[tuple]:
             "JOIN operator_metrics o ON o.report_id = t.report_pk AND o.module_id = t.module_id "
             "AND o.stage = t.stage AND o.view_kind = t.view_kind AND o.category_id = t.category_id "
             "WHERE t.scenario_id = :s GROUP BY m.path, m.name, t.stage"), {"s": scenario_id}).all()]
+
+
+def compare_measurements(registry: Registry, set_id: int) -> dict:
+    """Every timed row of a measurement set with its predicted time (v_predicted_vs_measured), and the error summary
+    by kind and overall (v_prediction_error_summary)."""
+    with registry.begin() as conn:
+        rows = [dict(zip(COMPARE_COLUMNS, r)) for r in conn.execute(sa.text(
+            f"SELECT {', '.join(COMPARE_COLUMNS)} FROM v_predicted_vs_measured WHERE measurement_set_id = :s "
+            "ORDER BY row_index"), {"s": set_id}).all()]
+        summary = {kind: {"rows": n, "median_ape_pct": med, "mape_pct": mean, "max_ape_pct": worst}
+                   for kind, n, med, mean, worst in conn.execute(sa.text(
+                       "SELECT kind, rows_compared, median_abs_pct_error, mean_abs_pct_error, max_abs_pct_error "
+                       "FROM v_prediction_error_summary WHERE measurement_set_id = :s"), {"s": set_id}).all()}
+    overall = summary.pop("all", {"rows": 0, "median_ape_pct": None, "mape_pct": None, "max_ape_pct": None})
+    return {"rows": rows, "summary": {**overall, "by_kind": summary}}
+
+
+def read_point_devices(registry: Registry, scenario_id: int) -> list[tuple]:
+    """(GPU name, effective peak FLOP/s, effective bandwidth bytes/s) of a scenario's points, by GPU name."""
+    with registry.begin() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT DISTINCT h.name, p.peak_flops_per_s, p.memory_bandwidth_bytes_per_s FROM scenario_points p "
+            "JOIN hardware h ON h.id = p.hardware_id WHERE p.scenario_id = :s ORDER BY h.name"),
+            {"s": scenario_id}).all()]
+
+
+def point_report_key(registry: Registry, scenario_id: int, point_index: int) -> int | None:
+    """The key of the report a scenario point prices."""
+    with registry.begin() as conn:
+        return conn.execute(sa.text(
+            "SELECT report_id FROM scenario_points WHERE scenario_id = :s AND point_index = :i"),
+            {"s": scenario_id, "i": point_index}).scalar()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from analyzer.report import load_report
 from registry.cli import cli
-from tests.helpers import run_command
+from tests.helpers import rows, run_command
 
 
 def invoke(args):
@@ -99,3 +99,17 @@ def test_console_script_and_module_entry_point_in_fresh_processes(tmp_path):
         "dsocr-standard-ocr2, dsocr-standard-v1"]
     bad_model = subprocess.run(cmd[:6] + ["acme/OCR"] + cmd[7:], capture_output=True, text=True, timeout=300)
     assert bad_model.returncode == 2 and "unknown model id 'acme/OCR'" in bad_model.stderr
+
+
+def test_out_dash_writes_json_to_stdout_for_a_pipe_into_ingest(tmp_path):
+    from analyzer.report import loads
+
+    made = run_command(["analyze", "-w", "dsocr-base-v1", "--new-tokens", "4", "-o", "-"])
+    assert made.exit_code == 0, made.output
+    report = loads(made.stdout, "json")  # standard output holds the report alone
+    assert report.workload.prefill_tokens == 282 and report.workload.new_tokens == 4
+    assert f"report {report.report_id} -> standard output" in made.stderr
+    db = str(tmp_path / "piped.duckdb")
+    stored = run_command(["ingest", "-", "--db", db], input=made.stdout)
+    assert stored.exit_code == 0 and "1 new" in stored.output
+    assert rows(db, "SELECT report_id, prefill_tokens FROM v_reports") == [(report.report_id, 282)]

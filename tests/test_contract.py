@@ -65,7 +65,7 @@ def test_summary_fills_measured_time_from_a_matching_measurement(registry_url):
     data = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
     run_command(["ingest", "--measurements", str(data), "--hardware", "h200", "--runtime", "hf-eager-h200",
                  "--db", registry_url])
-    
+
     (report_id,) = rows(registry_url, "SELECT r.report_id FROM measurements m JOIN reports r ON r.id = m.report_id "
                                       "WHERE m.row_index = 23")[0]
     summary = json.loads(run_command(["summary", report_id, "--db", registry_url]).stdout)
@@ -133,7 +133,7 @@ def test_mapping_commands_and_queries_run(tmp_path):
     jsonschema.validate({"report_id": report_id, "status": "done"}, component("RunAccepted"))
     jsonschema.validate(json.loads(outputs[1]), component("DeepSeekOCRAnalyticReportSummary"))
     jsonschema.validate(json.loads(outputs[2]), component("AnalyticModelReport"))
-    
+
     for query in queries:
         assert rows(db, query.replace("$REPORT_ID", report_id)), query
     again = subprocess.run(commands[0].replace("$DB", db).replace("python -m", f"{sys.executable} -m", 1),

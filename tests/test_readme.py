@@ -57,6 +57,33 @@ def test_every_readme_command_line_is_real():
         check_line(line)
 
 
+def test_the_what_if_script_lines_name_its_options():
+    import importlib.util
+
+    script = REPO / "scripts" / "analytical" / "dsocr_analytic_what_if.py"
+    spec = importlib.util.spec_from_file_location("what_if_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    known = set(module.build_parser()._option_string_actions)
+    text = (REPO / "README.md").read_text()
+    lines = re.findall(r"python scripts/analytical/dsocr_analytic_what_if\.py([^\n`]*)", text)
+    assert lines
+    for line in lines:
+        for word in shlex.split(line, comments=True):
+            if word.startswith("--"):
+                assert word.split("=", 1)[0] in known, f"{line}: {word}"
+
+
+def test_the_analyze_options_table_names_real_options():
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("Options (`dsocr-registry analyze --help`)"):]
+    table = table[:table.index("\n\n", table.index("|"))]
+    named = re.findall(r"`(--?[a-z-]+)[^`]*`", table)
+    known = {o for p in cli.commands["analyze"].params for o in p.opts}
+    assert len(named) >= 12 and [o for o in named if o not in known] == []
+    assert {o for o in known if o.startswith("--")} - set(named) <= {"--quiet"}
+
+
 @pytest.mark.parametrize("line,problem", [
     ("dsocr-registry analyze --workload dsocr-standard-v1 --new-tokns 8", "--new-tokns is no option"),
     ("dsocr-registry ingest --bach 2 report.json", "--bach is no option"),
@@ -93,3 +120,10 @@ def test_readme_lists_every_command():
     text = (REPO / "README.md").read_text()
     for path, _ in _commands(cli, "dsocr-registry"):
         assert f"{path} " in text or f"{path}`" in text or f"{path}\n" in text, path
+
+
+def test_sql_help_names_every_view():
+    from registry.views import view_names
+
+    help_text = " ".join(cli.commands["sql"].help.split())
+    assert [name for name in view_names() if name not in help_text] == []

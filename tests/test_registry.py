@@ -271,3 +271,25 @@ def test_example_queries_run(registry_url, report_files):
     for path in examples:
         result = rows(registry_url, path.read_text())
         assert result, path.name
+
+
+def test_a_bulk_insert_the_database_refuses_is_one_line_and_rolled_back(registry_url):
+    """Bulk rows go through the drivers' own paths (Arrow on DuckDB, COPY on PostgreSQL); their errors become the
+    same one-line DatabaseError as any other refused statement, and the transaction leaves nothing."""
+    import datetime
+
+    from registry.db import DatabaseError
+    from registry.ingest import bulk_insert
+
+    registry = Registry(registry_url)
+    now = datetime.datetime(2026, 1, 1)
+    try:
+        with pytest.raises(DatabaseError) as refused:
+            with registry.begin() as conn:
+                bulk_insert(conn, "scenarios", {"id": [7, 7], "name": ["a", "b"], "definition": ["{}", "{}"],
+                                                "created_at": [now, now]})  # the same primary key twice
+    finally:
+        registry.dispose()
+    message = str(refused.value)
+    assert message.startswith("database error: ") and "\n" not in message
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(0,)]

@@ -4,11 +4,21 @@
 import pytest
 
 from analyzer.analysis import analyze
-from tests.helpers import reid
-from analyzer.report import (SCHEMA_VERSION, ReportFormatError, Stage, compute_report_id,
-                             dumps_json, dumps_yaml, load_report, loads, report_from_dict, report_to_dict,
-                             write_report)
+from analyzer.report import (
+    SCHEMA_VERSION,
+    ReportFormatError,
+    Stage,
+    compute_report_id,
+    dumps_json,
+    dumps_yaml,
+    load_report,
+    loads,
+    report_from_dict,
+    report_to_dict,
+    write_report,
+)
 from analyzer.workload import load_profile
+from tests.helpers import reid
 
 
 def test_json_and_yaml_round_trip_exactly(standard_v1_report, tmp_path):

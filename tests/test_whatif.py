@@ -107,6 +107,7 @@ def test_views_equal_a_python_recomputation_at_random_points(ingested, report_fi
     ("sweep:\n  hardware: []\n", ":2: sweep.hardware: is empty"),
     ("sweep:\n  hardware: [h200]\n  runtime: [vlm]\n", "unknown runtime 'vlm' (did you mean 'vllm'?)"),
     ("sweep: {hardware: [h200]\noops\n", "malformed YAML"),
+    ("name: x\nsweep: {hardware: [h200]}: 2\n", ":2: malformed YAML (mapping values are not allowed"),
     ("speed: 3\nsweep: {hardware: [h200]}\n", ":1: speed: unknown key"),
     ("base: {profile: dsocr-base-v1}\nsweep: {hardware: [h200]}\noverrides: {peak_tflops: -5}\n",
      "overrides.peak_tflops: must be a positive number"),

@@ -102,6 +102,10 @@ def test_bad_pages_and_profiles(tmp_path):
     bad.write_text("variant: v1\nmode: [unclosed\n")
     with pytest.raises(AnalyzerInputError, match="malformed YAML"):
         load_profile(str(bad))
+    colon = tmp_path / "colon.yaml"
+    colon.write_text("variant: v1\nmode: base: large\nnew_tokens: 8\n")
+    with pytest.raises(AnalyzerInputError, match=r"colon\.yaml:2: malformed YAML \(mapping values are not allowed"):
+        load_profile(str(colon))  # the line of the problem, and what it is
     typo = tmp_path / "typo.yaml"
     typo.write_text("variant: v1\nmode: base\nnew_tokns: 5\n")
     with pytest.raises(AnalyzerInputError, match="unknown key"):
@@ -110,3 +114,8 @@ def test_bad_pages_and_profiles(tmp_path):
     missing.write_text("variant: v1\n")
     with pytest.raises(AnalyzerInputError, match="missing key"):
         load_profile(str(missing))
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("variant: v1\nmode: base\n")  # every other field from Workload's defaults
+    workload = load_profile(str(defaults))
+    assert (workload.prompt_text_tokens, workload.new_tokens, workload.batch) == (9, 512, 1)
+    assert workload.prefill_tokens == 282 == Workload(variant="v1", mode="base").prefill_tokens

@@ -41,7 +41,7 @@ def price(registry, report, args) -> tuple[dict, list[tuple], list[tuple]]:
     return point, read_stage_breakdown(registry, scenario_id), modules
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from registry.pricing import DEFAULT_RUNTIME
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,7 +52,11 @@ def main(argv=None) -> int:
     parser.add_argument("--bandwidth-tb-per-s", type=float, help="override the memory bandwidth (1e12 bytes/s)")
     parser.add_argument("--batch-scale", type=int, default=1, help="price the workload at batch x this")
     parser.add_argument("--top", type=int, default=15, help="modules to list (default 15)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     from analyzer.report import ReportFormatError, load_report
     from registry.db import RegistryError
