@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import Connection
 
-from analyzer.categories import OperatorCategory
+from analyzer.categories import CategoryId
 from registry.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
@@ -86,7 +86,7 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
         categories = entry["categories"]
         if not isinstance(categories, dict):
             raise RegistryError(f"{where}: categories must be a mapping")
-        names = {c.value for c in OperatorCategory}
+        names = {c.value for c in CategoryId}
         if set(categories) != names:
             extra, absent = set(categories) - names, names - set(categories)
             detail = (f"unknown {', '.join(sorted(extra))}" if extra else f"missing {', '.join(sorted(absent))}")
