@@ -129,7 +129,9 @@ class OperatorCategory:
     category_id: CategoryId = attrs.field(validator=v.instance_of(CategoryId))
     display_name: str = attrs.field(validator=_text)
     description: str = attrs.field(validator=_text)
-    match_classes: tuple[str, ...] = attrs.field(converter=tuple, validator=_strings)
+    match_classes: tuple[str, ...] = attrs.field(converter=tuple, validator=_strings, metadata={"description": (
+        "what falls into the category: 'module:*<Suffix>' every op inside a module whose class name ends with "
+        "Suffix (these rules win), 'aten.<op>' an aten operator")})
 
 
 class TargetOperatorList:

@@ -66,8 +66,17 @@ def _text(instance, attribute, value):
         raise ReportFormatError(f"{attribute.name} must be a string, got {value!r}")
 
 
-count = lambda: attrs.field(validator=_count)  # noqa: E731
-text = lambda: attrs.field(validator=_text)  # noqa: E731
+def _doc(description: str | None) -> dict[str, str]:
+    """Field metadata: the description the published JSON Schema gives the field."""
+    return {"description": description} if description else {}
+
+
+def count(description: str | None = None):
+    return attrs.field(validator=_count, metadata=_doc(description))
+
+
+def text(description: str | None = None):
+    return attrs.field(validator=_text, metadata=_doc(description))
 
 
 def _share(instance, attribute, value):
@@ -76,8 +85,8 @@ def _share(instance, attribute, value):
         raise ReportFormatError(f"{attribute.name} must be within [0, 1], got {value!r}")
 
 
-def _derived_float():
-    return attrs.field(validator=_finite_nonneg)
+def _derived_float(description: str):
+    return attrs.field(validator=_finite_nonneg, metadata=_doc(description))
 
 
 DERIVED_OPERATOR_FIELDS = ("calls", "flops_tflops", "io_tb", "share_of_module_flops")
@@ -113,17 +122,22 @@ class OperatorMetrics:
       over the snapshot's operators); 0 where the module has none.
     """
 
-    category_id: CategoryId = attrs.field(validator=v.instance_of(CategoryId))
-    op_calls: int = count()
-    kernel_launches: int = count()
-    flops: int = count()
-    bytes_read: int = count()
-    bytes_written: int = count()
-    weight_bytes_read: int = count()  # part of bytes_read that comes from parameters
-    calls: int = count()
-    flops_tflops: float = _derived_float()
-    io_tb: float = _derived_float()
-    share_of_module_flops: float = attrs.field(validator=_share)
+    category_id: CategoryId = attrs.field(validator=v.instance_of(CategoryId), metadata=_doc(
+        "the operator category (one of the report's categories)"))
+    op_calls: int = count("aten operator calls (exact)")
+    kernel_launches: int = count("kernel launches as eager PyTorch dispatches them (exact)")
+    flops: int = count("FLOPs, 2 per multiply-accumulate (exact count)")
+    bytes_read: int = count("bytes read (exact)")
+    bytes_written: int = count("bytes written (exact)")
+    weight_bytes_read: int = count("part of bytes_read that comes from parameters (exact)")
+    calls: int = count("the spec's call count: aten operator calls of this category in the module's own code "
+                       "over the whole workload; equal to op_calls")
+    flops_tflops: float = _derived_float("flops / 1e12: a count of FLOPs in units of 1e12, not a rate")
+    io_tb: float = _derived_float("(bytes_read + bytes_written) / 1e12: decimal terabytes moved (1 TB = 1e12 "
+                                  "bytes); the spec's origin tool meant terabits, this one does not")
+    share_of_module_flops: float = attrs.field(validator=_share, metadata=_doc(
+        "this category's share of the module's own FLOPs in the stage (children excluded); 0 where the module "
+        "has none"))
 
     @classmethod
     def from_counts(cls, category_id: CategoryId, module_own_flops: int, *, op_calls: int, kernel_launches: int,
@@ -249,7 +263,9 @@ class RoutingAssumption:
 
 @attrs.frozen(kw_only=True)
 class AnalyticModelReport:
-    schema_version: int = attrs.field(validator=_count)
+    schema_version: int = attrs.field(validator=_count, metadata=_doc(
+        "2 for reports written by this version; version-1 files (no categories, OperatorMetrics.category) are "
+        "still read"))
     report_id: str = text()
     model_id: str = text()
     variant: str = text()
@@ -266,7 +282,8 @@ class AnalyticModelReport:
     routing: RoutingAssumption
     workload: WorkloadRecord
     stages: tuple[StageSummary, ...] = attrs.field(converter=tuple)
-    categories: tuple[OperatorCategory, ...] = attrs.field(converter=tuple)  # what each category_id covers
+    categories: tuple[OperatorCategory, ...] = attrs.field(converter=tuple, metadata=_doc(
+        "the operator categories the metrics name, with the module classes and aten ops each covers"))
     modules: tuple[ModuleNode, ...] = attrs.field(converter=tuple)
     module_metrics: tuple[ModuleMetricsSnapshot, ...] = attrs.field(converter=tuple)
     notes: tuple[str, ...] = attrs.field(converter=tuple)

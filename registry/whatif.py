@@ -194,7 +194,8 @@ def _overrides(scenario: Scenario) -> dict[str, float | None]:
 
 
 def find_report(conn, workload) -> int | None:
-    """A stored report of this workload made by this analyzer on this transformers version."""
+    """A stored report of this workload made by this analyzer on this transformers version (the newest schema
+    version first)."""
     import transformers
 
     from analyzer import __version__
@@ -205,7 +206,7 @@ def find_report(conn, workload) -> int | None:
         "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
         "JOIN architectures a ON a.id = r.architecture_id "
         "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
-        "ORDER BY r.id LIMIT 1"),
+        "ORDER BY r.schema_version DESC, r.id LIMIT 1"),
         {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers.__version__}).scalar()
 
 
