@@ -28,7 +28,7 @@ def table_counts(db_url):
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0004"
+    assert head == "0005"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -40,10 +40,11 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     assert rows(db_url, "SELECT COUNT(*) FROM runtime_profiles") == [(3,)]  # hf-eager, hf-eager-h200, vllm
     assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(30,)]
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 10
-    for view in ("v_reports", "v_module_tree", "v_stage_totals", "v_category_breakdown", "v_module_hotspots"):
+    for view in ("v_reports", "v_module_tree", "v_stage_totals", "v_category_breakdown", "v_module_hotspots",
+                 "v_operator_metrics"):
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
-    assert "<base> -> 0001" in history.output and "0003 -> 0004" in history.output
+    assert "<base> -> 0001" in history.output and "0004 -> 0005" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
@@ -149,12 +150,15 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     (tmp_path / "latin1.json").write_bytes(b'{"schema_version": 1, "model_id": "caf\xe9"}')
     paths.append(tmp_path / "latin1.json")
     edits = {
-        "version.json": lambda d: d.update(schema_version=2),
+        "version.json": lambda d: d.update(schema_version=3),
         "missing.json": lambda d: d.pop("stages"),
         "negative.json": lambda d: d["stages"][0].update(flops=-5),
         "infinite.json": lambda d: d["stages"][0].update(distinct_experts_per_call=float("inf")),
         "orphan.json": lambda d: d["modules"][5].update(parent_path="model.ghost"),
         "cycle.json": lambda d: d["modules"][0].update(parent_path=d["modules"][2]["path"]),
+        "tflops.json": lambda d: _op_with_flops(d).update(flops_tflops=_op_with_flops(d)["flops_tflops"] + 0.5),
+        "category.json": lambda d: _op_with_flops(d).update(category_id="tensor_cores"),
+        "share.json": lambda d: _op_with_flops(d).update(share_of_module_flops=1.25),
     }
     for name, edit in edits.items():
         paths.append(_write_edited(tmp_path, name, report_files, edit))
@@ -168,14 +172,37 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     expect = {
         "malformed.json": "malformed JSON", "malformed.yaml": "malformed YAML", "empty.json": "empty file",
         "nan.json": "non-finite", "list.yaml": "must be a mapping", "latin1.json": "not UTF-8",
-        "version.json": "schema_version 2 is not supported", "missing.json": "missing required field 'stages'",
+        "version.json": "schema_version 3 is not supported", "missing.json": "missing required field 'stages'",
         "negative.json": "flops must be >= 0", "infinite.json": "finite number", "orphan.json": "does not exist",
         "cycle.json": "cycle", "tampered.json": "does not match its content",
+        "tflops.json": "flops_tflops", "category.json": "unknown category id 'tensor_cores'",
+        "share.json": "share_of_module_flops must be within [0, 1], got 1.25",
     }
     for name, fragment in expect.items():
         assert fragment in messages[str(tmp_path / name)], (name, messages[str(tmp_path / name)])
+    assert "disagrees with its counts" in messages[str(tmp_path / "tflops.json")]
     assert f"1 new, 0 skipped (already present), {len(paths)} failed" in result.stdout
     assert table_counts(registry_url)["reports"] == 1
+
+
+def _op_with_flops(data):
+    return next(op for s in data["module_metrics"] for op in s["operators"] if op["flops"])
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda d: _op_with_flops(d).update(flops_tflops=_op_with_flops(d)["flops_tflops"] * 1000),
+     "flops_tflops"),
+    (lambda d: _op_with_flops(d).update(category_id="tensor_cores"), "unknown category id 'tensor_cores'"),
+    (lambda d: _op_with_flops(d).update(share_of_module_flops=-0.5), "share_of_module_flops must be a finite"),
+])
+def test_a_report_with_wrong_spec_fields_is_one_line_and_stores_nothing(registry_url, report_files, tmp_path,
+                                                                         edit, fragment):
+    path = _write_edited(tmp_path, "bad.json", report_files, edit)
+    result = run_command(["ingest", str(path), "--db", registry_url])
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: ") and fragment in lines[0], result.stderr
+    assert table_counts(registry_url) == dict.fromkeys(table_counts(registry_url), 0)
 
 
 def test_strings_carrying_sql_are_stored_as_text(registry_url, report_files, tmp_path):
