@@ -171,9 +171,10 @@ class ModuleMetricsSnapshot:
             expected = derived_operator_fields(op.op_calls, op.flops, op.bytes_read, op.bytes_written, own_flops)
             for name, value in expected.items():
                 if getattr(op, name) != value:
+                    where = "/".join(part for part in (self.stage.value, self.view_kind.value) if part)
                     raise ReportFormatError(
-                        f"module {self.module_path!r} ({self.stage.value}{'/' + self.view_kind.value if self.view_kind.value else ''}), "
-                        f"category {op.category_id.value}: {name} {getattr(op, name)!r} disagrees with its counts "
+                        f"module {self.module_path!r} ({where}), category {op.category_id.value}: "
+                        f"{name} {getattr(op, name)!r} disagrees with its counts "
                         f"(expected {value!r})")
 
 
