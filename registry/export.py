@@ -79,7 +79,7 @@ def snapshot(registry: Registry, target: pathlib.Path) -> list[tuple[str, int]]:
             raw = dest.connection.driver_connection
             for name in table_names():
                 if name == "operator_categories":
-                    # fixed by the initial migration in both databases
+                    # filled by the migrations (from TargetOperatorList) in both databases
                     copied.append((name, raw.execute(f"SELECT COUNT(*) FROM {name}").fetchall()[0][0]))
                     continue
                 arrow_table = _read_arrow(source, name)
