@@ -21,11 +21,11 @@ import torch
 from analyzer import __version__
 from analyzer.architecture import (DTYPE, DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION,
                                    ArchitectureSpec, build_model, load_spec)
-from analyzer.categories import OperatorCategory
+from analyzer.categories import CategoryId
 from analyzer.counting import CountVector, OpCounter, TraceResult
 from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode,
                              OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord,
-                             with_report_id)
+                             operator_categories, with_report_id)
 from analyzer.workload import Workload
 
 DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
@@ -130,7 +130,7 @@ class _StageCounts:
     """Counts of one stage over the whole workload, per (module, category), already scaled."""
 
     def __init__(self) -> None:
-        self.metrics: dict[tuple[str, OperatorCategory], dict[str, int]] = {}
+        self.metrics: dict[tuple[str, CategoryId], dict[str, int]] = {}
         self.module_calls: dict[str, int] = {}
 
 
@@ -255,21 +255,25 @@ def _ancestors(path: str) -> list[str]:
 
 def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[ModuleMetricsSnapshot]:
     inclusive: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    own: dict[str, list[OperatorMetrics]] = defaultdict(list)
+    own_counts: dict[str, list[tuple[CategoryId, dict[str, int]]]] = defaultdict(list)
     for (path, category), m in counts.metrics.items():
         if not any(m.values()):
             continue
-        own[path].append(OperatorMetrics(category=category, **m))
+        own_counts[path].append((category, m))
         for ancestor in _ancestors(path):
             acc = inclusive[ancestor]
             acc[0] += m["flops"]
             acc[1] += m["bytes_read"] + m["bytes_written"]
             acc[2] += m["kernel_launches"]
+    own: dict[str, list[OperatorMetrics]] = {}
+    for path, entries in own_counts.items():
+        own_flops = sum(m["flops"] for _, m in entries)
+        own[path] = [OperatorMetrics.from_counts(category, own_flops, **m) for category, m in entries]
     paths = set(inclusive) | set(counts.module_calls)
     out = []
     for path in sorted(paths):
         flops, nbytes, launches = inclusive.get(path, (0, 0, 0))
-        ops = sorted(own.get(path, []), key=lambda o: list(OperatorCategory).index(o.category))
+        ops = sorted(own.get(path, []), key=lambda o: list(CategoryId).index(o.category_id))
         out.append(ModuleMetricsSnapshot(
             module_path=path, stage=stage, view_kind=view_kind, forward_calls=counts.module_calls.get(path, 0),
             operators=tuple(ops), inclusive_flops=flops, inclusive_bytes=nbytes,
@@ -367,6 +371,7 @@ def analyze(workload: Workload) -> AnalyticModelReport:
                                   counting_implementation=EXPERTS_COUNTING_IMPLEMENTATION),
         workload=workload_record(workload),
         stages=tuple(summary for summary, _ in stage_entries),
+        categories=operator_categories(),
         modules=tuple(_module_tree(model)),
         module_metrics=tuple(snapshots),
         notes=tuple(REPORT_NOTES),

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from analyzer.categories import TARGET_OPERATORS, OperatorCategory
+from analyzer.categories import TARGET_OPERATORS, CategoryId
 
 _aten = torch.ops.aten
 
@@ -101,7 +101,7 @@ class CountVector:
 class TraceResult:
     """Per (module path, category) costs of one call, plus module call counts and the activation peak."""
 
-    counts: dict[tuple[str, OperatorCategory], CountVector]
+    counts: dict[tuple[str, CategoryId], CountVector]
     module_calls: dict[str, int]
     activation_peak_bytes: int  # scales with batch items
 
@@ -145,7 +145,7 @@ class _DispatchCounter(TorchDispatchMode):
 
 @attrs.define
 class _BlockRecord:
-    counts: dict[tuple[str, OperatorCategory], CountVector]  # relative module path
+    counts: dict[tuple[str, CategoryId], CountVector]  # relative module path
     module_calls: dict[str, int]
     peak_above_start_bytes: int
     retained_bytes: int  # still live after the block, besides its output (e.g. KV written to a cache)
@@ -196,7 +196,7 @@ class OpCounter:
         for buf in model.buffers():
             self.static_ids.add(id(buf))
         self.stack: list[str] = [root_path]
-        self.counts: dict[tuple[str, OperatorCategory], CountVector] = defaultdict(CountVector)
+        self.counts: dict[tuple[str, CategoryId], CountVector] = defaultdict(CountVector)
         self.module_calls: dict[str, int] = defaultdict(int)
         self.kv_ids: set[int] = set()  # KV-cache tensors: neither weights nor activations
         self._live_bytes = 0
@@ -334,7 +334,7 @@ class OpCounter:
         return out
 
     # -- recording ----------------------------------------------------------------------------------------
-    def _category(self, op_name: str) -> OperatorCategory:
+    def _category(self, op_name: str) -> CategoryId:
         classes = tuple(self.module_class.get(p, "") for p in self.stack)
         return TARGET_OPERATORS.category_for(op_name, classes)
 
@@ -372,7 +372,7 @@ class OpCounter:
             read += tensor_bytes(attn_mask)
         vec.scaled_bytes_read = read
         vec.scaled_bytes_written = batch_heads * query_len * value_dim * query.element_size()
-        self.counts[(self.stack[-1], OperatorCategory.ATTENTION)].add(vec)
+        self.counts[(self.stack[-1], CategoryId.ATTENTION)].add(vec)
         self._live_bytes += vec.scaled_bytes_written
         self.peak_bytes = max(self.peak_bytes, self._live_bytes)
         self._live_bytes -= vec.scaled_bytes_written

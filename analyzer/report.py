@@ -1,8 +1,14 @@
 """The `AnalyticModelReport` and its parts (attrs), with exact JSON/YAML round-trips through cattrs.
 
-Every count is an integer (FLOPs, bytes, launches, calls); the only floats are expectations such as the number
-of distinct experts a call touches. `report_id` is derived from the content, so the same inputs give the same
-report, byte for byte.
+Every count is an integer (FLOPs, bytes, launches, calls); the floats are expectations (the number of distinct
+experts a call touches) and the spec's display fields of `OperatorMetrics`, which are derived from the counts in
+one function (`derived_operator_fields`) and checked against them on load. `report_id` is derived from the
+content, so the same inputs give the same report, byte for byte.
+
+Schema versions: 2 adds the report's `categories` and the spec's `OperatorMetrics` fields (`category_id`,
+`calls`, `flops_tflops`, `io_tb`, `share_of_module_flops`; version 1 named the category `category`). A version-1
+file is still read: its `report_id` is checked against its version-1 content, then the new fields are derived in
+memory; it keeps its version and id, and is written back in the version-1 layout.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import cattrs
 import yaml
 from attrs import validators as v
 
-from analyzer.categories import OperatorCategory
+from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+TERA = 1e12  # decimal: 1 TFLOP = 1e12 FLOPs, 1 TB = 1e12 bytes
 
 
 class ReportFormatError(ValueError):
@@ -58,21 +66,85 @@ def _text(instance, attribute, value):
         raise ReportFormatError(f"{attribute.name} must be a string, got {value!r}")
 
 
-count = lambda: attrs.field(validator=_count)  # noqa: E731
-text = lambda: attrs.field(validator=_text)  # noqa: E731
+def _doc(description: str | None) -> dict[str, str]:
+    """Field metadata: the description the published JSON Schema gives the field."""
+    return {"description": description} if description else {}
+
+
+def count(description: str | None = None):
+    return attrs.field(validator=_count, metadata=_doc(description))
+
+
+def text(description: str | None = None):
+    return attrs.field(validator=_text, metadata=_doc(description))
+
+
+def _share(instance, attribute, value):
+    _finite_nonneg(instance, attribute, value)
+    if value > 1:
+        raise ReportFormatError(f"{attribute.name} must be within [0, 1], got {value!r}")
+
+
+def _derived_float(description: str):
+    return attrs.field(validator=_finite_nonneg, metadata=_doc(description))
+
+
+DERIVED_OPERATOR_FIELDS = ("calls", "flops_tflops", "io_tb", "share_of_module_flops")
+
+
+def derived_operator_fields(op_calls: int, flops: int, bytes_read: int, bytes_written: int,
+                            module_own_flops: int) -> dict[str, int | float]:
+    """The spec's fields of one `OperatorMetrics`, from its exact counts and its module's own FLOPs in the stage.
+
+    The one place they are computed; the view v_operator_metrics repeats the same arithmetic in SQL (a test holds
+    the two equal): integers are converted to double first, then divided.
+    """
+    return {
+        "calls": op_calls,
+        "flops_tflops": float(flops) / TERA,
+        "io_tb": float(bytes_read + bytes_written) / TERA,
+        "share_of_module_flops": float(flops) / float(module_own_flops) if module_own_flops else 0.0,
+    }
 
 
 @attrs.frozen(kw_only=True)
 class OperatorMetrics:
-    """One operator category within one module and stage: the module's own ops (children excluded)."""
+    """One operator category within one module and stage: the module's own ops (children excluded).
 
-    category: OperatorCategory = attrs.field(validator=v.instance_of(OperatorCategory))
-    op_calls: int = count()
-    kernel_launches: int = count()
-    flops: int = count()
-    bytes_read: int = count()
-    bytes_written: int = count()
-    weight_bytes_read: int = count()  # part of bytes_read that comes from parameters
+    Exact counts: `op_calls`, `kernel_launches`, `flops`, `bytes_read`, `bytes_written`, `weight_bytes_read`.
+    The spec's fields, derived from them (`derived_operator_fields`):
+    - `calls`: the spec's call count: aten operator calls of this category issued by the module's own code over the
+      whole workload (all calls of the module, all decode steps); equal to `op_calls`.
+    - `flops_tflops`: `flops` / 1e12, a count of FLOPs in units of 1e12, not a rate.
+    - `io_tb`: (`bytes_read` + `bytes_written`) / 1e12, decimal terabytes of bytes moved. The spec's origin tool
+      meant terabits here; this one means terabytes (1 TB = 1e12 bytes).
+    - `share_of_module_flops`: this category's share of the module's own FLOPs in the stage (the sum of `flops`
+      over the snapshot's operators); 0 where the module has none.
+    """
+
+    category_id: CategoryId = attrs.field(validator=v.instance_of(CategoryId), metadata=_doc(
+        "the operator category (one of the report's categories)"))
+    op_calls: int = count("aten operator calls (exact)")
+    kernel_launches: int = count("kernel launches as eager PyTorch dispatches them (exact)")
+    flops: int = count("FLOPs, 2 per multiply-accumulate (exact count)")
+    bytes_read: int = count("bytes read (exact)")
+    bytes_written: int = count("bytes written (exact)")
+    weight_bytes_read: int = count("part of bytes_read that comes from parameters (exact)")
+    calls: int = count("the spec's call count: aten operator calls of this category in the module's own code "
+                       "over the whole workload; equal to op_calls")
+    flops_tflops: float = _derived_float("flops / 1e12: a count of FLOPs in units of 1e12, not a rate")
+    io_tb: float = _derived_float("(bytes_read + bytes_written) / 1e12: decimal terabytes moved (1 TB = 1e12 "
+                                  "bytes); the spec's origin tool meant terabits, this one does not")
+    share_of_module_flops: float = attrs.field(validator=_share, metadata=_doc(
+        "this category's share of the module's own FLOPs in the stage (children excluded); 0 where the module "
+        "has none"))
+
+    @classmethod
+    def from_counts(cls, category_id: CategoryId, module_own_flops: int, *, op_calls: int, kernel_launches: int,
+                    flops: int, bytes_read: int, bytes_written: int, weight_bytes_read: int) -> "OperatorMetrics":
+        return cls(category_id=category_id, op_calls=op_calls, kernel_launches=kernel_launches, flops=flops,
+                   bytes_read=bytes_read, bytes_written=bytes_written, weight_bytes_read=weight_bytes_read,
+                   **derived_operator_fields(op_calls, flops, bytes_read, bytes_written, module_own_flops))
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +159,23 @@ class ModuleMetricsSnapshot:
     inclusive_flops: int = count()
     inclusive_bytes: int = count()  # read + written, the module and its descendants
     inclusive_kernel_launches: int = count()
+
+    @property
+    def own_flops(self) -> int:
+        """FLOPs of the module's own ops in this stage (children excluded)."""
+        return sum(op.flops for op in self.operators)
+
+    def __attrs_post_init__(self) -> None:
+        own_flops = self.own_flops
+        for op in self.operators:
+            expected = derived_operator_fields(op.op_calls, op.flops, op.bytes_read, op.bytes_written, own_flops)
+            for name, value in expected.items():
+                if getattr(op, name) != value:
+                    where = "/".join(part for part in (self.stage.value, self.view_kind.value) if part)
+                    raise ReportFormatError(
+                        f"module {self.module_path!r} ({where}), category {op.category_id.value}: "
+                        f"{name} {getattr(op, name)!r} disagrees with its counts "
+                        f"(expected {value!r})")
 
 
 @attrs.frozen(kw_only=True)
@@ -175,7 +264,9 @@ class RoutingAssumption:
 
 @attrs.frozen(kw_only=True)
 class AnalyticModelReport:
-    schema_version: int = attrs.field(validator=_count)
+    schema_version: int = attrs.field(validator=_count, metadata=_doc(
+        "2 for reports written by this version; version-1 files (no categories, OperatorMetrics.category) are "
+        "still read"))
     report_id: str = text()
     model_id: str = text()
     variant: str = text()
@@ -192,14 +283,19 @@ class AnalyticModelReport:
     routing: RoutingAssumption
     workload: WorkloadRecord
     stages: tuple[StageSummary, ...] = attrs.field(converter=tuple)
+    categories: tuple[OperatorCategory, ...] = attrs.field(converter=tuple, metadata=_doc(
+        "the operator categories the metrics name, with the module classes and aten ops each covers"))
     modules: tuple[ModuleNode, ...] = attrs.field(converter=tuple)
     module_metrics: tuple[ModuleMetricsSnapshot, ...] = attrs.field(converter=tuple)
     notes: tuple[str, ...] = attrs.field(converter=tuple)
 
     def __attrs_post_init__(self) -> None:
-        if self.schema_version != SCHEMA_VERSION:
-            raise ReportFormatError(
-                f"schema_version {self.schema_version} is not supported (this version reads {SCHEMA_VERSION})")
+        if self.schema_version not in READABLE_SCHEMA_VERSIONS:
+            raise ReportFormatError(f"schema_version {self.schema_version} is not supported "
+                                    f"(this version reads {_readable_versions()})")
+        listed = [c.category_id for c in self.categories]
+        if len(set(listed)) != len(listed):
+            raise ReportFormatError("duplicate category ids in categories")
         paths = {m.path for m in self.modules}
         if len(paths) != len(self.modules):
             raise ReportFormatError("duplicate module paths")
@@ -218,6 +314,10 @@ class AnalyticModelReport:
         for snapshot in self.module_metrics:
             if snapshot.module_path not in paths:
                 raise ReportFormatError(f"metrics refer to unknown module {snapshot.module_path!r}")
+            for op in snapshot.operators:
+                if op.category_id not in listed:
+                    raise ReportFormatError(f"category {op.category_id.value!r} of module {snapshot.module_path!r} "
+                                            f"is not in the report's categories")
 
     # -- derived ----------------------------------------------------------------------------------------------
     @property
@@ -231,19 +331,101 @@ class AnalyticModelReport:
 
 # -- serialization ----------------------------------------------------------------------------------------------
 
+def _readable_versions() -> str:
+    return " and ".join(str(version) for version in READABLE_SCHEMA_VERSIONS)
+
+
+def _structure_category_id(value: Any, _type) -> CategoryId:
+    try:
+        return CategoryId(value)
+    except ValueError:
+        known = ", ".join(c.value for c in CategoryId)
+        raise ReportFormatError(f"unknown category id {value!r} (known: {known})") from None
+
+
 def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_unstructure_hook(tuple, list)
-    for enum_type in (Stage, ViewKind, OperatorCategory):
+    for enum_type in (Stage, ViewKind, CategoryId):
         converter.register_unstructure_hook(enum_type, lambda member: member.value)
+    converter.register_structure_hook(CategoryId, _structure_category_id)
     return converter
 
 
 CONVERTER = make_converter()
 
 
+def operator_categories() -> tuple[OperatorCategory, ...]:
+    """The categories every new report carries, generated from `TargetOperatorList`."""
+    return TARGET_OPERATORS.categories()
+
+
 def report_to_dict(report: AnalyticModelReport) -> dict[str, Any]:
-    return CONVERTER.unstructure(report)
+    """The report as a mapping, in the layout of its own schema_version."""
+    data = CONVERTER.unstructure(report)
+    if report.schema_version == 1:
+        _to_version_1_layout(data)
+    return data
+
+
+# -- schema version 1 -------------------------------------------------------------------------------------------
+
+_VERSION_2_REPORT_FIELDS = ("categories",)
+
+
+def _to_version_1_layout(data: dict[str, Any]) -> None:
+    """Version 2 -> version 1 layout, in place: what a version-1 report's content (and its id) covers."""
+    for name in _VERSION_2_REPORT_FIELDS:
+        data.pop(name)
+    for snapshot in data["module_metrics"]:
+        operators = []
+        for op in snapshot["operators"]:
+            v1 = {"category": op["category_id"]}
+            v1.update((k, value) for k, value in op.items() if k != "category_id" and k not in DERIVED_OPERATOR_FIELDS)
+            operators.append(v1)
+        snapshot["operators"] = operators
+
+
+def _as_count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _upgrade_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 mapping in the version-2 layout: derived fields computed, today's categories listed.
+
+    Only reshapes: the counts are validated when the result is structured (a bad count derives from 0 here and
+    is reported by its own validator).
+    """
+    for name in _VERSION_2_REPORT_FIELDS:
+        if name in data:
+            raise ReportFormatError(f"field {name!r} is not part of a schema_version 1 report")
+    upgraded = dict(data)
+    upgraded["categories"] = [CONVERTER.unstructure(category) for category in operator_categories()]
+    snapshots = data.get("module_metrics")
+    if not isinstance(snapshots, list):
+        return upgraded
+    new_snapshots = []
+    for snapshot in snapshots:
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("operators"), list):
+            new_snapshots.append(snapshot)
+            continue
+        operators = snapshot["operators"]
+        if not all(isinstance(op, dict) for op in operators):
+            new_snapshots.append(snapshot)
+            continue
+        own_flops = sum(_as_count(op.get("flops")) for op in operators)
+        new_operators = []
+        for op in operators:
+            for name in ("category_id", *DERIVED_OPERATOR_FIELDS):
+                if name in op:
+                    raise ReportFormatError(f"field {name!r} is not part of a schema_version 1 report")
+            new = {("category_id" if k == "category" else k): value for k, value in op.items()}
+            new.update(derived_operator_fields(*(_as_count(op.get(k)) for k in ("op_calls", "flops", "bytes_read",
+                                                                                 "bytes_written")), own_flops))
+            new_operators.append(new)
+        new_snapshots.append({**snapshot, "operators": new_operators})
+    upgraded["module_metrics"] = new_snapshots
+    return upgraded
 
 
 def _describe(exc: BaseException) -> str:
@@ -262,11 +444,15 @@ def _describe(exc: BaseException) -> str:
 
 
 def report_from_dict(data: Any) -> AnalyticModelReport:
+    """Structure and validate a report mapping of any readable schema version; the id must match the content."""
     if not isinstance(data, dict):
         raise ReportFormatError("a report must be a mapping")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ReportFormatError(f"schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})")
+    if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
+        raise ReportFormatError(f"schema_version {version!r} is not supported "
+                                f"(this version reads {_readable_versions()})")
+    if version == 1:
+        data = _upgrade_version_1(data)
     try:
         report = CONVERTER.structure(data, AnalyticModelReport)
     except ReportFormatError:
@@ -277,6 +463,11 @@ def report_from_dict(data: Any) -> AnalyticModelReport:
     if report.report_id != expected:
         raise ReportFormatError(f"report_id {report.report_id!r} does not match its content ({expected})")
     return report
+
+
+def upgrade_report(report: AnalyticModelReport) -> AnalyticModelReport:
+    """The same content at the current schema version, under the id of its new content."""
+    return with_report_id(attrs.evolve(report, schema_version=SCHEMA_VERSION))
 
 
 def _canonical_json(data: dict[str, Any]) -> str:

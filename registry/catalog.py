@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from analyzer.categories import OperatorCategory
+from analyzer.categories import CategoryId
 from analyzer.fileio import parse_yaml
 from registry.db import RegistryError
 
@@ -90,7 +90,7 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
         categories = entry["categories"]
         if not isinstance(categories, dict):
             raise RegistryError(f"{where}: categories must be a mapping")
-        names = {c.value for c in OperatorCategory}
+        names = {c.value for c in CategoryId}
         if set(categories) != names:
             extra, absent = set(categories) - names, names - set(categories)
             detail = (f"unknown {', '.join(sorted(extra))}" if extra else f"missing {', '.join(sorted(absent))}")

@@ -231,8 +231,8 @@ def sql(query, db_url, lock_timeout, fmt):
     In the table format no value shows as "-" and booleans as yes/no; CSV and JSON keep values as stored.
 
     \b
-    Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_module_hotspots,
-    v_point_operator_time, v_point_stage_time, v_point_summary, v_predicted_vs_measured,
+    Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
+    v_module_hotspots, v_point_operator_time, v_point_stage_time, v_point_summary, v_predicted_vs_measured,
     v_prediction_error_summary.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv

@@ -166,6 +166,7 @@ class Registry:
         self.lock_timeout_s = lock_timeout_s
         self.engine = make_engine(self.url)
         self._categories: dict[str, int] | None = None
+        self._category_rows: list[tuple[str, str | None, str, str | None]] | None = None
         self._held: tuple[Connection, float] | None = None
         self.architecture_cache: dict[str, tuple[int, dict[str, int]]] = {}
 
@@ -302,3 +303,11 @@ class Registry:
             rows = conn.execute(sa.text("SELECT id, name FROM operator_categories")).all()
             self._categories = {name: int(cid) for cid, name in rows}
         return self._categories
+
+    def category_rows(self, conn: Connection) -> list[tuple[str, str | None, str, str | None]]:
+        """(name, display_name, description, match_classes as JSON) of every operator category, in id order."""
+        if self._category_rows is None:
+            rows = conn.execute(sa.text("SELECT name, display_name, description, match_classes "
+                                        "FROM operator_categories ORDER BY id")).all()
+            self._category_rows = [tuple(row) for row in rows]
+        return self._category_rows

@@ -78,7 +78,7 @@ def _copy_into(registry: Registry, tmp: pathlib.Path, copied: list[tuple[str, in
             raw = dest.connection.driver_connection
             for name in table_names():
                 if name == "operator_categories":
-                    # fixed by the migrations in both databases
+                    # filled by the migrations (from TargetOperatorList) in both databases
                     copied.append((name, raw.execute(f"SELECT COUNT(*) FROM {name}").fetchall()[0][0]))
                     continue
                 arrow_table = _read_arrow(source, name)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from analyzer.categories import CategoryId, OperatorCategory
 from analyzer.report import AnalyticModelReport, ReportFormatError, load_report, loads
 from registry.db import DatabaseError, Registry, RegistryError
 from registry.models import Architecture, Report, Workload
@@ -170,11 +171,31 @@ def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict
     operators = {
         "report_id": [report_pk] * len(pairs), "module_id": [module_ids[s.module_path] for s, _ in pairs],
         "stage": [s.stage.value for s, _ in pairs], "view_kind": [s.view_kind.value for s, _ in pairs],
-        "category_id": [category_ids[op.category.value] for _, op in pairs],
+        "category_id": [category_ids[op.category_id.value] for _, op in pairs],
     }
     for name in _OPERATOR_FIELDS:
         operators[name] = [getattr(op, name) for _, op in pairs]
     return modules, operators
+
+
+def stored_categories(registry: Registry, conn: Connection) -> tuple[OperatorCategory, ...]:
+    """The registry's operator categories as report records, in id order."""
+    return tuple(OperatorCategory(category_id=CategoryId(name), display_name=display_name or "",
+                                  description=description, match_classes=json.loads(match_classes or "[]"))
+                 for name, display_name, description, match_classes in registry.category_rows(conn))
+
+
+def check_categories(report: AnalyticModelReport, stored: tuple[OperatorCategory, ...]) -> None:
+    """A report is stored against the registry's category rows, so its categories must be those rows."""
+    if report.categories == stored:
+        return
+    by_id = {c.category_id: c for c in stored}
+    for category in report.categories:
+        if by_id.get(category.category_id) != category:
+            raise ReportFormatError(f"category {category.category_id.value!r} differs from the registry's "
+                                    f"definition (analyzer and registry disagree; upgrade the older one)")
+    raise ReportFormatError("the report's categories are not the registry's: "
+                            f"{', '.join(c.category_id.value for c in report.categories)}")
 
 
 # -- writing ----------------------------------------------------------------------------------------------------
@@ -237,6 +258,7 @@ def write_report(registry: Registry, report: AnalyticModelReport, source: str, f
     cached = registry.architecture_cache.get(architecture["tree_hash"])
     with registry.begin(keep_open=keep_open) as conn:
         category_ids = registry.category_ids(conn)
+        check_categories(report, stored_categories(registry, conn))
         rows = 0
         if cached is not None:
             architecture_id, module_ids = cached

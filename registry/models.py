@@ -155,10 +155,14 @@ class ReportStage(Base):
 
 
 class OperatorCategoryRow(Base):
+    """A report's `OperatorCategory`: `name` is its category_id; the rows follow analyzer/categories.py."""
+
     __tablename__ = "operator_categories"
     id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(sa.String(40), unique=True)
     description: Mapped[str] = mapped_column(sa.Text)
+    display_name: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)  # null before revision 0005
+    match_classes: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # JSON array of strings
 
 
 class ModuleMetric(Base):

@@ -32,7 +32,8 @@ SUMMARY_COLUMNS = ["point_index", "hardware", "runtime", "variant", "mode", "til
 
 
 def find_report(conn, workload) -> int | None:
-    """The key of a stored report of this workload made by this analyzer on this transformers version."""
+    """The key of a stored report of this workload made by this analyzer on this transformers version (the newest
+    schema version first)."""
     import transformers
 
     from analyzer import __version__
@@ -43,7 +44,7 @@ def find_report(conn, workload) -> int | None:
         "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
         "JOIN architectures a ON a.id = r.architecture_id "
         "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
-        "ORDER BY r.id LIMIT 1"),
+        "ORDER BY r.schema_version DESC, r.id LIMIT 1"),
         {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers.__version__}).scalar()
 
 

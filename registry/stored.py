@@ -1,4 +1,8 @@
-"""A stored report read back from its normalized rows, checked against its content hash."""
+"""A stored report read back from its normalized rows, checked against its content hash.
+
+A report is rebuilt at the schema version it was stored with (reports.schema_version), so version-1 and version-2
+reports both reproduce their ids; the spec's derived fields are computed from the stored counts.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ from collections import defaultdict
 
 import sqlalchemy as sa
 
-from analyzer.categories import OperatorCategory
-from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
+from analyzer.categories import CategoryId
+from analyzer.report import (AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
                              RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id)
 from registry.db import Registry, RegistryError
+from registry.ingest import stored_categories
 
 _STAGE_ORDER = "CASE {c} WHEN 'vision' THEN 0 WHEN 'projector' THEN 1 WHEN 'prefill' THEN 2 ELSE 3 END"
 _VIEW_ORDER = "CASE {c} WHEN 'global' THEN 0 WHEN 'tile' THEN 1 ELSE 2 END"
@@ -36,15 +41,20 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         operators = conn.execute(sa.text(
             "SELECT o.*, c.name AS category FROM operator_metrics o JOIN operator_categories c ON c.id = o.category_id "
             "WHERE o.report_id = :r ORDER BY o.category_id"), {"r": head["id"]}).mappings().all()
+        categories = stored_categories(registry, conn)
     children = defaultdict(list)
     for m in modules:
         if m["parent_path"] is not None:
             children[m["parent_path"]].append(m["path"])
-    ops = defaultdict(list)
+    op_counts = defaultdict(list)
     op_fields = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
     for o in operators:
-        ops[(o["module_id"], o["stage"], o["view_kind"])].append(OperatorMetrics(
-            category=OperatorCategory(o["category"]), **{f: int(o[f]) for f in op_fields}))
+        op_counts[(o["module_id"], o["stage"], o["view_kind"])].append(
+            (CategoryId(o["category"]), {f: int(o[f]) for f in op_fields}))
+    ops = {}
+    for key, entries in op_counts.items():
+        own_flops = sum(counts["flops"] for _, counts in entries)
+        ops[key] = [OperatorMetrics.from_counts(category, own_flops, **counts) for category, counts in entries]
     stage_rank = {(s["stage"], s["view_kind"]): i for i, s in enumerate(stages)}
     snapshots = sorted(metrics, key=lambda m: (stage_rank.get((m["stage"], m["view_kind"]), 99), m["path"]))
     stage_fields = [f for f in StageSummary.__attrs_attrs__ if f.name not in ("stage", "view_kind")]
@@ -65,6 +75,7 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         stages=tuple(StageSummary(stage=Stage(s["stage"]), view_kind=ViewKind(s["view_kind"]),
                                   **{f.name: (float(s[f.name]) if f.name == "distinct_experts_per_call"
                                               else int(s[f.name])) for f in stage_fields}) for s in stages),
+        categories=categories,
         modules=tuple(ModuleNode(path=m["path"], name=m["name"], class_name=m["class_name"],
                                  parent_path=m["parent_path"], children=tuple(children.get(m["path"], ())),
                                  depth=int(m["depth"]), parameters=int(m["parameters"]),
@@ -77,6 +88,6 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
             inclusive_flops=int(m["inclusive_flops"]), inclusive_bytes=int(m["inclusive_bytes"]),
             inclusive_kernel_launches=int(m["inclusive_kernel_launches"])) for m in snapshots),
         notes=tuple(head["notes"].split("\n")) if head["notes"] else ())
-    if report.schema_version != SCHEMA_VERSION or compute_report_id(report) != report_id:
+    if compute_report_id(report) != report_id:
         raise RegistryError(f"report {report_id}: the stored rows do not reproduce the report (content hash differs)")
     return report

@@ -54,3 +54,14 @@ def reid(data: dict) -> dict:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
     data["report_id"] = "dsocr-" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
     return data
+
+
+def write_edited(source: pathlib.Path, target: pathlib.Path, edit, keep_id: bool = False) -> pathlib.Path:
+    """A copy of a JSON report with `edit(mapping)` applied, re-identified unless `keep_id` (then the id no longer
+    matches the content)."""
+    data = json.loads(source.read_text())
+    edit(data)
+    if not keep_id:
+        reid(data)
+    target.write_text(json.dumps(data, allow_nan=True))
+    return target

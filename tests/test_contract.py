@@ -14,42 +14,57 @@ import pytest
 import yaml
 from openapi_spec_validator import validate as validate_openapi
 
+from referencing import Registry as SchemaRegistry
+from referencing.jsonschema import DRAFT202012
+
 from analyzer.errors import AnalyzerInputError
 from analyzer.report import AnalyticModelReport, dumps_json, load_report, make_converter, report_to_dict
+from analyzer.schema import SCHEMA_PATH
 from registry.contract import (DeepSeekOCRAnalyticReportSummary, DeepSeekOCRAnalyticRequest, TopModule,
                                register_deepseek_ocr_hooks)
 from tests.helpers import REPO, rows, run_command
 
-OPENAPI = yaml.safe_load((REPO / "contracts" / "openapi.yaml").read_text())
+OPENAPI_PATH = REPO / "contracts" / "openapi.yaml"
+OPENAPI = yaml.safe_load(OPENAPI_PATH.read_text())
+REPORT_SCHEMA = json.loads(SCHEMA_PATH.read_text())
 BIN = pathlib.Path(sys.executable).parent
+# openapi.yaml refers to the generated report schema by its file name, relative to the document
+SCHEMAS = SchemaRegistry().with_resource(SCHEMA_PATH.name, DRAFT202012.create_resource(REPORT_SCHEMA))
 
 
-def component(name):
-    """A component schema resolvable on its own (refs point into the document)."""
-    return {"$ref": f"#/components/schemas/{name}", "components": OPENAPI["components"]}
+def validate_component(instance, name):
+    """Validate against a component schema (refs point into the document and to the report schema file)."""
+    schema = {"$ref": f"#/components/schemas/{name}", "components": OPENAPI["components"]}
+    jsonschema.Draft202012Validator(schema, registry=SCHEMAS).validate(instance)
 
 
 def test_openapi_document_is_valid_and_names_the_three_endpoints():
-    validate_openapi(OPENAPI)
+    validate_openapi(OPENAPI, base_uri=OPENAPI_PATH.resolve().as_uri())
     assert set(OPENAPI["paths"]) == {"/analytic/deepseek-ocr/run", "/analytic/deepseek-ocr/{report_id}/summary",
                                      "/analytic/deepseek-ocr/{report_id}/model"}
     assert "202" in OPENAPI["paths"]["/analytic/deepseek-ocr/run"]["post"]["responses"]
 
 
-@pytest.mark.parametrize("cls", [AnalyticModelReport, DeepSeekOCRAnalyticRequest, DeepSeekOCRAnalyticReportSummary,
-                                 TopModule])
+@pytest.mark.parametrize("cls", [DeepSeekOCRAnalyticRequest, DeepSeekOCRAnalyticReportSummary, TopModule])
 def test_schemas_have_the_models_fields(cls):
     schema = OPENAPI["components"]["schemas"][cls.__name__]
     assert set(schema["properties"]) == {f.name for f in attrs.fields(cls)}
 
 
+def test_model_endpoint_returns_the_generated_report_schema():
+    response = OPENAPI["paths"]["/analytic/deepseek-ocr/{report_id}/model"]["get"]["responses"]["200"]
+    assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/AnalyticModelReport"}
+    assert OPENAPI["components"]["schemas"]["AnalyticModelReport"] == {"$ref": SCHEMA_PATH.name}
+    assert set(REPORT_SCHEMA["properties"]) == {f.name for f in attrs.fields(AnalyticModelReport)}
+
+
 def test_real_report_and_summary_validate_against_the_schemas(registry_url, report_files):
     report = json.loads(report_files["standard"].read_text())
-    jsonschema.validate(report, component("AnalyticModelReport"))
+    validate_component(report, "AnalyticModelReport")
     result = run_command(["summary", str(report_files["standard"]), "--db", registry_url])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    jsonschema.validate(summary, component("DeepSeekOCRAnalyticReportSummary"))
+    validate_component(summary, "DeepSeekOCRAnalyticReportSummary")
     assert summary["report_id"] == report["report_id"] and summary["model_variant"] == "v1"
     assert summary["predicted_total_time_ms"] > 0 and summary["measured_total_time_ms"] is None
     assert len(summary["top_modules"]) == 5
@@ -58,7 +73,7 @@ def test_real_report_and_summary_validate_against_the_schemas(registry_url, repo
     stored = run_command(["report", report["report_id"], "--db", registry_url])
     assert json.loads(stored.stdout) == report  # the registry gives the report back, byte for byte in content
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**summary, "surprise": 1}, component("DeepSeekOCRAnalyticReportSummary"))
+        validate_component({**summary, "surprise": 1}, "DeepSeekOCRAnalyticReportSummary")
 
 
 def test_summary_fills_measured_time_from_a_matching_measurement(registry_url):
@@ -130,9 +145,9 @@ def test_mapping_commands_and_queries_run(tmp_path):
         outputs.append(done.stdout)
         if report_id is None:
             report_id = re.search(r"report (dsocr-[0-9a-f]{24})", done.stdout).group(1)
-    jsonschema.validate({"report_id": report_id, "status": "done"}, component("RunAccepted"))
-    jsonschema.validate(json.loads(outputs[1]), component("DeepSeekOCRAnalyticReportSummary"))
-    jsonschema.validate(json.loads(outputs[2]), component("AnalyticModelReport"))
+    validate_component({"report_id": report_id, "status": "done"}, "RunAccepted")
+    validate_component(json.loads(outputs[1]), "DeepSeekOCRAnalyticReportSummary")
+    validate_component(json.loads(outputs[2]), "AnalyticModelReport")
 
     for query in queries:
         assert rows(db, query.replace("$REPORT_ID", report_id)), query

@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from analyzer import analysis as A
 from analyzer.architecture import DTYPE, build_model, load_spec
-from analyzer.categories import OperatorCategory
+from analyzer.categories import CategoryId
 from analyzer.counting import OpCounter
 from analyzer.report import Stage
 from analyzer.workload import Workload
@@ -65,7 +65,7 @@ def test_prefill_flops_equal_flop_counter_mode_after_causal_correction(variant, 
     ours = _total_flops(A.trace_prefill(variant, prompt_tokens, image_tokens))
     assert abs(ours - expected) <= 0.001 * expected
     attention = sum(v.scaled_flops for (p, c), v in A.trace_prefill(variant, prompt_tokens, image_tokens).counts.items()
-                    if c is OperatorCategory.ATTENTION)
+                    if c is CategoryId.ATTENTION)
     assert attention == causal
 
 
@@ -83,7 +83,7 @@ def test_decode_step_flops_are_two_per_activated_parameter_plus_attention():
     context = 1000
     counts = A.decode_step_counts("v1", context)
     flops = sum(v.fixed_flops + v.scaled_flops for v in counts.values())
-    attention = sum(v.scaled_flops for (p, c), v in counts.items() if c is OperatorCategory.ATTENTION)
+    attention = sum(v.scaled_flops for (p, c), v in counts.items() if c is CategoryId.ATTENTION)
     assert attention == 12 * 4 * text["num_attention_heads"] * 128 * (context + 1)
     norm_params = 12 * 2 * 1280 + 1280  # RMSNorm weights multiply, they do not accumulate
     assert flops - attention == 2 * (574_127_360 - norm_params)
@@ -205,14 +205,14 @@ def test_repeated_blocks_replay_exactly(variant, builder):
 
 def test_other_category_is_under_five_percent(standard_v1_report, standard_ocr2_report):
     for report in (standard_v1_report, standard_ocr2_report):
-        flops = {c: 0 for c in OperatorCategory}
-        nbytes = {c: 0 for c in OperatorCategory}
+        flops = {c: 0 for c in CategoryId}
+        nbytes = {c: 0 for c in CategoryId}
         for snap in report.module_metrics:
             for op in snap.operators:
-                flops[op.category] += op.flops
-                nbytes[op.category] += op.bytes_read + op.bytes_written
-        assert flops[OperatorCategory.OTHER] < 0.05 * sum(flops.values())
-        assert nbytes[OperatorCategory.OTHER] < 0.05 * sum(nbytes.values())
+                flops[op.category_id] += op.flops
+                nbytes[op.category_id] += op.bytes_read + op.bytes_written
+        assert flops[CategoryId.OTHER] < 0.05 * sum(flops.values())
+        assert nbytes[CategoryId.OTHER] < 0.05 * sum(nbytes.values())
         # categories sum to the stage totals
         assert sum(flops.values()) == report.total_flops
         assert sum(nbytes.values()) == report.total_bytes
@@ -220,5 +220,5 @@ def test_other_category_is_under_five_percent(standard_v1_report, standard_ocr2_
 
 def test_attention_is_one_fused_kernel_per_call():
     trace = A.trace_vision("v1", 1024)
-    attention = [v for (p, c), v in trace.counts.items() if c is OperatorCategory.ATTENTION]
+    attention = [v for (p, c), v in trace.counts.items() if c is CategoryId.ATTENTION]
     assert sum(v.kernel_launches for v in attention) == 12 + 24  # SAM + CLIP layers

@@ -8,12 +8,12 @@ import sqlalchemy as sa
 
 from analyzer.report import load_report
 from registry.db import Registry, SchemaMismatchError
-from tests.helpers import REPO, reid, rows, run_command, table_counts
+from tests.helpers import REPO, rows, run_command, table_counts, write_edited
 
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0004"
+    assert head == "0005"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -27,11 +27,11 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 10
     from registry.views import view_names
 
-    assert len(view_names()) == 10
+    assert len(view_names()) == 11
     for view in view_names():  # every view of queries/views exists and answers on an empty registry
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
-    assert "<base> -> 0001" in history.output and "0003 -> 0004" in history.output
+    assert "<base> -> 0001" in history.output and "0004 -> 0005" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
@@ -104,18 +104,8 @@ def test_directories_globs_and_stdin(registry_url, report_files, tmp_path):
     assert rows(fresh, "SELECT COUNT(*) FROM reports") == [(1,)]
 
 
-def _report_dict(report_files):
-    return json.loads(report_files["standard_256"].read_text())
-
-
 def _write_edited(tmp_path, name, report_files, edit, keep_id=False):
-    data = _report_dict(report_files)
-    edit(data)
-    if not keep_id:
-        reid(data)
-    path = tmp_path / name
-    path.write_text(json.dumps(data, allow_nan=True))
-    return path
+    return write_edited(report_files["standard_256"], tmp_path / name, edit, keep_id)
 
 
 def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tmp_path):
@@ -133,12 +123,15 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     (tmp_path / "latin1.json").write_bytes(b'{"schema_version": 1, "model_id": "caf\xe9"}')
     paths.append(tmp_path / "latin1.json")
     edits = {
-        "version.json": lambda d: d.update(schema_version=2),
+        "version.json": lambda d: d.update(schema_version=3),
         "missing.json": lambda d: d.pop("stages"),
         "negative.json": lambda d: d["stages"][0].update(flops=-5),
         "infinite.json": lambda d: d["stages"][0].update(distinct_experts_per_call=float("inf")),
         "orphan.json": lambda d: d["modules"][5].update(parent_path="model.ghost"),
         "cycle.json": lambda d: d["modules"][0].update(parent_path=d["modules"][2]["path"]),
+        "tflops.json": lambda d: _op_with_flops(d).update(flops_tflops=_op_with_flops(d)["flops_tflops"] + 0.5),
+        "category.json": lambda d: _op_with_flops(d).update(category_id="tensor_cores"),
+        "share.json": lambda d: _op_with_flops(d).update(share_of_module_flops=1.25),
     }
     for name, edit in edits.items():
         paths.append(_write_edited(tmp_path, name, report_files, edit))
@@ -152,14 +145,37 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     expect = {
         "malformed.json": "malformed JSON", "malformed.yaml": "malformed YAML", "empty.json": "empty file",
         "nan.json": "non-finite", "list.yaml": "must be a mapping", "latin1.json": "not UTF-8",
-        "version.json": "schema_version 2 is not supported", "missing.json": "missing required field 'stages'",
+        "version.json": "schema_version 3 is not supported", "missing.json": "missing required field 'stages'",
         "negative.json": "flops must be >= 0", "infinite.json": "finite number", "orphan.json": "does not exist",
         "cycle.json": "cycle", "tampered.json": "does not match its content",
+        "tflops.json": "flops_tflops", "category.json": "unknown category id 'tensor_cores'",
+        "share.json": "share_of_module_flops must be within [0, 1], got 1.25",
     }
     for name, fragment in expect.items():
         assert fragment in messages[str(tmp_path / name)], (name, messages[str(tmp_path / name)])
+    assert "disagrees with its counts" in messages[str(tmp_path / "tflops.json")]
     assert f"1 new, 0 skipped (already present), {len(paths)} failed" in result.stdout
     assert table_counts(registry_url)["reports"] == 1
+
+
+def _op_with_flops(data):
+    return next(op for s in data["module_metrics"] for op in s["operators"] if op["flops"])
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda d: _op_with_flops(d).update(flops_tflops=_op_with_flops(d)["flops_tflops"] * 1000),
+     "flops_tflops"),
+    (lambda d: _op_with_flops(d).update(category_id="tensor_cores"), "unknown category id 'tensor_cores'"),
+    (lambda d: _op_with_flops(d).update(share_of_module_flops=-0.5), "share_of_module_flops must be a finite"),
+])
+def test_a_report_with_wrong_spec_fields_is_one_line_and_stores_nothing(registry_url, report_files, tmp_path,
+                                                                         edit, fragment):
+    path = _write_edited(tmp_path, "bad.json", report_files, edit)
+    result = run_command(["ingest", str(path), "--db", registry_url])
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: ") and fragment in lines[0], result.stderr
+    assert table_counts(registry_url) == dict.fromkeys(table_counts(registry_url), 0)
 
 
 def test_strings_carrying_sql_are_stored_as_text(registry_url, report_files, tmp_path):

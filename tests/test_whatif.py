@@ -54,7 +54,7 @@ def _python_point(report, hardware, runtime, peak, bandwidth, scale):
     stage_time = {}
     for snap in report.module_metrics:
         for op in snap.operators:
-            category = runtime["categories"][op.category.value]
+            category = runtime["categories"][op.category_id.value]
             moved = (op.bytes_read + op.bytes_written) * (runtime["fused_bytes_factor"] if category["fused"] else 1.0)
             kernel = max(op.flops / (peak * category["compute_efficiency"] * scale),
                          moved / (bandwidth * category["bandwidth_efficiency"] * scale))
