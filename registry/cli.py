@@ -8,6 +8,7 @@ import time
 
 import click
 
+from analyzer.measure import KINDS as MEASURE_KINDS
 from registry.db import RegistryError
 from registry.entry import run_and_exit
 from registry.output import Column, render_document, render_rows, render_table
@@ -506,14 +507,17 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
               help="Measurement file to write (JSON {env, rows}).")
 @click.option("--reps", type=click.IntRange(min=1), default=5, show_default=True, help="Timed repetitions per row.")
 @click.option("--quick", is_flag=True, help="Fewer sizes and batches (a few minutes on one GPU).")
-def measure(variant, device, out, reps, quick):
+@click.option("--kinds", default=",".join(MEASURE_KINDS), show_default=True,
+              help="Comma-separated sections to run: " + ", ".join(MEASURE_KINDS) + ".")
+def measure(variant, device, out, reps, quick, kinds):
     """Time the real model on a CUDA GPU (random bf16 weights) and write a measurement file.
 
     Then: dsocr-registry compare --measurements OUT --hardware GPU --runtime hf-eager
     """
     from analyzer.measure import measure as run_measure
 
-    count = run_measure(variant, device, out, reps=reps, quick=quick)
+    count = run_measure(variant, device, out, reps=reps, quick=quick,
+                        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()))
     click.echo(f"measure: {count} rows -> {out}")
 
 
