@@ -22,6 +22,7 @@ from analyzer import __version__
 from analyzer.architecture import (DTYPE, DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION,
                                    ArchitectureSpec, build_model, load_spec)
 from analyzer.categories import CategoryId
+from analyzer.execution import DEFAULT_EXECUTION, Execution, parse_execution
 from analyzer.counting import CountVector, OpCounter, TraceResult
 from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode,
                              OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord,
@@ -290,10 +291,11 @@ def _totals(counts: _StageCounts) -> dict[str, int]:
     return totals
 
 
-def analyze(workload: Workload) -> AnalyticModelReport:
-    """The analytic model of `workload`: same inputs, same report."""
+def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) -> AnalyticModelReport:
+    """The analytic model of `workload` as `execution` runs it: same inputs, same report."""
     import transformers
 
+    execution = parse_execution(execution.value if isinstance(execution, Execution) else execution)
     spec: ArchitectureSpec = load_spec(workload.variant)
     model = build_model(workload.variant)
     layout = workload.layout
@@ -365,7 +367,7 @@ def analyze(workload: Workload) -> AnalyticModelReport:
         transformers_version=transformers.__version__, torch_version=torch.__version__.split("+")[0],
         dtype=DTYPE_NAME, parameters=parameters, checkpoint_parameters=spec.checkpoint_parameters,
         parameters_note=_parameters_note(spec, parameters), weight_bytes=parameters * DTYPE_BYTES,
-        kv_cache_bytes_per_token=spec.kv_cache_bytes_per_token,
+        kv_cache_bytes_per_token=spec.kv_cache_bytes_per_token, execution=execution,
         routing=RoutingAssumption(experts=experts, experts_per_token=top_k,
                                   shared_experts=text["n_shared_experts"], assumption="uniform",
                                   counting_implementation=EXPERTS_COUNTING_IMPLEMENTATION),

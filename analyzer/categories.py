@@ -3,7 +3,8 @@
 `TargetOperatorList` is the single place where an aten op or a module class is given a category, and the one
 table (`CATEGORY_TABLE`) from which the published `OperatorCategory` records, with their `match_classes`, are
 generated. Module rules win over op rules (a matmul inside an MoE router is routing work); a fused attention
-region (scaled_dot_product_attention) is always `attention`.
+region (scaled_dot_product_attention) is always `attention`, or `attention_masked` when it is given an explicit
+mask or bias (which rules out the flash kernel).
 
 `match_classes` notation: ``"aten.<op>"`` is an aten overload packet (``"aten.addmm"``); ``"module:*<Suffix>"``
 takes every op issued inside a module whose class name ends with Suffix (``"module:*RMSNorm"``), except inside
@@ -21,6 +22,7 @@ from attrs import validators as v
 class CategoryId(str, enum.Enum):
     MATMUL = "matmul"
     ATTENTION = "attention"
+    ATTENTION_MASKED = "attention_masked"
     CONV = "conv"
     NORM = "norm"
     ELEMENTWISE = "elementwise"
@@ -50,11 +52,16 @@ CATEGORY_TABLE: dict[CategoryId, CategoryDefinition] = {
         aten_ops=("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_scaled_mm", "addmv", "mv", "dot",
                   "_grouped_mm")),
     _C.ATTENTION: CategoryDefinition(
-        display_name="Attention", description="fused scaled-dot-product attention kernels",
+        display_name="Attention", description="fused scaled-dot-product attention kernels without an explicit "
+                                              "mask (causal or full): the flash kernel",
         aten_ops=("scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
                   "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
                   "_scaled_dot_product_flash_attention_for_cpu", "_flash_attention_forward",
                   "_efficient_attention_forward")),
+    _C.ATTENTION_MASKED: CategoryDefinition(
+        display_name="Attention with a mask or bias",
+        description="scaled-dot-product attention given an explicit mask or additive bias (SAM's relative "
+                    "positions, the OCR-2 encoder's mask): the flash kernel cannot take it, the bias is read"),
     _C.CONV: CategoryDefinition(
         display_name="Convolution", description="convolutions",
         aten_ops=("convolution", "_convolution", "conv2d", "cudnn_convolution", "_slow_conv2d_forward")),

@@ -6,9 +6,10 @@ one function (`derived_operator_fields`) and checked against them on load. `repo
 content, so the same inputs give the same report, byte for byte.
 
 Schema versions: 2 adds the report's `categories` and the spec's `OperatorMetrics` fields (`category_id`,
-`calls`, `flops_tflops`, `io_tb`, `share_of_module_flops`; version 1 named the category `category`). A version-1
-file is still read: its `report_id` is checked against its version-1 content, then the new fields are derived in
-memory; it keeps its version and id, and is written back in the version-1 layout.
+`calls`, `flops_tflops`, `io_tb`, `share_of_module_flops`; version 1 named the category `category`); 3 adds the
+`execution` the report was traced under (`hf-eager`, `vllm`). Older files are still read: the `report_id` is
+checked against the content of their own version, then the new fields are filled in memory (version 1 and 2
+reports were traced as `hf-eager`); they keep their version and id, and are written back in their own layout.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import yaml
 from attrs import validators as v
 
 from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
+from analyzer.execution import Execution
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 TERA = 1e12  # decimal: 1 TFLOP = 1e12 FLOPs, 1 TB = 1e12 bytes
 
 
@@ -265,8 +267,8 @@ class RoutingAssumption:
 @attrs.frozen(kw_only=True)
 class AnalyticModelReport:
     schema_version: int = attrs.field(validator=_count, metadata=_doc(
-        "2 for reports written by this version; version-1 files (no categories, OperatorMetrics.category) are "
-        "still read"))
+        "3 for reports written by this version; version-2 files (no execution) and version-1 files (no "
+        "categories, OperatorMetrics.category) are still read"))
     report_id: str = text()
     model_id: str = text()
     variant: str = text()
@@ -280,6 +282,10 @@ class AnalyticModelReport:
     parameters_note: str = text()
     weight_bytes: int = count()
     kv_cache_bytes_per_token: int = count()
+    execution: Execution = attrs.field(validator=v.instance_of(Execution), metadata=_doc(
+        "what the runtime executes, as traced: hf-eager (transformers eager on CUDA: DynamicCache, grouped_mm "
+        "experts, host-dispatched kernels) or vllm (paged KV, one image at a time in the vision tower, fused "
+        "kernels, CUDA-graph decode)"))
     routing: RoutingAssumption
     workload: WorkloadRecord
     stages: tuple[StageSummary, ...] = attrs.field(converter=tuple)
@@ -293,6 +299,9 @@ class AnalyticModelReport:
         if self.schema_version not in READABLE_SCHEMA_VERSIONS:
             raise ReportFormatError(f"schema_version {self.schema_version} is not supported "
                                     f"(this version reads {_readable_versions()})")
+        if self.schema_version <= 2 and self.execution is not _OLDER_VERSIONS_EXECUTION:
+            raise ReportFormatError(f"a schema_version {self.schema_version} report can only record execution "
+                                    f"{_OLDER_VERSIONS_EXECUTION.value!r}")
         listed = [c.category_id for c in self.categories]
         if len(set(listed)) != len(listed):
             raise ReportFormatError("duplicate category ids in categories")
@@ -343,12 +352,21 @@ def _structure_category_id(value: Any, _type) -> CategoryId:
         raise ReportFormatError(f"unknown category id {value!r} (known: {known})") from None
 
 
+def _structure_execution(value: Any, _type) -> Execution:
+    try:
+        return Execution(value)
+    except ValueError:
+        known = ", ".join(e.value for e in Execution)
+        raise ReportFormatError(f"unknown execution {value!r} (known: {known})") from None
+
+
 def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_unstructure_hook(tuple, list)
-    for enum_type in (Stage, ViewKind, CategoryId):
+    for enum_type in (Stage, ViewKind, CategoryId, Execution):
         converter.register_unstructure_hook(enum_type, lambda member: member.value)
     converter.register_structure_hook(CategoryId, _structure_category_id)
+    converter.register_structure_hook(Execution, _structure_execution)
     return converter
 
 
@@ -363,9 +381,27 @@ def operator_categories() -> tuple[OperatorCategory, ...]:
 def report_to_dict(report: AnalyticModelReport) -> dict[str, Any]:
     """The report as a mapping, in the layout of its own schema_version."""
     data = CONVERTER.unstructure(report)
+    if report.schema_version <= 2:
+        for name in _VERSION_3_REPORT_FIELDS:
+            data.pop(name)
     if report.schema_version == 1:
         _to_version_1_layout(data)
     return data
+
+
+# -- schema version 2 -------------------------------------------------------------------------------------------
+
+_VERSION_3_REPORT_FIELDS = ("execution",)
+# What version 1 and 2 reports were traced under.
+_OLDER_VERSIONS_EXECUTION = Execution.HF_EAGER
+
+
+def _upgrade_version_2(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 or -2 mapping with the version-3 fields filled."""
+    for name in _VERSION_3_REPORT_FIELDS:
+        if name in data:
+            raise ReportFormatError(f"field {name!r} is not part of a schema_version {data['schema_version']} report")
+    return {**data, "execution": _OLDER_VERSIONS_EXECUTION.value}
 
 
 # -- schema version 1 -------------------------------------------------------------------------------------------
@@ -453,6 +489,8 @@ def report_from_dict(data: Any) -> AnalyticModelReport:
                                 f"(this version reads {_readable_versions()})")
     if version == 1:
         data = _upgrade_version_1(data)
+    if version <= 2:
+        data = _upgrade_version_2(data)
     try:
         report = CONVERTER.structure(data, AnalyticModelReport)
     except ReportFormatError:

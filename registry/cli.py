@@ -8,11 +8,14 @@ import time
 
 import click
 
+from analyzer.execution import Execution
 from analyzer.measure import KINDS as MEASURE_KINDS
 from registry.db import RegistryError
 from registry.entry import run_and_exit
 from registry.output import Column, render_document, render_rows, render_table
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE, DEFAULT_SUMMARY_RUNTIME
+
+EXECUTIONS = tuple(e.value for e in Execution)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -93,8 +96,11 @@ def build_workload(workload_profile, variant, mode, page, tiles, min_tiles, max_
               help="Write the report here: .json, .yaml or .yml; - writes JSON to standard output (the summary then "
                    "goes to standard error).")
 @click.option("--quiet", "-q", is_flag=True, help="Print no summary.")
+@click.option("--execution", type=click.Choice(EXECUTIONS), default=EXECUTIONS[0], show_default=True,
+              help="What the runtime executes, as traced: hf-eager (transformers eager on CUDA) or vllm (paged KV, "
+                   "one image at a time in the vision tower, fused kernels, CUDA-graph decode).")
 def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, prompt_tokens, new_tokens, batch,
-            out, quiet):
+            out, quiet, execution):
     """Build the analytic model of one workload and write an AnalyticModelReport.
 
     \b
@@ -114,7 +120,7 @@ def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, 
     from analyzer.summary import format_summary
 
     started = time.perf_counter()
-    report = run_analysis(workload)
+    report = run_analysis(workload, execution)
     elapsed = time.perf_counter() - started
     if to_stdout:
         click.echo(dumps(report, "json"), nl=False)
