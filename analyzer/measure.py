@@ -40,7 +40,8 @@ KIND_LEGEND = {
                         "DynamicCache, one call of the whole loop",
     "profile_decode": "torch.profiler over one eager decode step (input_ids, DynamicCache holding `context` "
                       "tokens): kernels launched, aten calls (all, and outermost), summed kernel time "
-                      "(device_busy_us), host synchronisations",
+                      "(device_busy_us), host synchronisations; by_aten_op: per aten op its calls and the kernels "
+                      "and copies it launched itself",
     "profile_vision": "as profile_decode, over one vision_tower call on `batch` views of `image` px",
     "profile_prefill": "as profile_decode, over one prefill of `tokens` tokens",
     "graph_decode": "one decode step (embed, decoder over a StaticCache of `context` tokens written in place, "
@@ -107,10 +108,23 @@ def _profiled(torch, fn, before=None) -> dict:
 
     syncs = [e for e in events if e.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
                                              "cudaEventSynchronize", "cudaMemcpy")]
+    # Per aten op: calls, and the kernels and copies launched directly by it (not by the ops it calls).
+    by_op: dict[str, list[int]] = {}
+    for e in aten:
+        entry = by_op.setdefault(e.name[len("aten::"):], [0, 0, 0, 0.0])
+        entry[0] += 1
+        for k in e.kernels:
+            if k.name.startswith(("Memcpy", "Memset")):
+                entry[2] += 1
+            else:
+                entry[1] += 1
+            entry[3] += k.duration
     return {"kernels": len(kernels), "copies": len(copies), "aten_calls": len(aten),
             "aten_calls_outermost": sum(1 for e in aten if outermost(e)),
             "device_busy_us": sum(e.time_range.elapsed_us() for e in kernels),
-            "host_syncs": len(syncs) - 1}  # less the synchronize that ends the profiled call
+            "host_syncs": len(syncs) - 1,  # less the synchronize that ends the profiled call
+            "by_aten_op": {name: {"calls": c, "kernels": k, "copies": m, "kernel_us": round(us, 3)}
+                           for name, (c, k, m, us) in sorted(by_op.items())}}
 
 
 def _ceilings(torch, device: str) -> list[dict]:
