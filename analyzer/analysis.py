@@ -22,7 +22,7 @@ from analyzer import __version__
 from analyzer.architecture import (DTYPE, DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION,
                                    ArchitectureSpec, build_model, load_spec)
 from analyzer.categories import CategoryId
-from analyzer.execution import DEFAULT_EXECUTION, Execution, parse_execution
+from analyzer.execution import DEFAULT_EXECUTION, FUSION_RULES, KERNELS_PER_OP, Execution, parse_execution
 from analyzer.counting import CountVector, OpCounter, TraceResult
 from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode,
                              OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord,
@@ -48,8 +48,9 @@ def expected_distinct_experts(tokens: int, experts: int, top_k: int) -> float:
 
 # -- traces (batch 1) --------------------------------------------------------------------------------------------
 
-def _counter(variant: str) -> OpCounter:
-    return OpCounter(build_model(variant))
+def _counter(variant: str, execution: Execution = DEFAULT_EXECUTION) -> OpCounter:
+    return OpCounter(build_model(variant), fusion_rules=FUSION_RULES[execution],
+                     kernels_per_op=KERNELS_PER_OP[execution])
 
 
 @functools.lru_cache(maxsize=64)
@@ -71,30 +72,89 @@ def trace_projector(variant: str, feature_tokens: int, traced_items: int = 1) ->
     return counter.result()
 
 
-def _empty_cache(model, context: int, batch: int = 1):
-    """A DynamicCache holding `context` tokens per layer (filled outside any counting)."""
+def _empty_cache(model, context: int, batch: int = 1, execution: Execution = DEFAULT_EXECUTION,
+                 new_tokens: int = 1):
+    """The KV cache of `execution` holding `context` tokens per layer (filled outside any counting): hf-eager
+    has transformers' DynamicCache (each step concatenates the whole cache), vllm a paged cache (each step
+    writes `new_tokens` slots in place)."""
     from transformers import DynamicCache
 
     text = model.config.text_config
+    head_dim = text.hidden_size // text.num_attention_heads
+    if execution is Execution.VLLM:
+        return _paged_cache_class()(config=text, batch=batch, heads=text.num_key_value_heads, head_dim=head_dim,
+                            context=context, capacity=context + new_tokens)
     cache = DynamicCache(config=text)
     if context:
-        head_dim = text.hidden_size // text.num_attention_heads
         for layer in range(text.num_hidden_layers):
             keys = torch.empty(batch, text.num_key_value_heads, context, head_dim, device="meta", dtype=DTYPE)
             cache.update(keys, keys.clone(), layer)
     return cache
 
 
+@functools.cache
+def _paged_cache_class():
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class PagedKVLayer(DynamicLayer):
+        """One layer of a paged KV cache as the counter sees it: slots for `capacity` tokens exist up front;
+        `update` writes the new tokens' K/V into their slots (one copy each) and hands attention the filled
+        slots, which it reads once. Nothing is concatenated."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
+            super().__init__()
+            self.keys_slots, self.values_slots, self.filled = keys, values, filled
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self.keys, self.values = keys[:, :, :filled], values[:, :, :filled]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            tokens = key_states.shape[-2]
+            self.keys_slots.narrow(2, self.filled, tokens).copy_(key_states)
+            self.values_slots.narrow(2, self.filled, tokens).copy_(value_states)
+            self.filled += tokens
+            self.keys = self.keys_slots.narrow(2, 0, self.filled)
+            self.values = self.values_slots.narrow(2, 0, self.filled)
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.filled
+
+    class PagedKVCache(DynamicCache):
+        def __init__(self, config, batch: int, heads: int, head_dim: int, context: int, capacity: int) -> None:
+            super().__init__(config=config)
+            self.slot_tensors = []
+            layers = []
+            for _ in range(config.num_hidden_layers):
+                keys = torch.empty(batch, heads, capacity, head_dim, device="meta", dtype=DTYPE)
+                values = torch.empty_like(keys)
+                self.slot_tensors += [keys, values]
+                layers.append(PagedKVLayer(keys, values, context))
+            self.layers = layers
+
+    return PagedKVCache
+
+
+def _kv_tensors(cache) -> list[torch.Tensor]:
+    """The tensors that hold the cache's KV (not activations)."""
+    slots = getattr(cache, "slot_tensors", None)
+    if slots is not None:
+        return list(slots)
+    return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+
+
 @functools.lru_cache(maxsize=256)
-def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int, traced_items: int = 1) -> TraceResult:
+def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int, traced_items: int = 1,
+                  execution: Execution = DEFAULT_EXECUTION) -> TraceResult:
     """Embed the prompt, scatter the image features into it, run the decoder, and pick the first token."""
     model = build_model(variant)
     text = model.config.text_config
     input_ids = torch.empty(traced_items, prompt_tokens, device="meta", dtype=torch.long)
     features = torch.empty(traced_items * image_tokens, text.hidden_size, device="meta", dtype=DTYPE)
     mask = torch.empty(traced_items, prompt_tokens, 1, device="meta", dtype=torch.bool)
-    cache = _empty_cache(model, 0, traced_items)
-    with torch.no_grad(), _counter(variant) as counter:
+    cache = _empty_cache(model, 0, traced_items, execution, new_tokens=prompt_tokens)
+    with torch.no_grad(), _counter(variant, execution) as counter:
+        counter.mark_kv_cache(_kv_tensors(cache))
         with counter.attribute_to(MODEL_ROOT):
             embeds = model.model.language_model.embed_tokens(input_ids)
             embeds = embeds.masked_scatter(mask.expand_as(embeds), features)
@@ -106,13 +166,14 @@ def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int, traced_it
 
 
 @functools.lru_cache(maxsize=256)
-def trace_decode_step(variant: str, context: int, traced_items: int = 1) -> TraceResult:
+def trace_decode_step(variant: str, context: int, traced_items: int = 1,
+                      execution: Execution = DEFAULT_EXECUTION) -> TraceResult:
     """One greedy decode step: embed the last token, run the decoder over the cache, pick the next token."""
     model = build_model(variant)
     input_ids = torch.empty(traced_items, 1, device="meta", dtype=torch.long)
-    cache = _empty_cache(model, context, traced_items)
-    with torch.no_grad(), _counter(variant) as counter:
-        counter.mark_kv_cache([t for layer in cache.layers for t in (layer.keys, layer.values)])
+    cache = _empty_cache(model, context, traced_items, execution)
+    with torch.no_grad(), _counter(variant, execution) as counter:
+        counter.mark_kv_cache(_kv_tensors(cache))
         with counter.attribute_to(MODEL_ROOT):
             embeds = model.model.language_model.embed_tokens(input_ids)
             hidden = model.model.language_model(inputs_embeds=embeds, past_key_values=cache,
@@ -152,18 +213,22 @@ def _scale(vec: CountVector, items: int, distinct_experts: float, traced_items: 
     }
 
 
-def _stage_from_trace(trace: TraceResult, items: int, distinct_experts: float, traced_items: int) -> _StageCounts:
+def _stage_from_trace(trace: TraceResult, items: int, distinct_experts: float, traced_items: int,
+                      calls: int = 1) -> _StageCounts:
+    """`calls` calls of a stage at `items` items each."""
     stage = _StageCounts()
     for key, vec in trace.counts.items():
-        stage.metrics[key] = _scale(vec, items, distinct_experts, traced_items)
-    stage.module_calls = dict(trace.module_calls)
+        stage.metrics[key] = {k: value * calls for k, value in _scale(vec, items, distinct_experts,
+                                                                        traced_items).items()}
+    stage.module_calls = {path: n * calls for path, n in trace.module_calls.items()}
     return stage
 
 
-def decode_vectors(variant: str, traced_items: int = 1) -> tuple[dict, dict]:
+def decode_vectors(variant: str, traced_items: int = 1,
+                   execution: Execution = DEFAULT_EXECUTION) -> tuple[dict, dict]:
     """Per (module, category): a step's counts at context 0 and their slope per context token."""
-    at_probe = trace_decode_step(variant, DECODE_PROBE_CONTEXT, traced_items).counts
-    at_next = trace_decode_step(variant, DECODE_PROBE_CONTEXT + 1, traced_items).counts
+    at_probe = trace_decode_step(variant, DECODE_PROBE_CONTEXT, traced_items, execution).counts
+    at_next = trace_decode_step(variant, DECODE_PROBE_CONTEXT + 1, traced_items, execution).counts
     slope: dict = {}
     base: dict = {}
     for key in set(at_probe) | set(at_next):
@@ -174,16 +239,18 @@ def decode_vectors(variant: str, traced_items: int = 1) -> tuple[dict, dict]:
     return base, slope
 
 
-def decode_step_counts(variant: str, context: int, traced_items: int = 1) -> dict:
+def decode_step_counts(variant: str, context: int, traced_items: int = 1,
+                       execution: Execution = DEFAULT_EXECUTION) -> dict:
     """One decode step's counts at `context` cached tokens, from the affine model."""
-    base, slope = decode_vectors(variant, traced_items)
+    base, slope = decode_vectors(variant, traced_items, execution)
     return {key: base[key].affine(slope[key], context) for key in base}
 
 
-def _decode_stage(variant: str, steps: int, context_start: int, items: int, distinct: float) -> _StageCounts:
+def _decode_stage(variant: str, steps: int, context_start: int, items: int, distinct: float,
+                  execution: Execution) -> _StageCounts:
     """Exact sum over `steps` steps with contexts context_start .. context_start + steps - 1."""
     traced = traced_items_for(items)
-    base, slope = decode_vectors(variant, traced)
+    base, slope = decode_vectors(variant, traced, execution)
     context_sum = steps * context_start + steps * (steps - 1) // 2
     stage = _StageCounts()
     for key in base:
@@ -194,15 +261,16 @@ def _decode_stage(variant: str, steps: int, context_start: int, items: int, dist
         expert_bytes = round(distinct * base[key].expert_weight_bytes_per_expert) * steps
         stage.metrics[key]["bytes_read"] += expert_bytes
         stage.metrics[key]["weight_bytes_read"] += expert_bytes
-    trace = trace_decode_step(variant, DECODE_PROBE_CONTEXT, traced)
+    trace = trace_decode_step(variant, DECODE_PROBE_CONTEXT, traced, execution)
     stage.module_calls = {path: calls * steps for path, calls in trace.module_calls.items()}
     return stage
 
 
-def _decode_step_affine(variant: str, items: int, distinct: float) -> tuple[int, int, int, int]:
+def _decode_step_affine(variant: str, items: int, distinct: float,
+                        execution: Execution) -> tuple[int, int, int, int]:
     """(FLOPs at context 0, FLOPs per context token, bytes at 0, bytes per token) of one step at `items`."""
     traced = traced_items_for(items)
-    base, slope = decode_vectors(variant, traced)
+    base, slope = decode_vectors(variant, traced, execution)
     base_total, slope_total = CountVector(), CountVector()
     for key in base:
         base_total.add(base[key])
@@ -312,24 +380,34 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         defaults.update(fields)
         stage_entries.append((StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), counts))
 
-    views = [(ViewKind.GLOBAL, layout.global_view_px, batch, layout.global_feature_tokens)]
+    # (view kind, px, views per page, feature tokens per view). hf-eager encodes every page's views of a kind in
+    # one batched call; vllm encodes one page at a time (its global view, then its tiles as one batch).
+    views = [(ViewKind.GLOBAL, layout.global_view_px, 1, layout.global_feature_tokens)]
     if layout.tiles:
-        views.append((ViewKind.TILE, layout.tile_px, batch * layout.tiles, layout.tile_feature_tokens))
-    for view_kind, px, items, feature_tokens in views:
+        views.append((ViewKind.TILE, layout.tile_px, layout.tiles, layout.tile_feature_tokens))
+
+    def vision_calls(per_page: int) -> tuple[int, int]:
+        """(calls, items per call) of one view kind's encoder stage."""
+        return (batch, per_page) if execution is Execution.VLLM else (1, batch * per_page)
+
+    for view_kind, px, per_page, feature_tokens in views:
+        calls, items = vision_calls(per_page)
         traced = traced_items_for(items)
         vision = trace_vision(workload.variant, px, traced)
-        add(Stage.VISION, view_kind, _stage_from_trace(vision, items, 0.0, traced), view_px=px, items=items,
-            tokens_per_item=feature_tokens, activation_peak_bytes=vision.activation_peak_bytes * items // traced)
-    for view_kind, px, items, feature_tokens in views:
+        add(Stage.VISION, view_kind, _stage_from_trace(vision, items, 0.0, traced, calls), view_px=px,
+            calls=calls, items=items, tokens_per_item=feature_tokens,
+            activation_peak_bytes=vision.activation_peak_bytes * items // traced)
+    for view_kind, px, per_page, feature_tokens in views:
+        calls, items = vision_calls(per_page)
         traced = traced_items_for(items)
         projector = trace_projector(workload.variant, feature_tokens, traced)
-        add(Stage.PROJECTOR, view_kind, _stage_from_trace(projector, items, 0.0, traced), view_px=px,
-            items=items, tokens_per_item=feature_tokens,
+        add(Stage.PROJECTOR, view_kind, _stage_from_trace(projector, items, 0.0, traced, calls), view_px=px,
+            calls=calls, items=items, tokens_per_item=feature_tokens,
             activation_peak_bytes=projector.activation_peak_bytes * items // traced)
 
     prefill_tokens = workload.prefill_tokens
     traced = traced_items_for(batch)
-    prefill = trace_prefill(workload.variant, prefill_tokens, layout.image_placeholder_tokens, traced)
+    prefill = trace_prefill(workload.variant, prefill_tokens, layout.image_placeholder_tokens, traced, execution)
     prefill_distinct = expected_distinct_experts(batch * prefill_tokens, experts, top_k)
     add(Stage.PREFILL, ViewKind.NONE, _stage_from_trace(prefill, batch, prefill_distinct, traced), items=batch,
         tokens_per_item=prefill_tokens, context_start=0, context_end=prefill_tokens,
@@ -341,13 +419,14 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
     if steps:
         decode_distinct = expected_distinct_experts(batch, experts, top_k)
         context_end = prefill_tokens + steps - 1
-        probe = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT, traced).activation_peak_bytes
-        probe_next = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT + 1, traced).activation_peak_bytes
+        probe = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT, traced, execution).activation_peak_bytes
+        probe_next = trace_decode_step(workload.variant, DECODE_PROBE_CONTEXT + 1, traced,
+                                       execution).activation_peak_bytes
         peak_at_end = probe + (probe_next - probe) * (context_end - DECODE_PROBE_CONTEXT)
         flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(workload.variant, batch,
-                                                                               decode_distinct)
+                                                                               decode_distinct, execution)
         add(Stage.DECODE, ViewKind.NONE,
-            _decode_stage(workload.variant, steps, prefill_tokens, batch, decode_distinct),
+            _decode_stage(workload.variant, steps, prefill_tokens, batch, decode_distinct, execution),
             calls=steps, items=batch, tokens_per_item=1, context_start=prefill_tokens, context_end=context_end,
             activation_peak_bytes=max(peak_at_end, 0) * batch // traced,
             kv_cache_bytes=spec.kv_cache_bytes_per_token * (context_end + 1) * batch,

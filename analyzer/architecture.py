@@ -29,9 +29,10 @@ MODEL_IDS = {"deepseek-ai/DeepSeek-OCR": "v1", "deepseek-ai/DeepSeek-OCR-2": "oc
 DTYPE = torch.bfloat16
 DTYPE_NAME = "bfloat16"
 DTYPE_BYTES = 2
-# Routing used on the meta device: batched_mm traces without data-dependent ops; the counts charge top-k
-# experts per token and the distinct experts' weights, as the grouped kernel of a real run does.
-EXPERTS_COUNTING_IMPLEMENTATION = "batched_mm"
+# The experts path transformers takes on CUDA (sort, histc, cumsum, index and two grouped GEMMs per layer); it
+# traces on the meta device without data-dependent ops. The counts charge top-k experts per token and the
+# distinct experts' weights, as the grouped kernel reads them.
+EXPERTS_COUNTING_IMPLEMENTATION = "grouped_mm"
 
 
 def canonical_variant(name: str) -> str:

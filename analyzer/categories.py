@@ -50,7 +50,7 @@ CATEGORY_TABLE: dict[CategoryId, CategoryDefinition] = {
     _C.MATMUL: CategoryDefinition(
         display_name="Matrix multiply", description="dense matrix products (mm, addmm, bmm, baddbmm)",
         aten_ops=("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_scaled_mm", "addmv", "mv", "dot",
-                  "_grouped_mm")),
+                  "_grouped_mm", "grouped_mm")),
     _C.ATTENTION: CategoryDefinition(
         display_name="Attention", description="fused scaled-dot-product attention kernels without an explicit "
                                               "mask (causal or full): the flash kernel",
@@ -90,7 +90,9 @@ CATEGORY_TABLE: dict[CategoryId, CategoryDefinition] = {
                   "amin", "max", "min", "argmax", "argmin", "topk", "cumsum", "var_mean", "var", "std", "prod",
                   "any", "all", "norm", "linalg_vector_norm")),
     _C.DATA_MOVEMENT: CategoryDefinition(
-        display_name="Data movement", description="copies, concatenation, indexing, padding, resampling, fills",
+        display_name="Data movement",
+        description="copies, concatenation, indexing, padding, resampling, fills; views and allocations (a host "
+                    "call each, no kernel)",
         aten_ops=("cat", "stack", "clone", "copy_", "_to_copy", "contiguous", "index", "index_select", "gather",
                   "scatter", "scatter_", "scatter_add", "scatter_add_", "masked_scatter", "masked_scatter_",
                   "constant_pad_nd", "pad", "repeat", "repeat_interleave", "index_add", "index_add_",
@@ -99,7 +101,13 @@ CATEGORY_TABLE: dict[CategoryId, CategoryDefinition] = {
                   "_upsample_bilinear2d_aa", "flip", "roll", "tril", "triu", "fill_", "fill", "zero_", "zeros",
                   "zeros_like", "ones", "ones_like", "full", "full_like", "new_zeros", "new_ones", "new_full",
                   "arange", "scalar_tensor", "empty_like_fill", "expand_copy", "unfold", "_unsafe_index",
-                  "split_with_sizes_copy", "lift_fresh_copy", "alias_copy")),
+                  "split_with_sizes_copy", "lift_fresh_copy", "alias_copy",
+                  # views and allocations: a host call each, no kernel, no bytes
+                  "view", "_unsafe_view", "_reshape_alias", "alias", "reshape", "unsqueeze", "squeeze", "t",
+                  "transpose", "permute", "expand", "slice", "select", "narrow", "split", "split_with_sizes",
+                  "unbind", "chunk", "as_strided", "diagonal", "view_as_real", "view_as_complex", "unflatten",
+                  "empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "detach",
+                  "lift_fresh")),
     _C.OTHER: CategoryDefinition(display_name="Other", description="ops not mapped to a category"),
 }
 

@@ -32,6 +32,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
 from analyzer.categories import TARGET_OPERATORS, CategoryId
+from analyzer.execution import FusionRule
 
 _aten = torch.ops.aten
 
@@ -40,6 +41,9 @@ _NO_KERNEL_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empt
                   "detach", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "_local_scalar_dense",
                   "set_", "resize_", "is_same_size", "_has_compatible_shallow_copy_type"}
 
+
+# Grouped matrix products over the experts (transformers' grouped_mm path).
+_GROUPED_MM_OPS = {"_grouped_mm", "grouped_mm"}
 
 # Ops that return a view although their schema does not say so.
 _VIEW_LIKE_OPS = {"_unsafe_view", "_reshape_alias", "alias", "lift_fresh"}
@@ -143,6 +147,50 @@ class _DispatchCounter(TorchDispatchMode):
         return out
 
 
+class _TensorMap:
+    """Tensor -> value by identity, holding no tensor alive: an entry of a tensor that died (whose id() another
+    tensor may now have) is not found."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Any, Any]] = {}
+
+    def put(self, t: torch.Tensor, value: Any) -> None:
+        self._entries[id(t)] = (weakref.ref(t), value)
+
+    def get(self, t: torch.Tensor) -> Any:
+        entry = self._entries.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def holds(self, t: torch.Tensor) -> bool:
+        entry = self._entries.get(id(t))
+        return entry is not None and entry[0]() is t
+
+    def alive(self):
+        for ref, value in self._entries.values():
+            t = ref()
+            if t is not None:
+                yield t, value
+
+
+@attrs.define(eq=False)
+class _Region:
+    """An open fused region: one call of a module a fusion rule names."""
+
+    rule: FusionRule
+    path: str
+    module: Any
+    vec: CountVector = attrs.Factory(CountVector)
+    inputs_seen: "_TensorMap" = attrs.Factory(lambda: _TensorMap())
+    produced: "_TensorMap" = attrs.Factory(lambda: _TensorMap())  # base tensor -> (bytes written, all-static)
+    outputs_counted: "_TensorMap" = attrs.Factory(lambda: _TensorMap())
+
+    def write(self, nbytes: int, static: bool) -> None:
+        if static:
+            self.vec.fixed_bytes_written += nbytes
+        else:
+            self.vec.scaled_bytes_written += nbytes
+
+
 @attrs.define
 class _BlockRecord:
     counts: dict[tuple[str, CategoryId], CountVector]  # relative module path
@@ -179,8 +227,13 @@ class OpCounter:
     others (the tests hold replayed and fully run traces equal).
     """
 
-    def __init__(self, model: torch.nn.Module, root_path: str = "", memoize_blocks: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module, root_path: str = "", memoize_blocks: bool = True,
+                 fusion_rules: tuple[FusionRule, ...] = (), kernels_per_op: dict[str, int] | None = None) -> None:
         self.model = model
+        self.fusion_rules = fusion_rules
+        self.kernels_per_op = kernels_per_op or {}
+        self._regions: list[_Region] = []  # open fused regions, innermost last
+        self._alias: dict[int, tuple[Any, int]] = {}  # id(view) -> (weakref to the view, id of its base)
         self.memoize_blocks = memoize_blocks
         self._memo: dict[tuple, _BlockRecord] = {}
         self._patched: list[torch.nn.Module] = []
@@ -209,9 +262,17 @@ class OpCounter:
         if path is not None:
             self.stack.append(path)
             self.module_calls[path] += 1
+            if self.fusion_rules:
+                class_name = type(module).__name__
+                # Pushed last-rule first: the innermost-first search then meets one module's rules in table order.
+                for rule in reversed(self.fusion_rules):
+                    if class_name.endswith(rule.module_suffix):
+                        self._regions.append(_Region(rule=rule, path=path, module=module))
 
     def _post_hook(self, module, args, output):
         path = self.module_paths.get(module)
+        while self._regions and self._regions[-1].module is module:
+            self._close_region(self._regions.pop())
         if path is not None and self.stack and self.stack[-1] == path:
             self.stack.pop()
 
@@ -365,17 +426,112 @@ class OpCounter:
         value_dim = value.shape[-1]
         batch_heads = math.prod(batch_dims)
         pairs = attention_pairs(query_len, key_len, is_causal)
-        vec = CountVector(op_calls=1, kernel_launches=1)
+        vec = CountVector(op_calls=1, kernel_launches=self.kernels_per_op.get("scaled_dot_product_attention", 1))
         vec.scaled_flops = 2 * batch_heads * pairs * (head_dim + value_dim)
         read = tensor_bytes(query) + tensor_bytes(key) + tensor_bytes(value)
         if isinstance(attn_mask, torch.Tensor):
             read += tensor_bytes(attn_mask)
         vec.scaled_bytes_read = read
         vec.scaled_bytes_written = batch_heads * query_len * value_dim * query.element_size()
-        self.counts[(self.stack[-1], CategoryId.ATTENTION)].add(vec)
+        # An explicit mask or additive bias rules out the flash kernel: the masked kernel reads it whole.
+        category = CategoryId.ATTENTION_MASKED if isinstance(attn_mask, torch.Tensor) else CategoryId.ATTENTION
+        self._add_attention(category, vec, [t for t in (query, key, value, attn_mask)
+                                            if isinstance(t, torch.Tensor)])
         self._live_bytes += vec.scaled_bytes_written
         self.peak_bytes = max(self.peak_bytes, self._live_bytes)
         self._live_bytes -= vec.scaled_bytes_written
+
+    def _add(self, op_name: str, vec: CountVector, in_tensors, out_tensors, inplace: bool = False,
+             uncounted_inputs: tuple = ()) -> None:
+        category = self._category(op_name)
+        region = self._region_for(op_name, category) if self._regions else None
+        if self._regions:
+            self._note_reads(in_tensors, region)
+        if region is None:
+            self.counts[(self.stack[-1], category)].add(vec)
+        elif vec.kernel_launches:  # views and allocations inside a fused kernel cost nothing of their own
+            self._absorb(region, vec, in_tensors, out_tensors, inplace, uncounted_inputs)
+
+    def _add_attention(self, category: CategoryId, vec: CountVector, in_tensors) -> None:
+        if self._regions:
+            self._note_reads(in_tensors, None)
+        self.counts[(self.stack[-1], category)].add(vec)
+
+    # -- fused regions (an execution's fusion rules) ---------------------------------------------------------
+    # A region is one module call's ops that a runtime runs as one fused kernel: FLOPs are kept, bytes are what
+    # the region reads from outside and what it writes that outlives it or is read outside it.
+    def _base(self, t: torch.Tensor) -> torch.Tensor:
+        """The tensor whose memory `t` views (`t` itself when it is no view)."""
+        entry = self._alias.get(id(t))
+        if entry is not None and entry[0]() is t:  # t's own entry, not a dead tensor's with the same id
+            base = entry[1]()
+            if base is not None:
+                return base
+        return t
+
+    def _note_alias(self, view: torch.Tensor, base: torch.Tensor) -> None:
+        self._alias[id(view)] = (weakref.ref(view), weakref.ref(self._base(base)))
+
+    def _region_for(self, op_name: str, category: CategoryId) -> "_Region | None":
+        for region in reversed(self._regions):
+            rule = region.rule
+            if ((rule.categories is None or category in rule.categories)
+                    and (rule.aten_ops is None or op_name in rule.aten_ops)
+                    and (not rule.own_ops_only or self.stack[-1] == region.path)):
+                return region
+        return None
+
+    def _note_reads(self, in_tensors, absorbing: "_Region | None") -> None:
+        """Tensors a region produced and an op outside it reads are that region's outputs."""
+        for t in in_tensors:
+            base = self._base(t)
+            for region in self._regions:
+                if region is absorbing or region.outputs_counted.holds(base):
+                    continue
+                produced = region.produced.get(base)
+                if produced is not None:
+                    region.write(*produced)
+                    region.outputs_counted.put(base, True)
+
+    def _absorb(self, region: "_Region", vec: CountVector, in_tensors, out_tensors, inplace: bool,
+                uncounted_inputs: tuple) -> None:
+        acc = region.vec
+        acc.fixed_flops += vec.fixed_flops
+        acc.scaled_flops += vec.scaled_flops
+        acc.expert_weight_bytes_per_expert += vec.expert_weight_bytes_per_expert
+        for t in in_tensors:
+            if any(t is skip for skip in uncounted_inputs):
+                continue
+            base = self._base(t)
+            if region.produced.holds(base) or region.inputs_seen.holds(base):
+                continue
+            region.inputs_seen.put(base, True)
+            nbytes = tensor_bytes(t)
+            if id(t) in self.expert_gather:
+                acc.expert_weight_bytes_per_expert += self.expert_gather[id(t)]
+            elif id(t) in self.static_ids:
+                acc.fixed_bytes_read += nbytes
+                if id(t) in self.weight_ids:
+                    acc.weight_bytes_read += nbytes
+            else:
+                acc.scaled_bytes_read += nbytes
+        all_static = all(id(t) in self.static_ids for t in in_tensors)
+        for t in out_tensors:
+            base = self._base(t)
+            region.produced.put(base, (tensor_bytes(t), all_static))
+            if inplace and not region.outputs_counted.holds(base):
+                region.write(tensor_bytes(t), all_static)  # written in place: memory that outlives the kernel
+                region.outputs_counted.put(base, True)
+
+    def _close_region(self, region: "_Region") -> None:
+        for base, (nbytes, static) in region.produced.alive():
+            if not region.outputs_counted.holds(base):
+                region.write(nbytes, static)
+        if region.rule.elided:
+            return
+        region.vec.op_calls = 1 if region.rule.launches else 0
+        region.vec.kernel_launches = region.rule.launches
+        self.counts[(region.path, region.rule.category)].add(region.vec)
 
     def mark_kv_cache(self, tensors) -> None:
         for t in tensors:
@@ -391,7 +547,7 @@ class OpCounter:
         all_static = all(id(t) in self.static_ids for t in in_tensors)
 
         if _is_view_op(func):
-            # Views alias their input: no kernel, no bytes; a view of a weight is a weight.
+            # Views alias their input: no kernel, no bytes, one host call; a view of a weight is a weight.
             if in_tensors and id(in_tensors[0]) in self.static_ids:
                 for t in out_tensors:
                     self._mark_static(t, id(in_tensors[0]) in self.weight_ids)
@@ -399,8 +555,13 @@ class OpCounter:
                 for t in out_tensors:
                     self.expert_gather[id(t)] = self.expert_gather[id(in_tensors[0])]
                     self._keepalive.append(t)
+            if in_tensors and self.fusion_rules:
+                for t in out_tensors:
+                    self._note_alias(t, in_tensors[0])
+            self._add(op_name, CountVector(op_calls=1), [], out_tensors)
             return
         if op_name in _NO_KERNEL_OPS:
+            self._add(op_name, CountVector(op_calls=1), [], out_tensors)
             return
 
         # Expert weights gathered per (token, expert) pair are an artefact of the counting path: the real
@@ -411,9 +572,24 @@ class OpCounter:
             for t in out_tensors:
                 self.expert_gather[id(t)] = per_expert
                 self._keepalive.append(t)
+            self._add(op_name, CountVector(op_calls=1), [], out_tensors)
             return
 
-        vec = CountVector(op_calls=1, kernel_launches=1)
+        vec = CountVector(op_calls=1, kernel_launches=self.kernels_per_op.get(op_name, 1))
+        if op_name in _GROUPED_MM_OPS:
+            # (S, K) x (E, K, N) grouped by expert: every row meets one expert's (K, N) slice. The kernel reads
+            # the experts that have rows: charged per distinct expert touched, like the gathered weights above.
+            rows_in, weight = in_tensors[0], in_tensors[1]
+            vec.scaled_flops = 2 * rows_in.shape[0] * weight.shape[-2] * weight.shape[-1]
+            vec.expert_weight_bytes_per_expert = tensor_bytes(weight) // weight.shape[0]
+            vec.scaled_bytes_read = sum(tensor_bytes(t) for t in in_tensors if t is not weight)
+            vec.scaled_bytes_written = sum(tensor_bytes(t) for t in out_tensors)
+            self._add(op_name, vec, in_tensors, out_tensors, uncounted_inputs=(weight,))
+            for t in out_tensors:
+                self._allocate(t)
+            return
+        if op_name == "copy_" and in_tensors:
+            in_tensors = in_tensors[1:]  # the destination is written, not read
         if func._overloadpacket in flop_registry:
             flops = int(flop_registry[func._overloadpacket](*args, **kwargs, out_val=out))
             if all_static:
@@ -440,7 +616,7 @@ class OpCounter:
             vec.fixed_bytes_written += written
         else:
             vec.scaled_bytes_written += written
-        self.counts[(self.stack[-1], self._category(op_name))].add(vec)
+        self._add(op_name, vec, in_tensors, out_tensors, inplace=_is_inplace_or_out(func))
 
         if all_static:
             from_weight = any(id(t) in self.weight_ids for t in in_tensors)
