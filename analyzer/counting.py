@@ -233,7 +233,8 @@ class OpCounter:
         self.fusion_rules = fusion_rules
         self.kernels_per_op = kernels_per_op or {}
         self._regions: list[_Region] = []  # open fused regions, innermost last
-        self._alias: dict[int, tuple[Any, int]] = {}  # id(view) -> (weakref to the view, id of its base)
+        self._alias: dict[int, tuple[Any, Any]] = {}  # id(view) -> (weakref to the view, weakref to its base)
+        self._replaying = False
         self.memoize_blocks = memoize_blocks
         self._memo: dict[tuple, _BlockRecord] = {}
         self._patched: list[torch.nn.Module] = []
@@ -389,8 +390,12 @@ class OpCounter:
         self.peak_bytes = max(self.peak_bytes, self._live_bytes + record.peak_above_start_bytes)
         self._live_bytes += record.retained_bytes
         shape, stride, dtype = record.outputs
-        with torch._C.DisableTorchFunction():
-            out = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+        self._replaying = True  # the stand-in output is no op of the model's
+        try:
+            with torch._C.DisableTorchFunction():
+                out = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+        finally:
+            self._replaying = False
         self._allocate(out)
         return out
 
@@ -539,6 +544,8 @@ class OpCounter:
             self._keepalive.append(t)
 
     def _record_op(self, func, args, kwargs, out) -> None:
+        if self._replaying:
+            return
         op_name = func._overloadpacket.__name__
         flat_in, _ = tree_flatten((args, kwargs))
         in_tensors = [t for t in flat_in if isinstance(t, torch.Tensor)]

@@ -1,11 +1,14 @@
 """Counts against torch's FlopCounterMode, the causal correction, decode integration and MoE rules."""
 
+import functools
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from analyzer import analysis as A
-from analyzer.architecture import DTYPE, build_model, load_spec
+from analyzer.architecture import DTYPE, build_model, instantiate, load_spec
+from analyzer.execution import FUSION_RULES, KERNELS_PER_OP, Execution
 from analyzer.categories import CategoryId
 from analyzer.counting import OpCounter
 from analyzer.report import Stage
@@ -20,6 +23,15 @@ def _flop_counter(fn):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+@functools.cache
+def _reference_model(variant):
+    """The same network on transformers' batched_mm experts path: torch's counter has a formula for its bmm
+    (top-k experts per token) and none for the grouped GEMM the traces run."""
+    model = instantiate(variant, "meta")
+    model.set_experts_implementation("batched_mm")
+    return model
 
 
 @pytest.mark.parametrize("variant,px,reference_gflops", [
@@ -44,7 +56,7 @@ def test_v1_vision_split_sam_and_clip():
 
 @pytest.mark.parametrize("variant,prompt_tokens", [("v1", 912), ("ocr2", 300)])
 def test_prefill_flops_equal_flop_counter_mode_after_causal_correction(variant, prompt_tokens):
-    model = build_model(variant)
+    model = _reference_model(variant)
     text = load_spec(variant).text
     image_tokens = prompt_tokens - 9
     input_ids = torch.empty(1, prompt_tokens, device="meta", dtype=torch.long)
@@ -168,7 +180,7 @@ def test_batch_scaling_equals_a_batched_trace(batch):
     """A batch-2 trace scales linearly to larger batches (batch 1 aliases some reshapes that copy at >= 2)."""
     model = build_model("v1")
     pixels = torch.empty(batch, 3, 640, 640, device="meta", dtype=DTYPE)
-    with torch.no_grad(), OpCounter(model) as counter:
+    with torch.no_grad(), OpCounter(model, kernels_per_op=KERNELS_PER_OP[Execution.HF_EAGER]) as counter:
         model.model.vision_tower(pixels)
     direct = _priced_total(counter.result().counts, 1, 1)
     scaled = _priced_total(A.trace_vision("v1", 640, 2).counts, batch, 2)
@@ -184,12 +196,16 @@ def test_batch_scaling_equals_a_batched_trace(batch):
                                              ("v1", lambda: A.trace_prefill("v1", 500, 491)),
                                              ("v1", lambda: A.trace_decode_step("v1", 300)),
                                              ("ocr2", lambda: A.trace_vision("ocr2", 768)),
-                                             ("ocr2", lambda: A.trace_prefill("ocr2", 300, 291))])
+                                             ("ocr2", lambda: A.trace_prefill("ocr2", 300, 291)),
+                                             ("v1", lambda: A.trace_decode_step("v1", 300, 2, Execution.VLLM)),
+                                             ("ocr2", lambda: A.trace_prefill("ocr2", 300, 291, 1, Execution.VLLM))])
 def test_repeated_blocks_replay_exactly(variant, builder):
     """Layers replayed from their first twin give the same counts as running every layer."""
     replayed = builder()
     original = A._counter
-    A._counter = lambda v: OpCounter(build_model(v), memoize_blocks=False)
+    A._counter = lambda v, execution=Execution.HF_EAGER: OpCounter(
+        build_model(v), memoize_blocks=False, fusion_rules=FUSION_RULES[execution],
+        kernels_per_op=KERNELS_PER_OP[execution])
     try:
         for fn in (A.trace_vision, A.trace_prefill, A.trace_decode_step):
             fn.cache_clear()
@@ -218,7 +234,11 @@ def test_other_category_is_under_five_percent(standard_v1_report, standard_ocr2_
         assert sum(nbytes.values()) == report.total_bytes
 
 
-def test_attention_is_one_fused_kernel_per_call():
+def test_attention_is_one_call_and_masked_attention_is_told_apart():
     trace = A.trace_vision("v1", 1024)
-    attention = [v for (p, c), v in trace.counts.items() if c is CategoryId.ATTENTION]
-    assert sum(v.kernel_launches for v in attention) == 12 + 24  # SAM + CLIP layers
+    flash = [v for (p, c), v in trace.counts.items() if c is CategoryId.ATTENTION]
+    masked = [v for (p, c), v in trace.counts.items() if c is CategoryId.ATTENTION_MASKED]
+    # SAM's 12 blocks add a relative-position bias; CLIP's 24 layers take none. cuDNN runs each call as 2 kernels.
+    assert sum(v.op_calls for v in masked) == 12 and sum(v.op_calls for v in flash) == 24
+    assert sum(v.kernel_launches for v in masked + flash) == 2 * 36
+    assert all(".sam_encoder" in p for (p, c) in trace.counts if c is CategoryId.ATTENTION_MASKED)

@@ -4,11 +4,13 @@ files, and reports whose derived fields, categories or shares are wrong."""
 import copy
 import json
 
+import attrs
 import pytest
 import yaml
 
 from analyzer.analysis import analyze
 from analyzer.categories import MODULE_PREFIX, TARGET_OPERATORS, CategoryId
+from analyzer.execution import Execution
 from analyzer.report import (SCHEMA_VERSION, ReportFormatError, derived_operator_fields, dumps_json, dumps_yaml,
                              load_report, loads, report_from_dict, report_to_dict, upgrade_report, write_report)
 from analyzer.workload import load_profile
@@ -37,7 +39,8 @@ def test_json_and_yaml_round_trip_exactly(variant_fixture, name, request, tmp_pa
 
 def test_reports_carry_the_spec_fields(standard_v1_report, standard_ocr2_report):
     for report in (standard_v1_report, standard_ocr2_report):
-        assert report.schema_version == SCHEMA_VERSION == 2
+        assert report.schema_version == SCHEMA_VERSION == 3
+        assert report.execution is Execution.HF_EAGER and report_to_dict(report)["execution"] == "hf-eager"
         data = report_to_dict(report)
         assert [c["category_id"] for c in data["categories"]] == [c.value for c in CategoryId]
         assert set(data["categories"][0]) == {"category_id", "display_name", "description", "match_classes"}
@@ -98,11 +101,40 @@ def test_a_version_1_yaml_file_loads_too(tmp_path):
     assert yaml.safe_load(dumps_yaml(report)) == data
 
 
-def test_upgrading_a_version_1_report_gives_what_the_analyzer_writes_now(small_report):
-    upgraded = upgrade_report(load_report(V1_FIXTURE))
+def test_upgrading_a_version_1_report_keeps_its_counts_and_fills_the_new_fields(small_report):
+    old = load_report(V1_FIXTURE)
+    upgraded = upgrade_report(old)
     assert upgraded.schema_version == SCHEMA_VERSION
-    assert upgraded == small_report
-    assert dumps_json(upgraded) == dumps_json(small_report)
+    assert upgraded.execution is Execution.HF_EAGER  # what version 1 and 2 reports were traced under
+    assert upgraded.categories == small_report.categories
+    assert (upgraded.stages, upgraded.module_metrics) == (old.stages, old.module_metrics)
+    assert upgraded.report_id != old.report_id and load_report_text(dumps_json(upgraded)) == upgraded
+
+
+def load_report_text(text):
+    return loads(text, "json")
+
+
+def test_a_version_2_report_is_read_as_hf_eager_and_written_back_as_it_was(small_report, tmp_path):
+    data = report_to_dict(small_report) | {"schema_version": 2}
+    del data["execution"]
+    version_2 = reid(data)
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(version_2))
+    report = load_report(path)
+    assert (report.schema_version, report.execution) == (2, Execution.HF_EAGER)
+    assert report.report_id == version_2["report_id"]
+    assert json.loads(dumps_json(report)) == version_2
+    with pytest.raises(ReportFormatError, match="'execution' is not part of a schema_version 2 report"):
+        report_from_dict(version_2 | {"execution": "vllm"})
+    with pytest.raises(ReportFormatError, match="can only record execution 'hf-eager'"):
+        attrs.evolve(report, execution=Execution.VLLM)
+
+
+def test_an_unknown_execution_is_one_clear_error(small_report):
+    data = report_to_dict(small_report) | {"execution": "tensorrt"}
+    with pytest.raises(ReportFormatError, match=r"unknown execution 'tensorrt' \(known: hf-eager, vllm\)"):
+        report_from_dict(reid(data))
 
 
 def _any_op(data):
