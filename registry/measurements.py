@@ -23,8 +23,13 @@ from analyzer.errors import AnalyzerInputError
 from analyzer.workload import MODES, Workload
 from registry.db import Registry, RegistryError
 
-TIMED_KINDS = {"vision_tower", "projector", "prefill", "end_to_end", "end_to_end_views"}
-UNTIMED_KINDS = {"ceiling", "profile_decode"}
+# One decode step over a static cache of `context` tokens (measure's graph_decode section): kept for reference, not
+# compared, since neither is what a runtime profile's execution runs (a static cache is not hf-eager's DynamicCache,
+# and transformers' unfused modules replayed from a CUDA graph are not the vllm execution's fused kernels).
+DECODE_STEP_KINDS = {"graph_decode": "CUDA-graph replay of transformers' modules over a static KV cache",
+                     "eager_static_decode": "eager transformers over a static KV cache"}
+TIMED_KINDS = {"vision_tower", "projector", "prefill", "end_to_end", "end_to_end_views", *DECODE_STEP_KINDS}
+UNTIMED_KINDS = {"ceiling", "profile_decode", "profile_vision", "profile_prefill"}
 STAGE_OF_KIND = {"vision_tower": "vision", "projector": "projector", "prefill": "prefill"}
 COUNTED_EXPERTS = {None, "grouped_mm", "batched_mm"}  # implementations that run top-k experts per token
 
@@ -101,10 +106,10 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value < 0):
             raise MeasurementError(f"{where}: {key} must be a time >= 0 in ms, got {value!r}")
-    if kind in UNTIMED_KINDS:
+    if kind in UNTIMED_KINDS or (row.get("median_ms") is None and isinstance(row.get("error"), str)):
         what = row.get("what") or kind
-        return MappedRow(index, kind, None, row.get("batch"), None, None, None, str(what), False,
-                         "not a timed workload", row)
+        note = f"not timed: {str(row['error'])[:200]}" if "error" in row else "not a timed workload"
+        return MappedRow(index, kind, None, row.get("batch"), None, None, None, str(what), False, note, row)
     if row.get("median_ms") is None:
         raise MeasurementError(f"{where}: missing median_ms")
     try:
@@ -133,6 +138,19 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
             workload = attrs.evolve(base, prompt_text_tokens=text)
             return MappedRow(index, kind, variant, batch, workload, "prefill", "", f"{batch} x {tokens} tokens",
                              compared, note, row)
+        if kind in DECODE_STEP_KINDS:
+            # the step writes the token at context - 1 and reads `context` tokens: the one decode step of a
+            # workload whose prefill holds context - 1 tokens
+            context = _int(row, "context", where, 2)
+            base = Workload(variant=variant, mode="base", page_width_px=1024, page_height_px=1024,
+                            prompt_text_tokens=0, new_tokens=2, batch=batch)
+            text = context - 1 - base.layout.image_placeholder_tokens
+            if text < 0:
+                raise MeasurementError(f"{where}: a context of {context} tokens is shorter than one image's "
+                                       f"{base.layout.image_placeholder_tokens}")
+            return MappedRow(index, kind, variant, batch, attrs.evolve(base, prompt_text_tokens=text), "decode", "",
+                             f"{batch} x 1 token at context {context}", False,
+                             f"{DECODE_STEP_KINDS[kind]}: a reference, not compared", row)
         # end to end: the whole generation loop
         new_tokens = _int(row, "new_tokens", where, 1)
         if kind == "end_to_end_views":
