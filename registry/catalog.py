@@ -151,7 +151,7 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
         try:
             execution = Execution(str(entry["execution"]).strip().lower())
         except ValueError:
-            raise RegistryError(f"{where}: execution: unknown execution {entry['execution']!r}; expected one of "
+            raise RegistryError(f"{where}: execution: unknown execution {entry['execution']!r}; expected one of: "
                                 f"{', '.join(e.value for e in Execution)}") from None
         version = entry["version"]
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
