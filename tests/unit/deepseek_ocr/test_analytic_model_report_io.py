@@ -37,7 +37,7 @@ def test_json_and_yaml_round_trip_exactly(variant_fixture, name, request, tmp_pa
 
 def test_reports_carry_the_spec_fields(standard_v1_report, standard_ocr2_report):
     for report in (standard_v1_report, standard_ocr2_report):
-        assert report.schema_version == SCHEMA_VERSION == 2
+        assert report.schema_version == SCHEMA_VERSION == 3 and report.execution.value == "hf-eager"
         data = report_to_dict(report)
         assert [c["category_id"] for c in data["categories"]] == [c.value for c in CategoryId]
         assert set(data["categories"][0]) == {"category_id", "display_name", "description", "match_classes"}
