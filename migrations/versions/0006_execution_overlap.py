@@ -52,12 +52,12 @@ def upgrade() -> None:
     rows = conn.execute(sa.text(
         "SELECT name, display_name, description, match_classes FROM operator_categories ORDER BY id")).all()
     known = {name for name, *_ in rows}
-    if rows and conn.execute(sa.text("SELECT COUNT(*) FROM reports WHERE schema_version >= 2")).scalar():
+    if rows and conn.execute(sa.text("SELECT COUNT(*) FROM reports WHERE schema_version = 2")).scalar():
         records = json.dumps([{"category_id": name, "display_name": display_name or "", "description": description,
                                "match_classes": json.loads(match_classes or "[]")}
                               for name, display_name, description, match_classes in rows],
                              sort_keys=True, separators=(",", ":"))
-        conn.execute(sa.text("UPDATE reports SET category_records = :records WHERE schema_version >= 2"),
+        conn.execute(sa.text("UPDATE reports SET category_records = :records WHERE schema_version = 2"),
                      {"records": records})
 
     categories = sa.table("operator_categories", sa.column("id", sa.SmallInteger), sa.column("name", sa.String),
