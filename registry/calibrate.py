@@ -1,24 +1,39 @@
 """Fit a runtime profile's free parameters to the measurements of one GPU x runtime by least squares.
 
-Free parameters: the compute efficiency of matmul, attention and conv, one scale on every category's bandwidth
-efficiency, the per-kernel launch cost (in eager PyTorch mostly host dispatch time), the host time per stage call
-and per decode step. The model evaluated during the fit is the pricing views' formula over the same rows (a test
-holds the two equal); residuals are relative errors. Held-out error: leave one kind of measurement out, fit on
-the rest, predict the kind left out.
+The model evaluated during the fit (`predict`) is the pricing views' formula over the same rows (a test holds the
+two equal row by row), with host and device overlapping:
+
+    per operator row   max(FLOPs / (peak x compute eff), bytes / (bandwidth x bandwidth eff), dispatch)
+    dispatch           op_calls x aten_call_s + kernel_launches x kernel_launch_s
+                       (decode under cuda_graph_decode: kernel_launches x graph_kernel_s)
+    per stage          + module calls x module_call_s (none in a graph-replayed decode)
+                       + calls x stage_call_overhead_s (decode: steps x decode_step_overhead_s)
+
+Free parameters: the compute efficiency of matmul, attention, masked attention and conv, one scale on every
+category's bandwidth efficiency, the host time per aten call, per kernel launch, per nn.Module call, per stage call
+and per decode step, and (with CUDA-graph decode) the device time per replayed kernel. Each stays within its
+physical range (registry.catalog.RUNTIME_PARAMETERS: the bounds of the fit); a parameter that ends on a bound is
+reported; a parameter that changes no prediction anywhere in its range (the rows cannot identify it) stays at its
+prior and is reported as fixed. Residuals are relative errors. Held-out error: leave one kind of measurement out,
+fit on the rest, predict the kind left out.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import attrs
 import numpy as np
 import sqlalchemy as sa
 
+from registry.catalog import EFFICIENCY, PARAMETER_OF_COLUMN
 from registry.db import Registry, RegistryError
 
-FREE = ("matmul_compute_efficiency", "attention_compute_efficiency", "conv_compute_efficiency",
-        "bandwidth_efficiency_scale", "kernel_launch_s", "stage_call_overhead_s", "decode_step_overhead_s")
-LOWER = np.array([0.02, 0.02, 0.02, 0.05, 0.0, 0.0, 0.0])
-UPPER = np.array([1.0, 1.0, 1.0, 1.5, 1e-3, 0.1, 0.1])
+FITTED_COMPUTE = ("matmul", "attention", "attention_masked", "conv")
+# An open lower bound (efficiencies > 0.05) becomes this much above it, so that the rounded file still loads.
+OPEN_BOUND_MARGIN = 2e-4
+IDENTIFIABLE_REL = 1e-9  # a parameter whose whole range moves no prediction by this much is not identified
+ON_BOUND_REL = 1e-4  # within this fraction of its range from a bound: reported as on it
 
 
 @attrs.define
@@ -27,19 +42,25 @@ class Rows:
 
     measured_s: np.ndarray  # per measurement
     kinds: list[str]
-    row_of_term: np.ndarray  # per (measurement, module, category) term: which measurement
+    labels: list[str]
+    row_of_term: np.ndarray  # per (measurement, module, stage, view kind, category) term: which measurement
     flops: np.ndarray
     bytes_moved: np.ndarray
     launches: np.ndarray
+    op_calls: np.ndarray
+    decode: np.ndarray  # bool: the term is in the decode stage
     category: list[str]
-    stage_calls: np.ndarray  # per measurement: stage calls outside decode
+    stage_calls: np.ndarray  # per measurement: calls of its stages outside decode
     decode_steps: np.ndarray
+    module_calls: np.ndarray  # nn.Module calls outside decode
+    decode_module_calls: np.ndarray
     peak_flops_per_s: float
     bandwidth_bytes_per_s: float
-    labels: list[str]
 
 
 def load_rows(registry: Registry, hardware_id: int, runtime_id: int) -> Rows:
+    """Every compared measurement of the GPU x runtime with the counts of the stages it times (the stages the
+    views price: those with operator rows)."""
     with registry.begin() as conn:
         meas = conn.execute(sa.text(
             "SELECT s.id, m.row_index, m.kind, m.median_ms, m.report_id, m.stage, m.view_kind, m.workload "
@@ -52,111 +73,254 @@ def load_rows(registry: Registry, hardware_id: int, runtime_id: int) -> Rows:
         peak, bandwidth = conn.execute(sa.text(
             "SELECT peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s FROM hardware WHERE id = :h"),
             {"h": hardware_id}).one()
-        terms = {"row": [], "flops": [], "bytes": [], "launches": [], "category": []}
-        stage_calls, decode_steps = [], []
+        terms: dict[str, list] = {k: [] for k in ("row", "flops", "bytes", "launches", "op_calls", "decode",
+                                                  "category")}
+        per_row: dict[str, list] = {k: [] for k in ("stage_calls", "decode_steps", "module_calls",
+                                                    "decode_module_calls")}
         for index, (_, _, _, _, report_pk, stage, view_kind, _) in enumerate(meas):
+            params = {"rep": report_pk, "stage": stage, "view": view_kind}
             where = "o.report_id = :rep" + ("" if stage is None else " AND o.stage = :stage AND o.view_kind = :view")
-            for flops, nbytes, launches, category in conn.execute(sa.text(
-                    "SELECT o.flops, o.bytes_read + o.bytes_written, o.kernel_launches, c.name FROM operator_metrics o "
-                    f"JOIN operator_categories c ON c.id = o.category_id WHERE {where}"),
-                    {"rep": report_pk, "stage": stage, "view": view_kind}).all():
+            for flops, nbytes, launches, op_calls, op_stage, category in conn.execute(sa.text(
+                    "SELECT o.flops, o.bytes_read + o.bytes_written, o.kernel_launches, o.op_calls, o.stage, c.name "
+                    f"FROM operator_metrics o JOIN operator_categories c ON c.id = o.category_id WHERE {where}"),
+                    params).all():
                 terms["row"].append(index)
                 terms["flops"].append(float(flops))
                 terms["bytes"].append(float(nbytes))
                 terms["launches"].append(float(launches))
+                terms["op_calls"].append(float(op_calls))
+                terms["decode"].append(op_stage == "decode")
                 terms["category"].append(category)
+            stage_filter = "" if stage is None else " AND s.stage = :stage AND s.view_kind = :view"
             stages = conn.execute(sa.text(
-                "SELECT stage, calls FROM report_stages WHERE report_id = :rep"
-                + ("" if stage is None else " AND stage = :stage AND view_kind = :view")),
-                {"rep": report_pk, "stage": stage, "view": view_kind}).all()
-            stage_calls.append(sum(1 for s, _ in stages if s != "decode"))
-            decode_steps.append(sum(c for s, c in stages if s == "decode"))
+                "SELECT s.stage, s.calls, (SELECT COALESCE(SUM(mm.forward_calls), 0) FROM module_metrics mm "
+                "WHERE mm.report_id = s.report_id AND mm.stage = s.stage AND mm.view_kind = s.view_kind) "
+                "FROM report_stages s WHERE s.report_id = :rep" + stage_filter + " AND EXISTS (SELECT 1 FROM "
+                "operator_metrics o WHERE o.report_id = s.report_id AND o.stage = s.stage "
+                "AND o.view_kind = s.view_kind)"), params).all()
+            per_row["stage_calls"].append(sum(int(c) for s, c, _ in stages if s != "decode"))
+            per_row["decode_steps"].append(sum(int(c) for s, c, _ in stages if s == "decode"))
+            per_row["module_calls"].append(sum(int(m) for s, _, m in stages if s != "decode"))
+            per_row["decode_module_calls"].append(sum(int(m) for s, _, m in stages if s == "decode"))
     return Rows(measured_s=np.array([m[3] / 1000.0 for m in meas]), kinds=[m[2] for m in meas],
-                row_of_term=np.array(terms["row"]), flops=np.array(terms["flops"]),
-                bytes_moved=np.array(terms["bytes"]), launches=np.array(terms["launches"]),
-                category=terms["category"], stage_calls=np.array(stage_calls, dtype=float),
-                decode_steps=np.array(decode_steps, dtype=float), peak_flops_per_s=float(peak),
-                bandwidth_bytes_per_s=float(bandwidth), labels=[f"{m[2]} {m[7]}" for m in meas])
+                labels=[f"{m[2]} {m[7]}" for m in meas], row_of_term=np.array(terms["row"], dtype=int),
+                flops=np.array(terms["flops"]), bytes_moved=np.array(terms["bytes"]),
+                launches=np.array(terms["launches"]), op_calls=np.array(terms["op_calls"]),
+                decode=np.array(terms["decode"], dtype=bool), category=terms["category"],
+                **{k: np.array(v, dtype=float) for k, v in per_row.items()},
+                peak_flops_per_s=float(peak), bandwidth_bytes_per_s=float(bandwidth))
 
 
 @attrs.define
 class Profile:
-    """A runtime profile's numbers, as stored in runtime_profiles / runtime_profile_categories."""
+    """A runtime profile's numbers (SI units), as stored in runtime_profiles / runtime_profile_categories."""
 
+    execution: str
     kernel_launch_s: float
+    aten_call_s: float
+    module_call_s: float
     stage_call_overhead_s: float
     decode_step_overhead_s: float
-    fused_bytes_factor: float
-    categories: dict[str, dict]  # name -> compute_efficiency, bandwidth_efficiency, fused
+    cuda_graph_decode: bool
+    graph_kernel_s: float | None
+    gpu_memory_utilization: float | None
+    max_num_batched_tokens: int | None
+    categories: dict[str, dict]  # name -> compute_efficiency, bandwidth_efficiency
 
     @classmethod
     def load(cls, registry: Registry, runtime_id: int) -> "Profile":
+        """The stored profile, with the views' defaults for columns a profile stored before 0006 lacks."""
         with registry.begin() as conn:
-            launch, call, step, fused_factor = conn.execute(sa.text(
-                "SELECT kernel_launch_s, stage_call_overhead_s, decode_step_overhead_s, fused_bytes_factor "
+            row = conn.execute(sa.text(
+                "SELECT COALESCE(execution, 'hf-eager'), kernel_launch_s, COALESCE(aten_call_s, 0), "
+                "COALESCE(module_call_s, 0), stage_call_overhead_s, decode_step_overhead_s, "
+                "COALESCE(cuda_graph_decode, FALSE), graph_kernel_s, gpu_memory_utilization, max_num_batched_tokens "
                 "FROM runtime_profiles WHERE id = :r"), {"r": runtime_id}).one()
-            categories = {name: {"compute_efficiency": ce, "bandwidth_efficiency": be, "fused": bool(fused)}
-                          for name, ce, be, fused in conn.execute(sa.text(
-                              "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency, rc.fused FROM "
+            categories = {name: {"compute_efficiency": float(ce), "bandwidth_efficiency": float(be)}
+                          for name, ce, be in conn.execute(sa.text(
+                              "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency FROM "
                               "runtime_profile_categories rc JOIN operator_categories c ON c.id = rc.category_id "
                               "WHERE rc.runtime_profile_id = :r"), {"r": runtime_id}).all()}
-        return cls(launch, call, step, fused_factor, categories)
+        execution, launch, aten, module, call, step, graph, graph_kernel, utilization, tokens = row
+        return cls(execution, float(launch), float(aten), float(module), float(call), float(step), bool(graph),
+                   None if graph_kernel is None else float(graph_kernel),
+                   None if utilization is None else float(utilization), None if tokens is None else int(tokens),
+                   categories)
 
-    def with_parameters(self, theta: np.ndarray) -> "Profile":
-        categories = {name: dict(values) for name, values in self.categories.items()}
-        for name, value in zip(("matmul", "attention", "conv"), theta[:3]):
-            categories[name]["compute_efficiency"] = float(value)
-        for values in categories.values():
-            values["bandwidth_efficiency"] = float(min(1.0, values["bandwidth_efficiency"] * theta[3]))
-        return Profile(float(theta[4]), float(theta[5]), float(theta[6]), self.fused_bytes_factor, categories)
+    def copy(self) -> "Profile":
+        return attrs.evolve(self, categories={n: dict(v) for n, v in self.categories.items()})
 
-    def parameters(self) -> np.ndarray:
-        return np.array([self.categories["matmul"]["compute_efficiency"],
-                         self.categories["attention"]["compute_efficiency"],
-                         self.categories["conv"]["compute_efficiency"], 1.0, self.kernel_launch_s,
-                         self.stage_call_overhead_s, self.decode_step_overhead_s])
+
+@attrs.frozen
+class FreeParameter:
+    """A parameter of the fit: how to read and set it on a profile, and its bounds (SI units)."""
+
+    name: str
+    get: Callable[[Profile], float]
+    set: Callable[[Profile, float], None]
+    lower: float
+    upper: float
+
+
+def _attribute(column: str) -> FreeParameter:
+    p = PARAMETER_OF_COLUMN[column]
+    low = p.low * p.scale
+    return FreeParameter(column, lambda prof: getattr(prof, column), lambda prof, x: setattr(prof, column, x),
+                         low * (1 + OPEN_BOUND_MARGIN) if p.low_open else low, p.high * p.scale)
+
+
+def _compute(category: str) -> FreeParameter:
+    def set_value(prof, x):
+        prof.categories[category]["compute_efficiency"] = x
+
+    return FreeParameter(f"{category}_compute_efficiency",
+                         lambda prof: prof.categories[category]["compute_efficiency"], set_value,
+                         EFFICIENCY.low + OPEN_BOUND_MARGIN, EFFICIENCY.high)
+
+
+def _bandwidth_scale(base: Profile) -> FreeParameter:
+    """One factor on every bandwidth efficiency of `base` (each capped at 1; the prior is 1); its range keeps every
+    efficiency in (0.05, 1] and ends where every one is capped."""
+    lowest = min(v["bandwidth_efficiency"] for v in base.categories.values())
+    base_values = {n: v["bandwidth_efficiency"] for n, v in base.categories.items()}
+
+    def set_value(prof, x):
+        for name, value in base_values.items():
+            prof.categories[name]["bandwidth_efficiency"] = min(EFFICIENCY.high, value * x)
+
+    return FreeParameter("bandwidth_efficiency_scale", lambda prof: 1.0, set_value,
+                         EFFICIENCY.low * (1 + OPEN_BOUND_MARGIN) / lowest, EFFICIENCY.high / lowest)
+
+
+def in_range(profile: Profile) -> Profile:
+    """The profile with every efficiency and parameter clipped into its physical range (a profile stored before
+    revision 0006 may lie outside: it has no aten call time, and its fit could take an efficiency to 0.02)."""
+    clipped = profile.copy()
+    low = EFFICIENCY.low + OPEN_BOUND_MARGIN
+    for values in clipped.categories.values():
+        for key in ("compute_efficiency", "bandwidth_efficiency"):
+            values[key] = float(min(EFFICIENCY.high, max(low, values[key])))
+    for column in ("aten_call_s", "kernel_launch_s", "module_call_s", "stage_call_overhead_s",
+                   "decode_step_overhead_s", "graph_kernel_s"):
+        value = getattr(clipped, column)
+        if value is not None:
+            p = PARAMETER_OF_COLUMN[column]
+            setattr(clipped, column, float(min(p.high * p.scale, max(p.low * p.scale, value))))
+    return clipped
+
+
+def free_parameters(base: Profile) -> list[FreeParameter]:
+    parameters = [_compute(c) for c in FITTED_COMPUTE if c in base.categories]
+    parameters.append(_bandwidth_scale(base))
+    columns = ["aten_call_s", "kernel_launch_s", "module_call_s", "stage_call_overhead_s", "decode_step_overhead_s"]
+    if base.cuda_graph_decode:
+        columns.append("graph_kernel_s")
+    return parameters + [_attribute(c) for c in columns]
 
 
 def predict(rows: Rows, profile: Profile) -> np.ndarray:
-    """Seconds per measurement: the formula of v_point_stage_time, summed as v_predicted_vs_measured does."""
+    """Seconds per measurement: the formula of v_point_operator_time and v_point_stage_time, summed over the stages
+    a measurement times as v_predicted_vs_measured does (efficiency_scale 1, the catalog's peak and bandwidth)."""
     ce = np.array([profile.categories[c]["compute_efficiency"] for c in rows.category])
     be = np.array([profile.categories[c]["bandwidth_efficiency"] for c in rows.category])
-    fused = np.array([profile.categories[c]["fused"] for c in rows.category])
-    moved = rows.bytes_moved * np.where(fused, profile.fused_bytes_factor, 1.0)
-    kernel = np.maximum(rows.flops / (rows.peak_flops_per_s * ce), moved / (rows.bandwidth_bytes_per_s * be))
-    launch = np.where(fused, 0.0, rows.launches) * profile.kernel_launch_s
-    per_row = np.bincount(rows.row_of_term, weights=kernel + launch, minlength=len(rows.measured_s))
-    return per_row + rows.stage_calls * profile.stage_call_overhead_s + rows.decode_steps * profile.decode_step_overhead_s
+    compute = rows.flops / (rows.peak_flops_per_s * ce)
+    memory = rows.bytes_moved / (rows.bandwidth_bytes_per_s * be)
+    host_dispatch = rows.op_calls * profile.aten_call_s + rows.launches * profile.kernel_launch_s
+    if profile.cuda_graph_decode:
+        dispatch = np.where(rows.decode, rows.launches * (profile.graph_kernel_s or 0.0), host_dispatch)
+    else:
+        dispatch = host_dispatch
+    op_time = np.maximum(np.maximum(compute, memory), dispatch)
+    per_row = np.bincount(rows.row_of_term, weights=op_time, minlength=len(rows.measured_s))
+    module_calls = rows.module_calls + (0.0 if profile.cuda_graph_decode else rows.decode_module_calls)
+    return (per_row + module_calls * profile.module_call_s + rows.stage_calls * profile.stage_call_overhead_s
+            + rows.decode_steps * profile.decode_step_overhead_s)
 
 
 def ape(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return 100.0 * np.abs(predicted - measured) / measured
 
 
-def fit(rows: Rows, base: Profile, mask: np.ndarray) -> tuple[Profile, np.ndarray]:
+def _with(base: Profile, parameters: list[FreeParameter], values) -> Profile:
+    profile = base.copy()
+    for parameter, value in zip(parameters, values):
+        parameter.set(profile, float(value))
+    return profile
+
+
+def identified(rows: Rows, base: Profile, parameters: list[FreeParameter], start: np.ndarray,
+               mask: np.ndarray) -> list[bool]:
+    """Whether each parameter moves any prediction of the masked rows somewhere in its range (others at start)."""
+    reference = predict(rows, _with(base, parameters, start))[mask]
+    scale = np.maximum(np.abs(rows.measured_s[mask]), 1e-12)
+    out = []
+    for j, parameter in enumerate(parameters):
+        moved = False
+        for bound in (parameter.lower, parameter.upper):
+            trial = start.copy()
+            trial[j] = bound
+            if np.max(np.abs(predict(rows, _with(base, parameters, trial))[mask] - reference) / scale) \
+                    > IDENTIFIABLE_REL:
+                moved = True
+                break
+        out.append(moved)
+    return out
+
+
+def fit(rows: Rows, base: Profile, mask: np.ndarray) -> dict:
+    """Least squares on the relative errors of the masked rows, each identified parameter within its bounds (fitted
+    in [0, 1] coordinates of its range); the others stay at their priors."""
     from scipy.optimize import least_squares
 
-    def residuals(theta):
-        predicted = predict(rows, base.with_parameters(theta))
-        return ((predicted - rows.measured_s) / rows.measured_s)[mask]
+    parameters = free_parameters(base)
+    lower = np.array([p.lower for p in parameters])
+    upper = np.array([p.upper for p in parameters])
+    start = np.clip(np.array([p.get(base) for p in parameters]), lower, upper)
+    free = np.array(identified(rows, base, parameters, start, mask))
+    theta = start.copy()
+    if free.any():
+        span = (upper - lower)[free]
 
-    start = np.clip(base.parameters(), LOWER, UPPER)
-    result = least_squares(residuals, start, bounds=(LOWER, UPPER), x_scale="jac", max_nfev=2000)
-    return base.with_parameters(result.x), result.x
+        def values(u):
+            full = start.copy()
+            full[free] = lower[free] + u * span
+            return full
+
+        def residuals(u):
+            predicted = predict(rows, _with(base, parameters, values(u)))
+            return ((predicted - rows.measured_s) / rows.measured_s)[mask]
+
+        u0 = (start[free] - lower[free]) / span
+        result = least_squares(residuals, u0, bounds=(0.0, 1.0), x_scale="jac", max_nfev=4000)
+        theta = values(result.x)
+    on_bounds = {}
+    for j, parameter in enumerate(parameters):
+        if not free[j]:
+            continue
+        tolerance = ON_BOUND_REL * (parameter.upper - parameter.lower)
+        if theta[j] - parameter.lower <= tolerance:
+            on_bounds[parameter.name] = "lower"
+        elif parameter.upper - theta[j] <= tolerance:
+            on_bounds[parameter.name] = "upper"
+    return {"profile": _with(base, parameters, theta), "parameters": dict(zip((p.name for p in parameters),
+                                                                              theta.tolist())),
+            "bounds": {p.name: [p.lower, p.upper] for p in parameters},
+            "fixed": [p.name for p, f in zip(parameters, free) if not f], "on_bounds": on_bounds}
 
 
 def calibrate(rows: Rows, base: Profile) -> dict:
     everything = np.ones(len(rows.measured_s), dtype=bool)
-    fitted, theta = fit(rows, base, everything)
     before = ape(predict(rows, base), rows.measured_s)
-    after = ape(predict(rows, fitted), rows.measured_s)
+    base = in_range(base)
+    result = fit(rows, base, everything)
+    after = ape(predict(rows, result["profile"]), rows.measured_s)
     held_out = np.full(len(rows.measured_s), np.nan)
     kinds = sorted(set(rows.kinds))
     for kind in kinds:
         test = np.array([k == kind for k in rows.kinds])
         if test.all():
             continue
-        partial, _ = fit(rows, base, ~test)
+        partial = fit(rows, base, ~test)["profile"]
         held_out[test] = ape(predict(rows, partial), rows.measured_s)[test]
 
     def by_kind(errors):
@@ -168,28 +332,40 @@ def calibrate(rows: Rows, base: Profile) -> dict:
                          "median_ape_pct": float(np.median(picked)) if picked.size else None}
         return out
 
-    return {"profile": fitted, "before": by_kind(before), "after": by_kind(after), "held_out": by_kind(held_out),
-            "parameters": dict(zip(FREE, theta.tolist()))}
+    return {**result, "before": by_kind(before), "after": by_kind(after), "held_out": by_kind(held_out)}
 
 
 def profile_document(name: str, version: int, profile: Profile, description: str, source: str) -> dict:
     """The profile in the runtimes.yaml format (loadable by `dsocr-registry runtime add`)."""
-    return {"name": name, "version": version, "description": description, "source": source,
-            "kernel_launch_us": round(profile.kernel_launch_s * 1e6, 4),
-            "stage_call_overhead_ms": round(profile.stage_call_overhead_s * 1e3, 5),
-            "decode_step_overhead_ms": round(profile.decode_step_overhead_s * 1e3, 5),
-            "fused_bytes_factor": profile.fused_bytes_factor,
-            "categories": {name: {"compute_efficiency": round(v["compute_efficiency"], 5),
-                                  "bandwidth_efficiency": round(v["bandwidth_efficiency"], 5),
-                                  **({"fused": True} if v["fused"] else {})}
-                           for name, v in profile.categories.items()}}
+    document = {"name": name, "version": version, "execution": profile.execution, "description": description,
+                "source": source, "kernel_launch_us": round(profile.kernel_launch_s * 1e6, 4),
+                "aten_call_us": round(profile.aten_call_s * 1e6, 4),
+                "module_call_us": round(profile.module_call_s * 1e6, 4),
+                "stage_call_overhead_ms": round(profile.stage_call_overhead_s * 1e3, 5),
+                "decode_step_overhead_ms": round(profile.decode_step_overhead_s * 1e3, 5),
+                "cuda_graph_decode": profile.cuda_graph_decode}
+    if profile.cuda_graph_decode:
+        document["graph_kernel_us"] = round((profile.graph_kernel_s or 0.0) * 1e6, 4)
+    if profile.execution == "vllm":
+        document["gpu_memory_utilization"] = profile.gpu_memory_utilization
+        document["max_num_batched_tokens"] = profile.max_num_batched_tokens
+    document["categories"] = {name: {"compute_efficiency": round(v["compute_efficiency"], 5),
+                                     "bandwidth_efficiency": round(v["bandwidth_efficiency"], 5)}
+                              for name, v in profile.categories.items()}
+    return document
 
 
 def describe_fit(result: dict, rows: Rows, hardware: str, runtime: str) -> str:
     before, after, held = result["before"]["all"], result["after"]["all"], result["held_out"]["all"]
-    return (f"Least-squares fit (relative residuals) of {len(rows.measured_s)} timed measurements on {hardware} "
+    text = (f"Least-squares fit (relative residuals) of {len(rows.measured_s)} timed measurements on {hardware} "
             f"under {runtime}: mean absolute error {before['mape_pct']:.1f}% before, {after['mape_pct']:.1f}% after "
-            f"on the rows used, {held['mape_pct']:.1f}% on rows held out (leave one kind out).")
+            f"on the rows used, " + (f"{held['mape_pct']:.1f}%" if held["mape_pct"] is not None else "n/a")
+            + " on rows held out (leave one kind out).")
+    if result["on_bounds"]:
+        text += " On a bound: " + ", ".join(f"{k} ({v})" for k, v in sorted(result["on_bounds"].items())) + "."
+    if result["fixed"]:
+        text += " Not identified by these rows, kept at the prior: " + ", ".join(result["fixed"]) + "."
+    return text
 
 
 def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id: int, new_runtime_id: int) -> list[int]:
@@ -213,7 +389,7 @@ def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id:
                 "SELECT DISTINCT report_id FROM measurements WHERE measurement_set_id = :s AND report_id IS NOT NULL "
                 "ORDER BY report_id"), {"s": set_id}).all()]
             scenario_id = record_scenario(conn, f"measurements:{source}", {"measurements": source, "calibrated": True},
-                                          {}, reports, [hardware_id], [new_runtime_id], {})
+                                          {}, [(r, hardware_id, new_runtime_id) for r in reports], {})
             new_id = conn.execute(sa.text(
                 "INSERT INTO measurement_sets (file_hash, source, hardware_id, runtime_profile_id, scenario_id, env, "
                 "ingested_at) SELECT file_hash, source, hardware_id, :r, :sc, env, ingested_at FROM measurement_sets "
@@ -229,10 +405,11 @@ def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id:
 
 def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str, profile_name: str | None,
                       label: str) -> dict:
-    """Fit the runtime to the stored measurements of one GPU, store the fit as the profile's next version, price the
-    measurements again through the views under it, and return the fit with the profile's document (runtimes.yaml
-    format; `label` names where it will be written)."""
-    from registry.catalog import next_runtime_version, parse_runtimes, upsert_runtime
+    """Fit the runtime to the stored measurements of one GPU, store the fit as a new version (of `profile_name`, or
+    of the runtime's own name), price the measurements again through the views under it, and return the fit with
+    the profile's document (runtimes.yaml format; `label` names where it will be written). The new version is
+    reached as NAME@VERSION only: a plain NAME keeps meaning its pinned version."""
+    from registry.catalog import next_runtime_version, parse_runtimes, resolve_runtime, upsert_runtime
     from registry.measurements import resolve
     from registry.pricing import compare_measurements
 
@@ -249,7 +426,8 @@ def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str,
     profile = parse_runtimes(document, label)[0]
     with registry.begin() as conn:
         new_runtime_id = upsert_runtime(conn, profile, "calibrated")
+        _, _, plain_version = resolve_runtime(conn, name)
     new_sets = copy_sets_for_profile(registry, hardware_id, runtime_id, new_runtime_id)
     return {**result, "document": document, "profile_label": f"{name}@{version}", "base_label": runtime_label,
-            "timed_rows": len(rows.measured_s),
+            "plain_label": f"{name}@{plain_version}", "timed_rows": len(rows.measured_s),
             "after_from_views": [compare_measurements(registry, s)["summary"] for s in new_sets]}

@@ -3,22 +3,62 @@ every `db upgrade`; users add their own with `dsocr-registry hardware add` / `ru
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import math
 import pathlib
 from typing import Any
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId
+from analyzer.execution import Execution
 from analyzer.fileio import parse_yaml
 from registry.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
-RUNTIME_KEYS = {"name", "version", "description", "source", "kernel_launch_us", "stage_call_overhead_ms",
-                "decode_step_overhead_ms", "fused_bytes_factor", "categories"}
-CATEGORY_KEYS = {"compute_efficiency", "bandwidth_efficiency", "fused"}
+
+
+@attrs.frozen
+class Parameter:
+    """A runtime parameter: its key in a runtime file (in the file's unit), its column (SI units) and physical
+    range. Catalog files are checked against these ranges and `calibrate` fits within them."""
+
+    key: str
+    column: str
+    scale: float  # file unit -> SI unit
+    low: float
+    high: float
+    low_open: bool = False  # the range excludes `low`
+
+    def describe(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+
+EFFICIENCY = Parameter("efficiency", "efficiency", 1.0, 0.05, 1.0, low_open=True)
+RUNTIME_PARAMETERS = {p.key: p for p in (
+    Parameter("kernel_launch_us", "kernel_launch_s", 1e-6, 0.5, 30.0),
+    Parameter("aten_call_us", "aten_call_s", 1e-6, 0.5, 30.0),
+    Parameter("module_call_us", "module_call_s", 1e-6, 0.0, 50.0),
+    Parameter("graph_kernel_us", "graph_kernel_s", 1e-6, 0.2, 10.0),
+    Parameter("stage_call_overhead_ms", "stage_call_overhead_s", 1e-3, 0.0, 100.0),
+    Parameter("decode_step_overhead_ms", "decode_step_overhead_s", 1e-3, 0.0, 100.0),
+    Parameter("gpu_memory_utilization", "gpu_memory_utilization", 1.0, 0.0, 1.0, low_open=True),
+    Parameter("max_num_batched_tokens", "max_num_batched_tokens", 1.0, 1.0, 1048576.0),
+)}
+PARAMETER_OF_COLUMN = {p.column: p for p in RUNTIME_PARAMETERS.values()}
+VLLM_ONLY_KEYS = {"gpu_memory_utilization", "max_num_batched_tokens"}
+RUNTIME_KEYS = {"name", "version", "execution", "description", "source", "cuda_graph_decode", "categories",
+                *RUNTIME_PARAMETERS}
+RUNTIME_REQUIRED = {"name", "version", "execution", "kernel_launch_us", "aten_call_us", "module_call_us",
+                    "stage_call_overhead_ms", "decode_step_overhead_ms", "categories"}
+CATEGORY_KEYS = {"compute_efficiency", "bandwidth_efficiency"}
+# Keys of the multiplier profiles before revision 0006: fused kernels are now traced by the analyzer (vllm).
+LEGACY_KEYS = {"fused_bytes_factor", "fused"}
+LEGACY_HINT = ("no longer a runtime parameter: fused kernels are traced by the analyzer (execution vllm); "
+               "remove it")
 
 
 def read_catalog_file(path: str | pathlib.Path) -> Any:
@@ -30,7 +70,8 @@ def read_catalog_file(path: str | pathlib.Path) -> Any:
     return parse_yaml(text, str(path), RegistryError)
 
 
-def _number(label: str, key: str, value: Any, low: float, high: float | None = None) -> float:
+def _number(label: str, key: str, value: Any, low: float, high: float | None = None, low_open: bool = False
+            ) -> float:
     if isinstance(value, str):  # YAML 1.1 reads 1e11 (no dot) as a string
         try:
             value = float(value)
@@ -38,8 +79,11 @@ def _number(label: str, key: str, value: Any, low: float, high: float | None = N
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise RegistryError(f"{label}: {key} must be a number, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+    if value < low or (low_open and value == low) or (high is not None and value > high):
+        if high is None:
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+        else:
+            bound = f"in ({low:g}, {high:g}]" if low_open else f"between {low:g} and {high:g}"
         raise RegistryError(f"{label}: {key} must be {bound}, got {value!r}")
     return float(value)
 
@@ -83,41 +127,77 @@ def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _parameter(where: str, entry: dict, key: str) -> float:
+    p = RUNTIME_PARAMETERS[key]
+    return _number(where, key, entry[key], p.low, p.high, p.low_open) * p.scale
+
+
 def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
+    """Runtime profiles of a catalog file, checked whole: keys, execution, physical ranges, every category."""
     profiles = []
     for entry in _entries(data, label):
-        name, where = _checked(entry, label, "runtime", RUNTIME_KEYS, RUNTIME_KEYS - {"description", "source"})
-        categories = entry["categories"]
+        name = entry.get("name")
+        where = f"{label}: runtime {name!r}" if name else label
+        legacy = sorted(LEGACY_KEYS & set(entry))
+        if legacy:
+            raise RegistryError(f"{where}: {legacy[0]}: {LEGACY_HINT}")
+        categories = entry.get("categories")
+        if isinstance(categories, dict):
+            for category, values in categories.items():
+                if isinstance(values, dict) and LEGACY_KEYS & set(values):
+                    key = sorted(LEGACY_KEYS & set(values))[0]
+                    raise RegistryError(f"{where}: categories.{category}.{key}: {LEGACY_HINT}")
+        name, where = _checked(entry, label, "runtime", RUNTIME_KEYS, RUNTIME_REQUIRED)
+        try:
+            execution = Execution(str(entry["execution"]).strip().lower())
+        except ValueError:
+            raise RegistryError(f"{where}: execution: unknown execution {entry['execution']!r}; expected one of: "
+                                f"{', '.join(e.value for e in Execution)}") from None
+        version = entry["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise RegistryError(f"{where}: version: must be an integer >= 1, got {version!r}")
+        graph = entry.get("cuda_graph_decode", False)
+        if not isinstance(graph, bool):
+            raise RegistryError(f"{where}: cuda_graph_decode: must be true or false, got {graph!r}")
+        if graph and "graph_kernel_us" not in entry:
+            raise RegistryError(f"{where}: graph_kernel_us: missing (device time per kernel of a CUDA-graph "
+                                f"replay; needed with cuda_graph_decode: true)")
+        if not graph and "graph_kernel_us" in entry:
+            raise RegistryError(f"{where}: graph_kernel_us: only with cuda_graph_decode: true")
+        for key in sorted(VLLM_ONLY_KEYS):
+            if execution is Execution.VLLM and key not in entry:
+                raise RegistryError(f"{where}: {key}: missing (the vllm memory model needs it)")
+            if execution is not Execution.VLLM and key in entry:
+                raise RegistryError(f"{where}: {key}: only for execution vllm")
         if not isinstance(categories, dict):
-            raise RegistryError(f"{where}: categories must be a mapping")
+            raise RegistryError(f"{where}: categories: must be a mapping")
         names = {c.value for c in CategoryId}
         if set(categories) != names:
             extra, absent = set(categories) - names, names - set(categories)
             detail = (f"unknown {', '.join(sorted(extra))}" if extra else f"missing {', '.join(sorted(absent))}")
             raise RegistryError(f"{where}: categories: {detail}")
         rows = {}
-        for category, values in categories.items():
-            if not isinstance(values, dict) or set(values) - CATEGORY_KEYS:
-                raise RegistryError(f"{where}: categories.{category}: expected compute_efficiency, "
-                                    f"bandwidth_efficiency and optionally fused")
-            rows[category] = dict(
-                compute_efficiency=_number(where, f"{category}.compute_efficiency",
-                                           values.get("compute_efficiency"), 1e-4, 1.0),
-                bandwidth_efficiency=_number(where, f"{category}.bandwidth_efficiency",
-                                             values.get("bandwidth_efficiency"), 1e-4, 1.0),
-                fused=bool(values.get("fused", False)))
-        version = entry["version"]
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise RegistryError(f"{where}: version must be an integer >= 1")
-        profiles.append(dict(
-            name=str(name).strip().lower(), version=version, description=str(entry.get("description", "")),
-            source=str(entry.get("source", "")),
-            kernel_launch_s=_number(where, "kernel_launch_us", entry["kernel_launch_us"], 0) * 1e-6,
-            stage_call_overhead_s=_number(where, "stage_call_overhead_ms", entry["stage_call_overhead_ms"], 0) * 1e-3,
-            decode_step_overhead_s=_number(where, "decode_step_overhead_ms", entry["decode_step_overhead_ms"],
-                                           0) * 1e-3,
-            fused_bytes_factor=_number(where, "fused_bytes_factor", entry["fused_bytes_factor"], 0, 1.0),
-            categories=rows))
+        for category in (c.value for c in CategoryId):
+            values = categories[category]
+            if not isinstance(values, dict) or set(values) != CATEGORY_KEYS:
+                raise RegistryError(f"{where}: categories.{category}: expected compute_efficiency and "
+                                    f"bandwidth_efficiency")
+            rows[category] = {key: _number(where, f"categories.{category}.{key}", values[key], EFFICIENCY.low,
+                                           EFFICIENCY.high, EFFICIENCY.low_open) for key in sorted(CATEGORY_KEYS)}
+        profile = dict(name=str(name).strip().lower(), version=version, execution=execution.value,
+                       description=str(entry.get("description", "")), source=str(entry.get("source", "")),
+                       cuda_graph_decode=graph, graph_kernel_s=None, gpu_memory_utilization=None,
+                       max_num_batched_tokens=None)
+        for key in RUNTIME_PARAMETERS:
+            if key in entry:
+                profile[RUNTIME_PARAMETERS[key].column] = _parameter(where, entry, key)
+        if profile["max_num_batched_tokens"] is not None:
+            tokens = profile["max_num_batched_tokens"]
+            if tokens != int(tokens):
+                raise RegistryError(f"{where}: max_num_batched_tokens: must be an integer, got {tokens!r}")
+            profile["max_num_batched_tokens"] = int(tokens)
+        profile["categories"] = rows
+        profiles.append(profile)
     return profiles
 
 
@@ -140,31 +220,35 @@ def upsert_hardware(conn: Connection, row: dict[str, Any], origin: str) -> None:
             "source = :source, origin = :origin WHERE id = :id"), dict(values, id=found))
 
 
+RUNTIME_COLUMNS_STORED = ("name", "version", "execution", "description", "source", "kernel_launch_s", "aten_call_s",
+                          "module_call_s", "stage_call_overhead_s", "decode_step_overhead_s", "cuda_graph_decode",
+                          "graph_kernel_s", "gpu_memory_utilization", "max_num_batched_tokens",
+                          "fused_bytes_factor", "origin")
+
+
 def upsert_runtime(conn: Connection, profile: dict[str, Any], origin: str) -> int:
+    """Insert or update one profile (by name and version) and its per-category rows; returns its id. The legacy
+    columns fused_bytes_factor and fused, which no view reads since revision 0006, are written as 1.0 and false."""
     category_ids = dict(conn.execute(sa.text("SELECT name, id FROM operator_categories")).all())
     values = {k: v for k, v in profile.items() if k != "categories"}
-    values["origin"] = origin
+    values.update(origin=origin, fused_bytes_factor=1.0)
+    values = {k: values.get(k) for k in RUNTIME_COLUMNS_STORED}
     found = conn.execute(sa.text("SELECT id FROM runtime_profiles WHERE name = :name AND version = :version"),
                          values).scalar()
     if found is None:
         found = conn.execute(sa.text(
-            "INSERT INTO runtime_profiles (name, version, description, source, kernel_launch_s, "
-            "stage_call_overhead_s, decode_step_overhead_s, fused_bytes_factor, origin) VALUES (:name, :version, "
-            ":description, :source, :kernel_launch_s, :stage_call_overhead_s, :decode_step_overhead_s, "
-            ":fused_bytes_factor, :origin) RETURNING id"), values).scalar_one()
+            f"INSERT INTO runtime_profiles ({', '.join(RUNTIME_COLUMNS_STORED)}) VALUES "
+            f"({', '.join(':' + c for c in RUNTIME_COLUMNS_STORED)}) RETURNING id"), values).scalar_one()
     else:
-        conn.execute(sa.text(
-            "UPDATE runtime_profiles SET description = :description, source = :source, "
-            "kernel_launch_s = :kernel_launch_s, stage_call_overhead_s = :stage_call_overhead_s, "
-            "decode_step_overhead_s = :decode_step_overhead_s, fused_bytes_factor = :fused_bytes_factor, "
-            "origin = :origin WHERE id = :id"), dict(values, id=found))
+        assignments = ", ".join(f"{c} = :{c}" for c in RUNTIME_COLUMNS_STORED if c not in ("name", "version"))
+        conn.execute(sa.text(f"UPDATE runtime_profiles SET {assignments} WHERE id = :id"), dict(values, id=found))
         conn.execute(sa.text("DELETE FROM runtime_profile_categories WHERE runtime_profile_id = :id"), {"id": found})
     for category, row in profile["categories"].items():
         conn.execute(sa.text(
             "INSERT INTO runtime_profile_categories (runtime_profile_id, category_id, compute_efficiency, "
             "bandwidth_efficiency, fused) VALUES (:p, :c, :ce, :be, :fused)"),
             {"p": found, "c": category_ids[category], "ce": row["compute_efficiency"],
-             "be": row["bandwidth_efficiency"], "fused": row["fused"]})
+             "be": row["bandwidth_efficiency"], "fused": False})
     return int(found)
 
 
@@ -185,9 +269,29 @@ def resolve_hardware(conn: Connection, name: str) -> tuple[int, str]:
     return int(known[key]), key
 
 
+@functools.cache
+def shipped_runtime_versions() -> dict[str, int]:
+    """name -> version of every profile in the shipped runtimes.yaml: what a plain NAME means for those names."""
+    profiles = parse_runtimes(parse_yaml(shipped("runtimes.yaml"), "runtimes.yaml", RegistryError), "runtimes.yaml")
+    return {p["name"]: p["version"] for p in profiles}
+
+
+def plain_versions(versions_by_name: dict[str, set[int]]) -> dict[str, int]:
+    """The version a plain NAME means: the shipped version for the names of registry/data/runtimes.yaml, otherwise
+    the name's first (lowest) version. `calibrate` and `runtime add` store other versions, which are reached only
+    as NAME@VERSION: a plain name never moves to whatever was written last."""
+    shipped_versions = shipped_runtime_versions()
+    plain = {}
+    for name, versions in versions_by_name.items():
+        pinned = shipped_versions.get(name)
+        plain[name] = pinned if pinned in versions else min(versions)
+    return plain
+
+
 def resolve_runtime(conn: Connection, name: str) -> tuple[int, str, int]:
-    """(id, name, version) of a runtime profile given as NAME (its latest version) or NAME@VERSION."""
-    key, _, version = str(name).strip().lower().partition("@")
+    """(id, name, version) of a runtime profile given as NAME (its pinned version: see `plain_versions`) or
+    NAME@VERSION."""
+    key, at, version = str(name).strip().lower().partition("@")
     profiles: dict[str, dict[int, int]] = {}
     for pid, pname, pversion in conn.execute(sa.text("SELECT id, name, version FROM runtime_profiles")).all():
         profiles.setdefault(pname, {})[int(pversion)] = int(pid)
@@ -195,11 +299,21 @@ def resolve_runtime(conn: Connection, name: str) -> tuple[int, str, int]:
         raise RegistryError(f"unknown runtime {name!r}{suggestion(key, profiles)}; "
                             f"known: {', '.join(sorted(profiles))}")
     versions = profiles[key]
-    if version and (not version.isdigit() or int(version) not in versions):
+    if at and (not version.isdigit() or int(version) not in versions):
         raise RegistryError(f"runtime {key} has no version {version!r}; "
-                            f"known: {', '.join(map(str, sorted(versions)))}")
-    chosen = int(version) if version else max(versions)
+                            f"known: {', '.join(f'{key}@{v}' for v in sorted(versions))}")
+    chosen = int(version) if at else plain_versions({key: set(versions)})[key]
     return versions[chosen], key, chosen
+
+
+def runtime_label(name: str, version: int) -> str:
+    return f"{name}@{version}"
+
+
+def runtime_execution(conn: Connection, runtime_id: int) -> str:
+    """The execution a stored profile prices (profiles stored before revision 0006 are hf-eager)."""
+    return conn.execute(sa.text("SELECT COALESCE(execution, 'hf-eager') FROM runtime_profiles WHERE id = :i"),
+                        {"i": runtime_id}).scalar_one()
 
 
 def has_table(conn: Connection, name: str) -> bool:
@@ -222,9 +336,9 @@ def seed_catalogs(conn: Connection) -> None:
 # -- reading the catalogs back -------------------------------------------------------------------------------------
 
 HARDWARE_COLUMNS = ["name", "display_name", "bf16_tflops", "memory_tb_per_s", "memory_gb", "origin"]
-RUNTIME_COLUMNS = ["name", "version", "launch_us", "call_overhead_ms", "decode_step_ms", "fused_bytes_factor",
-                   "origin"]
-RUNTIME_CATEGORY_COLUMNS = ["category", "compute_efficiency", "bandwidth_efficiency", "fused"]
+RUNTIME_COLUMNS = ["runtime", "plain", "execution", "launch_us", "aten_call_us", "module_call_us", "graph_kernel_us",
+                   "call_overhead_ms", "decode_step_ms", "gpu_mem_util", "max_batched_tokens", "origin"]
+RUNTIME_CATEGORY_COLUMNS = ["category", "compute_efficiency", "bandwidth_efficiency"]
 
 
 def list_hardware(conn: Connection) -> list[tuple]:
@@ -242,20 +356,34 @@ def hardware_details(conn: Connection, name: str) -> dict[str, Any]:
 
 
 def list_runtimes(conn: Connection) -> list[tuple]:
-    """The runtime profiles (µs per launch, ms of host time per stage call and decode step), by name and version."""
-    return [tuple(r) for r in conn.execute(sa.text(
-        "SELECT name, version, kernel_launch_s * 1e6, stage_call_overhead_s * 1e3, decode_step_overhead_s * 1e3, "
-        "fused_bytes_factor, origin FROM runtime_profiles ORDER BY name, version")).all()]
+    """The runtime profiles as NAME@VERSION, whether a plain NAME means that version, the execution and the
+    parameters in display units (µs per launch, aten call, module call and graph kernel; ms per stage call and
+    decode step), by name and version."""
+    found = conn.execute(sa.text(
+        "SELECT name, version, COALESCE(execution, 'hf-eager'), kernel_launch_s * 1e6, "
+        "COALESCE(aten_call_s, 0) * 1e6, COALESCE(module_call_s, 0) * 1e6, "
+        "CASE WHEN COALESCE(cuda_graph_decode, FALSE) THEN graph_kernel_s * 1e6 END, stage_call_overhead_s * 1e3, "
+        "decode_step_overhead_s * 1e3, gpu_memory_utilization, max_num_batched_tokens, origin "
+        "FROM runtime_profiles ORDER BY name, version")).all()
+    versions: dict[str, set[int]] = {}
+    for row in found:
+        versions.setdefault(row[0], set()).add(int(row[1]))
+    plain = plain_versions(versions)
+    return [(runtime_label(name, version), plain[name] == int(version), *rest)
+            for name, version, *rest in found]
 
 
 def runtime_details(conn: Connection, name: str) -> tuple[dict[str, Any], list[tuple]]:
-    """A runtime profile (NAME or NAME@VERSION) and its per-category rows."""
+    """A runtime profile (NAME or NAME@VERSION), its parameters in SI units, and its per-category rows."""
     runtime_id, _, _ = resolve_runtime(conn, name)
     profile = dict(conn.execute(sa.text(
-        "SELECT id, name, version, description, source FROM runtime_profiles WHERE id = :i"),
-        {"i": runtime_id}).mappings().one())
+        "SELECT id, name, version, COALESCE(execution, 'hf-eager') AS execution, description, source, "
+        "kernel_launch_s, COALESCE(aten_call_s, 0) AS aten_call_s, COALESCE(module_call_s, 0) AS module_call_s, "
+        "COALESCE(cuda_graph_decode, FALSE) AS cuda_graph_decode, graph_kernel_s, stage_call_overhead_s, "
+        "decode_step_overhead_s, gpu_memory_utilization, max_num_batched_tokens, origin "
+        "FROM runtime_profiles WHERE id = :i"), {"i": runtime_id}).mappings().one())
     categories = [tuple(r) for r in conn.execute(sa.text(
-        "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency, rc.fused FROM runtime_profile_categories rc "
+        "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency FROM runtime_profile_categories rc "
         "JOIN operator_categories c ON c.id = rc.category_id WHERE rc.runtime_profile_id = :p ORDER BY c.id"),
         {"p": runtime_id}).all()]
     return profile, categories

@@ -13,7 +13,7 @@ from analyzer.measure import KINDS as MEASURE_KINDS
 from registry.db import RegistryError
 from registry.entry import run_and_exit
 from registry.output import Column, render_document, render_rows, render_table
-from registry.pricing import DEFAULT_SUMMARY_HARDWARE, DEFAULT_SUMMARY_RUNTIME
+from registry.pricing import DEFAULT_SUMMARY_HARDWARE
 
 EXECUTIONS = tuple(e.value for e in Execution)
 
@@ -361,8 +361,10 @@ WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column
 def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
     """Price a scenario: workloads x GPUs x runtimes, sorted by GPU-seconds per page.
 
-    Workloads not yet in the registry are analyzed and ingested first (reused on later runs); the scenario and
-    its points are recorded, and every number comes from the views v_point_summary and v_point_stage_time.
+    Each workload is priced under every runtime with the report of that runtime's execution (hf-eager or vllm);
+    reports not yet in the registry are analyzed and ingested first (reused on later runs). The scenario and its
+    points are recorded, and every number comes from the views v_point_summary and v_point_stage_time. Runtimes
+    show as NAME@VERSION.
 
     \b
     A scenario file:
@@ -465,18 +467,21 @@ FIT_TABLE = [Column("kind"), Column("rows"), Column("before", "MAPE before %", "
 @click.option("--runtime", "runtime_name", required=True, help="Runtime profile to start from (NAME or NAME@VERSION).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
               help="Write the calibrated profile here (YAML, loadable by `runtime add`).")
-@click.option("--name", "profile_name", help="Name of the calibrated profile (default: the runtime's name; "
-                                             "stored as its next version).")
+@click.option("--name", "profile_name", help="Name of the calibrated profile (default: the runtime's name); "
+                                             "stored as that name's next version, reached as NAME@VERSION.")
 @db_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, or JSON.")
 def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeout, fmt):
     """Fit a runtime profile to the stored measurements of one GPU x runtime (least squares).
 
-    Fits matmul/attention/conv compute efficiency, a bandwidth-efficiency scale, the per-kernel launch cost and the
-    host time per stage call and per decode step; reports the error before and after on the rows used and on rows
-    held out (each kind of measurement predicted by a fit to the other kinds); stores the result as a new profile
-    version and writes it to --out.
+    Fits, through the pricing views' own formula, the compute efficiency of matmul, attention, masked attention and
+    conv, a bandwidth-efficiency scale, the host time per aten call, kernel launch, module call, stage call and
+    decode step (and the device time per replayed kernel with CUDA-graph decode), each within its physical range.
+    Reports the parameters that end on a bound and those the rows cannot identify (kept at the prior), and the
+    error before and after on the rows used and on rows held out (each kind of measurement predicted by a fit to
+    the other kinds). Stores the result as a new version, reached as NAME@VERSION (a plain NAME keeps its pinned
+    version), and writes it to --out.
     """
     import yaml
 
@@ -492,7 +497,9 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
         registry.dispose()
     write_text_atomic(out, yaml.safe_dump([result["document"]], sort_keys=False, width=110))
     if fmt == "json":
-        click.echo(render_document({"profile": result["profile_label"], "parameters": result["parameters"],
+        click.echo(render_document({"profile": result["profile_label"], "plain": result["plain_label"],
+                                    "parameters": result["parameters"], "bounds": result["bounds"],
+                                    "on_bounds": result["on_bounds"], "fixed": result["fixed"],
                                     "before": result["before"], "after": result["after"],
                                     "held_out": result["held_out"], "after_from_views": result["after_from_views"]},
                                    "json"))
@@ -500,10 +507,15 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
     click.echo(f"calibrated {result['base_label']} on {hardware_name} from {result['timed_rows']} timed rows -> "
                f"{result['profile_label']} (stored) and {out}")
     for key, value in result["parameters"].items():
-        click.echo(f"  {key:<32} {value:.6g}")
+        low, high = result["bounds"][key]
+        note = ("  fixed at the prior: these rows do not identify it" if key in result["fixed"]
+                else f"  on its {result['on_bounds'][key]} bound" if key in result["on_bounds"] else "")
+        click.echo(f"  {key:<36} {value:<12.6g} [{low:.4g}, {high:.4g}]{note}")
     click.echo(render_table(FIT_TABLE, [(kind, result["before"][kind]["rows"], result["before"][kind]["mape_pct"],
                                          result["after"][kind]["mape_pct"], result["held_out"][kind]["mape_pct"])
                                         for kind in result["before"]], count=False))
+    click.echo(f"refer to it as {result['profile_label']} (a plain {result['plain_label'].split('@')[0]} still means "
+               f"{result['plain_label']})")
 
 
 @cli.command()
@@ -531,8 +543,9 @@ def measure(variant, device, out, reps, quick, kinds):
 @click.argument("report_ref", metavar="REPORT_ID_OR_FILE")
 @db_options
 @click.option("--hardware", "hardware_name", default=DEFAULT_SUMMARY_HARDWARE, show_default=True, help="GPU to price on.")
-@click.option("--runtime", "runtime_name", default=DEFAULT_SUMMARY_RUNTIME, show_default=True,
-              help="Runtime profile (NAME or NAME@VERSION).")
+@click.option("--runtime", "runtime_name",
+              help="Runtime profile (NAME or NAME@VERSION) of the report's execution [default: the shipped profile "
+                   "of that execution: hf-eager or vllm].")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Modules to list.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True,
               help="Output format.")
@@ -640,13 +653,18 @@ def hardware_add(path, db_url, lock_timeout):
 
 @cli.group()
 def runtime():
-    """Runtime profiles: per-category efficiency, launch cost, host overhead, fused categories."""
+    """Runtime profiles: the execution they price, per-category efficiency, host time per aten call, kernel launch,
+    module call, stage call and decode step, CUDA-graph decode and the vLLM memory model.
+
+    A plain NAME means one version: the one shipped in registry/data/runtimes.yaml (for other names, the first
+    version stored). Versions that `calibrate` or `runtime add` store are reached as NAME@VERSION.
+    """
 
 
 @runtime.command("list")
 @db_options
 def runtime_list(db_url, lock_timeout):
-    """List the runtime profiles."""
+    """List the runtime profiles as NAME@VERSION; `plain` marks the version a plain NAME means."""
     from registry.catalog import RUNTIME_COLUMNS, list_runtimes
 
     print_rows(RUNTIME_COLUMNS, read_catalog(db_url, lock_timeout, list_runtimes), "table")
@@ -656,7 +674,11 @@ def runtime_list(db_url, lock_timeout):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @db_options
 def runtime_add(path, db_url, lock_timeout):
-    """Add or update runtime profiles from a YAML file in the format of `calibrate --out` / runtimes.yaml."""
+    """Add or update runtime profiles from a YAML file in the format of `calibrate --out` / runtimes.yaml.
+
+    The file is checked whole (known keys, a known execution, every category, each parameter in its physical
+    range) and nothing is written if any entry is refused.
+    """
     profiles = add_catalog(db_url, lock_timeout, path, "runtime")
     labels = [f"{p['name']}@{p['version']}" for p in profiles]
     click.echo(f"runtime: {', '.join(labels)} added or updated")
@@ -666,11 +688,26 @@ def runtime_add(path, db_url, lock_timeout):
 @click.argument("name")
 @db_options
 def runtime_show(name, db_url, lock_timeout):
-    """Show a runtime profile (NAME or NAME@VERSION) with its per-category efficiencies."""
+    """Show a runtime profile (NAME or NAME@VERSION) with its parameters and per-category efficiencies."""
     from registry.catalog import RUNTIME_CATEGORY_COLUMNS, runtime_details
 
     profile, categories = read_catalog(db_url, lock_timeout, runtime_details, name)
-    click.echo(f"{profile['name']}@{profile['version']}: {profile['description']}\nsource: {profile['source']}")
+    graph = (f"yes, {profile['graph_kernel_s'] * 1e6:g} us of device time per kernel"
+             if profile["cuda_graph_decode"] else "no")
+    lines = [f"{profile['name']}@{profile['version']} ({profile['origin']}): {profile['description']}",
+             f"source: {profile['source']}",
+             f"  execution                {profile['execution']}",
+             f"  aten call                {profile['aten_call_s'] * 1e6:g} us (host)",
+             f"  kernel launch            {profile['kernel_launch_s'] * 1e6:g} us (host)",
+             f"  module call              {profile['module_call_s'] * 1e6:g} us (host)",
+             f"  stage call overhead      {profile['stage_call_overhead_s'] * 1e3:g} ms",
+             f"  decode step overhead     {profile['decode_step_overhead_s'] * 1e3:g} ms",
+             f"  CUDA-graph decode        {graph}"]
+    if profile["gpu_memory_utilization"] is not None:
+        lines.append(f"  gpu_memory_utilization   {profile['gpu_memory_utilization']:g}")
+    if profile["max_num_batched_tokens"] is not None:
+        lines.append(f"  max_num_batched_tokens   {profile['max_num_batched_tokens']:,}")
+    click.echo("\n".join(lines))
     print_rows(RUNTIME_CATEGORY_COLUMNS, categories, "table")
 
 

@@ -1,7 +1,7 @@
 """The seed's public contract: request and summary models (attrs), cattrs hooks, and how a summary is priced.
 
-A summary prices a report on one GPU under one runtime profile (default: h200 under the calibrated
-hf-eager-h200) through the registry's views; measured_total_time_ms and predicted_vs_measured_ratio are filled
+A summary prices a report on one GPU under one runtime profile (default: h200 under the shipped profile of the
+report's own execution, `hf-eager` or `vllm`) through the registry's views; measured_total_time_ms and predicted_vs_measured_ratio are filled
 when the registry holds an end-to-end measurement of the same workload on that GPU and runtime.
 """
 
@@ -18,7 +18,8 @@ from analyzer.errors import AnalyzerInputError
 from analyzer.report import AnalyticModelReport, report_from_dict
 from analyzer.workload import profile_names
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
-from registry.pricing import DEFAULT_SUMMARY_RUNTIME as DEFAULT_RUNTIME
+
+DEFAULT_RUNTIME = None  # the shipped profile named after the report's execution
 
 
 def _known_model(instance, attribute, value):
@@ -70,19 +71,20 @@ class DeepSeekOCRAnalyticReportSummary:
     top_modules: tuple[TopModule, ...] = attrs.field(default=(), converter=tuple)
 
 
-def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtime: str = DEFAULT_RUNTIME,
+def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtime: str | None = DEFAULT_RUNTIME,
               top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
-    """Price a stored report through the views and shape the answer as the summary contract."""
+    """Price a stored report through the views and shape the answer as the summary contract. `runtime` None: the
+    shipped profile of the report's execution (hf-eager or vllm); a runtime of another execution is refused."""
     from registry.measurements import resolve
     from registry.pricing import (measured_end_to_end_ms, read_module_times, read_points, record_scenario,
                                   stored_report_key)
 
     with registry.begin() as conn:
-        report_key, variant, profile_id = stored_report_key(conn, report_id)
-        hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime)
+        report_key, variant, profile_id, execution = stored_report_key(conn, report_id)
+        hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime or execution)
         scenario_id = record_scenario(conn, f"summary:{report_id}", {"summary": report_id, "hardware": hardware,
                                                                     "runtime": runtime_label},
-                                      {}, [report_key], [hardware_id], [runtime_id])
+                                      {}, [(report_key, hardware_id, runtime_id)])
     predicted_s = read_points(registry, scenario_id)[0]["page_latency_s"]
     modules = read_module_times(registry, scenario_id)
     measured = measured_end_to_end_ms(registry, report_key, hardware_id, runtime_id)
@@ -94,7 +96,8 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
     ranked = sorted(modules, key=lambda m: (-m[3], m[0], m[2]))[:top]
     predicted_ms = round(1000.0 * float(predicted_s), 6)
     notes = [f"priced on {hardware} under {runtime_label} by the registry views (v_point_summary)",
-             "share_of_model_time: of the summed kernel and launch time of every module (host overhead excluded)"]
+             "share_of_model_time: of the summed operator time of every module (each operator's largest of "
+             "compute, memory and dispatch time; host time outside operators excluded)"]
     if measured is None:
         notes.append(f"no end-to-end measurement of this workload on {hardware} under {runtime_label}")
     return DeepSeekOCRAnalyticReportSummary(
@@ -110,7 +113,7 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
 
 
 def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWARE,
-                     runtime: str = DEFAULT_RUNTIME) -> DeepSeekOCRAnalyticReportSummary:
+                     runtime: str | None = DEFAULT_RUNTIME) -> DeepSeekOCRAnalyticReportSummary:
     """The summary of a report that is not in any registry: priced in a private in-memory registry."""
     from registry.pricing import private_registry
 
@@ -118,8 +121,8 @@ def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWA
         return summarize(registry, report.report_id, hardware, runtime)
 
 
-def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWARE, runtime: str = DEFAULT_RUNTIME,
-                        top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
+def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWARE,
+                        runtime: str | None = DEFAULT_RUNTIME, top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
     """The summary of a stored report (by id) or of a report file, which is stored first (idempotent)."""
     import pathlib
 

@@ -126,7 +126,18 @@ def report_values(report: AnalyticModelReport, architecture_id: int, workload_id
         routing_counting_implementation=report.routing.counting_implementation,
         parameters_note=report.parameters_note, notes="\n".join(report.notes), total_flops=report.total_flops,
         total_bytes=report.total_bytes, total_kernel_launches=sum(s.kernel_launches for s in report.stages),
-        source=source[:1000], ingested_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None))
+        source=source[:1000], ingested_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
+        execution=report.execution.value, category_records=category_records(report))
+
+
+def category_records(report: AnalyticModelReport) -> str | None:
+    """The report's own category records as stored with it (JSON), so that it rebuilds exactly whatever later
+    revisions do to operator_categories; version-1 reports carry none (they derive today's)."""
+    if report.schema_version < 2:
+        return None
+    from analyzer.report import CONVERTER
+
+    return json.dumps([CONVERTER.unstructure(c) for c in report.categories], sort_keys=True, separators=(",", ":"))
 
 
 _STAGE_FIELDS = ("view_px", "calls", "items", "tokens_per_item", "context_start", "context_end", "flops",
@@ -178,18 +189,33 @@ def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict
     return modules, operators
 
 
+def _category_order(category: OperatorCategory) -> int:
+    return list(CategoryId).index(category.category_id)
+
+
 def stored_categories(registry: Registry, conn: Connection) -> tuple[OperatorCategory, ...]:
-    """The registry's operator categories as report records, in id order."""
-    return tuple(OperatorCategory(category_id=CategoryId(name), display_name=display_name or "",
-                                  description=description, match_classes=json.loads(match_classes or "[]"))
-                 for name, display_name, description, match_classes in registry.category_rows(conn))
+    """The registry's operator categories as report records, in the order of `TargetOperatorList` (ids follow the
+    order categories were added in, not the list's)."""
+    return tuple(sorted((OperatorCategory(category_id=CategoryId(name), display_name=display_name or "",
+                                          description=description, match_classes=json.loads(match_classes or "[]"))
+                         for name, display_name, description, match_classes in registry.category_rows(conn)),
+                        key=_category_order))
 
 
 def check_categories(report: AnalyticModelReport, stored: tuple[OperatorCategory, ...]) -> None:
-    """A report is stored against the registry's category rows, so its categories must be those rows."""
-    if report.categories == stored:
-        return
+    """A report of the current schema version is stored against the registry's category rows, so its categories
+    must be those rows. A report of an older version keeps its own records (reports.category_records, or derived
+    for version 1): its category ids must be rows of the registry."""
+    from analyzer.report import SCHEMA_VERSION
+
     by_id = {c.category_id: c for c in stored}
+    if report.schema_version < SCHEMA_VERSION:
+        unknown = [c.category_id.value for c in report.categories if c.category_id not in by_id]
+        if unknown:
+            raise ReportFormatError(f"categories {', '.join(unknown)} are not in the registry (upgrade it)")
+        return
+    if sorted(report.categories, key=_category_order) == sorted(stored, key=_category_order):
+        return
     for category in report.categories:
         if by_id.get(category.category_id) != category:
             raise ReportFormatError(f"category {category.category_id.value!r} differs from the registry's "
@@ -292,7 +318,8 @@ def write_report(registry: Registry, report: AnalyticModelReport, source: str, f
                 for table in ("operator_metrics", "module_metrics", "report_stages"):
                     conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
                 conn.execute(reports.update().where(reports.c.id == report_pk)
-                             .values(source=values["source"], ingested_at=values["ingested_at"]))
+                             .values(source=values["source"], ingested_at=values["ingested_at"],
+                                     execution=values["execution"], category_records=values["category_records"]))
                 status = "replaced"
         if status in ("new", "replaced"):
             rows += 1

@@ -3,7 +3,8 @@
 Each timed row is mapped to a workload whose report has exactly that stage: a vision_tower or projector row of
 B views of N px is the global view of a single-view mode at batch B, or B tiles of N px on one page; a prefill
 row of T tokens is the variant's Base mode with T - image tokens of text; an end-to-end row is the whole
-workload. Its prediction comes from the pricing views at a scenario point of the same GPU and runtime.
+workload. Its prediction comes from the pricing views at a scenario point of the same GPU and runtime; the
+workloads are analyzed under the runtime's execution.
 """
 
 from __future__ import annotations
@@ -205,11 +206,13 @@ def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:
 def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: str, runtime: str,
                         progress: bool = False) -> tuple[int, bool, list[MappedRow]]:
     """Store a measurement file for one GPU and runtime; returns (set id, newly stored, rows)."""
+    from registry.catalog import runtime_execution
     from registry.pricing import ensure_reports, record_scenario
 
     env, rows, file_hash = parse(path)
     with registry.begin() as conn:
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime)
+        execution = runtime_execution(conn, runtime_id)
         existing = conn.execute(sa.text(
             "SELECT id FROM measurement_sets WHERE file_hash = :h AND hardware_id = :hw AND runtime_profile_id = :rt"),
             {"h": file_hash, "hw": hardware_id, "rt": runtime_id}).scalar()
@@ -217,13 +220,13 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
         return int(existing), False, rows
     timed = [r for r in rows if r.workload is not None]
     report_ids = ensure_reports(registry, [r.workload for r in timed], f"measurements:{pathlib.Path(path).name}",
-                                progress)
+                                progress, execution)
     by_row = dict(zip((r.index for r in timed), report_ids))
     with registry.begin() as conn:
         distinct = sorted(set(report_ids))
         scenario_id = record_scenario(conn, f"measurements:{pathlib.Path(path).name}",
                                       {"measurements": str(path), "hardware": hardware, "runtime": runtime_label},
-                                      {}, distinct, [hardware_id], [runtime_id], {})
+                                      {}, [(report, hardware_id, runtime_id) for report in distinct], {})
         set_id = conn.execute(sa.text(
             "INSERT INTO measurement_sets (file_hash, source, hardware_id, runtime_profile_id, scenario_id, env, "
             "ingested_at) VALUES (:h, :src, :hw, :rt, :sc, :env, :at) RETURNING id"),

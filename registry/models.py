@@ -125,6 +125,10 @@ class Report(Base):
     total_kernel_launches: Mapped[int] = mapped_column(Count)
     source: Mapped[str] = mapped_column(sa.String(1000))
     ingested_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+    # hf-eager | vllm; NULL (rows stored before revision 0006) reads as hf-eager
+    execution: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+    # the report's own OperatorCategory records (JSON array); NULL for version-1 reports, which derive them
+    category_records: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class ReportStage(Base):
@@ -221,6 +225,13 @@ class Hardware(Base):
 
 
 class RuntimeProfile(Base):
+    """A runtime profile: what it executes and the parameters of the pricing formula (queries/views/55, 60, 70).
+
+    Columns added by revision 0006 are nullable (DuckDB cannot alter columns); the views COALESCE them: a profile
+    stored before it is hf-eager with no per-aten-call or per-module host time. `fused_bytes_factor` (and
+    runtime_profile_categories.fused) are no longer read: fused kernels are traced by the analyzer (vllm).
+    """
+
     __tablename__ = "runtime_profiles"
     __table_args__ = (sa.UniqueConstraint("name", "version"),)
     id: Mapped[int] = _id(RUNTIME_PROFILES_ID_SEQ)
@@ -231,8 +242,15 @@ class RuntimeProfile(Base):
     kernel_launch_s: Mapped[float] = mapped_column(sa.Double)
     stage_call_overhead_s: Mapped[float] = mapped_column(sa.Double)
     decode_step_overhead_s: Mapped[float] = mapped_column(sa.Double)
-    fused_bytes_factor: Mapped[float] = mapped_column(sa.Double)
+    fused_bytes_factor: Mapped[float] = mapped_column(sa.Double)  # legacy, not read since 0006 (written 1.0)
     origin: Mapped[str] = mapped_column(sa.String(20))  # shipped | user | calibrated
+    execution: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)  # hf-eager | vllm
+    aten_call_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # host time per aten call
+    module_call_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # host time per nn.Module call
+    cuda_graph_decode: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
+    graph_kernel_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # per kernel in a graph replay
+    gpu_memory_utilization: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # vllm
+    max_num_batched_tokens: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)  # vllm
 
 
 class RuntimeProfileCategory(Base):
@@ -243,7 +261,7 @@ class RuntimeProfileCategory(Base):
                                              primary_key=True, autoincrement=False)
     compute_efficiency: Mapped[float] = mapped_column(sa.Double)
     bandwidth_efficiency: Mapped[float] = mapped_column(sa.Double)
-    fused: Mapped[bool] = mapped_column(sa.Boolean)
+    fused: Mapped[bool] = mapped_column(sa.Boolean)  # legacy, not read since 0006 (written false)
 
 
 class Scenario(Base):

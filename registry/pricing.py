@@ -20,20 +20,27 @@ import sqlalchemy as sa
 from registry.db import Registry, RegistryError
 
 DEFAULT_RUNTIME = "hf-eager"  # the runtime a scenario prices under when it names none
-# A summary (the seed's contract) prices on the H200 under the profile calibrated on its measurements.
+# A summary prices on the H200 under the shipped profile of the report's own execution (hf-eager or vllm) unless a
+# runtime is named.
 DEFAULT_SUMMARY_HARDWARE = "h200"
-DEFAULT_SUMMARY_RUNTIME = "hf-eager-h200"
 COMPARE_COLUMNS = ["row_index", "kind", "variant", "batch", "workload", "stage", "view_kind", "predicted_ms",
                    "measured_ms", "ratio", "abs_pct_error"]
-SUMMARY_COLUMNS = ["point_index", "hardware", "runtime", "variant", "mode", "tiles", "batch", "new_tokens",
-                   "page_latency_s", "pages_per_s", "tokens_per_s", "pages_per_gpu_day", "gpu_seconds_per_page",
-                   "gpus_needed", "meets_latency_target", "memory_needed_bytes", "fits_in_memory",
-                   "max_batch_in_memory", "vision_s", "projector_s", "prefill_s", "decode_s", "report_id"]
+SUMMARY_COLUMNS = ["point_index", "hardware", "runtime", "execution", "variant", "mode", "tiles", "batch",
+                   "new_tokens", "page_latency_s", "pages_per_s", "tokens_per_s", "pages_per_gpu_day",
+                   "gpu_seconds_per_page", "gpus_needed", "meets_latency_target", "memory_needed_bytes",
+                   "memory_budget_bytes", "kv_pool_bytes", "fits_in_memory", "max_batch_in_memory", "vision_s",
+                   "projector_s", "prefill_s", "decode_s", "report_id"]
 
 
-def find_report(conn, workload) -> int | None:
-    """The key of a stored report of this workload made by this analyzer on this transformers version (the newest
-    schema version first)."""
+def _execution(execution) -> str:
+    from analyzer.execution import Execution, parse_execution
+
+    return parse_execution(execution.value if isinstance(execution, Execution) else execution).value
+
+
+def find_report(conn, workload, execution="hf-eager") -> int | None:
+    """The key of a stored report of this workload traced under `execution`, made by this analyzer on this
+    transformers version (the newest schema version first). Reports stored before revision 0006 are hf-eager."""
     import transformers
 
     from analyzer import __version__
@@ -44,30 +51,35 @@ def find_report(conn, workload) -> int | None:
         "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
         "JOIN architectures a ON a.id = r.architecture_id "
         "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
+        "AND COALESCE(r.execution, 'hf-eager') = :e "
         "ORDER BY r.schema_version DESC, r.id LIMIT 1"),
-        {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers.__version__}).scalar()
+        {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers.__version__,
+         "e": _execution(execution)}).scalar()
 
 
-def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False) -> list[int]:
-    """The key of the stored report of each workload, analyzing and ingesting those not stored yet."""
+def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
+                   execution="hf-eager") -> list[int]:
+    """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
+    execution)) and ingesting those not stored yet."""
     from tqdm import tqdm
 
     from analyzer.analysis import analyze
     from registry.ingest import write_report
 
+    execution = _execution(execution)
     with registry.begin() as conn:
-        report_keys = [find_report(conn, w) for w in workloads]
+        report_keys = [find_report(conn, w, execution) for w in workloads]
     missing = [i for i, key in enumerate(report_keys) if key is None]
-    bar = tqdm(total=len(missing), unit="workload", desc="analyzing", file=sys.stderr,
+    bar = tqdm(total=len(missing), unit="workload", desc=f"analyzing ({execution})", file=sys.stderr,
                disable=not progress or len(missing) < 2, leave=False)
     try:
         for index in missing:
             with registry.begin(keep_open=True) as conn:
-                stored = find_report(conn, workloads[index])  # an earlier duplicate in this list
+                stored = find_report(conn, workloads[index], execution)  # an earlier duplicate in this list
             if stored is None:
-                write_report(registry, analyze(workloads[index]), label, keep_open=True)
+                write_report(registry, analyze(workloads[index], execution), label, keep_open=True)
                 with registry.begin(keep_open=True) as conn:
-                    stored = find_report(conn, workloads[index])
+                    stored = find_report(conn, workloads[index], execution)
             report_keys[index] = stored
             bar.update(1)
     finally:
@@ -76,12 +88,39 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     return report_keys
 
 
-def record_scenario(conn, name: str, definition: dict, target: dict, report_keys: list[int],
-                    hardware_ids: list[int], runtime_ids: list[int], overrides: dict | None = None) -> int:
-    """The scenario row and one point per report x GPU x runtime, with the effective device figures."""
+def product_points(report_keys: list[int], hardware_ids: list[int], runtime_ids: list[int]) -> list[tuple]:
+    """(report, GPU, runtime) of every combination, reports outermost."""
+    return list(itertools.product(report_keys, hardware_ids, runtime_ids))
+
+
+def check_executions(conn, points: list[tuple]) -> None:
+    """A point prices a report under a runtime of the report's own execution; any other pairing is refused."""
+    report_keys = sorted({report for report, _, _ in points})
+    runtime_ids = sorted({runtime for _, _, runtime in points})
+    reports = {key: (report_id, execution) for key, report_id, execution in conn.execute(sa.text(
+        "SELECT id, report_id, COALESCE(execution, 'hf-eager') FROM reports WHERE id IN :keys").bindparams(
+        sa.bindparam("keys", expanding=True)), {"keys": report_keys}).all()}
+    runtimes = {key: (name, version, execution) for key, name, version, execution in conn.execute(sa.text(
+        "SELECT id, name, version, COALESCE(execution, 'hf-eager') FROM runtime_profiles WHERE id IN :keys"
+    ).bindparams(sa.bindparam("keys", expanding=True)), {"keys": runtime_ids}).all()}
+    for report, _, runtime in points:
+        report_id, traced = reports[report]
+        name, version, prices = runtimes[runtime]
+        if traced != prices:
+            raise RegistryError(f"report {report_id} was traced under execution {traced}, but runtime "
+                                f"{name}@{version} prices execution {prices}: price it under a {traced} runtime, "
+                                f"or analyze the workload with --execution {prices}")
+
+
+def record_scenario(conn, name: str, definition: dict, target: dict, points: list[tuple],
+                    overrides: dict | None = None) -> int:
+    """The scenario row and one point per (report, GPU, runtime) of `points`, with the effective device figures.
+    Every point pairs a report with a runtime of the same execution (checked: nothing is recorded otherwise)."""
     from registry.ingest import bulk_insert
 
     overrides = overrides or {}
+    if points:
+        check_executions(conn, points)
     devices = {hid: row for hid, *row in conn.execute(sa.text(
         "SELECT id, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes FROM hardware")).all()}
     scenario_id = conn.execute(sa.text(
@@ -90,26 +129,30 @@ def record_scenario(conn, name: str, definition: dict, target: dict, report_keys
         {"name": name, "definition": json.dumps(definition, sort_keys=True, default=str),
          "pages": target.get("pages_per_day"), "latency": target.get("page_latency_s"),
          "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)}).scalar_one()
-    points = []
-    for report_key, hardware_id, runtime_id in itertools.product(report_keys, hardware_ids, runtime_ids):
+    rows = []
+    for report_key, hardware_id, runtime_id in points:
         peak, bandwidth, memory = devices[hardware_id]
-        points.append({
-            "scenario_id": scenario_id, "point_index": len(points) + 1, "report_id": report_key,
+        rows.append({
+            "scenario_id": scenario_id, "point_index": len(rows) + 1, "report_id": report_key,
             "hardware_id": hardware_id, "runtime_profile_id": runtime_id,
             "peak_flops_per_s": overrides["peak_tflops"] * 1e12 if overrides.get("peak_tflops") else peak,
             "memory_bandwidth_bytes_per_s": (overrides["memory_tb_per_s"] * 1e12
                                              if overrides.get("memory_tb_per_s") else bandwidth),
             "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory,
             "efficiency_scale": overrides.get("efficiency_scale") or 1.0})
-    bulk_insert(conn, "scenario_points", {key: [p[key] for p in points] for key in points[0]})
+    if rows:
+        bulk_insert(conn, "scenario_points", {key: [p[key] for p in rows] for key in rows[0]})
     return int(scenario_id)
 
 
 def read_points(registry: Registry, scenario_id: int) -> list[dict]:
-    """The scenario's priced points (v_point_summary): those that fit first, then by GPU-seconds per page."""
+    """The scenario's priced points (v_point_summary): those that fit first, then by GPU-seconds per page. The
+    runtime is given as NAME@VERSION."""
+    columns = [c if c != "runtime" else "runtime || '@' || CAST(runtime_version AS VARCHAR(20))"
+               for c in SUMMARY_COLUMNS]
     with registry.begin() as conn:
         result = conn.execute(sa.text(
-            f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM v_point_summary WHERE scenario_id = :s "
+            f"SELECT {', '.join(columns)} FROM v_point_summary WHERE scenario_id = :s "
             "ORDER BY CASE WHEN fits_in_memory THEN 0 ELSE 1 END, gpu_seconds_per_page, point_index"),
             {"s": scenario_id})
         return [dict(zip(SUMMARY_COLUMNS, row)) for row in result.all()]
@@ -124,20 +167,23 @@ def read_stage_times(registry: Registry, scenario_id: int) -> list[dict]:
         return [dict(point_index=p, stage=s, seconds=t) for p, s, t in result.all()]
 
 
+STAGE_BREAKDOWN_COLUMNS = ["stage", "view_kind", "stage_time_s", "kernel_s", "dispatch_s", "op_time_s", "host_s"]
+
+
 def read_stage_breakdown(registry: Registry, scenario_id: int) -> list[tuple]:
-    """(stage, view kind, stage time, kernel, launch, host seconds) of every point, longest first."""
+    """(stage, view kind, stage time, kernel, dispatch, operator and host seconds) of every point, longest first."""
     with registry.begin() as conn:
         return [tuple(row) for row in conn.execute(sa.text(
-            "SELECT stage, view_kind, stage_time_s, kernel_s, launch_s, host_s FROM v_point_stage_time "
+            f"SELECT {', '.join(STAGE_BREAKDOWN_COLUMNS)} FROM v_point_stage_time "
             "WHERE scenario_id = :s ORDER BY stage_time_s DESC"), {"s": scenario_id}).all()]
 
 
 def read_module_times(registry: Registry, scenario_id: int) -> list[tuple]:
-    """(module path, name, stage, kernel + launch seconds, FLOPs, bytes written) per module and stage of a
-    scenario's points (v_point_operator_time)."""
+    """(module path, name, stage, operator seconds, FLOPs, bytes written) per module and stage of a scenario's
+    points (v_point_operator_time: each operator row's max of compute, memory and dispatch time)."""
     with registry.begin() as conn:
         return [tuple(row) for row in conn.execute(sa.text(
-            "SELECT m.path, m.name, t.stage, SUM(t.kernel_s + t.launch_s), SUM(o.flops), SUM(o.bytes_written) "
+            "SELECT m.path, m.name, t.stage, SUM(t.op_time_s), SUM(o.flops), SUM(o.bytes_written) "
             "FROM v_point_operator_time t JOIN modules m ON m.id = t.module_id "
             "JOIN operator_metrics o ON o.report_id = t.report_pk AND o.module_id = t.module_id "
             "AND o.stage = t.stage AND o.view_kind = t.view_kind AND o.category_id = t.category_id "
@@ -196,14 +242,14 @@ def private_registry(report, label: str) -> Iterator[tuple[Registry, int]]:
         registry.dispose()
 
 
-def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None]:
-    """(key, variant, workload profile id) of a stored report by its content hash."""
+def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None, str]:
+    """(key, variant, workload profile id, execution) of a stored report by its content hash."""
     row = conn.execute(sa.text(
-        "SELECT r.id, r.variant, w.profile_id FROM reports r JOIN workloads w ON w.id = r.workload_id "
-        "WHERE r.report_id = :r"), {"r": report_id}).first()
+        "SELECT r.id, r.variant, w.profile_id, COALESCE(r.execution, 'hf-eager') FROM reports r "
+        "JOIN workloads w ON w.id = r.workload_id WHERE r.report_id = :r"), {"r": report_id}).first()
     if row is None:
         raise RegistryError(f"no report {report_id!r} in the registry")
-    return int(row[0]), row[1], row[2]
+    return int(row[0]), row[1], row[2], row[3]
 
 
 def report_id_of(conn, report_key: int) -> str:

@@ -1,18 +1,23 @@
 """A stored report read back from its normalized rows, checked against its content hash.
 
-A report is rebuilt at the schema version it was stored with (reports.schema_version), so version-1 and version-2
-reports both reproduce their ids; the spec's derived fields are computed from the stored counts.
+A report is rebuilt at the schema version it was stored with (reports.schema_version), with the execution it was
+traced under (reports.execution; NULL, stored before revision 0006, is hf-eager) and its own category records
+(reports.category_records; version-1 reports derive today's, as a version-1 file does), so reports of every
+version reproduce their ids; the spec's derived fields are computed from the stored counts.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import sqlalchemy as sa
 
-from analyzer.categories import CategoryId
-from analyzer.report import (AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
-                             RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id)
+from analyzer.categories import CategoryId, OperatorCategory
+from analyzer.execution import Execution
+from analyzer.report import (CONVERTER, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
+                             RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id,
+                             operator_categories)
 from registry.db import Registry, RegistryError
 from registry.ingest import stored_categories
 
@@ -41,7 +46,13 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         operators = conn.execute(sa.text(
             "SELECT o.*, c.name AS category FROM operator_metrics o JOIN operator_categories c ON c.id = o.category_id "
             "WHERE o.report_id = :r ORDER BY o.category_id"), {"r": head["id"]}).mappings().all()
-        categories = stored_categories(registry, conn)
+        if head["category_records"] is not None:
+            categories = tuple(CONVERTER.structure(record, OperatorCategory)
+                               for record in json.loads(head["category_records"]))
+        elif int(head["schema_version"]) == 1:
+            categories = operator_categories()
+        else:
+            categories = stored_categories(registry, conn)
     children = defaultdict(list)
     for m in modules:
         if m["parent_path"] is not None:
@@ -66,6 +77,7 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         torch_version=head["torch_version"], dtype=head["dtype"], parameters=int(head["parameters"]),
         checkpoint_parameters=int(head["checkpoint_parameters"]), parameters_note=head["parameters_note"],
         weight_bytes=int(head["weight_bytes"]), kv_cache_bytes_per_token=int(head["kv_cache_bytes_per_token"]),
+        execution=Execution(head["execution"] or Execution.HF_EAGER.value),
         routing=RoutingAssumption(experts=int(head["routing_experts"]),
                                   experts_per_token=int(head["routing_experts_per_token"]),
                                   shared_experts=int(head["routing_shared_experts"]),

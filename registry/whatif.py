@@ -180,13 +180,21 @@ def _overrides(scenario: Scenario) -> dict[str, float | None]:
 
 
 def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False) -> tuple[int, list[dict]]:
-    """Analyze what is missing, record the scenario and its points, and read the priced points."""
+    """Analyze what is missing (each workload under the execution of every runtime it is priced under), record
+    the scenario and its points (workloads x GPUs x runtimes, each runtime paired with the report of its own
+    execution), and read the priced points."""
+    from registry.catalog import runtime_execution
+
     overrides = _overrides(scenario)
     workloads = expand_workloads(scenario)
     with registry.begin() as conn:
         hardware, runtimes = resolve_devices(scenario, conn)
-    report_keys = ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress)
+        executions = {runtime_id: runtime_execution(conn, runtime_id) for runtime_id, _, _ in runtimes}
+    report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution)
+                   for execution in dict.fromkeys(executions.values())}
+    points = [(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
+              for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes]
     with registry.begin() as conn:
         scenario_id = record_scenario(conn, scenario.name, scenario.data, scenario.data.get("target") or {},
-                                      report_keys, [h for h, _ in hardware], [r for r, _, _ in runtimes], overrides)
+                                      points, overrides)
     return scenario_id, read_points(registry, scenario_id)

@@ -78,7 +78,7 @@ def test_real_report_and_summary_validate_against_the_schemas(registry_url, repo
 
 def test_summary_fills_measured_time_from_a_matching_measurement(registry_url):
     data = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
-    run_command(["ingest", "--measurements", str(data), "--hardware", "h200", "--runtime", "hf-eager-h200",
+    run_command(["ingest", "--measurements", str(data), "--hardware", "h200", "--runtime", "hf-eager",
                  "--db", registry_url])
 
     (report_id,) = rows(registry_url, "SELECT r.report_id FROM measurements m JOIN reports r ON r.id = m.report_id "

@@ -5,13 +5,14 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.helpers import REPO, rows, run_command
 
 H200_FILE = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
 
 
-def _ingest(url, runtime="hf-eager@1"):
+def _ingest(url, runtime="hf-eager"):
     return run_command(["ingest", "--measurements", str(H200_FILE), "--hardware", "h200", "--runtime", runtime,
                         "--db", url])
 
@@ -39,7 +40,7 @@ def test_measurement_ingest_links_rows_to_workloads_and_is_idempotent(registry_u
 
 def test_compare_json_matches_the_views(registry_url):
     result = run_command(["compare", "--measurements", str(H200_FILE), "--hardware", "h200", "--runtime",
-                          "hf-eager@1", "--db", registry_url, "--format", "json"])
+                          "hf-eager", "--db", registry_url, "--format", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert len(data["rows"]) == 28
@@ -53,38 +54,102 @@ def test_compare_json_matches_the_views(registry_url):
     assert data["summary"]["median_ape_pct"] == pytest.approx(float(np.median(errors)))
     assert set(data["summary"]["by_kind"]) == {"vision_tower", "projector", "prefill", "end_to_end_views"}
     table = run_command(["compare", "--measurements", str(H200_FILE), "--hardware", "h200", "--runtime",
-                         "hf-eager@1", "--db", registry_url])
-    assert re.search(r"^all +28 +54\.4 +254\.3 +1271\.3$", table.stdout, re.MULTILINE)  # median, mean, max APE %
+                         "hf-eager@2", "--db", registry_url])
+    summary = data["summary"]  # the same set: median, mean, max APE % in the table
+    assert re.search(rf"^all +28 +{summary['median_ape_pct']:.1f} +{summary['mape_pct']:.1f} "
+                     rf"+{summary['max_ape_pct']:.1f}$", table.stdout, re.MULTILINE), table.stdout
 
 
 def test_calibration_improves_and_reports_held_out_error(registry_url, tmp_path):
     _ingest(registry_url)
     out = tmp_path / "calibrated.yaml"
-    result = run_command(["calibrate", "--hardware", "h200", "--runtime", "hf-eager@1", "--out", str(out),
+    result = run_command(["calibrate", "--hardware", "h200", "--runtime", "hf-eager", "--out", str(out),
                           "--db", registry_url, "--format", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["profile"] == "hf-eager@2"
+    assert (data["profile"], data["plain"]) == ("hf-eager@3", "hf-eager@2")
     before, after, held = data["before"]["all"], data["after"]["all"], data["held_out"]["all"]
     assert before["rows"] == after["rows"] == held["rows"] == 28
-    assert after["mape_pct"] < before["mape_pct"] / 5
+    assert after["mape_pct"] < before["mape_pct"] / 2
     assert after["mape_pct"] <= held["mape_pct"]
+    # every parameter within its physical range; those on a bound and those the rows cannot identify reported
+    for name, value in data["parameters"].items():
+        low, high = data["bounds"][name]
+        assert low <= value <= high, name
+        side = data["on_bounds"].get(name)
+        if side is not None:
+            assert value == pytest.approx(low if side == "lower" else high, abs=1e-4 * (high - low)), name
+    assert "graph_kernel_s" not in data["parameters"]  # hf-eager replays no CUDA graph
+    assert set(data["fixed"]) <= set(data["parameters"]) and set(data["fixed"]).isdisjoint(data["on_bounds"])
     # the fit's own predictions equal the SQL views' for the stored profile (up to the file's rounding)
     assert data["after_from_views"][0]["mape_pct"] == pytest.approx(after["mape_pct"], rel=1e-3)
+    document = yaml.safe_load(out.read_text())[0]
+    assert (document["name"], document["version"], document["execution"]) == ("hf-eager", 3, "hf-eager")
     loaded = run_command(["runtime", "add", str(out), "--db", registry_url])
-    assert loaded.exit_code == 0 and "hf-eager@2" in loaded.stdout
-    assert rows(registry_url, "SELECT origin FROM runtime_profiles WHERE name = 'hf-eager' AND version = 2") == [
+    assert loaded.exit_code == 0 and "hf-eager@3" in loaded.stdout
+    assert rows(registry_url, "SELECT origin FROM runtime_profiles WHERE name = 'hf-eager' AND version = 3") == [
         ("user",)]
 
 
-@pytest.mark.parametrize("runtime", ["hf-eager", "hf-eager-h200", "vllm"])
+def test_a_plain_name_keeps_its_pinned_version_after_calibrate(registry_url, tmp_path):
+    """calibrate stores hf-eager@3 and says how to refer to it; a plain hf-eager still means the shipped @2, in
+    every command, and every table shows the version."""
+    _ingest(registry_url)
+    table = run_command(["calibrate", "--hardware", "h200", "--runtime", "hf-eager", "--out",
+                         str(tmp_path / "c.yaml"), "--db", registry_url])
+    assert table.exit_code == 0, table.output
+    assert "-> hf-eager@3 (stored)" in table.stdout
+    assert "refer to it as hf-eager@3 (a plain hf-eager still means hf-eager@2)" in table.stdout
+    assert re.search(r"^  \w+ +\S+ +\[.*\]  (on its (lower|upper) bound|fixed at the prior)", table.stdout,
+                     re.MULTILINE)
+    listing = run_command(["runtime", "list", "--db", registry_url]).stdout
+    assert re.search(r"^hf-eager@2 +yes ", listing, re.MULTILINE) and re.search(r"^hf-eager@3 +no ", listing,
+                                                                                re.MULTILINE)
+    assert run_command(["runtime", "show", "hf-eager", "--db", registry_url]).stdout.startswith("hf-eager@2 ")
+    assert run_command(["runtime", "show", "hf-eager@3", "--db", registry_url]).stdout.startswith("hf-eager@3 ")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("base: {profile: dsocr-base-v1, new_tokens: 8}\n"
+                        "sweep: {hardware: [h200], runtime: [hf-eager, hf-eager@3]}\n")
+    priced = json.loads(run_command(["whatif", "--scenario", str(scenario), "--db", registry_url,
+                                     "--format", "json"]).stdout)
+    assert sorted(p["runtime"] for p in priced["points"]) == ["hf-eager@2", "hf-eager@3"]
+    missing = run_command(["runtime", "show", "hf-eager@9", "--db", registry_url])
+    assert missing.exit_code == 2 and "known: hf-eager@2, hf-eager@3" in missing.stderr
+
+
+def _legacy_runtime(registry_url):
+    """A profile as stored before revision 0006: none of its new columns set (the views COALESCE them)."""
+    import sqlalchemy as sa
+
+    from registry.db import Registry
+
+    registry = Registry(registry_url)
+    try:
+        with registry.begin() as conn:
+            legacy = conn.execute(sa.text(
+                "INSERT INTO runtime_profiles (name, version, description, source, kernel_launch_s, "
+                "stage_call_overhead_s, decode_step_overhead_s, fused_bytes_factor, origin) VALUES ('legacy', 1, "
+                "'', '', 1.75e-5, 3e-5, 7e-3, 1.0, 'shipped') RETURNING id")).scalar_one()
+            conn.execute(sa.text(
+                "INSERT INTO runtime_profile_categories (runtime_profile_id, category_id, compute_efficiency, "
+                "bandwidth_efficiency, fused) SELECT :l, rc.category_id, rc.compute_efficiency, "
+                "rc.bandwidth_efficiency, FALSE FROM runtime_profile_categories rc JOIN runtime_profiles p "
+                "ON p.id = rc.runtime_profile_id WHERE p.name = 'hf-eager'"), {"l": legacy})
+    finally:
+        registry.dispose()
+
+
+@pytest.mark.parametrize("runtime", ["hf-eager", "vllm", "legacy"])
 def test_the_fit_evaluates_the_views_formula_row_by_row(registry_url, runtime):
     """calibrate.predict is the fit's fast evaluator of the pricing views' formula: held equal to the views on every
-    timed row, for unfused profiles and for vllm, whose fused categories move fewer bytes and launch nothing."""
+    timed row, for each shipped profile (vllm: reports traced under vllm, decode replayed from a CUDA graph) and for
+    a profile stored before revision 0006."""
     from registry import calibrate
     from registry.db import Registry
     from registry.measurements import resolve
 
+    if runtime == "legacy":
+        _legacy_runtime(registry_url)
     stored = run_command(["ingest", "--measurements", str(H200_FILE), "--hardware", "h200", "--runtime", runtime,
                           "--db", registry_url])
     assert stored.exit_code == 0, stored.output
@@ -93,21 +158,54 @@ def test_the_fit_evaluates_the_views_formula_row_by_row(registry_url, runtime):
         with registry.begin() as conn:
             hardware_id, runtime_id, _ = resolve(conn, "h200", runtime)
         profile = calibrate.Profile.load(registry, runtime_id)
-        predicted_s = calibrate.predict(calibrate.load_rows(registry, hardware_id, runtime_id), profile)
+        rows_used = calibrate.load_rows(registry, hardware_id, runtime_id)
+        predicted_s = calibrate.predict(rows_used, profile)
     finally:
         registry.dispose()
     from_views_ms = [r[0] for r in rows(registry_url, "SELECT predicted_ms FROM v_predicted_vs_measured "
                                         "WHERE runtime = :n ORDER BY row_index", n=runtime)]
     assert len(from_views_ms) == len(predicted_s) == 28
-    assert any(c["fused"] for c in profile.categories.values()) == (runtime == "vllm")
+    assert profile.cuda_graph_decode == (runtime == "vllm")
+    assert profile.execution == ("vllm" if runtime == "vllm" else "hf-eager")
+    assert rows_used.decode.any() and rows_used.module_calls.sum() > 0
     assert list(1000.0 * predicted_s) == pytest.approx(from_views_ms, rel=1e-9)
+    executions = rows(registry_url, "SELECT DISTINCT COALESCE(r.execution, 'hf-eager') FROM measurements m "
+                                    "JOIN reports r ON r.id = m.report_id")
+    assert executions == [(profile.execution,)]  # the rows were analyzed under the runtime's execution
 
 
-def test_shipped_h200_profile_is_the_calibrated_one(registry_url):
-    result = run_command(["compare", "--measurements", str(H200_FILE), "--hardware", "h200", "--runtime",
-                          "hf-eager-h200", "--db", registry_url, "--format", "json"])
-    summary = json.loads(result.stdout)["summary"]
-    assert summary["rows"] == 28 and summary["mape_pct"] < 12
+def test_the_fit_keeps_unidentified_parameters_and_reports_bounds():
+    """On rows without decode steps or masked attention, a CUDA-graph profile's graph kernel time, decode step time
+    and masked-attention efficiency are not identified: they stay at their priors and are reported as fixed."""
+    import numpy as np
+
+    from registry import calibrate
+
+    categories = {name: {"compute_efficiency": 0.5, "bandwidth_efficiency": 0.8}
+                  for name in ("matmul", "attention", "attention_masked", "conv", "other")}
+    base = calibrate.Profile("vllm", 3e-6, 2e-6, 4e-6, 3e-4, 1e-3, True, 1.5e-6, 0.9, 8192, categories)
+    rng = np.random.default_rng(1)
+    terms = 40
+    rows_used = calibrate.Rows(
+        measured_s=np.zeros(8), kinds=["a", "b"] * 4, labels=[""] * 8, row_of_term=np.arange(terms) % 8,
+        flops=rng.uniform(1e9, 1e13, terms), bytes_moved=rng.uniform(1e6, 1e10, terms),
+        launches=rng.integers(1, 500, terms).astype(float), op_calls=rng.integers(1, 2000, terms).astype(float),
+        decode=np.zeros(terms, dtype=bool), category=[["matmul", "attention", "conv", "other"][i % 4]
+                                                      for i in range(terms)],
+        stage_calls=np.ones(8), decode_steps=np.zeros(8), module_calls=rng.integers(10, 500, 8).astype(float),
+        decode_module_calls=np.zeros(8), peak_flops_per_s=989e12, bandwidth_bytes_per_s=4.8e12)
+    truth = base.copy()
+    truth.categories["matmul"]["compute_efficiency"] = 0.7
+    truth.aten_call_s = 2.5e-6
+    rows_used.measured_s = calibrate.predict(rows_used, truth)
+    result = calibrate.fit(rows_used, base, np.ones(8, dtype=bool))
+    assert {"graph_kernel_s", "decode_step_overhead_s", "attention_masked_compute_efficiency"} <= set(result["fixed"])
+    assert result["parameters"]["graph_kernel_s"] == 1.5e-6 and result["parameters"]["decode_step_overhead_s"] == 1e-3
+    fitted = calibrate.predict(rows_used, result["profile"])
+    assert np.max(np.abs(fitted - rows_used.measured_s) / rows_used.measured_s) < 1e-3
+    for name, side in result["on_bounds"].items():
+        low, high = result["bounds"][name]
+        assert result["parameters"][name] == pytest.approx(low if side == "lower" else high, abs=1e-4 * (high - low))
 
 
 def _bad_file(tmp_path, row):

@@ -13,7 +13,7 @@ from tests.helpers import REPO, rows, run_command, table_counts, write_edited
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0005"
+    assert head == "0006"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -22,16 +22,17 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     current = run_command(["db", "current", "--db", db_url])
     assert f"revision {head}; code {head} (current)" in current.output
     assert rows(db_url, "SELECT COUNT(*) FROM hardware") == [(6,)]
-    assert rows(db_url, "SELECT COUNT(*) FROM runtime_profiles") == [(3,)]  # hf-eager, hf-eager-h200, vllm
-    assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(30,)]
-    assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 10
+    assert rows(db_url, "SELECT name, version, execution FROM runtime_profiles ORDER BY name") == [
+        ("hf-eager", 2, "hf-eager"), ("vllm", 2, "vllm")]
+    assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(22,)]
+    assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 11
     from registry.views import view_names
 
     assert len(view_names()) == 11
     for view in view_names():  # every view of queries/views exists and answers on an empty registry
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
-    assert "<base> -> 0001" in history.output and "0004 -> 0005" in history.output
+    assert "<base> -> 0001" in history.output and "0005 -> 0006" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
@@ -123,7 +124,7 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     (tmp_path / "latin1.json").write_bytes(b'{"schema_version": 1, "model_id": "caf\xe9"}')
     paths.append(tmp_path / "latin1.json")
     edits = {
-        "version.json": lambda d: d.update(schema_version=3),
+        "version.json": lambda d: d.update(schema_version=4),
         "missing.json": lambda d: d.pop("stages"),
         "negative.json": lambda d: d["stages"][0].update(flops=-5),
         "infinite.json": lambda d: d["stages"][0].update(distinct_experts_per_call=float("inf")),
@@ -145,7 +146,7 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     expect = {
         "malformed.json": "malformed JSON", "malformed.yaml": "malformed YAML", "empty.json": "empty file",
         "nan.json": "non-finite", "list.yaml": "must be a mapping", "latin1.json": "not UTF-8",
-        "version.json": "schema_version 3 is not supported", "missing.json": "missing required field 'stages'",
+        "version.json": "schema_version 4 is not supported", "missing.json": "missing required field 'stages'",
         "negative.json": "flops must be >= 0", "infinite.json": "finite number", "orphan.json": "does not exist",
         "cycle.json": "cycle", "tampered.json": "does not match its content",
         "tflops.json": "flops_tflops", "category.json": "unknown category id 'tensor_cores'",
@@ -267,7 +268,7 @@ def test_export_parquet_and_snapshot(registry_url, report_files, tmp_path):
     result = run_command(["snapshot", str(snap), "--db", registry_url])
     assert result.exit_code == 0, result.output
     assert table_counts(str(snap)) == counts
-    assert rows(str(snap), "SELECT COUNT(*) FROM runtime_profile_categories") == [(30,)]
+    assert rows(str(snap), "SELECT COUNT(*) FROM runtime_profile_categories") == [(22,)]
     from registry.views import view_names
 
     for view in view_names():  # every view: the same rows in the export, the snapshot and the registry

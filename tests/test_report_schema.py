@@ -67,3 +67,4 @@ def test_a_version_1_file_is_not_a_version_3_document():
     data = json.loads((REPO / "tests" / "data" / "report-v1-base.json").read_text())
     errors = {e.message for e in VALIDATOR(_committed()).iter_errors(data)}
     assert "3 was expected" in errors and any("'categories' is a required property" in e for e in errors)
+    assert any("'execution' is a required property" in e for e in errors)

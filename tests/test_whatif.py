@@ -3,11 +3,13 @@
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 
 import jsonschema
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from analyzer.report import load_report
@@ -38,7 +40,8 @@ def test_capacity_example_runs_and_records_its_points(registry_url):
     reports_before = rows(registry_url, "SELECT COUNT(*) FROM reports")
     again = run_command(["whatif", "--scenario", str(EXAMPLES / "capacity.yaml"), "--db", registry_url])
     assert again.exit_code == 0
-    assert "cheapest that fits: h200 / vllm / base at batch 16" in again.stdout and "GPU-s/page" in again.stdout
+    assert "cheapest that fits: h200 / vllm@2 / base at batch 16" in again.stdout and "GPU-s/page" in again.stdout
+    assert "hf-eager@2" in again.stdout  # every table names the runtime's version
     assert rows(registry_url, "SELECT COUNT(*) FROM reports") == reports_before  # nothing analyzed again
     assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(2,)]
 
@@ -51,53 +54,164 @@ def ingested(registry_url, report_files):
 
 def _python_point(report, hardware, runtime, peak, bandwidth, scale):
     """The pricing formula, recomputed from the report object (the test's independent re-implementation)."""
-    stage_time = {}
+    graph = runtime["cuda_graph_decode"]
+    operators, module_calls = {}, {}
     for snap in report.module_metrics:
+        key = (snap.stage.value, snap.view_kind.value)
+        module_calls[key] = module_calls.get(key, 0) + snap.forward_calls
         for op in snap.operators:
             category = runtime["categories"][op.category_id.value]
-            moved = (op.bytes_read + op.bytes_written) * (runtime["fused_bytes_factor"] if category["fused"] else 1.0)
-            kernel = max(op.flops / (peak * category["compute_efficiency"] * scale),
-                         moved / (bandwidth * category["bandwidth_efficiency"] * scale))
-            launches = 0 if category["fused"] else op.kernel_launches
-            key = (snap.stage.value, snap.view_kind.value)
-            stage_time[key] = stage_time.get(key, 0.0) + kernel + launches * runtime["kernel_launch_s"]
+            compute = op.flops / (peak * category["compute_efficiency"] * scale)
+            memory = (op.bytes_read + op.bytes_written) / (bandwidth * category["bandwidth_efficiency"] * scale)
+            if graph and key[0] == "decode":
+                dispatch = op.kernel_launches * runtime["graph_kernel_s"]
+            else:
+                dispatch = op.op_calls * runtime["aten_call_s"] + op.kernel_launches * runtime["kernel_launch_s"]
+            operators[key] = operators.get(key, 0.0) + max(compute, memory, dispatch)
     total = 0.0
     for stage in report.stages:
-        host = (stage.calls * runtime["decode_step_overhead_s"] if stage.stage.value == "decode"
-                else runtime["stage_call_overhead_s"])
-        total += stage_time.get((stage.stage.value, stage.view_kind.value), 0.0) + host
-    memory = report.weight_bytes + max(s.kv_cache_bytes for s in report.stages) + max(
-        s.activation_peak_bytes for s in report.stages)
-    return {"page_latency_s": total, "pages_per_s": report.workload.batch / total, "memory_needed_bytes": memory,
-            "fits_in_memory": memory <= hardware["memory_bytes"]}
+        key = (stage.stage.value, stage.view_kind.value)
+        decode = stage.stage.value == "decode"
+        host = 0.0 if graph and decode else module_calls.get(key, 0) * runtime["module_call_s"]
+        host += stage.calls * (runtime["decode_step_overhead_s"] if decode else runtime["stage_call_overhead_s"])
+        total += operators.get(key, 0.0) + host
+    expected = {"page_latency_s": total, "pages_per_s": report.workload.batch / total}
+    expected.update(_python_memory(report, runtime, hardware["memory_bytes"]))
+    return expected
 
 
-def test_views_equal_a_python_recomputation_at_random_points(ingested, report_files):
+def _python_memory(report, runtime, memory_bytes):
+    """Memory at a point by the runtime's execution (the test's own reading of the rule)."""
+    w = report.workload
+    if runtime["execution"] == "hf-eager":
+        live = max(s.activation_peak_bytes + s.kv_cache_bytes for s in report.stages)
+        needed = report.weight_bytes + live
+        return {"memory_needed_bytes": needed, "fits_in_memory": needed <= memory_bytes, "kv_pool_bytes": None,
+                "max_batch_in_memory": max(math.floor((memory_bytes - report.weight_bytes) * w.batch / live), 0)}
+    prefill = next(s for s in report.stages if s.stage.value == "prefill")
+    per_token = prefill.activation_peak_bytes / (prefill.items * prefill.tokens_per_item)
+    vision = max(s.activation_peak_bytes for s in report.stages if s.stage.value in ("vision", "projector"))
+    step = math.ceil(max(per_token * runtime["max_num_batched_tokens"], vision))
+    per_sequence = report.kv_cache_bytes_per_token * (w.prefill_tokens + w.new_tokens)
+    budget = math.floor(runtime["gpu_memory_utilization"] * memory_bytes)
+    pool = budget - report.weight_bytes - step
+    needed = report.weight_bytes + step + w.batch * per_sequence
+    return {"memory_needed_bytes": needed, "fits_in_memory": needed <= budget, "kv_pool_bytes": pool,
+            "memory_budget_bytes": budget, "max_batch_in_memory": max(pool // per_sequence, 0)}
+
+
+@pytest.mark.parametrize("runtime", ["hf-eager", "vllm"])
+def test_views_equal_a_python_recomputation_at_random_points(ingested, report_files, runtime):
     catalog = {h["name"]: h for h in parse_hardware(yaml.safe_load(shipped("hardware.yaml")), "hardware")}
     runtimes = {r["name"]: r for r in parse_runtimes(yaml.safe_load(shipped("runtimes.yaml")), "runtimes")}
     rng = random.Random(7)
     registry = Registry(ingested)
     try:
         for name in ("standard", "ocr2", "base"):
-            report = load_report(report_files[name])
+            stored = load_report(report_files[name])
             hardware = rng.choice(sorted(catalog))
-            runtime = rng.choice(sorted(runtimes))
             overrides = {"peak_tflops": rng.uniform(100, 1500), "memory_tb_per_s": rng.uniform(0.5, 6),
                          "efficiency_scale": rng.uniform(0.5, 1.2)}
-            w = report.workload
+            w = stored.workload
             base = {"profile": w.profile_id, "new_tokens": w.new_tokens}
             scenario = Scenario(name="random", source="test", lines={}, data={
                 "base": base, "sweep": {"hardware": [hardware], "runtime": [runtime], "batch": [w.batch]},
                 "overrides": overrides})
             _, points = run_scenario(registry, scenario)
             (point,) = points
-            assert point["report_id"] == report.report_id  # the stored report was reused, not re-analyzed
+            assert point["runtime"] == f"{runtime}@{runtimes[runtime]['version']}"
+            assert point["execution"] == runtime
+            if runtime == "hf-eager":
+                assert point["report_id"] == stored.report_id  # the stored report was reused, not re-analyzed
+                report = stored
+            else:  # priced on the report of the runtime's own execution, analyzed for the point
+                (report_id,) = rows(ingested, "SELECT report_id FROM reports WHERE execution = 'vllm' "
+                                              "AND report_id = :r", r=point["report_id"])[0]
+                from registry.stored import load_stored_report
+
+                report = load_stored_report(registry, report_id)
+                assert report.execution.value == "vllm" and report.workload == stored.workload
             expected = _python_point(report, catalog[hardware], runtimes[runtime], overrides["peak_tflops"] * 1e12,
                                      overrides["memory_tb_per_s"] * 1e12, overrides["efficiency_scale"])
             for key, value in expected.items():
-                assert point[key] == pytest.approx(value, rel=1e-9), (name, key)
+                if value is None or isinstance(value, bool):
+                    assert point[key] == value, (name, key)
+                else:
+                    assert point[key] == pytest.approx(value, rel=1e-9), (name, key)
     finally:
         registry.dispose()
+
+
+def test_stage_time_parts_add_up_and_name_the_bound(ingested, report_files):
+    """v_point_stage_time: stage time = operator time + host time; operator time splits by the bound that sets each
+    row; graph-replayed decode has no module host time and no aten dispatch."""
+    registry = Registry(ingested)
+    try:
+        scenario = Scenario(name="parts", source="test", lines={}, data={
+            "base": {"profile": "dsocr-standard-v1"}, "sweep": {"hardware": ["h200"], "runtime": ["hf-eager", "vllm"]}})
+        scenario_id, _ = run_scenario(registry, scenario)
+    finally:
+        registry.dispose()
+    parts = rows(ingested, "SELECT p.runtime, t.stage, t.op_time_s, t.compute_set_s, t.memory_set_s, "
+                           "t.dispatch_set_s, t.module_host_s, t.call_host_s, t.host_s, t.stage_time_s, t.kernel_s, "
+                           "t.dispatch_s, t.module_calls FROM v_point_stage_time t JOIN v_point_summary p "
+                           "ON p.scenario_id = t.scenario_id AND p.point_index = t.point_index "
+                           "WHERE t.scenario_id = :s", s=scenario_id)
+    assert {(r[0], r[1]) for r in parts} >= {("hf-eager", "decode"), ("vllm", "decode"), ("vllm", "vision")}
+    for runtime, stage, op_time, c, m, d, module_host, call_host, host, total, kernel, dispatch, modules in parts:
+        assert c + m + d == pytest.approx(op_time, rel=1e-12)
+        assert host == pytest.approx(module_host + call_host, rel=1e-12)
+        assert total == pytest.approx(op_time + host, rel=1e-12)
+        assert op_time >= max(kernel, dispatch) * (1 - 1e-12) and modules > 0
+        if runtime == "vllm" and stage == "decode":
+            assert module_host == 0.0
+    hf_decode = next(r for r in parts if r[:2] == ("hf-eager", "decode"))
+    assert hf_decode[5] > hf_decode[3] + hf_decode[4]  # eager batch-1 decode is dispatch-bound
+    bounds = {r[0] for r in rows(ingested, "SELECT DISTINCT bound FROM v_point_operator_time WHERE scenario_id = :s",
+                                 s=scenario_id)}
+    assert bounds <= {"compute", "memory", "dispatch"} and "dispatch" in bounds
+
+
+def test_memory_by_execution_against_a_hand_computation(registry_url, standard_v1_report):
+    """v1 standard page on h100-sxm (80 GB): 3,335,504,128 bf16 parameters, 61,440 KV bytes per token, 912 prefill
+    + 512 new tokens."""
+    assert (standard_v1_report.weight_bytes, standard_v1_report.kv_cache_bytes_per_token) == (6_671_008_256, 61_440)
+    stages = {(s.stage.value, s.view_kind.value): s for s in standard_v1_report.stages}
+    prefill, decode = stages[("prefill", "")], stages[("decode", "")]
+    assert (prefill.kv_cache_bytes, decode.kv_cache_bytes) == (61_440 * 912, 61_440 * 1_423)
+    scenario = {"base": {"profile": "dsocr-standard-v1"}, "sweep": {"hardware": ["h100-sxm"],
+                                                                     "runtime": ["hf-eager", "vllm"]}}
+    registry = Registry(registry_url)
+    try:
+        _, points = run_scenario(registry, Scenario(name="memory", source="test", lines={}, data=scenario))
+    finally:
+        registry.dispose()
+    by_runtime = {p["execution"]: p for p in points}
+    # hf-eager: weights + the largest live set (vision peak; prefill peak + its KV; decode peak + the final KV)
+    live = max(stages[("vision", "global")].activation_peak_bytes, stages[("vision", "tile")].activation_peak_bytes,
+               prefill.activation_peak_bytes + 56_033_280, decode.activation_peak_bytes + 87_429_120)
+    eager = by_runtime["hf-eager"]
+    assert eager["memory_needed_bytes"] == 6_671_008_256 + live
+    assert eager["memory_budget_bytes"] == 80_000_000_000 and eager["kv_pool_bytes"] is None
+    assert eager["max_batch_in_memory"] == (80_000_000_000 - 6_671_008_256) // live
+    vision_peak = max(stages[("vision", "global")].activation_peak_bytes, stages[("vision", "tile")].activation_peak_bytes)
+    assert eager["memory_needed_bytes"] < 6_671_008_256 + vision_peak + 87_429_120  # not vision + KV summed
+    # vllm: 0.9 x 80 GB = 72,000,000,000; step peak = max(prefill activation per token x 8192, one vision call)
+    vllm_report = rows(registry_url, "SELECT s.stage, s.view_kind, s.activation_peak_bytes, s.items, "
+                                     "s.tokens_per_item FROM report_stages s JOIN reports r ON r.id = s.report_id "
+                                     "WHERE r.report_id = :r", r=by_runtime["vllm"]["report_id"])
+    peaks = {(st, vk): (peak, items, tokens) for st, vk, peak, items, tokens in vllm_report}
+    peak, items, tokens = peaks[("prefill", "")]
+    step = math.ceil(max(peak / (items * tokens) * 8192,
+                         *(p for (st, _), (p, _, _) in peaks.items() if st in ("vision", "projector"))))
+    pool = 72_000_000_000 - 6_671_008_256 - step
+    per_sequence = 61_440 * (912 + 512)
+    assert per_sequence == 87_490_560
+    vllm = by_runtime["vllm"]
+    assert vllm["memory_budget_bytes"] == 72_000_000_000 and vllm["kv_pool_bytes"] == pool
+    assert vllm["max_batch_in_memory"] == pool // 87_490_560
+    assert vllm["memory_needed_bytes"] == 6_671_008_256 + step + 87_490_560
+    assert 650 < vllm["max_batch_in_memory"] < 800  # ~64 GB of KV pool for ~87 MB per page
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -161,9 +275,103 @@ def test_hardware_and_runtime_commands(registry_url, tmp_path):
     assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
     assert "memory_gb must be between 0.001 and 1e+06, got 100000000000.0" in refused.stderr
     runtimes = run_command(["runtime", "list", "--db", registry_url])
-    assert "hf-eager" in runtimes.stdout and "vllm" in runtimes.stdout
+    assert re.search(r"^hf-eager@2 +yes +hf-eager ", runtimes.stdout, re.MULTILINE), runtimes.stdout
+    assert re.search(r"^vllm@2 +yes +vllm ", runtimes.stdout, re.MULTILINE)
     vllm = run_command(["runtime", "show", "vllm", "--db", registry_url])
-    assert "elementwise" in vllm.stdout and " yes" in vllm.stdout  # fused categories
+    assert vllm.stdout.startswith("vllm@2 (shipped): ") and "attention_masked" in vllm.stdout
+    assert "CUDA-graph decode        yes, 1.5 us" in vllm.stdout and "max_num_batched_tokens   8,192" in vllm.stdout
+    assert "fused" not in vllm.stdout.split("category")[1]  # no fused column
+
+
+def _runtime_entry(name="hf-eager", **changes):
+    entry = next(e for e in yaml.safe_load(shipped("runtimes.yaml")) if e["name"] == name)
+    entry = {**entry, "name": "mine", "version": 1}
+    for key, value in changes.items():
+        if value is None:
+            entry.pop(key)
+        else:
+            entry[key] = value
+    return entry
+
+
+def _with_category(name, category, values):
+    entry = _runtime_entry(name)
+    entry["categories"] = {**entry["categories"], category: values}
+    return entry
+
+
+@pytest.mark.parametrize("entry,fragment", [
+    (_runtime_entry(fused_bytes_factor=0.3), "runtime 'mine': fused_bytes_factor: no longer a runtime parameter"),
+    (_with_category("vllm", "norm", {"compute_efficiency": 0.5, "bandwidth_efficiency": 0.8, "fused": True}),
+     "runtime 'mine': categories.norm.fused: no longer a runtime parameter"),
+    (_runtime_entry(execution="sglang"), "execution: unknown execution 'sglang'; expected one of: hf-eager, vllm"),
+    (_runtime_entry(execution=None), "missing key(s) execution"),
+    (_runtime_entry(kernel_launch_us=100), "kernel_launch_us must be between 0.5 and 30, got 100"),
+    (_runtime_entry(aten_call_us=0.1), "aten_call_us must be between 0.5 and 30, got 0.1"),
+    (_runtime_entry(module_call_us=80), "module_call_us must be between 0 and 50, got 80"),
+    (_runtime_entry(decode_step_overhead_ms=-1), "decode_step_overhead_ms must be between 0 and 100, got -1"),
+    (_runtime_entry("vllm", graph_kernel_us=20), "graph_kernel_us must be between 0.2 and 10, got 20"),
+    (_runtime_entry("vllm", gpu_memory_utilization=1.2), "gpu_memory_utilization must be in (0, 1], got 1.2"),
+    (_runtime_entry("vllm", max_num_batched_tokens=None), "max_num_batched_tokens: missing"),
+    (_runtime_entry(gpu_memory_utilization=0.9), "gpu_memory_utilization: only for execution vllm"),
+    (_runtime_entry(graph_kernel_us=1.0), "graph_kernel_us: only with cuda_graph_decode: true"),
+    (_runtime_entry(cuda_graph_decode=True), "graph_kernel_us: missing"),
+    (_with_category("hf-eager", "conv", {"compute_efficiency": 0.02, "bandwidth_efficiency": 0.8}),
+     "categories.conv.compute_efficiency must be in (0.05, 1], got 0.02"),
+    (_with_category("hf-eager", "conv", {"compute_efficiency": 0.05, "bandwidth_efficiency": 0.8}),
+     "categories.conv.compute_efficiency must be in (0.05, 1], got 0.05"),
+    (_with_category("hf-eager", "matmul", {"compute_efficiency": 0.7, "bandwidth_efficiency": 1.2}),
+     "categories.matmul.bandwidth_efficiency must be in (0.05, 1], got 1.2"),
+    (_with_category("hf-eager", "tensor_cores", {"compute_efficiency": 0.7, "bandwidth_efficiency": 0.7}),
+     "categories: unknown tensor_cores"),
+    (_runtime_entry(categories={"matmul": {"compute_efficiency": 0.7, "bandwidth_efficiency": 0.7}}),
+     "categories: missing attention, attention_masked"),
+])
+def test_bad_runtime_files_give_one_line_and_write_nothing(registry_url, tmp_path, entry, fragment):
+    good = _runtime_entry("vllm")
+    good["name"] = "fine"
+    path = tmp_path / "runtimes.yaml"
+    path.write_text(yaml.safe_dump([good, entry], sort_keys=False))
+    before = rows(registry_url, "SELECT COUNT(*) FROM runtime_profiles")
+    result = run_command(["runtime", "add", str(path), "--db", registry_url])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and fragment in lines[0], lines
+    assert rows(registry_url, "SELECT COUNT(*) FROM runtime_profiles") == before  # not even the good entry
+
+
+def test_the_shipped_runtimes_are_in_range_and_name_their_execution():
+    profiles = {p["name"]: p for p in parse_runtimes(yaml.safe_load(shipped("runtimes.yaml")), "runtimes.yaml")}
+    assert set(profiles) == {"hf-eager", "vllm"}
+    assert (profiles["hf-eager"]["execution"], profiles["hf-eager"]["version"]) == ("hf-eager", 2)
+    assert profiles["hf-eager"]["cuda_graph_decode"] is False and "Priors" in profiles["hf-eager"]["source"]
+    vllm = profiles["vllm"]
+    assert (vllm["execution"], vllm["cuda_graph_decode"], vllm["gpu_memory_utilization"],
+            vllm["max_num_batched_tokens"]) == ("vllm", True, 0.9, 8192)
+    assert "fused" not in shipped("runtimes.yaml").split("# hf-eager-h200")[0].replace("fused kernels", "")
+
+
+def test_a_runtime_of_another_execution_cannot_price_a_report(registry_url, report_files):
+    """A point pairs a report with a runtime of its own execution: anything else is refused, nothing recorded."""
+    from registry.pricing import record_scenario
+
+    run_command(["ingest", str(report_files["base"]), "--db", registry_url])
+    refused = run_command(["summary", load_report(report_files["base"]).report_id, "--runtime", "vllm",
+                           "--db", registry_url])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert "was traced under execution hf-eager, but runtime vllm@2 prices execution vllm" in refused.stderr
+    registry = Registry(registry_url)
+    try:
+        with pytest.raises(Exception, match="traced under execution hf-eager"):
+            with registry.begin() as conn:
+                report_pk, hardware_id, vllm_id = conn.execute(sa.text(
+                    "SELECT r.id, h.id, p.id FROM reports r, hardware h, runtime_profiles p "
+                    "WHERE h.name = 'h200' AND p.name = 'vllm'")).one()
+                record_scenario(conn, "mixed", {}, {}, [(report_pk, hardware_id, vllm_id)])
+    finally:
+        registry.dispose()
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenario_points") == [(0,)]
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(0,)]
 
 
 def test_a_statement_the_database_refuses_is_one_line_and_writes_nothing(registry_url, tmp_path, monkeypatch):
@@ -200,7 +408,9 @@ def test_memory_fit_and_largest_batch(ingested):
                           "--format", "json"])
     points = json.loads(result.stdout)["points"]
     for p in points:
-        assert p["fits_in_memory"] == (p["memory_needed_bytes"] <= (24e9 if p["hardware"] == "rtx-4090" else 48e9))
+        budget = 0.9 * (24e9 if p["hardware"] == "rtx-4090" else 48e9)  # vllm: gpu_memory_utilization 0.9
+        assert p["memory_budget_bytes"] == pytest.approx(budget)
+        assert p["fits_in_memory"] == (p["memory_needed_bytes"] <= p["memory_budget_bytes"])
         if p["max_batch_in_memory"] is not None:
             assert (p["batch"] <= p["max_batch_in_memory"]) == p["fits_in_memory"]
     assert any(not p["fits_in_memory"] for p in points)  # batch 64 does not fit in 24 GB
@@ -214,7 +424,7 @@ def test_seed_what_if_script(report_files):
                            "989", "--batch-scale", "8", "--hardware", "h200"], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "batch 8 on h200 / hf-eager, peak 989 TFLOP/s" in done.stdout
+    assert "batch 8 on h200 / hf-eager@2, peak 989 TFLOP/s" in done.stdout
     assert "page latency" in done.stdout and "top 15 modules by FLOPs" in done.stdout
     bad = subprocess.run([sys.executable, str(script), "--report", "/nonexistent.json"], capture_output=True,
                          text=True, timeout=300)

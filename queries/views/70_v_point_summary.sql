@@ -1,49 +1,94 @@
 -- One row per scenario point: stage and page latency, serving throughput at batch = concurrency, GPUs for the
--- scenario's target, memory fit and the largest batch that fits. Decimal units; times in seconds.
+-- scenario's target, and memory by the runtime's execution. Decimal units; times in seconds; bytes as integers.
+--   hf-eager: weights + the live set of the largest stage at the point's batch: the largest of each stage's
+--             activation peak plus the KV cache it holds (vision and projector: none; prefill: the prompt's KV;
+--             decode: the KV at the last step). Budget: the GPU's memory. Largest batch: the live set scaled
+--             linearly, FLOOR((memory - weights) x batch / live set).
+--   vllm:     weights + one step's activation peak (the prefill activation per token x max_num_batched_tokens, or
+--             one vision call, whichever is larger) + the KV of `batch` sequences of prefill + new tokens. Budget:
+--             gpu_memory_utilization x memory; the KV pool is the budget - weights - the step peak, and the largest
+--             concurrency FLOOR(pool / (kv_cache_bytes_per_token x (prefill_tokens + new_tokens))).
 CREATE VIEW v_point_summary (
-    scenario_id, point_index, report_id, hardware, runtime, runtime_version, variant, mode, tiles, batch,
+    scenario_id, point_index, report_id, hardware, runtime, runtime_version, execution, variant, mode, tiles, batch,
     prefill_tokens, new_tokens, vision_s, projector_s, prefill_s, decode_s, page_latency_s, pages_per_s,
     tokens_per_s, pages_per_gpu_day, gpu_seconds_per_page, target_pages_per_day, gpus_needed,
     target_page_latency_s, meets_latency_target, weight_bytes, kv_cache_bytes, activation_peak_bytes,
-    memory_needed_bytes, memory_bytes, fits_in_memory, max_batch_in_memory
+    memory_needed_bytes, memory_bytes, memory_budget_bytes, kv_pool_bytes, fits_in_memory, max_batch_in_memory
 ) AS
-SELECT t.scenario_id, t.point_index, r.report_id, h.name, rp.name, rp.version, w.variant, w.mode,
-       w.tiles_wide * w.tiles_high, w.batch, w.prefill_tokens, w.new_tokens,
-       t.vision_s, t.projector_s, t.prefill_s, t.decode_s, t.total_s,
-       w.batch / NULLIF(t.total_s, 0),
-       w.batch * w.new_tokens / NULLIF(t.total_s, 0),
-       86400.0 * w.batch / NULLIF(t.total_s, 0),
-       t.total_s / w.batch,
-       sc.target_pages_per_day,
-       CEIL(sc.target_pages_per_day / NULLIF(86400.0 * w.batch / NULLIF(t.total_s, 0), 0)),
-       sc.target_page_latency_s,
-       CASE WHEN sc.target_page_latency_s IS NULL THEN NULL ELSE t.total_s <= sc.target_page_latency_s END,
-       a.weight_bytes, m.kv_cache_bytes, m.activation_peak_bytes,
-       a.weight_bytes + m.kv_cache_bytes + m.activation_peak_bytes,
-       p.memory_bytes,
-       a.weight_bytes + m.kv_cache_bytes + m.activation_peak_bytes <= p.memory_bytes,
-       CASE WHEN m.kv_cache_bytes + m.activation_peak_bytes = 0 THEN NULL
-            ELSE FLOOR(CAST(p.memory_bytes - a.weight_bytes AS DOUBLE PRECISION) * w.batch
-                       / CAST(m.kv_cache_bytes + m.activation_peak_bytes AS DOUBLE PRECISION)) END
+SELECT x.scenario_id, x.point_index, x.report_id, x.hardware, x.runtime, x.runtime_version, x.execution, x.variant,
+       x.mode, x.tiles, x.batch, x.prefill_tokens, x.new_tokens, x.vision_s, x.projector_s, x.prefill_s, x.decode_s,
+       x.total_s,
+       x.batch / NULLIF(x.total_s, 0),
+       x.batch * x.new_tokens / NULLIF(x.total_s, 0),
+       86400.0 * x.batch / NULLIF(x.total_s, 0),
+       x.total_s / x.batch,
+       x.target_pages_per_day,
+       CEIL(x.target_pages_per_day / NULLIF(86400.0 * x.batch / NULLIF(x.total_s, 0), 0)),
+       x.target_page_latency_s,
+       CASE WHEN x.target_page_latency_s IS NULL THEN NULL ELSE x.total_s <= x.target_page_latency_s END,
+       x.weight_bytes,
+       CASE WHEN x.execution = 'vllm' THEN x.batch * x.kv_per_sequence_bytes ELSE x.kv_cache_bytes END,
+       CASE WHEN x.execution = 'vllm' THEN x.step_peak_bytes ELSE x.activation_peak_bytes END,
+       CASE WHEN x.execution = 'vllm' THEN x.weight_bytes + x.step_peak_bytes + x.batch * x.kv_per_sequence_bytes
+            ELSE x.weight_bytes + x.live_set_bytes END,
+       x.memory_bytes,
+       x.memory_budget_bytes,
+       CASE WHEN x.execution = 'vllm' THEN x.memory_budget_bytes - x.weight_bytes - x.step_peak_bytes END,
+       CASE WHEN x.execution = 'vllm'
+            THEN x.weight_bytes + x.step_peak_bytes + x.batch * x.kv_per_sequence_bytes <= x.memory_budget_bytes
+            ELSE x.weight_bytes + x.live_set_bytes <= x.memory_budget_bytes END,
+       CASE WHEN x.execution = 'vllm'
+            THEN CASE WHEN x.kv_per_sequence_bytes = 0 THEN NULL
+                      ELSE GREATEST(FLOOR(CAST(x.memory_budget_bytes - x.weight_bytes - x.step_peak_bytes
+                                               AS DOUBLE PRECISION)
+                                          / CAST(x.kv_per_sequence_bytes AS DOUBLE PRECISION)), 0) END
+            ELSE CASE WHEN x.live_set_bytes = 0 THEN NULL
+                      ELSE GREATEST(FLOOR(CAST(x.memory_bytes - x.weight_bytes AS DOUBLE PRECISION) * x.batch
+                                          / CAST(x.live_set_bytes AS DOUBLE PRECISION)), 0) END
+       END
 FROM (
-    SELECT scenario_id, point_index,
-           SUM(CASE WHEN stage = 'vision' THEN stage_time_s ELSE 0 END) AS vision_s,
-           SUM(CASE WHEN stage = 'projector' THEN stage_time_s ELSE 0 END) AS projector_s,
-           SUM(CASE WHEN stage = 'prefill' THEN stage_time_s ELSE 0 END) AS prefill_s,
-           SUM(CASE WHEN stage = 'decode' THEN stage_time_s ELSE 0 END) AS decode_s,
-           SUM(stage_time_s) AS total_s
-    FROM v_point_stage_time
-    GROUP BY scenario_id, point_index
-) t
-JOIN scenario_points p ON p.scenario_id = t.scenario_id AND p.point_index = t.point_index
-JOIN scenarios sc ON sc.id = p.scenario_id
-JOIN reports r ON r.id = p.report_id
-JOIN workloads w ON w.id = r.workload_id
-JOIN architectures a ON a.id = r.architecture_id
-JOIN hardware h ON h.id = p.hardware_id
-JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id
-JOIN (
-    SELECT report_id, MAX(kv_cache_bytes) AS kv_cache_bytes, MAX(activation_peak_bytes) AS activation_peak_bytes
-    FROM report_stages
-    GROUP BY report_id
-) m ON m.report_id = p.report_id;
+    SELECT t.scenario_id AS scenario_id, t.point_index AS point_index, r.report_id AS report_id, h.name AS hardware,
+           rp.name AS runtime, rp.version AS runtime_version, COALESCE(rp.execution, 'hf-eager') AS execution,
+           w.variant AS variant, w.mode AS mode, w.tiles_wide * w.tiles_high AS tiles, w.batch AS batch,
+           w.prefill_tokens AS prefill_tokens, w.new_tokens AS new_tokens, t.vision_s AS vision_s,
+           t.projector_s AS projector_s, t.prefill_s AS prefill_s, t.decode_s AS decode_s, t.total_s AS total_s,
+           sc.target_pages_per_day AS target_pages_per_day, sc.target_page_latency_s AS target_page_latency_s,
+           a.weight_bytes AS weight_bytes, m.kv_cache_bytes AS kv_cache_bytes,
+           m.activation_peak_bytes AS activation_peak_bytes, m.live_set_bytes AS live_set_bytes,
+           a.kv_cache_bytes_per_token * (w.prefill_tokens + w.new_tokens) AS kv_per_sequence_bytes,
+           CAST(CEIL(GREATEST(m.prefill_activation_per_token * COALESCE(rp.max_num_batched_tokens, 0),
+                              CAST(m.vision_call_peak_bytes AS DOUBLE PRECISION))) AS BIGINT) AS step_peak_bytes,
+           p.memory_bytes AS memory_bytes,
+           CASE WHEN COALESCE(rp.execution, 'hf-eager') = 'vllm'
+                THEN CAST(FLOOR(rp.gpu_memory_utilization * p.memory_bytes) AS BIGINT)
+                ELSE p.memory_bytes END AS memory_budget_bytes
+    FROM (
+        SELECT scenario_id, point_index,
+               SUM(CASE WHEN stage = 'vision' THEN stage_time_s ELSE 0 END) AS vision_s,
+               SUM(CASE WHEN stage = 'projector' THEN stage_time_s ELSE 0 END) AS projector_s,
+               SUM(CASE WHEN stage = 'prefill' THEN stage_time_s ELSE 0 END) AS prefill_s,
+               SUM(CASE WHEN stage = 'decode' THEN stage_time_s ELSE 0 END) AS decode_s,
+               SUM(stage_time_s) AS total_s
+        FROM v_point_stage_time
+        GROUP BY scenario_id, point_index
+    ) t
+    JOIN scenario_points p ON p.scenario_id = t.scenario_id AND p.point_index = t.point_index
+    JOIN scenarios sc ON sc.id = p.scenario_id
+    JOIN reports r ON r.id = p.report_id
+    JOIN workloads w ON w.id = r.workload_id
+    JOIN architectures a ON a.id = r.architecture_id
+    JOIN hardware h ON h.id = p.hardware_id
+    JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id
+    JOIN (
+        SELECT report_id, MAX(kv_cache_bytes) AS kv_cache_bytes, MAX(activation_peak_bytes) AS activation_peak_bytes,
+               MAX(activation_peak_bytes + kv_cache_bytes) AS live_set_bytes,
+               MAX(CASE WHEN stage IN ('vision', 'projector') THEN activation_peak_bytes ELSE 0 END)
+                   AS vision_call_peak_bytes,
+               MAX(CASE WHEN stage = 'prefill'
+                        THEN CAST(activation_peak_bytes AS DOUBLE PRECISION)
+                             / NULLIF(CAST(items * tokens_per_item AS DOUBLE PRECISION), 0)
+                        ELSE 0.0 END) AS prefill_activation_per_token
+        FROM report_stages
+        GROUP BY report_id
+    ) m ON m.report_id = p.report_id
+) x;

@@ -26,7 +26,8 @@ def price(registry, report, args) -> tuple[dict, list[tuple], list[tuple]]:
         base.update(tiles=f"{w.tiles_wide}x{w.tiles_high}")
     overrides = {"peak_tflops": args.peak_tflops, "memory_tb_per_s": args.bandwidth_tb_per_s}
     data = {"name": "what-if", "base": base,
-            "sweep": {"hardware": [args.hardware], "runtime": [args.runtime], "batch": [w.batch * args.batch_scale]},
+            "sweep": {"hardware": [args.hardware], "runtime": [args.runtime or report.execution.value],
+                      "batch": [w.batch * args.batch_scale]},
             "overrides": {k: v for k, v in overrides.items() if v is not None}}
     scenario_id, points = run_scenario(registry, Scenario(name="what-if", source="(command line)", data=data,
                                                           lines={}))
@@ -42,12 +43,11 @@ def price(registry, report, args) -> tuple[dict, list[tuple], list[tuple]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from registry.pricing import DEFAULT_RUNTIME
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--report", required=True, help="an AnalyticModelReport (.json/.yaml)")
     parser.add_argument("--hardware", default="h100-sxm", help="catalog GPU name (default h100-sxm)")
-    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, help=f"runtime profile (default {DEFAULT_RUNTIME})")
+    parser.add_argument("--runtime", help="runtime profile, NAME or NAME@VERSION, of the report's execution (default: "
+                                          "the shipped profile of that execution, hf-eager or vllm)")
     parser.add_argument("--peak-tflops", type=float, help="override the dense bf16 peak (1e12 FLOP/s)")
     parser.add_argument("--bandwidth-tb-per-s", type=float, help="override the memory bandwidth (1e12 bytes/s)")
     parser.add_argument("--batch-scale", type=int, default=1, help="price the workload at batch x this")
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
           + (f", bandwidth {args.bandwidth_tb_per_s:g} TB/s" if args.bandwidth_tb_per_s else ""))
     seconds = "{:.3f}"
     print(render_table([Column("stage"), Column("view"), Column("time_s", "time s", seconds),
-                        Column("kernel_s", "kernels s", seconds), Column("launch_s", "launch s", seconds),
-                        Column("host_s", "host s", seconds)],
+                        Column("kernel_s", "kernels s", seconds), Column("dispatch_s", "dispatch s", seconds),
+                        Column("op_time_s", "operators s", seconds), Column("host_s", "host s", seconds)],
                        [(stage, view or "-", *times) for stage, view, *times in stages], count=False))
     print(f"page latency {point['page_latency_s']:.3f} s; {point['pages_per_s']:.2f} pages/s; "
           f"{point['tokens_per_s']:.0f} tokens/s; memory {point['memory_needed_bytes'] / 1e9:.1f} GB "
