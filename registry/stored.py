@@ -63,7 +63,9 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         op_counts[(o["module_id"], o["stage"], o["view_kind"])].append(
             (CategoryId(o["category"]), {f: int(o[f]) for f in op_fields}))
     ops = {}
+    category_rank = {category: i for i, category in enumerate(CategoryId)}
     for key, entries in op_counts.items():
+        entries.sort(key=lambda entry: category_rank[entry[0]])  # a report's order, not the rows' ids
         own_flops = sum(counts["flops"] for _, counts in entries)
         ops[key] = [OperatorMetrics.from_counts(category, own_flops, **counts) for category, counts in entries]
     stage_rank = {(s["stage"], s["view_kind"]): i for i, s in enumerate(stages)}

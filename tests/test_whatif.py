@@ -413,7 +413,8 @@ def test_memory_fit_and_largest_batch(ingested):
         assert p["fits_in_memory"] == (p["memory_needed_bytes"] <= p["memory_budget_bytes"])
         if p["max_batch_in_memory"] is not None:
             assert (p["batch"] <= p["max_batch_in_memory"]) == p["fits_in_memory"]
-    assert any(not p["fits_in_memory"] for p in points)  # batch 64 does not fit in 24 GB
+    # under vllm the KV pool of a 24 GB card holds 67 pages of 2,048 new tokens: 64 fit, 128 do not
+    assert any(not p["fits_in_memory"] and p["batch"] == 128 for p in points)
     fits = [p["fits_in_memory"] for p in points]
     assert fits == sorted(fits, reverse=True)  # what fits comes first
 
