@@ -9,8 +9,8 @@ two equal row by row), with host and device overlapping:
     per stage          + module calls x module_call_s (none in a graph-replayed decode)
                        + calls x stage_call_overhead_s (decode: steps x decode_step_overhead_s)
 
-Free parameters: the compute efficiency of matmul, attention, masked attention and conv, one scale on every
-category's bandwidth efficiency, the host time per aten call, per kernel launch, per nn.Module call, per stage call
+Free parameters: the compute efficiency of matmul, attention, masked attention and conv, the bandwidth efficiency
+of elementwise and data-movement kernels, one scale on the other categories' bandwidth efficiencies, the host time per aten call, per kernel launch, per nn.Module call, per stage call
 and per decode step, and (with CUDA-graph decode) the device time per replayed kernel. Each stays within its
 physical range (registry.catalog.RUNTIME_PARAMETERS: the bounds of the fit); a parameter that ends on a bound is
 reported; a parameter that changes no prediction anywhere in its range (the rows cannot identify it) stays at its
@@ -29,7 +29,10 @@ import sqlalchemy as sa
 from registry.catalog import EFFICIENCY, PARAMETER_OF_COLUMN
 from registry.db import Registry, RegistryError
 
-FITTED_COMPUTE = ("matmul", "attention", "attention_masked", "conv")
+FITTED_COMPUTE = ("matmul", "attention_masked")
+# Bandwidth efficiencies fitted each on its own: strided copies (window partitions, permuted layouts) and broadcast
+# adds (SAM's relative-position bias) run far below the card's copy rate; the other categories share one scale.
+FITTED_BANDWIDTH = ("elementwise", "data_movement")
 # An open lower bound (efficiencies > 0.05) becomes this much above it, so that the rounded file still loads.
 OPEN_BOUND_MARGIN = 2e-4
 IDENTIFIABLE_REL = 1e-9  # a parameter whose whole range moves no prediction by this much is not identified
@@ -181,8 +184,8 @@ def _compute(category: str) -> FreeParameter:
 def _bandwidth_scale(base: Profile) -> FreeParameter:
     """One factor on every bandwidth efficiency of `base` (each capped at 1; the prior is 1); its range keeps every
     efficiency in (0.05, 1] and ends where every one is capped."""
-    lowest = min(v["bandwidth_efficiency"] for v in base.categories.values())
-    base_values = {n: v["bandwidth_efficiency"] for n, v in base.categories.items()}
+    base_values = {n: v["bandwidth_efficiency"] for n, v in base.categories.items() if n not in FITTED_BANDWIDTH}
+    lowest = min(base_values.values())
 
     def set_value(prof, x):
         for name, value in base_values.items():
@@ -190,6 +193,15 @@ def _bandwidth_scale(base: Profile) -> FreeParameter:
 
     return FreeParameter("bandwidth_efficiency_scale", lambda prof: 1.0, set_value,
                          EFFICIENCY.low * (1 + OPEN_BOUND_MARGIN) / lowest, EFFICIENCY.high / lowest)
+
+
+def _bandwidth(category: str) -> FreeParameter:
+    def set_value(prof, x):
+        prof.categories[category]["bandwidth_efficiency"] = x
+
+    return FreeParameter(f"{category}_bandwidth_efficiency",
+                         lambda prof: prof.categories[category]["bandwidth_efficiency"], set_value,
+                         EFFICIENCY.low + OPEN_BOUND_MARGIN, EFFICIENCY.high)
 
 
 def in_range(profile: Profile) -> Profile:
@@ -211,6 +223,7 @@ def in_range(profile: Profile) -> Profile:
 
 def free_parameters(base: Profile) -> list[FreeParameter]:
     parameters = [_compute(c) for c in FITTED_COMPUTE if c in base.categories]
+    parameters += [_bandwidth(c) for c in FITTED_BANDWIDTH if c in base.categories]
     parameters.append(_bandwidth_scale(base))
     columns = ["aten_call_s", "kernel_launch_s", "module_call_s", "stage_call_overhead_s", "decode_step_overhead_s"]
     if base.cuda_graph_decode:

@@ -40,8 +40,8 @@ def test_capacity_example_runs_and_records_its_points(registry_url):
     reports_before = rows(registry_url, "SELECT COUNT(*) FROM reports")
     again = run_command(["whatif", "--scenario", str(EXAMPLES / "capacity.yaml"), "--db", registry_url])
     assert again.exit_code == 0
-    assert "cheapest that fits: h200 / vllm@2 / base at batch 16" in again.stdout and "GPU-s/page" in again.stdout
-    assert "hf-eager@2" in again.stdout  # every table names the runtime's version
+    assert "cheapest that fits: h200 / vllm@3 / base at batch 16" in again.stdout and "GPU-s/page" in again.stdout
+    assert "hf-eager@3" in again.stdout  # every table names the runtime's version
     assert rows(registry_url, "SELECT COUNT(*) FROM reports") == reports_before  # nothing analyzed again
     assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(2,)]
 
@@ -275,11 +275,11 @@ def test_hardware_and_runtime_commands(registry_url, tmp_path):
     assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
     assert "memory_gb must be between 0.001 and 1e+06, got 100000000000.0" in refused.stderr
     runtimes = run_command(["runtime", "list", "--db", registry_url])
-    assert re.search(r"^hf-eager@2 +yes +hf-eager ", runtimes.stdout, re.MULTILINE), runtimes.stdout
-    assert re.search(r"^vllm@2 +yes +vllm ", runtimes.stdout, re.MULTILINE)
+    assert re.search(r"^hf-eager@3 +yes +hf-eager ", runtimes.stdout, re.MULTILINE), runtimes.stdout
+    assert re.search(r"^vllm@3 +yes +vllm ", runtimes.stdout, re.MULTILINE)
     vllm = run_command(["runtime", "show", "vllm", "--db", registry_url])
-    assert vllm.stdout.startswith("vllm@2 (shipped): ") and "attention_masked" in vllm.stdout
-    assert "CUDA-graph decode        yes, 1.5 us" in vllm.stdout and "max_num_batched_tokens   8,192" in vllm.stdout
+    assert vllm.stdout.startswith("vllm@3 (shipped): ") and "attention_masked" in vllm.stdout
+    assert "CUDA-graph decode        yes, 0.7 us" in vllm.stdout and "max_num_batched_tokens   8,192" in vllm.stdout
     assert "fused" not in vllm.stdout.split("category")[1]  # no fused column
 
 
@@ -343,8 +343,10 @@ def test_bad_runtime_files_give_one_line_and_write_nothing(registry_url, tmp_pat
 def test_the_shipped_runtimes_are_in_range_and_name_their_execution():
     profiles = {p["name"]: p for p in parse_runtimes(yaml.safe_load(shipped("runtimes.yaml")), "runtimes.yaml")}
     assert set(profiles) == {"hf-eager", "vllm"}
-    assert (profiles["hf-eager"]["execution"], profiles["hf-eager"]["version"]) == ("hf-eager", 2)
-    assert profiles["hf-eager"]["cuda_graph_decode"] is False and "Priors" in profiles["hf-eager"]["source"]
+    assert (profiles["hf-eager"]["execution"], profiles["hf-eager"]["version"]) == ("hf-eager", 3)
+    # the default hf-eager is the H200 fit, with no fitted parameter on a bound
+    assert profiles["hf-eager"]["cuda_graph_decode"] is False and "calibrate --hardware h200" in profiles[
+        "hf-eager"]["source"] and "No fitted parameter on a bound" in profiles["hf-eager"]["source"]
     vllm = profiles["vllm"]
     assert (vllm["execution"], vllm["cuda_graph_decode"], vllm["gpu_memory_utilization"],
             vllm["max_num_batched_tokens"]) == ("vllm", True, 0.9, 8192)
@@ -359,7 +361,7 @@ def test_a_runtime_of_another_execution_cannot_price_a_report(registry_url, repo
     refused = run_command(["summary", load_report(report_files["base"]).report_id, "--runtime", "vllm",
                            "--db", registry_url])
     assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
-    assert "was traced under execution hf-eager, but runtime vllm@2 prices execution vllm" in refused.stderr
+    assert "was traced under execution hf-eager, but runtime vllm@3 prices execution vllm" in refused.stderr
     registry = Registry(registry_url)
     try:
         with pytest.raises(Exception, match="traced under execution hf-eager"):
@@ -396,7 +398,7 @@ def test_plot_and_csv(ingested, tmp_path):
                           "--format", "csv", "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("point_index,hardware,runtime") and len(lines) == 1 + 2 * 4 * 2
+    assert lines[0].startswith("point_index,hardware,runtime") and len(lines) == 1 + 2 * 5 * 2
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
     bad = run_command(["whatif", "--scenario", str(EXAMPLES / "batch-memory.yaml"), "--db", ingested,
                        "--plot", str(tmp_path / "plan.svg")])
@@ -425,7 +427,7 @@ def test_seed_what_if_script(report_files):
                            "989", "--batch-scale", "8", "--hardware", "h200"], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "batch 8 on h200 / hf-eager@2, peak 989 TFLOP/s" in done.stdout
+    assert "batch 8 on h200 / hf-eager@3, peak 989 TFLOP/s" in done.stdout
     assert "page latency" in done.stdout and "top 15 modules by FLOPs" in done.stdout
     bad = subprocess.run([sys.executable, str(script), "--report", "/nonexistent.json"], capture_output=True,
                          text=True, timeout=300)
