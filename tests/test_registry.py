@@ -23,7 +23,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     assert f"revision {head}; code {head} (current)" in current.output
     assert rows(db_url, "SELECT COUNT(*) FROM hardware") == [(6,)]
     assert rows(db_url, "SELECT name, version, execution FROM runtime_profiles ORDER BY name") == [
-        ("hf-eager", 2, "hf-eager"), ("vllm", 2, "vllm")]
+        ("hf-eager", 3, "hf-eager"), ("vllm", 3, "vllm")]
     assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(22,)]
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 11
     from registry.views import view_names

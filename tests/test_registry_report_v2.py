@@ -242,12 +242,12 @@ def test_a_version_2_registry_upgrades_to_0006_without_loss(db_url, monkeypatch,
                           "WHERE p.version = 1 AND rc.category_id IN (2, 11) ORDER BY p.name, rc.category_id")
     assert masked == [("hf-eager", 0.52, 0.6, False)] * 2 + [("vllm", 0.52, 0.6, True)] * 2
     assert rows(db_url, "SELECT name, version, COALESCE(execution, 'hf-eager') FROM runtime_profiles "
-                        "ORDER BY name, version") == [("hf-eager", 1, "hf-eager"), ("hf-eager", 2, "hf-eager"),
-                                                      ("vllm", 1, "hf-eager"), ("vllm", 2, "vllm")]
+                        "ORDER BY name, version") == [("hf-eager", 1, "hf-eager"), ("hf-eager", 3, "hf-eager"),
+                                                      ("vllm", 1, "hf-eager"), ("vllm", 3, "vllm")]
     registry = Registry(db_url)
     try:
         with registry.begin() as conn:
-            assert resolve_runtime(conn, "hf-eager")[1:] == ("hf-eager", 2)
+            assert resolve_runtime(conn, "hf-eager")[1:] == ("hf-eager", 3)
             assert resolve_runtime(conn, "hf-eager@1")[1:] == ("hf-eager", 1)
         stored = load_stored_report(registry, v2_report.report_id)
     finally:
