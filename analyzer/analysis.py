@@ -7,6 +7,10 @@ the exact per-step slope, and the sum over all steps has a closed form. Traces a
 
 A trace runs at batch 1 for a single item and at batch 2 for any larger batch: eager reshapes copy or alias
 depending on whether the batch dimension is 1, so a batch-2 trace is what scales linearly to larger batches.
+
+Each report is traced under one execution (analyzer/execution.py): hf-eager runs transformers' DynamicCache and
+batches every page's views of a kind into one vision call; vllm traces a paged KV cache, encodes one page at a
+time, and applies its fusion rules.
 """
 
 from __future__ import annotations
@@ -455,7 +459,7 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         categories=operator_categories(),
         modules=tuple(_module_tree(model)),
         module_metrics=tuple(snapshots),
-        notes=tuple(REPORT_NOTES),
+        notes=REPORT_NOTES + EXECUTION_NOTES[execution],
     )
     return with_report_id(report)
 
@@ -483,15 +487,29 @@ def _parameters_note(spec: ArchitectureSpec, parameters: int) -> str:
 
 
 REPORT_NOTES = (
-    "FLOPs: 2 per multiply-accumulate, from torch's flop formulas (matmul, conv, attention); elementwise, norm and "
-    "softmax ops carry bytes and launches but no FLOPs.",
-    "Bytes: per kernel, tensors read plus written as an unfused eager run moves them; weights read once per call.",
-    "Attention: one fused kernel per scaled_dot_product_attention call; causal calls at causal cost "
-    "(the prefill), explicitly masked calls at full cost (SAM relative positions, the OCR-2 encoder).",
+    "FLOPs: 2 per multiply-accumulate, from torch's flop formulas (matmul, conv, attention, grouped GEMMs); "
+    "elementwise, norm and softmax ops carry bytes and launches but no FLOPs.",
+    "Bytes: per kernel, tensors read plus written; weights read once per call.",
+    "Attention: one scaled_dot_product_attention call each; causal calls at causal cost (the prefill), calls with "
+    "an explicit mask or bias at full cost and as attention_masked (SAM relative positions, the OCR-2 encoder).",
     "MoE: FLOPs of the top-k experts per token plus shared experts and router; expert weight bytes of the expected "
     "distinct experts per call, E(1-(1-k/E)^T) under uniform routing.",
-    "Kernel launches: one per non-view aten op as eager PyTorch dispatches it; one per attention call.",
+    "Host calls (op_calls): every aten call as the dispatcher reaches it, views and allocations included.",
     "Decode: the first new token comes from the prefill; each further token is one step whose KV context grows "
     "by one; stage totals are the exact sum over steps.",
     "Activation peak: live activation bytes at the peak of one call (weights and KV cache excluded).",
 )
+
+EXECUTION_NOTES = {
+    Execution.HF_EAGER: (
+        "Execution hf-eager: transformers eager on CUDA; the DynamicCache concatenates the whole KV cache every "
+        "decode step; experts on grouped_mm; every page's views of a kind in one vision call; bytes as the unfused "
+        "kernels move them; kernel launches one per non-view aten op, or as many as CUDA runs it as (cuDNN "
+        "attention 2, scan 2, grouped GEMM 2, sort 3, histc 2).",),
+    Execution.VLLM: (
+        "Execution vllm: paged KV cache (a step writes the new tokens' K/V, attention reads the context once); the "
+        "vision tower one page at a time (global view, then its tiles); fused kernels per the fusion rules ("
+        + ", ".join(rule.name for rule in FUSION_RULES[Execution.VLLM])
+        + "), each moving its region's inputs and outputs; decode is replayed from a CUDA graph (priced by the "
+        "runtime profile).",),
+}

@@ -3,7 +3,9 @@
 The counter follows `torch.utils.flop_counter`: a `TorchDispatchMode` sees each aten op with its shapes, the
 flop formulas come from torch's own `flop_registry`, and global forward hooks keep the stack of modules being
 run. On top of FLOPs it records per op: bytes read and written (as an unfused eager run moves them), one kernel
-launch per non-view op, and which inputs are weights.
+launch per non-view op (or as many as CUDA runs it as: `kernels_per_op`), one host call per aten call, views
+included, and which inputs are weights. An execution's fusion rules turn the ops of a module call into fused
+kernels whose bytes are the region's inputs and outputs.
 
 `scaled_dot_product_attention` is one fused kernel on a GPU. On the meta device torch decomposes it into
 bmm + softmax; a `TorchFunctionMode` catches the call, counts it as one attention kernel (q, k, v and mask read,
@@ -11,8 +13,9 @@ output written) and lets the decomposition run uncounted. A causal call is count
 
 Each op's cost is split into a part fixed per call (ops whose inputs are all weights or constants, and the
 weight bytes any op reads) and a part that scales with the number of items in the batch (everything that
-touches activations), so one trace at batch 1 prices any batch. Expert weights gathered per token by the
-`batched_mm` counting path are recorded per expert, so a stage can charge the distinct experts a batch touches.
+touches activations), so one trace at batch 1 prices any batch. Expert weights a grouped GEMM reads (or the
+`batched_mm` path gathers per token) are recorded per expert, so a stage can charge the distinct experts a batch
+touches.
 """
 
 from __future__ import annotations
@@ -511,15 +514,7 @@ class OpCounter:
             if region.produced.holds(base) or region.inputs_seen.holds(base):
                 continue
             region.inputs_seen.put(base, True)
-            nbytes = tensor_bytes(t)
-            if id(t) in self.expert_gather:
-                acc.expert_weight_bytes_per_expert += self.expert_gather[id(t)]
-            elif id(t) in self.static_ids:
-                acc.fixed_bytes_read += nbytes
-                if id(t) in self.weight_ids:
-                    acc.weight_bytes_read += nbytes
-            else:
-                acc.scaled_bytes_read += nbytes
+            self._charge_read(acc, t)
         all_static = all(id(t) in self.static_ids for t in in_tensors)
         for t in out_tensors:
             base = self._base(t)
@@ -527,6 +522,19 @@ class OpCounter:
             if inplace and not region.outputs_counted.holds(base):
                 region.write(tensor_bytes(t), all_static)  # written in place: memory that outlives the kernel
                 region.outputs_counted.put(base, True)
+
+    def _charge_read(self, vec: CountVector, t: torch.Tensor) -> None:
+        """Charge reading `t`: per expert for gathered expert weights, per call for weights and constants, per
+        item for activations."""
+        nbytes = tensor_bytes(t)
+        if id(t) in self.expert_gather:
+            vec.expert_weight_bytes_per_expert += self.expert_gather[id(t)]
+        elif id(t) in self.static_ids:
+            vec.fixed_bytes_read += nbytes
+            if id(t) in self.weight_ids:
+                vec.weight_bytes_read += nbytes
+        else:
+            vec.scaled_bytes_read += nbytes
 
     def _close_region(self, region: "_Region") -> None:
         for base, (nbytes, static) in region.produced.alive():
@@ -609,15 +617,7 @@ class OpCounter:
             vec.scaled_bytes_read += indices.numel() * weight.shape[-1] * weight.element_size()
             in_tensors = [indices]
         for t in in_tensors:
-            nbytes = tensor_bytes(t)
-            if id(t) in self.expert_gather:
-                vec.expert_weight_bytes_per_expert += self.expert_gather[id(t)]
-            elif id(t) in self.static_ids:
-                vec.fixed_bytes_read += nbytes
-                if id(t) in self.weight_ids:
-                    vec.weight_bytes_read += nbytes
-            else:
-                vec.scaled_bytes_read += nbytes
+            self._charge_read(vec, t)
         written = sum(tensor_bytes(t) for t in out_tensors)
         if all_static:
             vec.fixed_bytes_written += written

@@ -344,20 +344,17 @@ def _readable_versions() -> str:
     return " and ".join(str(version) for version in READABLE_SCHEMA_VERSIONS)
 
 
-def _structure_category_id(value: Any, _type) -> CategoryId:
-    try:
-        return CategoryId(value)
-    except ValueError:
-        known = ", ".join(c.value for c in CategoryId)
-        raise ReportFormatError(f"unknown category id {value!r} (known: {known})") from None
+def _enum_structure_hook(enum_type: type[enum.Enum], what: str):
+    """A cattrs hook that refuses a value outside `enum_type` with one line naming the known ones."""
 
+    def structure(value: Any, _type):
+        try:
+            return enum_type(value)
+        except ValueError:
+            known = ", ".join(member.value for member in enum_type)
+            raise ReportFormatError(f"unknown {what} {value!r} (known: {known})") from None
 
-def _structure_execution(value: Any, _type) -> Execution:
-    try:
-        return Execution(value)
-    except ValueError:
-        known = ", ".join(e.value for e in Execution)
-        raise ReportFormatError(f"unknown execution {value!r} (known: {known})") from None
+    return structure
 
 
 def make_converter() -> cattrs.Converter:
@@ -365,8 +362,8 @@ def make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(tuple, list)
     for enum_type in (Stage, ViewKind, CategoryId, Execution):
         converter.register_unstructure_hook(enum_type, lambda member: member.value)
-    converter.register_structure_hook(CategoryId, _structure_category_id)
-    converter.register_structure_hook(Execution, _structure_execution)
+    converter.register_structure_hook(CategoryId, _enum_structure_hook(CategoryId, "category id"))
+    converter.register_structure_hook(Execution, _enum_structure_hook(Execution, "execution"))
     return converter
 
 

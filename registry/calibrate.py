@@ -172,12 +172,12 @@ def _attribute(column: str) -> FreeParameter:
                          low * (1 + OPEN_BOUND_MARGIN) if p.low_open else low, p.high * p.scale)
 
 
-def _compute(category: str) -> FreeParameter:
+def _efficiency(category: str, key: str) -> FreeParameter:
+    """One category's compute_efficiency or bandwidth_efficiency."""
     def set_value(prof, x):
-        prof.categories[category]["compute_efficiency"] = x
+        prof.categories[category][key] = x
 
-    return FreeParameter(f"{category}_compute_efficiency",
-                         lambda prof: prof.categories[category]["compute_efficiency"], set_value,
+    return FreeParameter(f"{category}_{key}", lambda prof: prof.categories[category][key], set_value,
                          EFFICIENCY.low + OPEN_BOUND_MARGIN, EFFICIENCY.high)
 
 
@@ -193,15 +193,6 @@ def _bandwidth_scale(base: Profile) -> FreeParameter:
 
     return FreeParameter("bandwidth_efficiency_scale", lambda prof: 1.0, set_value,
                          EFFICIENCY.low * (1 + OPEN_BOUND_MARGIN) / lowest, EFFICIENCY.high / lowest)
-
-
-def _bandwidth(category: str) -> FreeParameter:
-    def set_value(prof, x):
-        prof.categories[category]["bandwidth_efficiency"] = x
-
-    return FreeParameter(f"{category}_bandwidth_efficiency",
-                         lambda prof: prof.categories[category]["bandwidth_efficiency"], set_value,
-                         EFFICIENCY.low + OPEN_BOUND_MARGIN, EFFICIENCY.high)
 
 
 def in_range(profile: Profile) -> Profile:
@@ -222,8 +213,8 @@ def in_range(profile: Profile) -> Profile:
 
 
 def free_parameters(base: Profile) -> list[FreeParameter]:
-    parameters = [_compute(c) for c in FITTED_COMPUTE if c in base.categories]
-    parameters += [_bandwidth(c) for c in FITTED_BANDWIDTH if c in base.categories]
+    parameters = [_efficiency(c, "compute_efficiency") for c in FITTED_COMPUTE if c in base.categories]
+    parameters += [_efficiency(c, "bandwidth_efficiency") for c in FITTED_BANDWIDTH if c in base.categories]
     parameters.append(_bandwidth_scale(base))
     columns = ["aten_call_s", "kernel_launch_s", "module_call_s", "stage_call_overhead_s", "decode_step_overhead_s"]
     if base.cuda_graph_decode:
