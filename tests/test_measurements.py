@@ -251,3 +251,18 @@ def test_measure_without_a_gpu_says_so(tmp_path):
     assert not out.exists()
     cpu = run_command(["measure", "--variant", "v1", "--device", "cpu", "--out", str(out)])
     assert cpu.exit_code == 2 and "give a CUDA device" in cpu.stderr
+    unknown = run_command(["measure", "--variant", "v1", "--kinds", "vision,warp", "--out", str(out)])
+    assert unknown.exit_code == 2 and "--kinds: unknown kind 'warp'" in unknown.stderr and not out.exists()
+
+
+def test_the_h200_measurements_of_v1_are_linked_and_graph_steps_kept_as_references(registry_url):
+    result = run_command(["ingest", "--measurements", str(REPO / "tests" / "data" / "h200-hf-eager-v1.json"),
+                          "--hardware", "h200", "--runtime", "hf-eager", "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    assert rows(registry_url, "SELECT COUNT(*), SUM(CASE WHEN compared THEN 1 ELSE 0 END) FROM measurements") == [
+        (64, 40)]
+    # a CUDA-graph decode step at batch 32 and context 2048: the one decode step after a 2,047-token prefill
+    (step,) = rows(registry_url, "SELECT w.prefill_tokens, w.batch, m.stage, m.compared FROM measurements m "
+                                 "JOIN reports r ON r.id = m.report_id JOIN workloads w ON w.id = r.workload_id "
+                                 "WHERE m.kind = 'graph_decode' AND w.batch = 32 AND w.prefill_tokens = 2047")
+    assert step == (2047, 32, "decode", False)
