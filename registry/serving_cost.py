@@ -65,16 +65,40 @@ class StepCost:
     kv_bytes_per_token: int
     kv_pool_bytes: int
     static_page_latency_s: dict = attrs.field(factory=dict)
+    _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def decode_time(self, b, context):
         """Seconds of pure-decode steps of b pages at total context `context` (scalars or equal-length arrays)."""
         b = np.atleast_1d(np.asarray(b, dtype=float))
         context = np.atleast_1d(np.asarray(context, dtype=float))
         b = np.broadcast_to(b, np.broadcast_shapes(b.shape, context.shape))
+        if b.size and (b == b[0]).all():
+            return self._decode_same_batch(float(b[0]), np.broadcast_to(context, b.shape))
         x = np.vstack([np.ones_like(b), b, np.broadcast_to(context, b.shape),
                        expected_distinct_experts(b, self.experts, self.top_k)])
         t = np.maximum(np.maximum(self.decode_c @ x, self.decode_m @ x), self.decode_d @ x).sum(axis=0)
         return t + self.decode_host_s
+
+    def _decode_same_batch(self, b: float, context: np.ndarray) -> np.ndarray:
+        """decode_time at one batch size: the rows whose time does not depend on the context are summed once
+        per batch size (cached); only the context-dependent rows (attention) are evaluated per step."""
+        cache = self._cache
+        if "ctx" not in cache:
+            ctx = (self.decode_c[:, 2] != 0) | (self.decode_m[:, 2] != 0) | (self.decode_d[:, 2] != 0)
+            cache["ctx"] = (self.decode_c[ctx], self.decode_m[ctx], self.decode_d[ctx])
+            cache["flat"] = (self.decode_c[~ctx], self.decode_m[~ctx], self.decode_d[~ctx])
+        base = cache.get(b)
+        if base is None:
+            x = np.array([1.0, b, 0.0, float(expected_distinct_experts(b, self.experts, self.top_k))])
+            fc, fm, fd = cache["flat"]
+            base = float(np.maximum(np.maximum(fc @ x, fm @ x), fd @ x).sum()) + self.decode_host_s
+            cc, cm, cd = cache["ctx"]
+            cache[b] = base = (base, cc @ x, cm @ x, cd @ x, cc[:, 2], cm[:, 2], cd[:, 2])
+        const, c0, m0, d0, c1, m1, d1 = base
+        ctx = context[None, :]
+        t = np.maximum(np.maximum(c0[:, None] + c1[:, None] * ctx, m0[:, None] + m1[:, None] * ctx),
+                       d0[:, None] + d1[:, None] * ctx).sum(axis=0)
+        return t + const
 
     def prefill_time(self, p: float, q: float) -> float:
         x = np.array([1.0, p, q])
@@ -142,6 +166,9 @@ def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: 
 def _fit(features: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
     """Least squares per row (values: points x rows) -> rows x features; the fit must reproduce every probe."""
     coef, *_ = np.linalg.lstsq(features, values, rcond=None)
+    # round-off of the solve: a feature whose whole contribution to a row is below 1e-12 of the row is no term
+    contribution = np.abs(coef) * np.abs(features).max(axis=0)[:, None]
+    coef[contribution <= 1e-12 * np.abs(values).max(axis=0)[None, :]] = 0.0
     fitted = features @ coef
     scale = np.maximum(np.abs(values), 1e-12)
     err = np.abs(fitted - values) / scale
