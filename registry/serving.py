@@ -70,6 +70,7 @@ class SimResult:
     new_tokens: np.ndarray
     family: np.ndarray
     preemptions: np.ndarray
+    emitted: np.ndarray  # tokens each page emitted (its new_tokens once finished)
     steps: int
     busy_s: float
     running_time_integral: float  # sum over steps of running pages x step seconds
@@ -270,7 +271,7 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResu
                 progress(done)
                 next_report = done + max(n // 20, 1)
     return SimResult(arrival=arrival.copy(), first_token=first_token, finish=finish, prompt_tokens=prompt,
-                     new_tokens=new_tokens, family=family, preemptions=preemptions, steps=steps, busy_s=busy,
+                     new_tokens=new_tokens, family=family, preemptions=preemptions, emitted=generated, steps=steps, busy_s=busy,
                      running_time_integral=run_int, kv_blocks_integral=kv_int, kv_blocks_peak=kv_peak,
                      kv_pool_blocks=pool, scheduled_tokens=scheduled)
 
