@@ -241,7 +241,7 @@ def sql(query, db_url, lock_timeout, fmt):
     \b
     Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
     v_module_hotspots, v_point_operator_time, v_point_stage_time, v_point_summary, v_predicted_vs_measured,
-    v_prediction_error_summary.
+    v_prediction_error_summary, v_serving_summary.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
     """
