@@ -189,7 +189,7 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResu
                 continue
         demand = np.where(prefilling, tgt - comp, 1)
         cum = np.cumsum(demand)
-        alloc = np.clip(budget - (cum - demand), 0, demand)
+        alloc = np.minimum(np.maximum(budget - (cum - demand), 0), demand)
         new_blocks = (comp + alloc + bs - 1) // bs - blocks[run]
         need = int(new_blocks.sum())
         preempted = False
@@ -286,7 +286,12 @@ def _decode_run_length(cost, run, comp, blocks, generated, new_tokens, free, bs,
     k = int(min((new_tokens[run] - generated[run]).min(), MAX_LEAP))
     if can_admit and waiting and arrival[waiting[0]] <= now:
         return 0, None  # pass 2 may admit it this step
-    times = cost.decode_time(float(len(run)), float(comp.sum()) + len(run) * np.arange(k))
+    b = len(run)
+    c0 = float(comp.sum())
+    if can_admit and waiting:  # steps only get longer with context: no more than gap / first step + 1 of them
+        first = float(cost.decode_series(b, c0, 1)[0])
+        k = max(min(k, int((arrival[waiting[0]] - now) / first) + 1), 1)
+    times = cost.decode_series(b, c0, k)
     if can_admit and waiting:
         starts = np.cumsum(times) - times
         k = int(np.searchsorted(starts, arrival[waiting[0]] - now, side="left"))

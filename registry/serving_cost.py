@@ -79,6 +79,11 @@ class StepCost:
         t = np.maximum(np.maximum(self.decode_c @ x, self.decode_m @ x), self.decode_d @ x).sum(axis=0)
         return t + self.decode_host_s
 
+    def decode_series(self, b: int, context: float, steps: int) -> np.ndarray:
+        """Seconds of `steps` successive pure-decode steps of b pages from total context `context` (each step
+        adds b tokens of context)."""
+        return self._decode_same_batch(float(b), context + b * np.arange(steps, dtype=float))
+
     def _decode_same_batch(self, b: float, context: np.ndarray) -> np.ndarray:
         """decode_time at one batch size: the rows whose time does not depend on the context are summed once
         per batch size (cached); only the context-dependent rows (attention) are evaluated per step."""

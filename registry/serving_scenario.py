@@ -245,7 +245,7 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
     costs = step_costs(registry, scenario.name, profile, base, pages, [h for h, _ in hardware],
                        [r for r, _, _ in runtimes], progress)
     rows, requests = [], {}
-    bar = tqdm(total=len(costs) * len(rates), unit="point", desc="simulating", file=sys.stderr,
+    bar = tqdm(total=len(costs) * len(rates) * spec.count, unit="page", desc="simulating", file=sys.stderr,
                disable=not progress, leave=False)
     hw_ids = [(h, r) for h, _ in hardware for r, _, _ in runtimes]
     memory = {}
@@ -265,8 +265,13 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
             config = attrs.evolve(spec.config, kv_pool_blocks=pool)
             for rate in rates:
                 sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate)
+                offset = bar.n
+
+                def advance(done, offset=offset):
+                    bar.update(offset + done - bar.n)
+
                 try:
-                    result = simulate(cost, config, sim_pages)
+                    result = simulate(cost, config, sim_pages, progress=advance)
                 except ValueError as exc:
                     raise ScenarioError(f"{scenario.source}: serving: {cost.hardware} / {cost.runtime}: {exc}") \
                         from None
@@ -285,7 +290,7 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
                                 "new_tokens": result.new_tokens.tolist(), "arrival_s": result.arrival.tolist(),
                                 "first_token_s": result.first_token.tolist(), "finish_s": result.finish.tolist(),
                                 "preemptions": result.preemptions.tolist()}
-                bar.update(1)
+                bar.update(offset + spec.count - bar.n)
     finally:
         bar.close()
     with registry.begin() as conn:
