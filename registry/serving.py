@@ -156,13 +156,10 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResu
         tgt = target[run]
         prefilling = comp < tgt
         if len(run) and not prefilling.any() and len(run) <= budget:
-            k, times = _decode_run_length(cost, run, comp, blocks, generated, new_tokens, free, bs, now, arrival,
-                                          waiting, len(running) < config.max_num_seqs)
+            k, times, need = _decode_run_length(cost, run, comp, blocks, generated, new_tokens, free, bs, now,
+                                                arrival, waiting, len(running) < config.max_num_seqs)
             if k:  # k pure-decode steps with no event before the last: one vectorized leap
                 b = len(run)
-                j = np.arange(k)
-                after = comp[:, None] + (j + 1)[None, :]
-                need = ((after + bs - 1) // bs - blocks[run][:, None]).clip(min=0).sum(axis=0)
                 used = pool - free + need
                 kv_peak = max(kv_peak, int(used[-1]))
                 run_int += b * float(times.sum())
@@ -280,12 +277,12 @@ MAX_LEAP = 256
 
 
 def _decode_run_length(cost, run, comp, blocks, generated, new_tokens, free, bs, now, arrival, waiting,
-                       can_admit) -> tuple[int, np.ndarray | None]:
+                       can_admit) -> tuple[int, np.ndarray | None, np.ndarray | None]:
     """How many pure-decode steps run before anything else can happen (a page finishes, a waiting page could be
     admitted, a block is missing), and their times; 0 when the next step must take the general path."""
     k = int(min((new_tokens[run] - generated[run]).min(), MAX_LEAP))
     if can_admit and waiting and arrival[waiting[0]] <= now:
-        return 0, None  # pass 2 may admit it this step
+        return 0, None, None  # pass 2 may admit it this step
     b = len(run)
     c0 = float(comp.sum())
     if can_admit and waiting:  # steps only get longer with context: no more than gap / first step + 1 of them
@@ -296,13 +293,13 @@ def _decode_run_length(cost, run, comp, blocks, generated, new_tokens, free, bs,
         starts = np.cumsum(times) - times
         k = int(np.searchsorted(starts, arrival[waiting[0]] - now, side="left"))
     if k <= 0:
-        return 0, None
+        return 0, None, None
     after = comp[:, None] + np.arange(1, k + 1)[None, :]
-    need = ((after + bs - 1) // bs - blocks[run][:, None]).clip(min=0).sum(axis=0)
+    need = np.maximum((after + bs - 1) // bs - blocks[run][:, None], 0).sum(axis=0)
     fits = need <= free
     if not fits.all():
         k = int(np.argmin(fits))  # steps before the first that lacks a block
-    return k, times[:k]
+    return k, times[:k], need[:k]
 
 
 def saturated_bound_pages_per_s(cost, config: EngineConfig, mean_new_tokens: float) -> float:
