@@ -64,7 +64,6 @@ class StepCost:
     families: list[Family]
     kv_bytes_per_token: int
     kv_pool_bytes: int
-    static_page_latency_s: dict = attrs.field(factory=dict)
     _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def decode_time(self, b, context):
@@ -241,17 +240,15 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
         prefill_feat = [[1.0, group[i][5], float(group[i][5]) ** 2] for i in prefill_idx]
         prefill, prefill_host = fit_stage("prefill", prefill_feat, prefill_idx, "prefill")
         families = []
-        static = {}
         for i, page in enumerate(pages):
             st = by_point_stage[points[i]]
             vision = sum(st[s][1] / st[s][0] for s in ("vision", "projector") if s in st)
             families.append(Family(page=page, prefill_tokens=int(group[i][5]), vision_s=vision))
-            static[page] = group[i][8]
         costs.append(StepCost(
             hardware=group[0][1], runtime=group[0][2], decode_c=decode[0], decode_m=decode[1], decode_d=decode[2],
             decode_host_s=decode_host, prefill_c=prefill[0], prefill_m=prefill[1], prefill_d=prefill[2],
             prefill_host_s=prefill_host, experts=experts, top_k=top_k, families=families,
-            kv_bytes_per_token=int(group[0][6]), kv_pool_bytes=int(group[0][7] or 0), static_page_latency_s=static))
+            kv_bytes_per_token=int(group[0][6]), kv_pool_bytes=int(group[0][7] or 0)))
     return costs
 
 
