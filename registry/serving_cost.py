@@ -151,7 +151,7 @@ def make_workloads(profile: str, base: dict, probes: list[tuple[str, dict]]) -> 
 
 
 def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: list[int], runtime_ids: list[int],
-                  progress: bool = False) -> tuple[int, list[tuple]]:
+                  progress: bool = False, overrides: dict | None = None) -> tuple[int, list[tuple]]:
     """Analyze (if new) and record the probe workloads x GPUs x runtimes as one scenario; (scenario id, points)."""
     from registry.catalog import runtime_execution
     from registry.pricing import ensure_reports, record_scenario
@@ -163,7 +163,7 @@ def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: 
     points = [(keys[executions[rid]][i], hid, rid) for hid in hardware_ids for rid in runtime_ids
               for i in range(len(workloads))]
     with registry.begin() as conn:
-        scenario_id = record_scenario(conn, f"{name}:probes", {"probes": name}, {}, points)
+        scenario_id = record_scenario(conn, f"{name}:probes", {"probes": name}, {}, points, overrides)
     return scenario_id, points
 
 
@@ -253,10 +253,10 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
 
 
 def step_costs(registry: Registry, name: str, profile: str, base: dict, pages: list[str], hardware_ids: list[int],
-               runtime_ids: list[int], progress: bool = False) -> list[StepCost]:
+               runtime_ids: list[int], progress: bool = False, overrides: dict | None = None) -> list[StepCost]:
     """Step costs of the family (profile + base fields, one family per page size) on each GPU x runtime, GPUs
-    outermost."""
+    outermost, with the scenario's device overrides (peak, bandwidth, memory, efficiency scale) if any."""
     probes = probe_workloads(base, pages)
     workloads = make_workloads(profile, base, probes)
-    scenario_id, _ = record_probes(registry, name, workloads, hardware_ids, runtime_ids, progress)
+    scenario_id, _ = record_probes(registry, name, workloads, hardware_ids, runtime_ids, progress, overrides)
     return derive(registry, scenario_id, probes, len(workloads), pages)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from registry.catalog import suggestion
 from registry.db import Registry
 from registry.serving import EngineConfig, PageMix, make_pages, simulate
-from registry.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys
+from registry.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
 
 ENGINES = ("vllm-v1",)
 SERVING_KEYS = {"engine", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
@@ -73,6 +73,7 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
     if "serving" not in data:
         return None
     block = _mapping(scenario, ("serving",), data["serving"], SERVING_KEYS)
+    _overrides(scenario)  # the overrides and targets: positive numbers
     for key in data["sweep"]:
         if key not in SERVING_SWEEP_KEYS:
             raise scenario.fail(("sweep", key), "a serving scenario sweeps only hardware and runtime (the page mix "
@@ -242,8 +243,9 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
     rates = rates or spec.rates
     profile, base = _base(scenario)
     pages = _page_names(scenario, spec)
+    overrides = _overrides(scenario)
     costs = step_costs(registry, scenario.name, profile, base, pages, [h for h, _ in hardware],
-                       [r for r, _, _ in runtimes], progress)
+                       [r for r, _, _ in runtimes], progress, overrides)
     rows, requests = [], {}
     bar = tqdm(total=len(costs) * len(rates) * spec.count, unit="page", desc="simulating", file=sys.stderr,
                disable=not progress, leave=False)
@@ -260,7 +262,8 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
             pool_bytes = cost.kv_pool_bytes
             util = memory[(rid, "util")]
             if spec.gpu_memory_utilization is not None and util is not None:
-                pool_bytes += int((spec.gpu_memory_utilization - util) * memory[hid])
+                device_memory = int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory[hid]
+                pool_bytes += int((spec.gpu_memory_utilization - util) * device_memory)
             pool = max(int(pool_bytes // (spec.config.block_size * cost.kv_bytes_per_token)), 0)
             config = attrs.evolve(spec.config, kv_pool_blocks=pool)
             for rate in rates:

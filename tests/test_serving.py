@@ -249,6 +249,29 @@ def test_bad_serving_scenarios_give_one_line_and_record_nothing(registry_url, tm
     assert rows(registry_url, "SELECT COUNT(*) FROM serving_points") == [(0,)]
 
 
+def test_bad_serving_targets_give_one_line(registry_url, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sweep: {hardware: [h100-sxm], runtime: [vllm]}\nserving: {arrival: {rate_per_s: [1]}}\n"
+                    "target: {ttft_p99_s: -1}\n")
+    result = run_command(["whatif", "--scenario", str(path), "--db", registry_url])
+    assert result.exit_code == 2 and f"{path}:3: target.ttft_p99_s: must be a positive number" in result.stderr
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(0,)]
+
+
+def test_overrides_reach_the_serving_step_costs(h100_cost):
+    from registry.db import Registry
+    from registry.serving_cost import step_costs
+
+    cost, url = h100_cost
+    registry, hid, rid = _ids(url)
+    try:
+        slower = step_costs(registry, "o", "dsocr-standard-v1", {}, STANDARD_PAGES, [hid], [rid],
+                            overrides={"efficiency_scale": 0.5})[0]
+    finally:
+        registry.dispose()
+    assert slower.prefill_time(912, 912 ** 2) > 1.5 * cost.prefill_time(912, 912 ** 2)
+
+
 def test_a_serving_scenario_needs_a_vllm_runtime(registry_url, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("sweep: {hardware: [h100-sxm], runtime: [hf-eager]}\nserving: {arrival: {rate_per_s: [1]}}\n")
