@@ -31,6 +31,7 @@ def cli() -> None:
     snapshot  write a consistent read-only DuckDB copy for BI tools
     db        schema revisions: upgrade, current, history
     whatif    price workloads on GPUs and runtimes from a scenario file
+    serve-sim simulate one serving point (continuous batching) of a scenario
     hardware  the GPU catalog: list, show, add
     runtime   the runtime profiles: list, show, add
     compare   measured vs predicted for a measurement file
@@ -240,7 +241,7 @@ def sql(query, db_url, lock_timeout, fmt):
     \b
     Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
     v_module_hotspots, v_point_operator_time, v_point_stage_time, v_point_summary, v_predicted_vs_measured,
-    v_prediction_error_summary.
+    v_prediction_error_summary, v_serving_summary.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
     """
@@ -380,6 +381,9 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
     if plot is not None and plot.suffix.lower() != ".png":
         raise click.UsageError(f"--plot {plot}: the plot is written as PNG (use a .png name)")
     scenario = load_scenario(scenario_path)
+    if "serving" in scenario.data:
+        _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress)
+        return
     expand_workloads(scenario)  # validate before anything is written
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
@@ -412,6 +416,111 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
         click.echo("no point fits in its GPU's memory")
     if plot is not None:
         click.echo(f"plot -> {plot}")
+
+
+SERVING_TABLE = [Column("hardware"), Column("runtime"), Column("arrival_rate_per_s", "rate/s", "{:g}"),
+                 Column("pages"), Column("pages_per_s", "pages/s", "{:.2f}"),
+                 Column("output_tokens_per_s", "tok/s", "{:,.0f}"), Column("ttft_p50_s", "TTFT p50", "{:.2f}"),
+                 Column("ttft_p99_s", "TTFT p99", "{:.2f}"), Column("tpot_p50_s", "TPOT p50 ms", "{:.1f}"),
+                 Column("page_latency_p50_s", "page p50", "{:.1f}"),
+                 Column("page_latency_p90_s", "page p90", "{:.1f}"),
+                 Column("page_latency_p99_s", "page p99", "{:.1f}"), Column("mean_running_pages", "running", "{:.1f}"),
+                 Column("kv_pool_use_peak", "KV peak", "{:.0%}"), Column("preemptions", "preempt"),
+                 Column("meets_targets", "meets"), Column("best_rate_per_s", "best rate", "{:g}"),
+                 Column("gpus_needed", "GPUs", "{:.0f}")]
+
+
+def _serving_output(scenario, scenario_id, points, fmt) -> None:
+    from registry.serving_scenario import SERVING_COLUMNS
+
+    if fmt == "json":
+        click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, "serving": points}, "json"))
+        return
+    if fmt == "csv":
+        print_rows(SERVING_COLUMNS, [tuple(p[c] for c in SERVING_COLUMNS) for p in points], "csv")
+        return
+    click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} serving points (simulated vllm-v1 "
+               "engine; times in seconds, TPOT in ms)")
+    rows = [tuple(p[c.key] * 1000 if c.key == "tpot_p50_s" and p[c.key] is not None else p[c.key]
+                  for c in SERVING_TABLE) for p in points]
+    click.echo(render_table(SERVING_TABLE, rows, count=False))
+    best = [p for p in points if p["best_rate_per_s"] is not None and p["arrival_rate_per_s"] == p["best_rate_per_s"]]
+    for p in best:
+        gpus = f", {p['gpus_needed']:.0f} GPUs for the target" if p["gpus_needed"] is not None else ""
+        click.echo(f"{p['hardware']} / {p['runtime']}: highest rate meeting the targets {p['best_rate_per_s']:g} "
+                   f"pages/s{gpus}")
+
+
+def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress) -> None:
+    from registry.serving_scenario import plot_serving, run_serving, serving_spec
+
+    spec = serving_spec(scenario)  # validate before anything is written
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            from registry.serving_scenario import check_runtimes
+
+            check_runtimes(scenario, conn)
+        show = progress if progress is not None else sys.stderr.isatty()
+        scenario_id, points, _ = run_serving(registry, scenario, spec, progress=show)
+    finally:
+        registry.dispose()
+    if plot is not None:
+        plot_serving(points, plot)
+    _serving_output(scenario, scenario_id, points, fmt)
+    if plot is not None and fmt == "table":
+        click.echo(f"plot -> {plot}")
+
+
+@cli.command("serve-sim")
+@click.option("--scenario", "-s", "scenario_path", required=True, type=click.Path(dir_okay=False),
+              help="Scenario YAML file with a serving block (see queries/examples/serving.yaml).")
+@db_options
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help="Arrival rate in pages/s (default: the scenario's first rate, or offline).")
+@click.option("--hardware", "hardware_name", help="GPU (default: the scenario's first).")
+@click.option("--runtime", "runtime_name", help="Runtime, NAME or NAME@VERSION (default: the scenario's first).")
+@click.option("--requests-out", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Write one row per simulated page to this Parquet file (and keep them in serving_requests).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Aligned text for the terminal, CSV, or JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr.")
+def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_name, requests_out, fmt, progress):
+    """Simulate one serving point of a scenario (one GPU x runtime x arrival rate) and optionally its pages.
+
+    The step times come from the registry's pricing views (registry/serving_cost.py); the engine follows vLLM
+    V1's scheduler: continuous batching, chunked prefill within max_num_batched_tokens, KV in 16-token blocks,
+    preemption by recompute. The point is recorded (serving_points, v_serving_summary).
+    """
+    from registry.serving_scenario import check_runtimes, run_serving, serving_spec, write_requests
+
+    scenario = load_scenario_checked(scenario_path)
+    spec = serving_spec(scenario)
+    if spec is None:
+        raise click.UsageError(f"{scenario_path}: no serving block: serve-sim simulates a serving scenario")
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        with registry.begin() as conn:
+            check_runtimes(scenario, conn)
+        show = progress if progress is not None else sys.stderr.isatty()
+        only = (hardware_name or scenario.data["sweep"]["hardware"][0],
+                runtime_name or scenario.data["sweep"]["runtime"][0])
+        scenario_id, points, requests = run_serving(
+            registry, scenario, spec, progress=show, rates=(rate,) if rate else spec.rates[:1], only=only,
+            keep_requests=requests_out is not None)
+    finally:
+        registry.dispose()
+    if requests_out is not None:
+        write_requests(requests, requests_out)
+    _serving_output(scenario, scenario_id, points, fmt)
+    if requests_out is not None and fmt == "table":
+        click.echo(f"{len(requests['page'])} pages -> {requests_out}")
+
+
+def load_scenario_checked(path):
+    from registry.whatif import load_scenario
+
+    return load_scenario(path)
 
 
 @cli.command()

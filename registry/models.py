@@ -329,3 +329,61 @@ class Measurement(Base):
     compared: Mapped[bool] = mapped_column(sa.Boolean)
     note: Mapped[str] = mapped_column(sa.Text)
     raw: Mapped[str] = mapped_column(sa.Text)  # the row as JSON
+
+
+class ServingPoint(Base):
+    """One simulated serving point (revision 0007): a scenario's GPU x runtime x arrival rate, with the engine's
+    settings and the simulated results (seconds; rates per second; KV pool use as fractions of the pool)."""
+
+    __tablename__ = "serving_points"
+    scenario_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("scenarios.id"), primary_key=True,
+                                             autoincrement=False)
+    point_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    hardware_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("hardware.id"))
+    runtime_profile_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("runtime_profiles.id"))
+    engine: Mapped[str] = mapped_column(sa.String(40))
+    arrival_rate_per_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # NULL: offline
+    pages: Mapped[int] = mapped_column(sa.Integer)
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    max_num_seqs: Mapped[int] = mapped_column(sa.Integer)
+    max_num_batched_tokens: Mapped[int] = mapped_column(sa.Integer)
+    block_size: Mapped[int] = mapped_column(sa.Integer)
+    kv_pool_blocks: Mapped[int] = mapped_column(Count)
+    target_ttft_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    target_page_latency_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    pages_per_s: Mapped[float] = mapped_column(sa.Double)
+    output_tokens_per_s: Mapped[float] = mapped_column(sa.Double)
+    ttft_p50_s: Mapped[float] = mapped_column(sa.Double)
+    ttft_p90_s: Mapped[float] = mapped_column(sa.Double)
+    ttft_p99_s: Mapped[float] = mapped_column(sa.Double)
+    tpot_p50_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    tpot_p90_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    tpot_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    page_latency_p50_s: Mapped[float] = mapped_column(sa.Double)
+    page_latency_p90_s: Mapped[float] = mapped_column(sa.Double)
+    page_latency_p99_s: Mapped[float] = mapped_column(sa.Double)
+    mean_page_latency_s: Mapped[float] = mapped_column(sa.Double)
+    mean_running_pages: Mapped[float] = mapped_column(sa.Double)
+    kv_pool_use_mean: Mapped[float] = mapped_column(sa.Double)
+    kv_pool_use_peak: Mapped[float] = mapped_column(sa.Double)
+    preemptions: Mapped[int] = mapped_column(Count)
+    steps: Mapped[int] = mapped_column(Count)
+
+
+class ServingRequest(Base):
+    """One simulated page of a serving point (only when asked: serve-sim --requests-out, whatif --keep-requests)."""
+
+    __tablename__ = "serving_requests"
+    __table_args__ = (sa.ForeignKeyConstraint(["scenario_id", "point_index"],
+                                              ["serving_points.scenario_id", "serving_points.point_index"]),)
+    scenario_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    point_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    request_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    page: Mapped[str] = mapped_column(sa.String(40))
+    prompt_tokens: Mapped[int] = mapped_column(sa.Integer)
+    new_tokens: Mapped[int] = mapped_column(sa.Integer)
+    arrival_s: Mapped[float] = mapped_column(sa.Double)
+    first_token_s: Mapped[float] = mapped_column(sa.Double)
+    finish_s: Mapped[float] = mapped_column(sa.Double)
+    preemptions: Mapped[int] = mapped_column(sa.Integer)

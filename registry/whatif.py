@@ -19,12 +19,12 @@ from registry.catalog import suggestion
 from registry.db import Registry, RegistryError
 from registry.pricing import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
 
-SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target"}
+SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving"}
 BASE_KEYS = {"profile", "variant", "mode", "page", "tiles", "min_tiles", "max_tiles", "prompt_text_tokens",
              "new_tokens", "batch"}
 SWEEP_KEYS = {"hardware", "runtime", "variant", "mode", "page", "tiles", "batch", "new_tokens"}
 OVERRIDE_KEYS = {"peak_tflops", "memory_tb_per_s", "memory_gb", "efficiency_scale"}
-TARGET_KEYS = {"pages_per_day", "page_latency_s"}
+TARGET_KEYS = {"pages_per_day", "page_latency_s", "ttft_p99_s", "page_latency_p99_s"}
 DEFAULT_PROFILE = "dsocr-standard-v1"  # the base workload when a scenario names none
 
 

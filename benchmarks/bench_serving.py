@@ -1,0 +1,77 @@
+"""Serving simulation speed, and the README's serving table.
+
+Prints pages simulated per second (10,000 pages of the example page mix on the H100 under vllm, offline and at a
+Poisson rate), the end-to-end time of queries/examples/serving.yaml (4 rates x 3 GPUs) on a fresh registry, and for
+the standard page (dsocr-standard-v1, 512 new tokens) on H100, H200 and A100-40G under vllm: the saturated pages/s
+and output tokens/s (offline, all pages queued at t=0) and the p50/p99 page latency at half that rate.
+
+Run: python benchmarks/bench_serving.py [--pages 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=10_000)
+    parser.add_argument("--table-pages", type=int, default=2_000)
+    args = parser.parse_args()
+
+    from registry.catalog import resolve_hardware, resolve_runtime
+    from registry.db import Registry
+    from registry.serving import EngineConfig, PageMix, make_pages, simulate
+    from registry.serving_cost import step_costs
+
+    folder = pathlib.Path(tempfile.mkdtemp())
+    url = str(folder / "bench.duckdb")
+    registry = Registry(url)
+    registry.upgrade()
+    gpus = ["h100-sxm", "h200", "a100-40g"]
+    with registry.begin() as conn:
+        hardware = [resolve_hardware(conn, name)[0] for name in gpus]
+        runtime = resolve_runtime(conn, "vllm")[0]
+    started = time.perf_counter()
+    costs = step_costs(registry, "bench", "dsocr-standard-v1", {}, ["1654x2339", "2480x3508"], hardware, [runtime])
+    print(f"step costs of 3 GPUs (probes analyzed, priced, fitted): {time.perf_counter() - started:6.2f} s")
+    registry.dispose()
+
+    mix = PageMix(median=700, p90=1600, max_tokens=8000, shares=(0.8, 0.2))
+    for label, rate in (("offline", None), ("Poisson 6 pages/s", 6.0)):
+        pages = make_pages(args.pages, 7, mix, rate)
+        started = time.perf_counter()
+        result = simulate(costs[0], EngineConfig(), pages)
+        seconds = time.perf_counter() - started
+        print(f"h100-sxm {label:18s} {args.pages:,} pages in {seconds:5.2f} s = {args.pages / seconds:8,.0f} pages "
+              f"simulated/s ({result.steps:,} steps; goal: 10,000 pages <= 2 s)")
+
+    started = time.perf_counter()
+    subprocess.run([str(pathlib.Path(sys.executable).with_name("dsocr-registry")), "whatif", "--scenario",
+                    str(REPO / "queries" / "examples" / "serving.yaml"), "--db", str(folder / "fresh.duckdb"),
+                    "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    print(f"queries/examples/serving.yaml end to end on a fresh registry: {time.perf_counter() - started:6.2f} s "
+          "(goal <= 30 s)")
+
+    standard = PageMix(median=512, p90=512, max_tokens=512, shares=(1.0, 0.0))
+    print(f"\nstandard page (dsocr-standard-v1, 512 new tokens), vllm@3, max_num_seqs 256, 8192 tokens per step, "
+          f"{args.table_pages:,} pages:")
+    print("| GPU | saturated pages/s | output tokens/s | p50 / p99 page latency at half that rate (s) |")
+    print("|---|---:|---:|---:|")
+    for name, cost in zip(gpus, costs):
+        saturated = simulate(cost, EngineConfig(), make_pages(args.table_pages, 7, standard, None)).summary()
+        half = saturated["pages_per_s"] / 2
+        at_half = simulate(cost, EngineConfig(), make_pages(args.table_pages, 7, standard, half)).summary()
+        print(f"| {name} | {saturated['pages_per_s']:.2f} | {saturated['output_tokens_per_s']:,.0f} | "
+              f"{at_half['page_latency_p50_s']:.2f} / {at_half['page_latency_p99_s']:.2f} (at {half:.2f} pages/s) |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Step costs of a serving engine, taken from the registry's pricing views (no second cost model).
+
+For a workload family (variant, mode, page sizes) x GPU x runtime, a few probe workloads are analyzed, recorded as
+one scenario through registry.pricing (like `whatif`) and priced by the views. Each priced operator row of
+v_point_operator_time (stage, view kind, module, category) gives compute_bound_s, memory_bound_s and dispatch_s;
+those are linear in the row's FLOPs, bytes and calls, so they inherit the rows' affine dependence on the step's
+shape, which is fitted here exactly (least squares over the probes, residuals checked):
+
+- decode rows (a step of b decoding pages at total context C): features (1, b, C, e(b)), e(b) the expected number
+  of distinct experts b tokens touch (the analyzer's formula: the expert weights a step reads);
+- prefill rows (a forward of p prompt tokens whose causal attention covers q = sum of chunk x (chunk + 2 x offset)
+  token pairs; p^2 for a prompt from its start): features (1, p, q);
+- vision and projector: per page (one image per call under vllm), the stage times of the family's batch-1 probe.
+
+`StepCost.step_time` evaluates a step as the views do: per row max(compute, memory, dispatch), summed, plus the
+stage's host time (module calls x module_call_s + the per-call or per-step overhead; none per module in a
+graph-replayed decode). A pure-decode step is priced by the decode rows (CUDA-graph replay); a step with any
+prefill runs as one eager forward, priced by the prefill rows with each decoding page counted as one token of
+attention span 1 + 2 x its context.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import sqlalchemy as sa
+
+from registry.db import Registry
+
+PROMPT_EXTRA = (0, 300, 800)  # prompt text tokens added to the family's own, for the prefill probes
+DECODE_BATCHES = (2, 4)
+FIT_RTOL = 1e-6
+
+
+def expected_distinct_experts(tokens, experts: int, top_k: int):
+    tokens = np.asarray(tokens, dtype=float)
+    if experts <= 0:
+        return np.zeros_like(tokens)
+    return np.where(tokens > 0, experts * (1.0 - (1.0 - top_k / experts) ** tokens), 0.0)
+
+
+@attrs.frozen
+class Family:
+    """Pages of one variant, mode and page size: their prompt length and vision seconds per page."""
+    page: str
+    prefill_tokens: int
+    vision_s: float  # vision + projector stage time of one page, host time included
+
+
+@attrs.define
+class StepCost:
+    hardware: str
+    runtime: str
+    decode_c: np.ndarray  # rows x 4: seconds per feature (1, b, C, e(b))
+    decode_m: np.ndarray
+    decode_d: np.ndarray
+    decode_host_s: float
+    prefill_c: np.ndarray  # rows x 3: (1, p, q)
+    prefill_m: np.ndarray
+    prefill_d: np.ndarray
+    prefill_host_s: float
+    experts: int
+    top_k: int
+    families: list[Family]
+    kv_bytes_per_token: int
+    kv_pool_bytes: int
+    _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
+
+    def decode_time(self, b, context):
+        """Seconds of pure-decode steps of b pages at total context `context` (scalars or equal-length arrays)."""
+        b = np.atleast_1d(np.asarray(b, dtype=float))
+        context = np.atleast_1d(np.asarray(context, dtype=float))
+        b = np.broadcast_to(b, np.broadcast_shapes(b.shape, context.shape))
+        if b.size and (b == b[0]).all():
+            return self._decode_same_batch(float(b[0]), np.broadcast_to(context, b.shape))
+        x = np.vstack([np.ones_like(b), b, np.broadcast_to(context, b.shape),
+                       expected_distinct_experts(b, self.experts, self.top_k)])
+        t = np.maximum(np.maximum(self.decode_c @ x, self.decode_m @ x), self.decode_d @ x).sum(axis=0)
+        return t + self.decode_host_s
+
+    def decode_series(self, b: int, context: float, steps: int) -> np.ndarray:
+        """Seconds of `steps` successive pure-decode steps of b pages from total context `context` (each step
+        adds b tokens of context)."""
+        return self._decode_same_batch(float(b), context + b * np.arange(steps, dtype=float))
+
+    def _decode_same_batch(self, b: float, context: np.ndarray) -> np.ndarray:
+        """decode_time at one batch size: the rows whose time does not depend on the context are summed once
+        per batch size (cached); only the context-dependent rows (attention) are evaluated per step."""
+        cache = self._cache
+        if "ctx" not in cache:
+            ctx = (self.decode_c[:, 2] != 0) | (self.decode_m[:, 2] != 0) | (self.decode_d[:, 2] != 0)
+            cache["ctx"] = (self.decode_c[ctx], self.decode_m[ctx], self.decode_d[ctx])
+            cache["flat"] = (self.decode_c[~ctx], self.decode_m[~ctx], self.decode_d[~ctx])
+        base = cache.get(b)
+        if base is None:
+            x = np.array([1.0, b, 0.0, float(expected_distinct_experts(b, self.experts, self.top_k))])
+            fc, fm, fd = cache["flat"]
+            base = float(np.maximum(np.maximum(fc @ x, fm @ x), fd @ x).sum()) + self.decode_host_s
+            cc, cm, cd = cache["ctx"]
+            cache[b] = base = (base, cc @ x, cm @ x, cd @ x, cc[:, 2], cm[:, 2], cd[:, 2])
+        const, c0, m0, d0, c1, m1, d1 = base
+        ctx = context[None, :]
+        t = np.maximum(np.maximum(c0[:, None] + c1[:, None] * ctx, m0[:, None] + m1[:, None] * ctx),
+                       d0[:, None] + d1[:, None] * ctx).sum(axis=0)
+        return t + const
+
+    def prefill_time(self, p: float, q: float) -> float:
+        x = np.array([1.0, p, q])
+        return float(np.maximum(np.maximum(self.prefill_c @ x, self.prefill_m @ x), self.prefill_d @ x).sum()
+                     + self.prefill_host_s)
+
+    def step_time(self, b: int, context: float, p: float = 0.0, q: float = 0.0, vision_pages=None) -> float:
+        """One engine step: b decoding pages at total context `context` (tokens in their KV), p prefill tokens
+        spanning q attention pairs, and vision for `vision_pages` (pages per family index, or a count for the
+        first family)."""
+        vision = 0.0
+        if vision_pages is not None:
+            if np.isscalar(vision_pages):
+                vision = vision_pages * self.families[0].vision_s
+            else:
+                vision = sum(n * f.vision_s for n, f in zip(vision_pages, self.families))
+        if p > 0:
+            return self.prefill_time(p + b, q + b + 2.0 * context) + vision
+        if b > 0:
+            return float(self.decode_time(b, context)[0]) + vision
+        return vision
+
+
+def probe_workloads(base: dict, pages: list[str]) -> list[tuple[str, dict]]:
+    """(role, workload overrides) of the probes: per page size a batch-1 page; on the first page size prefill
+    probes at longer prompts and decode probes at batch 2 and 4 at two contexts. Two new tokens: one decode step."""
+    text = int(base.get("prompt_text_tokens", 9))
+    probes = [("page", dict(page=page, batch=1, new_tokens=2, prompt_text_tokens=text)) for page in pages]
+    for extra in PROMPT_EXTRA[1:]:
+        probes.append(("prefill", dict(page=pages[0], batch=1, new_tokens=2, prompt_text_tokens=text + extra)))
+    for batch in DECODE_BATCHES:
+        for extra in (0, PROMPT_EXTRA[-1]):
+            probes.append(("decode", dict(page=pages[0], batch=batch, new_tokens=2, prompt_text_tokens=text + extra)))
+    return probes
+
+
+def make_workloads(profile: str, base: dict, probes: list[tuple[str, dict]]) -> list:
+    from analyzer.workload import load_profile, parse_page
+
+    out = []
+    for _, fields in probes:
+        fields = dict(base, **fields)
+        width, height = parse_page(fields.pop("page"))
+        out.append(load_profile(profile, page_width_px=width, page_height_px=height, **fields))
+    return out
+
+
+def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: list[int], runtime_ids: list[int],
+                  progress: bool = False, overrides: dict | None = None) -> tuple[int, list[tuple]]:
+    """Analyze (if new) and record the probe workloads x GPUs x runtimes as one scenario; (scenario id, points)."""
+    from registry.catalog import runtime_execution
+    from registry.pricing import ensure_reports, record_scenario
+
+    with registry.begin() as conn:
+        executions = {rid: runtime_execution(conn, rid) for rid in runtime_ids}
+    keys = {ex: ensure_reports(registry, workloads, f"serving:{name}", progress, ex)
+            for ex in dict.fromkeys(executions.values())}
+    points = [(keys[executions[rid]][i], hid, rid) for hid in hardware_ids for rid in runtime_ids
+              for i in range(len(workloads))]
+    with registry.begin() as conn:
+        scenario_id = record_scenario(conn, f"{name}:probes", {"probes": name}, {}, points, overrides)
+    return scenario_id, points
+
+
+def _fit(features: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+    """Least squares per row (values: points x rows) -> rows x features; the fit must reproduce every probe."""
+    coef, *_ = np.linalg.lstsq(features, values, rcond=None)
+    # round-off of the solve: a feature whose whole contribution to a row is below 1e-12 of the row is no term
+    contribution = np.abs(coef) * np.abs(features).max(axis=0)[:, None]
+    coef[contribution <= 1e-12 * np.abs(values).max(axis=0)[None, :]] = 0.0
+    fitted = features @ coef
+    scale = np.maximum(np.abs(values), 1e-12)
+    err = np.abs(fitted - values) / scale
+    worst = float(err[np.abs(values) > 1e-9].max()) if (np.abs(values) > 1e-9).any() else 0.0
+    if worst > 1e-4:
+        raise ValueError(f"{what}: the priced rows are not affine in the step's features (worst residual "
+                         f"{worst:.2e})")
+    return coef.T
+
+
+def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]], n_workloads: int,
+           pages: list[str]) -> list[StepCost]:
+    """One StepCost per (GPU, runtime) of the probe scenario (points ordered GPU, runtime, probe)."""
+    from analyzer.architecture import load_spec
+
+    with registry.begin() as conn:
+        meta = conn.execute(sa.text(
+            "SELECT p.point_index, h.name, rp.name || '@' || CAST(rp.version AS VARCHAR(20)), r.variant, "
+            "w.batch, w.prefill_tokens, a.kv_cache_bytes_per_token, s.kv_pool_bytes, s.page_latency_s "
+            "FROM scenario_points p JOIN hardware h ON h.id = p.hardware_id "
+            "JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id JOIN reports r ON r.id = p.report_id "
+            "JOIN workloads w ON w.id = r.workload_id JOIN architectures a ON a.id = r.architecture_id "
+            "JOIN v_point_summary s ON s.scenario_id = p.scenario_id AND s.point_index = p.point_index "
+            "WHERE p.scenario_id = :s ORDER BY p.point_index"), {"s": scenario_id}).all()
+        ops = conn.execute(sa.text(
+            "SELECT point_index, stage, view_kind, module_id, category_id, compute_bound_s, memory_bound_s, "
+            "dispatch_s FROM v_point_operator_time WHERE scenario_id = :s"), {"s": scenario_id}).all()
+        stages = conn.execute(sa.text(
+            "SELECT point_index, stage, calls, stage_time_s, module_host_s + call_host_s "
+            "FROM v_point_stage_time WHERE scenario_id = :s"), {"s": scenario_id}).all()
+    by_point_ops: dict[int, dict] = {}
+    for point, stage, view_kind, module, category, c, m, d in ops:
+        by_point_ops.setdefault(point, {})[(stage, view_kind, module, category)] = (c, m, d)
+    by_point_stage: dict[int, dict] = {}
+    for point, stage, calls, stage_s, host_s in stages:
+        entry = by_point_stage.setdefault(point, {}).setdefault(stage, [0, 0.0, 0.0])
+        entry[0] = calls
+        entry[1] += stage_s
+        entry[2] += host_s
+    costs = []
+    for start in range(0, len(meta), n_workloads):
+        group = meta[start:start + n_workloads]
+        spec = load_spec(group[0][3])
+        experts, top_k = int(spec.num_experts or 0), int(spec.experts_per_token or 0)
+        points = [row[0] for row in group]
+
+        def fit_stage(stage, feature_rows, indices, what):
+            keys = sorted({k for i in indices for k in by_point_ops[points[i]] if k[0] == stage},
+                          key=lambda k: tuple(map(str, k)))
+            mats = []
+            for part in range(3):
+                values = np.array([[by_point_ops[points[i]].get(k, (0.0, 0.0, 0.0))[part] for k in keys]
+                                   for i in indices])
+                mats.append(_fit(np.array(feature_rows), values, f"{what} {('compute', 'memory', 'dispatch')[part]}"))
+            host = [by_point_stage[points[i]][stage][2] / by_point_stage[points[i]][stage][0] for i in indices]
+            return mats, float(np.mean(host))
+
+        decode_idx = list(range(len(group)))
+        decode_feat = []
+        for i in decode_idx:
+            b, prefill = group[i][4], group[i][5]
+            decode_feat.append([1.0, b, b * prefill, float(expected_distinct_experts(b, experts, top_k))])
+        decode, decode_host = fit_stage("decode", decode_feat, decode_idx, "decode")
+        prefill_idx = [i for i, (role, _) in enumerate(probes) if role in ("page", "prefill")]
+        prefill_feat = [[1.0, group[i][5], float(group[i][5]) ** 2] for i in prefill_idx]
+        prefill, prefill_host = fit_stage("prefill", prefill_feat, prefill_idx, "prefill")
+        families = []
+        for i, page in enumerate(pages):
+            st = by_point_stage[points[i]]
+            vision = sum(st[s][1] / st[s][0] for s in ("vision", "projector") if s in st)
+            families.append(Family(page=page, prefill_tokens=int(group[i][5]), vision_s=vision))
+        costs.append(StepCost(
+            hardware=group[0][1], runtime=group[0][2], decode_c=decode[0], decode_m=decode[1], decode_d=decode[2],
+            decode_host_s=decode_host, prefill_c=prefill[0], prefill_m=prefill[1], prefill_d=prefill[2],
+            prefill_host_s=prefill_host, experts=experts, top_k=top_k, families=families,
+            kv_bytes_per_token=int(group[0][6]), kv_pool_bytes=int(group[0][7] or 0)))
+    return costs
+
+
+def step_costs(registry: Registry, name: str, profile: str, base: dict, pages: list[str], hardware_ids: list[int],
+               runtime_ids: list[int], progress: bool = False, overrides: dict | None = None) -> list[StepCost]:
+    """Step costs of the family (profile + base fields, one family per page size) on each GPU x runtime, GPUs
+    outermost, with the scenario's device overrides (peak, bandwidth, memory, efficiency scale) if any."""
+    probes = probe_workloads(base, pages)
+    workloads = make_workloads(profile, base, probes)
+    scenario_id, _ = record_probes(registry, name, workloads, hardware_ids, runtime_ids, progress, overrides)
+    return derive(registry, scenario_id, probes, len(workloads), pages)

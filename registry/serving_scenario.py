@@ -1,0 +1,356 @@
+"""Serving scenarios: a `serving:` block (and serving targets) in a what-if scenario file -> simulated points.
+
+Checks the block (one line FILE:LINE: key: message, before anything is written), derives the step costs of each
+GPU x runtime from the registry (registry.serving_cost), simulates each arrival rate (registry.serving) and records
+the scenario with one serving_points row per GPU x runtime x rate (serving_requests rows only when asked).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from typing import Any
+
+import attrs
+import numpy as np
+import sqlalchemy as sa
+
+from registry.catalog import suggestion
+from registry.db import Registry
+from registry.serving import EngineConfig, PageMix, make_pages, simulate
+from registry.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
+
+ENGINES = ("vllm-v1",)
+SERVING_KEYS = {"engine", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
+                "arrival", "pages", "page_mix"}
+ARRIVAL_KEYS = {"rate_per_s", "offline_pages"}
+PAGES_KEYS = {"count", "seed"}
+MIX_KEYS = {"new_tokens", "page_size"}
+TOKENS_KEYS = {"distribution", "median", "p90", "max"}
+SIZE_KEYS = {"size", "share"}
+SERVING_SWEEP_KEYS = {"hardware", "runtime"}
+_PAGE = re.compile(r"^[0-9]+x[0-9]+$")
+
+
+@attrs.frozen
+class ServingSpec:
+    engine: str
+    config: EngineConfig
+    gpu_memory_utilization: float | None
+    rates: tuple[float | None, ...]  # None: offline
+    count: int
+    seed: int
+    mix: PageMix
+    pages: tuple[str, ...]
+    target: dict
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _int(scenario: Scenario, path: tuple, value, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise scenario.fail(path, f"must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _mapping(scenario: Scenario, path: tuple, value, keys: set[str]) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise scenario.fail(path, "must be a mapping")
+    _check_keys(scenario, path, value, keys)
+    return value
+
+
+def serving_spec(scenario: Scenario) -> ServingSpec | None:
+    """The checked serving block of a scenario, or None when it has none."""
+    data = scenario.data
+    if "serving" not in data:
+        return None
+    block = _mapping(scenario, ("serving",), data["serving"], SERVING_KEYS)
+    _overrides(scenario)  # the overrides and targets: positive numbers
+    for key in data["sweep"]:
+        if key not in SERVING_SWEEP_KEYS:
+            raise scenario.fail(("sweep", key), "a serving scenario sweeps only hardware and runtime (the page mix "
+                                "sets the pages)")
+    engine = block.get("engine", ENGINES[0])
+    if engine not in ENGINES:
+        raise scenario.fail(("serving", "engine"), f"unknown engine {engine!r}{suggestion(str(engine), set(ENGINES))}"
+                            f"; known: {', '.join(ENGINES)}")
+    seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), 256)
+    budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"), 8192)
+    block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), 16)
+    utilization = block.get("gpu_memory_utilization")
+    if utilization is not None and (not _is_number(utilization) or not 0 < utilization <= 1):
+        raise scenario.fail(("serving", "gpu_memory_utilization"), f"must be a number in (0, 1], got {utilization!r}")
+    arrival = _mapping(scenario, ("serving", "arrival"), block.get("arrival"), ARRIVAL_KEYS)
+    pages = _mapping(scenario, ("serving", "pages"), block.get("pages"), PAGES_KEYS)
+    count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000)
+    seed = pages.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise scenario.fail(("serving", "pages", "seed"), f"must be an integer >= 0, got {seed!r}")
+    if ("rate_per_s" in arrival) == ("offline_pages" in arrival):
+        raise scenario.fail(("serving", "arrival"), "give either rate_per_s: [rates] or offline_pages: N")
+    if "offline_pages" in arrival:
+        count = _int(scenario, ("serving", "arrival", "offline_pages"), arrival["offline_pages"], count)
+        rates: tuple[float | None, ...] = (None,)
+    else:
+        values = arrival["rate_per_s"]
+        values = [values] if _is_number(values) else values
+        if (not isinstance(values, list) or not values
+                or not all(_is_number(v) and v > 0 for v in values)):
+            raise scenario.fail(("serving", "arrival", "rate_per_s"),
+                                f"must be a list of positive numbers (pages per second), got {values!r}")
+        rates = tuple(float(v) for v in values)
+    mix = _mapping(scenario, ("serving", "page_mix"), block.get("page_mix"), MIX_KEYS)
+    tokens = _mapping(scenario, ("serving", "page_mix", "new_tokens"), mix.get("new_tokens"), TOKENS_KEYS)
+    where = ("serving", "page_mix", "new_tokens")
+    if tokens.get("distribution", "lognormal") != "lognormal":
+        raise scenario.fail(where + ("distribution",), f"unknown distribution {tokens['distribution']!r}; known: "
+                            "lognormal")
+    median, p90, largest = tokens.get("median", 700), tokens.get("p90", 1600), tokens.get("max", 8000)
+    for key, value in (("median", median), ("p90", p90), ("max", largest)):
+        if not _is_number(value) or value < 1:
+            raise scenario.fail(where + (key,), f"must be a number >= 1, got {value!r}")
+    if p90 < median:
+        raise scenario.fail(where + ("p90",), f"must be >= the median ({median}), got {p90}")
+    if largest < median:
+        raise scenario.fail(where + ("max",), f"must be >= the median ({median}), got {largest}")
+    sizes = mix.get("page_size")
+    where = ("serving", "page_mix", "page_size")
+    if sizes is None:
+        sizes = [{"size": None, "share": 1.0}]
+    if not isinstance(sizes, list) or not sizes:
+        raise scenario.fail(where, "must be a non-empty list of {size: WIDTHxHEIGHT, share: FRACTION}")
+    pages_px, shares = [], []
+    for entry in sizes:
+        if not isinstance(entry, dict) or "share" not in entry or "size" not in entry:
+            raise scenario.fail(where, f"each entry needs size and share, got {entry!r}")
+        _check_keys(scenario, where, entry, SIZE_KEYS)
+        size, share = entry["size"], entry["share"]
+        if size is not None and (not isinstance(size, str) or not _PAGE.match(size)):
+            raise scenario.fail(where, f"size must be WIDTHxHEIGHT in pixels, got {size!r}")
+        if not _is_number(share) or share <= 0:
+            raise scenario.fail(where, f"share must be a positive number, got {share!r}")
+        if size in pages_px:
+            raise scenario.fail(where, f"size {size} is listed twice")
+        pages_px.append(size)
+        shares.append(float(share))
+    if abs(sum(shares) - 1.0) > 1e-6:
+        raise scenario.fail(where, f"shares must sum to 1, got {sum(shares):g}")
+    target = dict(scenario.data.get("target") or {})
+    # one page's prefill must fit one step: its image is encoded at once, and its placeholder tokens are one chunk
+    prefill = _prefill_tokens(scenario, pages_px)
+    if budget < max(prefill):
+        raise scenario.fail(("serving", "max_num_batched_tokens"),
+                            f"{budget} is smaller than one page's prefill ({max(prefill)} tokens, image included)")
+    return ServingSpec(engine=engine, config=EngineConfig(max_num_seqs=seqs, max_num_batched_tokens=budget,
+                                                          block_size=block_size),
+                       gpu_memory_utilization=None if utilization is None else float(utilization), rates=rates,
+                       count=count, seed=seed, mix=PageMix(median=float(median), p90=float(p90),
+                                                           max_tokens=int(largest), shares=tuple(shares)),
+                       pages=tuple(pages_px), target=target)
+
+
+def _base(scenario: Scenario) -> tuple[str, dict]:
+    base = dict(scenario.data.get("base") or {})
+    profile = base.pop("profile", DEFAULT_PROFILE)
+    base.pop("batch", None)
+    base.pop("new_tokens", None)
+    return profile, base
+
+
+def _prefill_tokens(scenario: Scenario, pages: list[str | None]) -> list[int]:
+    from analyzer.errors import AnalyzerInputError
+    from analyzer.workload import load_profile, parse_page
+
+    profile, base = _base(scenario)
+    out = []
+    for page in pages:
+        fields = dict(base, new_tokens=1)
+        if page is not None:
+            fields.pop("page", None)
+            width, height = parse_page(page)
+            fields.update(page_width_px=width, page_height_px=height)
+        elif "page" in fields:
+            width, height = parse_page(fields.pop("page"))
+            fields.update(page_width_px=width, page_height_px=height)
+        try:
+            out.append(load_profile(profile, **fields).prefill_tokens)
+        except AnalyzerInputError as exc:
+            raise scenario.fail(("base",), str(exc)) from None
+    return out
+
+
+def _page_names(scenario: Scenario, spec: ServingSpec) -> list[str]:
+    from analyzer.workload import load_profile
+
+    profile, base = _base(scenario)
+    default = base.get("page")
+    if default is None:
+        workload = load_profile(profile)
+        default = f"{workload.page_width_px}x{workload.page_height_px}"
+    return [page or default for page in spec.pages]
+
+
+SERVING_COLUMNS = ["point_index", "hardware", "runtime", "arrival_rate_per_s", "pages", "pages_per_s",
+                   "output_tokens_per_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s",
+                   "tpot_p99_s", "page_latency_p50_s", "page_latency_p90_s", "page_latency_p99_s",
+                   "mean_running_pages", "kv_pool_use_mean", "kv_pool_use_peak", "preemptions", "meets_targets",
+                   "best_rate_per_s", "gpus_needed"]
+RESULT_KEYS = ["duration_s", "pages_per_s", "output_tokens_per_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s",
+               "tpot_p50_s", "tpot_p90_s", "tpot_p99_s", "page_latency_p50_s", "page_latency_p90_s",
+               "page_latency_p99_s", "mean_page_latency_s", "mean_running_pages", "kv_pool_use_mean",
+               "kv_pool_use_peak", "preemptions", "steps"]
+
+
+def check_runtimes(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], list[tuple[int, str, int]]]:
+    from registry.catalog import runtime_execution
+    from registry.whatif import resolve_devices
+
+    hardware, runtimes = resolve_devices(scenario, conn)
+    for runtime_id, name, version in runtimes:
+        if runtime_execution(conn, runtime_id) != "vllm":
+            raise ScenarioError(f"{scenario.where('sweep', 'runtime')}: sweep.runtime: {name}@{version} does not "
+                                "price the vllm execution; the vllm-v1 engine is simulated under a vllm runtime")
+    if "runtime" not in scenario.data["sweep"]:
+        raise scenario.fail(("sweep",), "missing key 'runtime' (a vllm runtime, e.g. [vllm])")
+    return hardware, runtimes
+
+
+def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progress: bool = False,
+                rates: tuple | None = None, only: tuple[str, str] | None = None,
+                keep_requests: bool = False) -> tuple[int, list[dict], dict]:
+    """Simulate every GPU x runtime x rate (or one point: `only` = (hardware, runtime), `rates`); record the
+    scenario and its serving points; return (scenario id, rows of v_serving_summary, per-request arrays of the
+    last point)."""
+    from tqdm import tqdm
+
+    from registry.ingest import bulk_insert
+    from registry.pricing import record_scenario
+    from registry.serving_cost import step_costs
+
+    with registry.begin() as conn:
+        hardware, runtimes = check_runtimes(scenario, conn)
+    if only is not None:
+        hardware = [h for h in hardware if h[1] == only[0]] or hardware[:1]
+        runtimes = [r for r in runtimes if f"{r[1]}@{r[2]}" == only[1] or r[1] == only[1]] or runtimes[:1]
+    rates = rates or spec.rates
+    profile, base = _base(scenario)
+    pages = _page_names(scenario, spec)
+    overrides = _overrides(scenario)
+    costs = step_costs(registry, scenario.name, profile, base, pages, [h for h, _ in hardware],
+                       [r for r, _, _ in runtimes], progress, overrides)
+    rows, requests = [], {}
+    bar = tqdm(total=len(costs) * len(rates) * spec.count, unit="page", desc="simulating", file=sys.stderr,
+               disable=not progress, leave=False)
+    hw_ids = [(h, r) for h, _ in hardware for r, _, _ in runtimes]
+    memory = {}
+    with registry.begin() as conn:
+        for hid, rid in hw_ids:
+            memory[hid] = conn.execute(sa.text("SELECT memory_bytes FROM hardware WHERE id = :h"),
+                                       {"h": hid}).scalar_one()
+            memory[(rid, "util")] = conn.execute(sa.text(
+                "SELECT gpu_memory_utilization FROM runtime_profiles WHERE id = :r"), {"r": rid}).scalar()
+    try:
+        for (hid, rid), cost in zip(hw_ids, costs):
+            pool_bytes = cost.kv_pool_bytes
+            util = memory[(rid, "util")]
+            if spec.gpu_memory_utilization is not None and util is not None:
+                device_memory = int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory[hid]
+                pool_bytes += int((spec.gpu_memory_utilization - util) * device_memory)
+            pool = max(int(pool_bytes // (spec.config.block_size * cost.kv_bytes_per_token)), 0)
+            config = attrs.evolve(spec.config, kv_pool_blocks=pool)
+            for rate in rates:
+                sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate)
+                offset = bar.n
+
+                def advance(done, offset=offset):
+                    bar.update(offset + done - bar.n)
+
+                try:
+                    result = simulate(cost, config, sim_pages, progress=advance)
+                except ValueError as exc:
+                    raise ScenarioError(f"{scenario.source}: serving: {cost.hardware} / {cost.runtime}: {exc}") \
+                        from None
+                summary = result.summary()
+                rows.append({"hardware_id": hid, "runtime_profile_id": rid, "engine": spec.engine,
+                             "arrival_rate_per_s": rate, "pages": spec.count, "seed": spec.seed,
+                             "max_num_seqs": config.max_num_seqs,
+                             "max_num_batched_tokens": config.max_num_batched_tokens,
+                             "block_size": config.block_size, "kv_pool_blocks": pool,
+                             "target_ttft_p99_s": spec.target.get("ttft_p99_s"),
+                             "target_page_latency_p99_s": spec.target.get("page_latency_p99_s"),
+                             **{k: summary[k] for k in RESULT_KEYS}})
+                if keep_requests:
+                    requests = {"page": [pages[f] for f in result.family.tolist()],
+                                "prompt_tokens": result.prompt_tokens.tolist(),
+                                "new_tokens": result.new_tokens.tolist(), "arrival_s": result.arrival.tolist(),
+                                "first_token_s": result.first_token.tolist(), "finish_s": result.finish.tolist(),
+                                "preemptions": result.preemptions.tolist()}
+                bar.update(offset + spec.count - bar.n)
+    finally:
+        bar.close()
+    with registry.begin() as conn:
+        scenario_id = record_scenario(conn, scenario.name, scenario.data, spec.target, [])
+        for index, row in enumerate(rows, start=1):
+            row.update(scenario_id=scenario_id, point_index=index)
+        bulk_insert(conn, "serving_points", {key: [r[key] for r in rows] for key in rows[0]})
+        if keep_requests and requests:
+            n = len(requests["page"])
+            bulk_insert(conn, "serving_requests", {"scenario_id": [scenario_id] * n,
+                                                   "point_index": [len(rows)] * n,
+                                                   "request_index": list(range(1, n + 1)), **requests})
+    return scenario_id, read_serving(registry, scenario_id), requests
+
+
+def read_serving(registry: Registry, scenario_id: int) -> list[dict]:
+    columns = [c if c != "runtime" else "runtime || '@' || CAST(runtime_version AS VARCHAR(20))"
+               for c in SERVING_COLUMNS]
+    with registry.begin() as conn:
+        result = conn.execute(sa.text(
+            f"SELECT {', '.join(columns)} FROM v_serving_summary WHERE scenario_id = :s ORDER BY point_index"),
+            {"s": scenario_id})
+        return [dict(zip(SERVING_COLUMNS, row)) for row in result.all()]
+
+
+def plot_serving(points: list[dict], path) -> None:
+    """Page latency p50 / p99 and TTFT p99 against pages/s, one line per GPU x runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    groups: dict[str, list[dict]] = {}
+    for p in points:
+        if p["arrival_rate_per_s"] is not None:
+            groups.setdefault(f"{p['hardware']} / {p['runtime']}", []).append(p)
+    for label, rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["pages_per_s"])
+        x = [r["pages_per_s"] for r in rows]
+        line, = ax.plot(x, [r["page_latency_p99_s"] for r in rows], marker="o", label=f"{label} p99")
+        ax.plot(x, [r["page_latency_p50_s"] for r in rows], marker=".", linestyle="--", color=line.get_color(),
+                label=f"{label} p50")
+    ax.set_xlabel("throughput (pages/s)")
+    ax.set_ylabel("page latency (s)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("simulated serving: page latency percentiles against throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_requests(requests: dict, path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"request_index": np.arange(1, len(requests["page"]) + 1, dtype=np.int32), **requests})
+    pq.write_table(table, str(path))
