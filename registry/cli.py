@@ -228,15 +228,19 @@ def print_rows(columns, rows, fmt: str) -> None:
     click.echo(render_rows(columns, rows, fmt))
 
 
-@cli.command()
-@click.argument("query")
+# A query that starts with an SQL comment ("-- ...") is the query, not an unknown option.
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("query", required=False)
 @db_options
+@click.option("--file", "-f", "sql_file", type=click.File("r", encoding="utf-8"),
+              help="Read the query from this file (- for standard input); comments are fine.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
-def sql(query, db_url, lock_timeout, fmt):
+def sql(query, db_url, lock_timeout, sql_file, fmt):
     """Run one SQL query against the registry and print its rows (nothing a statement changes is kept).
 
-    In the table format no value shows as "-" and booleans as yes/no; CSV and JSON keep values as stored.
+    QUERY is the SQL text; - reads it from standard input, as does --file -. In the table format no value shows
+    as "-" and booleans as yes/no; CSV and JSON keep values as stored.
 
     \b
     Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
@@ -244,7 +248,17 @@ def sql(query, db_url, lock_timeout, fmt):
     v_prediction_error_summary, v_serving_summary.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
+      dsocr-registry sql --file queries/examples/03_top_modules.sql
     """
+    if (query is None) == (sql_file is None):
+        raise click.UsageError("give the query as QUERY, or --file FILE, not both" if query is not None
+                               else "give a query: QUERY, - (standard input) or --file FILE")
+    if sql_file is not None:
+        query = sql_file.read()
+    elif query == "-":
+        query = sys.stdin.read()
+    if not query.strip():
+        raise click.UsageError("the query is empty")
     registry = open_registry(db_url, lock_timeout)
     try:
         columns, rows = registry.query(query)

@@ -288,6 +288,23 @@ def test_example_queries_run(registry_url, report_files):
     for path in examples:
         result = rows(registry_url, path.read_text())
         assert result, path.name
+        # as a user runs them: the file, its text as QUERY (it starts with a "--" comment), and standard input
+        by_file = run_command(["sql", "--file", str(path), "--db", registry_url, "--format", "json"])
+        by_text = run_command(["sql", path.read_text(), "--db", registry_url, "--format", "json"])
+        by_stdin = run_command(["sql", "-", "--db", registry_url, "--format", "json"], input=path.read_text())
+        assert by_file.exit_code == by_text.exit_code == by_stdin.exit_code == 0, by_text.output
+        assert len(json.loads(by_file.stdout)) == len(result)
+        assert by_file.stdout == by_text.stdout == by_stdin.stdout
+
+
+def test_sql_needs_exactly_one_query(registry_url, report_files):
+    run_command(["ingest", str(report_files["standard"]), "--db", registry_url])
+    for args, message in ((["sql"], "give a query: QUERY, - (standard input) or --file FILE"),
+                          (["sql", "SELECT 1", "--file", "-"], "not both"),
+                          (["sql", "   "], "the query is empty"),
+                          (["sql", "SELECT 1", "--formt", "csv"], "unexpected extra arguments (--formt csv)")):
+        result = run_command([*args, "--db", registry_url])
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)
 
 
 def test_a_bulk_insert_the_database_refuses_is_one_line_and_rolled_back(registry_url):
