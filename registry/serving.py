@@ -148,6 +148,23 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResu
     scheduled = 0
     done = 0
     next_report = 0
+
+    def retire(ended) -> int:
+        """Pages that emitted their last token leave at `now`; returns the KV blocks they free."""
+        nonlocal running, done, next_report
+        if not len(ended):
+            return 0
+        finish[ended] = now
+        freed = int(blocks[ended].sum())
+        blocks[ended] = 0
+        ended_set = set(ended.tolist())
+        running = [i for i in running if i not in ended_set]
+        done += len(ended)
+        if progress is not None and done >= next_report:
+            progress(done)
+            next_report = done + max(n // 20, 1)
+        return freed
+
     while done < n:
         if not running and waiting and arrival[waiting[0]] > now:
             now = float(arrival[waiting[0]])
@@ -172,17 +189,7 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResu
                 blocks[run] = np.maximum(blocks[run], (comp + k + bs - 1) // bs)
                 free = pool - int(used[-1])
                 generated[run] += k
-                ended = run[generated[run] >= new_tokens[run]]
-                if len(ended):
-                    finish[ended] = now
-                    free += int(blocks[ended].sum())
-                    blocks[ended] = 0
-                    ended_set = set(ended.tolist())
-                    running = [i for i in running if i not in ended_set]
-                    done += len(ended)
-                    if progress is not None and done >= next_report:
-                        progress(done)
-                        next_report = done + max(n // 20, 1)
+                free += retire(run[generated[run] >= new_tokens[run]])
                 continue
         demand = np.where(prefilling, tgt - comp, 1)
         cum = np.cumsum(demand)
@@ -256,17 +263,7 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResu
         generated[emitted] += 1
         fresh = emitted[np.isnan(first_token[emitted])]
         first_token[fresh] = now
-        ended = emitted[generated[emitted] >= new_tokens[emitted]]
-        if len(ended):
-            finish[ended] = now
-            free += int(blocks[ended].sum())
-            blocks[ended] = 0
-            ended_set = set(ended.tolist())
-            running = [i for i in running if i not in ended_set]
-            done += len(ended)
-            if progress is not None and done >= next_report:
-                progress(done)
-                next_report = done + max(n // 20, 1)
+        free += retire(emitted[generated[emitted] >= new_tokens[emitted]])
     return SimResult(arrival=arrival.copy(), first_token=first_token, finish=finish, prompt_tokens=prompt,
                      new_tokens=new_tokens, family=family, preemptions=preemptions, emitted=generated, steps=steps, busy_s=busy,
                      running_time_integral=run_int, kv_blocks_integral=kv_int, kv_blocks_peak=kv_peak,
