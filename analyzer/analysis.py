@@ -29,9 +29,9 @@ from analyzer.categories import CategoryId
 from analyzer.execution import DEFAULT_EXECUTION, FUSION_RULES, KERNELS_PER_OP, Execution, parse_execution
 from analyzer.counting import CountVector, OpCounter, TraceResult
 from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode,
-                             OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord,
+                             OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
                              operator_categories, with_report_id)
-from analyzer.workload import Workload
+from analyzer.workload import Workload, workload_record
 
 DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
 
@@ -462,20 +462,6 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         notes=REPORT_NOTES + EXECUTION_NOTES[execution],
     )
     return with_report_id(report)
-
-
-def workload_record(workload: Workload) -> WorkloadRecord:
-    """The workload as a report records it, with its resolved layout (no tracing needed)."""
-    layout = workload.layout
-    return WorkloadRecord(
-        profile_id=workload.profile_id, variant=workload.variant, mode=workload.mode,
-        page_width_px=workload.page_width_px, page_height_px=workload.page_height_px,
-        min_tiles=workload.min_tiles, max_tiles=workload.max_tiles, global_view_px=layout.global_view_px,
-        tile_px=layout.tile_px, tiles_wide=layout.tiles_wide, tiles_high=layout.tiles_high,
-        global_feature_tokens=layout.global_feature_tokens, tile_feature_tokens=layout.tile_feature_tokens,
-        image_placeholder_tokens=layout.image_placeholder_tokens, prompt_text_tokens=workload.prompt_text_tokens,
-        prefill_tokens=workload.prefill_tokens, new_tokens=workload.new_tokens, decode_steps=workload.decode_steps,
-        batch=workload.batch, decoding=workload.decoding)
 
 
 def _parameters_note(spec: ArchitectureSpec, parameters: int) -> str:

@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 import attrs
-import torch
 
 from analyzer.errors import AnalyzerInputError
 
@@ -26,7 +25,6 @@ _VARIANT_ALIASES = {"v1": "v1", "deepseek-ocr": "v1", "ocr1": "v1", "ocr2": "ocr
                     "deepseek-ocr-2": "ocr2", "deepseek-ocr2": "ocr2"}
 MODEL_IDS = {"deepseek-ai/DeepSeek-OCR": "v1", "deepseek-ai/DeepSeek-OCR-2": "ocr2"}
 
-DTYPE = torch.bfloat16
 DTYPE_NAME = "bfloat16"
 DTYPE_BYTES = 2
 # The experts path transformers takes on CUDA (sort, histc, cumsum, index and two grouped GEMMs per layer); it
@@ -88,9 +86,20 @@ def load_spec(variant: str) -> ArchitectureSpec:
                             checkpoint_parameters=int(data["checkpoint_parameters"]), config=data["config"])
 
 
+def __getattr__(name: str) -> Any:
+    # torch is loaded where a model is built or traced, not where a workload is read: commands that only read
+    # stored reports never load it.
+    if name == "DTYPE":
+        import torch
+
+        return torch.bfloat16
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def instantiate(variant: str, device: str | torch.device) -> torch.nn.Module:
     """The full ForConditionalGeneration model of a variant on `device` (random weights off the meta device), in
     bf16, in eval mode."""
+    import torch
     import transformers
 
     variant = canonical_variant(variant)
@@ -99,7 +108,7 @@ def instantiate(variant: str, device: str | torch.device) -> torch.nn.Module:
     config = getattr(transformers, config_class)(**spec.config)
     with torch.device(device):
         model = getattr(transformers, model_class)(config)
-    return model.to(DTYPE).eval()
+    return model.to(torch.bfloat16).eval()
 
 
 @functools.cache

@@ -13,6 +13,7 @@ from analyzer.defaults import (DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PAGE_H
                                DEFAULT_PROMPT_TEXT_TOKENS)
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import parse_yaml
+from analyzer.report import WorkloadRecord
 
 MAX_PAGE_SIDE_PX = 16384
 MAX_BATCH = 4096
@@ -260,3 +261,17 @@ def load_profile(name_or_path: str, **overrides: Any) -> Workload:
         text = importlib.resources.files("analyzer.profiles").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
         source = f"profile {name_or_path}"
     return workload_from_mapping(parse_yaml(text, source, AnalyzerInputError), source, **overrides)
+
+
+def workload_record(workload: Workload) -> WorkloadRecord:
+    """The workload as a report records it, with its resolved layout (no tracing needed)."""
+    layout = workload.layout
+    return WorkloadRecord(
+        profile_id=workload.profile_id, variant=workload.variant, mode=workload.mode,
+        page_width_px=workload.page_width_px, page_height_px=workload.page_height_px,
+        min_tiles=workload.min_tiles, max_tiles=workload.max_tiles, global_view_px=layout.global_view_px,
+        tile_px=layout.tile_px, tiles_wide=layout.tiles_wide, tiles_high=layout.tiles_high,
+        global_feature_tokens=layout.global_feature_tokens, tile_feature_tokens=layout.tile_feature_tokens,
+        image_placeholder_tokens=layout.image_placeholder_tokens, prompt_text_tokens=workload.prompt_text_tokens,
+        prefill_tokens=workload.prefill_tokens, new_tokens=workload.new_tokens, decode_steps=workload.decode_steps,
+        batch=workload.batch, decoding=workload.decoding)

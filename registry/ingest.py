@@ -1,6 +1,12 @@
-"""Reports -> normalized rows: one transaction per report, idempotent by content hash, bulk rows in one statement.
+"""Reports -> normalized rows: idempotent by content hash, all of a report's rows or none, bulk rows in one statement.
 
-Rows go in as Arrow tables on DuckDB (`INSERT ... SELECT ... FROM arrow_table`) and through COPY on PostgreSQL.
+Rows go in as Arrow tables on DuckDB (`INSERT ... SELECT ... FROM arrow_table`) and through binary COPY on
+PostgreSQL. Many reports (a directory, a glob) go in batches: one transaction and one bulk statement per table for
+the whole batch, so the fixed cost of a transaction is paid once per batch, not once per report. A batch the
+database refuses is written again one report per transaction, so that one bad report names itself and the others
+still go in; a batch that fails because the database is gone (a lost connection, a full disk) stores nothing and
+every report of it is named as failed.
+
 Architectures (module trees) and workloads are shared by content hash; a report whose `report_id` is already
 present is skipped, or with `force` has its rows replaced in place (the report row is kept: DuckDB cannot delete a
 referenced row in the transaction that deletes the rows referencing it).
@@ -227,7 +233,7 @@ def check_categories(report: AnalyticModelReport, stored: tuple[OperatorCategory
 # -- writing ----------------------------------------------------------------------------------------------------
 
 def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
-    """Insert column lists in one statement: Arrow on DuckDB, COPY on PostgreSQL."""
+    """Insert column lists in one statement: Arrow on DuckDB, binary COPY on PostgreSQL."""
     names = list(columns)
     count = len(columns[names[0]]) if names else 0
     if count == 0:
@@ -247,12 +253,31 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
         raw.unregister(view)
     elif dialect == "postgresql":
         with raw.cursor() as cursor:
-            with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(copy_types(table, names))
                 for row in zip(*(columns[name] for name in names)):
                     copy.write_row(row)
     else:  # pragma: no cover - resolve_url admits only these two
         raise RegistryError(f"bulk insert is not implemented for {dialect}")
     return count
+
+
+# Binary COPY sends each value in its column's own binary form, so the types are the columns' exact ones
+# (varchar's binary form is text's).
+_COPY_TYPES = ((sa.SmallInteger, "int2"), (sa.BigInteger, "int8"), (sa.Integer, "int4"), (sa.Double, "float8"),
+               (sa.Float, "float8"), (sa.Boolean, "bool"), (sa.DateTime, "timestamp"), (sa.String, "text"))
+
+
+def copy_types(table: str, names: list[str]) -> list[str]:
+    """PostgreSQL type names of a table's columns, as the models declare them."""
+    from registry.models import Base
+
+    columns = Base.metadata.tables[table].c
+    types = []
+    for name in names:
+        column_type = columns[name].type
+        types.append(next(pg for kind, pg in _COPY_TYPES if isinstance(column_type, kind)))
+    return types
 
 
 def allocate_ids(conn: Connection, sequence: str, count: int) -> list[int]:
@@ -333,25 +358,217 @@ def write_report(registry: Registry, report: AnalyticModelReport, source: str, f
     return outcome
 
 
+# A batch is written in one transaction, which holds a DuckDB file for its length: about a quarter of a second of
+# DuckDB's own insert rate, and few enough reports that a failed batch is cheap to write again one by one.
+BATCH_METRIC_ROWS = 250_000
+BATCH_REPORTS = 200
+
+
+def metric_row_count(report: AnalyticModelReport) -> int:
+    """report_stages + module_metrics + operator_metrics rows of a report."""
+    return (len(report.stages) + len(report.module_metrics)
+            + sum(len(snapshot.operators) for snapshot in report.module_metrics))
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The database itself failed (a lost connection, a full disk, an invalidated DuckDB file) rather than refusing
+    a row: writing the batch's reports again one by one would fail the same way, or half-succeed."""
+    import duckdb
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    cause = getattr(cause, "orig", None) or cause
+    if isinstance(cause, (duckdb.IOException, duckdb.FatalException, duckdb.ConnectionException,
+                          sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def _ids_by(conn: Connection, table: str, key: str, values: list[str]) -> dict[str, int]:
+    if not values:
+        return {}
+    statement = sa.text(f"SELECT {key}, id FROM {table} WHERE {key} IN :values").bindparams(
+        sa.bindparam("values", expanding=True))
+    return {found: int(pk) for found, pk in conn.execute(statement, {"values": values}).all()}
+
+
+def _extend(target: dict[str, list], columns: dict[str, list]) -> None:
+    for name, values in columns.items():
+        target.setdefault(name, []).extend(values)
+
+
+def _replace_rows(conn: Connection, report_pk: int, values: dict[str, Any]) -> None:
+    reports = Report.__table__
+    for table in ("operator_metrics", "module_metrics", "report_stages"):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
+    conn.execute(reports.update().where(reports.c.id == report_pk)
+                 .values(source=values["source"], ingested_at=values["ingested_at"],
+                         execution=values["execution"], category_records=values["category_records"]))
+
+
+def write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]], force: bool = False
+                ) -> list[IngestOutcome]:
+    """Many reports in one transaction, one bulk statement per table; an outcome per item, in order.
+
+    A report the registry refuses on its own (categories, a tree that lacks its modules) fails alone, before
+    anything is written. A batch the database refuses is written again one report per transaction (one bad
+    report names itself, a report a concurrent writer stored meanwhile is skipped); a batch whose database fails
+    under it stores nothing, and each of its reports is named failed with the database's line.
+    """
+    if len(items) == 1:
+        report, source = items[0]
+        try:
+            return [write_report(registry, report, source, force, keep_open=True)]
+        except ReportFormatError as exc:
+            return [IngestOutcome(source, "failed", message=str(exc))]
+        except DatabaseError as exc:
+            return [IngestOutcome(source, "failed", message=str(exc))]
+    try:
+        return _write_batch(registry, items, force)
+    except DatabaseError as exc:
+        if _connection_lost(exc):
+            return [IngestOutcome(source, "failed", report.report_id, message=str(exc)) for report, source in items]
+    return [outcome for item in items for outcome in write_batch(registry, [item], force)]
+
+
+def _write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]], force: bool
+                 ) -> list[IngestOutcome]:
+    outcomes: list[IngestOutcome | None] = [None] * len(items)
+    rows = [0] * len(items)
+    trees: dict[str, tuple[int, dict[str, int]]] = {}
+    with registry.begin(keep_open=True) as conn:
+        category_ids = registry.category_ids(conn)
+        stored = stored_categories(registry, conn)
+        accepted: list[int] = []
+        tree_of: dict[int, str] = {}
+        for index, (report, source) in enumerate(items):
+            try:
+                check_categories(report, stored)
+                architecture = architecture_values(report)
+                tree_hash = architecture["tree_hash"]
+                if tree_hash not in trees:
+                    cached = registry.architecture_cache.get(tree_hash)
+                    if cached is None:
+                        architecture_id, created = _find_or_create(conn, Architecture, "tree_hash", architecture)
+                        if created:
+                            ids = allocate_ids(conn, "modules_id_seq", len(report.modules))
+                            rows[index] += 1 + bulk_insert(conn, "modules",
+                                                           module_columns(report, architecture_id, ids))
+                        module_ids = dict(conn.execute(sa.text(
+                            "SELECT path, id FROM modules WHERE architecture_id = :a"), {"a": architecture_id}).all())
+                        cached = (architecture_id, module_ids)
+                    trees[tree_hash] = cached
+                missing = {snap.module_path for snap in report.module_metrics} - set(trees[tree_hash][1])
+                if missing:
+                    raise ReportFormatError(f"metrics name modules absent from the stored tree: {sorted(missing)[:3]}")
+            except ReportFormatError as exc:
+                outcomes[index] = IngestOutcome(source, "failed", message=str(exc))
+                continue
+            accepted.append(index)
+            tree_of[index] = tree_hash
+
+        # workloads: the new ones in one statement (ON CONFLICT: a concurrent writer may add the same one)
+        workload_of = {index: workload_values(items[index][0]) for index in accepted}
+        by_hash = {values["workload_hash"]: values for values in workload_of.values()}
+        workload_ids = _ids_by(conn, "workloads", "workload_hash", list(by_hash))
+        new_workloads = [values for key, values in by_hash.items() if key not in workload_ids]
+        if new_workloads:
+            conn.execute(pg_insert(Workload.__table__).values(new_workloads)
+                         .on_conflict_do_nothing(index_elements=["workload_hash"]))
+            created = {key for key in by_hash if key not in workload_ids}
+            workload_ids.update(_ids_by(conn, "workloads", "workload_hash", sorted(created)))
+            for index in accepted:  # the first report of a new workload counts its row
+                key = workload_of[index]["workload_hash"]
+                if key in created:
+                    rows[index] += 1
+                    created.discard(key)
+
+        # reports: present ones are skipped (or replaced), the new ones go in as one bulk insert
+        present = _ids_by(conn, "reports", "report_id", sorted({items[i][0].report_id for i in accepted}))
+        seen: set[str] = set()
+        fresh: list[int] = []
+        targets: dict[int, int] = {}
+        for index in accepted:
+            report, source = items[index]
+            if report.report_id in seen or (report.report_id in present and not force):
+                outcomes[index] = IngestOutcome(source, "skipped", report.report_id, 0, "already present")
+                continue
+            seen.add(report.report_id)
+            if report.report_id in present:
+                targets[index] = present[report.report_id]
+                _replace_rows(conn, targets[index], report_values(
+                    report, trees[tree_of[index]][0], workload_ids[workload_of[index]["workload_hash"]], source))
+            else:
+                fresh.append(index)
+        report_columns: dict[str, list] = {}
+        for index, report_pk in zip(fresh, allocate_ids(conn, "reports_id_seq", len(fresh))):
+            report, source = items[index]
+            targets[index] = report_pk
+            values = report_values(report, trees[tree_of[index]][0],
+                                   workload_ids[workload_of[index]["workload_hash"]], source)
+            _extend(report_columns, {"id": [report_pk], **{name: [value] for name, value in values.items()}})
+        bulk_insert(conn, "reports", report_columns)
+
+        stage_rows: dict[str, list] = {}
+        module_rows: dict[str, list] = {}
+        operator_rows: dict[str, list] = {}
+        for index, report_pk in targets.items():
+            report, source = items[index]
+            stages = stage_columns(report, report_pk)
+            modules, operators = metric_columns(report, report_pk, trees[tree_of[index]][1], category_ids)
+            _extend(stage_rows, stages)
+            _extend(module_rows, modules)
+            _extend(operator_rows, operators)
+            rows[index] += 1 + len(stages["stage"]) + len(modules["stage"]) + len(operators["stage"])
+            outcomes[index] = IngestOutcome(source, "new" if index in fresh else "replaced", report.report_id,
+                                            rows[index])
+        bulk_insert(conn, "report_stages", stage_rows)
+        bulk_insert(conn, "module_metrics", module_rows)
+        bulk_insert(conn, "operator_metrics", operator_rows)
+    # committed: the trees' ids are now safe to reuse
+    registry.architecture_cache.update(trees)
+    return outcomes
+
+
 def ingest_sources(registry: Registry, sources: list[Source], force: bool = False, progress: bool = False
                    ) -> list[IngestOutcome]:
+    """Read every source (a bad one fails alone) and write the reports in batches of at most BATCH_REPORTS
+    reports and about BATCH_METRIC_ROWS metric rows; outcomes in the order of the sources."""
     from tqdm import tqdm
 
-    outcomes = []
+    outcomes: list[IngestOutcome | None] = [None] * len(sources)
+    pending: list[tuple[int, AnalyticModelReport, str]] = []
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending_rows
+        if pending:
+            written = write_batch(registry, [(report, label) for _, report, label in pending], force)
+            for (index, _, _), outcome in zip(pending, written):
+                outcomes[index] = outcome
+        pending.clear()
+        pending_rows = 0
+
     bar = tqdm(total=len(sources), unit="report", file=sys.stderr, disable=not progress, leave=False)
     try:
-        for source in sources:
+        for index, source in enumerate(sources):
             if source.error is not None:
-                outcomes.append(IngestOutcome(source.label, "failed", message=source.error))
+                outcomes[index] = IngestOutcome(source.label, "failed", message=source.error)
             else:
                 try:
                     report = read_source(source)
-                    outcomes.append(write_report(registry, report, source.label, force, keep_open=True))
                 except ReportFormatError as exc:
-                    outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
-                except DatabaseError as exc:
-                    outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
+                    outcomes[index] = IngestOutcome(source.label, "failed", message=str(exc))
+                else:
+                    pending.append((index, report, source.label))
+                    pending_rows += metric_row_count(report)
+                    if len(pending) >= BATCH_REPORTS or pending_rows >= BATCH_METRIC_ROWS:
+                        flush()
             bar.update(1)
+        flush()
     finally:
         bar.close()
         registry.release()

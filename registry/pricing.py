@@ -38,13 +38,19 @@ def _execution(execution) -> str:
     return parse_execution(execution.value if isinstance(execution, Execution) else execution).value
 
 
+def transformers_version() -> str:
+    """The installed transformers' version, read from its package metadata: the same string as
+    transformers.__version__, without importing transformers (and torch) to learn it."""
+    import importlib.metadata
+
+    return importlib.metadata.version("transformers")
+
+
 def find_report(conn, workload, execution="hf-eager") -> int | None:
     """The key of a stored report of this workload traced under `execution`, made by this analyzer on this
     transformers version (the newest schema version first). Reports stored before revision 0006 are hf-eager."""
-    import transformers
-
     from analyzer import __version__
-    from analyzer.analysis import workload_record
+    from analyzer.workload import workload_record
     from registry.ingest import workload_hash
 
     return conn.execute(sa.text(
@@ -53,7 +59,7 @@ def find_report(conn, workload, execution="hf-eager") -> int | None:
         "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
         "AND COALESCE(r.execution, 'hf-eager') = :e "
         "ORDER BY r.schema_version DESC, r.id LIMIT 1"),
-        {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers.__version__,
+        {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers_version(),
          "e": _execution(execution)}).scalar()
 
 
