@@ -232,6 +232,9 @@ def check_categories(report: AnalyticModelReport, stored: tuple[OperatorCategory
 
 # -- writing ----------------------------------------------------------------------------------------------------
 
+_VALUES_LIMIT = 2_000  # values (rows x columns) up to which DuckDB gets one VALUES statement instead of Arrow
+
+
 def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
     """Insert column lists in one statement: Arrow on DuckDB, binary COPY on PostgreSQL."""
     names = list(columns)
@@ -241,7 +244,12 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
     column_list = ", ".join(names)
     dialect = conn.dialect.name
     raw = conn.connection.driver_connection
-    if dialect == "duckdb":
+    if dialect == "duckdb" and count * len(names) <= _VALUES_LIMIT:
+        # a few rows (a scenario's points, a new workload): one VALUES statement, which spares loading pyarrow
+        row_marks = "(" + ", ".join("?" * len(names)) + ")"
+        raw.execute(f"INSERT INTO {table} ({column_list}) VALUES {', '.join([row_marks] * count)}",
+                    [value for row in zip(*(columns[name] for name in names)) for value in row])
+    elif dialect == "duckdb":
         import pyarrow as pa
 
         arrow_rows = pa.table(columns)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import itertools
 import json
 import sys
@@ -38,6 +39,7 @@ def _execution(execution) -> str:
     return parse_execution(execution.value if isinstance(execution, Execution) else execution).value
 
 
+@functools.cache
 def transformers_version() -> str:
     """The installed transformers' version, read from its package metadata: the same string as
     transformers.__version__, without importing transformers (and torch) to learn it."""
@@ -67,15 +69,18 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
                    execution="hf-eager") -> list[int]:
     """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
     execution)) and ingesting those not stored yet."""
+    execution = _execution(execution)
+    with registry.begin() as conn:
+        report_keys = [find_report(conn, w, execution) for w in workloads]
+    missing = [i for i, key in enumerate(report_keys) if key is None]
+    if not missing:
+        return report_keys
+    # only analyzing loads torch and transformers: a sweep whose reports are all stored never does
     from tqdm import tqdm
 
     from analyzer.analysis import analyze
     from registry.ingest import write_report
 
-    execution = _execution(execution)
-    with registry.begin() as conn:
-        report_keys = [find_report(conn, w, execution) for w in workloads]
-    missing = [i for i, key in enumerate(report_keys) if key is None]
     bar = tqdm(total=len(missing), unit="workload", desc=f"analyzing ({execution})", file=sys.stderr,
                disable=not progress or len(missing) < 2, leave=False)
     try:
