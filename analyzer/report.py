@@ -551,14 +551,23 @@ def write_report(report: AnalyticModelReport, path: str | pathlib.Path) -> None:
 def loads(text_content: str, fmt: str) -> AnalyticModelReport:
     try:
         if fmt == "json":
-            data = json.loads(text_content, parse_constant=_reject_constant)
+            # non-finite numbers are refused as they are parsed (NaN, Infinity, and 1e999, which overflows),
+            # which spares a walk over the whole tree
+            data = json.loads(text_content, parse_constant=_reject_constant, parse_float=_finite_float)
         else:
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             data = yaml.load(text_content, Loader=loader)
+            _reject_non_finite(data)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ReportFormatError(f"malformed {fmt.upper()}: {str(exc).splitlines()[0]}") from None
-    _reject_non_finite(data)
     return report_from_dict(data)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ReportFormatError(f"non-finite number {value} in report")
+    return value
 
 
 def _reject_constant(name: str):

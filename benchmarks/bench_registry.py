@@ -1,17 +1,25 @@
-"""Registry speed: ingest throughput (metric rows/s) for 100 reports, and the latency of each view.
+"""Registry speed: ingest throughput (metric rows/s) against DuckDB's own Arrow insert of the same rows, views and
+pricing over a registry of 10,000 reports, and the start-up of a what-if whose reports are all stored.
 
-Run: python benchmarks/bench_registry.py [--postgres postgresql://127.0.0.1/test]
-Metric rows are report_stages + module_metrics + operator_metrics rows.
+Run: python benchmarks/bench_registry.py [--reports 100] [--scale 10000] [--postgres postgresql://127.0.0.1/test]
+Metric rows are report_stages + module_metrics + operator_metrics rows. Each write figure is the best of
+--repeat runs (the machine is shared); the DuckDB baseline inserts the same rows, as ready Arrow tables, into the
+same tables in the same number of transactions, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+METRIC_TABLES = ("report_stages", "module_metrics", "operator_metrics")
 
 
 def make_reports(count: int):
@@ -21,103 +29,279 @@ def make_reports(count: int):
     return [analyze(load_profile("dsocr-standard-v1", new_tokens=n)) for n in range(1, count + 1)]
 
 
-def metric_rows(report) -> int:
-    return len(report.stages) + len(report.module_metrics) + sum(len(s.operators) for s in report.module_metrics)
+def fresh_registry(url: str | None, tmp: Path, label: str):
+    """A new, empty registry: a DuckDB file in tmp, or a new schema on the PostgreSQL server."""
+    import sqlalchemy as sa
+
+    from registry.db import Registry
+
+    if url is None:
+        registry = Registry(str(tmp / f"{label}-{uuid.uuid4().hex[:6]}.duckdb"))
+    else:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        base = sa.make_url(url).set(drivername="postgresql+psycopg")
+        admin = sa.create_engine(base)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
+        registry = Registry(base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False))
+        registry.bench_schema = (base, schema)
+    registry.upgrade()
+    return registry
 
 
-def bench_backend(label: str, url: str, reports, files) -> None:
+def drop_registry(registry) -> None:
+    import sqlalchemy as sa
+
+    registry.dispose()
+    if getattr(registry, "bench_schema", None):
+        base, schema = registry.bench_schema
+        admin = sa.create_engine(base)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def timed_writes(url, tmp, reports, batched: bool, repeat: int) -> tuple[float, object]:
+    """Best time of `repeat` runs writing reports[1:] (after reports[0] stored the module tree)."""
+    from registry.ingest import BATCH_REPORTS, write_batch, write_report
+
+    best, kept = None, None
+    for _ in range(repeat):
+        registry = fresh_registry(url, tmp, "batch" if batched else "single")
+        write_report(registry, reports[0], "warm-up")
+        started = time.perf_counter()
+        if batched:
+            for first in range(1, len(reports), BATCH_REPORTS):
+                chunk = reports[first:first + BATCH_REPORTS]
+                outcomes = write_batch(registry, [(report, "bench") for report in chunk])
+                assert all(o.status == "new" for o in outcomes), outcomes[:1]
+        else:
+            for report in reports[1:]:
+                write_report(registry, report, "bench", keep_open=True)
+        elapsed = time.perf_counter() - started
+        registry.release()
+        if best is None or elapsed < best:
+            if kept is not None:
+                drop_registry(kept)
+            best, kept = elapsed, registry
+        else:
+            drop_registry(registry)
+    return best, kept
+
+
+def duckdb_own_insert(registry, report_count: int, batched: bool, repeat: int) -> float:
+    """DuckDB's own rate: the metric rows of reports 2.. read back as Arrow, deleted, and inserted again as Arrow
+    tables into the same tables, in one transaction (batched) or one per report, directly on the driver."""
+    import duckdb
+
+    from registry.db import duckdb_path
+    from registry.ingest import BATCH_REPORTS
+
+    conn = duckdb.connect(str(duckdb_path(registry.url)))
+    first = conn.execute("SELECT MIN(id) FROM reports").fetchone()[0]
+    ids = [r[0] for r in conn.execute("SELECT id FROM reports WHERE id > ? ORDER BY id", [first]).fetchall()]
+    groups = ([ids[i:i + BATCH_REPORTS] for i in range(0, len(ids), BATCH_REPORTS)] if batched
+              else [[report_id] for report_id in ids])
+    tables = [[conn.sql(f"SELECT * FROM {t} WHERE report_id IN ({', '.join(map(str, group))})").to_arrow_table()
+               for t in METRIC_TABLES] for group in groups]
+    best = None
+    for _ in range(repeat):
+        for t in reversed(METRIC_TABLES):
+            conn.execute(f"DELETE FROM {t} WHERE report_id > ?", [first])
+        conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        for group_tables in tables:
+            conn.execute("BEGIN")
+            for name, arrow_rows in zip(METRIC_TABLES, group_tables):
+                conn.register("_rows", arrow_rows)
+                conn.execute(f"INSERT INTO {name} SELECT * FROM _rows")
+                conn.unregister("_rows")
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        best = elapsed if best is None else min(best, elapsed)
+    conn.close()
+    return best
+
+
+def bench_writes(label, url, tmp, reports, files, repeat) -> None:
+    from registry.ingest import discover, ingest_sources, metric_row_count, read_source
+
+    rows = sum(metric_row_count(r) for r in reports[1:])
+    results = {}
+    for batched in (True, False):
+        seconds, registry = timed_writes(url, tmp, reports, batched, repeat)
+        what = "batches of reports" if batched else "one report per transaction"
+        line = (f"{label}: {what:<27} {rows:,} metric rows in {seconds:.2f} s = {rows / seconds:>10,.0f} rows/s "
+                f"({seconds / (len(reports) - 1) * 1000:.1f} ms/report)")
+        if url is None:
+            own = duckdb_own_insert(registry, len(reports), batched, repeat)
+            line += f"; DuckDB's own Arrow insert {rows / own:,.0f} rows/s, ratio {own / seconds:.2f}"
+        goal = (1_000_000 if batched else 500_000) if url is None else 300_000
+        print(f"{line}   (goal >= {goal:,})", flush=True)
+        results[batched] = registry
+    for registry in results.values():
+        drop_registry(registry)
+
+    all_rows = sum(metric_row_count(r) for r in reports)
+    started = time.perf_counter()
+    for path in files:
+        read_source(discover([str(path)])[0])
+    parse_s = time.perf_counter() - started
+    registry = fresh_registry(url, tmp, "e2e")
+    started = time.perf_counter()
+    outcomes = ingest_sources(registry, discover([str(f) for f in files]))
+    e2e_s = time.perf_counter() - started
+    assert all(o.status == "new" for o in outcomes), outcomes[:1]
+    print(f"{label}: {len(files)} JSON files end to end (read, validate, write) {e2e_s:.2f} s = "
+          f"{all_rows / e2e_s:,.0f} rows/s, of which reading and validating {parse_s:.2f} s "
+          f"({parse_s / len(files) * 1000:.0f} ms/file)   (goal >= 300,000)", flush=True)
+    drop_registry(registry)
+
+
+def grow(registry, target_reports: int) -> int:
+    """Copies of the stored reports (new ids and report ids, same rows) until the registry holds target_reports,
+    in SQL: a registry the size of a team's long history without analyzing thousands of workloads."""
+    import sqlalchemy as sa
+
+    from registry.models import Report
+
+    report_columns = [c.name for c in Report.__table__.columns if c.name not in ("id", "report_id")]
+    with registry.begin() as conn:
+        stored = conn.execute(sa.text("SELECT COUNT(*), MAX(id) FROM reports")).one()
+    count, top = int(stored[0]), int(stored[1])
+    originals, copy = count, 0
+    while count < target_reports:
+        copy += 1
+        take = min(originals, target_reports - count)
+        offset = top * copy
+        with registry.begin() as conn:
+            conn.execute(sa.text(
+                f"INSERT INTO reports (id, report_id, {', '.join(report_columns)}) "
+                f"SELECT id + {offset}, report_id || '-copy{copy}', {', '.join(report_columns)} FROM reports "
+                f"WHERE id <= {top} ORDER BY id LIMIT {take}"))
+            for table in METRIC_TABLES:
+                conn.execute(sa.text(
+                    f"INSERT INTO {table} SELECT * REPLACE (report_id + {offset} AS report_id) FROM {table} "
+                    f"WHERE report_id IN (SELECT id FROM reports WHERE id <= {top} ORDER BY id LIMIT {take})"))
+        count += take
+    with registry.begin() as conn:
+        conn.execute(sa.text("SELECT setval('reports_id_seq', (SELECT MAX(id) FROM reports))"))
+    return count
+
+
+def bench_scale(tmp, reports, scale: int) -> None:
     import sqlalchemy as sa
 
     from registry import views
-    from registry.db import Registry
-    from registry.ingest import discover, ingest_sources, write_report
+    from registry.ingest import write_batch
+    from registry.pricing import read_points, record_scenario
 
-    registry = Registry(url)
-    registry.upgrade()
-    # warm: the architecture's module tree goes in with the first report
-    write_report(registry, reports[0], "warm-up")
-    total_rows = sum(metric_rows(r) for r in reports[1:])
+    registry = fresh_registry(None, tmp, "scale")
+    for first in range(0, len(reports), 200):
+        write_batch(registry, [(r, "bench") for r in reports[first:first + 200]])
     started = time.perf_counter()
-    for report in reports[1:]:
-        write_report(registry, report, "bench", keep_open=True)
-    write_s = time.perf_counter() - started
-    print(f"{label}: wrote {len(reports) - 1} parsed reports, {total_rows:,} metric rows in {write_s:.2f} s "
-          f"= {total_rows / write_s:,.0f} metric rows/s ({write_s / (len(reports) - 1) * 1000:.1f} ms/report)")
-
-    # end to end from files (parse + validate + write), into a second registry
+    count = grow(registry, scale)
+    grow_s = time.perf_counter() - started
     with registry.begin() as conn:
-        for table in ("operator_metrics", "module_metrics", "report_stages"):
-            conn.execute(sa.text(f"DELETE FROM {table}"))
+        metric_rows = sum(conn.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar() for t in METRIC_TABLES)
+        conn.execute(sa.text("CHECKPOINT"))
+        one = conn.execute(sa.text("SELECT report_id FROM reports ORDER BY id DESC LIMIT 1")).scalar()
+        tree = conn.execute(sa.text("SELECT MIN(id) FROM architectures")).scalar()
+    size = Path(registry.url.database).stat().st_size
+    print(f"duckdb: {count:,} reports, {metric_rows:,} metric rows (copied in SQL in {grow_s:.1f} s); file "
+          f"{size / 1e6:,.0f} MB = {size / count / 1e3:,.1f} kB per report", flush=True)
+    with registry.begin() as conn:
+        for name in [v for v in views.view_names() if not v.startswith(("v_point", "v_predict", "v_serving"))]:
+            # the module tree is per architecture, every other view per report
+            key, value = ("architecture_id", tree) if name == "v_module_tree" else ("report_id", one)
+            for where, query, params in (
+                    ("one report", f"SELECT * FROM {name} WHERE {key} = :r", {"r": value}),
+                    ("all reports", f"SELECT COUNT(*) FROM (SELECT * FROM {name}) t", {})):
+                timings, found = [], 0
+                for _ in range(3):
+                    started = time.perf_counter()
+                    result = conn.execute(sa.text(query), params).all()
+                    timings.append(time.perf_counter() - started)
+                    found = len(result) if where == "one report" else result[0][0]
+                print(f"duckdb: view {name:<22} {where:<11} {found:>11,} rows  median "
+                      f"{statistics.median(timings) * 1000:8.1f} ms   (goal <= 200 ms)", flush=True)
+
+    # 10,000 priced points: 2,000 stored reports x 5 GPUs under hf-eager, recorded and read from v_point_summary
+    with registry.begin() as conn:
+        keys = [r[0] for r in conn.execute(sa.text("SELECT id FROM reports ORDER BY id LIMIT 2000")).all()]
+        gpus = [r[0] for r in conn.execute(sa.text("SELECT id FROM hardware ORDER BY id LIMIT 5")).all()]
+        runtime = conn.execute(sa.text("SELECT id FROM runtime_profiles WHERE name = 'hf-eager' "
+                                       "ORDER BY version DESC LIMIT 1")).scalar()
+    points = [(key, gpu, runtime) for key in keys for gpu in gpus]
     started = time.perf_counter()
-    outcomes = ingest_sources(registry, discover([str(f) for f in files]), force=True)
-    e2e_s = time.perf_counter() - started
-    rows = sum(metric_rows(r) for r in reports)
-    assert all(o.status in ("replaced", "new") for o in outcomes), outcomes[:3]
-    print(f"{label}: ingest of {len(files)} JSON files end to end (parse, validate, write) {e2e_s:.2f} s "
-          f"= {rows / e2e_s:,.0f} metric rows/s")
-
-    # baseline: row-by-row executemany through SQLAlchemy Core, one report's operator rows
-    from registry.ingest import metric_columns
-
     with registry.begin() as conn:
-        module_ids = dict(conn.execute(sa.text("SELECT path, id FROM modules")).all())
-        report_pk = conn.execute(sa.text("SELECT id FROM reports ORDER BY id LIMIT 1")).scalar()
-        conn.execute(sa.text("DELETE FROM operator_metrics WHERE report_id = :r"), {"r": report_pk})
-        _, operators = metric_columns(reports[0], report_pk, module_ids, registry.category_ids(conn))
-        names = list(operators)
-        params = [dict(zip(names, values)) for values in zip(*(operators[n] for n in names))]
-        statement = sa.text(f"INSERT INTO operator_metrics ({', '.join(names)}) VALUES "
-                            f"({', '.join(':' + n for n in names)})")
-        started = time.perf_counter()
-        conn.execute(statement, params)
-        many_s = time.perf_counter() - started
-    print(f"{label}: baseline executemany, {len(params):,} rows in {many_s:.2f} s = {len(params) / many_s:,.0f} rows/s")
+        scenario_id = record_scenario(conn, "bench-points", {}, {}, points)
+    record_s = time.perf_counter() - started
+    started = time.perf_counter()
+    priced = read_points(registry, scenario_id)
+    read_s = time.perf_counter() - started
+    print(f"duckdb: {len(priced):,} priced points over stored reports: recorded in {record_s:.2f} s, priced by "
+          f"v_point_summary in {read_s:.2f} s, {record_s + read_s:.2f} s in all   (goal <= 2 s)", flush=True)
+    drop_registry(registry)
 
-    with registry.begin() as conn:
-        # the report views; the pricing views are measured by bench_whatif.py over a scenario
-        for name in [v for v in views.view_names() if not v.startswith(("v_point", "v_predict"))]:
-            timings = []
-            for _ in range(5):
-                started = time.perf_counter()
-                count = conn.execute(sa.text(f"SELECT COUNT(*) FROM (SELECT * FROM {name}) t")).scalar()
-                timings.append(time.perf_counter() - started)
-            print(f"{label}: view {name:<22} {count:>9,} rows  median {statistics.median(timings) * 1000:8.1f} ms")
-    registry.dispose()
+
+def bench_startup(tmp) -> None:
+    """`whatif` on the shipped capacity.yaml with every report stored, against `sql "SELECT 1"` (best of 5)."""
+    import registry
+
+    scenario = Path(registry.__file__).resolve().parent.parent / "queries" / "examples" / "capacity.yaml"
+    if not scenario.exists():
+        import importlib.resources
+
+        scenario = Path(str(importlib.resources.files("registry.queries.examples").joinpath("capacity.yaml")))
+    db = str(tmp / "startup.duckdb")
+    command = [str(Path(sys.executable).parent / "dsocr-registry")]
+    subprocess.run(command + ["whatif", "-s", str(scenario), "--db", db, "--no-progress"], check=True,
+                   capture_output=True)
+
+    def best(args) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run(command + args + ["--db", db], check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    sql_s = best(["sql", "SELECT 1"])
+    whatif_s = best(["whatif", "-s", str(scenario), "--no-progress"])
+    print(f"whatif on capacity.yaml, every report stored: {whatif_s:.2f} s; sql \"SELECT 1\": {sql_s:.2f} s; "
+          f"ratio {whatif_s / sql_s:.2f}   (goal <= 1.5)", flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--reports", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reports", type=int, default=100, help="distinct reports analyzed and written")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each write figure (the best is printed)")
+    parser.add_argument("--scale", type=int, default=10_000, help="reports in the registry the views are timed on "
+                                                                  "(0: skip)")
     parser.add_argument("--postgres", help="PostgreSQL URL to benchmark too (a scratch schema is used)")
     args = parser.parse_args()
 
     from analyzer.report import write_report as write_file
+    from registry.ingest import metric_row_count
 
     reports = make_reports(args.reports)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
         files = []
         for i, report in enumerate(reports):
-            path = Path(tmp) / f"r{i:03d}.json"
+            path = tmp / f"r{i:03d}.json"
             write_file(report, path)
             files.append(path)
-        print(f"{len(reports)} reports, {sum(metric_rows(r) for r in reports):,} metric rows, "
-              f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB of JSON")
-        bench_backend("duckdb", str(Path(tmp) / "bench.duckdb"), reports, files)
+        print(f"{len(reports)} reports, {sum(metric_row_count(r) for r in reports):,} metric rows, "
+              f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB of JSON; {os.cpu_count()} CPUs", flush=True)
+        bench_writes("duckdb", None, tmp, reports, files, args.repeat)
         if args.postgres:
-            import sqlalchemy as sa
-
-            schema = f"bench_{uuid.uuid4().hex[:8]}"
-            base = sa.make_url(args.postgres).set(drivername="postgresql+psycopg")
-            admin = sa.create_engine(base)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-            try:
-                url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-                bench_backend("postgresql", url, reports, files)
-            finally:
-                with admin.begin() as conn:
-                    conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-                admin.dispose()
+            bench_writes("postgresql", args.postgres, tmp, reports, files, args.repeat)
+        bench_startup(tmp)
+        if args.scale:
+            bench_scale(tmp, reports, args.scale)
 
 
 if __name__ == "__main__":

@@ -220,6 +220,9 @@ class Registry:
             with conn.begin():
                 yield conn
         except BaseException as exc:
+            # dropped, not returned to a pool: a connection whose database failed under it (a full disk, a lost
+            # server) cannot even roll back, and its transaction ends with it either way
+            conn.invalidate()
             conn.close()
             if isinstance(exc, driver_errors()):
                 raise DatabaseError(f"database error: {first_line(exc)}") from exc

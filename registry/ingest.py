@@ -252,7 +252,10 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
     elif dialect == "duckdb":
         import pyarrow as pa
 
-        arrow_rows = pa.table(columns)
+        try:
+            arrow_rows = pa.table(columns)
+        except (OverflowError, pa.ArrowException):
+            raise DatabaseError(f"database error: {_unfit_column(table, columns)}") from None
         view = f"_ingest_{table}"
         raw.register(view, arrow_rows)
         # Not in a `finally`: after a failed insert the transaction is aborted, unregistering fails too and would
@@ -263,11 +266,29 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
         with raw.cursor() as cursor:
             with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(copy_types(table, names))
-                for row in zip(*(columns[name] for name in names)):
-                    copy.write_row(row)
+                try:
+                    for row in zip(*(columns[name] for name in names)):
+                        copy.write_row(row)
+                except OverflowError:
+                    raise DatabaseError(f"database error: {_unfit_column(table, columns)}") from None
     else:  # pragma: no cover - resolve_url admits only these two
         raise RegistryError(f"bulk insert is not implemented for {dialect}")
     return count
+
+
+_INTEGER_BOUNDS = {"int2": 2 ** 15, "int4": 2 ** 31, "int8": 2 ** 63}
+
+
+def _unfit_column(table: str, columns: dict[str, list]) -> str:
+    """Which column cannot hold one of its values (an integer beyond the column's width), as one line."""
+    for name, column_type in zip(columns, copy_types(table, list(columns))):
+        bound = _INTEGER_BOUNDS.get(column_type)
+        if bound is None:
+            continue
+        for value in columns[name]:
+            if isinstance(value, int) and not -bound <= value < bound:
+                return f"{table}.{name}: {value} does not fit a {bound.bit_length()}-bit integer column"
+    return f"{table}: a value does not fit its column"
 
 
 # Binary COPY sends each value in its column's own binary form, so the types are the columns' exact ones

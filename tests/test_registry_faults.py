@@ -133,3 +133,168 @@ def test_a_process_killed_mid_ingest_leaves_no_partial_report(registry_url, repo
     result = run_command(["ingest", str(report_files["standard"]), "--db", registry_url])
     assert result.exit_code == 0 and "1 new" in result.output
     assert table_counts(registry_url)["reports"] == 1
+
+
+# -- batches: many reports per transaction, with the guarantees of one report per transaction ----------------------
+
+def test_a_directory_goes_in_as_one_batch_each_bad_file_named(registry_url, hundred_reports, tmp_path, monkeypatch):
+    import shutil
+
+    import registry.ingest as ingest
+    from analyzer.report import load_report
+    from registry.db import Registry
+    from registry.stored import load_stored_report
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for path in hundred_reports[:5]:
+        shutil.copy(path, folder / path.name)
+    shutil.copy(hundred_reports[2], folder / "again.json")  # the same report under another name
+    (folder / "broken.json").write_text('{"schema_version": 3,')
+    operator_inserts = []
+    original = ingest.bulk_insert
+
+    def counting_bulk_insert(conn, table, columns):
+        if table == "operator_metrics":
+            operator_inserts.append(len(columns["report_id"]))
+        return original(conn, table, columns)
+
+    monkeypatch.setattr(ingest, "bulk_insert", counting_bulk_insert)
+    result = run_command(["ingest", str(folder), "--db", registry_url])
+    assert result.exit_code == 1
+    assert "5 new, 1 skipped (already present), 1 failed" in result.stdout
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2
+    # files go in name order: again.json stores the report, base-003.json (the same report) is skipped
+    assert errors[0].startswith(f"{folder / hundred_reports[2].name}: ")
+    assert errors[0].endswith("already present, skipped")
+    assert errors[1].startswith(f"{folder / 'broken.json'}: malformed JSON")
+    reports = [load_report(path) for path in hundred_reports[:5]]
+    # the five reports' operator rows went in as one statement
+    assert operator_inserts == [sum(len(s.operators) for r in reports for s in r.module_metrics)]
+    counts = table_counts(registry_url)
+    assert counts["reports"] == 5 and counts["architectures"] == 1 and counts["workloads"] == 5
+    assert counts["report_stages"] == sum(len(r.stages) for r in reports)
+    assert counts["module_metrics"] == sum(len(r.module_metrics) for r in reports)
+    registry = Registry(registry_url)
+    try:
+        for report in reports:  # each rebuilds from its rows to its own content hash
+            assert load_stored_report(registry, report.report_id) == report
+    finally:
+        registry.dispose()
+
+
+def test_a_report_the_database_refuses_fails_alone_in_its_batch(registry_url, hundred_reports):
+    from analyzer.report import load_report
+    from registry.db import Registry
+    from registry.ingest import write_batch
+
+    good = [load_report(path) for path in hundred_reports[5:8]]
+    refused = load_report(hundred_reports[8])
+    # a count beyond a 64-bit column: the reader takes it, the database cannot store it
+    object.__setattr__(refused.stages[0], "flops", 2 ** 63)
+    registry = Registry(registry_url)
+    try:
+        outcomes = write_batch(registry, [(good[0], "a"), (refused, "b"), (good[1], "c"), (good[2], "d")])
+    finally:
+        registry.dispose()
+    assert [o.status for o in outcomes] == ["new", "failed", "new", "new"]
+    assert outcomes[1].source == "b" and outcomes[1].message.startswith("database error: ")
+    assert "flops" in outcomes[1].message or "out of range" in outcomes[1].message
+    counts = table_counts(registry_url)
+    assert counts["reports"] == 3
+    assert sorted(r[0] for r in rows(registry_url, "SELECT report_id FROM reports")) == sorted(
+        r.report_id for r in good)
+
+
+def test_a_full_disk_mid_batch_leaves_the_registry_as_it_was(tmp_path, hundred_reports):
+    """The ingest runs under a file size limit a little above the file's size: the batch cannot be written."""
+    db = tmp_path / "full.duckdb"
+    first = run_command(["ingest", *map(str, hundred_reports[:2]), "--db", str(db)])
+    assert first.exit_code == 0, first.output
+    before = table_counts(str(db))
+    limit = db.stat().st_size + 1_000_000
+    batch = [str(p) for p in hundred_reports[2:22]]
+    code = textwrap.dedent(f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+        from registry.cli import cli
+        from registry.entry import run_cli
+        run_cli(cli, ["ingest", *{batch!r}, "--db", {str(db)!r}])
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "0 new, 0 skipped (already present), 20 failed" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == batch  # one line per file, nothing else
+    assert all("File too large" in line for line in lines)
+    assert table_counts(str(db)) == before
+    again = run_command(["ingest", *batch, "--db", str(db)])
+    assert again.exit_code == 0 and "20 new" in again.stdout
+    assert table_counts(str(db))["reports"] == 22
+
+
+@pytest.fixture
+def postgres_url():
+    """An upgraded registry in a fresh schema of the test server, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from tests.conftest import POSTGRES_URL
+
+    if not POSTGRES_URL:
+        pytest.skip("set DSOCR_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg").update_query_dict(
+        {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    assert run_command(["db", "upgrade", "--db", url]).exit_code == 0
+    yield url
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def test_a_lost_postgresql_connection_mid_batch_leaves_the_registry_as_it_was(postgres_url, hundred_reports,
+                                                                              monkeypatch):
+    """A second connection terminates the ingest's backend after the batch's report rows went in."""
+    import sqlalchemy as sa
+
+    import registry.ingest as ingest
+    from tests.conftest import POSTGRES_URL
+
+    url = postgres_url
+    first = run_command(["ingest", *map(str, hundred_reports[:2]), "--db", url])
+    assert first.exit_code == 0, first.output
+    before = table_counts(url)
+    original = ingest.bulk_insert
+    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
+    terminated = []
+
+    def terminating_bulk_insert(conn, table, columns):
+        if table == "module_metrics" and not terminated:
+            backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+            with admin.begin() as other:
+                terminated.append(other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend}).scalar())
+        return original(conn, table, columns)
+
+    monkeypatch.setattr(ingest, "bulk_insert", terminating_bulk_insert)
+    batch = [str(p) for p in hundred_reports[2:12]]
+    try:
+        result = run_command(["ingest", *batch, "--db", url])
+    finally:
+        admin.dispose()
+    assert terminated == [True]
+    assert result.exit_code == 1
+    assert "0 new, 0 skipped (already present), 10 failed" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == batch
+    assert all(line.endswith(": database error: the connection is lost") for line in lines), lines[0]
+    assert table_counts(url) == before
+    monkeypatch.setattr(ingest, "bulk_insert", original)
+    again = run_command(["ingest", *batch, "--db", url])
+    assert again.exit_code == 0 and "10 new" in again.stdout
