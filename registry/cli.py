@@ -346,6 +346,32 @@ def db_current(db_url, lock_timeout):
     click.echo(f"{describe(registry.url)}: revision {current or '(empty)'}; code {head} ({state})")
 
 
+@db.command("vacuum")
+@db_options
+def db_vacuum(db_url, lock_timeout):
+    """Give back the space of replaced rows and print the registry's size per report.
+
+    DuckDB: a checkpoint, which writes the log into the file and frees the blocks of replaced rows (from ingest
+    --force) for reuse; the file shrinks where free blocks end it. PostgreSQL: VACUUM ANALYZE.
+    """
+    import sqlalchemy as sa
+
+    from registry.db import describe
+
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        before = registry.storage_bytes()
+        registry.vacuum()
+        after = registry.storage_bytes()
+        with registry.begin() as conn:
+            reports = conn.execute(sa.text("SELECT COUNT(*) FROM reports")).scalar()
+    finally:
+        registry.dispose()
+    per_report = f", {after / reports / 1e3:,.1f} kB per report" if reports else ""
+    click.echo(f"{describe(registry.url)}: {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB; {reports:,} reports"
+               f"{per_report}")
+
+
 @db.command("history")
 def db_history():
     """List the schema revisions, newest first."""

@@ -300,6 +300,38 @@ class Registry:
         raise SchemaMismatchError(
             f"{where} is at revision {current}, older than this code's {head}; run: dsocr-registry db upgrade --db {where}")
 
+    # -- storage -------------------------------------------------------------------------------------------------
+    def storage_bytes(self) -> int:
+        """The registry's size: a DuckDB file with its write-ahead log, or the PostgreSQL tables and indexes of
+        the schema the URL reads."""
+        path = duckdb_path(self.url)
+        if path is not None:
+            wal = path.with_name(path.name + ".wal")
+            return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        if not is_duckdb(self.url):
+            with self.begin() as conn:
+                return int(conn.execute(sa.text(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')")).scalar())
+        return 0  # an in-memory database
+
+    def vacuum(self) -> None:
+        """DuckDB: a checkpoint, which writes the log into the file and frees the blocks of deleted rows for reuse;
+        PostgreSQL: VACUUM ANALYZE (outside a transaction, as it must run)."""
+        conn = self._connect_with_retry()
+        try:
+            if is_duckdb(self.url):
+                conn.connection.driver_connection.execute("FORCE CHECKPOINT")
+            else:
+                conn.connection.driver_connection.autocommit = True
+                conn.connection.driver_connection.execute("VACUUM ANALYZE")
+        except driver_errors() as exc:
+            raise DatabaseError(f"database error: {first_line(exc)}") from exc
+        finally:
+            conn.invalidate()
+            conn.close()
+
     # -- lookups -------------------------------------------------------------------------------------------------
     def category_ids(self, conn: Connection) -> dict[str, int]:
         if self._categories is None:

@@ -327,3 +327,32 @@ def test_a_bulk_insert_the_database_refuses_is_one_line_and_rolled_back(registry
     message = str(refused.value)
     assert message.startswith("database error: ") and "\n" not in message
     assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(0,)]
+
+
+def test_db_vacuum_prints_the_size_per_report(registry_url, report_files):
+    import re
+
+    from registry.db import Registry
+
+    assert run_command(["ingest", str(report_files["standard"]), str(report_files["base"]),
+                        "--db", registry_url]).exit_code == 0
+    assert run_command(["ingest", "--force", str(report_files["base"]), "--db", registry_url]).exit_code == 0
+    result = run_command(["db", "vacuum", "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    match = re.search(r": ([\d,.]+) MB -> ([\d,.]+) MB; 2 reports, ([\d,.]+) kB per report$", result.stdout.strip())
+    assert match, result.stdout
+    registry = Registry(registry_url)
+    try:
+        size_bytes = registry.storage_bytes()
+    finally:
+        registry.dispose()
+    assert float(match.group(2).replace(",", "")) == pytest.approx(size_bytes / 1e6, abs=0.05)
+    assert float(match.group(3).replace(",", "")) == pytest.approx(size_bytes / 2 / 1e3, abs=0.05)
+    if registry_url.endswith(".duckdb"):
+        import pathlib
+
+        wal = pathlib.Path(registry_url + ".wal")
+        assert not wal.exists() or wal.stat().st_size == 0  # the checkpoint wrote the log into the file
+        missing = run_command(["db", "vacuum", "--db", registry_url + ".missing"])
+        assert missing.exit_code == 2
+        assert missing.stderr.strip() == f"dsocr-registry: error: {registry_url}.missing does not exist (ingest creates it)"
