@@ -169,8 +169,9 @@ def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True
 def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardware, runtime_name):
     """Store reports (JSON or YAML files, directories, globs, or - for stdin) as rows in the registry.
 
-    Each report goes in one transaction (all its rows or none); a report already present (same content hash)
-    is skipped unless --force. A bad file gets one line naming it and the problem; the others still go in.
+    Reports go in batches, one transaction each (every report has all its rows or none); a report already
+    present (same content hash) is skipped unless --force. A bad file gets one line naming it and the problem;
+    the others still go in. A batch whose database fails (a full disk, a lost connection) stores nothing.
 
     \b
     Examples:

@@ -447,6 +447,8 @@ def write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]]
     report names itself, a report a concurrent writer stored meanwhile is skipped); a batch whose database fails
     under it stores nothing, and each of its reports is named failed with the database's line.
     """
+    if not items:
+        return []
     if len(items) == 1:
         report, source = items[0]
         try:

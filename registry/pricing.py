@@ -65,6 +65,11 @@ def find_report(conn, workload, execution="hf-eager") -> int | None:
          "e": _execution(execution)}).scalar()
 
 
+# The reports a sweep analyzes go in batches of this many (one transaction each): few enough that the analyzed
+# reports held in memory stay small.
+SWEEP_BATCH_REPORTS = 20
+
+
 def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
                    execution="hf-eager") -> list[int]:
     """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
@@ -79,23 +84,36 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     from tqdm import tqdm
 
     from analyzer.analysis import analyze
-    from registry.ingest import write_report
+    from analyzer.workload import workload_record
+    from registry.ingest import workload_hash, write_batch
 
+    pending: list = []
+
+    def flush() -> None:
+        for outcome in write_batch(registry, pending):
+            if outcome.status == "failed":
+                raise RegistryError(f"{label}: {outcome.message}")
+        pending.clear()
+
+    analyzed: set[str] = set()
     bar = tqdm(total=len(missing), unit="workload", desc=f"analyzing ({execution})", file=sys.stderr,
                disable=not progress or len(missing) < 2, leave=False)
     try:
         for index in missing:
-            with registry.begin(keep_open=True) as conn:
-                stored = find_report(conn, workloads[index], execution)  # an earlier duplicate in this list
-            if stored is None:
-                write_report(registry, analyze(workloads[index], execution), label, keep_open=True)
-                with registry.begin(keep_open=True) as conn:
-                    stored = find_report(conn, workloads[index], execution)
-            report_keys[index] = stored
+            key = workload_hash(workload_record(workloads[index]))
+            if key not in analyzed:  # an earlier duplicate in this list is analyzed once
+                analyzed.add(key)
+                pending.append((analyze(workloads[index], execution), label))
+                if len(pending) >= SWEEP_BATCH_REPORTS:
+                    flush()
             bar.update(1)
+        flush()
     finally:
         bar.close()
         registry.release()
+    with registry.begin() as conn:
+        for index in missing:
+            report_keys[index] = find_report(conn, workloads[index], execution)
     return report_keys
 
 
