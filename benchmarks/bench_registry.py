@@ -124,6 +124,49 @@ def duckdb_own_insert(registry, report_count: int, batched: bool, repeat: int) -
     return best
 
 
+def postgres_own_copy(registry, batched: bool, repeat: int) -> float:
+    """PostgreSQL's own rate: the metric rows of reports 2.. read back, deleted, and copied in again with binary
+    COPY into the same tables (keys and foreign keys checked as in an ingest), in one transaction (batched) or one
+    per report, directly on psycopg."""
+    import psycopg
+
+    from registry.ingest import BATCH_REPORTS, copy_types
+
+    url = registry.url.set(drivername="postgresql")
+    options = url.query.get("options", "")
+    conn = psycopg.connect(url.set(query={}).render_as_string(False), options=options)
+    first = conn.execute("SELECT MIN(id) FROM reports").fetchone()[0]
+    ids = [r[0] for r in conn.execute("SELECT id FROM reports WHERE id > %s ORDER BY id", [first]).fetchall()]
+    groups = ([ids[i:i + BATCH_REPORTS] for i in range(0, len(ids), BATCH_REPORTS)] if batched
+              else [[report_id] for report_id in ids])
+    tables = []
+    for group in groups:
+        group_rows = []
+        for table in METRIC_TABLES:
+            cursor = conn.execute(f"SELECT * FROM {table} WHERE report_id = ANY(%s)", [group])
+            group_rows.append(([d.name for d in cursor.description], cursor.fetchall()))
+        tables.append(group_rows)
+    conn.commit()
+    best = None
+    for _ in range(repeat):
+        for table in reversed(METRIC_TABLES):
+            conn.execute(f"DELETE FROM {table} WHERE report_id > %s", [first])
+        conn.commit()
+        started = time.perf_counter()
+        for group_rows in tables:
+            with conn.cursor() as cursor:
+                for table, (names, table_rows) in zip(METRIC_TABLES, group_rows):
+                    with cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(copy_types(table, names))
+                        for row in table_rows:
+                            copy.write_row(row)
+            conn.commit()
+        elapsed = time.perf_counter() - started
+        best = elapsed if best is None else min(best, elapsed)
+    conn.close()
+    return best
+
+
 def bench_writes(label, url, tmp, reports, files, repeat) -> None:
     from registry.ingest import discover, ingest_sources, metric_row_count, read_source
 
@@ -137,6 +180,9 @@ def bench_writes(label, url, tmp, reports, files, repeat) -> None:
         if url is None:
             own = duckdb_own_insert(registry, len(reports), batched, repeat)
             line += f"; DuckDB's own Arrow insert {rows / own:,.0f} rows/s, ratio {own / seconds:.2f}"
+        else:
+            own = postgres_own_copy(registry, batched, repeat)
+            line += f"; PostgreSQL's own binary COPY {rows / own:,.0f} rows/s, ratio {own / seconds:.2f}"
         goal = (1_000_000 if batched else 500_000) if url is None else 300_000
         print(f"{line}   (goal >= {goal:,})", flush=True)
         results[batched] = registry

@@ -578,6 +578,7 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
         nonlocal pending_rows
         if pending:
             written = write_batch(registry, [(report, label) for _, report, label in pending], force)
+            registry.release()  # the file is not held while the next batch is read
             for (index, _, _), outcome in zip(pending, written):
                 outcomes[index] = outcome
         pending.clear()

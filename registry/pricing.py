@@ -75,11 +75,12 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
     execution)) and ingesting those not stored yet."""
     execution = _execution(execution)
-    with registry.begin() as conn:
+    with registry.begin(keep_open=True) as conn:
         report_keys = [find_report(conn, w, execution) for w in workloads]
     missing = [i for i, key in enumerate(report_keys) if key is None]
     if not missing:
         return report_keys
+    registry.release()  # the file is not held while workloads are analyzed
     # only analyzing loads torch and transformers: a sweep whose reports are all stored never does
     from tqdm import tqdm
 

@@ -187,14 +187,16 @@ def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False)
 
     overrides = _overrides(scenario)
     workloads = expand_workloads(scenario)
-    with registry.begin() as conn:
+    # one connection for the steps that follow each other without pause (ensure_reports lets it go before it
+    # analyzes anything): opening a DuckDB file is a good part of a what-if over stored reports
+    with registry.begin(keep_open=True) as conn:
         hardware, runtimes = resolve_devices(scenario, conn)
         executions = {runtime_id: runtime_execution(conn, runtime_id) for runtime_id, _, _ in runtimes}
     report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution)
                    for execution in dict.fromkeys(executions.values())}
     points = [(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
               for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes]
-    with registry.begin() as conn:
+    with registry.begin(keep_open=True) as conn:
         scenario_id = record_scenario(conn, scenario.name, scenario.data, scenario.data.get("target") or {},
                                       points, overrides)
     return scenario_id, read_points(registry, scenario_id)
