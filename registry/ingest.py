@@ -247,8 +247,11 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
     if dialect == "duckdb" and count * len(names) <= _VALUES_LIMIT:
         # a few rows (a scenario's points, a new workload): one VALUES statement, which spares loading pyarrow
         row_marks = "(" + ", ".join("?" * len(names)) + ")"
-        raw.execute(f"INSERT INTO {table} ({column_list}) VALUES {', '.join([row_marks] * count)}",
-                    [value for row in zip(*(columns[name] for name in names)) for value in row])
+        try:
+            raw.execute(f"INSERT INTO {table} ({column_list}) VALUES {', '.join([row_marks] * count)}",
+                        [value for row in zip(*(columns[name] for name in names)) for value in row])
+        except OverflowError:
+            raise DatabaseError(f"database error: {_unfit_column(table, columns)}") from None
     elif dialect == "duckdb":
         import pyarrow as pa
 
