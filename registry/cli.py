@@ -39,6 +39,7 @@ def cli() -> None:
     measure   time the real model on a CUDA GPU and write a measurement file
     summary   the summary contract of a report: predicted (and measured) time, top modules
     report    a stored report, rebuilt from its rows
+    serve     the HTTP service of contracts/openapi.yaml
 
     The registry is ./dsocr-registry.duckdb unless --db or DSOCR_REGISTRY_URL names another
     (a file path, or postgresql://host/dbname).
@@ -529,6 +530,46 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
     _serving_output(scenario, scenario_id, points, fmt)
     if requests_out is not None and fmt == "table":
         click.echo(f"{len(requests['page'])} pages -> {requests_out}")
+
+
+@cli.command()
+@click.option("--db", "db_url", envvar="DSOCR_REGISTRY_URL", metavar="URL_OR_PATH",
+              help="DuckDB file or postgresql:// URL [env DSOCR_REGISTRY_URL; default ./dsocr-registry.duckdb].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; beyond loopback (e.g. 0.0.0.0) a token is required.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes (more than 1 needs a postgresql:// registry: a DuckDB file has one process).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+              help="File holding the bearer token the write endpoints (POST) require [or env DSOCR_SERVICE_TOKEN].")
+@click.option("--analysis-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              metavar="SECONDS", help="An analysis running longer fails its run.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="On SIGTERM/SIGINT, how long in-flight runs may take to finish before they are failed.")
+def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_grace):
+    """Serve contracts/openapi.yaml over HTTP: runs, summaries, reports, what-if and serving scenarios.
+
+    POST /analytic/deepseek-ocr/run answers 202 with a run id and its status URL; the analysis runs in a worker
+    process and is stored in one transaction. The contract is at /openapi.yaml and browsable at /docs; /healthz
+    checks the database and its schema. One JSON log line per request goes to standard error.
+
+    \b
+    Examples:
+      dsocr-registry serve --db registry.duckdb
+      DSOCR_SERVICE_TOKEN=secret dsocr-registry serve --db postgresql://db/registry --host 0.0.0.0 --workers 4
+    """
+    import os
+
+    from registry.service import ServiceConfig, serve as run_service
+
+    token = os.environ.get("DSOCR_SERVICE_TOKEN") or None
+    if token_file is not None:
+        token = token_file.read_text("utf-8").strip() or None
+        if token is None:
+            raise click.UsageError(f"--token-file {token_file}: the file is empty")
+    config = ServiceConfig(db=db_url, token=token, analysis_timeout_s=analysis_timeout,
+                           shutdown_grace_s=shutdown_grace)
+    run_service(config, host, port, workers)
 
 
 def load_scenario_checked(path):

@@ -39,6 +39,10 @@ class DatabaseLockedError(RegistryError):
     pass
 
 
+class ReportNotFoundError(RegistryError):
+    """No stored report has the id asked for."""
+
+
 class DatabaseError(RegistryError):
     """A statement the database refused (a constraint, an out-of-range value): its first line, nothing else."""
 

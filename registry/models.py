@@ -387,3 +387,22 @@ class ServingRequest(Base):
     first_token_s: Mapped[float] = mapped_column(sa.Double)
     finish_s: Mapped[float] = mapped_column(sa.Double)
     preemptions: Mapped[int] = mapped_column(sa.Integer)
+
+
+class AnalysisRun(Base):
+    """One accepted `run` request of the HTTP service (revision 0009): its state outlives the process that serves
+    it. Identical requests share `request_key`; `owner` is the service process that runs it and `updated_at` when
+    that process last touched it."""
+
+    __tablename__ = "analysis_runs"
+    __table_args__ = (sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed')",
+                                         name="ck_analysis_runs_status"),)
+    run_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    request_key: Mapped[str] = mapped_column(sa.String(64), index=True)
+    request: Mapped[str] = mapped_column(sa.Text)  # the request as canonical JSON
+    status: Mapped[str] = mapped_column(sa.String(16))
+    report_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # one line, when failed
+    owner: Mapped[str] = mapped_column(sa.String(120))
+    created_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+    updated_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from registry.db import Registry, RegistryError
+from registry.db import Registry, RegistryError, ReportNotFoundError
 
 DEFAULT_RUNTIME = "hf-eager"  # the runtime a scenario prices under when it names none
 # A summary prices on the H200 under the shipped profile of the report's own execution (hf-eager or vllm) unless a
@@ -58,13 +58,16 @@ def find_report(conn, workload, execution="hf-eager") -> int | None:
 
 
 def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
-                   execution="hf-eager") -> list[int]:
+                   execution="hf-eager", analyze=None) -> list[int]:
     """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
-    execution)) and ingesting those not stored yet."""
+    execution); the service passes one that runs in a worker process, with a time limit) and ingesting those not
+    stored yet."""
     from tqdm import tqdm
 
-    from analyzer.analysis import analyze
     from registry.ingest import write_report
+
+    if analyze is None:
+        from analyzer.analysis import analyze
 
     execution = _execution(execution)
     with registry.begin() as conn:
@@ -248,7 +251,7 @@ def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None, str]:
         "SELECT r.id, r.variant, w.profile_id, COALESCE(r.execution, 'hf-eager') FROM reports r "
         "JOIN workloads w ON w.id = r.workload_id WHERE r.report_id = :r"), {"r": report_id}).first()
     if row is None:
-        raise RegistryError(f"no report {report_id!r} in the registry")
+        raise ReportNotFoundError(f"no report {report_id!r} in the registry")
     return int(row[0]), row[1], row[2], row[3]
 
 

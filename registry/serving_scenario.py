@@ -225,7 +225,7 @@ def check_runtimes(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], lis
 
 def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progress: bool = False,
                 rates: tuple | None = None, only: tuple[str, str] | None = None,
-                keep_requests: bool = False) -> tuple[int, list[dict], dict]:
+                keep_requests: bool = False, analyze=None) -> tuple[int, list[dict], dict]:
     """Simulate every GPU x runtime x rate (or one point: `only` = (hardware, runtime), `rates`); record the
     scenario and its serving points; return (scenario id, rows of v_serving_summary, per-request arrays of the
     last point)."""
@@ -245,7 +245,7 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
     pages = _page_names(scenario, spec)
     overrides = _overrides(scenario)
     costs = step_costs(registry, scenario.name, profile, base, pages, [h for h, _ in hardware],
-                       [r for r, _, _ in runtimes], progress, overrides)
+                       [r for r, _, _ in runtimes], progress, overrides, analyze)
     rows, requests = [], {}
     bar = tqdm(total=len(costs) * len(rates) * spec.count, unit="page", desc="simulating", file=sys.stderr,
                disable=not progress, leave=False)

@@ -72,6 +72,18 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
     node = yaml.compose(text)  # well-formed by now; its marks give each key's line
     scenario = Scenario(name=path.stem, source=str(path), data=data if isinstance(data, dict) else {},
                         lines=_lines(node) if node is not None else {})
+    return _checked(scenario, data)
+
+
+def scenario_from_mapping(data: Any, source: str) -> Scenario:
+    """A scenario given as a mapping (an HTTP request body) rather than a file; errors name `source` and the key."""
+    name = data.get("name") if isinstance(data, dict) else None
+    scenario = Scenario(name=str(name or "scenario"), source=source, data=data if isinstance(data, dict) else {},
+                        lines={})
+    return _checked(scenario, data)
+
+
+def _checked(scenario: Scenario, data: Any) -> Scenario:
     if not isinstance(data, dict):
         raise scenario.fail((), "a scenario must be a mapping with base, sweep, overrides and target")
     _check_keys(scenario, (), data, SCENARIO_KEYS)
@@ -92,7 +104,7 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
             raise scenario.fail(("sweep", key), "is empty: list at least one value")
     if "hardware" not in data["sweep"]:
         raise scenario.fail(("sweep",), "missing key 'hardware'")
-    name = data.get("name", path.stem)
+    name = data.get("name", scenario.name)
     return attrs.evolve(scenario, name=str(name))
 
 
@@ -179,10 +191,11 @@ def _overrides(scenario: Scenario) -> dict[str, float | None]:
     return out
 
 
-def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False) -> tuple[int, list[dict]]:
-    """Analyze what is missing (each workload under the execution of every runtime it is priced under), record
-    the scenario and its points (workloads x GPUs x runtimes, each runtime paired with the report of its own
-    execution), and read the priced points."""
+def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False,
+                 analyze=None) -> tuple[int, list[dict]]:
+    """Analyze what is missing (each workload under the execution of every runtime it is priced under, with
+    `analyze` if given: see ensure_reports), record the scenario and its points (workloads x GPUs x runtimes, each
+    runtime paired with the report of its own execution), and read the priced points."""
     from registry.catalog import runtime_execution
 
     overrides = _overrides(scenario)
@@ -190,7 +203,8 @@ def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False)
     with registry.begin() as conn:
         hardware, runtimes = resolve_devices(scenario, conn)
         executions = {runtime_id: runtime_execution(conn, runtime_id) for runtime_id, _, _ in runtimes}
-    report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution)
+    report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution,
+                                             analyze)
                    for execution in dict.fromkeys(executions.values())}
     points = [(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
               for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes]
