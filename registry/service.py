@@ -49,6 +49,7 @@ MAX_SCENARIO_ANALYSES = 32  # workloads a scenario request may analyze (the rest
 DEFAULT_ANALYSIS_TIMEOUT_S = 600.0
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
 HEARTBEAT_S = 5.0
+STOPPED = "failed: the service stopped before the analysis ended"
 SUMMARY_CACHE_TTL_S = 5.0
 SUMMARY_CACHE_ENTRIES = 4096
 BASE = "/analytic/deepseek-ocr"
@@ -290,16 +291,18 @@ class Service:
             log.info(json.dumps({"event": "waiting for runs", "runs": len(pending),
                                  "grace_s": self.config.shutdown_grace_s}))
             concurrent.futures.wait(pending, timeout=self.config.shutdown_grace_s)
+        cut_off = [run_id for run_id, future in list(self.in_flight.items()) if not future.done()]
         self.pool.close()  # an analysis still going ends here; its run fails
         self.jobs.shutdown(wait=True, cancel_futures=True)
 
         def settle():
             with self.registry.begin() as conn:
                 runs = interrupted_runs(conn, owner=self.owner)
-            return settle_interrupted(self.registry, runs, "failed: the service stopped before the analysis ended")
+            return settle_interrupted(self.registry, runs, STOPPED)
 
         try:
-            self.write(settle)
+            settled = self.write(settle)
+            log.info(json.dumps({"event": "stopped", "runs_cut_off": sorted(set(cut_off) | {r for r, _ in settled})}))
         finally:
             self.writer.shutdown(wait=True)
             if self._anchor is not None:
@@ -349,6 +352,8 @@ class Service:
             self.write(store)
             log.info(json.dumps({"event": "run done", "run_id": run_id, "report_id": report.report_id}))
         except BaseException as exc:  # noqa: BLE001 - any failure is the run's, stated in one line
+            if self.stopping.is_set() and self.pool.closed:
+                exc = RegistryError(STOPPED)
             message = str(exc) if isinstance(exc, (RegistryError, AnalyzerInputError, ApiError)) else \
                 f"analysis failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             if not isinstance(exc, (RegistryError, AnalyzerInputError, ApiError)):
