@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -163,6 +164,17 @@ def _analyze_in_worker(kind: str, payload):
     return analyze(workload, execution)
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """In a worker: leave as soon as the service process is gone (killed), rather than linger as an orphan."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 class AnalysisPool:
     """Worker processes for analyses, each waited for at most `timeout_s` (then the workers are replaced)."""
 
@@ -171,6 +183,7 @@ class AnalysisPool:
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self.closed = False
+        self.busy = 0  # analyses submitted and not finished
 
     def _pool(self) -> concurrent.futures.ProcessPoolExecutor:
         with self._lock:
@@ -179,12 +192,16 @@ class AnalysisPool:
             if self._executor is None:
                 # spawn: a fork of a process that runs DuckDB and uvicorn threads is not safe
                 self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"))
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+                    initargs=(os.getpid(),))
             return self._executor
 
     def run(self, kind: str, payload, heartbeat=None):
         """The analysis' result; AnalysisTimeout past the limit; `heartbeat()` every HEARTBEAT_S while waiting."""
         future = self._pool().submit(_analyze_in_worker, kind, payload)
+        with self._lock:
+            self.busy += 1
+        future.add_done_callback(lambda _: self._done())
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
@@ -199,6 +216,10 @@ class AnalysisPool:
                 self.restart()
                 raise RegistryError("the analysis worker stopped (killed, or out of memory)") from None
 
+    def _done(self) -> None:
+        with self._lock:
+            self.busy -= 1
+
     def restart(self) -> None:
         with self._lock:
             executor, self._executor = self._executor, None
@@ -206,9 +227,16 @@ class AnalysisPool:
             _kill_workers(executor)
 
     def close(self) -> None:
+        """No more analyses: idle workers leave cleanly; an analysis still going is ended."""
         with self._lock:
             self.closed = True
-        self.restart()
+            executor, busy = self._executor, self.busy
+            if not busy:
+                self._executor = None
+        if busy:
+            self.restart()
+        elif executor is not None:
+            executor.shutdown(wait=True)
 
 
 def _kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -243,7 +271,9 @@ class Service:
         self.pool = AnalysisPool(max(1, config.analysis_workers), config.analysis_timeout_s)
         self.in_flight: dict[str, concurrent.futures.Future] = {}
         self.stopping = threading.Event()
-        self._summaries: dict[tuple, tuple[float, dict]] = {}
+        self._summaries: dict[tuple, tuple[float, bytes]] = {}
+        self._refreshing: set[tuple] = set()
+        self.refresher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="summary-refresh")
         self._anchor = None
         # A summary depends on the report's rows (immutable), the GPU and runtime catalogs and the measurements.
         # On DuckDB only this process can write them, and every write here clears the cache; on PostgreSQL other
@@ -294,6 +324,7 @@ class Service:
         cut_off = [run_id for run_id, future in list(self.in_flight.items()) if not future.done()]
         self.pool.close()  # an analysis still going ends here; its run fails
         self.jobs.shutdown(wait=True, cancel_futures=True)
+        self.refresher.shutdown(wait=True, cancel_futures=True)
 
         def settle():
             with self.registry.begin() as conn:
@@ -366,14 +397,36 @@ class Service:
         return self.pool.run("workload", (workload, str(getattr(execution, "value", execution))))
 
     # -- reads ------------------------------------------------------------------------------------------------
-    def summary(self, report_id: str, hardware: str, runtime: str | None, top: int) -> dict:
+    def cached_summary(self, key: tuple) -> bytes | None:
+        """The JSON of a summary priced before (answered on the event loop: no thread, no query). Past its time to
+        live it is still answered while one background pricing refreshes it, so that requests never queue
+        behind a pricing of a summary they have."""
+        cached = self._summaries.get(key)
+        if cached is None:
+            return None
+        if time.monotonic() >= cached[0] and key not in self._refreshing:
+            self._refreshing.add(key)
+
+            def refresh():
+                try:
+                    self.summary(*key, use_cache=False)
+                except Exception:  # noqa: BLE001 - the next request that misses the cache gets the error
+                    self._summaries.pop(key, None)
+                finally:
+                    self._refreshing.discard(key)
+
+            self.refresher.submit(refresh)
+        return cached[1]
+
+    def summary(self, report_id: str, hardware: str, runtime: str | None, top: int, use_cache: bool = True) -> bytes:
         from registry.contract import plain, summarize
 
         key = (report_id, hardware, runtime, top)
-        cached = self._summaries.get(key)
-        if cached is not None and time.monotonic() < cached[0]:
-            return cached[1]
-        result = plain(summarize(self.registry, report_id, hardware, runtime, top=top))
+        cached = self.cached_summary(key) if use_cache else None
+        if cached is not None:
+            return cached
+        result = json.dumps(_jsonable(plain(summarize(self.registry, report_id, hardware, runtime, top=top))),
+                            allow_nan=False, separators=(",", ":")).encode()
         if len(self._summaries) > SUMMARY_CACHE_ENTRIES:
             self._summaries.clear()
         self._summaries[key] = (time.monotonic() + self.summary_ttl_s, result)
@@ -463,9 +516,9 @@ def create_app(config: ServiceConfig | None = None):
         top_text = params.get("top", "5")
         if not top_text.isdigit() or not 1 <= int(top_text) <= 100:
             raise ApiError(400, f"top must be an integer from 1 to 100, got {top_text!r}")
-        result = await run_in_threadpool(service().summary, request.path_params["report_id"], hardware, runtime,
-                                         int(top_text))
-        return json_response(result)
+        key = (request.path_params["report_id"], hardware, runtime, int(top_text))
+        body = service().cached_summary(key) or await run_in_threadpool(service().summary, *key)
+        return Response(body, media_type="application/json")
 
     async def model(request):
         from analyzer.report import report_to_dict
@@ -665,7 +718,6 @@ ENV_CONFIG = "DSOCR_SERVICE_CONFIG"
 
 def app_from_env():
     """The app of one uvicorn worker process (`serve --workers N`): its config comes from the parent as JSON."""
-    import os
 
     configure_logging()
     return create_app(ServiceConfig(**json.loads(os.environ[ENV_CONFIG])))
@@ -684,8 +736,6 @@ def is_loopback(host: str) -> bool:
 
 def serve(config: ServiceConfig, host: str, port: int, workers: int) -> None:
     """Run the service with uvicorn until SIGINT/SIGTERM (then a graceful stop)."""
-    import os
-
     import uvicorn
 
     from registry.db import describe, is_duckdb, resolve_url
