@@ -338,6 +338,9 @@ def test_a_run_stopped_midway_reads_failed_after_restart(registry_url, sig, tmp_
     finally:
         code, stderr = restarted.stop()
     assert code in (0, -signal.SIGTERM), stderr
+    # settled in the table too (at the stop, or at the restart after a kill), not only read as failed
+    assert rows(registry_url, "SELECT run_id, status, report_id FROM analysis_runs") == [
+        (accepted["run_id"], "failed", None)]
     access = [json.loads(line) for line in stderr.splitlines() if line.startswith('{"ts"')]
     assert [(a["method"], a["path"], a["status"]) for a in access][-2:] == [
         ("GET", accepted["status_url"], 200), ("GET", "/healthz", 200)]
