@@ -81,13 +81,14 @@ def test_contract_fuzzed(registry_url):
             def check(case):
                 response = case.call_and_validate(checks=[not_a_server_error, status_code_conformance,
                                                           content_type_conformance, response_schema_conformance])
-                calls.setdefault(operation.label, set()).add(response.status_code)
+                calls.setdefault(operation.label, []).append(response.status_code)
 
             check()
     assert len(calls) == len(OPENAPI_OPERATIONS), calls
-    assert calls["GET /healthz"] == {200}
+    assert set(calls["GET /healthz"]) == {200}
     assert 404 in calls["GET /analytic/deepseek-ocr/{report_id}/model"]
     assert 400 in calls["POST /analytic/deepseek-ocr/run"]
+    print(f"Schemathesis: {sum(map(len, calls.values()))} requests over {len(calls)} operations")
 
 
 OPENAPI_OPERATIONS = [(method, path) for path, item in OPENAPI["paths"].items() for method in item]
