@@ -373,3 +373,23 @@ def test_whatif_scenario_answers_as_the_command_line(client, registry_url, store
         assert refused.status_code == 400 and refused.json()["error"].startswith(message), refused.json()
     refused = client.post("/serving/scenarios", json=SCENARIO)
     assert refused.status_code == 400 and refused.json()["error"].startswith("scenario: no serving block")
+
+
+SERVING = {"name": "tiny-serving", "base": {"profile": "dsocr-standard-v1"},
+           "sweep": {"hardware": ["h100-sxm"], "runtime": ["vllm"]},
+           "serving": {"engine": "vllm-v1", "arrival": {"rate_per_s": [2]}, "pages": {"count": 50, "seed": 7}},
+           "target": {"ttft_p99_s": 5}}
+
+
+def test_serving_scenario_analyzes_in_the_worker_and_answers_as_the_command_line(client, registry_url, tmp_path):
+    answer = client.post("/serving/scenarios", json=SERVING)
+    assert answer.status_code == 200, answer.text
+    validate_component(answer.json(), "ServingResult")
+    (point,) = answer.json()["serving"]
+    assert (point["hardware"], point["runtime"], point["arrival_rate_per_s"], point["pages"]) == (
+        "h100-sxm", "vllm@3", 2.0, 50)
+    assert rows(registry_url, "SELECT COUNT(*) FROM reports WHERE execution = 'vllm'")[0][0] > 0  # probes stored
+    path = tmp_path / "tiny-serving.yaml"
+    path.write_text(yaml.safe_dump(SERVING))
+    cli = json.loads(run_command(["whatif", "--scenario", str(path), "--db", registry_url, "--format", "json"]).output)
+    assert cli["serving"] == answer.json()["serving"]  # the same simulation, the same seed, the same numbers
