@@ -35,7 +35,8 @@ def _known_profile(instance, attribute, value):
 @attrs.frozen(kw_only=True)
 class DeepSeekOCRAnalyticRequest:
     model_id: str = attrs.field(validator=_known_model)
-    model_variant: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))  # None: from model_id
+    # None: derived from model_id
+    model_variant: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
     workload_profile_id: str = attrs.field(validator=_known_profile)
     profile_run_id: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
     force_rebuild: bool = attrs.field(default=False, validator=v.instance_of(bool))

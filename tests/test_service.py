@@ -208,7 +208,8 @@ def test_request_bodies_are_limited_and_checked(client, registry_url):
         (b"{" * 40 + b"}" * 40, "request body is not valid JSON"),
         (json.dumps({"a": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}).encode(), "request body nests deeper than 16 levels"),
         (b"", "the request body is empty: send a JSON object"),
-        (json.dumps({"model_id": "deepseek-ai/DeepSeek-OCR"}).encode(), "request: missing field(s): workload_profile_id"),
+        (json.dumps({"model_id": "deepseek-ai/DeepSeek-OCR"}).encode(),
+         "request: missing field(s): workload_profile_id"),
         (json.dumps(dict(REQUEST, speed=1)).encode(), "request: unknown request field(s): speed"),
         (json.dumps(dict(REQUEST, force_rebuild="yes")).encode(), "request: 'force_rebuild' must be <class 'bool'>"),
         (json.dumps(dict(REQUEST, profile_run_id=7)).encode(), "request: 'profile_run_id' must be <class 'str'>"),
@@ -364,7 +365,8 @@ def test_whatif_scenario_answers_as_the_command_line(client, registry_url, store
     assert answer.json()["scenario_id"] != cli["scenario_id"]
     assert answer.json()["points"] == cli["points"]
     assert [p["report_id"] for p in cli["points"]] == [stored_report, stored_report]
-    for body, message in [({"sweep": {"hardware": ["h1000"]}}, "scenario: sweep.hardware: unknown hardware 'h1000' (did you mean 'h200'?)"),
+    for body, message in [({"sweep": {"hardware": ["h1000"]}},
+                           "scenario: sweep.hardware: unknown hardware 'h1000' (did you mean 'h200'?)"),
                           ({"sweep": {}, "speed": 3}, "scenario: speed: unknown key"),
                           (dict(SCENARIO, serving={"engine": "vllm-v1"}), "scenario: a serving block is simulated"),
                           ({"sweep": {"hardware": ["h200"], "batch": list(range(1, 40))}},
