@@ -18,8 +18,20 @@ from registry.pricing import DEFAULT_SUMMARY_HARDWARE
 EXECUTIONS = tuple(e.value for e in Execution)
 
 
+def _set_debug(ctx, param, value):
+    if value:
+        import os
+
+        from registry.entry import DEBUG_ENV
+
+        os.environ[DEBUG_ENV] = "1"
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dsocr-registry", prog_name="dsocr-registry")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Print the traceback of an unexpected error (for a bug report); same as DSOCR_DEBUG=1.")
 def cli() -> None:
     """Analytic cost model of DeepSeek-OCR and DeepSeek-OCR-2, stored in a SQL registry.
 
@@ -178,6 +190,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
       dsocr-registry analyze -w dsocr-standard-v1 -o - -q | dsocr-registry ingest -
       dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
     """
+    from analyzer.fileio import one_line
     from registry.db import describe
     from registry.ingest import discover, ingest_sources, summarize
 
@@ -199,7 +212,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     elapsed = time.perf_counter() - started
     for outcome in outcomes:
         if outcome.status == "failed":
-            click.echo(f"{outcome.source}: {outcome.message}", err=True)
+            click.echo(one_line(f"{outcome.source}: {outcome.message}"), err=True)
         elif outcome.status == "skipped":
             click.echo(f"{outcome.source}: {outcome.report_id} already present, skipped", err=True)
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))

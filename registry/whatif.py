@@ -14,7 +14,7 @@ import attrs
 import yaml
 
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import parse_yaml
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, quote
 from registry.catalog import suggestion
 from registry.db import Registry, RegistryError
 from registry.pricing import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
@@ -64,12 +64,10 @@ class Scenario:
 
 def load_scenario(path: str | pathlib.Path) -> Scenario:
     path = pathlib.Path(path)
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    data = parse_yaml(text, str(path), ScenarioError)
-    node = yaml.compose(text)  # well-formed by now; its marks give each key's line
+    # within the input limits; aliases are accepted (a sweep may repeat a list), their expanded size capped
+    data = load_document(path, "yaml", MAX_SMALL_FILE_BYTES, ScenarioError, aliases=True)
+    text = path.read_text("utf-8")
+    node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # its marks give key lines
     scenario = Scenario(name=path.stem, source=str(path), data=data if isinstance(data, dict) else {},
                         lines=_lines(node) if node is not None else {})
     if not isinstance(data, dict):
@@ -169,13 +167,13 @@ def _overrides(scenario: Scenario) -> dict[str, float | None]:
             out[key] = None
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise scenario.fail(("overrides", key), f"must be a positive number, got {value!r}")
+            raise scenario.fail(("overrides", key), f"must be a positive number, got {quote(value)}")
         out[key] = float(value)
     target = scenario.data.get("target") or {}
     for key in TARGET_KEYS:
         value = target.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise scenario.fail(("target", key), f"must be a positive number, got {value!r}")
+            raise scenario.fail(("target", key), f"must be a positive number, got {quote(value)}")
     return out
 
 
