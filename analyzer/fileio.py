@@ -31,6 +31,7 @@ MAX_SMALL_FILE_BYTES = 1 * 2**20  # profiles, scenarios, catalogs, SQL
 MAX_DEPTH = 32  # nesting of lists and mappings; a report nests 6 deep
 MAX_EXPANDED_VALUES = 100_000  # values a YAML document with aliases may expand to (scenarios, catalogs)
 MAX_STRING_CHARS = 100_000
+MAX_KEY_CHARS = 200  # a mapping key is a name: the registry's name columns hold at most 200 characters
 INT_MIN, INT_MAX = -2**63, 2**63 - 1  # BIGINT, the widest integer column
 QUOTE_CHARS = 100  # an error quotes at most this much of an input value
 MESSAGE_CHARS = 300  # an error line is cut to this length
@@ -52,6 +53,13 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
         return f"an integer of {value.bit_length():,} bits"
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def quote_names(names, shown: int = 5) -> str:
+    """A few names of a set, each cut to 40 characters: 'a, b, c and 7 more'."""
+    ordered = sorted(str(name) for name in names)
+    text = ", ".join(name if len(name) <= 40 else name[:40] + "..." for name in ordered[:shown])
+    return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
 def one_line(message: str, limit: int = MESSAGE_CHARS) -> str:
@@ -241,6 +249,9 @@ def check_values(data: Any) -> None:
                 for key, item in value.items():
                     if not isinstance(key, str):
                         raise InputLimitError(f"{key_path(path)}: key {quote(key)} is not a string")
+                    if len(key) > MAX_KEY_CHARS:
+                        raise InputLimitError(f"{key_path(path)}: key {quote(key)} is longer than {MAX_KEY_CHARS} "
+                                              f"characters")
                     _check_string(key, (*path, key))
                     stack.append((item, (*path, key), depth + 1))
             else:
@@ -279,6 +290,24 @@ def load_document(path: str | os.PathLike | None, fmt: str, max_bytes: int, erro
         if not raw.strip():
             raise InputLimitError("empty file")
         return parse_document(decode_text(raw), fmt, aliases)
+    except OSError as exc:
+        raise error(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except InputLimitError as exc:
+        raise error(exc.located(source)) from None
+
+
+def load_text(path: str | os.PathLike | None, max_bytes: int, error: type[Exception], source: str | None = None
+              ) -> str:
+    """A plain text input (an SQL query), within the size limit, UTF-8, with no NUL character."""
+    source = source if source is not None else ("<stdin>" if path is None else str(path))
+    try:
+        text = decode_text(read_input(path, max_bytes))
+        bad = _UNSTORABLE.search(text)
+        if bad is not None:
+            line = text.count("\n", 0, bad.start()) + 1
+            raise InputLimitError("a NUL character" if bad.group() == "\x00" else "an unpaired UTF-16 surrogate",
+                                  line)
+        return text
     except OSError as exc:
         raise error(f"{source}: cannot read: {exc.strerror or exc}") from None
     except InputLimitError as exc:

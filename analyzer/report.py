@@ -27,6 +27,7 @@ import yaml
 from attrs import validators as v
 
 from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
+from analyzer.errors import OneLineError
 from analyzer.execution import Execution
 from analyzer.fileio import MAX_REPORT_BYTES, InputLimitError, decode_text, parse_document, quote, read_input
 
@@ -35,7 +36,7 @@ READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 TERA = 1e12  # decimal: 1 TFLOP = 1e12 FLOPs, 1 TB = 1e12 bytes
 
 
-class ReportFormatError(ValueError):
+class ReportFormatError(OneLineError, ValueError):
     """A report file or mapping that is not a valid AnalyticModelReport."""
 
 

@@ -12,7 +12,7 @@ from analyzer.architecture import canonical_variant, load_spec
 from analyzer.defaults import (DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PAGE_HEIGHT_PX, DEFAULT_PAGE_WIDTH_PX,
                                DEFAULT_PROMPT_TEXT_TOKENS)
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names
 
 MAX_PAGE_SIDE_PX = 16384
 MAX_BATCH = 4096
@@ -83,14 +83,14 @@ def choose_tile_grid(width_px: int, height_px: int, tile_px: int, min_tiles: int
 
 
 def parse_page(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(-?\d+)\s*[xX×]\s*(-?\d+)\s*", str(text))
+    match = re.fullmatch(r"\s*(-?\d{1,12})\s*[xX×]\s*(-?\d{1,12})\s*", str(text))
     if not match:
         raise AnalyzerInputError(f"page size {quote(text)} is not WIDTHxHEIGHT in pixels, e.g. 1654x2339")
     return int(match.group(1)), int(match.group(2))
 
 
 def parse_tiles(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
+    match = re.fullmatch(r"\s*(\d{1,12})\s*[xX×]\s*(\d{1,12})\s*", str(text))
     if not match:
         raise AnalyzerInputError(f"tile grid {quote(text)} is not COLUMNSxROWS, e.g. 3x2")
     return int(match.group(1)), int(match.group(2))
@@ -124,6 +124,13 @@ class ViewLayout:
         return self.tiles_wide * self.tiles_high
 
 
+def _optional_text(name: str):
+    def check(instance, attribute, value):
+        if value is not None and not isinstance(value, str):
+            raise AnalyzerInputError(f"{name} must be a string, got {quote(value)}")
+    return check
+
+
 @attrs.frozen(kw_only=True)
 class Workload:
     """One analyzable workload: which model, which page, how many tokens, which batch."""
@@ -142,7 +149,7 @@ class Workload:
     new_tokens: int = attrs.field(default=DEFAULT_NEW_TOKENS, validator=_positive("new tokens", 1))
     batch: int = attrs.field(default=DEFAULT_BATCH, validator=_positive("batch", 1, MAX_BATCH))
     decoding: str = "greedy"
-    profile_id: str | None = None
+    profile_id: str | None = attrs.field(default=None, validator=_optional_text("profile id"))
 
     def __attrs_post_init__(self) -> None:
         mode = canonical_mode(self.variant, self.mode)
@@ -221,20 +228,24 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
         raise AnalyzerInputError(f"{source}: a workload profile must be a mapping")
     unknown = set(data) - PROFILE_KEYS
     if unknown:
-        raise AnalyzerInputError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise AnalyzerInputError(f"{source}: unknown key(s) {quote_names(unknown)}")
     missing = {"variant", "mode"} - set(data)
     if missing:
         raise AnalyzerInputError(f"{source}: missing key(s) {', '.join(sorted(missing))}")
-    fields: dict[str, Any] = dict(
-        variant=data["variant"], mode=data["mode"], min_tiles=data.get("min_tiles"), max_tiles=data.get("max_tiles"),
-        tile_grid=parse_tiles(data["tiles"]) if data.get("tiles") is not None else None,
-        prompt_text_tokens=data.get("prompt_text_tokens"), new_tokens=data.get("new_tokens"),
-        batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
-    if data.get("page") is not None:
-        fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
-    fields.update(overrides)
-    # A field left out (None) takes the Workload's default, defined there once.
-    return Workload(**{k: v for k, v in fields.items() if v is not None})
+    try:
+        fields: dict[str, Any] = dict(
+            variant=data["variant"], mode=data["mode"], min_tiles=data.get("min_tiles"),
+            max_tiles=data.get("max_tiles"),
+            tile_grid=parse_tiles(data["tiles"]) if data.get("tiles") is not None else None,
+            prompt_text_tokens=data.get("prompt_text_tokens"), new_tokens=data.get("new_tokens"),
+            batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
+        if data.get("page") is not None:
+            fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
+        fields.update(overrides)
+        # A field left out (None) takes the Workload's default, defined there once.
+        return Workload(**{k: v for k, v in fields.items() if v is not None})
+    except AnalyzerInputError as exc:
+        raise AnalyzerInputError(f"{source}: {exc}") from None
 
 
 def profile_names() -> list[str]:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId
 from analyzer.execution import Execution
-from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names
 from registry.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
@@ -99,7 +99,7 @@ def _checked(entry: dict, label: str, kind: str, keys: set[str], required: set[s
     where = f"{label}: {kind} {quote(name)}" if name else label
     unknown = set(entry) - keys
     if unknown:
-        raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise RegistryError(f"{where}: unknown key(s) {quote_names(unknown)}")
     missing = required - set(entry)
     if missing:
         raise RegistryError(f"{where}: missing key(s) {', '.join(sorted(missing))}")

@@ -245,7 +245,7 @@ def print_rows(columns, rows, fmt: str) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("query", required=False)
 @db_options
-@click.option("--file", "-f", "sql_file", type=click.File("r", encoding="utf-8"),
+@click.option("--file", "-f", "sql_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read the query from this file (- for standard input); comments are fine.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
@@ -266,10 +266,13 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
     if (query is None) == (sql_file is None):
         raise click.UsageError("give the query as QUERY, or --file FILE, not both" if query is not None
                                else "give a query: QUERY, - (standard input) or --file FILE")
-    if sql_file is not None:
-        query = sql_file.read()
-    elif query == "-":
-        query = sys.stdin.read()
+    from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_text
+
+    if sql_file is not None or query == "-":
+        path = None if sql_file in (None, "-") else sql_file
+        query = load_text(path, MAX_SMALL_FILE_BYTES, RegistryError)
+    elif "\x00" in query:
+        raise click.UsageError("the query holds a NUL character")
     if not query.strip():
         raise click.UsageError("the query is empty")
     registry = open_registry(db_url, lock_timeout)

@@ -192,7 +192,28 @@ def parse(path: str | pathlib.Path) -> tuple[dict, list[MappedRow], str]:
     env, rows, file_hash = load_file(path)
     if not rows:
         raise MeasurementError(f"{path}: no rows")
-    return env, [map_row(row, i, str(path)) for i, row in enumerate(rows)], file_hash
+    mapped = [map_row(row, i, str(path)) for i, row in enumerate(rows)]
+    for row in mapped:
+        _check_stored(row, f"{path}: row {row.index}")
+    return env, mapped, file_hash
+
+
+def _check_stored(row: MappedRow, where: str) -> None:
+    """The values of a row's `measurements` columns: integers where the column holds integers, and within the
+    column (the same verdict on both backends)."""
+    from registry.models import ColumnValueError, check_row
+
+    values = {"kind": row.kind, "variant": row.variant, "batch": row.batch, "reps": row.raw.get("reps"),
+              "stage": row.stage, "view_kind": row.view_kind}
+    for key in ("batch", "reps"):
+        value = values[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise MeasurementError(f"{where}: {key} must be an integer, got {quote(value)}")
+    try:
+        check_row("measurements", values)
+    except ColumnValueError as exc:
+        raise MeasurementError(f"{where}: {exc.column}: {quote(exc.value)} does not fit the registry (it holds "
+                               f"{exc.limit})") from None
 
 
 def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:

@@ -7,6 +7,7 @@ reading the answers (every formula is in the SQL views) is registry.pricing's.
 from __future__ import annotations
 
 import itertools
+import math
 import pathlib
 from typing import Any
 
@@ -26,6 +27,7 @@ SWEEP_KEYS = {"hardware", "runtime", "variant", "mode", "page", "tiles", "batch"
 OVERRIDE_KEYS = {"peak_tflops", "memory_tb_per_s", "memory_gb", "efficiency_scale"}
 TARGET_KEYS = {"pages_per_day", "page_latency_s", "ttft_p99_s", "page_latency_p99_s"}
 DEFAULT_PROFILE = "dsocr-standard-v1"  # the base workload when a scenario names none
+MAX_SWEEP_POINTS = 10_000  # combinations of a sweep (each is a workload analyzed and priced)
 
 
 class ScenarioError(RegistryError):
@@ -90,6 +92,9 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
             raise scenario.fail(("sweep", key), "is empty: list at least one value")
     if "hardware" not in data["sweep"]:
         raise scenario.fail(("sweep",), "missing key 'hardware'")
+    points = math.prod(len(values) for values in data["sweep"].values())
+    if points > MAX_SWEEP_POINTS:
+        raise scenario.fail(("sweep",), f"{points:,} combinations exceed the limit of {MAX_SWEEP_POINTS:,}")
     name = data.get("name", path.stem)
     return attrs.evolve(scenario, name=str(name))
 
