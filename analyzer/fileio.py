@@ -143,8 +143,16 @@ def _parse_json(text: str) -> Any:
         raise InputLimitError(f"nesting deeper than {MAX_DEPTH} levels") from None
     except InputLimitError:
         raise
-    except ValueError as exc:  # an integer of more than 4300 digits
-        raise InputLimitError(f"malformed JSON: {one_line(str(exc), QUOTE_CHARS)}") from None
+    except ValueError as exc:
+        raise _value_error("JSON", exc) from None
+
+
+def _value_error(fmt: str, exc: ValueError) -> InputLimitError:
+    """A value the parser could not convert: an integer of thousands of digits (Python refuses to convert more
+    than sys.get_int_max_str_digits()), or a YAML timestamp that is no date."""
+    if "integer string conversion" in str(exc):
+        return InputLimitError("an integer of thousands of digits is beyond the 64-bit integer range")
+    return InputLimitError(f"malformed {fmt} ({one_line(str(exc), QUOTE_CHARS)})")
 
 
 class _DocumentLoader(_YAML_LOADER):
@@ -217,8 +225,8 @@ def _parse_yaml(text: str, aliases: bool) -> Any:
         raise InputLimitError(f"nesting deeper than {MAX_DEPTH} levels") from None
     except InputLimitError:
         raise
-    except ValueError as exc:  # an integer of more than 4300 digits
-        raise InputLimitError(f"malformed YAML: {one_line(str(exc), QUOTE_CHARS)}") from None
+    except ValueError as exc:
+        raise _value_error("YAML", exc) from None
 
 
 def check_values(data: Any) -> None:

@@ -565,7 +565,8 @@ def loads(text_content: str, fmt: str) -> AnalyticModelReport:
 
 
 def load_report(path: str | pathlib.Path | None, fmt: str | None = None) -> AnalyticModelReport:
-    """A report file (None: standard input, JSON when it starts with "{", else YAML), at most MAX_REPORT_BYTES."""
+    """A report file (None: standard input, JSON when it starts with "{" or "[", else YAML), at most
+    MAX_REPORT_BYTES."""
     if path is not None:
         path = pathlib.Path(path)
         fmt = fmt or format_for_path(path)
@@ -577,5 +578,5 @@ def load_report(path: str | pathlib.Path | None, fmt: str | None = None) -> Anal
     except InputLimitError as exc:
         raise ReportFormatError(str(exc)) from None
     if fmt is None:
-        fmt = "json" if content.lstrip().startswith("{") else "yaml"
+        fmt = "json" if content.lstrip()[:1] in ("{", "[") else "yaml"
     return loads(content, fmt)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from tests.helpers import REPO, reid, rows, run_command, table_counts
+from tests.helpers import REPO, REPORT_TABLES, reid, rows, run_command
 
 MESSAGE_CHARS = 300
 SECONDS_PER_INPUT = 5.0
@@ -204,6 +204,15 @@ SQL_QUERIES = sorted(p.read_text() for p in (REPO / "queries" / "examples").glob
 
 # -- checks -----------------------------------------------------------------------------------------------------
 
+COUNTED_TABLES = (*REPORT_TABLES, "hardware", "runtime_profiles", "runtime_profile_categories")
+
+
+def table_counts(url: str) -> dict[str, int]:
+    """Rows per table, in one query (one connection)."""
+    counts = rows(url, "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in COUNTED_TABLES))[0]
+    return dict(zip(COUNTED_TABLES, counts))
+
+
 def _one_line_naming(output: str, name: str) -> str:
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, lines[:5]
@@ -228,7 +237,17 @@ def check_library_error(call, path: pathlib.Path, errors: tuple[type[BaseExcepti
     return verdict
 
 
-def _ingest_verdict(path: pathlib.Path, good: pathlib.Path, url: str) -> tuple[str, str]:
+def good_report_file(base: dict, folder: pathlib.Path, serial: str) -> tuple[pathlib.Path, dict[str, int]]:
+    """A valid report not yet stored (`base` with its own note), and the rows it adds to each table."""
+    data = reid(dict(copy.deepcopy(base), notes=[f"good report {serial}"]))
+    path = folder / f"good-{serial}.json"
+    path.write_text(json.dumps(data))
+    added = {"reports": 1, "report_stages": len(data["stages"]), "module_metrics": len(data["module_metrics"]),
+             "operator_metrics": sum(len(s["operators"]) for s in data["module_metrics"])}
+    return path, added
+
+
+def _ingest_verdict(path: pathlib.Path, good: pathlib.Path, added: dict[str, int], url: str) -> tuple[str, str]:
     before = table_counts(url)
     started = time.perf_counter()
     result = run_command(["ingest", str(path), str(good), "--db", url])
@@ -236,25 +255,29 @@ def _ingest_verdict(path: pathlib.Path, good: pathlib.Path, url: str) -> tuple[s
     assert "Traceback" not in result.output and "internal error" not in result.output, result.output[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     failures = [line for line in result.stderr.splitlines() if line.strip() and "already present" not in line]
+    after = table_counts(url)
+    assert rows(url, "SELECT COUNT(*) FROM reports WHERE source = :s", s=str(good)) == [(1,)]  # stored beside it
     if result.exit_code == 1:
         line = _one_line_naming("\n".join(failures), str(path))
-        assert "1 failed" in summary and str(good) not in line, summary
-        after = table_counts(url)
-        assert after == before, (before, after)  # the good report is already stored, nothing of this one is
+        assert "1 new" in summary and "1 failed" in summary, summary
+        # the good report's rows, and nothing of the refused one
+        assert after == {t: n + added.get(t, 0) for t, n in before.items()}, (before, after)
         return "refused", line.split(": ", 1)[1]
+    # accepted: a mutation the format allows (a note, a name) makes another valid report, stored whole
     assert result.exit_code == 0 and not failures, result.output[-2000:]
+    assert after["reports"] - before["reports"] in (1, 2), (before, after)
     return "accepted", ""
 
 
-def check_report_file(raw: bytes, suffix: str, folder: pathlib.Path, good: pathlib.Path, urls: list[str]) -> str:
+def check_report_file(raw: bytes, suffix: str, folder: pathlib.Path, base: dict, serial: str,
+                      urls: list[str]) -> str:
     """Ingest a mutated report beside a good one on every backend: the same verdict everywhere; refused means
-    one line, exit 1, nothing of it stored."""
+    one line naming it, exit 1, nothing of it stored, the good one stored."""
     path = folder / f"fuzzed{suffix}"
     path.write_bytes(raw)
-    verdicts = {url: _ingest_verdict(path, good, url) for url in urls}
+    good, added = good_report_file(base, folder, serial)
+    verdicts = {url: _ingest_verdict(path, good, added, url) for url in urls}
     assert len(set(verdicts.values())) == 1, verdicts
-    for url in urls:
-        assert rows(url, "SELECT COUNT(*) FROM reports WHERE source = :s", s=str(good)) == [(1,)]
     return next(iter(verdicts.values()))[0]
 
 
@@ -263,10 +286,9 @@ def check_catalog_file(raw: bytes, kind: str, folder: pathlib.Path, urls: list[s
     one line, exit 2, the catalog unchanged."""
     path = folder / f"fuzzed-{kind}.yaml"
     path.write_bytes(raw)
-    table = {"hardware": "hardware", "runtime": "runtime_profiles"}[kind]
     verdicts = []
     for url in urls:
-        before = rows(url, f"SELECT COUNT(*) FROM {table}")
+        before = table_counts(url)
         started = time.perf_counter()
         result = run_command([kind, "add", str(path), "--db", url])
         assert time.perf_counter() - started <= SECONDS_PER_INPUT
@@ -275,7 +297,7 @@ def check_catalog_file(raw: bytes, kind: str, folder: pathlib.Path, urls: list[s
             continue
         assert result.exit_code == 2, result.output[-2000:]
         _one_line_naming(result.output, path.name)
-        assert rows(url, f"SELECT COUNT(*) FROM {table}") == before
+        assert table_counts(url) == before
         verdicts.append("refused")
     assert len(set(verdicts)) == 1, verdicts
     return verdicts[0]
