@@ -229,7 +229,7 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
     unknown = set(data) - PROFILE_KEYS
     if unknown:
         raise AnalyzerInputError(f"{source}: unknown key(s) {quote_names(unknown)}")
-    missing = {"variant", "mode"} - set(data)
+    missing = {key for key in ("variant", "mode") if data.get(key) is None}
     if missing:
         raise AnalyzerInputError(f"{source}: missing key(s) {', '.join(sorted(missing))}")
     try:

@@ -96,7 +96,7 @@ def _entries(data: Any, label: str) -> list[dict]:
 def _checked(entry: dict, label: str, kind: str, keys: set[str], required: set[str]) -> tuple[str, str]:
     """(name, where-prefix for messages) of a catalog entry whose keys are known and complete."""
     name = entry.get("name")
-    where = f"{label}: {kind} {quote(name)}" if name else label
+    where = f"{label}: {kind} {quote(name, 40)}" if name else label
     unknown = set(entry) - keys
     if unknown:
         raise RegistryError(f"{where}: unknown key(s) {quote_names(unknown)}")
@@ -132,8 +132,8 @@ def _fits(where: str, table: str, row: dict[str, Any]) -> None:
     try:
         check_row(table, row)
     except ColumnValueError as exc:
-        raise RegistryError(f"{where}: {exc.column}: {quote(exc.value)} is too long or too large "
-                            f"(the registry holds {exc.limit})") from None
+        what = f"{len(exc.value):,} characters" if isinstance(exc.value, str) else quote(exc.value, 40)
+        raise RegistryError(f"{where}: {exc.column}: {what}; the registry holds {exc.limit}") from None
 
 
 def _parameter(where: str, entry: dict, key: str) -> float:
@@ -146,7 +146,7 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
     profiles = []
     for entry in _entries(data, label):
         name = entry.get("name")
-        where = f"{label}: runtime {quote(name)}" if name else label
+        where = f"{label}: runtime {quote(name, 40)}" if name else label
         legacy = sorted(LEGACY_KEYS & set(entry))
         if legacy:
             raise RegistryError(f"{where}: {legacy[0]}: {LEGACY_HINT}")
