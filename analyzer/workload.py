@@ -241,7 +241,7 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
             batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
         if data.get("page") is not None:
             fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
-        fields.update(overrides)
+        fields.update((key, value) for key, value in overrides.items() if value is not None)
         # A field left out (None) takes the Workload's default, defined there once.
         return Workload(**{k: v for k, v in fields.items() if v is not None})
     except AnalyzerInputError as exc:
@@ -257,6 +257,8 @@ def load_profile(name_or_path: str, **overrides: Any) -> Workload:
     """A named profile shipped with the package, or a YAML/JSON profile file."""
     import pathlib
 
+    if not isinstance(name_or_path, str):
+        raise AnalyzerInputError(f"a workload profile is a name or a file path, got {quote(name_or_path)}")
     path = pathlib.Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         # JSON is YAML; a profile has no use for aliases

@@ -100,7 +100,7 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
     if not isinstance(row, dict):
         raise MeasurementError(f"{where}: a row must be an object")
     kind = row.get("kind")
-    if kind not in TIMED_KINDS | UNTIMED_KINDS:
+    if not isinstance(kind, str) or kind not in TIMED_KINDS | UNTIMED_KINDS:
         raise MeasurementError(f"{where}: unknown kind {quote(kind)}; expected one of "
                                f"{', '.join(sorted(TIMED_KINDS | UNTIMED_KINDS))}")
     for key in ("median_ms", "min_ms", "max_ms"):
@@ -121,7 +121,7 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
     batch = _int(row, "batch", where, 1)
     experts = row.get("experts")
     compared, note = True, ""
-    if experts not in COUNTED_EXPERTS:
+    if not (experts is None or isinstance(experts, str)) or experts not in COUNTED_EXPERTS:
         compared, note = False, f"experts implementation {quote(experts)} is not the one the runtime profiles model"
     try:
         if kind in ("vision_tower", "projector"):

@@ -83,7 +83,7 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
         if not isinstance(value, dict):
             raise scenario.fail((section,), "must be a mapping")
         _check_keys(scenario, (section,), value, keys)
-    if "sweep" not in data:
+    if not isinstance(data.get("sweep"), dict):
         raise scenario.fail((), "missing key 'sweep' (at least hardware: [...])")
     for key, values in data["sweep"].items():
         if not isinstance(values, list):
@@ -131,7 +131,7 @@ def expand_workloads(scenario: Scenario) -> list:
             if profile is not None:
                 workload = load_profile(profile, **overrides)
             else:
-                missing = {"variant", "mode"} - set(overrides)
+                missing = {key for key in ("variant", "mode") if overrides.get(key) is None}
                 if missing:
                     raise scenario.fail(("base",), f"missing {', '.join(sorted(missing))} (or a profile)")
                 workload = Workload(**overrides)  # the fields the scenario leaves out take Workload's defaults
