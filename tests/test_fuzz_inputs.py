@@ -1,7 +1,7 @@
 """Fuzzing every input format (Hypothesis): structure-aware mutations of valid files never get past the readers
 as a traceback, an internal error, a message longer than one line of 300 characters, more than 5 s, or rows of
 a refused file; DuckDB and PostgreSQL give the same verdict. DSOCR_FUZZ_EXAMPLES sets the examples per format
-(default 25); scripts/fuzz_campaign.py runs a longer campaign."""
+(default 10); scripts/fuzz_campaign.py runs a longer campaign."""
 
 import itertools
 import os
@@ -14,7 +14,7 @@ from tests import fuzzing
 from tests.conftest import POSTGRES_URL
 from tests.helpers import run_command
 
-EXAMPLES = int(os.environ.get("DSOCR_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("DSOCR_FUZZ_EXAMPLES", "10"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large, HealthCheck.large_base_example])
