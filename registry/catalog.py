@@ -275,7 +275,8 @@ def resolve_hardware(conn: Connection, name: str) -> tuple[int, str]:
     known = dict(conn.execute(sa.text("SELECT name, id FROM hardware")).all())
     key = str(name).strip().lower()
     if key not in known:
-        raise RegistryError(f"unknown hardware {quote(name)}{suggestion(key, known)}; known: {', '.join(sorted(known))}")
+        raise RegistryError(f"unknown hardware {quote(name)}{suggestion(key, known)}; "
+                            f"known: {', '.join(sorted(known))}")
     return int(known[key]), key
 
 

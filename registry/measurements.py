@@ -117,7 +117,8 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
     try:
         variant = canonical_variant(row.get("variant", ""))
     except AnalyzerInputError:
-        raise MeasurementError(f"{where}: unknown variant {quote(row.get('variant'))}; expected v1, v2 or ocr2") from None
+        raise MeasurementError(f"{where}: unknown variant {quote(row.get('variant'))}; expected v1, v2 or ocr2"
+                               ) from None
     batch = _int(row, "batch", where, 1)
     experts = row.get("experts")
     compared, note = True, ""

@@ -81,14 +81,16 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
                                 "sets the pages)")
     engine = block.get("engine", ENGINES[0])
     if engine not in ENGINES:
-        raise scenario.fail(("serving", "engine"), f"unknown engine {quote(engine)}{suggestion(str(engine), set(ENGINES))}"
+        raise scenario.fail(("serving", "engine"), f"unknown engine {quote(engine)}"
+                                                   f"{suggestion(str(engine), set(ENGINES))}"
                             f"; known: {', '.join(ENGINES)}")
     seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), 256)
     budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"), 8192)
     block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), 16)
     utilization = block.get("gpu_memory_utilization")
     if utilization is not None and (not _is_number(utilization) or not 0 < utilization <= 1):
-        raise scenario.fail(("serving", "gpu_memory_utilization"), f"must be a number in (0, 1], got {quote(utilization)}")
+        raise scenario.fail(("serving", "gpu_memory_utilization"),
+                            f"must be a number in (0, 1], got {quote(utilization)}")
     arrival = _mapping(scenario, ("serving", "arrival"), block.get("arrival"), ARRIVAL_KEYS)
     pages = _mapping(scenario, ("serving", "pages"), block.get("pages"), PAGES_KEYS)
     count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000)

@@ -103,8 +103,8 @@ def test_hostile_files_in_bounded_memory(report_files, tmp_path):
            str(report_files["standard"]), "--db", str(tmp_path / "r.duckdb")]
     # A small parent runs the CLI and reports its peak resident memory (the children of this test process would
     # include forks of it, which count its own pages).
-    measure = ("import json, resource, subprocess, sys; r = subprocess.run(json.loads(sys.argv[1]), capture_output=True, "
-               "text=True); print(json.dumps([r.returncode, r.stdout, r.stderr, "
+    measure = ("import json, resource, subprocess, sys; "
+               "r = subprocess.run(json.loads(sys.argv[1]), capture_output=True, text=True); print(json.dumps([r.returncode, r.stdout, r.stderr, "
                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024]))")
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", measure, json.dumps(cli)], capture_output=True, text=True,
