@@ -232,20 +232,16 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
     missing = {key for key in ("variant", "mode") if data.get(key) is None}
     if missing:
         raise AnalyzerInputError(f"{source}: missing key(s) {', '.join(sorted(missing))}")
-    try:
-        fields: dict[str, Any] = dict(
-            variant=data["variant"], mode=data["mode"], min_tiles=data.get("min_tiles"),
-            max_tiles=data.get("max_tiles"),
-            tile_grid=parse_tiles(data["tiles"]) if data.get("tiles") is not None else None,
-            prompt_text_tokens=data.get("prompt_text_tokens"), new_tokens=data.get("new_tokens"),
-            batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
-        if data.get("page") is not None:
-            fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
-        fields.update((key, value) for key, value in overrides.items() if value is not None)
-        # A field left out (None) takes the Workload's default, defined there once.
-        return Workload(**{k: v for k, v in fields.items() if v is not None})
-    except AnalyzerInputError as exc:
-        raise AnalyzerInputError(f"{source}: {exc}") from None
+    fields: dict[str, Any] = dict(
+        variant=data["variant"], mode=data["mode"], min_tiles=data.get("min_tiles"), max_tiles=data.get("max_tiles"),
+        tile_grid=parse_tiles(data["tiles"]) if data.get("tiles") is not None else None,
+        prompt_text_tokens=data.get("prompt_text_tokens"), new_tokens=data.get("new_tokens"),
+        batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
+    if data.get("page") is not None:
+        fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
+    fields.update((key, value) for key, value in overrides.items() if value is not None)
+    # A field left out (None) takes the Workload's default, defined there once.
+    return Workload(**{k: v for k, v in fields.items() if v is not None})
 
 
 def profile_names() -> list[str]:
@@ -264,6 +260,11 @@ def load_profile(name_or_path: str, **overrides: Any) -> Workload:
         # JSON is YAML; a profile has no use for aliases
         data = load_document(path, "yaml", MAX_SMALL_FILE_BYTES, AnalyzerInputError)
         source = str(path)
+        try:
+            return workload_from_mapping(data, source, **overrides)
+        except AnalyzerInputError as exc:  # a value of the file: name the file
+            message = str(exc)
+            raise AnalyzerInputError(message if message.startswith(source) else f"{source}: {message}") from None
     else:
         if name_or_path not in profile_names():
             raise AnalyzerInputError(

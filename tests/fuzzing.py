@@ -63,7 +63,15 @@ def _get(data: Any, path: tuple) -> Any:
     return data
 
 
-MUTATIONS = ("replace", "replace", "replace", "delete", "add_key", "wrap", "stringify", "duplicate_item", "empty")
+MUTATIONS = ("replace", "replace", "same_type", "same_type", "same_type", "delete", "add_key", "wrap", "stringify",
+             "duplicate_item", "empty")
+# A value of the same type as the one it replaces: what gets past the type checks to the range checks and the
+# columns (an integer past 32 bits in an INTEGER column, a name longer than its VARCHAR).
+SAME_TYPE = {
+    int: st.one_of(st.sampled_from([0, 1, 2**15, 2**31 - 1, 2**31, 2**53 + 1, 2**63 - 1]), st.integers(0, 2**63 - 1)),
+    float: st.one_of(st.sampled_from([0.0, 5e-324, 1.0, 1e308]), st.floats(0, 1)),
+    str: st.one_of(st.text(max_size=30), st.sampled_from(["m" * 200, "m" * 201, "x" * 301, "é" * 41, "😀"])),
+}
 
 
 @st.composite
@@ -79,6 +87,9 @@ def mutated_data(draw, base: Any) -> Any:
         kind = draw(st.sampled_from(MUTATIONS))
         if kind == "replace":
             parent[key] = draw(VALUES)
+        elif kind == "same_type":
+            kind_of = type(parent[key])
+            parent[key] = draw(SAME_TYPE[kind_of]) if kind_of in SAME_TYPE else draw(VALUES)
         elif kind == "delete":
             del parent[key]
         elif kind == "add_key":
@@ -104,7 +115,7 @@ def dump(data: Any, fmt: str, ascii_only: bool = True) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-TEXT_EDITS = ("none", "none", "truncate", "duplicate_key", "insert", "bad_byte", "alias_bomb", "deep", "bom")
+TEXT_EDITS = ("none", "none", "none", "none", "truncate", "duplicate_key", "insert", "bad_byte", "alias_bomb", "deep", "bom")
 
 
 @st.composite
