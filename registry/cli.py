@@ -18,8 +18,20 @@ from registry.pricing import DEFAULT_SUMMARY_HARDWARE
 EXECUTIONS = tuple(e.value for e in Execution)
 
 
+def _set_debug(ctx, param, value):
+    if value:
+        import os
+
+        from registry.entry import DEBUG_ENV
+
+        os.environ[DEBUG_ENV] = "1"
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dsocr-registry", prog_name="dsocr-registry")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Print the traceback of an unexpected error (for a bug report); same as DSOCR_DEBUG=1.")
 def cli() -> None:
     """Analytic cost model of DeepSeek-OCR and DeepSeek-OCR-2, stored in a SQL registry.
 
@@ -179,6 +191,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
       dsocr-registry analyze -w dsocr-standard-v1 -o - -q | dsocr-registry ingest -
       dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
     """
+    from analyzer.fileio import one_line
     from registry.db import describe
     from registry.ingest import discover, ingest_sources, summarize
 
@@ -200,7 +213,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     elapsed = time.perf_counter() - started
     for outcome in outcomes:
         if outcome.status == "failed":
-            click.echo(f"{outcome.source}: {outcome.message}", err=True)
+            click.echo(one_line(f"{outcome.source}: {outcome.message}"), err=True)
         elif outcome.status == "skipped":
             click.echo(f"{outcome.source}: {outcome.report_id} already present, skipped", err=True)
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))
@@ -233,7 +246,7 @@ def print_rows(columns, rows, fmt: str) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("query", required=False)
 @db_options
-@click.option("--file", "-f", "sql_file", type=click.File("r", encoding="utf-8"),
+@click.option("--file", "-f", "sql_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read the query from this file (- for standard input); comments are fine.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
@@ -254,10 +267,13 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
     if (query is None) == (sql_file is None):
         raise click.UsageError("give the query as QUERY, or --file FILE, not both" if query is not None
                                else "give a query: QUERY, - (standard input) or --file FILE")
-    if sql_file is not None:
-        query = sql_file.read()
-    elif query == "-":
-        query = sys.stdin.read()
+    from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_text
+
+    if sql_file is not None or query == "-":
+        path = None if sql_file in (None, "-") else sql_file
+        query = load_text(path, MAX_SMALL_FILE_BYTES, RegistryError)
+    elif "\x00" in query:
+        raise click.UsageError("the query holds a NUL character")
     if not query.strip():
         raise click.UsageError("the query is empty")
     registry = open_registry(db_url, lock_timeout)

@@ -21,13 +21,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
+from analyzer.errors import OneLineError
+
 DEFAULT_DB = "dsocr-registry.duckdb"
 URL_ENV = "DSOCR_REGISTRY_URL"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 CONNECTION_LEASE_S = 1.0
 
 
-class RegistryError(RuntimeError):
+class RegistryError(OneLineError, RuntimeError):
     """A registry problem the user can act on (one line, non-zero exit)."""
 
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import click
 
 from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import one_line
 from analyzer.report import ReportFormatError
 from registry.db import RegistryError
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+DEBUG_ENV = "DSOCR_DEBUG"  # 1: an unexpected error also prints its traceback (for a bug report)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry") -> None:
     """Run a click command so that any bad input ends in exactly one line on stderr."""
 
     def fail(message: str, code: int = EXIT_USAGE) -> None:
-        click.echo(f"{prog_name}: error: {message}", err=True)
+        click.echo(one_line(f"{prog_name}: error: {message}"), err=True)
         sys.exit(code)
 
     try:
@@ -41,6 +49,11 @@ def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry"
         fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as exc:  # a bug or a resource limit: one line, the traceback only on request
+        if debug_enabled():
+            traceback.print_exc()
+        fail(f"internal error: {type(exc).__name__}: {exc} ({DEBUG_ENV}=1 or --debug shows the traceback)",
+             EXIT_INTERNAL)
 
 
 def exit_without_teardown(code: int) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import pathlib
 import sys
+import traceback
 from typing import Any
 
 import attrs
@@ -22,9 +23,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId, OperatorCategory
-from analyzer.report import AnalyticModelReport, ReportFormatError, load_report, loads
+from analyzer.fileio import key_path, one_line, quote
+from analyzer.report import AnalyticModelReport, ReportFormatError, load_report
 from registry.db import DatabaseError, Registry, RegistryError
-from registry.models import Architecture, Report, Workload
+from registry.entry import debug_enabled
+from registry.models import Architecture, ColumnValueError, Report, Workload, check_columns, check_row
 
 REPORT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -71,15 +74,7 @@ def discover(paths: list[str]) -> list[Source]:
 
 
 def read_source(source: Source) -> AnalyticModelReport:
-    if source.path is None:
-        data = sys.stdin.buffer.read()
-        if not data.strip():
-            raise ReportFormatError("empty input")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ReportFormatError("not UTF-8 text") from None
-        return loads(text, "json" if text.lstrip().startswith("{") else "yaml")
+    """The report of one source, within the input limits of analyzer.fileio (standard input included)."""
     try:
         return load_report(source.path)
     except OSError as exc:
@@ -227,11 +222,13 @@ def check_categories(report: AnalyticModelReport, stored: tuple[OperatorCategory
 # -- writing ----------------------------------------------------------------------------------------------------
 
 def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
-    """Insert column lists in one statement: Arrow on DuckDB, COPY on PostgreSQL."""
+    """Insert column lists in one statement: Arrow on DuckDB, COPY on PostgreSQL; a value its column cannot
+    hold is refused first (`check_columns`), so both backends give the same verdict."""
     names = list(columns)
     count = len(columns[names[0]]) if names else 0
     if count == 0:
         return 0
+    check_columns(table, columns)
     column_list = ", ".join(names)
     dialect = conn.dialect.name
     raw = conn.connection.driver_connection
@@ -265,6 +262,7 @@ def allocate_ids(conn: Connection, sequence: str, count: int) -> list[int]:
 
 def _find_or_create(conn: Connection, model, key: str, values: dict[str, Any]) -> tuple[int, bool]:
     table = model.__table__
+    check_row(table.name, values)
     column = table.c[key]
     found = conn.execute(sa.select(table.c.id).where(column == values[key])).scalar()
     if found is not None:
@@ -277,9 +275,48 @@ def _find_or_create(conn: Connection, model, key: str, values: dict[str, Any]) -
     return int(conn.execute(sa.select(table.c.id).where(column == values[key])).scalar_one()), False
 
 
+_REPORT_TOTALS = {"total_flops": "stages[].flops", "total_bytes": "stages[].bytes_read + bytes_written",
+                  "total_kernel_launches": "stages[].kernel_launches"}
+
+
+def column_key_path(report: AnalyticModelReport, error: ColumnValueError) -> str:
+    """Where in the report the value a column refused comes from (the row builders above, read backwards)."""
+    table, column, index = error.table, error.column, error.index
+    if table == "reports":
+        if column in _REPORT_TOTALS:
+            return f"{_REPORT_TOTALS[column]} (their sum)"
+        return f"routing.{column.removeprefix('routing_')}" if column.startswith("routing_") else column
+    if table == "architectures":
+        return "modules (their count)" if column == "module_count" else column
+    if table == "workloads":
+        return f"workload.{column}"
+    if table == "report_stages":
+        return key_path(("stages", index, column))
+    if table == "modules":
+        return key_path(("modules", index, column))
+    if table == "module_metrics":
+        return key_path(("module_metrics", index, column))
+    if table == "operator_metrics":
+        for snapshot_index, snapshot in enumerate(report.module_metrics):
+            if index < len(snapshot.operators):
+                return key_path(("module_metrics", snapshot_index, "operators", index, column))
+            index -= len(snapshot.operators)
+    return f"{table}.{column}"  # pragma: no cover - every table a report writes is named above
+
+
 def write_report(registry: Registry, report: AnalyticModelReport, source: str, force: bool = False,
                  keep_open: bool = False) -> IngestOutcome:
-    """All rows of one report in one transaction, or none."""
+    """All rows of one report in one transaction, or none. A value that does not fit its column is a
+    ReportFormatError naming its key path, and nothing of the report is stored."""
+    try:
+        return _write_report(registry, report, source, force, keep_open)
+    except ColumnValueError as exc:
+        raise ReportFormatError(f"{column_key_path(report, exc)}: {quote(exc.value)} does not fit the registry "
+                                f"(column {exc.table}.{exc.column} holds {exc.limit})") from None
+
+
+def _write_report(registry: Registry, report: AnalyticModelReport, source: str, force: bool,
+                  keep_open: bool) -> IngestOutcome:
     architecture = architecture_values(report)
     cached = registry.architecture_cache.get(architecture["tree_hash"])
     with registry.begin(keep_open=keep_open) as conn:
@@ -302,6 +339,7 @@ def write_report(registry: Registry, report: AnalyticModelReport, source: str, f
         rows += int(new_workload)
 
         values = report_values(report, architecture_id, workload_id, source)
+        check_row("reports", values)
         reports = Report.__table__
         report_pk = conn.execute(pg_insert(reports).values(**values)
                                  .on_conflict_do_nothing(index_elements=["report_id"])
@@ -344,18 +382,30 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
             if source.error is not None:
                 outcomes.append(IngestOutcome(source.label, "failed", message=source.error))
             else:
-                try:
-                    report = read_source(source)
-                    outcomes.append(write_report(registry, report, source.label, force, keep_open=True))
-                except ReportFormatError as exc:
-                    outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
-                except DatabaseError as exc:
-                    outcomes.append(IngestOutcome(source.label, "failed", message=str(exc)))
+                outcomes.append(ingest_one(registry, source, force))
             bar.update(1)
     finally:
         bar.close()
         registry.release()
     return outcomes
+
+
+def ingest_one(registry: Registry, source: Source, force: bool = False) -> IngestOutcome:
+    """One source read and written; whatever goes wrong becomes its one line (status "failed"), so the other
+    sources of the command still go in. A registry that cannot be used at all (locked, wrong revision) stops the
+    command. DSOCR_DEBUG=1 (or --debug) also prints the traceback of an unexpected error."""
+    try:
+        report = read_source(source)
+        return write_report(registry, report, source.label, force, keep_open=True)
+    except (ReportFormatError, DatabaseError) as exc:
+        message = str(exc)
+    except RegistryError:
+        raise
+    except Exception as exc:  # a bug or a resource limit: still this file's line, not the command's end
+        if debug_enabled():
+            traceback.print_exc()
+        message = f"internal error: {type(exc).__name__}: {exc} (DSOCR_DEBUG=1 shows the traceback)"
+    return IngestOutcome(source.label, "failed", message=one_line(message))
 
 
 def summarize(outcomes: list[IngestOutcome], seconds: float, where: str) -> str:

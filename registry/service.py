@@ -37,6 +37,7 @@ from typing import Any
 import attrs
 
 from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document
 from analyzer.report import ReportFormatError
 from registry.db import RegistryError, ReportNotFoundError
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
@@ -134,15 +135,12 @@ async def read_json_body(request, limit_bytes: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "the request body is empty: send a JSON object")
 
-    def refuse_constant(name):
-        raise ValueError(f"{name} is not a JSON number")
-
+    # the same limits as a report or scenario file: UTF-8, duplicate keys, finite numbers, 64-bit integers,
+    # storable strings
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=refuse_constant)
-    except RecursionError:
-        raise ApiError(400, f"request body nests deeper than {MAX_BODY_DEPTH} levels") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {str(exc).splitlines()[0]}") from None
+        body = parse_document(decode_text(raw), "json")
+    except InputLimitError as exc:
+        raise ApiError(400, f"request body: {one_line(str(exc))}") from None
     if _depth(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
         raise ApiError(400, f"request body nests deeper than {MAX_BODY_DEPTH} levels")
     if not isinstance(body, dict):

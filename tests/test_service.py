@@ -204,8 +204,12 @@ def test_request_bodies_are_limited_and_checked(client, registry_url):
     assert (streamed.status_code, streamed.json()) == (413, {"error": "request body exceeds the limit of 65536 bytes"})
     for body, message in [
         (b"[1, 2]", "the request body must be a JSON object"),
-        (b"{\"model_id\": NaN}", "request body is not valid JSON: NaN is not a JSON number"),
-        (b"{" * 40 + b"}" * 40, "request body is not valid JSON"),
+        (b"{\"model_id\": NaN}", "request body: non-finite number NaN"),
+        (b"{" * 40 + b"}" * 40, "request body: malformed JSON"),
+        (b"[" * 40 + b"]" * 40, "request body: nesting deeper than 32 levels"),
+        (b"{\"model_id\": 1, \"model_id\": 2}", "request body: duplicate key 'model_id'"),
+        (b"{\"model_id\": \"a\\u0000b\"}", "request body: model_id: 'a\\x00b' holds a NUL character"),
+        (b"{\"model_id\": \"\xff\"}", "request body: not UTF-8 text"),
         (json.dumps({"a": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}).encode(), "request body nests deeper than 16 levels"),
         (b"", "the request body is empty: send a JSON object"),
         (json.dumps({"model_id": "deepseek-ai/DeepSeek-OCR"}).encode(),
