@@ -10,7 +10,7 @@ import click
 
 from analyzer.execution import Execution
 from analyzer.measure import KINDS as MEASURE_KINDS
-from registry.db import RegistryError
+from registry.db import DEFAULT_STORAGE_VERSION, RegistryError
 from registry.entry import run_and_exit
 from registry.output import Column, render_document, render_rows, render_table
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE
@@ -288,21 +288,26 @@ def export(parquet_dir, db_url, lock_timeout):
 @cli.command()
 @click.argument("target", type=click.Path(dir_okay=False, path_type=pathlib.Path))
 @db_options
-def snapshot(target, db_url, lock_timeout):
+@click.option("--storage-version", default=DEFAULT_STORAGE_VERSION, show_default=True, metavar="VERSION",
+              help="Oldest DuckDB release that must open the file (e.g. v1.1.0, v1.5.0); latest writes this "
+                   "DuckDB's own format, which older releases cannot read.")
+@click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+def snapshot(target, db_url, lock_timeout, storage_version, force):
     """Write a consistent copy of the registry to a new DuckDB file for BI tools.
 
     Open the copy read-only (e.g. duckdb -readonly TARGET); the registry itself stays free for ingest.
-    DuckDB 2.0 files cannot be read by DuckDB 1.5 or older: BI drivers that bundle an old DuckDB need
-    `dsocr-registry export --parquet` instead.
+    The file is written in DuckDB 1.1's storage format unless --storage-version says otherwise, so the DuckDB
+    that BI drivers bundle can read it. An existing TARGET is refused unless --force.
     """
     from registry.export import snapshot as write_snapshot
 
     registry = open_registry(db_url, lock_timeout)
     try:
-        copied = write_snapshot(registry, target)
+        copied = write_snapshot(registry, target, storage_version=storage_version, force=force)
     finally:
         registry.dispose()
-    click.echo(f"snapshot: {len(copied)} tables, {sum(n for _, n in copied):,} rows -> {target}")
+    click.echo(f"snapshot: {len(copied)} tables, {sum(n for _, n in copied):,} rows -> {target} "
+               f"(DuckDB storage {storage_version})")
 
 
 @cli.group()

@@ -25,6 +25,9 @@ DEFAULT_DB = "dsocr-registry.duckdb"
 URL_ENV = "DSOCR_REGISTRY_URL"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 CONNECTION_LEASE_S = 1.0
+# The DuckDB storage format a snapshot is written in unless asked otherwise: DuckDB 1.1 and every later release read
+# it, which covers the DuckDB that BI drivers and older Python environments bundle.
+DEFAULT_STORAGE_VERSION = "v1.1.0"
 
 
 class RegistryError(RuntimeError):
@@ -165,8 +168,11 @@ def _lock_message(exc: BaseException) -> str | None:
 class Registry:
     """One database: engine, transactions with lock retry, and the revision gate."""
 
-    def __init__(self, db: str | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+    def __init__(self, db: str | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 duckdb_config: dict[str, str] | None = None) -> None:
         self.url = resolve_url(db)
+        if duckdb_config and is_duckdb(self.url):
+            self.url = self.url.update_query_dict(duckdb_config)  # duckdb-engine passes these to duckdb.connect
         self.lock_timeout_s = lock_timeout_s
         self.engine = make_engine(self.url)
         self._categories: dict[str, int] | None = None
