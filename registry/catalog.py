@@ -253,11 +253,17 @@ def upsert_runtime(conn: Connection, profile: dict[str, Any], origin: str) -> in
 
 
 def suggestion(word: str, options) -> str:
-    """' (did you mean X?)' for the closest of `options`, or nothing."""
+    """' (did you mean X?)' for the closest of `options`, or nothing. Names that start with the word come first
+    (h100 -> h100-sxm), then names that contain it (4090 -> rtx-4090), then the closest spelling."""
     import difflib
 
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    word, options = word.strip().lower(), sorted(options)
+    close = [o for o in options if o.startswith(word)] or [o for o in options if word in o] if word else []
+    if not close:
+        close = difflib.get_close_matches(word, options, n=1)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(o) for o in close[:3])}?)"
 
 
 def resolve_hardware(conn: Connection, name: str) -> tuple[int, str]:

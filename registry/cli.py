@@ -148,11 +148,12 @@ def db_options(func):
     return func
 
 
-def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True):
-    """The registry named by --db; only commands that write (`create`) make a new DuckDB file."""
+def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True, writes: bool | None = None):
+    """The registry named by --db; only commands that write (`create`) make a new DuckDB file. `writes` (default:
+    `create`) says whether the command changes the registry, for the message given when a DuckDB file stays locked."""
     from registry.db import Registry
 
-    registry = Registry(db_url, lock_timeout_s=lock_timeout)
+    registry = Registry(db_url, lock_timeout_s=lock_timeout, writes=create if writes is None else writes)
     if check:
         registry.ensure_schema(auto_create=create)
     return registry
@@ -321,7 +322,7 @@ def db_upgrade(db_url, lock_timeout):
     """Create or upgrade the schema to this code's revision (one transaction)."""
     from registry.db import describe
 
-    registry = open_registry(db_url, lock_timeout, check=False)
+    registry = open_registry(db_url, lock_timeout, check=False, writes=True)
     try:
         before, after = registry.upgrade()
     finally:
@@ -659,7 +660,7 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
 
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
-    registry = open_registry(db_url, lock_timeout)
+    registry = open_registry(db_url, lock_timeout, writes=True)
     try:
         result = calibrate_runtime(registry, hardware_name, runtime_name, profile_name, str(out))
     finally:
@@ -763,7 +764,7 @@ def report(report_id, db_url, lock_timeout, out, fmt):
 
 def read_catalog(db_url, lock_timeout, read, *args):
     """What `read(conn, *args)` returns from the registry (created at the current revision if it is a new file)."""
-    registry = open_registry(db_url, lock_timeout, create=True)
+    registry = open_registry(db_url, lock_timeout, create=True, writes=False)
     try:
         with registry.begin() as conn:
             return read(conn, *args)

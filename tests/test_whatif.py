@@ -107,13 +107,14 @@ def test_views_equal_a_python_recomputation_at_random_points(ingested, report_fi
     rng = random.Random(7)
     registry = Registry(ingested)
     try:
-        for name in ("standard", "ocr2", "base"):
+        profiles = {"standard": "dsocr-standard-v1", "ocr2": "dsocr-standard-ocr2", "base": "dsocr-base-v1"}
+        for name, profile in profiles.items():
             stored = load_report(report_files[name])
             hardware = rng.choice(sorted(catalog))
             overrides = {"peak_tflops": rng.uniform(100, 1500), "memory_tb_per_s": rng.uniform(0.5, 6),
                          "efficiency_scale": rng.uniform(0.5, 1.2)}
             w = stored.workload
-            base = {"profile": w.profile_id, "new_tokens": w.new_tokens}
+            base = {"profile": profile, "new_tokens": w.new_tokens}
             scenario = Scenario(name="random", source="test", lines={}, data={
                 "base": base, "sweep": {"hardware": [hardware], "runtime": [runtime], "batch": [w.batch]},
                 "overrides": overrides})
