@@ -400,12 +400,34 @@ def next_runtime_version(conn: Connection, name: str) -> int:
                                 {"n": name}).scalar() or 0)
 
 
-def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> list[dict[str, Any]]:
+def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The entries of a hardware or runtime catalog file, validated whole, then upserted in one transaction as the
-    user's own."""
+    user's own; returns (entries written, shipped entries the file repeats unchanged, which stay shipped)."""
     parse, upsert = {"hardware": (parse_hardware, upsert_hardware), "runtime": (parse_runtimes, upsert_runtime)}[kind]
     entries = parse(read_catalog_file(path), str(path))
+    shipped_entries = {_catalog_key(kind, e): e for e in parse(parse_yaml(
+        shipped(f"{kind}.yaml" if kind == "hardware" else "runtimes.yaml"), kind, RegistryError), kind)}
+    for entry in entries:
+        _refuse_shipped_edit(kind, entry, shipped_entries, path)
+    written = [e for e in entries if _catalog_key(kind, e) not in shipped_entries]  # a shipped entry as is stays
     with registry.begin() as conn:
-        for entry in entries:
+        for entry in written:
             upsert(conn, entry, "user")
-    return entries
+    return written, [_catalog_key(kind, e) for e in entries if e not in written]
+
+
+def _catalog_key(kind: str, entry: dict[str, Any]) -> str:
+    return entry["name"] if kind == "hardware" else runtime_label(entry["name"], entry["version"])
+
+
+def _refuse_shipped_edit(kind: str, entry: dict[str, Any], shipped_entries: dict[str, dict], path) -> None:
+    """A shipped GPU or runtime version means the same figures in every registry, and `db upgrade` restores them:
+    an entry that changes one is refused, naming what to do instead."""
+    key = _catalog_key(kind, entry)
+    if key not in shipped_entries or shipped_entries[key] == entry:
+        return
+    if kind == "hardware":
+        raise RegistryError(f"{path}: {key} is a shipped GPU, kept at its datasheet figures (db upgrade restores "
+                            f"them); add yours under a new name, e.g. {key}-custom")
+    raise RegistryError(f"{path}: {key} is a shipped runtime profile (db upgrade restores it); add yours as another "
+                        f"version of {entry['name']} or under a new name")

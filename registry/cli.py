@@ -772,7 +772,7 @@ def read_catalog(db_url, lock_timeout, read, *args):
         registry.dispose()
 
 
-def add_catalog(db_url, lock_timeout, path, kind: str) -> list[dict]:
+def add_catalog(db_url, lock_timeout, path, kind: str) -> tuple[list[dict], list[str]]:
     from registry.catalog import add_catalog_file, read_catalog_file
 
     read_catalog_file(path)  # a malformed file is refused before the registry is opened (or created)
@@ -816,9 +816,14 @@ def hardware_show(name, db_url, lock_timeout):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @db_options
 def hardware_add(path, db_url, lock_timeout):
-    """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...)."""
-    rows = add_catalog(db_url, lock_timeout, path, "hardware")
-    click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})")
+    """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...).
+
+    A shipped GPU (origin shipped in `hardware list`) keeps its datasheet figures, which `db upgrade` restores: a
+    file that changes one is refused; add your figures under a new name (e.g. h100-sxm-custom).
+    """
+    rows, unchanged = add_catalog(db_url, lock_timeout, path, "hardware")
+    click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})"
+               + (f"; shipped and unchanged: {', '.join(unchanged)}" if unchanged else ""))
 
 
 @cli.group()
@@ -847,11 +852,13 @@ def runtime_add(path, db_url, lock_timeout):
     """Add or update runtime profiles from a YAML file in the format of `calibrate --out` / runtimes.yaml.
 
     The file is checked whole (known keys, a known execution, every category, each parameter in its physical
-    range) and nothing is written if any entry is refused.
+    range) and nothing is written if any entry is refused. A shipped NAME@VERSION is kept as shipped (`db upgrade`
+    restores it): a file that changes one is refused; store yours as another version or under a new name.
     """
-    profiles = add_catalog(db_url, lock_timeout, path, "runtime")
+    profiles, unchanged = add_catalog(db_url, lock_timeout, path, "runtime")
     labels = [f"{p['name']}@{p['version']}" for p in profiles]
-    click.echo(f"runtime: {', '.join(labels)} added or updated")
+    click.echo(f"runtime: {', '.join(labels) or 'nothing'} added or updated"
+               + (f"; shipped and unchanged: {', '.join(unchanged)}" if unchanged else ""))
 
 
 @runtime.command("show")
