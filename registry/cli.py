@@ -12,7 +12,7 @@ from analyzer.execution import Execution
 from analyzer.measure import KINDS as MEASURE_KINDS
 from registry.db import DEFAULT_STORAGE_VERSION, RegistryError
 from registry.entry import run_and_exit
-from registry.output import Column, render_document, render_rows, render_table
+from registry.output import Column, plural, render_document, render_rows, render_table
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE
 
 EXECUTIONS = tuple(e.value for e in Execution)
@@ -283,7 +283,7 @@ def export(parquet_dir, db_url, lock_timeout):
     finally:
         registry.dispose()
     total = sum(rows for _, rows in written)
-    click.echo(f"export: {len(written)} files, {total:,} rows -> {parquet_dir}")
+    click.echo(f"export: {plural(len(written), 'file')}, {plural(total, 'row')} -> {parquet_dir}")
 
 
 @cli.command()
@@ -307,7 +307,8 @@ def snapshot(target, db_url, lock_timeout, storage_version, force):
         copied = write_snapshot(registry, target, storage_version=storage_version, force=force)
     finally:
         registry.dispose()
-    click.echo(f"snapshot: {len(copied)} tables, {sum(n for _, n in copied):,} rows -> {target} "
+    rows_copied = sum(n for _, n in copied)
+    click.echo(f"snapshot: {plural(len(copied), 'table')}, {plural(rows_copied, 'row')} -> {target} "
                f"(DuckDB storage {storage_version})")
 
 
@@ -423,13 +424,13 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
     if fmt == "csv":
         print_rows(SUMMARY_COLUMNS, [tuple(p[c] for c in SUMMARY_COLUMNS) for p in points], "csv")
         return
-    click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} points; those that fit in memory first, "
-               f"then by GPU-seconds per page")
+    click.echo(f"scenario {scenario.name} (id {scenario_id}): {plural(len(points), 'point')}; those that fit in "
+               f"memory first, then by GPU-seconds per page")
     click.echo(render_table(WHATIF_TABLE, [tuple(p[c.key] for c in WHATIF_TABLE) for p in points], count=False))
     feasible = [p for p in points if p["fits_in_memory"]]
     if feasible:
         best = feasible[0]
-        gpus = f"{best['gpus_needed']:.0f} GPUs for the target, " if best.get("gpus_needed") is not None else ""
+        gpus = f"{plural(best['gpus_needed'], 'GPU')} for the target, " if best.get("gpus_needed") is not None else ""
         click.echo(f"cheapest that fits: {best['hardware']} / {best['runtime']} / {best['mode']} at batch "
                    f"{best['batch']}: {best['gpu_seconds_per_page']:.3f} GPU-s per page, {gpus}"
                    f"{best['page_latency_s']:.2f} s per batch")
@@ -467,7 +468,7 @@ def _serving_output(scenario, scenario_id, points, fmt) -> None:
     click.echo(render_table(SERVING_TABLE, rows, count=False))
     best = [p for p in points if p["best_rate_per_s"] is not None and p["arrival_rate_per_s"] == p["best_rate_per_s"]]
     for p in best:
-        gpus = f", {p['gpus_needed']:.0f} GPUs for the target" if p["gpus_needed"] is not None else ""
+        gpus = f", {plural(p['gpus_needed'], 'GPU')} for the target" if p["gpus_needed"] is not None else ""
         click.echo(f"{p['hardware']} / {p['runtime']}: highest rate meeting the targets {p['best_rate_per_s']:g} "
                    f"pages/s{gpus}")
 
@@ -535,7 +536,7 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
         write_requests(requests, requests_out)
     _serving_output(scenario, scenario_id, points, fmt)
     if requests_out is not None and fmt == "table":
-        click.echo(f"{len(requests['page'])} pages -> {requests_out}")
+        click.echo(f"{plural(len(requests['page']), 'page')} -> {requests_out}")
 
 
 @cli.command()
