@@ -2,8 +2,8 @@
 -- calls (= op_calls), flops_tflops (FLOPs / 1e12, a count, not a rate), io_tb ((bytes read + written) / 1e12:
 -- decimal terabytes, not the terabits of the spec's origin tool), share_of_module_flops (of the module's own FLOPs
 -- in the stage and view kind; 0 where it has none). Same arithmetic as analyzer.report.derived_operator_fields.
--- Each output is aliased to its view column: DuckDB 1.1 refuses to bind a stored view whose select list repeats a
--- name (report_id twice), and snapshots are written for DuckDB 1.1 readers.
+-- Each output is aliased to its view column: DuckDB 1.1 names an unaliased expression (1e12) differently from the
+-- DuckDB that stored the view and then refuses to bind it, and snapshots are written for DuckDB 1.1 readers.
 CREATE VIEW v_operator_metrics (
     report_id, report_pk, module_id, module_path, stage, view_kind, category_id, display_name, op_calls,
     kernel_launches, flops, bytes_read, bytes_written, weight_bytes_read, calls, flops_tflops, io_tb,
