@@ -119,6 +119,7 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
             tick.set_color("#B00000")
     bars.tick_params(axis="y", labelsize=TICK_FONT_PT)
     bars.set_ylabel("batch latency (s)", fontsize=LABEL_FONT_PT)
+    bars.set_xlabel("scenario point: GPU, runtime, mode, batch", fontsize=LABEL_FONT_PT)
     bars.set_title("Latency by stage per scenario point (fitting points first, then by GPU-s/page)",
                    fontsize=TITLE_FONT_PT)
     fig.tight_layout()

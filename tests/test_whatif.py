@@ -433,3 +433,72 @@ def test_seed_what_if_script(report_files):
     bad = subprocess.run([sys.executable, str(script), "--report", "/nonexistent.json"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2
+
+
+PLOT_SCENARIO = """\
+name: plot-roofs
+base:
+  profile: dsocr-standard-ocr2
+sweep:
+  hardware: [a100-40g, rtx-4090, h200]
+  runtime: [vllm]
+  batch: [128]
+  new_tokens: [2048]
+"""
+
+
+def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not_fit(registry_url, tmp_path):
+    """The cheapest point that fits is on an H200; a100-40g comes first by name, and the RTX 4090 point does not
+    fit: the modules sit on the H200's roof, the title names it, and the 4090's bar is hatched and labelled."""
+    import numpy as np
+
+    from registry.plots import UNFIT_HATCH, build_scenario_figure
+    from registry.pricing import read_points, read_stage_times
+
+    scenario = tmp_path / "roofs.yaml"
+    scenario.write_text(PLOT_SCENARIO)
+    result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    scenario_id = json.loads(result.stdout)["scenario_id"]
+    registry = Registry(registry_url)
+    try:
+        points = read_points(registry, scenario_id)
+        fig, shown = build_scenario_figure(registry, scenario_id, points, read_stage_times(registry, scenario_id))
+    finally:
+        registry.dispose()
+    cheapest = next(p for p in points if p["fits_in_memory"])
+    unfit = [p for p in points if not p["fits_in_memory"]]
+    assert cheapest["hardware"] == "h200" and [p["hardware"] for p in unfit] == ["rtx-4090"]
+    assert (shown.roof_hardware, shown.roof_point_index) == ("h200", cheapest["point_index"])
+    (peak, bandwidth), = rows(registry_url, "SELECT peak_flops_per_s, memory_bandwidth_bytes_per_s FROM "
+                              "scenario_points WHERE scenario_id = :s AND point_index = :i", s=scenario_id,
+                              i=cheapest["point_index"])
+    assert (shown.roof_peak_flops_per_s, shown.roof_bandwidth_bytes_per_s) == (float(peak), float(bandwidth))
+    roof, bars = fig.axes
+    assert roof.get_title().endswith("on h200") and f"#{cheapest['point_index']}" in roof.get_title()
+    placed = [line for line in roof.get_lines() if line.get_label() == "h200 roofline (modules placed here)"]
+    assert len(placed) == 1 and placed[0].get_linewidth() > max(
+        line.get_linewidth() for line in roof.get_lines() if line is not placed[0])
+    offsets = np.vstack([c.get_offsets() for c in roof.collections])
+    assert len(offsets) == shown.module_points > 100
+    xs, ys = offsets[:, 0], offsets[:, 1]
+    assert np.allclose(ys, np.minimum(float(peak), xs * float(bandwidth)) / 1e12)  # on the H200's roof
+    a100_peak = rows(registry_url, "SELECT MAX(p.peak_flops_per_s) FROM scenario_points p JOIN hardware h "
+                     "ON h.id = p.hardware_id WHERE p.scenario_id = :s AND h.name = 'a100-40g'", s=scenario_id)[0][0]
+    assert ys.max() > float(a100_peak) / 1e12  # not on the first GPU by name
+    assert shown.unfit_point_indexes == (unfit[0]["point_index"],)
+    position = [p["point_index"] for p in points].index(unfit[0]["point_index"])
+    hatched = {round(patch.get_x() + patch.get_width() / 2) for patch in bars.patches
+               if patch.get_hatch() == UNFIT_HATCH and patch.get_height() > 0}
+    assert hatched == {position}
+    labels = bars.get_xticklabels()
+    assert "(does not fit)" in labels[position].get_text()
+    assert sum("(does not fit)" in label.get_text() for label in labels) == 1
+    assert "does not fit in GPU memory" in [t.get_text() for t in bars.get_legend().get_texts()]
+    for axes in (roof, bars):  # legible when the PNG is scaled down
+        assert axes.xaxis.label.get_fontsize() >= 12 and axes.yaxis.label.get_fontsize() >= 12
+        assert min(t.get_fontsize() for t in axes.get_yticklabels()) >= 10
+    assert min(t.get_fontsize() for t in labels) >= 10
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
