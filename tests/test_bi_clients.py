@@ -219,3 +219,26 @@ def test_exports_and_snapshots_follow_the_umask(registry_url, report_files, tmp_
     assert len(files) == len(table_names()) + len(view_names()) + 1
     assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {oct(mode)}
     assert pq.read_table(tmp_path / "parquet" / "v_reports.parquet").num_rows == 1
+
+
+def test_the_readme_bi_commands_run_as_written(report_files, old_clients, tmp_path, monkeypatch):
+    """The BI clients section's commands, run in a folder whose default registry holds a report; the snapshot
+    they write is the one DuckDB 1.1 then reads."""
+    import re
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## BI clients\n"):]
+    section = section[:section.index("\n## ", 1)]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) == 4 and all(line.startswith("dsocr-registry ") for line in lines)
+    monkeypatch.chdir(tmp_path)
+    assert run_command(["ingest", str(report_files["base"])]).exit_code == 0  # ./dsocr-registry.duckdb
+    for line in lines:
+        result = run_command(shlex.split(line, comments=True)[1:])
+        assert result.exit_code == 0, (line, result.output)
+    seen = run_client(old_clients, "read_every_view.py", tmp_path / "bi" / "registry.duckdb")
+    assert len(seen["views"]["v_reports"]["rows"]) == 1
+    assert rows(str(tmp_path / "bi" / "current.duckdb"), "SELECT COUNT(*) FROM v_reports") == [(1,)]
+    assert len(list((tmp_path / "bi" / "parquet").glob("*.parquet"))) == len(table_names()) + len(view_names())
