@@ -239,9 +239,21 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
         batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
     if data.get("page") is not None:
         fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
-    fields.update((key, value) for key, value in overrides.items() if value is not None)
-    # A field left out (None) takes the Workload's default, defined there once.
-    return Workload(**{k: v for k, v in fields.items() if v is not None})
+    # A field left out (None) takes the Workload's default, defined there once; an override left out (None)
+    # keeps the profile's value.
+    workload = Workload(**{k: v for k, v in dict(fields, **{k: v for k, v in overrides.items() if v is not None})
+                           .items() if v is not None})
+    if workload.profile_id is not None and any(v is not None for v in overrides.values()):
+        # The id names the profile's workload: a report of another workload (an option changed the variant, mode,
+        # page, tokens or batch) must not claim it. Its fields say what it is; an override that repeats the
+        # profile's own value keeps the id.
+        try:
+            as_profiled = Workload(**{k: v for k, v in fields.items() if v is not None})
+        except AnalyzerInputError:
+            as_profiled = None
+        if as_profiled != workload:
+            workload = attrs.evolve(workload, profile_id=None)
+    return workload
 
 
 def profile_names() -> list[str]:

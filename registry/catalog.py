@@ -263,11 +263,17 @@ def upsert_runtime(conn: Connection, profile: dict[str, Any], origin: str) -> in
 
 
 def suggestion(word: str, options) -> str:
-    """' (did you mean X?)' for the closest of `options`, or nothing."""
+    """' (did you mean X?)' for the closest of `options`, or nothing. Names that start with the word come first
+    (h100 -> h100-sxm), then names that contain it (4090 -> rtx-4090), then the closest spelling."""
     import difflib
 
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f" (did you mean {quote(close[0])}?)" if close else ""
+    word, options = word.strip().lower(), sorted(options)
+    close = [o for o in options if o.startswith(word)] or [o for o in options if word in o] if word else []
+    if not close:
+        close = difflib.get_close_matches(word, options, n=1)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(quote(o) for o in close[:3])}?)"
 
 
 def resolve_hardware(conn: Connection, name: str) -> tuple[int, str]:
@@ -405,12 +411,34 @@ def next_runtime_version(conn: Connection, name: str) -> int:
                                 {"n": name}).scalar() or 0)
 
 
-def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> list[dict[str, Any]]:
+def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The entries of a hardware or runtime catalog file, validated whole, then upserted in one transaction as the
-    user's own."""
+    user's own; returns (entries written, shipped entries the file repeats unchanged, which stay shipped)."""
     parse, upsert = {"hardware": (parse_hardware, upsert_hardware), "runtime": (parse_runtimes, upsert_runtime)}[kind]
     entries = parse(read_catalog_file(path), str(path))
+    shipped_entries = {_catalog_key(kind, e): e for e in parse(parse_yaml(
+        shipped(f"{kind}.yaml" if kind == "hardware" else "runtimes.yaml"), kind, RegistryError), kind)}
+    for entry in entries:
+        _refuse_shipped_edit(kind, entry, shipped_entries, path)
+    written = [e for e in entries if _catalog_key(kind, e) not in shipped_entries]  # a shipped entry as is stays
     with registry.begin() as conn:
-        for entry in entries:
+        for entry in written:
             upsert(conn, entry, "user")
-    return entries
+    return written, [_catalog_key(kind, e) for e in entries if e not in written]
+
+
+def _catalog_key(kind: str, entry: dict[str, Any]) -> str:
+    return entry["name"] if kind == "hardware" else runtime_label(entry["name"], entry["version"])
+
+
+def _refuse_shipped_edit(kind: str, entry: dict[str, Any], shipped_entries: dict[str, dict], path) -> None:
+    """A shipped GPU or runtime version means the same figures in every registry, and `db upgrade` restores them:
+    an entry that changes one is refused, naming what to do instead."""
+    key = _catalog_key(kind, entry)
+    if key not in shipped_entries or shipped_entries[key] == entry:
+        return
+    if kind == "hardware":
+        raise RegistryError(f"{path}: {key} is a shipped GPU, kept at its datasheet figures (db upgrade restores "
+                            f"them); add yours under a new name, e.g. {key}-custom")
+    raise RegistryError(f"{path}: {key} is a shipped runtime profile (db upgrade restores it); add yours as another "
+                        f"version of {entry['name']} or under a new name")

@@ -66,6 +66,41 @@ def test_locked_duckdb_file_gives_up_naming_the_holder(tmp_path, report_files):
     assert table_counts(str(db))["reports"] == 0
 
 
+def test_a_read_of_a_locked_file_says_what_it_left_undone(tmp_path, report_files):
+    """A read that gives up wrote nothing anyway: its message says nothing was read and where to read instead."""
+    db = tmp_path / "locked.duckdb"
+    run_command(["ingest", str(report_files["base"]), "--db", str(db)])
+    holder = _hold_duckdb(db, 30)
+    try:
+        result = subprocess.run([CONSOLE_SCRIPT, "sql", "SELECT COUNT(*) FROM reports", "--db", str(db),
+                                 "--lock-timeout", "1"], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"dsocr-registry: error: {db} is locked, held by PID {holder.pid} (")
+    assert result.stderr.endswith("; gave up after 1 s (nothing was read): run it again when the file is free, or "
+                                  "read a snapshot of it (dsocr-registry snapshot)\n")
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path, report_files):
+    """`... | head`: once the reader has gone, the command stops without a traceback, with status 141 (128 +
+    SIGPIPE) like any Unix tool, from the CLI's commands and from the what-if script."""
+    db = tmp_path / "r.duckdb"
+    run_command(["ingest", str(report_files["base"]), "--db", str(db)])
+    script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "analytical" / "dsocr_analytic_what_if.py"
+    for command in ([CONSOLE_SCRIPT, "sql", "SELECT * FROM v_operator_metrics", "--db", str(db)],
+                    [CONSOLE_SCRIPT, "hardware", "list", "--db", str(db)],
+                    [CONSOLE_SCRIPT, "analyze", "-w", "dsocr-base-v1", "-q", "-o", "-"],
+                    [sys.executable, str(script), "--report", str(report_files["base"])]):
+        reader_gone = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        reader_gone.stdout.close()  # the reader leaves before the first line
+        stderr = reader_gone.stderr.read()
+        assert reader_gone.wait(timeout=300) == 141, (command, stderr)
+        assert stderr == b"", (command, stderr)
+
+
 def test_locked_duckdb_file_is_retried_until_free(tmp_path, report_files):
     db = tmp_path / "busy.duckdb"
     run_command(["db", "upgrade", "--db", str(db)])
