@@ -27,14 +27,16 @@ import yaml
 from attrs import validators as v
 
 from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
+from analyzer.errors import OneLineError
 from analyzer.execution import Execution
+from analyzer.fileio import MAX_REPORT_BYTES, InputLimitError, decode_text, parse_document, quote, read_input
 
 SCHEMA_VERSION = 3
 READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 TERA = 1e12  # decimal: 1 TFLOP = 1e12 FLOPs, 1 TB = 1e12 bytes
 
 
-class ReportFormatError(ValueError):
+class ReportFormatError(OneLineError, ValueError):
     """A report file or mapping that is not a valid AnalyticModelReport."""
 
 
@@ -53,19 +55,19 @@ class ViewKind(str, enum.Enum):
 
 def _count(instance, attribute, value):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ReportFormatError(f"{attribute.name} must be an integer, got {value!r}")
+        raise ReportFormatError(f"{attribute.name} must be an integer, got {quote(value)}")
     if value < 0:
-        raise ReportFormatError(f"{attribute.name} must be >= 0, got {value}")
+        raise ReportFormatError(f"{attribute.name} must be >= 0, got {quote(value)}")
 
 
 def _finite_nonneg(instance, attribute, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ReportFormatError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+        raise ReportFormatError(f"{attribute.name} must be a finite number >= 0, got {quote(value)}")
 
 
 def _text(instance, attribute, value):
     if not isinstance(value, str):
-        raise ReportFormatError(f"{attribute.name} must be a string, got {value!r}")
+        raise ReportFormatError(f"{attribute.name} must be a string, got {quote(value)}")
 
 
 def _doc(description: str | None) -> dict[str, str]:
@@ -84,7 +86,7 @@ def text(description: str | None = None):
 def _share(instance, attribute, value):
     _finite_nonneg(instance, attribute, value)
     if value > 1:
-        raise ReportFormatError(f"{attribute.name} must be within [0, 1], got {value!r}")
+        raise ReportFormatError(f"{attribute.name} must be within [0, 1], got {quote(value)}")
 
 
 def _derived_float(description: str):
@@ -175,8 +177,8 @@ class ModuleMetricsSnapshot:
                 if getattr(op, name) != value:
                     where = "/".join(part for part in (self.stage.value, self.view_kind.value) if part)
                     raise ReportFormatError(
-                        f"module {self.module_path!r} ({where}), category {op.category_id.value}: "
-                        f"{name} {getattr(op, name)!r} disagrees with its counts "
+                        f"module {quote(self.module_path)} ({where}), category {op.category_id.value}: "
+                        f"{name} {quote(getattr(op, name))} disagrees with its counts "
                         f"(expected {value!r})")
 
 
@@ -310,23 +312,27 @@ class AnalyticModelReport:
             raise ReportFormatError("duplicate module paths")
         for node in self.modules:
             if node.parent_path is not None and node.parent_path not in paths:
-                raise ReportFormatError(f"module {node.path!r} has parent {node.parent_path!r}, which does not exist")
-        # The parent links must form a tree: walking up from any node reaches the root.
+                raise ReportFormatError(f"module {quote(node.path)} has parent {quote(node.parent_path)}, which "
+                                        f"does not exist")
+        # The parent links must form a tree: walking up from any node reaches the root. Each node is walked
+        # once (a path already known to reach the root ends the walk), so a long chain costs linear time.
         parent = {m.path: m.parent_path for m in self.modules}
+        rooted: set[str] = set()
         for node in self.modules:
-            seen, current = set(), node.path
-            while current is not None:
+            seen, current = [], node.path
+            while current is not None and current not in rooted:
                 if current in seen:
-                    raise ReportFormatError(f"module tree has a cycle through {current!r}")
-                seen.add(current)
+                    raise ReportFormatError(f"module tree has a cycle through {quote(current)}")
+                seen.append(current)
                 current = parent[current]
+            rooted.update(seen)
         for snapshot in self.module_metrics:
             if snapshot.module_path not in paths:
-                raise ReportFormatError(f"metrics refer to unknown module {snapshot.module_path!r}")
+                raise ReportFormatError(f"metrics refer to unknown module {quote(snapshot.module_path)}")
             for op in snapshot.operators:
                 if op.category_id not in listed:
-                    raise ReportFormatError(f"category {op.category_id.value!r} of module {snapshot.module_path!r} "
-                                            f"is not in the report's categories")
+                    raise ReportFormatError(f"category {op.category_id.value!r} of module "
+                                            f"{quote(snapshot.module_path)} is not in the report's categories")
 
     # -- derived ----------------------------------------------------------------------------------------------
     @property
@@ -352,7 +358,7 @@ def _enum_structure_hook(enum_type: type[enum.Enum], what: str):
             return enum_type(value)
         except ValueError:
             known = ", ".join(member.value for member in enum_type)
-            raise ReportFormatError(f"unknown {what} {value!r} (known: {known})") from None
+            raise ReportFormatError(f"unknown {what} {quote(value)} (known: {known})") from None
 
     return structure
 
@@ -482,7 +488,7 @@ def report_from_dict(data: Any) -> AnalyticModelReport:
         raise ReportFormatError("a report must be a mapping")
     version = data.get("schema_version")
     if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
-        raise ReportFormatError(f"schema_version {version!r} is not supported "
+        raise ReportFormatError(f"schema_version {quote(version)} is not supported "
                                 f"(this version reads {_readable_versions()})")
     if version == 1:
         data = _upgrade_version_1(data)
@@ -496,7 +502,7 @@ def report_from_dict(data: Any) -> AnalyticModelReport:
         raise ReportFormatError(_describe(exc)) from None
     expected = compute_report_id(report)
     if report.report_id != expected:
-        raise ReportFormatError(f"report_id {report.report_id!r} does not match its content ({expected})")
+        raise ReportFormatError(f"report_id {quote(report.report_id)} does not match its content ({expected})")
     return report
 
 
@@ -549,50 +555,28 @@ def write_report(report: AnalyticModelReport, path: str | pathlib.Path) -> None:
 
 
 def loads(text_content: str, fmt: str) -> AnalyticModelReport:
+    """A report from JSON or YAML text, read within the input limits (analyzer.fileio); YAML aliases are
+    refused (the analyzer never writes them)."""
     try:
-        if fmt == "json":
-            # non-finite numbers are refused as they are parsed (NaN, Infinity, and 1e999, which overflows),
-            # which spares a walk over the whole tree
-            data = json.loads(text_content, parse_constant=_reject_constant, parse_float=_finite_float)
-        else:
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            data = yaml.load(text_content, Loader=loader)
-            _reject_non_finite(data)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ReportFormatError(f"malformed {fmt.upper()}: {str(exc).splitlines()[0]}") from None
+        data = parse_document(text_content, fmt)
+    except InputLimitError as exc:
+        raise ReportFormatError(exc.located(None)) from None
     return report_from_dict(data)
 
 
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):
-        raise ReportFormatError(f"non-finite number {value} in report")
-    return value
-
-
-def _reject_constant(name: str):
-    raise ReportFormatError(f"non-finite number {name} in report")
-
-
-def _reject_non_finite(data: Any) -> None:
-    if isinstance(data, float) and not math.isfinite(data):
-        raise ReportFormatError(f"non-finite number {data} in report")
-    if isinstance(data, dict):
-        for value in data.values():
-            _reject_non_finite(value)
-    elif isinstance(data, list):
-        for value in data:
-            _reject_non_finite(value)
-
-
-def load_report(path: str | pathlib.Path) -> AnalyticModelReport:
-    path = pathlib.Path(path)
-    fmt = format_for_path(path)
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise ReportFormatError("empty file")
+def load_report(path: str | pathlib.Path | None, fmt: str | None = None) -> AnalyticModelReport:
+    """A report file (None: standard input, JSON when it starts with "{" or "[", else YAML), at most
+    MAX_REPORT_BYTES."""
+    if path is not None:
+        path = pathlib.Path(path)
+        fmt = fmt or format_for_path(path)
     try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ReportFormatError("not UTF-8 text") from None
+        raw = read_input(path, MAX_REPORT_BYTES, "file" if path is not None else "input")
+        if not raw.strip():
+            raise InputLimitError("empty file" if path is not None else "empty input")
+        content = decode_text(raw)
+    except InputLimitError as exc:
+        raise ReportFormatError(str(exc)) from None
+    if fmt is None:
+        fmt = "json" if content.lstrip()[:1] in ("{", "[") else "yaml"
     return loads(content, fmt)

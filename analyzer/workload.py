@@ -12,7 +12,7 @@ from analyzer.architecture import canonical_variant, load_spec
 from analyzer.defaults import (DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PAGE_HEIGHT_PX, DEFAULT_PAGE_WIDTH_PX,
                                DEFAULT_PROMPT_TEXT_TOKENS)
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import parse_yaml
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names
 from analyzer.report import WorkloadRecord
 
 MAX_PAGE_SIDE_PX = 16384
@@ -49,7 +49,7 @@ def canonical_mode(variant: str, mode: str) -> str:
     key = str(mode).strip().lower().replace("_", "-")
     if key not in MODES[variant]:
         raise AnalyzerInputError(
-            f"unknown mode {mode!r} for variant {variant}; expected one of: {', '.join(MODES[variant])}")
+            f"unknown mode {quote(mode)} for variant {variant}; expected one of: {', '.join(MODES[variant])}")
     return key
 
 
@@ -84,23 +84,23 @@ def choose_tile_grid(width_px: int, height_px: int, tile_px: int, min_tiles: int
 
 
 def parse_page(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(-?\d+)\s*[xX×]\s*(-?\d+)\s*", str(text))
+    match = re.fullmatch(r"\s*(-?\d{1,12})\s*[xX×]\s*(-?\d{1,12})\s*", str(text))
     if not match:
-        raise AnalyzerInputError(f"page size {text!r} is not WIDTHxHEIGHT in pixels, e.g. 1654x2339")
+        raise AnalyzerInputError(f"page size {quote(text)} is not WIDTHxHEIGHT in pixels, e.g. 1654x2339")
     return int(match.group(1)), int(match.group(2))
 
 
 def parse_tiles(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
+    match = re.fullmatch(r"\s*(\d{1,12})\s*[xX×]\s*(\d{1,12})\s*", str(text))
     if not match:
-        raise AnalyzerInputError(f"tile grid {text!r} is not COLUMNSxROWS, e.g. 3x2")
+        raise AnalyzerInputError(f"tile grid {quote(text)} is not COLUMNSxROWS, e.g. 3x2")
     return int(match.group(1)), int(match.group(2))
 
 
 def _positive(name: str, minimum: int = 1, maximum: int | None = None):
     def check(instance, attribute, value):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise AnalyzerInputError(f"{name} must be an integer, got {value!r}")
+            raise AnalyzerInputError(f"{name} must be an integer, got {quote(value)}")
         if value < minimum:
             raise AnalyzerInputError(f"{name} must be >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
@@ -125,6 +125,13 @@ class ViewLayout:
         return self.tiles_wide * self.tiles_high
 
 
+def _optional_text(name: str):
+    def check(instance, attribute, value):
+        if value is not None and not isinstance(value, str):
+            raise AnalyzerInputError(f"{name} must be a string, got {quote(value)}")
+    return check
+
+
 @attrs.frozen(kw_only=True)
 class Workload:
     """One analyzable workload: which model, which page, how many tokens, which batch."""
@@ -143,7 +150,7 @@ class Workload:
     new_tokens: int = attrs.field(default=DEFAULT_NEW_TOKENS, validator=_positive("new tokens", 1))
     batch: int = attrs.field(default=DEFAULT_BATCH, validator=_positive("batch", 1, MAX_BATCH))
     decoding: str = "greedy"
-    profile_id: str | None = None
+    profile_id: str | None = attrs.field(default=None, validator=_optional_text("profile id"))
 
     def __attrs_post_init__(self) -> None:
         mode = canonical_mode(self.variant, self.mode)
@@ -169,7 +176,7 @@ class Workload:
                     raise AnalyzerInputError(f"tile grid {grid[0]}x{grid[1]} is out of range (1..64 tiles)")
                 object.__setattr__(self, "tile_grid", grid)
         if self.decoding != "greedy":
-            raise AnalyzerInputError(f"decoding {self.decoding!r} is not supported; only greedy")
+            raise AnalyzerInputError(f"decoding {quote(self.decoding)} is not supported; only greedy")
         max_positions = load_spec(self.variant).text["max_position_embeddings"]
         total = self.prefill_tokens + self.new_tokens
         if total > max_positions:
@@ -222,8 +229,8 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
         raise AnalyzerInputError(f"{source}: a workload profile must be a mapping")
     unknown = set(data) - PROFILE_KEYS
     if unknown:
-        raise AnalyzerInputError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
-    missing = {"variant", "mode"} - set(data)
+        raise AnalyzerInputError(f"{source}: unknown key(s) {quote_names(unknown)}")
+    missing = {key for key in ("variant", "mode") if data.get(key) is None}
     if missing:
         raise AnalyzerInputError(f"{source}: missing key(s) {', '.join(sorted(missing))}")
     fields: dict[str, Any] = dict(
@@ -233,9 +240,21 @@ def workload_from_mapping(data: dict[str, Any], source: str, **overrides: Any) -
         batch=data.get("batch"), decoding=data.get("decoding"), profile_id=data.get("id"))
     if data.get("page") is not None:
         fields["page_width_px"], fields["page_height_px"] = parse_page(data["page"])
-    fields.update(overrides)
-    # A field left out (None) takes the Workload's default, defined there once.
-    return Workload(**{k: v for k, v in fields.items() if v is not None})
+    # A field left out (None) takes the Workload's default, defined there once; an override left out (None)
+    # keeps the profile's value.
+    workload = Workload(**{k: v for k, v in dict(fields, **{k: v for k, v in overrides.items() if v is not None})
+                           .items() if v is not None})
+    if workload.profile_id is not None and any(v is not None for v in overrides.values()):
+        # The id names the profile's workload: a report of another workload (an option changed the variant, mode,
+        # page, tokens or batch) must not claim it. Its fields say what it is; an override that repeats the
+        # profile's own value keeps the id.
+        try:
+            as_profiled = Workload(**{k: v for k, v in fields.items() if v is not None})
+        except AnalyzerInputError:
+            as_profiled = None
+        if as_profiled != workload:
+            workload = attrs.evolve(workload, profile_id=None)
+    return workload
 
 
 def profile_names() -> list[str]:
@@ -247,20 +266,26 @@ def load_profile(name_or_path: str, **overrides: Any) -> Workload:
     """A named profile shipped with the package, or a YAML/JSON profile file."""
     import pathlib
 
+    if not isinstance(name_or_path, str):
+        raise AnalyzerInputError(f"a workload profile is a name or a file path, got {quote(name_or_path)}")
     path = pathlib.Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
-        try:
-            text = path.read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AnalyzerInputError(f"cannot read profile {name_or_path}: {exc}") from None
+        # JSON is YAML; a profile has no use for aliases
+        data = load_document(path, "yaml", MAX_SMALL_FILE_BYTES, AnalyzerInputError)
         source = str(path)
+        try:
+            return workload_from_mapping(data, source, **overrides)
+        except AnalyzerInputError as exc:  # a value of the file: name the file
+            message = str(exc)
+            raise AnalyzerInputError(message if message.startswith(source) else f"{source}: {message}") from None
     else:
         if name_or_path not in profile_names():
             raise AnalyzerInputError(
-                f"unknown workload profile {name_or_path!r}; known: {', '.join(profile_names())}")
+                f"unknown workload profile {quote(name_or_path)}; known: {', '.join(profile_names())}")
         text = importlib.resources.files("analyzer.profiles").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
         source = f"profile {name_or_path}"
-    return workload_from_mapping(parse_yaml(text, source, AnalyzerInputError), source, **overrides)
+        data = parse_yaml(text, source, AnalyzerInputError)
+    return workload_from_mapping(data, source, **overrides)
 
 
 def workload_record(workload: Workload) -> WorkloadRecord:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId
 from analyzer.execution import Execution
-from analyzer.fileio import parse_yaml
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names
 from registry.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
@@ -62,12 +62,9 @@ LEGACY_HINT = ("no longer a runtime parameter: fused kernels are traced by the a
 
 
 def read_catalog_file(path: str | pathlib.Path) -> Any:
-    """The YAML document of a catalog file (hardware or runtime profiles)."""
-    try:
-        text = pathlib.Path(path).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_yaml(text, str(path), RegistryError)
+    """The YAML document of a catalog file (hardware or runtime profiles), within the input limits; aliases are
+    accepted (runtimes may share category settings), their expanded size capped."""
+    return load_document(path, "yaml", MAX_SMALL_FILE_BYTES, RegistryError, aliases=True)
 
 
 def _number(label: str, key: str, value: Any, low: float, high: float | None = None, low_open: bool = False
@@ -78,13 +75,13 @@ def _number(label: str, key: str, value: Any, low: float, high: float | None = N
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RegistryError(f"{label}: {key} must be a number, got {value!r}")
+        raise RegistryError(f"{label}: {key} must be a number, got {quote(value)}")
     if value < low or (low_open and value == low) or (high is not None and value > high):
         if high is None:
             bound = f"> {low:g}" if low_open else f">= {low:g}"
         else:
             bound = f"in ({low:g}, {high:g}]" if low_open else f"between {low:g} and {high:g}"
-        raise RegistryError(f"{label}: {key} must be {bound}, got {value!r}")
+        raise RegistryError(f"{label}: {key} must be {bound}, got {quote(value)}")
     return float(value)
 
 
@@ -99,10 +96,10 @@ def _entries(data: Any, label: str) -> list[dict]:
 def _checked(entry: dict, label: str, kind: str, keys: set[str], required: set[str]) -> tuple[str, str]:
     """(name, where-prefix for messages) of a catalog entry whose keys are known and complete."""
     name = entry.get("name")
-    where = f"{label}: {kind} {name!r}" if name else label
+    where = f"{label}: {kind} {quote(name, 40)}" if name else label
     unknown = set(entry) - keys
     if unknown:
-        raise RegistryError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise RegistryError(f"{where}: unknown key(s) {quote_names(unknown)}")
     missing = required - set(entry)
     if missing:
         raise RegistryError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
@@ -124,7 +121,19 @@ def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
                                                  1e3) * 1e12,
             memory_bytes=int(_number(where, "memory_gb", entry["memory_gb"], 1e-3, 1e6) * 1e9),
             source=str(entry.get("source", ""))))
+        _fits(where, "hardware", rows[-1])
     return rows
+
+
+def _fits(where: str, table: str, row: dict[str, Any]) -> None:
+    """A catalog row whose values its columns hold (string lengths, integer ranges), else one line naming it."""
+    from registry.models import ColumnValueError, check_row
+
+    try:
+        check_row(table, row)
+    except ColumnValueError as exc:
+        what = f"{len(exc.value):,} characters" if isinstance(exc.value, str) else quote(exc.value, 40)
+        raise RegistryError(f"{where}: {exc.column}: {what}; the registry holds {exc.limit}") from None
 
 
 def _parameter(where: str, entry: dict, key: str) -> float:
@@ -137,7 +146,7 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
     profiles = []
     for entry in _entries(data, label):
         name = entry.get("name")
-        where = f"{label}: runtime {name!r}" if name else label
+        where = f"{label}: runtime {quote(name, 40)}" if name else label
         legacy = sorted(LEGACY_KEYS & set(entry))
         if legacy:
             raise RegistryError(f"{where}: {legacy[0]}: {LEGACY_HINT}")
@@ -151,14 +160,14 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
         try:
             execution = Execution(str(entry["execution"]).strip().lower())
         except ValueError:
-            raise RegistryError(f"{where}: execution: unknown execution {entry['execution']!r}; expected one of: "
+            raise RegistryError(f"{where}: execution: unknown execution {quote(entry['execution'])}; expected one of: "
                                 f"{', '.join(e.value for e in Execution)}") from None
         version = entry["version"]
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise RegistryError(f"{where}: version: must be an integer >= 1, got {version!r}")
+            raise RegistryError(f"{where}: version: must be an integer >= 1, got {quote(version)}")
         graph = entry.get("cuda_graph_decode", False)
         if not isinstance(graph, bool):
-            raise RegistryError(f"{where}: cuda_graph_decode: must be true or false, got {graph!r}")
+            raise RegistryError(f"{where}: cuda_graph_decode: must be true or false, got {quote(graph)}")
         if graph and "graph_kernel_us" not in entry:
             raise RegistryError(f"{where}: graph_kernel_us: missing (device time per kernel of a CUDA-graph "
                                 f"replay; needed with cuda_graph_decode: true)")
@@ -194,8 +203,9 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
         if profile["max_num_batched_tokens"] is not None:
             tokens = profile["max_num_batched_tokens"]
             if tokens != int(tokens):
-                raise RegistryError(f"{where}: max_num_batched_tokens: must be an integer, got {tokens!r}")
+                raise RegistryError(f"{where}: max_num_batched_tokens: must be an integer, got {quote(tokens)}")
             profile["max_num_batched_tokens"] = int(tokens)
+        _fits(where, "runtime_profiles", profile)
         profile["categories"] = rows
         profiles.append(profile)
     return profiles
@@ -253,11 +263,17 @@ def upsert_runtime(conn: Connection, profile: dict[str, Any], origin: str) -> in
 
 
 def suggestion(word: str, options) -> str:
-    """' (did you mean X?)' for the closest of `options`, or nothing."""
+    """' (did you mean X?)' for the closest of `options`, or nothing. Names that start with the word come first
+    (h100 -> h100-sxm), then names that contain it (4090 -> rtx-4090), then the closest spelling."""
     import difflib
 
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    word, options = word.strip().lower(), sorted(options)
+    close = [o for o in options if o.startswith(word)] or [o for o in options if word in o] if word else []
+    if not close:
+        close = difflib.get_close_matches(word, options, n=1)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(quote(o) for o in close[:3])}?)"
 
 
 def resolve_hardware(conn: Connection, name: str) -> tuple[int, str]:
@@ -265,7 +281,8 @@ def resolve_hardware(conn: Connection, name: str) -> tuple[int, str]:
     known = dict(conn.execute(sa.text("SELECT name, id FROM hardware")).all())
     key = str(name).strip().lower()
     if key not in known:
-        raise RegistryError(f"unknown hardware {name!r}{suggestion(key, known)}; known: {', '.join(sorted(known))}")
+        raise RegistryError(f"unknown hardware {quote(name)}{suggestion(key, known)}; "
+                            f"known: {', '.join(sorted(known))}")
     return int(known[key]), key
 
 
@@ -296,11 +313,11 @@ def resolve_runtime(conn: Connection, name: str) -> tuple[int, str, int]:
     for pid, pname, pversion in conn.execute(sa.text("SELECT id, name, version FROM runtime_profiles")).all():
         profiles.setdefault(pname, {})[int(pversion)] = int(pid)
     if key not in profiles:
-        raise RegistryError(f"unknown runtime {name!r}{suggestion(key, profiles)}; "
+        raise RegistryError(f"unknown runtime {quote(name)}{suggestion(key, profiles)}; "
                             f"known: {', '.join(sorted(profiles))}")
     versions = profiles[key]
     if at and (not version.isdigit() or int(version) not in versions):
-        raise RegistryError(f"runtime {key} has no version {version!r}; "
+        raise RegistryError(f"runtime {key} has no version {quote(version)}; "
                             f"known: {', '.join(f'{key}@{v}' for v in sorted(versions))}")
     chosen = int(version) if at else plain_versions({key: set(versions)})[key]
     return versions[chosen], key, chosen
@@ -394,12 +411,34 @@ def next_runtime_version(conn: Connection, name: str) -> int:
                                 {"n": name}).scalar() or 0)
 
 
-def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> list[dict[str, Any]]:
+def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The entries of a hardware or runtime catalog file, validated whole, then upserted in one transaction as the
-    user's own."""
+    user's own; returns (entries written, shipped entries the file repeats unchanged, which stay shipped)."""
     parse, upsert = {"hardware": (parse_hardware, upsert_hardware), "runtime": (parse_runtimes, upsert_runtime)}[kind]
     entries = parse(read_catalog_file(path), str(path))
+    shipped_entries = {_catalog_key(kind, e): e for e in parse(parse_yaml(
+        shipped(f"{kind}.yaml" if kind == "hardware" else "runtimes.yaml"), kind, RegistryError), kind)}
+    for entry in entries:
+        _refuse_shipped_edit(kind, entry, shipped_entries, path)
+    written = [e for e in entries if _catalog_key(kind, e) not in shipped_entries]  # a shipped entry as is stays
     with registry.begin() as conn:
-        for entry in entries:
+        for entry in written:
             upsert(conn, entry, "user")
-    return entries
+    return written, [_catalog_key(kind, e) for e in entries if e not in written]
+
+
+def _catalog_key(kind: str, entry: dict[str, Any]) -> str:
+    return entry["name"] if kind == "hardware" else runtime_label(entry["name"], entry["version"])
+
+
+def _refuse_shipped_edit(kind: str, entry: dict[str, Any], shipped_entries: dict[str, dict], path) -> None:
+    """A shipped GPU or runtime version means the same figures in every registry, and `db upgrade` restores them:
+    an entry that changes one is refused, naming what to do instead."""
+    key = _catalog_key(kind, entry)
+    if key not in shipped_entries or shipped_entries[key] == entry:
+        return
+    if kind == "hardware":
+        raise RegistryError(f"{path}: {key} is a shipped GPU, kept at its datasheet figures (db upgrade restores "
+                            f"them); add yours under a new name, e.g. {key}-custom")
+    raise RegistryError(f"{path}: {key} is a shipped runtime profile (db upgrade restores it); add yours as another "
+                        f"version of {entry['name']} or under a new name")

@@ -10,16 +10,28 @@ import click
 
 from analyzer.execution import Execution
 from analyzer.measure import KINDS as MEASURE_KINDS
-from registry.db import RegistryError
+from registry.db import DEFAULT_STORAGE_VERSION, RegistryError
 from registry.entry import run_and_exit
-from registry.output import Column, render_document, render_rows, render_table
+from registry.output import Column, plural, render_document, render_rows, render_table
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE
 
 EXECUTIONS = tuple(e.value for e in Execution)
 
 
+def _set_debug(ctx, param, value):
+    if value:
+        import os
+
+        from registry.entry import DEBUG_ENV
+
+        os.environ[DEBUG_ENV] = "1"
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="dsocr-registry", prog_name="dsocr-registry")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Print the traceback of an unexpected error (for a bug report); same as DSOCR_DEBUG=1.")
 def cli() -> None:
     """Analytic cost model of DeepSeek-OCR and DeepSeek-OCR-2, stored in a SQL registry.
 
@@ -39,6 +51,7 @@ def cli() -> None:
     measure   time the real model on a CUDA GPU and write a measurement file
     summary   the summary contract of a report: predicted (and measured) time, top modules
     report    a stored report, rebuilt from its rows
+    serve     the HTTP service of contracts/openapi.yaml
 
     The registry is ./dsocr-registry.duckdb unless --db or DSOCR_REGISTRY_URL names another
     (a file path, or postgresql://host/dbname).
@@ -147,11 +160,12 @@ def db_options(func):
     return func
 
 
-def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True):
-    """The registry named by --db; only commands that write (`create`) make a new DuckDB file."""
+def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True, writes: bool | None = None):
+    """The registry named by --db; only commands that write (`create`) make a new DuckDB file. `writes` (default:
+    `create`) says whether the command changes the registry, for the message given when a DuckDB file stays locked."""
     from registry.db import Registry
 
-    registry = Registry(db_url, lock_timeout_s=lock_timeout)
+    registry = Registry(db_url, lock_timeout_s=lock_timeout, writes=create if writes is None else writes)
     if check:
         registry.ensure_schema(auto_create=create)
     return registry
@@ -179,6 +193,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
       dsocr-registry analyze -w dsocr-standard-v1 -o - -q | dsocr-registry ingest -
       dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
     """
+    from analyzer.fileio import one_line
     from registry.db import describe
     from registry.ingest import discover, ingest_sources, summarize
 
@@ -200,7 +215,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     elapsed = time.perf_counter() - started
     for outcome in outcomes:
         if outcome.status == "failed":
-            click.echo(f"{outcome.source}: {outcome.message}", err=True)
+            click.echo(one_line(f"{outcome.source}: {outcome.message}"), err=True)
         elif outcome.status == "skipped":
             click.echo(f"{outcome.source}: {outcome.report_id} already present, skipped", err=True)
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))
@@ -233,7 +248,7 @@ def print_rows(columns, rows, fmt: str) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("query", required=False)
 @db_options
-@click.option("--file", "-f", "sql_file", type=click.File("r", encoding="utf-8"),
+@click.option("--file", "-f", "sql_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read the query from this file (- for standard input); comments are fine.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
@@ -254,10 +269,13 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
     if (query is None) == (sql_file is None):
         raise click.UsageError("give the query as QUERY, or --file FILE, not both" if query is not None
                                else "give a query: QUERY, - (standard input) or --file FILE")
-    if sql_file is not None:
-        query = sql_file.read()
-    elif query == "-":
-        query = sys.stdin.read()
+    from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_text
+
+    if sql_file is not None or query == "-":
+        path = None if sql_file in (None, "-") else sql_file
+        query = load_text(path, MAX_SMALL_FILE_BYTES, RegistryError)
+    elif "\x00" in query:
+        raise click.UsageError("the query holds a NUL character")
     if not query.strip():
         raise click.UsageError("the query is empty")
     registry = open_registry(db_url, lock_timeout)
@@ -282,27 +300,33 @@ def export(parquet_dir, db_url, lock_timeout):
     finally:
         registry.dispose()
     total = sum(rows for _, rows in written)
-    click.echo(f"export: {len(written)} files, {total:,} rows -> {parquet_dir}")
+    click.echo(f"export: {plural(len(written), 'file')}, {plural(total, 'row')} -> {parquet_dir}")
 
 
 @cli.command()
 @click.argument("target", type=click.Path(dir_okay=False, path_type=pathlib.Path))
 @db_options
-def snapshot(target, db_url, lock_timeout):
+@click.option("--storage-version", default=DEFAULT_STORAGE_VERSION, show_default=True, metavar="VERSION",
+              help="Oldest DuckDB release that must open the file (e.g. v1.1.0, v1.5.0); latest writes this "
+                   "DuckDB's own format, which older releases cannot read.")
+@click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+def snapshot(target, db_url, lock_timeout, storage_version, force):
     """Write a consistent copy of the registry to a new DuckDB file for BI tools.
 
     Open the copy read-only (e.g. duckdb -readonly TARGET); the registry itself stays free for ingest.
-    DuckDB 2.0 files cannot be read by DuckDB 1.5 or older: BI drivers that bundle an old DuckDB need
-    `dsocr-registry export --parquet` instead.
+    The file is written in DuckDB 1.1's storage format unless --storage-version says otherwise, so the DuckDB
+    that BI drivers bundle can read it. An existing TARGET is refused unless --force.
     """
     from registry.export import snapshot as write_snapshot
 
     registry = open_registry(db_url, lock_timeout)
     try:
-        copied = write_snapshot(registry, target)
+        copied = write_snapshot(registry, target, storage_version=storage_version, force=force)
     finally:
         registry.dispose()
-    click.echo(f"snapshot: {len(copied)} tables, {sum(n for _, n in copied):,} rows -> {target}")
+    rows_copied = sum(n for _, n in copied)
+    click.echo(f"snapshot: {plural(len(copied), 'table')}, {plural(rows_copied, 'row')} -> {target} "
+               f"(DuckDB storage {storage_version})")
 
 
 @cli.group()
@@ -316,7 +340,7 @@ def db_upgrade(db_url, lock_timeout):
     """Create or upgrade the schema to this code's revision (one transaction)."""
     from registry.db import describe
 
-    registry = open_registry(db_url, lock_timeout, check=False)
+    registry = open_registry(db_url, lock_timeout, check=False, writes=True)
     try:
         before, after = registry.upgrade()
     finally:
@@ -443,13 +467,13 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
     if fmt == "csv":
         print_rows(SUMMARY_COLUMNS, [tuple(p[c] for c in SUMMARY_COLUMNS) for p in points], "csv")
         return
-    click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} points; those that fit in memory first, "
-               f"then by GPU-seconds per page")
+    click.echo(f"scenario {scenario.name} (id {scenario_id}): {plural(len(points), 'point')}; those that fit in "
+               f"memory first, then by GPU-seconds per page")
     click.echo(render_table(WHATIF_TABLE, [tuple(p[c.key] for c in WHATIF_TABLE) for p in points], count=False))
     feasible = [p for p in points if p["fits_in_memory"]]
     if feasible:
         best = feasible[0]
-        gpus = f"{best['gpus_needed']:.0f} GPUs for the target, " if best.get("gpus_needed") is not None else ""
+        gpus = f"{plural(best['gpus_needed'], 'GPU')} for the target, " if best.get("gpus_needed") is not None else ""
         click.echo(f"cheapest that fits: {best['hardware']} / {best['runtime']} / {best['mode']} at batch "
                    f"{best['batch']}: {best['gpu_seconds_per_page']:.3f} GPU-s per page, {gpus}"
                    f"{best['page_latency_s']:.2f} s per batch")
@@ -487,7 +511,7 @@ def _serving_output(scenario, scenario_id, points, fmt) -> None:
     click.echo(render_table(SERVING_TABLE, rows, count=False))
     best = [p for p in points if p["best_rate_per_s"] is not None and p["arrival_rate_per_s"] == p["best_rate_per_s"]]
     for p in best:
-        gpus = f", {p['gpus_needed']:.0f} GPUs for the target" if p["gpus_needed"] is not None else ""
+        gpus = f", {plural(p['gpus_needed'], 'GPU')} for the target" if p["gpus_needed"] is not None else ""
         click.echo(f"{p['hardware']} / {p['runtime']}: highest rate meeting the targets {p['best_rate_per_s']:g} "
                    f"pages/s{gpus}")
 
@@ -555,7 +579,47 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
         write_requests(requests, requests_out)
     _serving_output(scenario, scenario_id, points, fmt)
     if requests_out is not None and fmt == "table":
-        click.echo(f"{len(requests['page'])} pages -> {requests_out}")
+        click.echo(f"{plural(len(requests['page']), 'page')} -> {requests_out}")
+
+
+@cli.command()
+@click.option("--db", "db_url", envvar="DSOCR_REGISTRY_URL", metavar="URL_OR_PATH",
+              help="DuckDB file or postgresql:// URL [env DSOCR_REGISTRY_URL; default ./dsocr-registry.duckdb].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; beyond loopback (e.g. 0.0.0.0) a token is required.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes (more than 1 needs a postgresql:// registry: a DuckDB file has one process).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+              help="File holding the bearer token the write endpoints (POST) require [or env DSOCR_SERVICE_TOKEN].")
+@click.option("--analysis-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              metavar="SECONDS", help="An analysis running longer fails its run.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="On SIGTERM/SIGINT, how long in-flight runs may take to finish before they are failed.")
+def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_grace):
+    """Serve contracts/openapi.yaml over HTTP: runs, summaries, reports, what-if and serving scenarios.
+
+    POST /analytic/deepseek-ocr/run answers 202 with a run id and its status URL; the analysis runs in a worker
+    process and is stored in one transaction. The contract is at /openapi.yaml and browsable at /docs; /healthz
+    checks the database and its schema. One JSON log line per request goes to standard error.
+
+    \b
+    Examples:
+      dsocr-registry serve --db registry.duckdb
+      DSOCR_SERVICE_TOKEN=secret dsocr-registry serve --db postgresql://db/registry --host 0.0.0.0 --workers 4
+    """
+    import os
+
+    from registry.service import ServiceConfig, serve as run_service
+
+    token = os.environ.get("DSOCR_SERVICE_TOKEN") or None
+    if token_file is not None:
+        token = token_file.read_text("utf-8").strip() or None
+        if token is None:
+            raise click.UsageError(f"--token-file {token_file}: the file is empty")
+    config = ServiceConfig(db=db_url, token=token, analysis_timeout_s=analysis_timeout,
+                           shutdown_grace_s=shutdown_grace)
+    run_service(config, host, port, workers)
 
 
 def load_scenario_checked(path):
@@ -640,7 +704,7 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
 
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
-    registry = open_registry(db_url, lock_timeout)
+    registry = open_registry(db_url, lock_timeout, writes=True)
     try:
         result = calibrate_runtime(registry, hardware_name, runtime_name, profile_name, str(out))
     finally:
@@ -744,7 +808,7 @@ def report(report_id, db_url, lock_timeout, out, fmt):
 
 def read_catalog(db_url, lock_timeout, read, *args):
     """What `read(conn, *args)` returns from the registry (created at the current revision if it is a new file)."""
-    registry = open_registry(db_url, lock_timeout, create=True)
+    registry = open_registry(db_url, lock_timeout, create=True, writes=False)
     try:
         with registry.begin() as conn:
             return read(conn, *args)
@@ -752,7 +816,7 @@ def read_catalog(db_url, lock_timeout, read, *args):
         registry.dispose()
 
 
-def add_catalog(db_url, lock_timeout, path, kind: str) -> list[dict]:
+def add_catalog(db_url, lock_timeout, path, kind: str) -> tuple[list[dict], list[str]]:
     from registry.catalog import add_catalog_file, read_catalog_file
 
     read_catalog_file(path)  # a malformed file is refused before the registry is opened (or created)
@@ -796,9 +860,14 @@ def hardware_show(name, db_url, lock_timeout):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @db_options
 def hardware_add(path, db_url, lock_timeout):
-    """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...)."""
-    rows = add_catalog(db_url, lock_timeout, path, "hardware")
-    click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})")
+    """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...).
+
+    A shipped GPU (origin shipped in `hardware list`) keeps its datasheet figures, which `db upgrade` restores: a
+    file that changes one is refused; add your figures under a new name (e.g. h100-sxm-custom).
+    """
+    rows, unchanged = add_catalog(db_url, lock_timeout, path, "hardware")
+    click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})"
+               + (f"; shipped and unchanged: {', '.join(unchanged)}" if unchanged else ""))
 
 
 @cli.group()
@@ -827,11 +896,13 @@ def runtime_add(path, db_url, lock_timeout):
     """Add or update runtime profiles from a YAML file in the format of `calibrate --out` / runtimes.yaml.
 
     The file is checked whole (known keys, a known execution, every category, each parameter in its physical
-    range) and nothing is written if any entry is refused.
+    range) and nothing is written if any entry is refused. A shipped NAME@VERSION is kept as shipped (`db upgrade`
+    restores it): a file that changes one is refused; store yours as another version or under a new name.
     """
-    profiles = add_catalog(db_url, lock_timeout, path, "runtime")
+    profiles, unchanged = add_catalog(db_url, lock_timeout, path, "runtime")
     labels = [f"{p['name']}@{p['version']}" for p in profiles]
-    click.echo(f"runtime: {', '.join(labels)} added or updated")
+    click.echo(f"runtime: {', '.join(labels) or 'nothing'} added or updated"
+               + (f"; shipped and unchanged: {', '.join(unchanged)}" if unchanged else ""))
 
 
 @runtime.command("show")

@@ -35,9 +35,10 @@ def _known_profile(instance, attribute, value):
 @attrs.frozen(kw_only=True)
 class DeepSeekOCRAnalyticRequest:
     model_id: str = attrs.field(validator=_known_model)
-    model_variant: str | None = None  # derived from model_id when absent
+    # None: derived from model_id
+    model_variant: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
     workload_profile_id: str = attrs.field(validator=_known_profile)
-    profile_run_id: str | None = None
+    profile_run_id: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
     force_rebuild: bool = attrs.field(default=False, validator=v.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
@@ -141,27 +142,64 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
     return summarize(registry, reference, hardware, runtime, top=top)
 
 
+def request_workload(request: DeepSeekOCRAnalyticRequest):
+    """The workload a request names: its profile, for its model variant."""
+    from analyzer.workload import load_profile
+
+    return load_profile(request.workload_profile_id, variant=request.model_variant)
+
+
+def request_key(request: DeepSeekOCRAnalyticRequest) -> str:
+    """What makes two requests ask for the same report: the workload (every field of the resolved profile) and the
+    analyzer's version. `force_rebuild` and the free-form `profile_run_id` are not part of it."""
+    import hashlib
+    import json
+
+    from analyzer import __version__
+    from analyzer.analysis import workload_record
+
+    identity = {"model_id": request.model_id, "workload": plain(workload_record(request_workload(request))),
+                "analyzer_version": __version__}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stored_report_id(registry, request: DeepSeekOCRAnalyticRequest) -> str | None:
+    """The id of the report the registry already holds for this request (None: none stored)."""
+    from registry.pricing import find_report, report_id_of
+
+    workload = request_workload(request)
+    with registry.begin() as conn:
+        key = find_report(conn, workload)
+        return report_id_of(conn, key) if key is not None else None
+
+
+def analyze_request(request: DeepSeekOCRAnalyticRequest) -> AnalyticModelReport:
+    """The analysis a request asks for (no registry: this is the part that takes seconds)."""
+    from analyzer.analysis import analyze
+
+    return analyze(request_workload(request))
+
+
+def store_request_report(registry, request: DeepSeekOCRAnalyticRequest, report: AnalyticModelReport) -> None:
+    """Store the report of a request (one transaction; rows replaced when `force_rebuild`)."""
+    from registry.ingest import write_report
+
+    write_report(registry, report, f"python -m analyzer {request.workload_profile_id}", force=request.force_rebuild)
+
+
 def run_request(request: DeepSeekOCRAnalyticRequest, registry=None) -> tuple[AnalyticModelReport, bool]:
     """The report a request asks for, and whether it was reused: with a registry, a report already stored for the
     same workload is rebuilt from its rows unless `force_rebuild`; a new report is stored there."""
-    from analyzer.analysis import analyze
-    from analyzer.workload import load_profile
-
-    workload = load_profile(request.workload_profile_id, variant=request.model_variant)
     if registry is None:
-        return analyze(workload), False
-    from registry.ingest import write_report
-    from registry.pricing import find_report, report_id_of
+        return analyze_request(request), False
     from registry.stored import load_stored_report
 
     if not request.force_rebuild:
-        with registry.begin() as conn:
-            key = find_report(conn, workload)
-            stored_id = report_id_of(conn, key) if key is not None else None
+        stored_id = stored_report_id(registry, request)
         if stored_id is not None:
             return load_stored_report(registry, stored_id), True
-    report = analyze(workload)
-    write_report(registry, report, f"python -m analyzer {request.workload_profile_id}", force=request.force_rebuild)
+    report = analyze_request(request)
+    store_request_report(registry, request, report)
     return report, False
 
 

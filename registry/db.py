@@ -21,13 +21,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
+from analyzer.errors import OneLineError
+
 DEFAULT_DB = "dsocr-registry.duckdb"
 URL_ENV = "DSOCR_REGISTRY_URL"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 CONNECTION_LEASE_S = 1.0
+# The DuckDB storage format a snapshot is written in unless asked otherwise: DuckDB 1.1 and every later release read
+# it, which covers the DuckDB that BI drivers and older Python environments bundle.
+DEFAULT_STORAGE_VERSION = "v1.1.0"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(OneLineError, RuntimeError):
     """A registry problem the user can act on (one line, non-zero exit)."""
 
 
@@ -37,6 +42,10 @@ class SchemaMismatchError(RegistryError):
 
 class DatabaseLockedError(RegistryError):
     pass
+
+
+class ReportNotFoundError(RegistryError):
+    """No stored report has the id asked for."""
 
 
 class DatabaseError(RegistryError):
@@ -161,8 +170,13 @@ def _lock_message(exc: BaseException) -> str | None:
 class Registry:
     """One database: engine, transactions with lock retry, and the revision gate."""
 
-    def __init__(self, db: str | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+    def __init__(self, db: str | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 duckdb_config: dict[str, str] | None = None, writes: bool = True) -> None:
+        """`writes`: whether the caller means to change the database (only the lock message depends on it)."""
         self.url = resolve_url(db)
+        self.writes = writes
+        if duckdb_config and is_duckdb(self.url):
+            self.url = self.url.update_query_dict(duckdb_config)  # duckdb-engine passes these to duckdb.connect
         self.lock_timeout_s = lock_timeout_s
         self.engine = make_engine(self.url)
         self._categories: dict[str, int] | None = None
@@ -197,9 +211,12 @@ class Registry:
                     raise RegistryError(f"cannot open {describe(self.url)}: "
                                         f"{str(exc.orig or exc).splitlines()[0]}") from None
                 if time.monotonic() >= deadline:
+                    outcome = ("(nothing was written)" if self.writes else
+                               "(nothing was read): run it again when the file is free, or read a snapshot of it "
+                               "(dsocr-registry snapshot)")
                     raise DatabaseLockedError(
                         f"{describe(self.url)} is locked, {holder}; gave up after {self.lock_timeout_s:g} s "
-                        f"(nothing was written)") from None
+                        f"{outcome}") from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 

@@ -4,25 +4,52 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import click
 
 from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import one_line
 from analyzer.report import ReportFormatError
 from registry.db import RegistryError
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+DEBUG_ENV = "DSOCR_DEBUG"  # 1: an unexpected error also prints its traceback (for a bug report)
+# Output cut short because its reader stopped reading (`| head`): quiet, with the status a Unix tool killed by
+# SIGPIPE reports (128 + 13), so that `set -o pipefail` sees the same as for any other program.
+EXIT_OUTPUT_CLOSED = 141
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+class OutputClosed(Exception):
+    """Standard output was closed by its reader. Not an OSError, so that click passes it on instead of handling
+    the broken pipe itself with exit status 1."""
 
 
 def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry") -> None:
     """Run a click command so that any bad input ends in exactly one line on stderr."""
 
     def fail(message: str, code: int = EXIT_USAGE) -> None:
-        click.echo(f"{prog_name}: error: {message}", err=True)
+        click.echo(one_line(f"{prog_name}: error: {message}"), err=True)
         sys.exit(code)
 
+    invoke = command.invoke
+
+    def invoke_noting_a_closed_output(ctx):
+        try:
+            return invoke(ctx)
+        except BrokenPipeError:
+            raise OutputClosed() from None
+
+    command.invoke = invoke_noting_a_closed_output
     try:
         command.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except (BrokenPipeError, OutputClosed):
+        quiet_closed_output()
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
@@ -39,8 +66,24 @@ def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry"
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-    except BrokenPipeError:
-        sys.exit(1)
+    except Exception as exc:  # a bug or a resource limit: one line, the traceback only on request
+        if debug_enabled():
+            traceback.print_exc()
+        fail(f"internal error: {type(exc).__name__}: {exc} ({DEBUG_ENV}=1 or --debug shows the traceback)",
+             EXIT_INTERNAL)
+    finally:
+        del command.invoke  # the command's own method again
+
+
+def quiet_closed_output() -> None:
+    """Leave quietly after the reader of standard output went away: what is still buffered has nowhere to go, and
+    Python would otherwise report the broken pipe again while flushing at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor (a test runner's buffer)
+        pass
+    sys.exit(EXIT_OUTPUT_CLOSED)
 
 
 def exit_without_teardown(code: int) -> None:
@@ -48,6 +91,11 @@ def exit_without_teardown(code: int) -> None:
     reference-leak reports when they are torn down in a process that also loaded torch."""
     try:
         sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped before the last of the output (`| head`)
+        code = code or EXIT_OUTPUT_CLOSED
+    except (OSError, ValueError):
+        pass
+    try:
         sys.stderr.flush()
     finally:
         os._exit(code)
@@ -61,3 +109,15 @@ def run_and_exit(command: click.Command, prog_name: str) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         exit_without_teardown(code)
     exit_without_teardown(0)
+
+
+def run_script_and_exit(main) -> None:
+    """A script's entry point: `main()` returns its exit status; a closed standard output ends it quietly."""
+    try:
+        code = main()
+    except BrokenPipeError:
+        try:
+            quiet_closed_output()
+        except SystemExit as exc:
+            code = exc.code
+    exit_without_teardown(code)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from analyzer.fileio import atomic_path
 from registry import views
-from registry.db import Registry, RegistryError
+from registry.db import DEFAULT_STORAGE_VERSION, Registry, RegistryError
 from registry.models import Base
 
 
@@ -48,29 +48,51 @@ def export_parquet(registry: Registry, out_dir: pathlib.Path) -> list[tuple[str,
     return written
 
 
-def snapshot(registry: Registry, target: pathlib.Path) -> list[tuple[str, int]]:
+
+
+def _check_storage_version(storage_version: str) -> None:
+    """Refuse a storage version this DuckDB cannot write before anything is created (DuckDB's own message lists
+    every release it knows, on one very long line)."""
+    import duckdb
+
+    try:
+        duckdb.connect(":memory:", config={"storage_compatibility_version": storage_version}).close()
+    except duckdb.Error:
+        raise RegistryError(f"unknown DuckDB storage version {storage_version!r} (give a DuckDB release such as "
+                            f"{DEFAULT_STORAGE_VERSION}, or latest)") from None
+
+
+def snapshot(registry: Registry, target: pathlib.Path, storage_version: str = DEFAULT_STORAGE_VERSION,
+             force: bool = False) -> list[tuple[str, int]]:
     """A new DuckDB file at the current schema revision holding a consistent copy of every table.
 
-    Written beside the target and renamed into place, so a BI tool never sees a half-written file.
+    `storage_version`: the oldest DuckDB release that must read the file (`latest`: this DuckDB's own format).
+    Written beside the target and renamed into place, so a BI tool never sees a half-written file; an existing
+    target is replaced only with `force`.
     """
+    _check_storage_version(storage_version)
     target = target.resolve()
     if registry.url.get_backend_name() == "duckdb" and registry.url.database and \
             pathlib.Path(registry.url.database).resolve() == target:
         raise RegistryError("the snapshot must be a different file from the registry")
+    if target.is_dir():
+        raise RegistryError(f"{target} is a directory, not a DuckDB file")
+    if target.exists() and not force:
+        raise RegistryError(f"{target} exists; add --force to replace it")
     copied = []
     with atomic_path(target, suffix=".duckdb") as tmp:
         tmp.unlink()  # DuckDB creates the file itself
         wal = tmp.with_name(tmp.name + ".wal")
         try:
-            _copy_into(registry, tmp, copied)
+            _copy_into(registry, tmp, storage_version, copied)
         finally:
             wal.unlink(missing_ok=True)  # the copy is checkpointed when it is closed; a failed one is dropped
     return copied
 
 
-def _copy_into(registry: Registry, tmp: pathlib.Path, copied: list[tuple[str, int]]) -> None:
+def _copy_into(registry: Registry, tmp: pathlib.Path, storage_version: str, copied: list[tuple[str, int]]) -> None:
     """Every table of the registry into a new DuckDB file at `tmp`, in one consistent read."""
-    copy = Registry(str(tmp))
+    copy = Registry(str(tmp), duckdb_config={"storage_compatibility_version": storage_version})
     try:
         copy.upgrade(seed_catalogs=False)  # the catalogs are copied from the source like every other table
         with registry.begin() as source, copy.begin() as dest:

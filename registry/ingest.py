@@ -2,10 +2,11 @@
 
 Rows go in as Arrow tables on DuckDB (`INSERT ... SELECT ... FROM arrow_table`) and through binary COPY on
 PostgreSQL. Many reports (a directory, a glob) go in batches: one transaction and one bulk statement per table for
-the whole batch, so the fixed cost of a transaction is paid once per batch, not once per report. A batch the
-database refuses is written again one report per transaction, so that one bad report names itself and the others
-still go in; a batch that fails because the database is gone (a lost connection, a full disk) stores nothing and
-every report of it is named as failed.
+the whole batch, so the fixed cost of a transaction is paid once per batch, not once per report. Every value is
+checked against its column before it is written (`check_columns`). A batch refused (a value a column cannot hold, a
+statement the database refuses) is written again one report per transaction, so that one bad report names itself
+(a refused value by its key path in the report) and the others still go in; a batch that fails because the
+database is gone (a lost connection, a full disk) stores nothing and every report of it is named as failed.
 
 Architectures (module trees) and workloads are shared by content hash; a report whose `report_id` is already
 present is skipped, or with `force` has its rows replaced in place (the report row is kept: DuckDB cannot delete a
@@ -20,6 +21,7 @@ import hashlib
 import json
 import pathlib
 import sys
+import traceback
 from typing import Any
 
 import attrs
@@ -28,9 +30,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId, OperatorCategory
-from analyzer.report import AnalyticModelReport, ReportFormatError, load_report, loads
+from analyzer.fileio import key_path, one_line, quote
+from analyzer.report import AnalyticModelReport, ReportFormatError, load_report
 from registry.db import DatabaseError, Registry, RegistryError
-from registry.models import Architecture, Report, Workload
+from registry.entry import debug_enabled
+from registry.models import Architecture, ColumnValueError, Report, Workload, check_columns, check_row
 
 REPORT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -77,15 +81,7 @@ def discover(paths: list[str]) -> list[Source]:
 
 
 def read_source(source: Source) -> AnalyticModelReport:
-    if source.path is None:
-        data = sys.stdin.buffer.read()
-        if not data.strip():
-            raise ReportFormatError("empty input")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ReportFormatError("not UTF-8 text") from None
-        return loads(text, "json" if text.lstrip().startswith("{") else "yaml")
+    """The report of one source, within the input limits of analyzer.fileio (standard input included)."""
     try:
         return load_report(source.path)
     except OSError as exc:
@@ -236,29 +232,25 @@ _VALUES_LIMIT = 2_000  # values (rows x columns) up to which DuckDB gets one VAL
 
 
 def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
-    """Insert column lists in one statement: Arrow on DuckDB, binary COPY on PostgreSQL."""
+    """Insert column lists in one statement: Arrow on DuckDB, binary COPY on PostgreSQL; a value its column cannot
+    hold is refused first (`check_columns`, a ColumnValueError), so both backends give the same verdict."""
     names = list(columns)
     count = len(columns[names[0]]) if names else 0
     if count == 0:
         return 0
+    check_columns(table, columns)
     column_list = ", ".join(names)
     dialect = conn.dialect.name
     raw = conn.connection.driver_connection
     if dialect == "duckdb" and count * len(names) <= _VALUES_LIMIT:
         # a few rows (a scenario's points, a new workload): one VALUES statement, which spares loading pyarrow
         row_marks = "(" + ", ".join("?" * len(names)) + ")"
-        try:
-            raw.execute(f"INSERT INTO {table} ({column_list}) VALUES {', '.join([row_marks] * count)}",
-                        [value for row in zip(*(columns[name] for name in names)) for value in row])
-        except OverflowError:
-            raise DatabaseError(f"database error: {_unfit_column(table, columns)}") from None
+        raw.execute(f"INSERT INTO {table} ({column_list}) VALUES {', '.join([row_marks] * count)}",
+                    [value for row in zip(*(columns[name] for name in names)) for value in row])
     elif dialect == "duckdb":
         import pyarrow as pa
 
-        try:
-            arrow_rows = pa.table(columns)
-        except (OverflowError, pa.ArrowException):
-            raise DatabaseError(f"database error: {_unfit_column(table, columns)}") from None
+        arrow_rows = pa.table(columns)
         view = f"_ingest_{table}"
         raw.register(view, arrow_rows)
         # Not in a `finally`: after a failed insert the transaction is aborted, unregistering fails too and would
@@ -269,29 +261,11 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
         with raw.cursor() as cursor:
             with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(copy_types(table, names))
-                try:
-                    for row in zip(*(columns[name] for name in names)):
-                        copy.write_row(row)
-                except OverflowError:
-                    raise DatabaseError(f"database error: {_unfit_column(table, columns)}") from None
+                for row in zip(*(columns[name] for name in names)):
+                    copy.write_row(row)
     else:  # pragma: no cover - resolve_url admits only these two
         raise RegistryError(f"bulk insert is not implemented for {dialect}")
     return count
-
-
-_INTEGER_BOUNDS = {"int2": 2 ** 15, "int4": 2 ** 31, "int8": 2 ** 63}
-
-
-def _unfit_column(table: str, columns: dict[str, list]) -> str:
-    """Which column cannot hold one of its values (an integer beyond the column's width), as one line."""
-    for name, column_type in zip(columns, copy_types(table, list(columns))):
-        bound = _INTEGER_BOUNDS.get(column_type)
-        if bound is None:
-            continue
-        for value in columns[name]:
-            if isinstance(value, int) and not -bound <= value < bound:
-                return f"{table}.{name}: {value} does not fit a {bound.bit_length()}-bit integer column"
-    return f"{table}: a value does not fit its column"
 
 
 # Binary COPY sends each value in its column's own binary form, so the types are the columns' exact ones
@@ -322,6 +296,7 @@ def allocate_ids(conn: Connection, sequence: str, count: int) -> list[int]:
 
 def _find_or_create(conn: Connection, model, key: str, values: dict[str, Any]) -> tuple[int, bool]:
     table = model.__table__
+    check_row(table.name, values)
     column = table.c[key]
     found = conn.execute(sa.select(table.c.id).where(column == values[key])).scalar()
     if found is not None:
@@ -334,9 +309,48 @@ def _find_or_create(conn: Connection, model, key: str, values: dict[str, Any]) -
     return int(conn.execute(sa.select(table.c.id).where(column == values[key])).scalar_one()), False
 
 
+_REPORT_TOTALS = {"total_flops": "stages[].flops", "total_bytes": "stages[].bytes_read + bytes_written",
+                  "total_kernel_launches": "stages[].kernel_launches"}
+
+
+def column_key_path(report: AnalyticModelReport, error: ColumnValueError) -> str:
+    """Where in the report the value a column refused comes from (the row builders above, read backwards)."""
+    table, column, index = error.table, error.column, error.index
+    if table == "reports":
+        if column in _REPORT_TOTALS:
+            return f"{_REPORT_TOTALS[column]} (their sum)"
+        return f"routing.{column.removeprefix('routing_')}" if column.startswith("routing_") else column
+    if table == "architectures":
+        return "modules (their count)" if column == "module_count" else column
+    if table == "workloads":
+        return f"workload.{column}"
+    if table == "report_stages":
+        return key_path(("stages", index, column))
+    if table == "modules":
+        return key_path(("modules", index, column))
+    if table == "module_metrics":
+        return key_path(("module_metrics", index, column))
+    if table == "operator_metrics":
+        for snapshot_index, snapshot in enumerate(report.module_metrics):
+            if index < len(snapshot.operators):
+                return key_path(("module_metrics", snapshot_index, "operators", index, column))
+            index -= len(snapshot.operators)
+    return f"{table}.{column}"  # pragma: no cover - every table a report writes is named above
+
+
 def write_report(registry: Registry, report: AnalyticModelReport, source: str, force: bool = False,
                  keep_open: bool = False) -> IngestOutcome:
-    """All rows of one report in one transaction, or none."""
+    """All rows of one report in one transaction, or none. A value that does not fit its column is a
+    ReportFormatError naming its key path, and nothing of the report is stored."""
+    try:
+        return _write_report(registry, report, source, force, keep_open)
+    except ColumnValueError as exc:
+        raise ReportFormatError(f"{column_key_path(report, exc)}: {quote(exc.value)} does not fit the registry "
+                                f"(column {exc.table}.{exc.column} holds {exc.limit})") from None
+
+
+def _write_report(registry: Registry, report: AnalyticModelReport, source: str, force: bool,
+                  keep_open: bool) -> IngestOutcome:
     architecture = architecture_values(report)
     cached = registry.architecture_cache.get(architecture["tree_hash"])
     with registry.begin(keep_open=keep_open) as conn:
@@ -359,6 +373,7 @@ def write_report(registry: Registry, report: AnalyticModelReport, source: str, f
         rows += int(new_workload)
 
         values = report_values(report, architecture_id, workload_id, source)
+        check_row("reports", values)
         reports = Report.__table__
         report_pk = conn.execute(pg_insert(reports).values(**values)
                                  .on_conflict_do_nothing(index_elements=["report_id"])
@@ -434,6 +449,7 @@ def _extend(target: dict[str, list], columns: dict[str, list]) -> None:
 
 def _replace_rows(conn: Connection, report_pk: int, values: dict[str, Any]) -> None:
     reports = Report.__table__
+    check_row("reports", values)
     for table in ("operator_metrics", "module_metrics", "report_stages"):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
     conn.execute(reports.update().where(reports.c.id == report_pk)
@@ -446,9 +462,11 @@ def write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]]
     """Many reports in one transaction, one bulk statement per table; an outcome per item, in order.
 
     A report the registry refuses on its own (categories, a tree that lacks its modules) fails alone, before
-    anything is written. A batch the database refuses is written again one report per transaction (one bad
-    report names itself, a report a concurrent writer stored meanwhile is skipped); a batch whose database fails
-    under it stores nothing, and each of its reports is named failed with the database's line.
+    anything is written. A batch refused as a whole (a value a column cannot hold, a statement the database
+    refuses, an unexpected error) is written again one report per transaction, so that the bad report names itself
+    (a refused value by its key path) and the others still go in, and a report a concurrent writer stored meanwhile
+    is skipped; a batch whose database fails under it stores nothing, and each of its reports is named failed with
+    the database's line. A registry that cannot be used at all (locked, wrong revision) stops the caller.
     """
     if not items:
         return []
@@ -456,16 +474,36 @@ def write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]]
         report, source = items[0]
         try:
             return [write_report(registry, report, source, force, keep_open=True)]
-        except ReportFormatError as exc:
-            return [IngestOutcome(source, "failed", message=str(exc))]
-        except DatabaseError as exc:
-            return [IngestOutcome(source, "failed", message=str(exc))]
+        except Exception as exc:
+            return [failed_outcome(source, exc)]
     try:
         return _write_batch(registry, items, force)
     except DatabaseError as exc:
         if _connection_lost(exc):
             return [IngestOutcome(source, "failed", report.report_id, message=str(exc)) for report, source in items]
+    except RegistryError:
+        raise
+    except ColumnValueError:
+        pass  # the report that holds the value names it by its key path below
+    except Exception:
+        if debug_enabled():
+            traceback.print_exc()
     return [outcome for item in items for outcome in write_batch(registry, [item], force)]
+
+
+def failed_outcome(source: str, exc: Exception) -> IngestOutcome:
+    """What went wrong with one source as its one line (status "failed"), so the other sources of the command
+    still go in; a registry that cannot be used at all (locked, wrong revision) is raised again. DSOCR_DEBUG=1 (or
+    --debug) also prints the traceback of an unexpected error."""
+    if isinstance(exc, (ReportFormatError, DatabaseError)):
+        message = str(exc)
+    elif isinstance(exc, RegistryError):
+        raise exc
+    else:  # a bug or a resource limit: still this file's line, not the command's end
+        if debug_enabled():
+            traceback.print_exception(exc)
+        message = f"internal error: {type(exc).__name__}: {exc} (DSOCR_DEBUG=1 shows the traceback)"
+    return IngestOutcome(source, "failed", message=one_line(message))
 
 
 def _write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]], force: bool
@@ -510,6 +548,7 @@ def _write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]
         workload_ids = _ids_by(conn, "workloads", "workload_hash", list(by_hash))
         new_workloads = [values for key, values in by_hash.items() if key not in workload_ids]
         if new_workloads:
+            check_columns("workloads", {name: [values[name] for values in new_workloads] for name in new_workloads[0]})
             conn.execute(pg_insert(Workload.__table__).values(new_workloads)
                          .on_conflict_do_nothing(index_elements=["workload_hash"]))
             created = {key for key in by_hash if key not in workload_ids}
@@ -595,8 +634,8 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
             else:
                 try:
                     report = read_source(source)
-                except ReportFormatError as exc:
-                    outcomes[index] = IngestOutcome(source.label, "failed", message=str(exc))
+                except Exception as exc:
+                    outcomes[index] = failed_outcome(source.label, exc)
                 else:
                     pending.append((index, report, source.label))
                     pending_rows += metric_row_count(report)

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 
 from analyzer.architecture import canonical_variant
 from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import (MAX_MEASUREMENT_BYTES, InputLimitError, decode_text, parse_document, quote,
+                             read_input)
 from analyzer.workload import MODES, Workload
 from registry.db import Registry, RegistryError
 
@@ -57,13 +59,12 @@ class MappedRow:
 def load_file(path: str | pathlib.Path) -> tuple[dict, list[dict], str]:
     path = pathlib.Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_input(path, MAX_MEASUREMENT_BYTES)
+        data = parse_document(decode_text(raw), "json")
     except OSError as exc:
         raise MeasurementError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MeasurementError(f"{path}: not a JSON measurement file ({str(exc).splitlines()[0]})") from None
+    except InputLimitError as exc:
+        raise MeasurementError(f"{path}: not a JSON measurement file within the input limits ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not isinstance(data.get("env"), dict):
         raise MeasurementError(f'{path}: expected {{"env": {{...}}, "rows": [...]}}')
     return data["env"], data["rows"], hashlib.sha256(raw).hexdigest()
@@ -77,7 +78,7 @@ def _tile_grid(count: int) -> tuple[int, int]:
 def _int(row: dict, key: str, where: str, minimum: int = 0) -> int:
     value = row.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MeasurementError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+        raise MeasurementError(f"{where}: {key} must be an integer >= {minimum}, got {quote(value)}")
     return value
 
 
@@ -99,14 +100,14 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
     if not isinstance(row, dict):
         raise MeasurementError(f"{where}: a row must be an object")
     kind = row.get("kind")
-    if kind not in TIMED_KINDS | UNTIMED_KINDS:
-        raise MeasurementError(f"{where}: unknown kind {kind!r}; expected one of "
+    if not isinstance(kind, str) or kind not in TIMED_KINDS | UNTIMED_KINDS:
+        raise MeasurementError(f"{where}: unknown kind {quote(kind)}; expected one of "
                                f"{', '.join(sorted(TIMED_KINDS | UNTIMED_KINDS))}")
     for key in ("median_ms", "min_ms", "max_ms"):
         value = row.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value < 0):
-            raise MeasurementError(f"{where}: {key} must be a time >= 0 in ms, got {value!r}")
+            raise MeasurementError(f"{where}: {key} must be a time >= 0 in ms, got {quote(value)}")
     if kind in UNTIMED_KINDS or (row.get("median_ms") is None and isinstance(row.get("error"), str)):
         what = row.get("what") or kind
         note = f"not timed: {str(row['error'])[:200]}" if "error" in row else "not a timed workload"
@@ -116,12 +117,13 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
     try:
         variant = canonical_variant(row.get("variant", ""))
     except AnalyzerInputError:
-        raise MeasurementError(f"{where}: unknown variant {row.get('variant')!r}; expected v1, v2 or ocr2") from None
+        raise MeasurementError(f"{where}: unknown variant {quote(row.get('variant'))}; expected v1, v2 or ocr2"
+                               ) from None
     batch = _int(row, "batch", where, 1)
     experts = row.get("experts")
     compared, note = True, ""
-    if experts not in COUNTED_EXPERTS:
-        compared, note = False, f"experts implementation {experts!r} is not the one the runtime profiles model"
+    if not (experts is None or isinstance(experts, str)) or experts not in COUNTED_EXPERTS:
+        compared, note = False, f"experts implementation {quote(experts)} is not the one the runtime profiles model"
     try:
         if kind in ("vision_tower", "projector"):
             px = _int(row, "image", where, 1)
@@ -191,7 +193,28 @@ def parse(path: str | pathlib.Path) -> tuple[dict, list[MappedRow], str]:
     env, rows, file_hash = load_file(path)
     if not rows:
         raise MeasurementError(f"{path}: no rows")
-    return env, [map_row(row, i, str(path)) for i, row in enumerate(rows)], file_hash
+    mapped = [map_row(row, i, str(path)) for i, row in enumerate(rows)]
+    for row in mapped:
+        _check_stored(row, f"{path}: row {row.index}")
+    return env, mapped, file_hash
+
+
+def _check_stored(row: MappedRow, where: str) -> None:
+    """The values of a row's `measurements` columns: integers where the column holds integers, and within the
+    column (the same verdict on both backends)."""
+    from registry.models import ColumnValueError, check_row
+
+    values = {"kind": row.kind, "variant": row.variant, "batch": row.batch, "reps": row.raw.get("reps"),
+              "stage": row.stage, "view_kind": row.view_kind}
+    for key in ("batch", "reps"):
+        value = values[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise MeasurementError(f"{where}: {key} must be an integer, got {quote(value)}")
+    try:
+        check_row("measurements", values)
+    except ColumnValueError as exc:
+        raise MeasurementError(f"{where}: {exc.column}: {quote(exc.value)} does not fit the registry (it holds "
+                               f"{exc.limit})") from None
 
 
 def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:

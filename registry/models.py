@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -387,3 +388,85 @@ class ServingRequest(Base):
     first_token_s: Mapped[float] = mapped_column(sa.Double)
     finish_s: Mapped[float] = mapped_column(sa.Double)
     preemptions: Mapped[int] = mapped_column(sa.Integer)
+
+
+class AnalysisRun(Base):
+    """One accepted `run` request of the HTTP service (revision 0009): its state outlives the process that serves
+    it. Identical requests share `request_key`; `owner` is the service process that runs it and `updated_at` when
+    that process last touched it."""
+
+    __tablename__ = "analysis_runs"
+    __table_args__ = (sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed')",
+                                         name="ck_analysis_runs_status"),)
+    run_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    request_key: Mapped[str] = mapped_column(sa.String(64), index=True)
+    request: Mapped[str] = mapped_column(sa.Text)  # the request as canonical JSON
+    status: Mapped[str] = mapped_column(sa.String(16))
+    report_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # one line, when failed
+    owner: Mapped[str] = mapped_column(sa.String(120))
+    created_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+    updated_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+
+
+# -- what the columns hold ----------------------------------------------------------------------------------------
+# DuckDB neither enforces VARCHAR(n) nor refuses NUL characters where PostgreSQL does, and the two overflow integer
+# columns with different errors; checking every value against its column before it is written gives both backends
+# the same verdict. Strings are already free of NUL and unpaired surrogates (analyzer.fileio checks every input).
+
+_INTEGER_RANGES = {sa.SmallInteger: 16, sa.BigInteger: 64, sa.Integer: 32}  # subclasses before Integer
+
+
+@attrs.frozen
+class ColumnValueError(ValueError):
+    """A value its column cannot hold: `index` is its row within the columns checked."""
+
+    table: str
+    column: str
+    index: int
+    value: object
+    limit: str
+
+    def __str__(self) -> str:
+        from analyzer.fileio import quote
+
+        return f"{quote(self.value)} does not fit column {self.table}.{self.column} ({self.limit})"
+
+
+def _column_limit(column: sa.Column) -> tuple[str, object, object] | None:
+    """(description, low, high) of an integer column, ("...", None, length) of a bounded string column."""
+    for kind, bits in _INTEGER_RANGES.items():
+        if isinstance(column.type, kind):
+            return f"{bits}-bit integers", -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    if isinstance(column.type, sa.String) and column.type.length is not None:
+        return f"at most {column.type.length} characters", None, column.type.length
+    return None
+
+
+def check_columns(table: str, columns: dict[str, list]) -> None:
+    """Refuse a value that its column in `table` cannot hold (integer range, string length) with a
+    `ColumnValueError`; one pass of min/max per column, so a fast insert path can call it on every batch."""
+    columns_of = Base.metadata.tables[table].c
+    for name, values in columns.items():
+        column = columns_of.get(name)
+        limit = _column_limit(column) if column is not None else None
+        if limit is None or not values:
+            continue
+        description, low, high = limit
+        present = [v for v in values if v is not None]
+        if not present:
+            continue
+        if low is None:
+            lengths = [len(v) if isinstance(v, str) else 0 for v in present]
+            if max(lengths) <= high:
+                continue
+            index = next(i for i, v in enumerate(values) if isinstance(v, str) and len(v) > high)
+        else:
+            if low <= min(present) and max(present) <= high:
+                continue
+            index = next(i for i, v in enumerate(values) if v is not None and not low <= v <= high)
+        raise ColumnValueError(table, name, index, values[index], description)
+
+
+def check_row(table: str, values: dict) -> None:
+    check_columns(table, {name: [value] for name, value in values.items()})

@@ -49,6 +49,12 @@ def format_cell(value: Any, column: Column) -> str:
     return str(value)
 
 
+def plural(count: float, noun: str, spec: str = ",.0f") -> str:
+    """'1 GPU', '2 GPUs', '1,024 pages': the count formatted with `spec`, the noun in the number it takes."""
+    text = format(count, spec)
+    return f"{text} {noun}" if text == "1" else f"{text} {noun}s"
+
+
 def render_table(columns: Sequence[str | Column], rows: Sequence[Sequence[Any]], count: bool = True) -> str:
     """Aligned text: numbers to the right, text to the left, a rule under the headings, "-" for no value."""
     columns = _columns(columns)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from registry.db import Registry, RegistryError
+from registry.db import Registry, RegistryError, ReportNotFoundError
 
 DEFAULT_RUNTIME = "hf-eager"  # the runtime a scenario prices under when it names none
 # A summary prices on the H200 under the shipped profile of the report's own execution (hf-eager or vllm) unless a
@@ -71,9 +71,10 @@ SWEEP_BATCH_REPORTS = 20
 
 
 def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
-                   execution="hf-eager") -> list[int]:
+                   execution="hf-eager", analyze=None) -> list[int]:
     """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
-    execution)) and ingesting those not stored yet."""
+    execution); the service passes one that runs in a worker process, with a time limit) and ingesting those not
+    stored yet, SWEEP_BATCH_REPORTS to a transaction."""
     execution = _execution(execution)
     with registry.begin(keep_open=True) as conn:
         report_keys = [find_report(conn, w, execution) for w in workloads]
@@ -84,9 +85,11 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     # only analyzing loads torch and transformers: a sweep whose reports are all stored never does
     from tqdm import tqdm
 
-    from analyzer.analysis import analyze
     from analyzer.workload import workload_record
     from registry.ingest import workload_hash, write_batch
+
+    if analyze is None:
+        from analyzer.analysis import analyze
 
     pending: list = []
 
@@ -104,7 +107,14 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
             key = workload_hash(workload_record(workloads[index]))
             if key not in analyzed:  # an earlier duplicate in this list is analyzed once
                 analyzed.add(key)
-                pending.append((analyze(workloads[index], execution), label))
+                try:
+                    report = analyze(workloads[index], execution)
+                except BaseException:
+                    # the reports analyzed so far are kept: the sweep run again analyzes only what is left
+                    with contextlib.suppress(Exception):
+                        flush()
+                    raise
+                pending.append((report, label))
                 if len(pending) >= SWEEP_BATCH_REPORTS:
                     flush()
             bar.update(1)
@@ -278,7 +288,7 @@ def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None, str]:
         "SELECT r.id, r.variant, w.profile_id, COALESCE(r.execution, 'hf-eager') FROM reports r "
         "JOIN workloads w ON w.id = r.workload_id WHERE r.report_id = :r"), {"r": report_id}).first()
     if row is None:
-        raise RegistryError(f"no report {report_id!r} in the registry")
+        raise ReportNotFoundError(f"no report {report_id!r} in the registry")
     return int(row[0]), row[1], row[2], row[3]
 
 

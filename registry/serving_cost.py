@@ -151,14 +151,14 @@ def make_workloads(profile: str, base: dict, probes: list[tuple[str, dict]]) -> 
 
 
 def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: list[int], runtime_ids: list[int],
-                  progress: bool = False, overrides: dict | None = None) -> tuple[int, list[tuple]]:
+                  progress: bool = False, overrides: dict | None = None, analyze=None) -> tuple[int, list[tuple]]:
     """Analyze (if new) and record the probe workloads x GPUs x runtimes as one scenario; (scenario id, points)."""
     from registry.catalog import runtime_execution
     from registry.pricing import ensure_reports, record_scenario
 
     with registry.begin() as conn:
         executions = {rid: runtime_execution(conn, rid) for rid in runtime_ids}
-    keys = {ex: ensure_reports(registry, workloads, f"serving:{name}", progress, ex)
+    keys = {ex: ensure_reports(registry, workloads, f"serving:{name}", progress, ex, analyze)
             for ex in dict.fromkeys(executions.values())}
     points = [(keys[executions[rid]][i], hid, rid) for hid in hardware_ids for rid in runtime_ids
               for i in range(len(workloads))]
@@ -253,10 +253,12 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
 
 
 def step_costs(registry: Registry, name: str, profile: str, base: dict, pages: list[str], hardware_ids: list[int],
-               runtime_ids: list[int], progress: bool = False, overrides: dict | None = None) -> list[StepCost]:
+               runtime_ids: list[int], progress: bool = False, overrides: dict | None = None,
+               analyze=None) -> list[StepCost]:
     """Step costs of the family (profile + base fields, one family per page size) on each GPU x runtime, GPUs
     outermost, with the scenario's device overrides (peak, bandwidth, memory, efficiency scale) if any."""
     probes = probe_workloads(base, pages)
     workloads = make_workloads(profile, base, probes)
-    scenario_id, _ = record_probes(registry, name, workloads, hardware_ids, runtime_ids, progress, overrides)
+    scenario_id, _ = record_probes(registry, name, workloads, hardware_ids, runtime_ids, progress, overrides,
+                                   analyze)
     return derive(registry, scenario_id, probes, len(workloads), pages)

@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 import sqlalchemy as sa
 
+from analyzer.fileio import quote
 from registry.catalog import suggestion
 from registry.db import Registry
 from registry.serving import EngineConfig, PageMix, make_pages, simulate
@@ -54,7 +55,7 @@ def _int(scenario: Scenario, path: tuple, value, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise scenario.fail(path, f"must be a positive integer, got {value!r}")
+        raise scenario.fail(path, f"must be a positive integer, got {quote(value)}")
     return int(value)
 
 
@@ -80,20 +81,22 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
                                 "sets the pages)")
     engine = block.get("engine", ENGINES[0])
     if engine not in ENGINES:
-        raise scenario.fail(("serving", "engine"), f"unknown engine {engine!r}{suggestion(str(engine), set(ENGINES))}"
+        raise scenario.fail(("serving", "engine"), f"unknown engine {quote(engine)}"
+                                                   f"{suggestion(str(engine), set(ENGINES))}"
                             f"; known: {', '.join(ENGINES)}")
     seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), 256)
     budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"), 8192)
     block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), 16)
     utilization = block.get("gpu_memory_utilization")
     if utilization is not None and (not _is_number(utilization) or not 0 < utilization <= 1):
-        raise scenario.fail(("serving", "gpu_memory_utilization"), f"must be a number in (0, 1], got {utilization!r}")
+        raise scenario.fail(("serving", "gpu_memory_utilization"),
+                            f"must be a number in (0, 1], got {quote(utilization)}")
     arrival = _mapping(scenario, ("serving", "arrival"), block.get("arrival"), ARRIVAL_KEYS)
     pages = _mapping(scenario, ("serving", "pages"), block.get("pages"), PAGES_KEYS)
     count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000)
     seed = pages.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise scenario.fail(("serving", "pages", "seed"), f"must be an integer >= 0, got {seed!r}")
+        raise scenario.fail(("serving", "pages", "seed"), f"must be an integer >= 0, got {quote(seed)}")
     if ("rate_per_s" in arrival) == ("offline_pages" in arrival):
         raise scenario.fail(("serving", "arrival"), "give either rate_per_s: [rates] or offline_pages: N")
     if "offline_pages" in arrival:
@@ -105,18 +108,18 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
         if (not isinstance(values, list) or not values
                 or not all(_is_number(v) and v > 0 for v in values)):
             raise scenario.fail(("serving", "arrival", "rate_per_s"),
-                                f"must be a list of positive numbers (pages per second), got {values!r}")
+                                f"must be a list of positive numbers (pages per second), got {quote(values)}")
         rates = tuple(float(v) for v in values)
     mix = _mapping(scenario, ("serving", "page_mix"), block.get("page_mix"), MIX_KEYS)
     tokens = _mapping(scenario, ("serving", "page_mix", "new_tokens"), mix.get("new_tokens"), TOKENS_KEYS)
     where = ("serving", "page_mix", "new_tokens")
     if tokens.get("distribution", "lognormal") != "lognormal":
-        raise scenario.fail(where + ("distribution",), f"unknown distribution {tokens['distribution']!r}; known: "
+        raise scenario.fail(where + ("distribution",), f"unknown distribution {quote(tokens['distribution'])}; known: "
                             "lognormal")
     median, p90, largest = tokens.get("median", 700), tokens.get("p90", 1600), tokens.get("max", 8000)
     for key, value in (("median", median), ("p90", p90), ("max", largest)):
         if not _is_number(value) or value < 1:
-            raise scenario.fail(where + (key,), f"must be a number >= 1, got {value!r}")
+            raise scenario.fail(where + (key,), f"must be a number >= 1, got {quote(value)}")
     if p90 < median:
         raise scenario.fail(where + ("p90",), f"must be >= the median ({median}), got {p90}")
     if largest < median:
@@ -130,13 +133,13 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
     pages_px, shares = [], []
     for entry in sizes:
         if not isinstance(entry, dict) or "share" not in entry or "size" not in entry:
-            raise scenario.fail(where, f"each entry needs size and share, got {entry!r}")
+            raise scenario.fail(where, f"each entry needs size and share, got {quote(entry)}")
         _check_keys(scenario, where, entry, SIZE_KEYS)
         size, share = entry["size"], entry["share"]
         if size is not None and (not isinstance(size, str) or not _PAGE.match(size)):
-            raise scenario.fail(where, f"size must be WIDTHxHEIGHT in pixels, got {size!r}")
+            raise scenario.fail(where, f"size must be WIDTHxHEIGHT in pixels, got {quote(size)}")
         if not _is_number(share) or share <= 0:
-            raise scenario.fail(where, f"share must be a positive number, got {share!r}")
+            raise scenario.fail(where, f"share must be a positive number, got {quote(share)}")
         if size in pages_px:
             raise scenario.fail(where, f"size {size} is listed twice")
         pages_px.append(size)
@@ -225,7 +228,7 @@ def check_runtimes(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], lis
 
 def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progress: bool = False,
                 rates: tuple | None = None, only: tuple[str, str] | None = None,
-                keep_requests: bool = False) -> tuple[int, list[dict], dict]:
+                keep_requests: bool = False, analyze=None) -> tuple[int, list[dict], dict]:
     """Simulate every GPU x runtime x rate (or one point: `only` = (hardware, runtime), `rates`); record the
     scenario and its serving points; return (scenario id, rows of v_serving_summary, per-request arrays of the
     last point)."""
@@ -245,7 +248,7 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
     pages = _page_names(scenario, spec)
     overrides = _overrides(scenario)
     costs = step_costs(registry, scenario.name, profile, base, pages, [h for h, _ in hardware],
-                       [r for r, _, _ in runtimes], progress, overrides)
+                       [r for r, _, _ in runtimes], progress, overrides, analyze)
     rows, requests = [], {}
     bar = tqdm(total=len(costs) * len(rates) * spec.count, unit="page", desc="simulating", file=sys.stderr,
                disable=not progress, leave=False)

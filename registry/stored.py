@@ -18,7 +18,7 @@ from analyzer.execution import Execution
 from analyzer.report import (CONVERTER, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
                              RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id,
                              operator_categories)
-from registry.db import Registry, RegistryError
+from registry.db import Registry, RegistryError, ReportNotFoundError
 from registry.ingest import stored_categories
 
 _STAGE_ORDER = "CASE {c} WHEN 'vision' THEN 0 WHEN 'projector' THEN 1 WHEN 'prefill' THEN 2 ELSE 3 END"
@@ -32,7 +32,7 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
             "a.weight_bytes, a.kv_cache_bytes_per_token FROM reports r JOIN architectures a ON a.id = r.architecture_id "
             "WHERE r.report_id = :r"), {"r": report_id}).mappings().first()
         if head is None:
-            raise RegistryError(f"no report {report_id!r} in the registry")
+            raise ReportNotFoundError(f"no report {report_id!r} in the registry")
         workload = dict(conn.execute(sa.text("SELECT * FROM workloads WHERE id = :w"),
                                      {"w": head["workload_id"]}).mappings().one())
         modules = conn.execute(sa.text("SELECT * FROM modules WHERE architecture_id = :a ORDER BY id"),

@@ -7,6 +7,7 @@ reading the answers (every formula is in the SQL views) is registry.pricing's.
 from __future__ import annotations
 
 import itertools
+import math
 import pathlib
 from typing import Any
 
@@ -14,7 +15,7 @@ import attrs
 import yaml
 
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import parse_yaml
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, quote
 from registry.catalog import suggestion
 from registry.db import Registry, RegistryError
 from registry.pricing import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
@@ -26,6 +27,7 @@ SWEEP_KEYS = {"hardware", "runtime", "variant", "mode", "page", "tiles", "batch"
 OVERRIDE_KEYS = {"peak_tflops", "memory_tb_per_s", "memory_gb", "efficiency_scale"}
 TARGET_KEYS = {"pages_per_day", "page_latency_s", "ttft_p99_s", "page_latency_p99_s"}
 DEFAULT_PROFILE = "dsocr-standard-v1"  # the base workload when a scenario names none
+MAX_SWEEP_POINTS = 10_000  # combinations of a sweep (each is a workload analyzed and priced)
 
 
 class ScenarioError(RegistryError):
@@ -64,14 +66,24 @@ class Scenario:
 
 def load_scenario(path: str | pathlib.Path) -> Scenario:
     path = pathlib.Path(path)
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    data = parse_yaml(text, str(path), ScenarioError)
-    node = yaml.compose(text)  # well-formed by now; its marks give each key's line
+    # within the input limits; aliases are accepted (a sweep may repeat a list), their expanded size capped
+    data = load_document(path, "yaml", MAX_SMALL_FILE_BYTES, ScenarioError, aliases=True)
+    text = path.read_text("utf-8")
+    node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # its marks give key lines
     scenario = Scenario(name=path.stem, source=str(path), data=data if isinstance(data, dict) else {},
                         lines=_lines(node) if node is not None else {})
+    return _checked(scenario, data)
+
+
+def scenario_from_mapping(data: Any, source: str) -> Scenario:
+    """A scenario given as a mapping (an HTTP request body) rather than a file; errors name `source` and the key."""
+    name = data.get("name") if isinstance(data, dict) else None
+    scenario = Scenario(name=str(name or "scenario"), source=source, data=data if isinstance(data, dict) else {},
+                        lines={})
+    return _checked(scenario, data)
+
+
+def _checked(scenario: Scenario, data: Any) -> Scenario:
     if not isinstance(data, dict):
         raise scenario.fail((), "a scenario must be a mapping with base, sweep, overrides and target")
     _check_keys(scenario, (), data, SCENARIO_KEYS)
@@ -83,7 +95,7 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
         if not isinstance(value, dict):
             raise scenario.fail((section,), "must be a mapping")
         _check_keys(scenario, (section,), value, keys)
-    if "sweep" not in data:
+    if not isinstance(data.get("sweep"), dict):
         raise scenario.fail((), "missing key 'sweep' (at least hardware: [...])")
     for key, values in data["sweep"].items():
         if not isinstance(values, list):
@@ -92,7 +104,10 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
             raise scenario.fail(("sweep", key), "is empty: list at least one value")
     if "hardware" not in data["sweep"]:
         raise scenario.fail(("sweep",), "missing key 'hardware'")
-    name = data.get("name", path.stem)
+    points = math.prod(len(values) for values in data["sweep"].values())
+    if points > MAX_SWEEP_POINTS:
+        raise scenario.fail(("sweep",), f"{points:,} combinations exceed the limit of {MAX_SWEEP_POINTS:,}")
+    name = data.get("name", scenario.name)
     return attrs.evolve(scenario, name=str(name))
 
 
@@ -128,7 +143,7 @@ def expand_workloads(scenario: Scenario) -> list:
             if profile is not None:
                 workload = load_profile(profile, **overrides)
             else:
-                missing = {"variant", "mode"} - set(overrides)
+                missing = {key for key in ("variant", "mode") if overrides.get(key) is None}
                 if missing:
                     raise scenario.fail(("base",), f"missing {', '.join(sorted(missing))} (or a profile)")
                 workload = Workload(**overrides)  # the fields the scenario leaves out take Workload's defaults
@@ -169,20 +184,21 @@ def _overrides(scenario: Scenario) -> dict[str, float | None]:
             out[key] = None
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise scenario.fail(("overrides", key), f"must be a positive number, got {value!r}")
+            raise scenario.fail(("overrides", key), f"must be a positive number, got {quote(value)}")
         out[key] = float(value)
     target = scenario.data.get("target") or {}
     for key in TARGET_KEYS:
         value = target.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise scenario.fail(("target", key), f"must be a positive number, got {value!r}")
+            raise scenario.fail(("target", key), f"must be a positive number, got {quote(value)}")
     return out
 
 
-def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False) -> tuple[int, list[dict]]:
-    """Analyze what is missing (each workload under the execution of every runtime it is priced under), record
-    the scenario and its points (workloads x GPUs x runtimes, each runtime paired with the report of its own
-    execution), and read the priced points."""
+def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False,
+                 analyze=None) -> tuple[int, list[dict]]:
+    """Analyze what is missing (each workload under the execution of every runtime it is priced under, with
+    `analyze` if given: see ensure_reports), record the scenario and its points (workloads x GPUs x runtimes, each
+    runtime paired with the report of its own execution), and read the priced points."""
     from registry.catalog import runtime_execution
 
     overrides = _overrides(scenario)
@@ -192,7 +208,8 @@ def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False)
     with registry.begin(keep_open=True) as conn:
         hardware, runtimes = resolve_devices(scenario, conn)
         executions = {runtime_id: runtime_execution(conn, runtime_id) for runtime_id, _, _ in runtimes}
-    report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution)
+    report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution,
+                                             analyze)
                    for execution in dict.fromkeys(executions.values())}
     points = [(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
               for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes]

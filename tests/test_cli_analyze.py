@@ -28,6 +28,22 @@ def test_analyze_writes_json_and_prints_a_summary(tmp_path):
     assert "top modules by FLOPs" in result.output
 
 
+def test_a_profile_changed_by_options_is_not_claimed(tmp_path):
+    """profile_id names the profile's own workload: options that change it leave the report without the id (its
+    fields say what it is); options that repeat the profile's values keep it."""
+    from analyzer.workload import load_profile
+
+    out = tmp_path / "ocr2.json"
+    result = invoke(["analyze", "--workload", "dsocr-standard-v1", "--variant", "ocr2", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    report = load_report(out)
+    assert (report.variant, report.workload.profile_id) == ("ocr2", None)
+    assert load_profile("dsocr-standard-v1", batch=4).profile_id is None
+    assert load_profile("dsocr-standard-v1", new_tokens=64).profile_id is None
+    assert load_profile("dsocr-standard-v1", variant="v1", batch=1, new_tokens=None).profile_id == "dsocr-standard-v1"
+    assert load_profile("dsocr-standard-v1").profile_id == "dsocr-standard-v1"
+
+
 def test_analyze_yaml_with_overrides(tmp_path):
     out = tmp_path / "r.yaml"
     result = invoke(["analyze", "--variant", "ocr2", "--mode", "gundam", "--page", "1654x2339", "--new-tokens",

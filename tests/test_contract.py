@@ -38,10 +38,12 @@ def validate_component(instance, name):
     jsonschema.Draft202012Validator(schema, registry=SCHEMAS).validate(instance)
 
 
-def test_openapi_document_is_valid_and_names_the_three_endpoints():
+def test_openapi_document_is_valid_and_names_the_endpoints():
     validate_openapi(OPENAPI, base_uri=OPENAPI_PATH.resolve().as_uri())
-    assert set(OPENAPI["paths"]) == {"/analytic/deepseek-ocr/run", "/analytic/deepseek-ocr/{report_id}/summary",
-                                     "/analytic/deepseek-ocr/{report_id}/model"}
+    assert set(OPENAPI["paths"]) == {"/analytic/deepseek-ocr/run", "/analytic/deepseek-ocr/runs/{run_id}",
+                                     "/analytic/deepseek-ocr/{report_id}/summary",
+                                     "/analytic/deepseek-ocr/{report_id}/model", "/whatif/scenarios",
+                                     "/serving/scenarios", "/healthz"}
     assert "202" in OPENAPI["paths"]["/analytic/deepseek-ocr/run"]["post"]["responses"]
 
 
@@ -145,7 +147,8 @@ def test_mapping_commands_and_queries_run(tmp_path):
         outputs.append(done.stdout)
         if report_id is None:
             report_id = re.search(r"report (dsocr-[0-9a-f]{24})", done.stdout).group(1)
-    validate_component({"report_id": report_id, "status": "done"}, "RunAccepted")
+    validate_component({"run_id": "run-1", "report_id": report_id, "status": "done",
+                        "status_url": "/analytic/deepseek-ocr/runs/run-1"}, "RunAccepted")
     validate_component(json.loads(outputs[1]), "DeepSeekOCRAnalyticReportSummary")
     validate_component(json.loads(outputs[2]), "AnalyticModelReport")
 

@@ -36,6 +36,10 @@ def resolve(line: str) -> tuple[click.Command, list[str]]:
     command = PROGRAMS[program]
     while isinstance(command, click.Group):
         assert words, f"{line}: names no command of {command.name}"
+        while words[0].startswith("-"):  # an option of the group itself (e.g. --debug) comes before the command
+            group_options = {o for p in command.params for o in getattr(p, "opts", [])}
+            assert words[0] in group_options, f"{line}: {words[0]} is no option of {command.name}"
+            words = words[1:]
         assert words[0] in command.commands, f"{line}: {words[0]!r} is no command of {program}"
         command, words = command.commands[words[0]], words[1:]
     return command, words

@@ -13,7 +13,7 @@ from tests.helpers import REPO, rows, run_command, table_counts, write_edited
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0007"
+    assert head == "0009"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -33,6 +33,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
     assert "<base> -> 0001" in history.output and "0005 -> 0006" in history.output and "0006 -> 0007" in history.output
+    assert "0007 -> 0009" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):

@@ -66,6 +66,41 @@ def test_locked_duckdb_file_gives_up_naming_the_holder(tmp_path, report_files):
     assert table_counts(str(db))["reports"] == 0
 
 
+def test_a_read_of_a_locked_file_says_what_it_left_undone(tmp_path, report_files):
+    """A read that gives up wrote nothing anyway: its message says nothing was read and where to read instead."""
+    db = tmp_path / "locked.duckdb"
+    run_command(["ingest", str(report_files["base"]), "--db", str(db)])
+    holder = _hold_duckdb(db, 30)
+    try:
+        result = subprocess.run([CONSOLE_SCRIPT, "sql", "SELECT COUNT(*) FROM reports", "--db", str(db),
+                                 "--lock-timeout", "1"], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"dsocr-registry: error: {db} is locked, held by PID {holder.pid} (")
+    assert result.stderr.endswith("; gave up after 1 s (nothing was read): run it again when the file is free, or "
+                                  "read a snapshot of it (dsocr-registry snapshot)\n")
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path, report_files):
+    """`... | head`: once the reader has gone, the command stops without a traceback, with status 141 (128 +
+    SIGPIPE) like any Unix tool, from the CLI's commands and from the what-if script."""
+    db = tmp_path / "r.duckdb"
+    run_command(["ingest", str(report_files["base"]), "--db", str(db)])
+    script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "analytical" / "dsocr_analytic_what_if.py"
+    for command in ([CONSOLE_SCRIPT, "sql", "SELECT * FROM v_operator_metrics", "--db", str(db)],
+                    [CONSOLE_SCRIPT, "hardware", "list", "--db", str(db)],
+                    [CONSOLE_SCRIPT, "analyze", "-w", "dsocr-base-v1", "-q", "-o", "-"],
+                    [sys.executable, str(script), "--report", str(report_files["base"])]):
+        reader_gone = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        reader_gone.stdout.close()  # the reader leaves before the first line
+        stderr = reader_gone.stderr.read()
+        assert reader_gone.wait(timeout=300) == 141, (command, stderr)
+        assert stderr == b"", (command, stderr)
+
+
 def test_locked_duckdb_file_is_retried_until_free(tmp_path, report_files):
     db = tmp_path / "busy.duckdb"
     run_command(["db", "upgrade", "--db", str(db)])
@@ -191,16 +226,19 @@ def test_a_report_the_database_refuses_fails_alone_in_its_batch(registry_url, hu
 
     good = [load_report(path) for path in hundred_reports[5:8]]
     refused = load_report(hundred_reports[8])
-    # a count beyond a 64-bit column: the reader takes it, the database cannot store it
-    object.__setattr__(refused.stages[0], "flops", 2 ** 63)
+    # a count beyond a 64-bit column, on an operator of a later snapshot: the batch's operator rows are refused
+    # before anything is written, and the report written alone names the operator by its place in the report
+    snapshot_index = next(i for i, s in enumerate(refused.module_metrics) if i > 0 and len(s.operators) > 1)
+    object.__setattr__(refused.module_metrics[snapshot_index].operators[1], "flops", 2 ** 63)
     registry = Registry(registry_url)
     try:
         outcomes = write_batch(registry, [(good[0], "a"), (refused, "b"), (good[1], "c"), (good[2], "d")])
     finally:
         registry.dispose()
     assert [o.status for o in outcomes] == ["new", "failed", "new", "new"]
-    assert outcomes[1].source == "b" and outcomes[1].message.startswith("database error: ")
-    assert "flops" in outcomes[1].message or "out of range" in outcomes[1].message
+    assert outcomes[1].source == "b"
+    assert outcomes[1].message == (f"module_metrics[{snapshot_index}].operators[1].flops: 9223372036854775808 does "
+                                   "not fit the registry (column operator_metrics.flops holds 64-bit integers)")
     counts = table_counts(registry_url)
     assert counts["reports"] == 3
     assert sorted(r[0] for r in rows(registry_url, "SELECT report_id FROM reports")) == sorted(

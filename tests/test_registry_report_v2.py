@@ -64,11 +64,11 @@ def test_a_version_1_registry_upgrades_without_loss(db_url, monkeypatch):
     categories_before = rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id")
     # a 0004 registry is refused until it is upgraded
     refused = run_command(["report", v1_report.report_id, "--db", db_url])
-    assert refused.exit_code != 0 and "older than this code's 0007" in refused.stderr
+    assert refused.exit_code != 0 and "older than this code's 0009" in refused.stderr
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0004 -> 0007" in result.output
+    assert "0004 -> 0009" in result.output
     assert table_counts(db_url) == before
     # the categories keep their ids; attention_masked (0006) comes after them
     assert rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id") == [
@@ -231,7 +231,7 @@ def test_a_version_2_registry_upgrades_to_0006_without_loss(db_url, monkeypatch,
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0005 -> 0007" in result.output
+    assert "0005 -> 0009" in result.output
     assert table_counts(db_url) == before
     assert rows(db_url, "SELECT id FROM operator_categories WHERE name = 'attention_masked'") == [(11,)]
     assert rows(db_url, "SELECT description FROM operator_categories WHERE name = 'attention'") == [

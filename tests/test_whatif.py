@@ -107,13 +107,14 @@ def test_views_equal_a_python_recomputation_at_random_points(ingested, report_fi
     rng = random.Random(7)
     registry = Registry(ingested)
     try:
-        for name in ("standard", "ocr2", "base"):
+        profiles = {"standard": "dsocr-standard-v1", "ocr2": "dsocr-standard-ocr2", "base": "dsocr-base-v1"}
+        for name, profile in profiles.items():
             stored = load_report(report_files[name])
             hardware = rng.choice(sorted(catalog))
             overrides = {"peak_tflops": rng.uniform(100, 1500), "memory_tb_per_s": rng.uniform(0.5, 6),
                          "efficiency_scale": rng.uniform(0.5, 1.2)}
             w = stored.workload
-            base = {"profile": w.profile_id, "new_tokens": w.new_tokens}
+            base = {"profile": profile, "new_tokens": w.new_tokens}
             scenario = Scenario(name="random", source="test", lines={}, data={
                 "base": base, "sweep": {"hardware": [hardware], "runtime": [runtime], "batch": [w.batch]},
                 "overrides": overrides})
@@ -258,6 +259,11 @@ def test_hardware_and_runtime_commands(registry_url, tmp_path):
     assert "989.0 TFLOP/s" in show.stdout and "141 GB" in show.stdout and "4.800 TB/s" in show.stdout
     typo = run_command(["hardware", "show", "h20", "--db", registry_url])
     assert typo.exit_code == 2 and "did you mean 'h200'?" in typo.stderr
+    # a name the user shortened: the names that start with it first, then those that contain it
+    for short, meant in (("h100", "'h100-sxm'"), ("a100", "'a100-40g' or 'a100-80g'"), ("4090", "'rtx-4090'")):
+        shortened = run_command(["hardware", "show", short, "--db", registry_url])
+        assert shortened.exit_code == 2 and f"(did you mean {meant}?)" in shortened.stderr, shortened.stderr
+    assert "did you mean 'vllm'?" in run_command(["runtime", "show", "vlm", "--db", registry_url]).stderr
     custom = tmp_path / "gpus.yaml"
     custom.write_text("- name: b200\n  dense_bf16_tflops: 2250\n  memory_tb_per_s: 8\n  memory_gb: 180\n"
                       "  source: vendor figures\n")
@@ -432,3 +438,129 @@ def test_seed_what_if_script(report_files):
     bad = subprocess.run([sys.executable, str(script), "--report", "/nonexistent.json"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2
+
+
+PLOT_SCENARIO = """\
+name: plot-roofs
+base:
+  profile: dsocr-standard-ocr2
+sweep:
+  hardware: [a100-40g, rtx-4090, h200]
+  runtime: [vllm]
+  batch: [128]
+  new_tokens: [2048]
+"""
+
+
+def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not_fit(registry_url, tmp_path):
+    """The cheapest point that fits is on an H200; a100-40g comes first by name, and the RTX 4090 point does not
+    fit: the modules sit on the H200's roof, the title names it, and the 4090's bar is hatched and labelled."""
+    import numpy as np
+
+    from registry.plots import UNFIT_HATCH, build_scenario_figure
+    from registry.pricing import read_points, read_stage_times
+
+    scenario = tmp_path / "roofs.yaml"
+    scenario.write_text(PLOT_SCENARIO)
+    result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    scenario_id = json.loads(result.stdout)["scenario_id"]
+    registry = Registry(registry_url)
+    try:
+        points = read_points(registry, scenario_id)
+        fig, shown = build_scenario_figure(registry, scenario_id, points, read_stage_times(registry, scenario_id))
+    finally:
+        registry.dispose()
+    cheapest = next(p for p in points if p["fits_in_memory"])
+    unfit = [p for p in points if not p["fits_in_memory"]]
+    assert cheapest["hardware"] == "h200" and [p["hardware"] for p in unfit] == ["rtx-4090"]
+    assert (shown.roof_hardware, shown.roof_point_index) == ("h200", cheapest["point_index"])
+    (peak, bandwidth), = rows(registry_url, "SELECT peak_flops_per_s, memory_bandwidth_bytes_per_s FROM "
+                              "scenario_points WHERE scenario_id = :s AND point_index = :i", s=scenario_id,
+                              i=cheapest["point_index"])
+    assert (shown.roof_peak_flops_per_s, shown.roof_bandwidth_bytes_per_s) == (float(peak), float(bandwidth))
+    roof, bars = fig.axes
+    assert roof.get_title().endswith("on h200") and f"#{cheapest['point_index']}" in roof.get_title()
+    placed = [line for line in roof.get_lines() if line.get_label() == "h200 roofline (modules placed here)"]
+    assert len(placed) == 1 and placed[0].get_linewidth() > max(
+        line.get_linewidth() for line in roof.get_lines() if line is not placed[0])
+    offsets = np.vstack([c.get_offsets() for c in roof.collections])
+    assert len(offsets) == shown.module_points > 100
+    xs, ys = offsets[:, 0], offsets[:, 1]
+    assert np.allclose(ys, np.minimum(float(peak), xs * float(bandwidth)) / 1e12)  # on the H200's roof
+    a100_peak = rows(registry_url, "SELECT MAX(p.peak_flops_per_s) FROM scenario_points p JOIN hardware h "
+                     "ON h.id = p.hardware_id WHERE p.scenario_id = :s AND h.name = 'a100-40g'", s=scenario_id)[0][0]
+    assert ys.max() > float(a100_peak) / 1e12  # not on the first GPU by name
+    assert shown.unfit_point_indexes == (unfit[0]["point_index"],)
+    position = [p["point_index"] for p in points].index(unfit[0]["point_index"])
+    hatched = {round(patch.get_x() + patch.get_width() / 2) for patch in bars.patches
+               if patch.get_hatch() == UNFIT_HATCH and patch.get_height() > 0}
+    assert hatched == {position}
+    labels = bars.get_xticklabels()
+    assert "(does not fit)" in labels[position].get_text()
+    assert sum("(does not fit)" in label.get_text() for label in labels) == 1
+    assert "does not fit in GPU memory" in [t.get_text() for t in bars.get_legend().get_texts()]
+    for axes in (roof, bars):  # legible when the PNG is scaled down
+        assert axes.xaxis.label.get_fontsize() >= 12 and axes.yaxis.label.get_fontsize() >= 12
+        assert min(t.get_fontsize() for t in axes.get_yticklabels()) >= 10
+    assert min(t.get_fontsize() for t in labels) >= 10
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_a_shipped_gpu_or_runtime_is_not_edited_and_user_entries_survive_upgrade(registry_url, tmp_path):
+    """db upgrade restores the shipped catalog: a file that changes a shipped GPU or runtime version is refused
+    (one line naming the file and what to do), an entry repeated as shipped stays shipped, and the user's own
+    entries survive db upgrade."""
+    edit = tmp_path / "h100.yaml"
+    edit.write_text("- name: h100-sxm\n  dense_bf16_tflops: 700\n  memory_tb_per_s: 3.35\n  memory_gb: 80\n"
+                    "- name: b200\n  dense_bf16_tflops: 2250\n  memory_tb_per_s: 8\n  memory_gb: 180\n")
+    refused = run_command(["hardware", "add", str(edit), "--db", registry_url])
+    assert refused.exit_code == 2
+    assert refused.stderr == (f"dsocr-registry: error: {edit}: h100-sxm is a shipped GPU, kept at its datasheet "
+                              "figures (db upgrade restores them); add yours under a new name, e.g. "
+                              "h100-sxm-custom\n")
+    assert rows(registry_url, "SELECT peak_bf16_flops_per_s, origin FROM hardware WHERE name = 'h100-sxm'") == [
+        (989e12, "shipped")]
+    assert rows(registry_url, "SELECT COUNT(*) FROM hardware WHERE name = 'b200'") == [(0,)]  # nothing written
+    shipped_as_is = tmp_path / "shipped.yaml"
+    shipped_as_is.write_text(shipped("hardware.yaml"))
+    again = run_command(["hardware", "add", str(shipped_as_is), "--db", registry_url])
+    assert again.exit_code == 0
+    assert again.stdout == ("hardware: 0 added or updated (); shipped and unchanged: h100-sxm, h200, a100-40g, "
+                            "a100-80g, l40s, rtx-4090\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("- name: h100-sxm-custom\n  dense_bf16_tflops: 700\n  memory_tb_per_s: 3.35\n  memory_gb: 80\n")
+    assert run_command(["hardware", "add", str(mine), "--db", registry_url]).exit_code == 0
+    vllm = [p for p in parse_runtimes(yaml.safe_load(shipped("runtimes.yaml")), "runtimes") if p["name"] == "vllm"][0]
+    changed = yaml.safe_load(shipped("runtimes.yaml"))
+    entry = next(e for e in changed if e["name"] == "vllm")
+    entry["gpu_memory_utilization"] = 0.5
+    runtime_file = tmp_path / "vllm.yaml"
+    runtime_file.write_text(yaml.safe_dump([entry], sort_keys=False))
+    refused = run_command(["runtime", "add", str(runtime_file), "--db", registry_url])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert f"{runtime_file}: vllm@{vllm['version']} is a shipped runtime profile" in refused.stderr
+    entry["version"] = vllm["version"] + 1
+    runtime_file.write_text(yaml.safe_dump([entry], sort_keys=False))
+    assert run_command(["runtime", "add", str(runtime_file), "--db", registry_url]).exit_code == 0
+    assert run_command(["db", "upgrade", "--db", registry_url]).exit_code == 0
+    assert rows(registry_url, "SELECT name, peak_bf16_flops_per_s, origin FROM hardware WHERE name LIKE 'h100%' "
+                "ORDER BY name") == [("h100-sxm", 989e12, "shipped"), ("h100-sxm-custom", 700e12, "user")]
+    assert rows(registry_url, "SELECT version, gpu_memory_utilization, origin FROM runtime_profiles "
+                "WHERE name = 'vllm' ORDER BY version") == [(vllm["version"], vllm["gpu_memory_utilization"],
+                                                             "shipped"), (vllm["version"] + 1, 0.5, "user")]
+
+
+def test_counts_take_the_number_of_their_noun(registry_url, tmp_path):
+    from registry.output import plural
+
+    assert [plural(n, "GPU") for n in (0, 1, 1.0, 2, 1234)] == ["0 GPUs", "1 GPU", "1 GPU", "2 GPUs", "1,234 GPUs"]
+    scenario = tmp_path / "one.yaml"
+    scenario.write_text("name: one-gpu\nbase:\n  profile: dsocr-base-v1\nsweep:\n  hardware: [h200]\n"
+                        "  runtime: [hf-eager]\n  batch: [1]\ntarget:\n  pages_per_day: 100\n")
+    result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    assert "(id 1): 1 point; those that fit" in result.stdout
+    assert ", 1 GPU for the target, " in result.stdout and "GPUs for" not in result.stdout

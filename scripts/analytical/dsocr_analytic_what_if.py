@@ -98,6 +98,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from registry.entry import exit_without_teardown
+    from registry.entry import run_script_and_exit
 
-    exit_without_teardown(main())
+    run_script_and_exit(main)

@@ -1,0 +1,757 @@
+"""The HTTP service: contracts/openapi.yaml served by Starlette (run by uvicorn: `dsocr-registry serve`).
+
+Every endpoint calls the library functions the command line calls (registry.contract, registry.whatif,
+registry.serving_scenario, registry.stored); this module adds only what HTTP needs:
+
+- One registry per process. Writes (run states, stored reports, scenarios) go through one writer thread; reads run
+  on a thread pool and never wait behind an analysis, which runs in a worker process (it imports torch and takes
+  seconds) under a time limit. On DuckDB the process owns the file (DuckDB lets one process open it); on
+  PostgreSQL several processes or hosts share one registry, and identical runs are joined across them.
+- `POST .../run` answers 202 at once with the run's id and status URL; the analysis is stored in one transaction
+  (no half-stored report). A run's state is a row (analysis_runs): a run cut off by a stop reads as failed, or done
+  if its report was stored.
+- Safe defaults: write endpoints need `Authorization: Bearer TOKEN` when a token is set (`serve` refuses to listen
+  beyond loopback without one); request bodies are limited in size and nesting; every error is JSON
+  `{"error": "one line"}` and never a stack trace (those go to the log); one JSON log line per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import decimal
+import hmac
+import importlib.resources
+import json
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import attrs
+
+from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document
+from analyzer.report import ReportFormatError
+from registry.db import RegistryError, ReportNotFoundError
+from registry.pricing import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
+
+log = logging.getLogger("dsocr_registry.service")
+access_log = logging.getLogger("dsocr_registry.service.access")
+
+MAX_BODY_BYTES = 64 * 1024  # a run request is ~200 bytes and a large scenario a few KiB
+MAX_BODY_DEPTH = 16  # nesting of a request body (a scenario is 4 deep)
+MAX_SCENARIO_ANALYSES = 32  # workloads a scenario request may analyze (the rest must be stored already)
+DEFAULT_ANALYSIS_TIMEOUT_S = 600.0
+DEFAULT_SHUTDOWN_GRACE_S = 30.0
+HEARTBEAT_S = 5.0
+STOPPED = "failed: the service stopped before the analysis ended"
+SUMMARY_CACHE_TTL_S = 5.0
+SUMMARY_CACHE_ENTRIES = 4096
+BASE = "/analytic/deepseek-ocr"
+
+
+@attrs.frozen
+class ServiceConfig:
+    db: str | None = None  # as --db: a DuckDB file, a postgresql:// URL, or None (env or ./dsocr-registry.duckdb)
+    token: str | None = None  # write endpoints need it as a bearer token when set
+    analysis_timeout_s: float = DEFAULT_ANALYSIS_TIMEOUT_S
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    analysis_workers: int = 1
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status and one line."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def contract_text(name: str) -> str:
+    """A file of contracts/ (shipped in the package as registry.contracts)."""
+    return importlib.resources.files("registry.contracts").joinpath(name).read_text("utf-8")
+
+
+# -- JSON ---------------------------------------------------------------------------------------------------------
+
+def _jsonable(value):
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        return _jsonable(value.item())
+    return value
+
+
+def json_response(payload, status: int = 200, headers: dict | None = None):
+    from starlette.responses import Response
+
+    body = json.dumps(_jsonable(payload), allow_nan=False, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, headers: dict | None = None):
+    return json_response({"error": " ".join(str(message).split())}, status, headers)
+
+
+def _depth(value, limit: int, depth: int = 1) -> int:
+    if depth > limit:
+        return depth
+    if isinstance(value, dict):
+        return max((_depth(v, limit, depth + 1) for v in value.values()), default=depth)
+    if isinstance(value, list):
+        return max((_depth(v, limit, depth + 1) for v in value), default=depth)
+    return depth
+
+
+async def read_json_body(request, limit_bytes: int) -> Any:
+    """The request's JSON body, refused (413) past `limit_bytes` before it is all read, and (400) when it is not
+    one JSON value nested at most MAX_BODY_DEPTH deep."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise ApiError(413, f"request body exceeds the limit of {limit_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty: send a JSON object")
+
+    # the same limits as a report or scenario file: UTF-8, duplicate keys, finite numbers, 64-bit integers,
+    # storable strings
+    try:
+        body = parse_document(decode_text(raw), "json")
+    except InputLimitError as exc:
+        raise ApiError(400, f"request body: {one_line(str(exc))}") from None
+    if _depth(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+        raise ApiError(400, f"request body nests deeper than {MAX_BODY_DEPTH} levels")
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+# -- the worker process -----------------------------------------------------------------------------------------
+
+def _analyze_in_worker(kind: str, payload):
+    """Runs in a worker process: the analysis of a run request, or of one workload under one execution."""
+    if kind == "request":
+        from registry.contract import analyze_request
+
+        return analyze_request(payload)
+    from analyzer.analysis import analyze
+
+    workload, execution = payload
+    return analyze(workload, execution)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """In a worker: leave as soon as the service process is gone (killed), rather than linger as an orphan."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+class AnalysisPool:
+    """Worker processes for analyses, each waited for at most `timeout_s` (then the workers are replaced)."""
+
+    def __init__(self, workers: int, timeout_s: float) -> None:
+        self.workers, self.timeout_s = workers, timeout_s
+        self._lock = threading.Lock()
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self.closed = False
+        self.busy = 0  # analyses submitted and not finished
+
+    def _pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            if self.closed:
+                raise ApiError(503, "the service is stopping")
+            if self._executor is None:
+                # spawn: a fork of a process that runs DuckDB and uvicorn threads is not safe
+                self._executor = concurrent.futures.ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+                    initargs=(os.getpid(),))
+            return self._executor
+
+    def run(self, kind: str, payload, heartbeat=None):
+        """The analysis' result; AnalysisTimeout past the limit; `heartbeat()` every HEARTBEAT_S while waiting."""
+        future = self._pool().submit(_analyze_in_worker, kind, payload)
+        with self._lock:
+            self.busy += 1
+        future.add_done_callback(lambda _: self._done())
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return future.result(timeout=max(0.0, min(HEARTBEAT_S, deadline - time.monotonic())))
+            except concurrent.futures.TimeoutError:
+                if time.monotonic() >= deadline:
+                    self.restart()
+                    raise AnalysisTimeout(f"analysis timed out after {self.timeout_s:g} s") from None
+                if heartbeat is not None:
+                    heartbeat()
+            except concurrent.futures.process.BrokenProcessPool:
+                self.restart()
+                raise RegistryError("the analysis worker stopped (killed, or out of memory)") from None
+
+    def _done(self) -> None:
+        with self._lock:
+            self.busy -= 1
+
+    def restart(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            _kill_workers(executor)
+
+    def close(self) -> None:
+        """No more analyses: idle workers leave cleanly; an analysis still going is ended."""
+        with self._lock:
+            self.closed = True
+            executor, busy = self._executor, self.busy
+            if not busy:
+                self._executor = None
+        if busy:
+            self.restart()
+        elif executor is not None:
+            executor.shutdown(wait=True)
+
+
+def _kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+    kill = getattr(executor, "kill_workers", None)  # Python 3.14
+    if kill is not None:
+        kill()
+    else:
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+class AnalysisTimeout(RegistryError):
+    pass
+
+
+# -- the service ------------------------------------------------------------------------------------------------
+
+class Service:
+    """The registry, the writer thread, the analysis workers and the runs this process owns."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        from registry.db import Registry
+        from registry.runs import new_owner
+
+        self.config = config
+        self.registry = Registry(config.db)
+        self.owner = new_owner()
+        self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="registry-writer")
+        self.jobs = concurrent.futures.ThreadPoolExecutor(max(1, config.analysis_workers),
+                                                          thread_name_prefix="analysis-run")
+        self.pool = AnalysisPool(max(1, config.analysis_workers), config.analysis_timeout_s)
+        self.in_flight: dict[str, concurrent.futures.Future] = {}
+        self.stopping = threading.Event()
+        self._summaries: dict[tuple, tuple[float, bytes]] = {}
+        self._refreshing: set[tuple] = set()
+        self.refresher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="summary-refresh")
+        self._anchor = None
+        # A summary depends on the report's rows (immutable), the GPU and runtime catalogs and the measurements.
+        # On DuckDB only this process can write them, and every write here clears the cache; on PostgreSQL other
+        # processes may, so a cached summary lives SUMMARY_CACHE_TTL_S there.
+        from registry.db import is_duckdb
+        self.summary_ttl_s = math.inf if is_duckdb(self.registry.url) else SUMMARY_CACHE_TTL_S
+
+    # The writer: every write of this process, one at a time.
+    def write(self, func, *args):
+        return self.writer.submit(func, *args).result()
+
+    async def write_async(self, func, *args):
+        return await asyncio.wrap_future(self.writer.submit(func, *args))
+
+    def start(self) -> list[tuple[str, str]]:
+        """Open the registry (a new DuckDB file is created at the current revision) and settle runs left active by
+        a process that stopped: on DuckDB every active run (no other process can hold the file)."""
+        from registry.db import is_duckdb
+        from registry.runs import interrupted_runs, settle_interrupted
+
+        self.write(self.registry.ensure_schema)
+        if is_duckdb(self.registry.url):
+            # held for the service's life: DuckDB keeps the file open (and locked to other processes) while any
+            # connection of this process is open, so no other process writes behind the service's back
+            self._anchor = self.registry.engine.connect()
+
+        def settle():
+            with self.registry.begin() as conn:
+                runs = interrupted_runs(conn, every_active=is_duckdb(self.registry.url))
+            return settle_interrupted(self.registry, runs)
+
+        settled = self.write(settle)
+        for run_id, status in settled:
+            log.warning(json.dumps({"event": "run interrupted by a stop", "run_id": run_id, "status": status}))
+        return settled
+
+    def stop(self) -> None:
+        """Finish in-flight runs within the grace period, then fail the rest cleanly (nothing half-stored: a
+        report is written in one transaction, and a run whose report was stored reads as done)."""
+        from registry.runs import interrupted_runs, settle_interrupted
+
+        self.stopping.set()
+        pending = [f for f in list(self.in_flight.values()) if not f.done()]
+        if pending:
+            log.info(json.dumps({"event": "waiting for runs", "runs": len(pending),
+                                 "grace_s": self.config.shutdown_grace_s}))
+            concurrent.futures.wait(pending, timeout=self.config.shutdown_grace_s)
+        cut_off = [run_id for run_id, future in list(self.in_flight.items()) if not future.done()]
+        self.pool.close()  # an analysis still going ends here; its run fails
+        self.jobs.shutdown(wait=True, cancel_futures=True)
+        self.refresher.shutdown(wait=True, cancel_futures=True)
+
+        def settle():
+            with self.registry.begin() as conn:
+                runs = interrupted_runs(conn, owner=self.owner)
+            return settle_interrupted(self.registry, runs, STOPPED)
+
+        try:
+            settled = self.write(settle)
+            log.info(json.dumps({"event": "stopped", "runs_cut_off": sorted(set(cut_off) | {r for r, _ in settled})}))
+        finally:
+            self.writer.shutdown(wait=True)
+            if self._anchor is not None:
+                self._anchor.close()
+            self.registry.dispose()
+
+    # -- runs -------------------------------------------------------------------------------------------------
+    def accept(self, request) -> tuple[dict, bool, bool]:
+        """(run, created, reused) for a run request (called in the writer)."""
+        from registry.contract import plain, request_key, stored_report_id
+        from registry.runs import accept_run
+
+        reused = None if request.force_rebuild else stored_report_id(self.registry, request)
+        with self.registry.begin() as conn:
+            run, created = accept_run(conn, request_key(request), plain(request), self.owner, reused)
+        return run, created, reused is not None
+
+    def submit(self, run_id: str, request) -> None:
+        future = self.jobs.submit(self._execute, run_id, request)
+        self.in_flight[run_id] = future
+        future.add_done_callback(lambda _: self.in_flight.pop(run_id, None))
+
+    def _execute(self, run_id: str, request) -> None:
+        from registry import runs
+        from registry.contract import store_request_report
+
+        def in_tx(func, *args):
+            def unit():
+                with self.registry.begin() as conn:
+                    func(conn, *args)
+            self.write(unit)
+
+        if self.stopping.is_set():
+            return  # settled by stop()
+        try:
+            in_tx(runs.start, run_id)
+            report = self.pool.run("request", request, heartbeat=lambda: in_tx(runs.touch, [run_id]))
+
+            def store():
+                if self.stopping.is_set() and self.pool.closed:
+                    raise RegistryError("the service stopped before the analysis was stored")
+                store_request_report(self.registry, request, report)  # one transaction
+                self._summaries.clear()
+                with self.registry.begin() as conn:
+                    runs.finish(conn, run_id, "done", report_id=report.report_id)
+
+            self.write(store)
+            log.info(json.dumps({"event": "run done", "run_id": run_id, "report_id": report.report_id}))
+        except BaseException as exc:  # noqa: BLE001 - any failure is the run's, stated in one line
+            if self.stopping.is_set() and self.pool.closed:
+                exc = RegistryError(STOPPED)
+            message = str(exc) if isinstance(exc, (RegistryError, AnalyzerInputError, ApiError)) else \
+                f"analysis failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if not isinstance(exc, (RegistryError, AnalyzerInputError, ApiError)):
+                log.exception("run %s failed", run_id)
+            with contextlib.suppress(Exception):
+                in_tx(lambda conn: runs.finish(conn, run_id, "failed", error=" ".join(message.split())))
+
+    def analyze_workload(self, workload, execution="hf-eager"):
+        """Scenarios' analyses: in the worker process, under the time limit."""
+        return self.pool.run("workload", (workload, str(getattr(execution, "value", execution))))
+
+    # -- reads ------------------------------------------------------------------------------------------------
+    def cached_summary(self, key: tuple) -> bytes | None:
+        """The JSON of a summary priced before (answered on the event loop: no thread, no query). Past its time to
+        live it is still answered while one background pricing refreshes it, so that requests never queue
+        behind a pricing of a summary they have."""
+        cached = self._summaries.get(key)
+        if cached is None:
+            return None
+        if time.monotonic() >= cached[0] and key not in self._refreshing:
+            self._refreshing.add(key)
+
+            def refresh():
+                try:
+                    self.summary(*key, use_cache=False)
+                except Exception:  # noqa: BLE001 - the next request that misses the cache gets the error
+                    self._summaries.pop(key, None)
+                finally:
+                    self._refreshing.discard(key)
+
+            self.refresher.submit(refresh)
+        return cached[1]
+
+    def summary(self, report_id: str, hardware: str, runtime: str | None, top: int, use_cache: bool = True) -> bytes:
+        from registry.contract import plain, summarize
+
+        key = (report_id, hardware, runtime, top)
+        cached = self.cached_summary(key) if use_cache else None
+        if cached is not None:
+            return cached
+        result = json.dumps(_jsonable(plain(summarize(self.registry, report_id, hardware, runtime, top=top))),
+                            allow_nan=False, separators=(",", ":")).encode()
+        if len(self._summaries) > SUMMARY_CACHE_ENTRIES:
+            self._summaries.clear()
+        self._summaries[key] = (time.monotonic() + self.summary_ttl_s, result)
+        return result
+
+
+def parse_run_request(body: dict):
+    """The contract's request from a JSON body, checked by the contract's own validators."""
+    from analyzer.report import make_converter
+    from registry.contract import DeepSeekOCRAnalyticRequest, register_deepseek_ocr_hooks
+
+    converter = register_deepseek_ocr_hooks(make_converter())
+    missing = [f.name for f in attrs.fields(DeepSeekOCRAnalyticRequest)
+               if f.default is attrs.NOTHING and f.name not in body]
+    if missing:
+        raise ApiError(400, f"request: missing field(s): {', '.join(missing)}")
+    try:
+        return converter.structure(body, DeepSeekOCRAnalyticRequest)
+    except (AnalyzerInputError, TypeError, ValueError) as exc:
+        message = str(exc.args[0]) if exc.args else type(exc).__name__  # attrs' validators: (message, attribute, ...)
+        raise ApiError(400, f"request: {message.splitlines()[0]}") from None
+    except Exception as exc:  # cattrs' grouped errors
+        raise ApiError(400, f"bad request: {str(exc).splitlines()[0]}") from None
+
+
+# -- the ASGI app -----------------------------------------------------------------------------------------------
+
+def create_app(config: ServiceConfig | None = None):
+    """The Starlette app of the service (uvicorn runs it; tests call it in process)."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.responses import HTMLResponse, Response
+    from starlette.routing import Route
+
+    config = config or ServiceConfig()
+    holder: dict[str, Service] = {}
+
+    def service() -> Service:
+        return holder["service"]
+
+    def require_token(request) -> None:
+        if config.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.token.encode()):
+            raise ApiError(401, "this endpoint needs Authorization: Bearer <token>",
+                           {"WWW-Authenticate": 'Bearer realm="dsocr-registry"'})
+
+    def status_url(run_id: str) -> str:
+        return f"{BASE}/runs/{run_id}"
+
+    async def run(request):
+        require_token(request)
+        body = await read_json_body(request, config.max_body_bytes)
+        run_request = parse_run_request(body)
+        svc = service()
+        if svc.stopping.is_set():
+            raise ApiError(503, "the service is stopping; retry on another instance or after the restart")
+        run_row, created, reused = await svc.write_async(svc.accept, run_request)
+        if created and not reused:
+            svc.submit(run_row["run_id"], run_request)
+        status = "reused" if reused else run_row["status"]
+        return json_response({"run_id": run_row["run_id"], "report_id": run_row["report_id"], "status": status,
+                              "status_url": status_url(run_row["run_id"])}, 202,
+                             {"Location": status_url(run_row["run_id"])})
+
+    async def run_status(request):
+        from registry.runs import describe_run, get_run
+
+        run_id = request.path_params["run_id"]
+
+        def read():
+            with service().registry.begin() as conn:
+                return get_run(conn, run_id)
+
+        row = await run_in_threadpool(read)
+        if row is None:
+            raise ApiError(404, f"no run {run_id!r}")
+        return json_response(describe_run(row))
+
+    async def summary(request):
+        params = request.query_params
+        hardware = params.get("hardware") or DEFAULT_HARDWARE
+        runtime = params.get("runtime") or None
+        top_text = params.get("top", "5")
+        if not top_text.isdigit() or not 1 <= int(top_text) <= 100:
+            raise ApiError(400, f"top must be an integer from 1 to 100, got {top_text!r}")
+        key = (request.path_params["report_id"], hardware, runtime, int(top_text))
+        body = service().cached_summary(key) or await run_in_threadpool(service().summary, *key)
+        return Response(body, media_type="application/json")
+
+    async def model(request):
+        from analyzer.report import report_to_dict
+        from registry.stored import load_stored_report
+
+        report = await run_in_threadpool(load_stored_report, service().registry, request.path_params["report_id"])
+        return json_response(report_to_dict(report))
+
+    async def whatif(request):
+        from registry.whatif import expand_workloads, run_scenario, scenario_from_mapping
+
+        require_token(request)
+        body = await read_json_body(request, config.max_body_bytes)
+        svc = service()
+        scenario = scenario_from_mapping(body, "scenario")
+        if "serving" in scenario.data:
+            raise ApiError(400, "scenario: a serving block is simulated by POST /serving/scenarios")
+        workloads = expand_workloads(scenario)  # refused before anything is written
+        if len(workloads) > MAX_SCENARIO_ANALYSES:
+            raise ApiError(400, f"scenario: sweeps {len(workloads)} workloads; at most {MAX_SCENARIO_ANALYSES} "
+                                "per request")
+
+        def price():
+            scenario_id, points = run_scenario(svc.registry, scenario, analyze=svc.analyze_workload)
+            svc._summaries.clear()
+            return scenario_id, points
+
+        scenario_id, points = await svc.write_async(price)
+        return json_response({"scenario_id": scenario_id, "name": scenario.name, "points": points})
+
+    async def serving(request):
+        from registry.serving_scenario import run_serving, serving_spec
+        from registry.whatif import scenario_from_mapping
+
+        require_token(request)
+        body = await read_json_body(request, config.max_body_bytes)
+        svc = service()
+        scenario = scenario_from_mapping(body, "scenario")
+        spec = serving_spec(scenario)  # refused before anything is written
+        if spec is None:
+            raise ApiError(400, "scenario: no serving block: POST /whatif/scenarios prices a scenario without one")
+        simulated_pages = spec.count * len(spec.rates) * len(scenario.data["sweep"]["hardware"]) * \
+            len(scenario.data["sweep"].get("runtime", [None]))
+        if simulated_pages > MAX_SIMULATED_PAGES:
+            raise ApiError(400, f"scenario: simulates {simulated_pages} pages (count x rates x GPUs x runtimes); "
+                                f"at most {MAX_SIMULATED_PAGES} per request")
+
+        def simulate():
+            scenario_id, points, _ = run_serving(svc.registry, scenario, spec, analyze=svc.analyze_workload)
+            return scenario_id, points
+
+        scenario_id, points = await svc.write_async(simulate)
+        return json_response({"scenario_id": scenario_id, "name": scenario.name, "serving": points})
+
+    async def healthz(request):
+        from registry.db import describe
+
+        svc = service()
+
+        def check():
+            head = svc.registry.head_revision()
+            with svc.registry.begin() as conn:
+                return svc.registry.current_revision(conn), head
+
+        try:
+            current, head = await run_in_threadpool(check)
+        except RegistryError as exc:
+            return json_response({"status": "unavailable", "database": describe(svc.registry.url),
+                                  "error": str(exc)}, 503)
+        ok = current == head and not svc.stopping.is_set()
+        return json_response({"status": "ok" if ok else "unavailable", "database": describe(svc.registry.url),
+                              "schema_revision": current, "code_revision": head,
+                              "runs_in_flight": len(svc.in_flight)}, 200 if ok else 503)
+
+    async def openapi_yaml(request):
+        return Response(contract_text("openapi.yaml"), media_type="application/yaml")
+
+    async def report_schema(request):
+        return Response(contract_text("analytic-model-report.schema.json"), media_type="application/json")
+
+    async def docs(request):
+        return HTMLResponse(DOCS_HTML)
+
+    async def on_api_error(request, exc: ApiError):
+        return error_response(exc.status, exc.message, exc.headers)
+
+    async def on_http_error(request, exc: HTTPException):
+        message = {404: f"no endpoint {request.url.path}", 405: f"{request.method} is not allowed on "
+                   f"{request.url.path}"}.get(exc.status_code, exc.detail)
+        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+
+    async def on_user_error(request, exc: Exception):
+        status = 404 if isinstance(exc, ReportNotFoundError) else 400
+        if isinstance(exc, AnalysisTimeout):
+            status = 504
+        return error_response(status, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    async def on_unexpected(request, exc: Exception):
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error (logged by the service)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        svc = Service(config)
+        await asyncio.get_running_loop().run_in_executor(None, svc.start)
+        holder["service"] = svc
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, svc.stop)
+
+    routes = [
+        Route(f"{BASE}/run", run, methods=["POST"]),
+        Route(f"{BASE}/runs/{{run_id}}", run_status, methods=["GET"]),
+        Route(f"{BASE}/{{report_id}}/summary", summary, methods=["GET"]),
+        Route(f"{BASE}/{{report_id}}/model", model, methods=["GET"]),
+        Route("/whatif/scenarios", whatif, methods=["POST"]),
+        Route("/serving/scenarios", serving, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
+        Route("/analytic-model-report.schema.json", report_schema, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+    handlers = {ApiError: on_api_error, HTTPException: on_http_error,
+                AnalyzerInputError: on_user_error, ReportFormatError: on_user_error, RegistryError: on_user_error,
+                Exception: on_unexpected}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    return AccessLog(app)
+
+
+MAX_SIMULATED_PAGES = 20_000
+
+
+class AccessLog:
+    """One JSON line per request: method, path, status, duration, client."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if status["code"] != 500:
+                raise
+            # Starlette re-raises an unhandled error after its 500 answer went out; it is logged already
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info(json.dumps({
+                    "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                    "method": scope["method"], "path": scope["path"], "query": scope.get("query_string", b"").decode(
+                        "latin-1")[:200], "status": status["code"],
+                    "duration_ms": round(1000 * (time.perf_counter() - started), 3),
+                    "client": f"{client[0]}:{client[1]}" if client else None}))
+
+
+def configure_logging() -> None:
+    """Log lines to stderr as they come: access lines are JSON already."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("dsocr_registry")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>dsocr-registry API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.yaml", dom_id: "#ui"});</script>
+<noscript>The contract: <a href="/openapi.yaml">/openapi.yaml</a></noscript>
+</body></html>
+"""
+
+
+# -- running it ---------------------------------------------------------------------------------------------------
+
+ENV_CONFIG = "DSOCR_SERVICE_CONFIG"
+
+
+def app_from_env():
+    """The app of one uvicorn worker process (`serve --workers N`): its config comes from the parent as JSON."""
+
+    configure_logging()
+    return create_app(ServiceConfig(**json.loads(os.environ[ENV_CONFIG])))
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(config: ServiceConfig, host: str, port: int, workers: int) -> None:
+    """Run the service with uvicorn until SIGINT/SIGTERM (then a graceful stop)."""
+    import uvicorn
+
+    from registry.db import describe, is_duckdb, resolve_url
+
+    if not is_loopback(host) and not config.token:
+        raise RegistryError(f"--host {host} listens beyond loopback: set a token for the write endpoints "
+                            "(--token-file FILE or DSOCR_SERVICE_TOKEN)")
+    url = resolve_url(config.db)
+    if workers > 1 and is_duckdb(url):
+        raise RegistryError(f"--workers {workers}: a DuckDB file is opened by one process; use --workers 1, or a "
+                            "postgresql:// registry for several workers")
+    print(f"dsocr-registry serving {describe(url)} on http://{host}:{port} (docs /docs, contract /openapi.yaml)",
+          file=sys.stderr, flush=True)
+    if workers > 1:
+        os.environ[ENV_CONFIG] = json.dumps(attrs.asdict(config))
+        uvicorn.run("registry.service:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    access_log=False, log_level="warning", timeout_graceful_shutdown=config.shutdown_grace_s)
+        return
+    configure_logging()
+    uvicorn.run(create_app(config), host=host, port=port, access_log=False, log_level="warning",
+                timeout_graceful_shutdown=config.shutdown_grace_s)
