@@ -336,3 +336,32 @@ def test_a_lost_postgresql_connection_mid_batch_leaves_the_registry_as_it_was(po
     monkeypatch.setattr(ingest, "bulk_insert", original)
     again = run_command(["ingest", *batch, "--db", url])
     assert again.exit_code == 0 and "10 new" in again.stdout
+
+
+def test_a_sweep_keeps_the_reports_it_analyzed_when_a_later_analysis_fails(registry_url):
+    """A sweep's reports go in batches; an analysis that fails (a time limit, a stopped worker) still leaves the
+    reports analyzed before it stored, so the sweep run again analyzes only what is left."""
+    from analyzer.analysis import analyze
+    from analyzer.workload import load_profile
+    from registry.db import Registry, RegistryError
+    from registry.pricing import ensure_reports, find_report
+
+    workloads = [load_profile("dsocr-base-v1", new_tokens=new_tokens) for new_tokens in (3, 4, 5)]
+    analyzed = []
+
+    def analyze_until_the_third(workload, execution):
+        if workload.new_tokens == 5:
+            raise RegistryError("the analysis worker stopped (killed, or out of memory)")
+        analyzed.append(workload.new_tokens)
+        return analyze(workload, execution)
+
+    registry = Registry(registry_url)
+    try:
+        with pytest.raises(RegistryError, match=r"^the analysis worker stopped \(killed, or out of memory\)$"):
+            ensure_reports(registry, workloads, "sweep", analyze=analyze_until_the_third)
+        with registry.begin() as conn:
+            assert [find_report(conn, w) is not None for w in workloads] == [True, True, False]
+        assert analyzed == [3, 4]
+        assert table_counts(registry_url)["reports"] == 2
+    finally:
+        registry.dispose()
