@@ -1,6 +1,8 @@
-"""Alembic environment: every upgrade runs in one transaction. The SQL views of queries/views are dropped before
-the migrations and created again after them, so no migration is blocked by a view on its tables; the shipped
-hardware catalog and runtime profiles (registry/data) are upserted after the migrations."""
+"""Alembic environment: every upgrade runs in one transaction. When migrations run, the SQL views of queries/views
+are dropped before them and created again after them (with the privileges granted on them), so no migration is
+blocked by a view on its tables; at the current revision only the views whose SQL or comments changed are
+recreated, so an upgrade at head changes no schema object. The shipped hardware catalog and runtime profiles
+(registry/data) are upserted after the migrations."""
 
 from __future__ import annotations
 
@@ -26,13 +28,29 @@ def _run(connection) -> None:
                       compare_type=True)
     upgrading = _is_upgrade()
     with context.begin_transaction():
-        if upgrading:
+        migrating = upgrading and _migrations_pending(connection)
+        if upgrading and migrating:
+            grants = views.view_grants(connection)
             views.drop_views(connection)
         context.run_migrations()
         if upgrading:
             if config.attributes.get("seed_catalogs", True):
                 catalog.seed_catalogs(connection)
-            views.create_views(connection)
+            if migrating:
+                views.create_views(connection, grants=grants)
+            else:
+                views.sync_views(connection)  # only views whose SQL or comments changed, grants kept
+
+
+def _migrations_pending(connection) -> bool:
+    """Whether the database is below the revision asked for (the head, or an older one when stepping)."""
+    from alembic.runtime.migration import MigrationContext
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    destination = context.get_revision_argument()
+    if destination in (None, "head", "heads"):
+        destination = context.script.get_current_head()
+    return current != destination
 
 
 def run_migrations_online() -> None:

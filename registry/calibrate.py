@@ -392,8 +392,10 @@ def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id:
             reports = [r[0] for r in conn.execute(sa.text(
                 "SELECT DISTINCT report_id FROM measurements WHERE measurement_set_id = :s AND report_id IS NOT NULL "
                 "ORDER BY report_id"), {"s": set_id}).all()]
-            scenario_id = record_scenario(conn, f"measurements:{source}", {"measurements": source, "calibrated": True},
-                                          {}, [(r, hardware_id, new_runtime_id) for r in reports], {})
+            scenario_id, _ = record_scenario(conn, f"measurements:{source}",
+                                             {"measurements": source, "calibrated": True}, {},
+                                             [(r, hardware_id, new_runtime_id) for r in reports], {},
+                                             kind="measurement", new_run=True)  # each set prices its own points
             new_id = conn.execute(sa.text(
                 "INSERT INTO measurement_sets (file_hash, source, hardware_id, runtime_profile_id, scenario_id, env, "
                 "ingested_at) SELECT file_hash, source, hardware_id, :r, :sc, env, ingested_at FROM measurement_sets "

@@ -39,9 +39,10 @@ def cli() -> None:
     analyze   build an AnalyticModelReport for a workload (no GPU, no weights)
     ingest    store reports as rows in the registry (DuckDB file or PostgreSQL)
     sql       run a query against the registry's tables and views
+    schema    the data dictionary: every view and column, and what it means
     export    write every table and view as Parquet
     snapshot  write a consistent read-only DuckDB copy for BI tools
-    db        schema revisions: upgrade, current, history
+    db        schema revisions: upgrade, current, history; grant-read (PostgreSQL)
     whatif    price workloads on GPUs and runtimes from a scenario file
     serve-sim simulate one serving point (continuous batching) of a scenario
     hardware  the GPU catalog: list, show, add
@@ -153,7 +154,9 @@ def db_options(func):
         click.option("--db", "db_url", envvar="DSOCR_REGISTRY_URL", metavar="URL_OR_PATH",
                      help="DuckDB file or postgresql:// URL [env DSOCR_REGISTRY_URL; default ./dsocr-registry.duckdb]."),
         click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
-                     metavar="SECONDS", help="How long to retry a DuckDB file locked by another process."),
+                     metavar="SECONDS",
+                     help="How long to wait for a DuckDB file locked by another process (db upgrade on PostgreSQL: "
+                          "for another connection's lock)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -166,6 +169,7 @@ def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True
     from registry.db import Registry
 
     registry = Registry(db_url, lock_timeout_s=lock_timeout, writes=create if writes is None else writes)
+    registry.on_wait = lambda message: click.echo(message, err=True)
     if check:
         registry.ensure_schema(auto_create=create)
     return registry
@@ -260,8 +264,9 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
 
     \b
     Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
-    v_module_hotspots, v_point_operator_time, v_point_stage_time, v_point_summary, v_predicted_vs_measured,
-    v_prediction_error_summary, v_serving_summary.
+    v_module_hotspots, v_point_operator_time, v_point_stage_time, v_point_summary_all, v_point_summary,
+    v_predicted_vs_measured, v_prediction_error_summary, v_serving_summary (what each column means:
+    dsocr-registry schema). Only queries run: INSERT, UPDATE, COPY and other statements are refused.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
       dsocr-registry sql --file queries/examples/03_top_modules.sql
@@ -331,13 +336,17 @@ def snapshot(target, db_url, lock_timeout, storage_version, force):
 
 @cli.group()
 def db():
-    """Schema revisions of the registry (Alembic)."""
+    """Schema revisions of the registry (Alembic), and read access for a PostgreSQL role."""
 
 
 @db.command("upgrade")
 @db_options
 def db_upgrade(db_url, lock_timeout):
-    """Create or upgrade the schema to this code's revision (one transaction)."""
+    """Create or upgrade the schema to this code's revision (one transaction).
+
+    At the current revision it changes nothing but the views whose SQL or comments changed (their grants kept).
+    A lock held by another connection is waited for up to --lock-timeout, saying which connection holds it.
+    """
     from registry.db import describe
 
     registry = open_registry(db_url, lock_timeout, check=False, writes=True)
@@ -349,6 +358,33 @@ def db_upgrade(db_url, lock_timeout):
         click.echo(f"{describe(registry.url)} is at revision {after} (current)")
     else:
         click.echo(f"{describe(registry.url)}: upgraded {before or '(empty)'} -> {after}")
+
+
+@db.command("grant-read")
+@click.argument("role")
+@db_options
+def db_grant_read(role, db_url, lock_timeout):
+    """PostgreSQL: let ROLE read the registry: USAGE on its schema, SELECT on every table and view, and on the
+    tables and views created later in it (also those `db upgrade` recreates).
+
+    Create the role first (CREATE ROLE bi_reader LOGIN PASSWORD '...'). DuckDB has no roles: give readers the
+    file read-only, or a copy (`snapshot`).
+    """
+    from registry.db import describe, grant_read
+
+    registry = open_registry(db_url, lock_timeout, check=False)
+    try:
+        if registry.dialect == "duckdb":
+            raise RegistryError(
+                f"{describe(registry.url)} is a DuckDB file, and DuckDB has no roles: give readers the file "
+                "read-only (chmod a-w FILE; duckdb -readonly FILE; ATTACH 'FILE' (READ_ONLY)) or a copy "
+                "(dsocr-registry snapshot COPY.duckdb)")
+        registry.ensure_schema(auto_create=False)
+        schema, tables, views = grant_read(registry, role)
+    finally:
+        registry.dispose()
+    click.echo(f"{role} may read schema {schema}: SELECT on {tables} tables and {views} views, and on those created "
+               "later")
 
 
 @db.command("current")
@@ -406,6 +442,34 @@ def db_history():
         click.echo(f"{down or '<base>'} -> {revision}: {doc}")
 
 
+@cli.command("schema")
+@db_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Aligned text for the terminal, CSV, or JSON (a list of views, each with its columns).")
+def schema_command(db_url, lock_timeout, fmt):
+    """Print the data dictionary: every view, what a row of it is, and each column with its type and meaning.
+
+    The text is what the database holds as COMMENT ON VIEW / COLUMN (BI tools show it too); it is kept in
+    queries/views/dictionary.yaml.
+    """
+    from registry.views import data_dictionary
+
+    registry = open_registry(db_url, lock_timeout)
+    try:
+        with registry.begin() as conn:
+            views = data_dictionary(conn)
+    finally:
+        registry.dispose()
+    if fmt == "json":
+        click.echo(render_document(views, "json"))
+        return
+    rows = []
+    for view in views:
+        rows.append((view["view"], "", "", view["comment"]))
+        rows.extend((view["view"], c["column"], c["type"], c["comment"]) for c in view["columns"])
+    print_rows(["view", "column", "type", "comment"], rows, fmt)
+
+
 # -- what-if ----------------------------------------------------------------------------------------------------
 
 WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column("mode"), Column("tiles"),
@@ -424,13 +488,18 @@ WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Also draw a roofline and the page latency by stage to this PNG.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar while analyzing new workloads.")
-def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
+@click.option("--new-run", is_flag=True,
+              help="Record the scenario again even if the same file was already priced on the same registry state "
+                   "(by default that run's scenario is reused).")
+def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
     """Price a scenario: workloads x GPUs x runtimes, sorted by GPU-seconds per page.
 
     Each workload is priced under every runtime with the report of that runtime's execution (hf-eager or vllm);
     reports not yet in the registry are analyzed and ingested first (reused on later runs). The scenario and its
-    points are recorded, and every number comes from the views v_point_summary and v_point_stage_time. Runtimes
-    show as NAME@VERSION.
+    points are recorded once: the same file on the same registry state reuses its scenario (same id) unless
+    --new-run. Every number comes from the views v_point_summary and v_point_stage_time. Runtimes show as
+    NAME@VERSION. On a registry this connection may only read (a read-only DuckDB file, a role given
+    `db grant-read`), workloads already stored are priced in temporary tables and nothing is recorded.
 
     \b
     A scenario file:
@@ -441,24 +510,33 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
       target: {pages_per_day: 1000000, page_latency_s: 30}
     """
     from registry.pricing import SUMMARY_COLUMNS, read_stage_times
-    from registry.whatif import expand_workloads, load_scenario, run_scenario
+    from registry.whatif import expand_workloads, load_scenario, price_scenario
 
     if plot is not None and plot.suffix.lower() != ".png":
         raise click.UsageError(f"--plot {plot}: the plot is written as PNG (use a .png name)")
     scenario = load_scenario(scenario_path)
     if "serving" in scenario.data:
-        _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress)
+        _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run)
         return
     expand_workloads(scenario)  # validate before anything is written
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        show = progress if progress is not None else sys.stderr.isatty()
-        scenario_id, points = run_scenario(registry, scenario, progress=show)
-        stage_times = read_stage_times(registry, scenario_id) if plot is not None else None
+
+    def draw(source, scenario_id):
         if plot is not None:
             from registry.plots import plot_scenario
 
-            plot_scenario(registry, scenario_id, points, stage_times, plot)
+            plot_scenario(source, scenario_id, points_of(source, scenario_id), read_stage_times(source, scenario_id),
+                          plot)
+
+    def points_of(source, scenario_id):
+        from registry.pricing import read_points
+
+        return read_points(source, scenario_id)
+
+    registry = open_registry(db_url, lock_timeout, create=True)
+    try:
+        show = progress if progress is not None else sys.stderr.isatty()
+        scenario_id, points, recorded, _ = price_scenario(registry, scenario, progress=show, new_run=new_run,
+                                                          then=draw)
     finally:
         registry.dispose()
     if fmt == "json":
@@ -467,8 +545,10 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress):
     if fmt == "csv":
         print_rows(SUMMARY_COLUMNS, [tuple(p[c] for c in SUMMARY_COLUMNS) for p in points], "csv")
         return
-    click.echo(f"scenario {scenario.name} (id {scenario_id}): {plural(len(points), 'point')}; those that fit in "
-               f"memory first, then by GPU-seconds per page")
+    state = ("" if recorded else ", not recorded: this connection may only read" if scenario_id < 0
+             else ", recorded before")
+    click.echo(f"scenario {scenario.name} (id {scenario_id}{state}): {plural(len(points), 'point')}; those that fit "
+               f"in memory first, then by GPU-seconds per page")
     click.echo(render_table(WHATIF_TABLE, [tuple(p[c.key] for c in WHATIF_TABLE) for p in points], count=False))
     feasible = [p for p in points if p["fits_in_memory"]]
     if feasible:
@@ -516,7 +596,7 @@ def _serving_output(scenario, scenario_id, points, fmt) -> None:
                    f"pages/s{gpus}")
 
 
-def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress) -> None:
+def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run) -> None:
     from registry.serving_scenario import plot_serving, run_serving, serving_spec
 
     spec = serving_spec(scenario)  # validate before anything is written
@@ -527,7 +607,7 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress) -> None
 
             check_runtimes(scenario, conn)
         show = progress if progress is not None else sys.stderr.isatty()
-        scenario_id, points, _ = run_serving(registry, scenario, spec, progress=show)
+        scenario_id, points, _ = run_serving(registry, scenario, spec, progress=show, new_run=new_run)
     finally:
         registry.dispose()
     if plot is not None:
@@ -550,12 +630,15 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress) -> None
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress on stderr.")
-def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_name, requests_out, fmt, progress):
+@click.option("--new-run", is_flag=True, help="Record the point again even if the same simulation was recorded before.")
+def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_name, requests_out, fmt, progress,
+              new_run):
     """Simulate one serving point of a scenario (one GPU x runtime x arrival rate) and optionally its pages.
 
     The step times come from the registry's pricing views (registry/serving_cost.py); the engine follows vLLM
     V1's scheduler: continuous batching, chunked prefill within max_num_batched_tokens, KV in 16-token blocks,
-    preemption by recompute. The point is recorded (serving_points, v_serving_summary).
+    preemption by recompute. The point is recorded (serving_points, v_serving_summary), once: the same simulation
+    again reuses it unless --new-run.
     """
     from registry.serving_scenario import check_runtimes, run_serving, serving_spec, write_requests
 
@@ -572,7 +655,7 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
                 runtime_name or scenario.data["sweep"]["runtime"][0])
         scenario_id, points, requests = run_serving(
             registry, scenario, spec, progress=show, rates=(rate,) if rate else spec.rates[:1], only=only,
-            keep_requests=requests_out is not None)
+            keep_requests=requests_out is not None, new_run=new_run)
     finally:
         registry.dispose()
     if requests_out is not None:
@@ -640,7 +723,8 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
     """Measured vs predicted for every timed row of a measurement file.
 
     Each row is matched to the workload and stage it times (analyzed if the registry lacks it) and priced on
-    the same GPU and runtime by the views v_predicted_vs_measured and v_prediction_error_summary.
+    the same GPU and runtime by the views v_predicted_vs_measured and v_prediction_error_summary. A file already
+    stored (same content, GPU and runtime) is only read, so this works under a read-only role too.
     """
     from registry.measurements import ingest_measurements
     from registry.pricing import COMPARE_COLUMNS, compare_measurements
@@ -766,9 +850,10 @@ def measure(variant, device, out, reps, quick, kinds):
 def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, fmt):
     """Print the DeepSeekOCRAnalyticReportSummary of a stored report (by id) or of a report file.
 
-    A file is ingested first (idempotent). The time is priced by the registry's views on --hardware under
-    --runtime; the measured time and the ratio are filled when the registry holds an end-to-end measurement of the
-    same workload on that GPU and runtime.
+    A file not yet stored is ingested first. The time is priced by the registry's views on --hardware under
+    --runtime, in temporary tables that are rolled back: a summary records nothing, and works on a read-only
+    DuckDB file or under a role given `db grant-read`. The measured time and the ratio are filled when the
+    registry holds an end-to-end measurement of the same workload on that GPU and runtime.
     """
     from registry.contract import plain, summarize_reference
 

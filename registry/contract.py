@@ -77,17 +77,19 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
     """Price a stored report through the views and shape the answer as the summary contract. `runtime` None: the
     shipped profile of the report's execution (hf-eager or vllm); a runtime of another execution is refused."""
     from registry.measurements import resolve
-    from registry.pricing import (measured_end_to_end_ms, read_module_times, read_points, record_scenario,
-                                  stored_report_key)
+    from registry.pricing import (SCRATCH_SCENARIO_ID, measured_end_to_end_ms, read_module_times, read_points,
+                                  record_scenario, scratch_pricing, stored_report_key)
 
-    with registry.begin() as conn:
+    # priced in temporary copies of the scenario tables, rolled back: a summary reads, it records nothing
+    with scratch_pricing(registry) as conn:
         report_key, variant, profile_id, execution = stored_report_key(conn, report_id)
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime or execution)
-        scenario_id = record_scenario(conn, f"summary:{report_id}", {"summary": report_id, "hardware": hardware,
-                                                                    "runtime": runtime_label},
-                                      {}, [(report_key, hardware_id, runtime_id)])
-    predicted_s = read_points(registry, scenario_id)[0]["page_latency_s"]
-    modules = read_module_times(registry, scenario_id)
+        scenario_id, _ = record_scenario(conn, f"summary:{report_id}", {"summary": report_id, "hardware": hardware,
+                                                                       "runtime": runtime_label},
+                                         {}, [(report_key, hardware_id, runtime_id)], kind="summary",
+                                         scenario_id=SCRATCH_SCENARIO_ID)
+        predicted_s = read_points(conn, scenario_id)[0]["page_latency_s"]
+        modules = read_module_times(conn, scenario_id)
     measured = measured_end_to_end_ms(registry, report_key, hardware_id, runtime_id)
     # SQL sums of floats may differ in their last bits from run to run (parallel aggregation): round to 1 ns so
     # that the same report gives the same summary, ties included.
@@ -96,7 +98,7 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
     total_module_s = sum(m[3] for m in modules) or 1.0
     ranked = sorted(modules, key=lambda m: (-m[3], m[0], m[2]))[:top]
     predicted_ms = round(1000.0 * float(predicted_s), 6)
-    notes = [f"priced on {hardware} under {runtime_label} by the registry views (v_point_summary)",
+    notes = [f"priced on {hardware} under {runtime_label} by the registry views (v_point_summary_all, kind summary)",
              "share_of_model_time: of the summed operator time of every module (each operator's largest of "
              "compute, memory and dispatch time; host time outside operators excluded)"]
     if measured is None:
@@ -127,6 +129,8 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
     """The summary of a stored report (by id) or of a report file, which is stored first (idempotent)."""
     import pathlib
 
+    import sqlalchemy as sa
+
     from analyzer.report import load_report
     from registry.db import RegistryError
     from registry.ingest import write_report
@@ -137,7 +141,15 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
             report = load_report(path)
         except OSError as exc:
             raise RegistryError(f"{reference}: cannot read: {exc.strerror or exc}") from None
-        write_report(registry, report, str(path))
+        with registry.begin() as conn:
+            stored = conn.execute(sa.text("SELECT COUNT(*) FROM reports WHERE report_id = :r"),
+                                  {"r": report.report_id}).scalar()
+        if not stored and registry.read_only():
+            raise RegistryError(f"{reference}: report {report.report_id} is not in the registry, which this "
+                                "connection may only read: ingest it first with a role "
+                                "that can write")
+        if not stored:
+            write_report(registry, report, str(path))
         reference = report.report_id
     return summarize(registry, reference, hardware, runtime, top=top)
 

@@ -15,7 +15,7 @@ import pathlib
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -101,6 +101,14 @@ def duckdb_path(url: sa.URL) -> pathlib.Path | None:
     return None
 
 
+def duckdb_read_only(url: sa.URL) -> bool:
+    """A DuckDB file to open read-only: asked for (duckdb:///FILE?read_only=true), or one this user may not write."""
+    if str(url.query.get("read_only", "")).lower() in ("1", "true", "yes"):
+        return True
+    path = duckdb_path(url)
+    return path is not None and path.exists() and not os.access(path, os.W_OK)
+
+
 def describe(url: sa.URL) -> str:
     path = duckdb_path(url)
     return str(path) if path is not None else url.render_as_string(hide_password=True)
@@ -112,7 +120,11 @@ def make_engine(url: sa.URL) -> Engine:
 
         return sa.create_engine(url, poolclass=StaticPool)  # one in-memory database for the engine's life
     if is_duckdb(url):
-        # one connection per unit of work: the file is locked only while a transaction runs
+        # one connection per unit of work: the file is locked only while a transaction runs. A file this user may
+        # not write is opened read-only (DuckDB lets several processes read it at once).
+        if duckdb_read_only(url):
+            return sa.create_engine(url.difference_update_query(["read_only"]), poolclass=NullPool,
+                                    connect_args={"read_only": True})
         return sa.create_engine(url, poolclass=NullPool)
     return sa.create_engine(url, pool_pre_ping=True)
 
@@ -167,6 +179,26 @@ def _lock_message(exc: BaseException) -> str | None:
     return "held by another process"
 
 
+_QUERY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def refuse_duckdb_writes(statement: str) -> None:
+    """One SELECT (SHOW, DESCRIBE, SUMMARIZE and FROM ... are SELECTs to DuckDB) or EXPLAIN; anything else is
+    refused, naming it. Text DuckDB cannot parse is left for the query to report."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(statement)
+    except duckdb.Error:
+        return
+    if len(statements) > 1:
+        raise RegistryError(f"sql runs one query at a time, got {len(statements)} statements (nothing was run)")
+    for parsed in statements:
+        kind = parsed.type.name
+        if kind not in _QUERY_STATEMENTS:
+            raise RegistryError(f"sql runs queries only: {kind} refused (nothing was changed)")
+
+
 class Registry:
     """One database: engine, transactions with lock retry, and the revision gate."""
 
@@ -182,7 +214,25 @@ class Registry:
         self._categories: dict[str, int] | None = None
         self._category_rows: list[tuple[str, str | None, str, str | None]] | None = None
         self._held: tuple[Connection, float] | None = None
+        self._read_only: bool | None = None
         self.architecture_cache: dict[str, tuple[int, dict[str, int]]] = {}
+        self.on_wait: Callable[[str], None] | None = None  # told, once per wait, what a connection waits for
+
+    def _notify_wait(self, message: str) -> None:
+        if self.on_wait is not None:
+            self.on_wait(message)
+
+    def read_only(self) -> bool:
+        """Whether this connection may only read: a DuckDB file opened read-only, or a PostgreSQL role without
+        INSERT on the registry's tables (e.g. one given `db grant-read`)."""
+        if self._read_only is None:
+            if is_duckdb(self.url):
+                self._read_only = duckdb_read_only(self.url)
+            else:
+                with self.begin() as conn:
+                    self._read_only = not conn.execute(sa.text(
+                        "SELECT has_table_privilege('scenarios', 'INSERT')")).scalar()
+        return self._read_only
 
     @property
     def dialect(self) -> str:
@@ -217,6 +267,9 @@ class Registry:
                     raise DatabaseLockedError(
                         f"{describe(self.url)} is locked, {holder}; gave up after {self.lock_timeout_s:g} s "
                         f"{outcome}") from None
+                if delay == 0.02:
+                    self._notify_wait(f"waiting for {describe(self.url)}: locked, {holder} "
+                                      f"(up to {self.lock_timeout_s:g} s, --lock-timeout)")
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 
@@ -250,11 +303,19 @@ class Registry:
             conn.close()
 
     def query(self, statement: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-        """Columns and rows of one query; whatever a statement changed is rolled back (queries only)."""
+        """Columns and rows of one query. Only queries run: PostgreSQL runs it in a READ ONLY transaction, and on
+        DuckDB anything but one SELECT (or EXPLAIN) is refused before it runs, since DuckDB statements such as COPY
+        TO or ATTACH act outside the transaction; the transaction is rolled back either way."""
+        if is_duckdb(self.url):
+            refuse_duckdb_writes(statement)
         with self.begin() as conn:
+            if not is_duckdb(self.url):
+                conn.execute(sa.text("SET TRANSACTION READ ONLY"))
             try:
                 result = conn.execute(sa.text(statement), params or {})
             except sa.exc.DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == "25006":  # read_only_sql_transaction
+                    raise RegistryError(f"sql runs queries only: {first_line(exc)} (nothing was changed)") from None
                 raise DatabaseError(f"query failed: {first_line(exc)}") from None
             if not result.returns_rows:
                 raise RegistryError("the query returned no rows to print (sql runs queries, not changes)")
@@ -280,17 +341,69 @@ class Registry:
         return MigrationContext.configure(conn).get_current_revision()
 
     def upgrade(self, revision: str = "head", seed_catalogs: bool = True) -> tuple[str | None, str]:
-        """Upgrade in one transaction; returns (revision before, revision after)."""
+        """Upgrade in one transaction; returns (revision before, revision after). On PostgreSQL a statement that
+        waits for another connection's lock is reported (which connection, its state and query) and given up
+        after the lock timeout, the transaction rolled back."""
         from alembic import command
 
-        with self.begin() as conn:
-            before = self.current_revision(conn)
-            cfg = alembic_config(conn)
-            cfg.attributes["recreate_views"] = True
-            cfg.attributes["seed_catalogs"] = seed_catalogs
-            command.upgrade(cfg, revision)
-            after = self.current_revision(conn)
+        try:
+            with self.begin() as conn, self._watch_locks(conn):
+                before = self.current_revision(conn)
+                cfg = alembic_config(conn)
+                cfg.attributes["recreate_views"] = True
+                cfg.attributes["seed_catalogs"] = seed_catalogs
+                command.upgrade(cfg, revision)
+                after = self.current_revision(conn)
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "orig", None) is not None and \
+                    getattr(exc.__cause__.orig, "sqlstate", None) == "55P03":  # lock_not_available
+                raise DatabaseLockedError(
+                    f"{describe(self.url)}: gave up after {self.lock_timeout_s:g} s waiting for a lock held by "
+                    f"another connection (nothing was changed; see above which one)") from None
+            raise
         return before, after
+
+    @contextlib.contextmanager
+    def _watch_locks(self, conn: Connection) -> Iterator[None]:
+        """PostgreSQL: a lock timeout for this transaction, and a thread that reports each connection it waits for."""
+        if is_duckdb(self.url):
+            yield
+            return
+        import threading
+
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = {max(int(self.lock_timeout_s * 1000), 1)}"))
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        done = threading.Event()
+        seen: set[int] = set()
+
+        def watch() -> None:
+            engine = sa.create_engine(self.url, poolclass=NullPool)
+            try:
+                with engine.connect() as watcher:
+                    while not done.wait(0.5):
+                        for other, user, state, query, age in watcher.execute(sa.text(
+                                "SELECT pid, usename, state, query, now() - xact_start FROM pg_stat_activity "
+                                "WHERE pid = ANY(pg_blocking_pids(:p)) ORDER BY pid"), {"p": pid}).all():
+                            if other not in seen:
+                                seen.add(other)
+                                text = " ".join((query or "").split())[:120]
+                                self._notify_wait(
+                                    f"waiting for a lock held by PID {other} (user {user}, {state}, transaction "
+                                    f"open {age.total_seconds() if age else 0:.0f} s, last query: {text}); up to "
+                                    f"{self.lock_timeout_s:g} s (--lock-timeout)")
+                        watcher.rollback()
+            except sa.exc.DBAPIError:
+                pass  # the watcher only reports; the upgrade goes on without it
+            finally:
+                engine.dispose()
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
 
     def ensure_schema(self, auto_create: bool = True) -> None:
         """Refuse a stale or newer schema; create a new DuckDB file at the current revision."""
@@ -308,6 +421,12 @@ class Registry:
         if current == head:
             return
         where = describe(self.url)
+        if current is None and not is_duckdb(self.url):
+            with self.begin() as conn:
+                readable = conn.execute(sa.text("SELECT current_schema()")).scalar()  # NULL: no usable schema
+            if readable is None:
+                raise RegistryError(f"{where}: this role may not use the registry's schema: its owner can run "
+                                    "dsocr-registry db grant-read ROLE")
         if current is None:
             raise SchemaMismatchError(f"{where} has no registry schema; run: dsocr-registry db upgrade --db {where}")
         known = {rev for rev, _, _ in revision_history()}
@@ -363,3 +482,23 @@ class Registry:
                                         "FROM operator_categories ORDER BY id")).all()
             self._category_rows = [tuple(row) for row in rows]
         return self._category_rows
+
+
+def grant_read(registry: Registry, role: str) -> tuple[str, int, int]:
+    """PostgreSQL: USAGE on the registry's schema and SELECT on its tables and views to `role`, and default
+    privileges for those the current user creates there later; returns (schema, tables, views). An unknown role
+    is refused before anything is granted."""
+    with registry.begin() as conn:
+        if not conn.execute(sa.text("SELECT COUNT(*) FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar():
+            raise RegistryError(f"no role {role!r} in {describe(registry.url)}: create it first "
+                                f"(CREATE ROLE {role} LOGIN PASSWORD '...'), nothing was granted")
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        quote = conn.dialect.identifier_preparer.quote
+        who, where = quote(role), quote(schema)
+        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA {where} TO {who}"))
+        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {who}"))  # views included
+        conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {where} GRANT SELECT ON TABLES TO {who}"))
+        counts = dict(conn.execute(sa.text(
+            "SELECT table_type, COUNT(*) FROM information_schema.tables WHERE table_schema = :s GROUP BY table_type"),
+            {"s": schema}).all())
+    return schema, int(counts.get("BASE TABLE", 0)), int(counts.get("VIEW", 0))

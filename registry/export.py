@@ -99,8 +99,8 @@ def _copy_into(registry: Registry, tmp: pathlib.Path, storage_version: str, copi
             _consistent(source)
             raw = dest.connection.driver_connection
             for name in table_names():
-                if name == "operator_categories":
-                    # filled by the migrations (from TargetOperatorList) in both databases
+                if name in ("operator_categories", "view_definitions"):
+                    # filled by the migrations (from TargetOperatorList; the views' definitions) in both databases
                     copied.append((name, raw.execute(f"SELECT COUNT(*) FROM {name}").fetchall()[0][0]))
                     continue
                 arrow_table = _read_arrow(source, name)

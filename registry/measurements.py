@@ -241,15 +241,19 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
             {"h": file_hash, "hw": hardware_id, "rt": runtime_id}).scalar()
     if existing is not None:
         return int(existing), False, rows
+    if registry.read_only():
+        raise RegistryError(f"{path}: not in the registry for {hardware} / {runtime_label}, which this connection "
+                            "may only read: ingest it first with a role that can write (ingest --measurements)")
     timed = [r for r in rows if r.workload is not None]
     report_ids = ensure_reports(registry, [r.workload for r in timed], f"measurements:{pathlib.Path(path).name}",
                                 progress, execution)
     by_row = dict(zip((r.index for r in timed), report_ids))
     with registry.begin() as conn:
         distinct = sorted(set(report_ids))
-        scenario_id = record_scenario(conn, f"measurements:{pathlib.Path(path).name}",
-                                      {"measurements": str(path), "hardware": hardware, "runtime": runtime_label},
-                                      {}, [(report, hardware_id, runtime_id) for report in distinct], {})
+        scenario_id, _ = record_scenario(conn, f"measurements:{pathlib.Path(path).name}",
+                                         {"measurements": str(path), "hardware": hardware, "runtime": runtime_label},
+                                         {}, [(report, hardware_id, runtime_id) for report in distinct], {},
+                                         kind="measurement", new_run=True)  # each set prices its own points
         set_id = conn.execute(sa.text(
             "INSERT INTO measurement_sets (file_hash, source, hardware_id, runtime_profile_id, scenario_id, env, "
             "ingested_at) VALUES (:h, :src, :hw, :rt, :sc, :env, :at) RETURNING id"),

@@ -273,6 +273,11 @@ class Scenario(Base):
     target_pages_per_day: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
     target_page_latency_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
     created_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+    # what the scenario's rows are (SCENARIO_KINDS), always written; nullable only because DuckDB cannot add a NOT
+    # NULL column (0008 fills it for every older row)
+    kind: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+    # sha256 of what was priced (definition, points, device figures): the same run again reuses the row; since 0008
+    content_hash: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
 
 class ScenarioPoint(Base):
@@ -407,6 +412,17 @@ class AnalysisRun(Base):
     owner: Mapped[str] = mapped_column(sa.String(120))
     created_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
     updated_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+
+
+SCENARIO_KINDS = ("what-if", "summary", "measurement", "serving", "serving-probe")
+
+
+class ViewDefinition(Base):
+    """The SQL and comments each view was created from (sha256), so an upgrade recreates only the views that changed."""
+
+    __tablename__ = "view_definitions"
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    definition_sha256: Mapped[str] = mapped_column(sa.String(64))
 
 
 # -- what the columns hold ----------------------------------------------------------------------------------------

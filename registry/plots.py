@@ -38,13 +38,13 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from registry.pricing import read_point_devices
+    from registry.pricing import _reading, read_point_devices
 
     devices = read_point_devices(registry, scenario_id)
     best = roof_point(points)
     modules, peak, bandwidth = [], None, None
     if best is not None:
-        with registry.begin() as conn:
+        with _reading(registry) as conn:
             report_key, peak, bandwidth = conn.execute(sa.text(
                 "SELECT report_id, peak_flops_per_s, memory_bandwidth_bytes_per_s FROM scenario_points "
                 "WHERE scenario_id = :s AND point_index = :i"), {"s": scenario_id, "i": best["point_index"]}).one()

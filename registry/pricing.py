@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import hashlib
 import itertools
 import json
 import sys
@@ -153,9 +154,17 @@ def check_executions(conn, points: list[tuple]) -> None:
 
 
 def record_scenario(conn, name: str, definition: dict, target: dict, points: list[tuple],
-                    overrides: dict | None = None) -> int:
-    """The scenario row and one point per (report, GPU, runtime) of `points`, with the effective device figures.
-    Every point pairs a report with a runtime of the same execution (checked: nothing is recorded otherwise)."""
+                    overrides: dict | None = None, kind: str = "what-if", new_run: bool = False,
+                    content: object = None, scenario_id: int | None = None,
+                    lookup_only: bool = False) -> tuple[int | None, bool]:
+    """The scenario row and one point per (report, GPU, runtime) of `points`, with the effective device figures;
+    returns (scenario id, whether it was recorded now). Every point pairs a report with a runtime of the same
+    execution (checked: nothing is recorded otherwise).
+
+    A run is idempotent by content: a scenario of the same kind, name, definition, target and points (device
+    figures included, and `content`: whatever else the caller records with it) is reused, unless `new_run`.
+    `scenario_id`: the id to give it (temporary copies of the tables, which have no sequence). `lookup_only`: only
+    find the recorded one ((None, False) when there is none)."""
     from registry.ingest import bulk_insert
 
     overrides = overrides or {}
@@ -163,44 +172,96 @@ def record_scenario(conn, name: str, definition: dict, target: dict, points: lis
         check_executions(conn, points)
     devices = {hid: row for hid, *row in conn.execute(sa.text(
         "SELECT id, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes FROM hardware")).all()}
-    scenario_id = conn.execute(sa.text(
-        "INSERT INTO scenarios (name, definition, target_pages_per_day, target_page_latency_s, created_at) "
-        "VALUES (:name, :definition, :pages, :latency, :created) RETURNING id"),
-        {"name": name, "definition": json.dumps(definition, sort_keys=True, default=str),
-         "pages": target.get("pages_per_day"), "latency": target.get("page_latency_s"),
-         "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)}).scalar_one()
     rows = []
     for report_key, hardware_id, runtime_id in points:
         peak, bandwidth, memory = devices[hardware_id]
         rows.append({
-            "scenario_id": scenario_id, "point_index": len(rows) + 1, "report_id": report_key,
-            "hardware_id": hardware_id, "runtime_profile_id": runtime_id,
-            "peak_flops_per_s": overrides["peak_tflops"] * 1e12 if overrides.get("peak_tflops") else peak,
-            "memory_bandwidth_bytes_per_s": (overrides["memory_tb_per_s"] * 1e12
-                                             if overrides.get("memory_tb_per_s") else bandwidth),
-            "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory,
-            "efficiency_scale": overrides.get("efficiency_scale") or 1.0})
+            "point_index": len(rows) + 1, "report_id": int(report_key),
+            "hardware_id": int(hardware_id), "runtime_profile_id": int(runtime_id),
+            "peak_flops_per_s": float(overrides["peak_tflops"] * 1e12 if overrides.get("peak_tflops") else peak),
+            "memory_bandwidth_bytes_per_s": float(overrides["memory_tb_per_s"] * 1e12
+                                                  if overrides.get("memory_tb_per_s") else bandwidth),
+            "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else int(memory),
+            "efficiency_scale": float(overrides.get("efficiency_scale") or 1.0)})
+    content_hash = hashlib.sha256(json.dumps(
+        [kind, name, definition, target, rows, content], sort_keys=True, default=str).encode()).hexdigest()
+    if not new_run:
+        existing = conn.execute(sa.text(
+            "SELECT MIN(id) FROM scenarios WHERE kind = :k AND content_hash = :h"),
+            {"k": kind, "h": content_hash}).scalar()
+        if existing is not None:
+            return int(existing), False
+    if lookup_only:
+        return None, False
+    values = {"name": name, "definition": json.dumps(definition, sort_keys=True, default=str),
+              "pages": target.get("pages_per_day"), "latency": target.get("page_latency_s"),
+              "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None), "kind": kind,
+              "hash": content_hash}
+    if scenario_id is None:
+        scenario_id = conn.execute(sa.text(
+            "INSERT INTO scenarios (name, definition, target_pages_per_day, target_page_latency_s, created_at, kind, "
+            "content_hash) VALUES (:name, :definition, :pages, :latency, :created, :kind, :hash) RETURNING id"),
+            values).scalar_one()
+    else:
+        conn.execute(sa.text(
+            "INSERT INTO scenarios (id, name, definition, target_pages_per_day, target_page_latency_s, created_at, "
+            "kind, content_hash) VALUES (:id, :name, :definition, :pages, :latency, :created, :kind, :hash)"),
+            dict(values, id=scenario_id))
+    for row in rows:
+        row["scenario_id"] = scenario_id
     if rows:
         bulk_insert(conn, "scenario_points", {key: [p[key] for p in rows] for key in rows[0]})
-    return int(scenario_id)
+    return int(scenario_id), True
 
 
-def read_points(registry: Registry, scenario_id: int) -> list[dict]:
-    """The scenario's priced points (v_point_summary): those that fit first, then by GPU-seconds per page. The
-    runtime is given as NAME@VERSION."""
+SCRATCH_TABLES = ("scenarios", "scenario_points")  # what pricing writes
+
+
+@contextlib.contextmanager
+def scratch_pricing(registry: Registry) -> Iterator[sa.Connection]:
+    """A connection for pricing that writes nothing: scenarios and scenario_points are empty temporary copies (and
+    the views that read them temporary copies too), and the transaction is rolled back at the end. It needs no
+    more than SELECT (and, on PostgreSQL, the TEMP privilege every role has by default), so it works on a
+    read-only DuckDB file and under a read-only role. Give record_scenario an explicit scenario_id in it."""
+    from registry.views import create_temp_copies
+
+    with registry.begin() as conn:
+        create_temp_copies(conn, SCRATCH_TABLES)
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+SCRATCH_SCENARIO_ID = -1  # the one scenario priced in scratch_pricing (no sequence there)
+
+
+@contextlib.contextmanager
+def _reading(source) -> Iterator[sa.Connection]:
+    """A connection to read with: `source` itself, or a transaction of the registry `source`."""
+    if isinstance(source, Registry):
+        with source.begin() as conn:
+            yield conn
+    else:
+        yield source
+
+
+def read_points(registry, scenario_id: int) -> list[dict]:
+    """The scenario's priced points (v_point_summary_all: of any kind), those that fit first, then by GPU-seconds
+    per page. The runtime is given as NAME@VERSION. `registry`: a Registry or an open connection."""
     columns = [c if c != "runtime" else "runtime || '@' || CAST(runtime_version AS VARCHAR(20))"
                for c in SUMMARY_COLUMNS]
-    with registry.begin() as conn:
+    with _reading(registry) as conn:
         result = conn.execute(sa.text(
-            f"SELECT {', '.join(columns)} FROM v_point_summary WHERE scenario_id = :s "
+            f"SELECT {', '.join(columns)} FROM v_point_summary_all WHERE scenario_id = :s "
             "ORDER BY CASE WHEN fits_in_memory THEN 0 ELSE 1 END, gpu_seconds_per_page, point_index"),
             {"s": scenario_id})
         return [dict(zip(SUMMARY_COLUMNS, row)) for row in result.all()]
 
 
-def read_stage_times(registry: Registry, scenario_id: int) -> list[dict]:
+def read_stage_times(registry, scenario_id: int) -> list[dict]:
     """Seconds per point and stage (v_point_stage_time, view kinds summed)."""
-    with registry.begin() as conn:
+    with _reading(registry) as conn:
         result = conn.execute(sa.text(
             "SELECT point_index, stage, SUM(stage_time_s) FROM v_point_stage_time WHERE scenario_id = :s "
             "GROUP BY point_index, stage ORDER BY point_index, stage"), {"s": scenario_id})
@@ -218,10 +279,10 @@ def read_stage_breakdown(registry: Registry, scenario_id: int) -> list[tuple]:
             "WHERE scenario_id = :s ORDER BY stage_time_s DESC"), {"s": scenario_id}).all()]
 
 
-def read_module_times(registry: Registry, scenario_id: int) -> list[tuple]:
+def read_module_times(registry, scenario_id: int) -> list[tuple]:
     """(module path, name, stage, operator seconds, FLOPs, bytes written) per module and stage of a scenario's
     points (v_point_operator_time: each operator row's max of compute, memory and dispatch time)."""
-    with registry.begin() as conn:
+    with _reading(registry) as conn:
         return [tuple(row) for row in conn.execute(sa.text(
             "SELECT m.path, m.name, t.stage, SUM(t.op_time_s), SUM(o.flops), SUM(o.bytes_written) "
             "FROM v_point_operator_time t JOIN modules m ON m.id = t.module_id "
@@ -245,18 +306,18 @@ def compare_measurements(registry: Registry, set_id: int) -> dict:
     return {"rows": rows, "summary": {**overall, "by_kind": summary}}
 
 
-def read_point_devices(registry: Registry, scenario_id: int) -> list[tuple]:
+def read_point_devices(registry, scenario_id: int) -> list[tuple]:
     """(GPU name, effective peak FLOP/s, effective bandwidth bytes/s) of a scenario's points, by GPU name."""
-    with registry.begin() as conn:
+    with _reading(registry) as conn:
         return [tuple(r) for r in conn.execute(sa.text(
             "SELECT DISTINCT h.name, p.peak_flops_per_s, p.memory_bandwidth_bytes_per_s FROM scenario_points p "
             "JOIN hardware h ON h.id = p.hardware_id WHERE p.scenario_id = :s ORDER BY h.name"),
             {"s": scenario_id}).all()]
 
 
-def point_report_key(registry: Registry, scenario_id: int, point_index: int) -> int | None:
+def point_report_key(registry, scenario_id: int, point_index: int) -> int | None:
     """The key of the report a scenario point prices."""
-    with registry.begin() as conn:
+    with _reading(registry) as conn:
         return conn.execute(sa.text(
             "SELECT report_id FROM scenario_points WHERE scenario_id = :s AND point_index = :i"),
             {"s": scenario_id, "i": point_index}).scalar()

@@ -163,7 +163,8 @@ def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: 
     points = [(keys[executions[rid]][i], hid, rid) for hid in hardware_ids for rid in runtime_ids
               for i in range(len(workloads))]
     with registry.begin() as conn:
-        scenario_id = record_scenario(conn, f"{name}:probes", {"probes": name}, {}, points, overrides)
+        scenario_id, _ = record_scenario(conn, f"{name}:probes", {"probes": name}, {}, points, overrides,
+                                         kind="serving-probe")
     return scenario_id, points
 
 
@@ -195,7 +196,7 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
             "FROM scenario_points p JOIN hardware h ON h.id = p.hardware_id "
             "JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id JOIN reports r ON r.id = p.report_id "
             "JOIN workloads w ON w.id = r.workload_id JOIN architectures a ON a.id = r.architecture_id "
-            "JOIN v_point_summary s ON s.scenario_id = p.scenario_id AND s.point_index = p.point_index "
+            "JOIN v_point_summary_all s ON s.scenario_id = p.scenario_id AND s.point_index = p.point_index "
             "WHERE p.scenario_id = :s ORDER BY p.point_index"), {"s": scenario_id}).all()
         ops = conn.execute(sa.text(
             "SELECT point_index, stage, view_kind, module_id, category_id, compute_bound_s, memory_bound_s, "

@@ -228,10 +228,11 @@ def check_runtimes(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], lis
 
 def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progress: bool = False,
                 rates: tuple | None = None, only: tuple[str, str] | None = None,
-                keep_requests: bool = False, analyze=None) -> tuple[int, list[dict], dict]:
+                keep_requests: bool = False, analyze=None, new_run: bool = False) -> tuple[int, list[dict], dict]:
     """Simulate every GPU x runtime x rate (or one point: `only` = (hardware, runtime), `rates`); record the
     scenario and its serving points; return (scenario id, rows of v_serving_summary, per-request arrays of the
-    last point)."""
+    last point). The same simulation recorded before (same file, same registry state: the simulation is
+    deterministic) reuses its scenario unless `new_run`."""
     from tqdm import tqdm
 
     from registry.ingest import bulk_insert
@@ -300,11 +301,15 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
     finally:
         bar.close()
     with registry.begin() as conn:
-        scenario_id = record_scenario(conn, scenario.name, scenario.data, spec.target, [])
+        scenario_id, recorded = record_scenario(conn, scenario.name, scenario.data, spec.target, [], kind="serving",
+                                                new_run=new_run, content=rows)
         for index, row in enumerate(rows, start=1):
             row.update(scenario_id=scenario_id, point_index=index)
-        bulk_insert(conn, "serving_points", {key: [r[key] for r in rows] for key in rows[0]})
-        if keep_requests and requests:
+        kept = 0 if recorded else conn.execute(sa.text(
+            "SELECT COUNT(*) FROM serving_requests WHERE scenario_id = :s"), {"s": scenario_id}).scalar()
+        if recorded:
+            bulk_insert(conn, "serving_points", {key: [r[key] for r in rows] for key in rows[0]})
+        if keep_requests and requests and not kept:
             n = len(requests["page"])
             bulk_insert(conn, "serving_requests", {"scenario_id": [scenario_id] * n,
                                                    "point_index": [len(rows)] * n,

@@ -195,11 +195,25 @@ def _overrides(scenario: Scenario) -> dict[str, float | None]:
 
 
 def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False,
-                 analyze=None) -> tuple[int, list[dict]]:
+                 new_run: bool = False, analyze=None) -> tuple[int, list[dict]]:
+    """(scenario id, priced points) of price_scenario."""
+    scenario_id, points, _, _ = price_scenario(registry, scenario, progress, new_run, analyze=analyze)
+    return scenario_id, points
+
+
+def price_scenario(registry: Registry, scenario: Scenario, progress: bool = False, new_run: bool = False,
+                   then=None, analyze=None) -> tuple[int, list[dict], bool, object]:
     """Analyze what is missing (each workload under the execution of every runtime it is priced under, with
     `analyze` if given: see ensure_reports), record the scenario and its points (workloads x GPUs x runtimes, each
-    runtime paired with the report of its own execution), and read the priced points."""
+    runtime paired with the report of its own execution), and read the priced points. Returns (scenario id,
+    points, whether recorded now, `then(source, scenario id)`: more reading while the points exist, with a
+    Registry or a connection as source).
+
+    The same scenario file on the same registry reuses the scenario it recorded before, unless `new_run`. A
+    registry this connection may only read prices the workloads it holds in temporary tables (nothing recorded;
+    the id is then negative)."""
     from registry.catalog import runtime_execution
+    from registry.pricing import SCRATCH_SCENARIO_ID, find_report, scratch_pricing
 
     overrides = _overrides(scenario)
     workloads = expand_workloads(scenario)
@@ -208,12 +222,32 @@ def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False,
     with registry.begin(keep_open=True) as conn:
         hardware, runtimes = resolve_devices(scenario, conn)
         executions = {runtime_id: runtime_execution(conn, runtime_id) for runtime_id, _, _ in runtimes}
+    read_only = registry.read_only()
+    if read_only:
+        with registry.begin() as conn:
+            missing = sum(1 for execution in dict.fromkeys(executions.values()) for w in workloads
+                          if find_report(conn, w, execution) is None)
+        if missing:
+            raise ScenarioError(f"{scenario.source}: {missing} workload(s) of the scenario are not in the registry, "
+                                "which this connection may only read: run it once with a role that can write")
     report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution,
                                              analyze)
                    for execution in dict.fromkeys(executions.values())}
     points = [(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
               for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes]
-    with registry.begin(keep_open=True) as conn:
-        scenario_id = record_scenario(conn, scenario.name, scenario.data, scenario.data.get("target") or {},
-                                      points, overrides)
-    return scenario_id, read_points(registry, scenario_id)
+    target = scenario.data.get("target") or {}
+    then = then or (lambda source, scenario_id: None)
+    if not read_only:
+        with registry.begin(keep_open=True) as conn:
+            scenario_id, recorded = record_scenario(conn, scenario.name, scenario.data, target, points, overrides,
+                                                    new_run=new_run)
+        return scenario_id, read_points(registry, scenario_id), recorded, then(registry, scenario_id)
+    with registry.begin() as conn:
+        scenario_id, _ = record_scenario(conn, scenario.name, scenario.data, target, points, overrides,
+                                         lookup_only=True)
+    if scenario_id is not None:  # recorded before by a role that could write
+        return scenario_id, read_points(registry, scenario_id), False, then(registry, scenario_id)
+    with scratch_pricing(registry) as conn:
+        scenario_id, _ = record_scenario(conn, scenario.name, scenario.data, target, points, overrides,
+                                         scenario_id=SCRATCH_SCENARIO_ID)
+        return scenario_id, read_points(conn, scenario_id), False, then(conn, scenario_id)

@@ -59,9 +59,10 @@ def test_locked_duckdb_file_gives_up_naming_the_holder(tmp_path, report_files):
         holder.wait()
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert f"is locked, held by PID {holder.pid}" in lines[0] and "gave up after 1.5 s" in lines[0]
-    assert "nothing was written" in lines[0]
+    assert len(lines) == 2  # what it waits for, once; then why it stopped
+    assert lines[0].startswith(f"waiting for {db}: locked, held by PID {holder.pid}") and "up to 1.5 s" in lines[0]
+    assert f"is locked, held by PID {holder.pid}" in lines[1] and "gave up after 1.5 s" in lines[1]
+    assert "nothing was written" in lines[1]
     assert waited >= 1.5
     assert table_counts(str(db))["reports"] == 0
 

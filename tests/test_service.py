@@ -366,7 +366,8 @@ def test_whatif_scenario_answers_as_the_command_line(client, registry_url, store
     path = tmp_path / "one-gpu.yaml"
     path.write_text(yaml.safe_dump(SCENARIO))
     cli = json.loads(run_command(["whatif", "--scenario", str(path), "--db", registry_url, "--format", "json"]).output)
-    assert answer.json()["scenario_id"] != cli["scenario_id"]
+    assert answer.json()["scenario_id"] == cli["scenario_id"]  # the same scenario and registry: recorded once
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios WHERE kind = 'what-if'") == [(1,)]
     assert answer.json()["points"] == cli["points"]
     assert [p["report_id"] for p in cli["points"]] == [stored_report, stored_report]
     for body, message in [({"sweep": {"hardware": ["h1000"]}},

@@ -77,7 +77,7 @@ def _static_latency(url, new_tokens):
         key = ensure_reports(registry, [load_profile("dsocr-standard-v1", new_tokens=new_tokens)], "t",
                              execution="vllm")[0]
         with registry.begin() as conn:
-            sid = record_scenario(conn, "static", {}, {}, [(key, hid, rid)])
+            sid, _ = record_scenario(conn, "static", {}, {}, [(key, hid, rid)])
         return read_points(registry, sid)[0]["page_latency_s"]
     finally:
         registry.dispose()
@@ -192,6 +192,16 @@ def test_whatif_serving_records_points_and_the_summary_view(registry_url, tmp_pa
     csv_b = run_command(["whatif", "--scenario", str(path), "--db", registry_url, "--format", "csv"]).stdout
     strip = lambda text: [line.split(",", 1)[1] for line in text.splitlines()]  # noqa: E731 (point index kept)
     assert strip(csv_a) == strip(csv_b)  # same seed, same output
+    # the same run three times: one serving scenario and one probe scenario, the points stored once
+    assert rows(registry_url, "SELECT kind, COUNT(*) FROM scenarios GROUP BY kind ORDER BY kind") == [
+        ("serving", 1), ("serving-probe", 1)]
+    assert rows(registry_url, "SELECT COUNT(*) FROM serving_points") == [(4,)]
+    assert rows(registry_url, "SELECT COUNT(*) FROM v_point_summary") == [(0,)]  # probes are not what-if points
+    fresh = run_command(["whatif", "--scenario", str(path), "--db", registry_url, "--new-run", "--format", "json"])
+    assert json.loads(fresh.stdout)["scenario_id"] != json.loads(result.stdout)["scenario_id"]
+    assert rows(registry_url, "SELECT COUNT(*) FROM serving_points") == [(8,)]
+    assert rows(registry_url, "SELECT kind, COUNT(*) FROM scenarios GROUP BY kind ORDER BY kind") == [
+        ("serving", 2), ("serving-probe", 1)]
 
 
 def test_serve_sim_writes_one_point_and_its_pages(registry_url, tmp_path):
@@ -209,6 +219,11 @@ def test_serve_sim_writes_one_point_and_its_pages(registry_url, tmp_path):
     assert rows(registry_url, "SELECT COUNT(*), MIN(arrival_rate_per_s) FROM serving_points") == [(1, 3.0)]
     assert rows(registry_url, "SELECT COUNT(*) FROM serving_requests") == [(150,)]
     assert rows(registry_url, "SELECT hardware FROM v_serving_summary") == [("h100-sxm",)]
+    again = run_command(["serve-sim", "--scenario", str(path), "--db", registry_url, "--rate", "3",
+                         "--requests-out", str(out), "--format", "json"])
+    assert again.exit_code == 0, again.output  # the same simulation: its point and pages are stored once
+    assert rows(registry_url, "SELECT COUNT(*) FROM serving_points") == [(1,)]
+    assert rows(registry_url, "SELECT COUNT(*) FROM serving_requests") == [(150,)]
 
 
 BAD = [

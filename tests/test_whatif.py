@@ -43,7 +43,15 @@ def test_capacity_example_runs_and_records_its_points(registry_url):
     assert "cheapest that fits: h200 / vllm@3 / base at batch 16" in again.stdout and "GPU-s/page" in again.stdout
     assert "hf-eager@3" in again.stdout  # every table names the runtime's version
     assert rows(registry_url, "SELECT COUNT(*) FROM reports") == reports_before  # nothing analyzed again
+    # the same file on the same registry: the same scenario, no new rows; --new-run records it again
+    assert f"(id {data['scenario_id']}, recorded before)" in again.stdout
+    assert rows(registry_url, "SELECT COUNT(*), MIN(kind) FROM scenarios") == [(1, "what-if")]
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenario_points") == [(24,)]
+    fresh = run_command(["whatif", "--scenario", str(EXAMPLES / "capacity.yaml"), "--db", registry_url,
+                         "--new-run", "--format", "json"])
+    assert json.loads(fresh.stdout)["scenario_id"] != data["scenario_id"]
     assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(2,)]
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenario_points") == [(48,)]
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Analysis runs of the HTTP service: one row per accepted run request, so that its status outlives the process.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-26
 
 Additive only: one new table.
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

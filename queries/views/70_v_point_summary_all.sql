@@ -1,5 +1,6 @@
--- One row per scenario point: stage and page latency, serving throughput at batch = concurrency, GPUs for the
--- scenario's target, and memory by the runtime's execution. Decimal units; times in seconds; bytes as integers.
+-- One row per scenario point of every kind (what-if, summary, measurement, serving-probe): stage and page latency,
+-- serving throughput at batch = concurrency, GPUs for the scenario's target, and memory by the runtime's execution.
+-- Decimal units; times in seconds; bytes as integers.
 --   hf-eager: weights + the live set of the largest stage at the point's batch: the largest of each stage's
 --             activation peak plus the KV cache it holds (vision and projector: none; prefill: the prompt's KV;
 --             decode: the KV at the last step). Budget: the GPU's memory. Largest batch: the live set scaled
@@ -8,14 +9,14 @@
 --             one vision call, whichever is larger) + the KV of `batch` sequences of prefill + new tokens. Budget:
 --             gpu_memory_utilization x memory; the KV pool is the budget - weights - the step peak, and the largest
 --             concurrency FLOOR(pool / (kv_cache_bytes_per_token x (prefill_tokens + new_tokens))).
-CREATE VIEW v_point_summary (
-    scenario_id, point_index, report_id, hardware, runtime, runtime_version, execution, variant, mode, tiles, batch,
-    prefill_tokens, new_tokens, vision_s, projector_s, prefill_s, decode_s, page_latency_s, pages_per_s,
+CREATE VIEW v_point_summary_all (
+    scenario_id, kind, point_index, report_id, hardware, runtime, runtime_version, execution, variant, mode, tiles,
+    batch, prefill_tokens, new_tokens, vision_s, projector_s, prefill_s, decode_s, page_latency_s, pages_per_s,
     tokens_per_s, pages_per_gpu_day, gpu_seconds_per_page, target_pages_per_day, gpus_needed,
     target_page_latency_s, meets_latency_target, weight_bytes, kv_cache_bytes, activation_peak_bytes,
     memory_needed_bytes, memory_bytes, memory_budget_bytes, kv_pool_bytes, fits_in_memory, max_batch_in_memory
 ) AS
-SELECT x.scenario_id, x.point_index, x.report_id, x.hardware, x.runtime, x.runtime_version, x.execution, x.variant,
+SELECT x.scenario_id, x.kind, x.point_index, x.report_id, x.hardware, x.runtime, x.runtime_version, x.execution, x.variant,
        x.mode, x.tiles, x.batch, x.prefill_tokens, x.new_tokens, x.vision_s, x.projector_s, x.prefill_s, x.decode_s,
        x.total_s,
        x.batch / NULLIF(x.total_s, 0),
@@ -47,7 +48,8 @@ SELECT x.scenario_id, x.point_index, x.report_id, x.hardware, x.runtime, x.runti
                                           / CAST(x.live_set_bytes AS DOUBLE PRECISION)), 0) END
        END
 FROM (
-    SELECT t.scenario_id AS scenario_id, t.point_index AS point_index, r.report_id AS report_id, h.name AS hardware,
+    SELECT t.scenario_id AS scenario_id, COALESCE(sc.kind, 'what-if') AS kind, t.point_index AS point_index,
+           r.report_id AS report_id, h.name AS hardware,
            rp.name AS runtime, rp.version AS runtime_version, COALESCE(rp.execution, 'hf-eager') AS execution,
            w.variant AS variant, w.mode AS mode, w.tiles_wide * w.tiles_high AS tiles, w.batch AS batch,
            w.prefill_tokens AS prefill_tokens, w.new_tokens AS new_tokens, t.vision_s AS vision_s,
