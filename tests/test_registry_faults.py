@@ -79,10 +79,12 @@ def test_a_read_of_a_locked_file_says_what_it_left_undone(tmp_path, report_files
         holder.kill()
         holder.wait()
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith(f"dsocr-registry: error: {db} is locked, held by PID {holder.pid} (")
-    assert result.stderr.endswith("; gave up after 1 s (nothing was read): run it again when the file is free, or "
-                                  "read a snapshot of it (dsocr-registry snapshot)\n")
+    waiting, error = result.stderr.splitlines()  # the wait is announced once, then the one error line
+    assert waiting.startswith(f"waiting for {db}: locked, held by PID {holder.pid} (")
+    assert waiting.endswith("(up to 1 s, --lock-timeout)")
+    assert error.startswith(f"dsocr-registry: error: {db} is locked, held by PID {holder.pid} (")
+    assert error.endswith("; gave up after 1 s (nothing was read): run it again when the file is free, or read a "
+                          "snapshot of it (dsocr-registry snapshot)")
 
 
 def test_output_cut_short_by_its_reader_ends_quietly(tmp_path, report_files):
