@@ -277,6 +277,19 @@ def test_concurrent_identical_runs_make_one_report(registry_url):
             c.__exit__(None, None, None)
 
 
+def test_an_analysis_past_its_time_limit_fails_its_run(registry_url):
+    """--analysis-timeout: the run is failed with one line, its worker replaced, and nothing of it is stored."""
+    with TestClient(create_app(ServiceConfig(db=registry_url, analysis_timeout_s=1.0))) as timed:
+        accepted = timed.post(RUN, json=REQUEST)
+        assert accepted.status_code == 202, accepted.text
+        state = wait_for_run(timed.get, accepted.json()["status_url"])
+        validate_component(state, "RunStatus")
+        assert (state["status"], state["report_id"], state["error"]) == (
+            "failed", None, "analysis timed out after 1 s"), state
+    assert rows(registry_url, "SELECT COUNT(*) FROM reports") == [(0,)]
+    assert rows(registry_url, "SELECT status, error FROM analysis_runs") == [("failed", "analysis timed out after 1 s")]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
