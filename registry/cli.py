@@ -429,8 +429,8 @@ def db_vacuum(db_url, lock_timeout):
     finally:
         registry.dispose()
     per_report = f", {after / reports / 1e3:,.1f} kB per report" if reports else ""
-    click.echo(f"{describe(registry.url)}: {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB; {reports:,} reports"
-               f"{per_report}")
+    click.echo(f"{describe(registry.url)}: {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB; "
+               f"{plural(reports, 'report')}{per_report}")
 
 
 @db.command("history")
