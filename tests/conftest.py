@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -28,26 +29,35 @@ BACKENDS = ["duckdb", pytest.param("postgresql", marks=pytest.mark.skipif(
     not POSTGRES_URL, reason="set DSOCR_TEST_POSTGRES_URL to run the PostgreSQL tests"))]
 
 
+@contextlib.contextmanager
+def postgres_schema(prefix: str):
+    """The URL of a fresh schema in the PostgreSQL test database (its search_path), dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        url = sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg").update_query_dict(
+            {"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path):
     """A URL of an empty database: a new DuckDB file, or a fresh PostgreSQL schema dropped afterwards."""
     if request.param == "duckdb":
         yield str(tmp_path / "registry.duckdb")
         return
-    import uuid
-
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    url = sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg").update_query_dict(
-        {"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    with postgres_schema("t") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

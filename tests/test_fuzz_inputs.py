@@ -3,6 +3,7 @@ as a traceback, an internal error, a message longer than one line of 300 charact
 a refused file; DuckDB and PostgreSQL give the same verdict. DSOCR_FUZZ_EXAMPLES sets the examples per format
 (default 10); scripts/fuzz_campaign.py runs a longer campaign."""
 
+import contextlib
 import itertools
 import os
 
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import fuzzing
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, postgres_schema
 from tests.helpers import run_command
 
 EXAMPLES = int(os.environ.get("DSOCR_FUZZ_EXAMPLES", "10"))
@@ -29,25 +30,11 @@ def _new_registry(url_of):
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory):
     """Registries on every backend the run has (DuckDB, and PostgreSQL when DSOCR_TEST_POSTGRES_URL is set)."""
-    import uuid
-
-    import sqlalchemy as sa
-
     urls = [_new_registry(str(tmp_path_factory.mktemp("fuzz") / "registry.duckdb"))]
-    schema = None
-    if POSTGRES_URL:
-        schema = f"fuzz_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-        url = sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg").update_query_dict(
-            {"options": f"-csearch_path={schema}"})
-        urls.append(_new_registry(url.render_as_string(hide_password=False)))
-    yield urls
-    if schema:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with contextlib.ExitStack() as schemas:
+        if POSTGRES_URL:
+            urls.append(_new_registry(schemas.enter_context(postgres_schema("fuzz"))))
+        yield urls
 
 
 @pytest.fixture(scope="module")
