@@ -229,10 +229,55 @@ def _parse_yaml(text: str, aliases: bool) -> Any:
         raise _value_error("YAML", exc) from None
 
 
+def _within_limits(data: Any) -> bool:
+    """Whether a parsed document passes every check of check_values, in one walk that keeps no key paths and checks
+    each distinct key once (a report holds ~400,000 values under a few dozen key names). False defers to the full
+    walk, which names what it refuses; anything but the plain types defers too."""
+    good_keys: set[str] = set()
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    string_ok = _string_ok
+    while stack:
+        container, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            return False
+        if type(container) is dict:
+            for key in container:
+                if key not in good_keys:
+                    if type(key) is not str or len(key) > MAX_KEY_CHARS or not string_ok(key):
+                        return False
+                    good_keys.add(key)
+            items = container.values()
+        else:
+            items = container
+        for value in items:
+            kind = type(value)
+            if kind is str:
+                if not string_ok(value):
+                    return False
+            elif kind is int:
+                if not INT_MIN <= value <= INT_MAX:
+                    return False
+            elif kind is float:
+                if value - value != 0.0:  # inf - inf and nan - nan are nan
+                    return False
+            elif kind is dict or kind is list:
+                stack.append((value, depth + 1))
+            elif value is not None and kind is not bool:
+                return False
+    return True
+
+
+def _string_ok(value: str) -> bool:
+    return len(value) <= MAX_STRING_CHARS and _UNSTORABLE.search(value) is None
+
+
 def check_values(data: Any) -> None:
-    """Walk a parsed document (without recursion) and refuse what no reader accepts: nesting deeper than
-    MAX_DEPTH, integers beyond 64 bits, non-finite floats, keys that are not strings... and strings that are too long
-    or that a backend would store differently. Messages name the key path."""
+    """Refuse what no reader accepts: nesting deeper than MAX_DEPTH, integers beyond 64 bits, non-finite floats,
+    keys that are not strings... and strings that are too long or that a backend would store differently. Messages
+    name the key path. A document that passes the quick walk (`_within_limits`) is done; any other is walked again
+    (without recursion) with its key paths, to name what it refuses."""
+    if type(data) in (dict, list) and _within_limits(data):
+        return
     stack: list[tuple[Any, tuple, int]] = [(data, (), 0)]
     visited = 0
     while stack:

@@ -2,6 +2,7 @@
 pricing over a registry of 10,000 reports, and the start-up of a what-if whose reports are all stored.
 
 Run: python benchmarks/bench_registry.py [--reports 100] [--scale 10000] [--postgres postgresql://127.0.0.1/test]
+     [--parts writes,startup,scale]
 Metric rows are report_stages + module_metrics + operator_metrics rows. Each write figure is the best of
 --repeat runs (the machine is shared); the DuckDB baseline inserts the same rows, as ready Arrow tables, into the
 same tables in the same number of transactions, in the same run.
@@ -20,6 +21,9 @@ import uuid
 from pathlib import Path
 
 METRIC_TABLES = ("report_stages", "module_metrics", "operator_metrics")
+# what an ingest writes per report besides its reports row: the metric rows and the operator cost groups derived
+# from them (one GROUP BY in the same transaction)
+WRITTEN_TABLES = (*METRIC_TABLES, "operator_cost_groups")
 
 
 def make_reports(count: int):
@@ -91,8 +95,9 @@ def timed_writes(url, tmp, reports, batched: bool, repeat: int) -> tuple[float, 
 
 
 def duckdb_own_insert(registry, report_count: int, batched: bool, repeat: int) -> float:
-    """DuckDB's own rate: the metric rows of reports 2.. read back as Arrow, deleted, and inserted again as Arrow
-    tables into the same tables, in one transaction (batched) or one per report, directly on the driver."""
+    """DuckDB's own rate: the rows of reports 2.. (metric rows and cost groups) read back as Arrow, deleted, and
+    inserted again as Arrow tables into the same tables, in one transaction (batched) or one per report, directly
+    on the driver."""
     import duckdb
 
     from registry.db import duckdb_path
@@ -104,16 +109,16 @@ def duckdb_own_insert(registry, report_count: int, batched: bool, repeat: int) -
     groups = ([ids[i:i + BATCH_REPORTS] for i in range(0, len(ids), BATCH_REPORTS)] if batched
               else [[report_id] for report_id in ids])
     tables = [[conn.sql(f"SELECT * FROM {t} WHERE report_id IN ({', '.join(map(str, group))})").to_arrow_table()
-               for t in METRIC_TABLES] for group in groups]
+               for t in WRITTEN_TABLES] for group in groups]
     best = None
     for _ in range(repeat):
-        for t in reversed(METRIC_TABLES):
+        for t in reversed(WRITTEN_TABLES):
             conn.execute(f"DELETE FROM {t} WHERE report_id > ?", [first])
         conn.execute("CHECKPOINT")
         started = time.perf_counter()
         for group_tables in tables:
             conn.execute("BEGIN")
-            for name, arrow_rows in zip(METRIC_TABLES, group_tables):
+            for name, arrow_rows in zip(WRITTEN_TABLES, group_tables):
                 conn.register("_rows", arrow_rows)
                 conn.execute(f"INSERT INTO {name} SELECT * FROM _rows")
                 conn.unregister("_rows")
@@ -142,20 +147,20 @@ def postgres_own_copy(registry, batched: bool, repeat: int) -> float:
     tables = []
     for group in groups:
         group_rows = []
-        for table in METRIC_TABLES:
+        for table in WRITTEN_TABLES:
             cursor = conn.execute(f"SELECT * FROM {table} WHERE report_id = ANY(%s)", [group])
             group_rows.append(([d.name for d in cursor.description], cursor.fetchall()))
         tables.append(group_rows)
     conn.commit()
     best = None
     for _ in range(repeat):
-        for table in reversed(METRIC_TABLES):
+        for table in reversed(WRITTEN_TABLES):
             conn.execute(f"DELETE FROM {table} WHERE report_id > %s", [first])
         conn.commit()
         started = time.perf_counter()
         for group_rows in tables:
             with conn.cursor() as cursor:
-                for table, (names, table_rows) in zip(METRIC_TABLES, group_rows):
+                for table, (names, table_rows) in zip(WRITTEN_TABLES, group_rows):
                     with cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as copy:
                         copy.set_types(copy_types(table, names))
                         for row in table_rows:
@@ -226,7 +231,7 @@ def grow(registry, target_reports: int) -> int:
                 f"INSERT INTO reports (id, report_id, {', '.join(report_columns)}) "
                 f"SELECT id + {offset}, report_id || '-copy{copy}', {', '.join(report_columns)} FROM reports "
                 f"WHERE id <= {top} ORDER BY id LIMIT {take}"))
-            for table in METRIC_TABLES:
+            for table in WRITTEN_TABLES:
                 conn.execute(sa.text(
                     f"INSERT INTO {table} SELECT * REPLACE (report_id + {offset} AS report_id) FROM {table} "
                     f"WHERE report_id IN (SELECT id FROM reports WHERE id <= {top} ORDER BY id LIMIT {take})"))
@@ -329,7 +334,13 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10_000, help="reports in the registry the views are timed on "
                                                                   "(0: skip)")
     parser.add_argument("--postgres", help="PostgreSQL URL to benchmark too (a scratch schema is used)")
+    parser.add_argument("--parts", default="writes,startup,scale",
+                        help="which parts to run, comma-separated (default: writes,startup,scale)")
     args = parser.parse_args()
+    parts = {part.strip() for part in args.parts.split(",") if part.strip()}
+    unknown = parts - {"writes", "startup", "scale"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))} (choose from writes, startup, scale)")
 
     from analyzer.report import write_report as write_file
     from registry.ingest import metric_row_count
@@ -344,11 +355,13 @@ def main() -> None:
             files.append(path)
         print(f"{len(reports)} reports, {sum(metric_row_count(r) for r in reports):,} metric rows, "
               f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB of JSON; {os.cpu_count()} CPUs", flush=True)
-        bench_writes("duckdb", None, tmp, reports, files, args.repeat)
-        if args.postgres:
-            bench_writes("postgresql", args.postgres, tmp, reports, files, args.repeat)
-        bench_startup(tmp)
-        if args.scale:
+        if "writes" in parts:
+            bench_writes("duckdb", None, tmp, reports, files, args.repeat)
+            if args.postgres:
+                bench_writes("postgresql", args.postgres, tmp, reports, files, args.repeat)
+        if "startup" in parts:
+            bench_startup(tmp)
+        if args.scale and "scale" in parts:
             bench_scale(tmp, reports, args.scale)
 
 

@@ -33,7 +33,9 @@ def _run(connection) -> None:
             grants = views.view_grants(connection)
             views.drop_views(connection)
         context.run_migrations()
-        if upgrading:
+        # The views and catalogs are this code's: they may read tables of every revision, so a step to an older
+        # revision leaves the views dropped (the upgrade that reaches the head creates them).
+        if upgrading and _at_head(connection):
             if config.attributes.get("seed_catalogs", True):
                 catalog.seed_catalogs(connection)
             if migrating:
@@ -51,6 +53,12 @@ def _migrations_pending(connection) -> bool:
     if destination in (None, "head", "heads"):
         destination = context.script.get_current_head()
     return current != destination
+
+
+def _at_head(connection) -> bool:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision() == context.script.get_current_head()
 
 
 def run_migrations_online() -> None:

@@ -264,9 +264,9 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
 
     \b
     Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
-    v_module_hotspots, v_point_operator_time, v_point_stage_time, v_point_summary_all, v_point_summary,
-    v_predicted_vs_measured, v_prediction_error_summary, v_serving_summary (what each column means:
-    dsocr-registry schema). Only queries run: INSERT, UPDATE, COPY and other statements are refused.
+    v_module_hotspots, v_point_cost_group_time, v_point_operator_time, v_point_stage_time, v_point_summary_all,
+    v_point_summary, v_predicted_vs_measured, v_prediction_error_summary, v_serving_summary (what each column
+    means: dsocr-registry schema). Only queries run: INSERT, UPDATE, COPY and other statements are refused.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
       dsocr-registry sql --file queries/examples/03_top_modules.sql

@@ -228,6 +228,25 @@ def check_categories(report: AnalyticModelReport, stored: tuple[OperatorCategory
 
 # -- writing ----------------------------------------------------------------------------------------------------
 
+# The rows a report owns besides its reports row, in the order they are deleted when a report is replaced.
+REPORT_ROW_TABLES = ("operator_cost_groups", "operator_metrics", "module_metrics", "report_stages")
+_COST_GROUP_KEYS = ("report_id, stage, view_kind, category_id, op_calls, kernel_launches, flops, bytes_read, "
+                    "bytes_written")
+
+
+def store_cost_groups(conn: Connection, report_pks: list[int]) -> None:
+    """The operator cost groups of reports whose operator rows were just written (same transaction): one GROUP BY
+    over those rows. The range bound lets DuckDB skip the older rows by their zone maps; PostgreSQL uses the key."""
+    if not report_pks:
+        return
+    conn.execute(sa.text(
+        f"INSERT INTO operator_cost_groups ({_COST_GROUP_KEYS}, operator_rows) "
+        f"SELECT {_COST_GROUP_KEYS}, COUNT(*) FROM operator_metrics "
+        f"WHERE report_id BETWEEN :low AND :high AND report_id IN :pks GROUP BY {_COST_GROUP_KEYS}"
+    ).bindparams(sa.bindparam("pks", expanding=True)),
+        {"low": min(report_pks), "high": max(report_pks), "pks": sorted(report_pks)})
+
+
 _VALUES_LIMIT = 2_000  # values (rows x columns) up to which DuckDB gets one VALUES statement instead of Arrow
 
 
@@ -387,7 +406,7 @@ def _write_report(registry: Registry, report: AnalyticModelReport, source: str, 
                 status = "skipped"
                 outcome = IngestOutcome(source, status, report.report_id, 0, "already present")
             else:
-                for table in ("operator_metrics", "module_metrics", "report_stages"):
+                for table in REPORT_ROW_TABLES:
                     conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
                 conn.execute(reports.update().where(reports.c.id == report_pk)
                              .values(source=values["source"], ingested_at=values["ingested_at"],
@@ -399,6 +418,7 @@ def _write_report(registry: Registry, report: AnalyticModelReport, source: str, 
             module_rows, operator_rows = metric_columns(report, report_pk, module_ids, category_ids)
             rows += bulk_insert(conn, "module_metrics", module_rows)
             rows += bulk_insert(conn, "operator_metrics", operator_rows)
+            store_cost_groups(conn, [report_pk])
             outcome = IngestOutcome(source, status, report.report_id, rows)
     # committed: the tree's ids are now safe to reuse
     registry.architecture_cache[architecture["tree_hash"]] = (architecture_id, module_ids)
@@ -450,7 +470,7 @@ def _extend(target: dict[str, list], columns: dict[str, list]) -> None:
 def _replace_rows(conn: Connection, report_pk: int, values: dict[str, Any]) -> None:
     reports = Report.__table__
     check_row("reports", values)
-    for table in ("operator_metrics", "module_metrics", "report_stages"):
+    for table in REPORT_ROW_TABLES:
         conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
     conn.execute(reports.update().where(reports.c.id == report_pk)
                  .values(source=values["source"], ingested_at=values["ingested_at"],
@@ -601,6 +621,7 @@ def _write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]
         bulk_insert(conn, "report_stages", stage_rows)
         bulk_insert(conn, "module_metrics", module_rows)
         bulk_insert(conn, "operator_metrics", operator_rows)
+        store_cost_groups(conn, list(targets.values()))
     # committed: the trees' ids are now safe to reuse
     registry.architecture_cache.update(trees)
     return outcomes

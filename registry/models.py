@@ -206,6 +206,27 @@ class OperatorMetric(Base):
     weight_bytes_read: Mapped[int] = mapped_column(Count)
 
 
+class OperatorCostGroup(Base):
+    """Operator rows of a report that cost the same, stored once with how many there are: the repeated layers of a
+    model make ~2,000 operator rows per report ~140 groups, and pricing works on the groups (the pricing formula is
+    per operator row, so identical rows take identical times). Written with the operator rows, in the same
+    transaction, by one GROUP BY over them."""
+
+    __tablename__ = "operator_cost_groups"
+    report_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("reports.id"), primary_key=True,
+                                           autoincrement=False)
+    stage: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    view_kind: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    category_id: Mapped[int] = mapped_column(sa.SmallInteger, sa.ForeignKey("operator_categories.id"),
+                                             primary_key=True, autoincrement=False)
+    op_calls: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    kernel_launches: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    flops: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    bytes_read: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    bytes_written: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    operator_rows: Mapped[int] = mapped_column(sa.Integer)  # operator_metrics rows with exactly these counts
+
+
 HARDWARE_ID_SEQ = _seq("hardware_id_seq")
 RUNTIME_PROFILES_ID_SEQ = _seq("runtime_profiles_id_seq")
 SCENARIOS_ID_SEQ = _seq("scenarios_id_seq")

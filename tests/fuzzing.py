@@ -254,7 +254,10 @@ def good_report_file(base: dict, folder: pathlib.Path, serial: str) -> tuple[pat
     path = folder / f"good-{serial}.json"
     path.write_text(json.dumps(data))
     added = {"reports": 1, "report_stages": len(data["stages"]), "module_metrics": len(data["module_metrics"]),
-             "operator_metrics": sum(len(s["operators"]) for s in data["module_metrics"])}
+             "operator_metrics": sum(len(s["operators"]) for s in data["module_metrics"]),
+             "operator_cost_groups": len({(s["stage"], s["view_kind"], o["category_id"], o["op_calls"],
+                                           o["kernel_launches"], o["flops"], o["bytes_read"], o["bytes_written"])
+                                          for s in data["module_metrics"] for o in s["operators"]})}
     return path, added
 
 

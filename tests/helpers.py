@@ -39,11 +39,11 @@ def rows(db_url, query, **params):
 
 
 REPORT_TABLES = ["architectures", "modules", "workloads", "reports", "report_stages", "module_metrics",
-                 "operator_metrics"]
+                 "operator_metrics", "operator_cost_groups"]
 
 
-def table_counts(db_url):
-    return {name: rows(db_url, f"SELECT COUNT(*) FROM {name}")[0][0] for name in REPORT_TABLES}
+def table_counts(db_url, tables=REPORT_TABLES):
+    return {name: rows(db_url, f"SELECT COUNT(*) FROM {name}")[0][0] for name in tables}
 
 
 def reid(data: dict) -> dict:

@@ -254,3 +254,55 @@ def test_catalog_values_fit_their_columns(registry_url, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().endswith("name: 101 characters; the registry holds at most 100 characters")
     assert len(result.output.strip()) <= fileio.MESSAGE_CHARS
+
+
+def _full_walk_refuses(data, monkeypatch) -> bool:
+    with monkeypatch.context() as patched:
+        patched.setattr(fileio, "_within_limits", lambda _: False)
+        try:
+            fileio.check_values(data)
+        except fileio.InputLimitError:
+            return True
+    return False
+
+
+def _nested(depth: int):
+    data: list = []
+    for _ in range(depth - 1):
+        data = [data]
+    return data
+
+
+@pytest.mark.parametrize("data", [
+    _nested(fileio.MAX_DEPTH), _nested(fileio.MAX_DEPTH + 1), {"k" * 200: 1}, {"k" * 201: 1},
+    ["s" * fileio.MAX_STRING_CHARS], ["s" * (fileio.MAX_STRING_CHARS + 1)], {"a": [2**63 - 1, -2**63]},
+    {"a": [2**63]}, {"a": -2**63 - 1}, [1.5, -0.0, 1e308], [float("inf")], [float("nan")], {"a\x00": 1},
+    ["\ud800"], [{1: 2}], [{"a": (1,)}], [True, False, None], 5, "x"])
+def test_the_quick_walk_accepts_exactly_what_the_full_walk_accepts(data, monkeypatch):
+    """Reading a report skips the full walk (key paths) when the quick one passes: the two agree at every limit."""
+    refused = _full_walk_refuses(data, monkeypatch)
+    if isinstance(data, (dict, list)):
+        assert fileio._within_limits(data) is not refused
+    assert refused == (data in (_nested(fileio.MAX_DEPTH + 1), {"k" * 201: 1},
+                                ["s" * (fileio.MAX_STRING_CHARS + 1)], {"a": [2**63]}, {"a": -2**63 - 1},
+                                {"a\x00": 1}, ["\ud800"], [{1: 2}], [{"a": (1,)}])
+                       or data == [float("inf")] or repr(data) == "[nan]")
+
+
+def test_the_quick_walk_agrees_with_the_full_walk_on_random_documents(monkeypatch):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers(min_value=-2**65, max_value=2**65)
+               | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=4))
+    documents = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
+                             | st.dictionaries(st.text(max_size=4) | st.integers(0, 3), children, max_size=4),
+                             max_leaves=25)
+
+    @settings(max_examples=int(os.environ.get("DSOCR_FUZZ_EXAMPLES", "10")) * 20, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(documents, max_size=4))
+    def agree(data):
+        assert fileio._within_limits(data) is not _full_walk_refuses(data, monkeypatch)
+
+    agree()

@@ -13,7 +13,7 @@ from tests.helpers import REPO, rows, run_command, table_counts, write_edited
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0009"
+    assert head == "0010"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -28,12 +28,13 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 11
     from registry.views import view_names
 
-    assert len(view_names()) == 13
+    assert len(view_names()) == 14
     for view in view_names():  # every view of queries/views exists and answers on an empty registry
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
     assert "<base> -> 0001" in history.output and "0005 -> 0006" in history.output and "0006 -> 0007" in history.output
     assert "0007 -> 0008" in history.output and "0008 -> 0009" in history.output
+    assert "0009 -> 0010" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
@@ -44,7 +45,8 @@ def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
     operator_rows = sum(len(s.operators) for s in report.module_metrics)
     assert counts == {"architectures": 1, "modules": len(report.modules), "workloads": 1, "reports": 1,
                       "report_stages": 6, "module_metrics": len(report.module_metrics),
-                      "operator_metrics": operator_rows}
+                      "operator_metrics": operator_rows, "operator_cost_groups": len(cost_groups(report))}
+    assert (operator_rows, counts["operator_cost_groups"]) == (2_044, 146)  # the layers repeat: 14x fewer to price
     assert "1 new, 0 skipped (already present), 0 failed" in result.output
     expected_rows = 1 + len(report.modules) + 1 + 1 + 6 + len(report.module_metrics) + operator_rows
     assert f"{expected_rows:,} rows" in result.output
@@ -59,6 +61,60 @@ def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
                         "WHERE module_path IN ('', 'model.language_model.layers.3.mlp')")
     assert sorted(tree) == [("", None, 3_335_504_128, 2), ("model.language_model.layers.3.mlp",
                                                             "model.language_model.layers.3", 227_164_160, 3)]
+
+
+def cost_groups(report) -> dict[tuple, int]:
+    """The report's operator rows that cost the same, counted (the test's own grouping of the report object)."""
+    groups: dict[tuple, int] = {}
+    for snap in report.module_metrics:
+        for op in snap.operators:
+            key = (snap.stage.value, snap.view_kind.value, op.category_id.value, op.op_calls, op.kernel_launches,
+                   op.flops, op.bytes_read, op.bytes_written)
+            groups[key] = groups.get(key, 0) + 1
+    return groups
+
+
+def stored_cost_groups(db_url, report_id) -> dict[tuple, int]:
+    found = rows(db_url, "SELECT g.stage, g.view_kind, c.name, g.op_calls, g.kernel_launches, g.flops, g.bytes_read, "
+                         "g.bytes_written, g.operator_rows FROM operator_cost_groups g "
+                         "JOIN operator_categories c ON c.id = g.category_id JOIN reports r ON r.id = g.report_id "
+                         "WHERE r.report_id = :r", r=report_id)
+    return {tuple(row[:-1]): row[-1] for row in found}
+
+
+def test_operator_cost_groups_count_the_rows_that_cost_the_same(registry_url, report_files, tmp_path):
+    """Written with the operator rows (one report, a batch, --force), and filled by revision 0010 for reports stored
+    before it; each group counts exactly the report's operator rows with its stage, view kind, category and counts."""
+    names = ("standard", "ocr2", "base")
+    reports = {name: load_report(report_files[name]) for name in names}
+    assert run_command(["ingest", str(report_files["standard"]), "--db", registry_url]).exit_code == 0
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for name in ("ocr2", "base"):
+        (folder / report_files[name].name).write_bytes(report_files[name].read_bytes())
+    batch = run_command(["ingest", str(folder), "--db", registry_url])  # one batch of two
+    assert batch.exit_code == 0, batch.output
+    assert run_command(["ingest", "--force", str(report_files["base"]), "--db", registry_url]).exit_code == 0
+    for name, report in reports.items():
+        assert stored_cost_groups(registry_url, report.report_id) == cost_groups(report), name
+        assert sum(cost_groups(report).values()) == sum(len(s.operators) for s in report.module_metrics)
+
+    # a registry at 0009 holding these reports: the upgrade groups the stored operator rows
+    registry = Registry(registry_url)
+    try:
+        with registry.begin() as conn:
+            # PostgreSQL drops the views that read the table with it; 0009's views were other views anyway
+            conn.execute(sa.text("DROP TABLE operator_cost_groups" +
+                                 (" CASCADE" if conn.dialect.name == "postgresql" else "")))
+            conn.execute(sa.text("DELETE FROM view_definitions"))
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0009'"))
+    finally:
+        registry.dispose()
+    result = run_command(["db", "upgrade", "--db", registry_url])
+    assert result.exit_code == 0 and "0009 -> 0010" in result.output, result.output
+    for name, report in reports.items():
+        assert stored_cost_groups(registry_url, report.report_id) == cost_groups(report), name
+    assert rows(registry_url, "SELECT COUNT(*) FROM v_point_cost_group_time") == [(0,)]
 
 
 def test_reingest_is_a_noop_and_force_replaces(registry_url, report_files):

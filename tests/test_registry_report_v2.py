@@ -9,16 +9,20 @@ from registry import ingest
 from registry.db import Registry, alembic_config
 from registry.ingest import stored_categories
 from registry.stored import load_stored_report
-from tests.helpers import REPO, rows, run_command, table_counts, write_edited
+from tests.helpers import REPO, REPORT_TABLES, rows, run_command, table_counts, write_edited
+
+BEFORE_0010 = [t for t in REPORT_TABLES if t != "operator_cost_groups"]  # the report tables of older revisions
 
 V1_FIXTURE = REPO / "tests" / "data" / "report-v1-base.json"
 
 
 def _ingest_without_0006_columns(patched):
-    """Ingest as before revision 0006: the reports row without execution and category_records."""
+    """Ingest as before revision 0006: the reports row without execution and category_records, and no operator
+    cost groups (revision 0010 groups the stored operator rows)."""
     values = ingest.report_values
     patched.setattr(ingest, "report_values", lambda *args: {
         k: v for k, v in values(*args).items() if k not in ("execution", "category_records")})
+    patched.setattr(ingest, "store_cost_groups", lambda conn, report_pks: None)
 
 
 def _registry_at(db_url, revision):
@@ -60,16 +64,19 @@ def _registry_at_0004_holding_the_version_1_report(db_url, monkeypatch):
 def test_a_version_1_registry_upgrades_without_loss(db_url, monkeypatch):
     v1_report = _registry_at_0004_holding_the_version_1_report(db_url, monkeypatch)
     assert rows(db_url, "SELECT version_num FROM alembic_version") == [("0004",)]
-    before = table_counts(db_url)
+    before = table_counts(db_url, BEFORE_0010)
     categories_before = rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id")
     # a 0004 registry is refused until it is upgraded
     refused = run_command(["report", v1_report.report_id, "--db", db_url])
-    assert refused.exit_code != 0 and "older than this code's 0009" in refused.stderr
+    assert refused.exit_code != 0 and "older than this code's 0010" in refused.stderr
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0004 -> 0009" in result.output
-    assert table_counts(db_url) == before
+    assert "0004 -> 0010" in result.output
+    assert table_counts(db_url, BEFORE_0010) == before
+    from tests.test_registry import cost_groups, stored_cost_groups
+
+    assert stored_cost_groups(db_url, v1_report.report_id) == cost_groups(v1_report)  # grouped by 0010
     # the categories keep their ids; attention_masked (0006) comes after them
     assert rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id") == [
         *categories_before, (len(categories_before) + 1, "attention_masked")]
@@ -227,12 +234,12 @@ def test_a_version_2_registry_upgrades_to_0006_without_loss(db_url, monkeypatch,
             "peak_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes, efficiency_scale) SELECT s.id, 1, :r, "
             "h.id, p.id, 989e12, 4.8e12, 141000000000, 1.0 FROM scenarios s, hardware h, runtime_profiles p "
             "WHERE p.name = 'hf-eager'"), {"r": report_pk})
-    before = table_counts(db_url)
+    before = table_counts(db_url, BEFORE_0010)
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0005 -> 0009" in result.output
-    assert table_counts(db_url) == before
+    assert "0005 -> 0010" in result.output
+    assert table_counts(db_url, BEFORE_0010) == before
     assert rows(db_url, "SELECT id FROM operator_categories WHERE name = 'attention_masked'") == [(11,)]
     assert rows(db_url, "SELECT description FROM operator_categories WHERE name = 'attention'") == [
         (TARGET_OPERATORS.categories()[1].description,)]

@@ -176,6 +176,23 @@ def test_stage_time_parts_add_up_and_name_the_bound(ingested, report_files):
             assert module_host == 0.0
     hf_decode = next(r for r in parts if r[:2] == ("hf-eager", "decode"))
     assert hf_decode[5] > hf_decode[3] + hf_decode[4]  # eager batch-1 decode is dispatch-bound
+    # each stage prices its operator cost groups: the same seconds as its operator rows, one by one
+    by_rows = rows(ingested, "SELECT point_index, stage, view_kind, COUNT(*), SUM(op_time_s), SUM(kernel_s), "
+                             "SUM(dispatch_s), SUM(CASE WHEN bound = 'dispatch' THEN op_time_s ELSE 0 END) "
+                             "FROM v_point_operator_time WHERE scenario_id = :s GROUP BY point_index, stage, view_kind "
+                             "ORDER BY 1, 2, 3", s=scenario_id)
+    by_groups = rows(ingested, "SELECT t.point_index, t.stage, t.view_kind, g.operator_rows, t.op_time_s, t.kernel_s, "
+                               "t.dispatch_s, t.dispatch_set_s FROM v_point_stage_time t JOIN (SELECT point_index, "
+                               "stage, view_kind, SUM(operator_rows) AS operator_rows FROM v_point_cost_group_time "
+                               "WHERE scenario_id = :s GROUP BY point_index, stage, view_kind) g ON g.point_index = "
+                               "t.point_index AND g.stage = t.stage AND g.view_kind = t.view_kind "
+                               "WHERE t.scenario_id = :s ORDER BY 1, 2, 3", s=scenario_id)
+    (operator_rows,) = rows(ingested, "SELECT COUNT(*) FROM operator_metrics o JOIN scenario_points p "
+                                      "ON p.report_id = o.report_id WHERE p.scenario_id = :s", s=scenario_id)[0]
+    assert len(by_rows) == len(parts) == len(by_groups) and sum(r[3] for r in by_rows) == operator_rows == 3_850
+    for one_by_one, grouped in zip(by_rows, by_groups):
+        assert one_by_one[:4] == grouped[:4]
+        assert one_by_one[4:] == pytest.approx(grouped[4:], rel=1e-12)
     bounds = {r[0] for r in rows(ingested, "SELECT DISTINCT bound FROM v_point_operator_time WHERE scenario_id = :s",
                                  s=scenario_id)}
     assert bounds <= {"compute", "memory", "dispatch"} and "dispatch" in bounds

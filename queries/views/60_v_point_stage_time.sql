@@ -1,6 +1,6 @@
 -- Predicted time of each stage at each scenario point (a report priced on a GPU under a runtime profile of the
--- same execution): the operator times of v_point_operator_time summed over the stage, plus host time outside the
--- operators:
+-- same execution): the operator times of v_point_cost_group_time summed over the stage (each group's time times its
+-- operator rows: the sum of v_point_operator_time over the stage), plus host time outside the operators:
 --   module_host_s = nn.Module calls of the stage (module_metrics.forward_calls, summed) x module_call_s; zero in the
 --                   decode stage of a runtime with cuda_graph_decode (a graph replay calls no module)
 --   call_host_s   = calls x stage_call_overhead_s (decode: steps x decode_step_overhead_s)
@@ -31,12 +31,13 @@ FROM (
                AS call_host_s
     FROM (
         SELECT scenario_id, point_index, report_pk, runtime_profile_id, stage, view_kind,
-               SUM(compute_bound_s) AS compute_bound_s, SUM(memory_bound_s) AS memory_bound_s,
-               SUM(kernel_s) AS kernel_s, SUM(dispatch_s) AS dispatch_s, SUM(op_time_s) AS op_time_s,
-               SUM(CASE WHEN bound = 'compute' THEN op_time_s ELSE 0.0 END) AS compute_set_s,
-               SUM(CASE WHEN bound = 'memory' THEN op_time_s ELSE 0.0 END) AS memory_set_s,
-               SUM(CASE WHEN bound = 'dispatch' THEN op_time_s ELSE 0.0 END) AS dispatch_set_s
-        FROM v_point_operator_time
+               SUM(operator_rows * compute_bound_s) AS compute_bound_s,
+               SUM(operator_rows * memory_bound_s) AS memory_bound_s, SUM(operator_rows * kernel_s) AS kernel_s,
+               SUM(operator_rows * dispatch_s) AS dispatch_s, SUM(operator_rows * op_time_s) AS op_time_s,
+               SUM(CASE WHEN bound = 'compute' THEN operator_rows * op_time_s ELSE 0.0 END) AS compute_set_s,
+               SUM(CASE WHEN bound = 'memory' THEN operator_rows * op_time_s ELSE 0.0 END) AS memory_set_s,
+               SUM(CASE WHEN bound = 'dispatch' THEN operator_rows * op_time_s ELSE 0.0 END) AS dispatch_set_s
+        FROM v_point_cost_group_time
         GROUP BY scenario_id, point_index, report_pk, runtime_profile_id, stage, view_kind
     ) k
     JOIN report_stages s ON s.report_id = k.report_pk AND s.stage = k.stage AND s.view_kind = k.view_kind
