@@ -289,7 +289,7 @@ def bench_scale(tmp, reports, scale: int) -> None:
     points = [(key, gpu, runtime) for key in keys for gpu in gpus]
     started = time.perf_counter()
     with registry.begin() as conn:
-        scenario_id = record_scenario(conn, "bench-points", {}, {}, points)
+        scenario_id, _ = record_scenario(conn, "bench-points", {}, {}, points)
     record_s = time.perf_counter() - started
     started = time.perf_counter()
     priced = read_points(registry, scenario_id)
