@@ -2,8 +2,9 @@
 
 A scenario point is one stored report x one GPU x one runtime profile, with the effective device figures (the
 catalog's, or a scenario's overrides). Python assembles those parameters; every formula lives in the SQL views
-(v_point_operator_time -> v_point_stage_time -> v_point_summary). What-if scenarios, summaries, measurement
-comparisons and calibration all price through here.
+(v_point_cost_group_time -> v_point_stage_time -> v_point_summary; v_point_operator_time gives each module's
+operator rows the time of their cost group). What-if scenarios, summaries, measurement comparisons and calibration
+all price through here.
 """
 
 from __future__ import annotations
