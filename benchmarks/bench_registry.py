@@ -172,6 +172,69 @@ def postgres_own_copy(registry, batched: bool, repeat: int) -> float:
     return best
 
 
+def duckdb_constraint_rates(registry, repeat: int) -> tuple[int, float, float]:
+    """The operator rows of the registry, inserted as one Arrow table into a fresh DuckDB table of the same columns
+    with no constraints and with the primary key alone (best of `repeat`): (rows, rows/s, rows/s)."""
+    import duckdb
+
+    from registry.db import duckdb_path
+
+    with duckdb.connect(str(duckdb_path(registry.url)), read_only=True) as source:
+        operator_rows = source.sql("SELECT * FROM operator_metrics").to_arrow_table()
+    rates = []
+    for key in ("", ", PRIMARY KEY (report_id, module_id, stage, view_kind, category_id)"):
+        with duckdb.connect(":memory:") as conn:
+            conn.register("_rows", operator_rows)
+            columns = ", ".join(f"{name} {kind}" for name, kind in zip(
+                operator_rows.column_names, conn.sql("SELECT * FROM _rows").types))
+            conn.execute(f"CREATE TABLE bare ({columns}{key})")
+            best = None
+            for _ in range(repeat):
+                conn.execute("DELETE FROM bare")
+                started = time.perf_counter()
+                conn.execute("BEGIN")
+                conn.execute("INSERT INTO bare SELECT * FROM _rows")
+                conn.execute("COMMIT")
+                elapsed = time.perf_counter() - started
+                best = elapsed if best is None else min(best, elapsed)
+            rates.append(operator_rows.num_rows / best)
+    return operator_rows.num_rows, rates[0], rates[1]
+
+
+def read_breakdown(path: Path, repeat: int = 7) -> str:
+    """Where reading one report file goes (best of `repeat` each): parse, input limits (the quick walk, and the
+    full walk that names key paths), structuring and validation, the content-hash check."""
+    from analyzer import fileio
+    from analyzer import report as report_module
+
+    text = path.read_text("utf-8")
+
+    def best(step) -> float:
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        return min(times) * 1000
+
+    data = fileio.parse_document(text, "json")
+    parse_ms = best(lambda: fileio._parse_json(text))
+    quick_ms = best(lambda: fileio.check_values(data))
+    full_walk = fileio._within_limits
+    fileio._within_limits = lambda _: False
+    try:
+        full_ms = best(lambda: fileio.check_values(data))
+    finally:
+        fileio._within_limits = full_walk
+    structure_ms = best(lambda: report_module.CONVERTER.structure(data, report_module.AnalyticModelReport))
+    report = report_module.CONVERTER.structure(data, report_module.AnalyticModelReport)
+    id_ms = best(lambda: report_module.compute_report_id(report))
+    total_ms = best(lambda: report_module.load_report(path))
+    return (f"reading one report ({len(text) / 1e6:.2f} MB of JSON), best of {repeat}: {total_ms:.0f} ms = JSON "
+            f"{parse_ms:.0f} ms + input limits {quick_ms:.0f} ms (the walk naming key paths, run only on a refusal: "
+            f"{full_ms:.0f} ms) + structure and validate {structure_ms:.0f} ms + content hash {id_ms:.0f} ms")
+
+
 def bench_writes(label, url, tmp, reports, files, repeat) -> None:
     from registry.ingest import discover, ingest_sources, metric_row_count, read_source
 
@@ -185,16 +248,25 @@ def bench_writes(label, url, tmp, reports, files, repeat) -> None:
         if url is None:
             own = duckdb_own_insert(registry, len(reports), batched, repeat)
             line += f"; DuckDB's own Arrow insert {rows / own:,.0f} rows/s, ratio {own / seconds:.2f}"
+            if batched:
+                count, bare, keyed = duckdb_constraint_rates(registry, repeat)
+                constraints = (f"{label}: the {count:,} operator rows of those reports as one Arrow table into a "
+                               f"DuckDB table with no constraints {bare:,.0f} rows/s, with the primary key alone "
+                               f"{keyed:,.0f} rows/s")
         else:
             own = postgres_own_copy(registry, batched, repeat)
             line += f"; PostgreSQL's own binary COPY {rows / own:,.0f} rows/s, ratio {own / seconds:.2f}"
         goal = (1_000_000 if batched else 500_000) if url is None else 300_000
         print(f"{line}   (goal >= {goal:,})", flush=True)
+        if url is None and batched:
+            print(constraints, flush=True)
         results[batched] = registry
     for registry in results.values():
         drop_registry(registry)
 
     all_rows = sum(metric_row_count(r) for r in reports)
+    if url is None:
+        print(f"{label}: {read_breakdown(files[0])}", flush=True)
     started = time.perf_counter()
     for path in files:
         read_source(discover([str(path)])[0])

@@ -24,6 +24,18 @@ def run_command(args, input=None):
     return CliRunner().invoke(entry, [], input=input, catch_exceptions=False)
 
 
+def upgrade_to(conn, revision: str, views: bool = False) -> None:
+    """Alembic's upgrade to `revision` in this transaction; `views`: as `db upgrade` does (views and catalogs,
+    which this code creates only at the head), else the migrations alone."""
+    from alembic import command
+
+    from registry.db import alembic_config
+
+    cfg = alembic_config(conn)
+    cfg.attributes["recreate_views"] = views
+    command.upgrade(cfg, revision)
+
+
 def rows(db_url, query, **params):
     """The rows of one query against a registry, as tuples."""
     import sqlalchemy as sa

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from registry.db import Registry, alembic_config
 from registry.views import view_names
 from tests.conftest import POSTGRES_URL
-from tests.helpers import REPO, rows, run_command
+from tests.helpers import REPO, rows, run_command, upgrade_to
 
 MEASUREMENTS = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
 SCENARIO = "name: one-point\nbase: {profile: dsocr-standard-v1}\nsweep: {hardware: [h200], runtime: [hf-eager]}\n"
@@ -180,24 +180,17 @@ def test_upgrade_at_head_changes_nothing_and_recreates_only_changed_views(regist
     assert _view_ids(registry_url) == after
 
 
-def _recreating(cfg):
-    cfg.attributes["recreate_views"] = True
-    return cfg
-
-
 def test_migration_0008_sets_the_kind_of_older_scenarios_and_downgrades(db_url):
     from alembic import command
 
     registry = Registry(db_url)
     with registry.begin() as conn:
-        cfg = alembic_config(conn)
-        cfg.attributes["recreate_views"] = False
-        command.upgrade(cfg, "0007")
+        upgrade_to(conn, "0007")
         for sid, name in enumerate(["capacity", "summary:dsocr-1", "measurements:h200.json", "serve:probes",
                                     "serve"], start=1):
             conn.execute(sa.text("INSERT INTO scenarios (id, name, definition, created_at) "
                                  "VALUES (:i, :n, '{}', CURRENT_TIMESTAMP)"), {"i": sid, "n": name})
-        command.upgrade(_recreating(alembic_config(conn)), "0008")  # as `db upgrade` does, to 0008
+        upgrade_to(conn, "0008", views=True)  # as `db upgrade` does, to 0008
     registry.dispose()
     assert rows(db_url, "SELECT version_num FROM alembic_version") == [("0008",)]
     assert rows(db_url, "SELECT name, kind, content_hash FROM scenarios ORDER BY id") == [
@@ -379,13 +372,9 @@ def test_upgrade_on_a_locked_duckdb_file_says_who_holds_it(tmp_path):
 @postgres_only
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_upgrade_waiting_on_a_reader_says_which_connection_holds_the_lock(db_url):
-    from alembic import command
-
     registry = Registry(db_url)
     with registry.begin() as conn:
-        cfg = alembic_config(conn)
-        cfg.attributes["recreate_views"] = False
-        command.upgrade(cfg, "0007")
+        upgrade_to(conn, "0007")
     reader = Registry(db_url)
     conn = reader.engine.connect()
     try:

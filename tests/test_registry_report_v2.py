@@ -6,10 +6,10 @@ import json
 from analyzer.categories import TARGET_OPERATORS
 from analyzer.report import dumps_json, load_report
 from registry import ingest
-from registry.db import Registry, alembic_config
+from registry.db import Registry
 from registry.ingest import stored_categories
 from registry.stored import load_stored_report
-from tests.helpers import REPO, REPORT_TABLES, rows, run_command, table_counts, write_edited
+from tests.helpers import REPO, REPORT_TABLES, rows, run_command, table_counts, upgrade_to, write_edited
 
 BEFORE_0010 = [t for t in REPORT_TABLES if t != "operator_cost_groups"]  # the report tables of older revisions
 
@@ -26,13 +26,9 @@ def _ingest_without_0006_columns(patched):
 
 
 def _registry_at(db_url, revision):
-    from alembic import command
-
     registry = Registry(db_url)
     with registry.begin() as conn:
-        cfg = alembic_config(conn)
-        cfg.attributes["recreate_views"] = False
-        command.upgrade(cfg, revision)
+        upgrade_to(conn, revision)
     return registry
 
 
@@ -43,13 +39,7 @@ def _registry_at_0004_holding_the_version_1_report(db_url, monkeypatch):
     check of the report's categories against the table is new, and at 0004 the table cannot answer it yet.
     The 0004-era views are not rebuilt here: an upgrade drops and recreates every view anyway.
     """
-    from alembic import command
-
-    registry = Registry(db_url)
-    with registry.begin() as conn:
-        cfg = alembic_config(conn)
-        cfg.attributes["recreate_views"] = False
-        command.upgrade(cfg, "0004")
+    registry = _registry_at(db_url, "0004")
     report = load_report(V1_FIXTURE)
     with monkeypatch.context() as patched:
         patched.setattr(ingest, "stored_categories", lambda registry, conn: ())
