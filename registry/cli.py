@@ -255,9 +255,15 @@ def print_rows(columns, rows, fmt: str) -> None:
 @click.option("--file", "-f", "sql_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read the query from this file (- for standard input); comments are fine.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
-def sql(query, db_url, lock_timeout, sql_file, fmt):
-    """Run one SQL query against the registry and print its rows (nothing a statement changes is kept).
+              help="Aligned text for the terminal (at most the first 10,000 rows), CSV, or JSON (a list of "
+                   "objects); CSV and JSON print rows as they are read.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Print at most N rows; the query stops there.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, metavar="SECONDS",
+              help="Stop a query the database works on longer than this (on PostgreSQL: per statement, the query "
+                   "and each fetch of 10,000 rows).")
+def sql(query, db_url, lock_timeout, sql_file, fmt, limit, timeout_s):
+    """Run one SQL query against the registry and print its rows; the query can change nothing.
 
     QUERY is the SQL text; - reads it from standard input, as does --file -. In the table format no value shows
     as "-" and booleans as yes/no; CSV and JSON keep values as stored.
@@ -266,7 +272,17 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
     Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
     v_module_hotspots, v_point_cost_group_time, v_point_operator_time, v_point_stage_time, v_point_summary_all,
     v_point_summary, v_predicted_vs_measured, v_prediction_error_summary, v_serving_summary (what each column
-    means: dsocr-registry schema). Only queries run: INSERT, UPDATE, COPY and other statements are refused.
+    means: dsocr-registry schema).
+
+    \b
+    Only queries run, and the connection itself cannot write or reach outside the database:
+      DuckDB: one SELECT (SHOW, DESCRIBE, SUMMARIZE, FROM ...) or EXPLAIN, on a read-only connection with
+        external access off: no COPY, ATTACH, INSTALL, LOAD, SET or PRAGMA, and no file or URL read
+        (read_csv, read_text, glob).
+      PostgreSQL: one SELECT, VALUES or TABLE query (no COPY, no data-modifying WITH), run as a cursor in a
+        READ ONLY transaction; a role that may touch server files or programs (a superuser) runs it as role
+        dsocr_sql_reader, which may read the registry only (created on first use), so pg_read_file, lo_export
+        and the like are refused.
     Example:
       dsocr-registry sql "SELECT stage, view_kind, predicted_flops FROM v_stage_totals" --format csv
       dsocr-registry sql --file queries/examples/03_top_modules.sql
@@ -275,6 +291,7 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
         raise click.UsageError("give the query as QUERY, or --file FILE, not both" if query is not None
                                else "give a query: QUERY, - (standard input) or --file FILE")
     from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_text
+    from registry.output import write_rows
 
     if sql_file is not None or query == "-":
         path = None if sql_file in (None, "-") else sql_file
@@ -285,10 +302,10 @@ def sql(query, db_url, lock_timeout, sql_file, fmt):
         raise click.UsageError("the query is empty")
     registry = open_registry(db_url, lock_timeout)
     try:
-        columns, rows = registry.query(query)
+        with registry.stream_query(query, timeout_s=timeout_s) as (columns, batches):
+            write_rows(columns, batches, fmt, lambda text: click.echo(text, nl=False), limit=limit)
     finally:
         registry.dispose()
-    print_rows(columns, rows, fmt)
 
 
 @cli.command()

@@ -3,6 +3,9 @@
 - A plain path (or nothing: ./dsocr-registry.duckdb) is a DuckDB file; `postgresql://` URLs use psycopg 3.
 - DuckDB lets one process open a file read-write and no other process open it at all while it does: connections
   are opened per unit of work (NullPool), and a locked file is retried with backoff for a bounded time.
+- `sql` reads through a connection that cannot write or reach outside the database: DuckDB opened read-only with
+  external access and extension loading off and its configuration locked; PostgreSQL one cursor (one SELECT,
+  VALUES or TABLE query) in a READ ONLY transaction, run by a role that may read the registry and nothing else.
 - Every command except `db ...` refuses a database whose revision differs from the code's, naming the command
   that fixes it; a DuckDB file that does not exist yet is created at the current revision.
 """
@@ -14,8 +17,10 @@ import os
 import pathlib
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -30,6 +35,24 @@ CONNECTION_LEASE_S = 1.0
 # The DuckDB storage format a snapshot is written in unless asked otherwise: DuckDB 1.1 and every later release read
 # it, which covers the DuckDB that BI drivers and older Python environments bundle.
 DEFAULT_STORAGE_VERSION = "v1.1.0"
+# `sql`: rows fetched from the database at a time, and the default bound on the time the database spends on a query.
+QUERY_BATCH_ROWS = 10_000
+DEFAULT_QUERY_TIMEOUT_S = 300.0
+# DuckDB settings of the connection `sql` runs on: no file, URL or extension outside the database file, and no
+# statement that changes them (lock_configuration also refuses SET and PRAGMA).
+DUCKDB_QUERY_CONFIG = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "lock_configuration": True,
+}
+# PostgreSQL: the role `sql` runs a query as when the connected role may touch server files or programs (a superuser,
+# a member of pg_read_server_files, pg_write_server_files or pg_execute_server_program): it may log in nowhere and
+# read the registry only. The query runs inside SQL_ROWS_FUNCTION, a SECURITY DEFINER function this role owns, where
+# PostgreSQL refuses a change of role (set_config('role', ...)) that would otherwise take the connected role back.
+SQL_READER_ROLE = "dsocr_sql_reader"
+SQL_ROWS_FUNCTION = "dsocr_sql_rows"
+_SQL_ROWS_BODY = " BEGIN RETURN QUERY EXECUTE query; END "
 
 
 class RegistryError(OneLineError, RuntimeError):
@@ -199,6 +222,77 @@ def refuse_duckdb_writes(statement: str) -> None:
             raise RegistryError(f"sql runs queries only: {kind} refused (nothing was changed)")
 
 
+# Whether a role (%(role)s; NULL: the connected one) may touch server files or programs: a superuser, a member of
+# the roles that grant it, or one given EXECUTE on a function that reads, writes or lists server files.
+_PRIVILEGED_ROLE = (
+    "SELECT COALESCE(u.rolsuper, false)"
+    " OR pg_has_role(u.oid, 'pg_read_server_files', 'MEMBER')"
+    " OR pg_has_role(u.oid, 'pg_write_server_files', 'MEMBER')"
+    " OR pg_has_role(u.oid, 'pg_execute_server_program', 'MEMBER')"
+    " OR has_function_privilege(u.oid, 'pg_read_file(text)', 'EXECUTE')"
+    " OR has_function_privilege(u.oid, 'pg_read_binary_file(text)', 'EXECUTE')"
+    " OR has_function_privilege(u.oid, 'pg_ls_dir(text)', 'EXECUTE')"
+    " OR has_function_privilege(u.oid, 'lo_import(text)', 'EXECUTE')"
+    " OR has_function_privilege(u.oid, 'lo_export(oid, text)', 'EXECUTE')"
+    " FROM pg_roles u WHERE u.rolname = COALESCE(%(role)s, current_user)")
+
+# Statements that are not queries, named when PostgreSQL's cursor refuses one (what DuckDB's parser tells by type).
+_QUERY_WORDS = {"SELECT", "VALUES", "TABLE", "WITH"}
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
+
+
+def _first_word(statement: str) -> str:
+    """The first keyword of a statement, past white space, comments and opening parentheses."""
+    rest = statement[_LEADING_NOISE.match(statement).end():]
+    match = re.match(r"[A-Za-z_]+", rest)
+    return match.group(0).upper() if match else ""
+
+
+def _query_error(exc: BaseException, timeout_s: float, statement: str = "", reader: str | None = None) -> RegistryError:
+    """One line for an error of the database while it ran a query of `sql`."""
+    message = first_line(exc)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if type(exc).__name__ == "InterruptException" or sqlstate == "57014":  # query_canceled: statement_timeout
+        return RegistryError(f"the query ran past {timeout_s:g} s (--timeout) and was stopped (nothing was changed)")
+    if type(exc).__name__ == "PermissionException":
+        return RegistryError(f"sql reads the registry only: {message} (nothing was read or written outside it)")
+    if sqlstate == "25006" or "read-only mode" in message or "configuration has been locked" in message \
+            or "data-modifying statements" in message:  # read_only_sql_transaction
+        return RegistryError(f"sql runs queries only: {message} (nothing was changed)")
+    if "cannot insert multiple commands" in message:
+        return RegistryError("sql runs one query at a time, got several statements (nothing was run)")
+    if sqlstate == "42601" and _first_word(statement) not in _QUERY_WORDS:  # syntax_error: not a query at all
+        word = _first_word(statement) or "a statement that is not a query"
+        return RegistryError(f"sql runs queries only: {word} refused (nothing was changed)")
+    pseudo = re.match(r'column "c(\d+)" has pseudo-type (\w+)', message)
+    if pseudo and reader is not None:  # a column SQL_ROWS_FUNCTION cannot return, such as pg_sleep()'s void
+        return RegistryError(f"query failed: column {int(pseudo.group(1)) + 1} is of type {pseudo.group(2)}, which "
+                             f"sql cannot print: cast it (e.g. ::text)")
+    if sqlstate == "42501" and reader is not None:  # insufficient_privilege
+        return RegistryError(f"query failed: {message} (sql runs queries as role {reader}, which may read the "
+                             "registry only)")
+    return DatabaseError(f"query failed: {message}")
+
+
+class _QueryBudget:
+    """The time a database may work on one query, summed over its calls (the time a reader of its rows takes
+    between fetches is not counted): a call that would pass it is interrupted."""
+
+    def __init__(self, timeout_s: float, interrupt: Callable[[], None]) -> None:
+        self.left_s = timeout_s
+        self.interrupt = interrupt
+
+    def run(self, call: Callable[[], Any]) -> Any:
+        timer = threading.Timer(max(self.left_s, 0.0), self.interrupt)
+        started = time.monotonic()
+        timer.start()
+        try:
+            return call()
+        finally:
+            timer.cancel()
+            self.left_s -= time.monotonic() - started
+
+
 class Registry:
     """One database: engine, transactions with lock retry, and the revision gate."""
 
@@ -249,17 +343,18 @@ class Registry:
         self.dispose()
 
     # -- connections ---------------------------------------------------------------------------------------------
-    def _connect_with_retry(self) -> Connection:
+    def _connect_with_retry(self, connect: Callable[[], Any] | None = None) -> Any:
+        """A connection of the engine (or of `connect`), waiting for a DuckDB file another process has locked."""
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
         while True:
             try:
-                return self.engine.connect()
-            except sa.exc.DBAPIError as exc:
-                holder = _lock_message(exc.orig if exc.orig is not None else exc)
+                return (connect or self.engine.connect)()
+            except driver_errors() as exc:
+                inner = getattr(exc, "orig", None) or exc
+                holder = _lock_message(inner)
                 if holder is None:
-                    raise RegistryError(f"cannot open {describe(self.url)}: "
-                                        f"{str(exc.orig or exc).splitlines()[0]}") from None
+                    raise RegistryError(f"cannot open {describe(self.url)}: {first_line(inner)}") from None
                 if time.monotonic() >= deadline:
                     outcome = ("(nothing was written)" if self.writes else
                                "(nothing was read): run it again when the file is free, or read a snapshot of it "
@@ -302,26 +397,181 @@ class Registry:
         else:
             conn.close()
 
-    def query(self, statement: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-        """Columns and rows of one query. Only queries run: PostgreSQL runs it in a READ ONLY transaction, and on
-        DuckDB anything but one SELECT (or EXPLAIN) is refused before it runs, since DuckDB statements such as COPY
-        TO or ATTACH act outside the transaction; the transaction is rolled back either way."""
+    def query(self, statement: str, timeout_s: float = DEFAULT_QUERY_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
+        """Columns and every row of one query (see `stream_query`)."""
+        with self.stream_query(statement, timeout_s=timeout_s) as (columns, batches):
+            return columns, [row for batch in batches for row in batch]
+
+    @contextlib.contextmanager
+    def stream_query(self, statement: str, batch_rows: int = QUERY_BATCH_ROWS,
+                     timeout_s: float = DEFAULT_QUERY_TIMEOUT_S) -> Iterator[tuple[list[str], Iterator[list]]]:
+        """The columns of one query and its rows in batches of `batch_rows`, fetched as they are read.
+
+        Read-only by the connection, whatever the text: on DuckDB a read-only connection with external access,
+        extension loading and configuration changes off (DUCKDB_QUERY_CONFIG); on PostgreSQL a cursor, which
+        takes one SELECT, VALUES or TABLE query, in a READ ONLY transaction, under SQL_READER_ROLE when the
+        connected role may touch server files or programs. On DuckDB anything but one SELECT or EXPLAIN is
+        refused first, to name it. `timeout_s` bounds the time the database works on it."""
         if is_duckdb(self.url):
             refuse_duckdb_writes(statement)
-        with self.begin() as conn:
-            if not is_duckdb(self.url):
-                conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+            rows = self._duckdb_rows(statement, batch_rows, timeout_s)
+        else:
+            rows = self._postgres_rows(statement, batch_rows, timeout_s)
+        with rows as result:
+            yield result
+
+    @contextlib.contextmanager
+    def _duckdb_rows(self, statement: str, batch_rows: int, timeout_s: float):
+        import duckdb
+
+        path = duckdb_path(self.url)
+        if path is None:
+            raise RegistryError("sql reads a DuckDB file or a PostgreSQL database, not an in-memory database")
+        database = self._connect_with_retry(
+            lambda: duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_QUERY_CONFIG)))
+        budget = _QueryBudget(timeout_s, database.interrupt)
+
+        def run(call):
             try:
-                result = conn.execute(sa.text(statement), params or {})
-            except sa.exc.DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) == "25006":  # read_only_sql_transaction
-                    raise RegistryError(f"sql runs queries only: {first_line(exc)} (nothing was changed)") from None
-                raise DatabaseError(f"query failed: {first_line(exc)}") from None
-            if not result.returns_rows:
+                return budget.run(call)
+            except duckdb.Error as exc:
+                raise _query_error(exc, timeout_s) from None
+
+        try:
+            run(lambda: database.execute(statement))
+            if database.description is None:
                 raise RegistryError("the query returned no rows to print (sql runs queries, not changes)")
-            columns, rows = list(result.keys()), [tuple(r) for r in result.all()]
-            conn.rollback()
-        return columns, rows
+            columns = [column[0] for column in database.description]
+
+            def batches():
+                while batch := run(lambda: database.fetchmany(batch_rows)):
+                    yield batch
+
+            yield columns, batches()
+        finally:
+            database.close()
+
+    @contextlib.contextmanager
+    def _postgres_rows(self, statement: str, batch_rows: int, timeout_s: float):
+        import psycopg
+
+        conn = self._connect_with_retry()
+        driver = conn.connection.driver_connection
+        reader = None
+
+        def run(call):
+            try:
+                return call()
+            except psycopg.Error as exc:
+                raise _query_error(exc, timeout_s, statement, reader) from None
+
+        try:
+            try:
+                reader = self._sql_reader(driver)
+                driver.execute("SET TRANSACTION READ ONLY")
+                driver.execute(f"SET LOCAL statement_timeout = {max(int(timeout_s * 1000), 1)}")
+            except psycopg.Error as exc:
+                raise DatabaseError(f"query failed: {first_line(exc)}") from None
+            if reader is None:
+                cursor = driver.cursor(name="dsocr_sql")
+                run(lambda: cursor.execute(statement))  # DECLARE ... CURSOR FOR: one SELECT, VALUES or TABLE
+                columns = [column.name for column in cursor.description]
+            else:
+                cursor, columns = run(lambda: self._declare_as_reader(driver, statement, reader))
+
+            def batches():
+                while batch := run(lambda: cursor.fetchmany(batch_rows)):
+                    yield batch
+
+            yield columns, batches()
+            driver.rollback()
+        except BaseException:
+            conn.invalidate()
+            raise
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _declare_as_reader(driver, statement: str, reader: str):
+        """A cursor of the query run by SQL_ROWS_FUNCTION as `reader`, and its column names. The query is declared
+        as a cursor first (planned, not run), which takes one SELECT, VALUES or TABLE query and tells its columns'
+        names and types, which the function's call must list."""
+        from psycopg import sql as pgsql
+
+        driver.execute(pgsql.SQL("SET LOCAL ROLE {}").format(pgsql.Identifier(reader)))
+        probe = driver.cursor(name="dsocr_sql_probe")
+        probe.execute(statement)
+        columns = [column.name for column in probe.description]
+        kinds = [(probe.pgresult.ftype(i), probe.pgresult.fmod(i)) for i in range(len(columns))]
+        probe.close()
+        types = [row[0] for row in driver.execute(
+            "SELECT format_type(t, m) FROM unnest(%s::oid[], %s::int[]) WITH ORDINALITY AS u(t, m, i) ORDER BY i",
+            ([t for t, _ in kinds], [m for _, m in kinds])).fetchall()]
+        listed = pgsql.SQL(", ").join(pgsql.SQL("{} {}").format(pgsql.Identifier(f"c{i}"), pgsql.SQL(kind))
+                                      for i, kind in enumerate(types))
+        schema = driver.execute("SELECT current_schema()").fetchone()[0]
+        cursor = driver.cursor(name="dsocr_sql")
+        cursor.execute(pgsql.SQL("SELECT * FROM {}.{}(%s) AS t({})").format(
+            pgsql.Identifier(schema), pgsql.Identifier(SQL_ROWS_FUNCTION), listed), [statement])
+        return cursor, columns
+
+    def _sql_reader(self, driver) -> str | None:
+        """SQL_READER_ROLE when the connected role may touch server files or programs (set up here, once: the
+        role, its read access, and SQL_ROWS_FUNCTION in the registry's schema), else None. Committed, before the
+        query's own transaction."""
+        from psycopg import sql as pgsql
+
+        try:
+            if not driver.execute(_PRIVILEGED_ROLE, {"role": None}).fetchone()[0]:
+                driver.rollback()
+                return None
+            if self._sql_reader_ready(driver):
+                driver.rollback()
+                return SQL_READER_ROLE
+            driver.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (SQL_READER_ROLE,))
+            role = pgsql.Identifier(SQL_READER_ROLE)
+            if not driver.execute("SELECT COUNT(*) FROM pg_roles WHERE rolname = %s", (SQL_READER_ROLE,)).fetchone()[0]:
+                driver.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(role))
+            schema = driver.execute("SELECT current_schema()").fetchone()[0]
+            _grant_read(driver, SQL_READER_ROLE, schema)
+            function = pgsql.SQL("{}.{}(text)").format(pgsql.Identifier(schema), pgsql.Identifier(SQL_ROWS_FUNCTION))
+            driver.execute(pgsql.SQL(
+                "CREATE OR REPLACE FUNCTION {}.{}(query text) RETURNS SETOF record LANGUAGE plpgsql "
+                "SECURITY DEFINER AS {}").format(pgsql.Identifier(schema), pgsql.Identifier(SQL_ROWS_FUNCTION),
+                                                 pgsql.Literal(_SQL_ROWS_BODY)))
+            driver.execute(pgsql.SQL("ALTER FUNCTION {} OWNER TO {}").format(function, role))
+            driver.execute(pgsql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(function))
+            if not driver.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+                driver.execute(pgsql.SQL("GRANT {} TO CURRENT_USER").format(role))
+            if not self._sql_reader_ready(driver):
+                raise RegistryError(f"role {SQL_READER_ROLE} may touch server files or programs; sql runs queries "
+                                    "as this role only without that (nothing was run)")
+            driver.commit()
+        except Exception as exc:
+            driver.rollback()
+            if isinstance(exc, RegistryError):
+                raise
+            if isinstance(exc, driver_errors()):
+                raise RegistryError(
+                    f"{describe(self.url)}: this role may touch server files, so sql runs queries as role "
+                    f"{SQL_READER_ROLE}, which it cannot set up: {first_line(exc)} (nothing was run; a superuser "
+                    f"can run sql once to set it up, or connect as a role given db grant-read)") from None
+            raise
+        return SQL_READER_ROLE
+
+    @staticmethod
+    def _sql_reader_ready(driver) -> bool:
+        """SQL_READER_ROLE exists without access to server files, may read every table and view of the
+        registry's schema, owns SQL_ROWS_FUNCTION there (as written here) and the connected role may act as it."""
+        return bool(driver.execute(
+            "SELECT r.oid IS NOT NULL AND NOT COALESCE((" + _PRIVILEGED_ROLE + "), false)"
+            " AND pg_has_role(current_user, r.oid, 'MEMBER')"
+            " AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = to_regnamespace(current_schema())"
+            "   AND c.relkind IN ('r', 'v', 'm', 'p') AND NOT has_table_privilege(r.oid, c.oid, 'SELECT'))"
+            " AND EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = to_regnamespace(current_schema())"
+            "   AND p.proname = %(function)s AND p.proowner = r.oid AND p.prosecdef AND p.prosrc = %(body)s)"
+            " FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = %(role)s) AS oid) r",
+            {"role": SQL_READER_ROLE, "function": SQL_ROWS_FUNCTION, "body": _SQL_ROWS_BODY}).fetchone()[0])
 
     def release(self) -> None:
         if self._held is not None:
@@ -493,12 +743,18 @@ def grant_read(registry: Registry, role: str) -> tuple[str, int, int]:
             raise RegistryError(f"no role {role!r} in {describe(registry.url)}: create it first "
                                 f"(CREATE ROLE {role} LOGIN PASSWORD '...'), nothing was granted")
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
-        quote = conn.dialect.identifier_preparer.quote
-        who, where = quote(role), quote(schema)
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA {where} TO {who}"))
-        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {who}"))  # views included
-        conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {where} GRANT SELECT ON TABLES TO {who}"))
+        _grant_read(conn.connection.driver_connection, role, schema)
         counts = dict(conn.execute(sa.text(
             "SELECT table_type, COUNT(*) FROM information_schema.tables WHERE table_schema = :s GROUP BY table_type"),
             {"s": schema}).all())
     return schema, int(counts.get("BASE TABLE", 0)), int(counts.get("VIEW", 0))
+
+
+def _grant_read(driver, role: str, schema: str) -> None:
+    """The grants of `grant_read`, on a psycopg connection in its transaction."""
+    from psycopg import sql as pgsql
+
+    who, where = pgsql.Identifier(role), pgsql.Identifier(schema)
+    driver.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(where, who))
+    driver.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(where, who))  # views included
+    driver.execute(pgsql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(where, who))

@@ -7,7 +7,7 @@ import datetime
 import decimal
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -95,6 +95,62 @@ def render_rows(columns: Sequence[str | Column], rows: Sequence[Sequence[Any]], 
     if fmt == "json":
         return json.dumps([{c.key: plain_value(v) for c, v in zip(columns, row)} for row in rows], indent=1)
     return render_table(columns, rows)
+
+
+TABLE_ROW_CAP = 10_000  # rows the table format holds to size its columns; csv and json print every row as it comes
+
+
+def write_rows(columns: Sequence[str | Column], batches: Iterable[Sequence[Sequence[Any]]], fmt: str,
+               write: Callable[[str], Any], limit: int | None = None, table_row_cap: int = TABLE_ROW_CAP) -> int:
+    """Rows as `render_rows` prints them (and a newline), written as their batches come: csv and json hold one
+    batch at a time (json is still one list); the table holds at most `table_row_cap` rows, and says so in its
+    last line when the query has more. At most `limit` rows: reading stops there. Returns the rows written."""
+    columns = _columns(columns)
+    bounds = [n for n in (limit, table_row_cap + 1 if fmt == "table" else None) if n is not None]
+    bound = min(bounds) if bounds else None
+    counted = 0
+
+    def rows_within_bound():
+        nonlocal counted
+        for batch in batches:
+            if bound is not None and counted + len(batch) >= bound:
+                batch = batch[:bound - counted]
+                counted += len(batch)
+                yield batch
+                return
+            counted += len(batch)
+            yield batch
+
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([c.key for c in columns])
+        for batch in rows_within_bound():
+            for row in batch:
+                writer.writerow(["" if v is None else v for v in row])
+            write(buffer.getvalue())
+            buffer.seek(0)
+            buffer.truncate()
+        write(buffer.getvalue())  # the heading of a query without rows
+        return counted
+    if fmt == "json":
+        opening = "[\n"
+        for batch in rows_within_bound():
+            if batch:
+                write(opening + ",\n".join(
+                    " " + json.dumps({c.key: plain_value(v) for c, v in zip(columns, row)}, indent=1)
+                    .replace("\n", "\n ") for row in batch))
+                opening = ",\n"
+        write("[]\n" if counted == 0 else "\n]\n")
+        return counted
+    held = [row for batch in rows_within_bound() for row in batch]
+    if len(held) > table_row_cap:
+        write(render_table(columns, held[:table_row_cap], count=False) +
+              f"\n(first {plural(table_row_cap, 'row')} shown; the query has more: --format csv or json prints "
+              f"every row, --limit N the first N)\n")
+        return table_row_cap
+    write(render_table(columns, held) + "\n")
+    return len(held)
 
 
 def render_document(data: Any, fmt: str) -> str:
