@@ -403,15 +403,17 @@ class Registry:
             return columns, [row for batch in batches for row in batch]
 
     @contextlib.contextmanager
-    def stream_query(self, statement: str, batch_rows: int = QUERY_BATCH_ROWS,
+    def stream_query(self, statement: str, batch_rows: int | None = None,
                      timeout_s: float = DEFAULT_QUERY_TIMEOUT_S) -> Iterator[tuple[list[str], Iterator[list]]]:
-        """The columns of one query and its rows in batches of `batch_rows`, fetched as they are read.
+        """The columns of one query and its rows in batches of `batch_rows` (default QUERY_BATCH_ROWS), fetched as
+        they are read.
 
         Read-only by the connection, whatever the text: on DuckDB a read-only connection with external access,
         extension loading and configuration changes off (DUCKDB_QUERY_CONFIG); on PostgreSQL a cursor, which
         takes one SELECT, VALUES or TABLE query, in a READ ONLY transaction, under SQL_READER_ROLE when the
         connected role may touch server files or programs. On DuckDB anything but one SELECT or EXPLAIN is
         refused first, to name it. `timeout_s` bounds the time the database works on it."""
+        batch_rows = batch_rows or QUERY_BATCH_ROWS
         if is_duckdb(self.url):
             refuse_duckdb_writes(statement)
             rows = self._duckdb_rows(statement, batch_rows, timeout_s)

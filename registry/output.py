@@ -101,11 +101,13 @@ TABLE_ROW_CAP = 10_000  # rows the table format holds to size its columns; csv a
 
 
 def write_rows(columns: Sequence[str | Column], batches: Iterable[Sequence[Sequence[Any]]], fmt: str,
-               write: Callable[[str], Any], limit: int | None = None, table_row_cap: int = TABLE_ROW_CAP) -> int:
+               write: Callable[[str], Any], limit: int | None = None, table_row_cap: int | None = None) -> int:
     """Rows as `render_rows` prints them (and a newline), written as their batches come: csv and json hold one
-    batch at a time (json is still one list); the table holds at most `table_row_cap` rows, and says so in its
-    last line when the query has more. At most `limit` rows: reading stops there. Returns the rows written."""
+    batch at a time (json is still one list); the table holds at most `table_row_cap` rows (TABLE_ROW_CAP unless
+    given), and says so in its last line when the query has more. At most `limit` rows: reading stops there.
+    Returns the rows written."""
     columns = _columns(columns)
+    table_row_cap = table_row_cap or TABLE_ROW_CAP
     bounds = [n for n in (limit, table_row_cap + 1 if fmt == "table" else None) if n is not None]
     bound = min(bounds) if bounds else None
     counted = 0
