@@ -183,6 +183,68 @@ def mutated_text(draw, base: str) -> bytes:
     return raw
 
 
+# Statements that would change the registry or reach outside it, composed into texts for `sql`: @T@ stands for a
+# path the database server could write (replaced after the case is changed).
+DANGEROUS_SQL = [
+    "COPY operator_metrics TO '@T@'", "COPY (SELECT 1) TO '@T@'", "COPY (SELECT 1) TO PROGRAM 'id > @T@'",
+    "COPY reports TO '@T@' (FORMAT parquet)", "EXPORT DATABASE '@T@'", "ATTACH '@T@' AS other",
+    "INSTALL httpfs", "LOAD httpfs", "SET enable_external_access = true", "PRAGMA enable_profiling",
+    "SET profiling_output = '@T@'", "DELETE FROM operator_metrics", "UPDATE hardware SET memory_bytes = 1",
+    "INSERT INTO hardware SELECT * FROM hardware", "DROP TABLE operator_metrics CASCADE", "TRUNCATE operator_metrics",
+    "CREATE TABLE intruder AS SELECT 1 AS x", "ALTER TABLE hardware ADD COLUMN intruder INTEGER",
+    "SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM read_text('/etc/passwd')", "SELECT * FROM glob('/etc/*')",
+    "SELECT pg_read_file('/etc/passwd')", "SELECT lo_import('/etc/passwd')", "SELECT lo_export(1, '@T@')",
+    "SELECT set_config('role', 'postgres', true) AS r, query_to_xml('SELECT pg_read_file(''/etc/passwd'')', true, "
+    "true, '') AS x",
+    "WITH d AS (DELETE FROM operator_metrics RETURNING *) SELECT COUNT(*) FROM d",
+    "SELECT * FROM operator_metrics FOR UPDATE", "CHECKPOINT", "VACUUM", "SELECT COUNT(*) AS n FROM operator_metrics",
+]
+SQL_WRAPPERS = ["{}", "{};", "EXPLAIN {}", "EXPLAIN ANALYZE {}", "COMMIT; {}; SELECT 1", "SELECT 1; {}",
+                "BEGIN; {}; COMMIT", "ROLLBACK; {}", "/* c */ {}", "-- c\n{}", "({})", "WITH q AS ({}) SELECT 1"]
+
+
+@st.composite
+def dangerous_sql(draw) -> str:
+    """A dangerous statement in a wrapper (EXPLAIN, several statements with COMMIT, a comment, a CTE), in upper,
+    lower or mixed case, with any white space between its words; @T@ is the path it would write."""
+    text = draw(st.sampled_from(SQL_WRAPPERS)).format(draw(st.sampled_from(DANGEROUS_SQL)))
+    case = draw(st.sampled_from(["as is", "upper", "lower", "mixed"]))
+    if case == "upper":
+        text = text.upper()
+    elif case == "lower":
+        text = text.lower()
+    elif case == "mixed":
+        flips = draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))
+        text = "".join(c.swapcase() if flip else c for c, flip in zip(text, flips))
+    words = text.split(" ")
+    gaps = draw(st.lists(st.sampled_from([" ", "  ", "\n", "\t", " \r\n "]), min_size=len(words),
+                         max_size=len(words)))
+    return "".join(word + gap for word, gap in zip(words, gaps)).rstrip()
+
+
+def check_dangerous_sql(text: str, target: pathlib.Path, urls: list[str]) -> str:
+    """`sql TEXT` on every backend: rows (exit 0), or one line and exit 2; either way the tables keep their rows
+    and nothing appears in the folder of `target` (which the database server may write to)."""
+    text = text.replace("@T@", str(target)).replace("@t@", str(target))
+    verdicts = []
+    for url in urls:
+        before = table_counts(url)
+        started = time.perf_counter()
+        result = run_command(["sql", text, "--db", url, "--format", "csv"])
+        assert time.perf_counter() - started <= SECONDS_PER_INPUT
+        assert "Traceback" not in result.output and "internal error" not in result.output, (text, result.output)
+        assert "root:" not in result.output, (text, url)  # /etc/passwd never comes back
+        if result.exit_code == 0:
+            verdicts.append("rows")
+        else:
+            assert result.exit_code == 2, (text, result.output[-2000:])
+            _one_line_naming(result.stderr, "error")
+            verdicts.append("refused")
+        assert table_counts(url) == before, (text, url)
+        assert list(target.parent.iterdir()) == [], (text, url)
+    return verdicts[0]
+
+
 # -- base files -------------------------------------------------------------------------------------------------
 
 def small_report(report) -> dict:

@@ -113,3 +113,28 @@ def test_fuzzed_sql_files(backends, tmp_path_factory):
 
     run()
     assert "refused" in verdicts
+
+
+def test_fuzzed_sql_statements_change_nothing(backends, small_report):
+    """Dangerous statements in every disguise: `sql` prints rows or refuses in one line; the tables keep their
+    rows and the database server writes no file, on DuckDB and PostgreSQL."""
+    import pathlib
+    import uuid
+
+    folder = pathlib.Path("/tmp") / f"dsocr-sqlfuzz-{uuid.uuid4().hex[:12]}"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)  # the server's own user could write here: what it would write shows
+    verdicts = []
+
+    @settings(FUZZ, max_examples=EXAMPLES * 2)
+    @given(text=fuzzing.dangerous_sql())
+    def run(text):
+        verdicts.append(fuzzing.check_dangerous_sql(text, folder / "target", backends))
+
+    try:
+        run()
+    finally:
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    assert "refused" in verdicts
