@@ -545,9 +545,12 @@ class Registry:
             driver.execute(pgsql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(function))
             if not driver.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
                 driver.execute(pgsql.SQL("GRANT {} TO CURRENT_USER").format(role))
-            if not self._sql_reader_ready(driver):
+            if driver.execute(_PRIVILEGED_ROLE, {"role": SQL_READER_ROLE}).fetchone()[0]:
                 raise RegistryError(f"role {SQL_READER_ROLE} may touch server files or programs; sql runs queries "
-                                    "as this role only without that (nothing was run)")
+                                    "as this role only without that: revoke it (nothing was run)")
+            if not self._sql_reader_ready(driver):
+                raise RegistryError(f"{describe(self.url)}: role {SQL_READER_ROLE} could not be set up to run sql's "
+                                    "queries (nothing was run)")
             driver.commit()
         except Exception as exc:
             driver.rollback()

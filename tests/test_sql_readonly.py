@@ -223,6 +223,55 @@ def test_a_role_given_grant_read_runs_queries_as_itself(registry_url, server_wri
         admin.dispose()
 
 
+@postgres_only
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_reader_role_that_may_read_server_files_is_refused(registry_url, monkeypatch):
+    """The reader role is checked, not trusted: given pg_read_server_files, sql runs nothing under it."""
+    import registry.db
+
+    role = f"dsocr_sql_reader_{uuid.uuid4().hex[:8]}"  # its own, so that other tests keep theirs
+    monkeypatch.setattr(registry.db, "SQL_READER_ROLE", role)
+    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
+    try:
+        assert run_command(["sql", "SELECT 1", "--db", registry_url]).exit_code == 0
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"GRANT pg_read_server_files TO {role}"))
+        line = refused(registry_url, "SELECT pg_read_file('/etc/passwd')")
+        assert line == (f"dsocr-registry: error: role {role} may touch server files or programs; sql runs queries "
+                        "as this role only without that: revoke it (nothing was run)")
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
+
+
+@postgres_only
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_file_reading_role_that_cannot_set_up_the_reader_is_refused(registry_url, monkeypatch):
+    """A role that may read server files but not create roles: sql refuses in one line and runs nothing."""
+    import registry.db
+
+    monkeypatch.setattr(registry.db, "SQL_READER_ROLE", f"dsocr_sql_reader_{uuid.uuid4().hex[:8]}")
+    role = f"filer_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sa.text(f"GRANT pg_read_server_files TO {role}"))
+    filer_url = sa.make_url(registry_url).set(username=role).render_as_string(hide_password=False)
+    try:
+        assert run_command(["db", "grant-read", role, "--db", registry_url]).exit_code == 0
+        line = refused(filer_url, "SELECT pg_read_file('/etc/passwd')")
+        assert "this role may touch server files, so sql runs queries as role dsocr_sql_reader_" in line
+        assert "which it cannot set up: permission denied to create role (nothing was run" in line
+        assert "root:" not in line
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()
+
+
 def test_bad_limit_and_timeout_are_one_line(registry_url):
     for args, message in ((["--limit", "0"], "Invalid value for '--limit': 0 is not in the range x>=1"),
                           (["--limit", "-3"], "Invalid value for '--limit': -3 is not in the range x>=1"),
@@ -233,7 +282,8 @@ def test_bad_limit_and_timeout_are_one_line(registry_url):
 
 
 def test_a_query_past_its_timeout_is_stopped(registry_url):
-    series = "generate_series(1, 100000000000)" if is_postgres(registry_url) else "range(100000000000)"
+    # long enough to be stopped, short enough to end a run where it is not (about a minute)
+    series = "generate_series(1, 400000000)" if is_postgres(registry_url) else "range(40000000000)"
     started = time.monotonic()
     line = refused(registry_url, f"SELECT COUNT(*) AS n FROM {series}", "--timeout", "0.5")
     assert time.monotonic() - started < 10
