@@ -310,64 +310,75 @@ def test_limit_stops_after_n_rows(registry_url):
     assert fewer.stdout.splitlines()[1:] == ["1,2", "2,4", "3,6", "4,8"]
 
 
-def test_table_output_holds_at_most_its_row_cap_and_says_so(registry_url, monkeypatch):
+@pytest.fixture
+def driver_calls(monkeypatch):
+    """The calls `sql` makes to the database driver, counted as they happen: the query and each fetch (DuckDB's
+    go through _QueryBudget.run, PostgreSQL's fetches through psycopg's server-side cursor)."""
+    import psycopg
+
+    import registry.db
+
+    calls = [0]
+    real_run, real_fetch = registry.db._QueryBudget.run, psycopg.ServerCursor.fetchmany
+
+    def counted_run(self, call):
+        calls[0] += 1
+        return real_run(self, call)
+
+    def counted_fetch(self, size=0):
+        calls[0] += 1
+        return real_fetch(self, size)
+
+    monkeypatch.setattr(registry.db._QueryBudget, "run", counted_run)
+    monkeypatch.setattr(psycopg.ServerCursor, "fetchmany", counted_fetch)
+    return calls
+
+
+def test_table_output_holds_at_most_its_row_cap_and_says_so(registry_url, monkeypatch, driver_calls):
+    import registry.db
     import registry.output
 
     monkeypatch.setattr(registry.output, "TABLE_ROW_CAP", 50)
+    monkeypatch.setattr(registry.db, "QUERY_BATCH_ROWS", 10)
     table = run_command(["sql", _series(registry_url, 120), "--db", registry_url]).stdout.splitlines()
     assert len(table) == 2 + 50 + 1 and table[51].split() == ["50", "100"]
     assert table[-1] == ("(first 50 rows shown; the query has more: --format csv or json prints every row, "
                          "--limit N the first N)")
+    assert driver_calls[0] <= 1 + 6  # the query and the 6 batches that hold row 51, not all 12
     exactly = run_command(["sql", _series(registry_url, 50), "--db", registry_url]).stdout.splitlines()
     assert exactly[-1] == "(50 rows)"
     everything = run_command(["sql", _series(registry_url, 120), "--db", registry_url, "--format", "csv"])
     assert len(everything.stdout.splitlines()) == 121
 
 
-def test_csv_and_json_are_written_batch_by_batch(registry_url, monkeypatch):
-    """100,000 rows in batches of 1,000: each batch is written before the next is fetched (the command never
-    holds more than one), and the text is what one render of all rows prints."""
+def test_csv_and_json_are_written_batch_by_batch(registry_url, monkeypatch, driver_calls):
+    """100,000 rows in batches of 1,000: each batch is written before the next is fetched from the database (the
+    command never holds more than one), and the text is what one render of all rows prints."""
     import click
 
     import registry.db
     from registry.output import render_rows
 
     monkeypatch.setattr(registry.db, "QUERY_BATCH_ROWS", 1000)
-    fetched = []
-    real_stream = registry.db.Registry.stream_query
-
-    import contextlib
-
-    @contextlib.contextmanager
-    def counting_stream(self, statement, **options):
-        with real_stream(self, statement, **options) as (columns, batches):
-            def counted():
-                for batch in batches:
-                    fetched.append(len(batch))
-                    yield batch
-            yield columns, counted()
-
-    monkeypatch.setattr(registry.db.Registry, "stream_query", counting_stream)
     writes = []
     real_echo = click.echo
 
     def noting_echo(message=None, *args, **kwargs):
-        writes.append(len(fetched))
+        writes.append(driver_calls[0])
         return real_echo(message, *args, **kwargs)
 
     monkeypatch.setattr(click, "echo", noting_echo)
     query = _series(registry_url, 100_000)
     expected = [(n, 2 * n) for n in range(1, 100_001)]
-    result = run_command(["sql", query, "--db", registry_url, "--format", "csv"])
-    assert result.exit_code == 0, result.output[-500:]
-    assert fetched == [1000] * 100
-    assert writes[:100] == list(range(1, 101))  # batch i is written when i batches have been fetched
-    assert result.stdout == render_rows(["n", "twice"], expected, "csv") + "\n"
-    fetched.clear()
-    writes.clear()
-    result = run_command(["sql", query, "--db", registry_url, "--format", "json"])
-    assert fetched == [1000] * 100 and writes[:100] == list(range(1, 101))
-    assert result.stdout == render_rows(["n", "twice"], expected, "json") + "\n"
+    for fmt in ("csv", "json"):
+        writes.clear()
+        driver_calls[0] = 0
+        result = run_command(["sql", query, "--db", registry_url, "--format", fmt])
+        assert result.exit_code == 0, result.output[-500:]
+        assert result.stdout == render_rows(["n", "twice"], expected, fmt) + "\n"
+        # batch i is written after exactly i + (the query's own call) driver calls
+        assert writes[0] <= 2 and writes[:100] == list(range(writes[0], writes[0] + 100)), (fmt, writes[:5])
+        assert driver_calls[0] in (101, 102), driver_calls[0]  # 100 batches and the empty fetch (and the query)
     empty = run_command(["sql", _series(registry_url, 0), "--db", registry_url, "--format", "json"])
     assert empty.stdout == "[]\n"
     heading = run_command(["sql", _series(registry_url, 0), "--db", registry_url, "--format", "csv"])
