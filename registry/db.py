@@ -236,7 +236,7 @@ _PRIVILEGED_ROLE = (
     " OR has_function_privilege(u.oid, 'lo_export(oid, text)', 'EXECUTE')"
     " FROM pg_roles u WHERE u.rolname = COALESCE(%(role)s, current_user)")
 
-# Statements that are not queries, named when PostgreSQL's cursor refuses one (what DuckDB's parser tells by type).
+# The words a query starts with: a statement PostgreSQL's cursor refuses that starts with another is named by it.
 _QUERY_WORDS = {"SELECT", "VALUES", "TABLE", "WITH"}
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 
