@@ -76,14 +76,6 @@ def _tile_grid(count: int) -> tuple[int, int]:
     return count // rows, rows
 
 
-def _finite(value: int | float) -> bool:
-    """A number a float (the columns' DOUBLE) holds: finite, and an integer no larger than a float's range."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def _int(row: dict, key: str, where: str, minimum: int = 0) -> int:
     value = row.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -134,7 +126,7 @@ def map_row(row: Any, index: int, label: str, mapped: dict | None = None) -> Map
     for key in ("median_ms", "min_ms", "max_ms"):
         value = row.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not _finite(value) or value < 0):
+                                  or not math.isfinite(value) or value < 0):
             raise MeasurementError(f"{where}: {key} must be a time >= 0 in ms, got {quote(value)}")
     if kind in UNTIMED_KINDS or (row.get("median_ms") is None and isinstance(row.get("error"), str)):
         what = row.get("what") or kind
