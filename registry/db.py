@@ -346,7 +346,8 @@ class Registry:
         return MigrationContext.configure(conn).get_current_revision()
 
     def upgrade(self, revision: str = "head", seed_catalogs: bool = True) -> tuple[str | None, str]:
-        """Upgrade in one transaction; returns (revision before, revision after). On PostgreSQL a statement that
+        """Upgrade in one transaction; returns (revision before, revision after). On PostgreSQL the schema's upgrade
+        lock comes first (`_take_upgrade_lock`: concurrent upgrades take turns), and a statement that
         waits for another connection's lock is reported (which connection, its state and query) and given up
         after the lock timeout, the transaction rolled back."""
         from alembic import command
