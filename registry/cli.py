@@ -362,7 +362,8 @@ def db_upgrade(db_url, lock_timeout):
     """Create or upgrade the schema to this code's revision (one transaction).
 
     At the current revision it changes nothing but the views whose SQL or comments changed (their grants kept).
-    A lock held by another connection is waited for up to --lock-timeout, saying which connection holds it.
+    A lock held by another connection is waited for up to --lock-timeout, saying which connection holds it; on
+    PostgreSQL a concurrent db upgrade of the same schema is waited for too, after which the schema is current.
     """
     from registry.db import describe
 

@@ -202,6 +202,11 @@ def _lock_message(exc: BaseException) -> str | None:
     return "held by another process"
 
 
+# The advisory lock `db upgrade` holds on PostgreSQL for its transaction: one key per database and schema (the
+# schema the URL's search_path makes current), so that upgrades of different schemas do not wait for each other.
+UPGRADE_LOCK_SQL = ("SELECT pg_advisory_xact_lock(hashtext('dsocr-registry db upgrade ' || current_database() || '.' "
+                    "|| COALESCE(current_schema(), '')))")
+
 _QUERY_STATEMENTS = ("SELECT", "EXPLAIN")
 
 
@@ -596,13 +601,15 @@ class Registry:
         return MigrationContext.configure(conn).get_current_revision()
 
     def upgrade(self, revision: str = "head", seed_catalogs: bool = True) -> tuple[str | None, str]:
-        """Upgrade in one transaction; returns (revision before, revision after). On PostgreSQL a statement that
+        """Upgrade in one transaction; returns (revision before, revision after). On PostgreSQL the schema's upgrade
+        lock comes first (`_take_upgrade_lock`: concurrent upgrades take turns), and a statement that
         waits for another connection's lock is reported (which connection, its state and query) and given up
         after the lock timeout, the transaction rolled back."""
         from alembic import command
 
         try:
             with self.begin() as conn, self._watch_locks(conn):
+                self._take_upgrade_lock(conn)
                 before = self.current_revision(conn)
                 cfg = alembic_config(conn)
                 cfg.attributes["recreate_views"] = True
@@ -617,6 +624,21 @@ class Registry:
                     f"another connection (nothing was changed; see above which one)") from None
             raise
         return before, after
+
+    def _take_upgrade_lock(self, conn: Connection) -> None:
+        """PostgreSQL: the schema's upgrade lock, held to the end of this transaction, so that concurrent upgrades
+        of one schema run one after the other (the later one then finds the schema current); waited for up to the
+        lock timeout. Upgrades of other schemas take other locks."""
+        if is_duckdb(self.url):
+            return  # the file itself is locked by the connection
+        try:
+            conn.execute(sa.text(UPGRADE_LOCK_SQL))
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available: the lock timeout passed
+                raise DatabaseLockedError(
+                    f"another db upgrade is running on {describe(self.url)} (gave up after {self.lock_timeout_s:g} s; "
+                    "nothing was changed)") from None
+            raise
 
     @contextlib.contextmanager
     def _watch_locks(self, conn: Connection) -> Iterator[None]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import stat
+import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from analyzer.fileio import atomic_path
+from analyzer.fileio import atomic_path, quote
 from registry import views
 from registry.db import DEFAULT_STORAGE_VERSION, Registry, RegistryError
 from registry.models import Base
@@ -34,20 +38,81 @@ def _consistent(conn: Connection) -> None:
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
 
 
+def _refuse_unless_an_export(out_dir: pathlib.Path) -> None:
+    """An existing folder is replaced as a whole, so it must hold an export and nothing else: Parquet files only
+    (what `export` writes), and not the folder the command runs in or one above it."""
+    if not out_dir.exists():
+        return
+    if out_dir.is_symlink():
+        raise RegistryError(f"{out_dir} is a symbolic link: give the folder itself (export --parquet replaces it)")
+    if not out_dir.is_dir():
+        raise RegistryError(f"{out_dir} is not a folder (export --parquet writes a folder of Parquet files)")
+    if pathlib.Path.cwd().resolve().is_relative_to(out_dir):
+        raise RegistryError(f"{out_dir} is the current folder or holds it: export into a folder of its own")
+    others = sorted(entry.name for entry in out_dir.iterdir()
+                    if entry.suffix != ".parquet" or entry.is_symlink() or not entry.is_file())
+    if others:
+        raise RegistryError(f"{out_dir} holds more than an export ({quote(others[0])}"
+                            f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}), which replacing it "
+                            "would remove: give a new folder, or one that holds only a previous export "
+                            "(nothing was written)")
+
+
 def export_parquet(registry: Registry, out_dir: pathlib.Path) -> list[tuple[str, int]]:
-    """Every table and view as out_dir/<name>.parquet; returns (name, rows)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Every table and view as out_dir/<name>.parquet; returns (name, rows).
+
+    The files are written into a new folder beside out_dir, which then takes out_dir's place: a previous export
+    there is moved aside first and removed once the new folder is in place (put back if that fails). A failure at
+    any point (a full disk, a database error) leaves out_dir as it was and removes what was written."""
+    out_dir = pathlib.Path(os.path.abspath(out_dir))
+    _refuse_unless_an_export(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    # the folder's mode: a new folder's (the umask's), or the previous export's
+    mode = stat.S_IMODE(out_dir.stat().st_mode) if out_dir.exists() else 0o777 & ~umask
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".new", dir=out_dir.parent))
+    try:
+        written = _write_files(registry, staging)
+        os.chmod(staging, mode)  # mkdtemp makes 0700
+        _swap_into_place(staging, out_dir)
+    except OSError as exc:
+        raise RegistryError(f"cannot write the export {out_dir}: {exc.strerror or exc} (it is left as it was)"
+                            ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once it took out_dir's place
+    return written
+
+
+def _write_files(registry: Registry, folder: pathlib.Path) -> list[tuple[str, int]]:
     written = []
     with registry.begin() as conn:
         _consistent(conn)
         for name in table_names() + views.view_names():
             arrow_table = _read_arrow(conn, name)
-            with atomic_path(out_dir / f"{name}.parquet", suffix=".parquet") as tmp:
-                pq.write_table(arrow_table, tmp)
+            pq.write_table(arrow_table, folder / f"{name}.parquet")  # a new file: its mode follows the umask
             written.append((name, arrow_table.num_rows))
     return written
 
 
+def _swap_into_place(staging: pathlib.Path, out_dir: pathlib.Path) -> None:
+    """`staging` renamed to `out_dir`; a previous `out_dir` is renamed aside first, put back if the second rename
+    fails, and removed once the new folder is in place."""
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        return
+    aside = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    try:
+        os.rename(out_dir, aside)  # onto the empty folder just made, which it replaces
+    except OSError:
+        aside.rmdir()
+        raise
+    try:
+        os.rename(staging, out_dir)
+    except OSError:
+        os.rename(aside, out_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)  # the export is in place; a leftover old copy is only disk space
 
 
 def _check_storage_version(storage_version: str) -> None:

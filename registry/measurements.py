@@ -33,6 +33,7 @@ DECODE_STEP_KINDS = {"graph_decode": "CUDA-graph replay of transformers' modules
                      "eager_static_decode": "eager transformers over a static KV cache"}
 TIMED_KINDS = {"vision_tower", "projector", "prefill", "end_to_end", "end_to_end_views", *DECODE_STEP_KINDS}
 UNTIMED_KINDS = {"ceiling", "profile_decode", "profile_vision", "profile_prefill"}
+KINDS = frozenset(TIMED_KINDS | UNTIMED_KINDS)
 STAGE_OF_KIND = {"vision_tower": "vision", "projector": "projector", "prefill": "prefill"}
 COUNTED_EXPERTS = {None, "grouped_mm", "batched_mm"}  # implementations that run top-k experts per token
 
@@ -95,14 +96,33 @@ def _views_workload(variant: str, px: int, views: int, where: str) -> tuple[Work
     raise MeasurementError(f"{where}: no mode of {variant} has views of {px} px")
 
 
-def map_row(row: Any, index: int, label: str) -> MappedRow:
+# The fields of a row that its workload, stage and description follow from: rows equal in these (value and type)
+# map alike, so a file of many rows builds each distinct workload once.
+MAPPING_FIELDS = ("kind", "variant", "batch", "experts", "image", "tokens", "context", "new_tokens", "global_image",
+                  "tiles", "tile_image", "prefill_context", "prompt_tokens")
+
+
+def _mapping_key(row: dict) -> tuple | None:
+    """The row's MAPPING_FIELDS with their types (1, 1.0 and True are equal in Python, not to the checks); None
+    when a value cannot be a key (a list, an object), so the row is mapped on its own."""
+    values = tuple(map(row.get, MAPPING_FIELDS))
+    key = (values, tuple(map(type, values)))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def map_row(row: Any, index: int, label: str, mapped: dict | None = None) -> MappedRow:
+    """The row's workload and stage. `mapped`: the rows mapped so far by their mapping key (read and extended),
+    so that equal rows share one mapping instead of building their workload again."""
     where = f"{label}: row {index}"
     if not isinstance(row, dict):
         raise MeasurementError(f"{where}: a row must be an object")
     kind = row.get("kind")
-    if not isinstance(kind, str) or kind not in TIMED_KINDS | UNTIMED_KINDS:
-        raise MeasurementError(f"{where}: unknown kind {quote(kind)}; expected one of "
-                               f"{', '.join(sorted(TIMED_KINDS | UNTIMED_KINDS))}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise MeasurementError(f"{where}: unknown kind {quote(kind)}; expected one of {', '.join(sorted(KINDS))}")
     for key in ("median_ms", "min_ms", "max_ms"):
         value = row.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -114,6 +134,18 @@ def map_row(row: Any, index: int, label: str) -> MappedRow:
         return MappedRow(index, kind, None, row.get("batch"), None, None, None, str(what), False, note, row)
     if row.get("median_ms") is None:
         raise MeasurementError(f"{where}: missing median_ms")
+    key = _mapping_key(row) if mapped is not None else None
+    if key is not None and key in mapped:
+        same = mapped[key]
+        return MappedRow(index, same.kind, same.variant, same.batch, same.workload, same.stage, same.view_kind,
+                         same.description, same.compared, same.note, row)
+    result = _map_timed_row(row, index, where, kind)
+    if key is not None:
+        mapped[key] = result
+    return result
+
+
+def _map_timed_row(row: dict, index: int, where: str, kind: str) -> MappedRow:
     try:
         variant = canonical_variant(row.get("variant", ""))
     except AnalyzerInputError:
@@ -193,10 +225,35 @@ def parse(path: str | pathlib.Path) -> tuple[dict, list[MappedRow], str]:
     env, rows, file_hash = load_file(path)
     if not rows:
         raise MeasurementError(f"{path}: no rows")
-    mapped = [map_row(row, i, str(path)) for i, row in enumerate(rows)]
-    for row in mapped:
-        _check_stored(row, f"{path}: row {row.index}")
+    by_key: dict[tuple, MappedRow] = {}
+    mapped = [map_row(row, i, str(path), by_key) for i, row in enumerate(rows)]
+    _check_stored_rows(mapped, str(path))
     return env, mapped, file_hash
+
+
+def _check_stored_rows(rows: list[MappedRow], label: str) -> None:
+    """`_check_stored` over every row, a column at a time: the first row that fails any check gets that row's
+    own message."""
+    from registry.models import ColumnValueError, check_columns
+
+    columns = {"kind": [r.kind for r in rows], "variant": [r.variant for r in rows],
+               "batch": [r.batch for r in rows], "reps": [r.raw.get("reps") for r in rows],
+               "stage": [r.stage for r in rows], "view_kind": [r.view_kind for r in rows]}
+    failing: list[int] = []
+    for name, values in columns.items():
+        if name in ("batch", "reps"):  # integers only: the range check below compares them
+            wrong_type = next((i for i, value in enumerate(values) if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int))), None)
+            if wrong_type is not None:
+                failing.append(wrong_type)
+                values = values[:wrong_type]
+        try:
+            check_columns("measurements", {name: values})
+        except ColumnValueError as exc:
+            failing.append(exc.index)
+    first = min(failing, default=len(rows))
+    if first < len(rows):
+        _check_stored(rows[first], f"{label}: row {rows[first].index}")
 
 
 def _check_stored(row: MappedRow, where: str) -> None:
@@ -226,10 +283,32 @@ def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:
     return hardware_id, runtime_id, f"{name}@{version}"
 
 
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def measurement_columns(rows: list[MappedRow], set_id: int, report_of: dict[int, int]) -> dict[str, list]:
+    """The `measurements` rows of a set as column lists (one bulk insert); `report_of`: row index -> report key."""
+    return {
+        "measurement_set_id": [set_id] * len(rows), "row_index": [r.index for r in rows],
+        "kind": [r.kind for r in rows], "variant": [r.variant for r in rows], "batch": [r.batch for r in rows],
+        "workload": [r.description[:300] for r in rows],
+        "median_ms": [_float(r.raw.get("median_ms")) for r in rows],
+        "min_ms": [_float(r.raw.get("min_ms")) for r in rows], "max_ms": [_float(r.raw.get("max_ms")) for r in rows],
+        "reps": [r.raw.get("reps") for r in rows], "report_id": [report_of.get(r.index) for r in rows],
+        "stage": [r.stage for r in rows], "view_kind": [r.view_kind for r in rows],
+        "compared": [bool(r.compared and r.workload is not None) for r in rows], "note": [r.note for r in rows],
+        "raw": [json.dumps(r.raw, sort_keys=True) for r in rows]}
+
+
 def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: str, runtime: str,
                         progress: bool = False) -> tuple[int, bool, list[MappedRow]]:
-    """Store a measurement file for one GPU and runtime; returns (set id, newly stored, rows)."""
+    """Store a measurement file for one GPU and runtime; returns (set id, newly stored, rows).
+
+    The reports of its distinct workloads are looked up (and those not stored yet analyzed) once each; the set,
+    its scenario and all its rows then go in in one transaction, the rows as one bulk insert."""
     from registry.catalog import runtime_execution
+    from registry.ingest import bulk_insert
     from registry.pricing import ensure_reports, record_scenario
 
     env, rows, file_hash = parse(path)
@@ -245,9 +324,11 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
         raise RegistryError(f"{path}: not in the registry for {hardware} / {runtime_label}, which this connection "
                             "may only read: ingest it first with a role that can write (ingest --measurements)")
     timed = [r for r in rows if r.workload is not None]
-    report_ids = ensure_reports(registry, [r.workload for r in timed], f"measurements:{pathlib.Path(path).name}",
-                                progress, execution)
-    by_row = dict(zip((r.index for r in timed), report_ids))
+    # distinct, in the order of their first row (equal rows share one Workload object: the identity check first)
+    workloads = list(dict.fromkeys({id(r.workload): r.workload for r in timed}.values()))
+    report_ids = ensure_reports(registry, workloads, f"measurements:{pathlib.Path(path).name}", progress, execution)
+    report_of_workload = dict(zip(workloads, report_ids))
+    report_of = {r.index: report_of_workload[r.workload] for r in timed}
     with registry.begin() as conn:
         distinct = sorted(set(report_ids))
         scenario_id, _ = record_scenario(conn, f"measurements:{pathlib.Path(path).name}",
@@ -260,15 +341,5 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
             {"h": file_hash, "src": str(path)[:1000], "hw": hardware_id, "rt": runtime_id, "sc": scenario_id,
              "env": json.dumps(env, sort_keys=True), "at": datetime.datetime.now(datetime.UTC).replace(tzinfo=None)}
         ).scalar_one()
-        for r in rows:
-            conn.execute(sa.text(
-                "INSERT INTO measurements (measurement_set_id, row_index, kind, variant, batch, workload, median_ms, "
-                "min_ms, max_ms, reps, report_id, stage, view_kind, compared, note, raw) VALUES (:s, :i, :kind, "
-                ":variant, :batch, :workload, :median, :min, :max, :reps, :report, :stage, :view, :compared, :note, "
-                ":raw)"),
-                {"s": set_id, "i": r.index, "kind": r.kind, "variant": r.variant, "batch": r.batch,
-                 "workload": r.description[:300], "median": r.raw.get("median_ms"), "min": r.raw.get("min_ms"),
-                 "max": r.raw.get("max_ms"), "reps": r.raw.get("reps"), "report": by_row.get(r.index),
-                 "stage": r.stage, "view": r.view_kind, "compared": r.compared and r.workload is not None,
-                 "note": r.note, "raw": json.dumps(r.raw, sort_keys=True)})
+        bulk_insert(conn, "measurements", measurement_columns(rows, int(set_id), report_of))
     return int(set_id), True, rows

@@ -266,3 +266,107 @@ def test_the_h200_measurements_of_v1_are_linked_and_graph_steps_kept_as_referenc
                                  "JOIN reports r ON r.id = m.report_id JOIN workloads w ON w.id = r.workload_id "
                                  "WHERE m.kind = 'graph_decode' AND w.batch = 32 AND w.prefill_tokens = 2047")
     assert step == (2047, 32, "decode", False)
+
+
+# -- the rows as stored, and a file of many rows -------------------------------------------------------------------
+
+STORED_ROWS = REPO / "tests" / "data" / "h200-measurement-rows.json"
+
+
+def test_the_shipped_measurement_files_store_the_expected_rows(registry_url):
+    """Every column of every stored row of the shipped files, against the rows stored by the row-at-a-time
+    insert these files were first ingested with (the same on DuckDB and PostgreSQL); a row's report is named by its
+    workload and execution."""
+    expected = json.loads(STORED_ROWS.read_text())
+    for stored in expected["sets"]:
+        result = run_command(["ingest", "--measurements", str(REPO / "tests" / "data" / stored["file"]),
+                              "--hardware", "h200", "--runtime", stored["runtime"], "--db", registry_url])
+        assert result.exit_code == 0, result.output
+        (set_id,) = re.search(r"stored as set (\d+):", result.stdout).groups()
+        got = rows(registry_url, f"SELECT {', '.join('m.' + c for c in expected['columns'][:9])}, w.workload_hash, "
+                                 "r.execution, m.stage, m.view_kind, m.compared, m.note, m.raw FROM measurements m "
+                                 "LEFT JOIN reports r ON r.id = m.report_id "
+                                 "LEFT JOIN workloads w ON w.id = r.workload_id "
+                                 "WHERE m.measurement_set_id = :s ORDER BY m.row_index", s=int(set_id))
+        assert [list(row) for row in got] == stored["rows"], stored["file"]
+
+
+def _many_rows_file(tmp_path, count, edit=None):
+    """The shipped OCR-2 file's rows repeated to `count` rows (each made distinct by its reps); `edit(rows)` may
+    change them."""
+    data = json.loads(H200_FILE.read_text())
+    pattern = data["rows"]
+    data["rows"] = [dict(pattern[i % len(pattern)], reps=i // len(pattern) + 1) for i in range(count)]
+    if edit is not None:
+        edit(data["rows"])
+    path = tmp_path / f"many-{count}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_file_of_many_rows_goes_in_as_one_insert_each_workload_mapped_once(registry_url, tmp_path, monkeypatch):
+    """33,000 rows of 28 timed rows' workloads: each distinct mapping built once, each distinct workload's report
+    looked up once, and one bulk insert of all the rows."""
+    import registry.ingest as ingest
+    import registry.measurements as measurements
+    import registry.pricing as pricing
+
+    assert _ingest(registry_url).exit_code == 0  # the workloads' reports, analyzed once
+    path = _many_rows_file(tmp_path, 33_000)
+    counts = {"mapped": 0, "looked_up": 0, "inserts": []}
+    map_timed_row, find_report, bulk_insert = measurements._map_timed_row, pricing.find_report, ingest.bulk_insert
+
+    def counted_map(*args, **kwargs):
+        counts["mapped"] += 1
+        return map_timed_row(*args, **kwargs)
+
+    def counted_find(*args, **kwargs):
+        counts["looked_up"] += 1
+        return find_report(*args, **kwargs)
+
+    def counted_insert(conn, table, columns):
+        if table == "measurements":
+            counts["inserts"].append(len(columns["row_index"]))
+        return bulk_insert(conn, table, columns)
+
+    monkeypatch.setattr(measurements, "_map_timed_row", counted_map)
+    monkeypatch.setattr(pricing, "find_report", counted_find)
+    monkeypatch.setattr(ingest, "bulk_insert", counted_insert)
+    result = run_command(["ingest", "--measurements", str(path), "--hardware", "h200", "--runtime", "hf-eager",
+                          "--db", registry_url])
+    assert result.exit_code == 0, result.output
+    assert "stored as set 2: 33000 rows, 28000 timed rows to compare" in result.stdout
+    # the shipped file: 29 rows with a workload (28 compared, one of eager experts), of fewer distinct workloads
+    ((linked, distinct),) = rows(registry_url, "SELECT COUNT(report_id), COUNT(DISTINCT report_id) FROM measurements "
+                                               "WHERE measurement_set_id = 1")
+    assert (linked, counts["mapped"], counts["looked_up"]) == (29, 29, distinct) and distinct < 29
+    assert counts["inserts"] == [33_000]
+    assert rows(registry_url, "SELECT COUNT(*), COUNT(report_id), SUM(reps) FROM measurements "
+                              "WHERE measurement_set_id = 2") == [
+        (33_000, 29_000, sum(i // 33 + 1 for i in range(33_000)))]
+    # the same rows as the shipped file's, but for their reps
+    same = rows(registry_url, "SELECT COUNT(*) FROM measurements a JOIN measurements b ON b.measurement_set_id = 2 "
+                              "AND b.row_index % 33 = a.row_index WHERE a.measurement_set_id = 1 "
+                              "AND a.kind = b.kind AND a.workload = b.workload "
+                              "AND a.median_ms IS NOT DISTINCT FROM b.median_ms "
+                              "AND a.report_id IS NOT DISTINCT FROM b.report_id "
+                              "AND a.compared = b.compared AND a.note = b.note")
+    assert same == [(33_000,)]
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    # equal to the rows before it but for the type of one value: a float batch is still refused
+    (lambda r: r[32_000].update(batch=float(r[32_000]["batch"])), "row 32000: batch must be an integer >= 1, got 1.0"),
+    (lambda r: r[32_001].update(reps=2**31), "row 32001: reps: 2147483648 does not fit the registry (it holds "
+                                             "32-bit integers)"),
+    (lambda r: r[32_002].update(kind="warp_drive"), "row 32002: unknown kind 'warp_drive'"),
+])
+def test_a_bad_row_late_in_a_large_file_is_named_and_nothing_is_stored(registry_url, tmp_path, edit, fragment):
+    path = _many_rows_file(tmp_path, 33_000, edit)
+    result = run_command(["ingest", "--measurements", str(path), "--hardware", "h200", "--runtime", "hf-eager",
+                          "--db", registry_url])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert rows(registry_url, "SELECT COUNT(*) FROM measurement_sets") == [(0,)]
+    assert rows(registry_url, "SELECT COUNT(*) FROM measurements") == [(0,)]
