@@ -197,7 +197,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
       dsocr-registry analyze -w dsocr-standard-v1 -o - -q | dsocr-registry ingest -
       dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
     """
-    from analyzer.fileio import one_line
+    from analyzer.fileio import one_line, printable
     from registry.db import describe
     from registry.ingest import discover, ingest_sources, summarize
 
@@ -219,9 +219,9 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     elapsed = time.perf_counter() - started
     for outcome in outcomes:
         if outcome.status == "failed":
-            click.echo(one_line(f"{outcome.source}: {outcome.message}"), err=True)
+            click.echo(one_line(f"{printable(outcome.source)}: {outcome.message}"), err=True)
         elif outcome.status == "skipped":
-            click.echo(f"{outcome.source}: {outcome.report_id} already present, skipped", err=True)
+            click.echo(f"{printable(outcome.source)}: {outcome.report_id} already present, skipped", err=True)
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))
     if any(o.status == "failed" for o in outcomes):
         sys.exit(1)
