@@ -94,8 +94,9 @@ def new_tokens_range(variant: str, integer: bool = True) -> Range:
 PEAK_TFLOPS = Range(1e-3, 1e6, "TFLOP/s", integer=False)
 MEMORY_TB_PER_S = Range(1e-3, 1e3, "TB/s", integer=False)
 MEMORY_GB = Range(1e-3, 1e6, "GB", integer=False)
-# Multiplies every category's efficiency, each in (0.05, 1]: past 20 even the least efficient one exceeds 100%.
-EFFICIENCY_SCALE = Range(0, 20, integer=False, low_open=True)
+# Multiplies every category's efficiency, each in (0.05, 1]: past 20 even the least efficient one exceeds 100%;
+# below 0.001 the best is under 0.1% and the times it divides overflow a double.
+EFFICIENCY_SCALE = Range(1e-3, 20, integer=False)
 
 # -- what-if targets --------------------------------------------------------------------------------------------
 # 1e12 pages a day is 11.6 million pages a second, beyond any fleet; latencies up to 1,000,000 s (11.6 days).
@@ -110,8 +111,9 @@ MAX_NUM_BATCHED_TOKENS = Range(1, 1_048_576, "tokens")
 # Tokens per KV block: vLLM uses 16 (8..256 on CUDA); 1,024 is 4x the largest.
 BLOCK_SIZE = Range(1, 1_024, "tokens")
 GPU_MEMORY_UTILIZATION = Range(0, 1, integer=False, low_open=True)
-# Poisson arrival rates: one GPU serves a few pages a second; 100,000 pages/s is a datacenter's worth.
-ARRIVAL_RATE_PER_S = Range(0, 1e5, "pages/s", integer=False, low_open=True)
+# Poisson arrival rates: one GPU serves a few pages a second; 100,000 pages/s is a datacenter's worth, one page in
+# 11.6 days (1e-6 pages/s) is no serving at all (and arrival times stay finite).
+ARRIVAL_RATE_PER_S = Range(1e-6, 1e5, "pages/s", integer=False)
 # Pages simulated per point (pages.count, arrival.offline_pages): the simulation keeps a few arrays of this length
 # per point; 100,000 pages take a few MB and, at the default page mix, about a minute.
 SIMULATED_PAGES = Range(1, 100_000, "pages")

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId, OperatorCategory
-from analyzer.fileio import MAX_INPUT_FILES, key_path, one_line, quote
+from analyzer.fileio import MAX_INPUT_FILES, key_path, one_line, printable, quote
 from analyzer.report import AnalyticModelReport, ReportFormatError, load_report
 from registry.db import DatabaseError, Registry, RegistryError
 from registry.entry import debug_enabled
@@ -56,13 +56,20 @@ class IngestOutcome:
     message: str = ""
 
 
-def discover(paths: list[str], max_files: int = MAX_INPUT_FILES) -> list[Source]:
-    """Files, directories (searched recursively for .json/.yaml/.yml), globs, and '-' for standard input; at most
-    `max_files` files in all (a directory or pattern past it is one failed source naming the limit). Walks and
-    globs follow no symlinked directory (pathlib's rglob and `**` do not), so a link loop ends; what they find
-    that is not a regular file (a FIFO, a device) is left out."""
+def discover(paths: list[str], max_files: int | None = None) -> list[Source]:
+    """Files, directories (searched recursively for .json/.yaml/.yml), globs, and '-' for standard input. More
+    than `max_files` files in all (default MAX_INPUT_FILES) is refused as a whole (RegistryError naming the path
+    that passed the limit), before anything is read. Walks and globs follow no symlinked directory (pathlib's
+    rglob and `**` do not), so a link loop ends; what they find that is not a regular file (a FIFO, a device) is
+    left out."""
+    limit = MAX_INPUT_FILES if max_files is None else max_files
     sources: list[Source] = []
     found_files = 0
+
+    def too_many(raw: str) -> RegistryError:
+        return RegistryError(f"{printable(raw)}: more than {limit:,} input files; name fewer (a narrower folder or "
+                             f"pattern)")
+
     for raw in paths:
         if raw == "-":
             sources.append(Source("<stdin>", None))
@@ -70,10 +77,9 @@ def discover(paths: list[str], max_files: int = MAX_INPUT_FILES) -> list[Source]
         path = pathlib.Path(raw)
         if path.is_dir():
             found, more = _bounded((p for p in path.rglob("*") if p.suffix.lower() in REPORT_SUFFIXES
-                                    and p.is_file()), max_files - found_files)
+                                    and p.is_file()), limit - found_files)
             if more:
-                sources.append(Source(raw, path, _too_many(max_files)))
-                break
+                raise too_many(raw)
             if not found:
                 sources.append(Source(raw, path, "directory holds no .json, .yaml or .yml file"))
             sources.extend(Source(str(p), p) for p in sorted(found))
@@ -83,13 +89,12 @@ def discover(paths: list[str], max_files: int = MAX_INPUT_FILES) -> list[Source]
             found_files += 1
         elif glob.has_magic(raw):
             try:
-                matches, more = _bounded(_glob(raw), max_files - found_files)
+                matches, more = _bounded(_glob(raw), limit - found_files)
             except ValueError as exc:
                 sources.append(Source(raw, None, f"invalid pattern ({exc})"))
                 continue
             if more:
-                sources.append(Source(raw, None, _too_many(max_files)))
-                break
+                raise too_many(raw)
             files = sorted(m for m in matches if m.is_file())
             if not files:
                 sources.append(Source(raw, None, "pattern matches no regular file" if matches
@@ -98,14 +103,9 @@ def discover(paths: list[str], max_files: int = MAX_INPUT_FILES) -> list[Source]
             found_files += len(files)
         else:
             sources.append(Source(raw, path, "no such file or directory"))
-        if found_files > max_files:
-            sources.append(Source(raw, path, _too_many(max_files)))
-            break
+        if found_files > limit:
+            raise too_many(raw)
     return sources
-
-
-def _too_many(max_files: int) -> str:
-    return f"more than {max_files:,} input files; name fewer (a narrower folder or pattern)"
 
 
 def _bounded(items, limit: int) -> tuple[list, bool]:

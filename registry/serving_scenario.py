@@ -112,10 +112,10 @@ def check_simulated_work(scenario: Scenario, spec: ServingSpec, points: int) -> 
     tokens = points * spec.count * mean_new_tokens_bound(spec.mix)
     if tokens > ranges.MAX_SIMULATED_TOKENS:
         raise scenario.fail(("serving", "pages"),
-                            f"simulates about {tokens:,.0f} generated tokens ({points:,} point(s) x {spec.count:,} "
-                            f"pages x up to {mean_new_tokens_bound(spec.mix):,.0f} mean new tokens), more than the "
-                            f"limit of {ranges.MAX_SIMULATED_TOKENS:,} (minutes of simulation): fewer pages, rates "
-                            f"or GPUs, or a page mix with fewer new tokens")
+                            f"simulates about {tokens:,.0f} new tokens ({points:,} point{'s' if points != 1 else ''} x "
+                            f"{spec.count:,} pages x "
+                            f"{mean_new_tokens_bound(spec.mix):,.0f}), over the limit of "
+                            f"{ranges.MAX_SIMULATED_TOKENS:,}: fewer pages, rates or GPUs")
 
 
 def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec | None:
