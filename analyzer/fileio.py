@@ -37,7 +37,8 @@ MAX_EXPANDED_VALUES = 100_000  # values a YAML document with aliases may expand 
 MAX_STRING_CHARS = 100_000
 MAX_KEY_CHARS = 200  # a mapping key is a name: the registry's name columns hold at most 200 characters
 INT_MIN, INT_MAX = -2**63, 2**63 - 1  # BIGINT, the widest integer column
-MAX_INPUT_FILES = 100_000  # files one command reads (a folder walked, a pattern matched): 10x the largest registry measured
+# files one command reads (a folder walked, a pattern matched): 10x the largest registry measured (10,000 reports)
+MAX_INPUT_FILES = 100_000
 QUOTE_CHARS = 100  # an error quotes at most this much of an input value
 MESSAGE_CHARS = 300  # an error line is cut to this length
 

@@ -14,8 +14,8 @@ from typing import Any
 import attrs
 import yaml
 
-from analyzer.errors import AnalyzerInputError
 from analyzer import ranges
+from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, quote, read_document, source_name
 from registry.catalog import suggestion
 from registry.db import Registry, RegistryError
