@@ -16,7 +16,7 @@ import yaml
 
 from analyzer import ranges
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, quote, read_document, source_name
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, read_document, source_name
 from registry.catalog import suggestion
 from registry.db import Registry, RegistryError
 from registry.pricing import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
