@@ -2,20 +2,24 @@
 
 Every file the product reads (reports, workload profiles, scenarios, measurement files, hardware and runtime
 catalogs, SQL files) goes through `read_input` and `parse_document`, which hold the input limits in one place:
-file size, nesting depth, YAML aliases (refused, or capped by expanded size where a format allows them),
-duplicate keys, integers within 64 bits (what the registry's BIGINT columns hold), finite floats, and strings
-that both database backends store alike (valid UTF-8, no NUL). Errors are one line naming the source and the key
-path, quoting at most QUOTE_CHARS characters of any value (`quote`).
+regular files only (a FIFO, a device, a directory or a socket is refused before it is opened), file size, nesting
+depth, YAML aliases (refused, or capped by expanded size where a format allows them), duplicate keys, integers
+within 64 bits (what the registry's BIGINT columns hold), finite floats, and strings that both database backends
+store alike (valid UTF-8, no NUL). Errors are one line naming the source and the key path, quoting at most
+QUOTE_CHARS characters of any value (`quote`), with the control characters of names and keys escaped
+(`printable`). The physical ranges of numbers are analyzer.ranges'.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import pathlib
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +37,8 @@ MAX_EXPANDED_VALUES = 100_000  # values a YAML document with aliases may expand 
 MAX_STRING_CHARS = 100_000
 MAX_KEY_CHARS = 200  # a mapping key is a name: the registry's name columns hold at most 200 characters
 INT_MIN, INT_MAX = -2**63, 2**63 - 1  # BIGINT, the widest integer column
+# files one command reads (a folder walked, a pattern matched): 10x the largest registry measured (10,000 reports)
+MAX_INPUT_FILES = 100_000
 QUOTE_CHARS = 100  # an error quotes at most this much of an input value
 MESSAGE_CHARS = 300  # an error line is cut to this length
 
@@ -57,22 +63,35 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
 
 def quote_names(names, shown: int = 5) -> str:
     """A few names of a set, each cut to 40 characters: 'a, b, c and 7 more'."""
-    ordered = sorted(str(name) for name in names)
+    ordered = sorted(printable(str(name)) for name in names)
     text = ", ".join(name if len(name) <= 40 else name[:40] + "..." for name in ordered[:shown])
     return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on or break a line at (control characters such as NUL,
+    ESC of an escape sequence and newline, line separators, bidirectional overrides: whatever
+    str.isprintable() refuses but the space) written as Python escapes, so a file name or a key shows what it
+    holds and nothing of it reaches the terminal raw: 'a\\nb.json', '\\x1b[31m'."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
 def one_line(message: str, limit: int = MESSAGE_CHARS) -> str:
-    """A message as one line of at most `limit` characters: the last guard before anything is printed."""
-    flat = " ".join(str(message).split())
+    """A message as one line of at most `limit` characters, whitespace runs (newlines included) as one space and
+    every other control character escaped (`printable`): the last guard before anything is printed. Names and
+    keys are escaped where they enter a message, so that a newline in them shows as \\n."""
+    flat = printable(" ".join(str(message).split()))
     return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
 def key_path(path: tuple) -> str:
-    """('stages', 3, 'flops') -> 'stages[3].flops'."""
+    """('stages', 3, 'flops') -> 'stages[3].flops'; control characters of a key escaped (`printable`)."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{printable(part)}" if out else printable(part))
     return out or "(top level)"
 
 
@@ -93,17 +112,38 @@ class InputLimitError(ValueError):
 
 # -- reading ----------------------------------------------------------------------------------------------------
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+class NotRegularFileError(OSError):
+    """A path that names a directory, a FIFO, a device or a socket: no reader opens one (a FIFO's open blocks
+    until a writer comes, a device never ends)."""
+
+    def __init__(self, mode: int, filename: str) -> None:
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a plain file")
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})", filename)
+
+
 def read_input(path: str | os.PathLike | None, max_bytes: int, what: str = "file") -> bytes:
-    """The bytes of a file (None: standard input), refused when longer than `max_bytes`; reads at most
-    max_bytes + 1, so a device or a pipe that never ends is refused too. Raises OSError or InputLimitError."""
+    """The bytes of a regular file (None: standard input), refused when longer than `max_bytes`; reads at most
+    max_bytes + 1, so standard input that never ends is refused too. Anything but a regular file is refused
+    before it is opened (NotRegularFileError), and again after (the open does not block on a FIFO put in its
+    place meanwhile). Raises OSError or InputLimitError."""
     if path is None:
         raw = sys.stdin.buffer.read(max_bytes + 1)
     else:
-        path = pathlib.Path(path)
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputLimitError(f"{what} of {size:,} bytes exceeds the limit of {max_bytes:,} bytes")
-        with path.open("rb") as handle:
+        name = os.fspath(path)
+        found = os.stat(name)
+        if not stat.S_ISREG(found.st_mode):
+            raise NotRegularFileError(found.st_mode, name)
+        if found.st_size > max_bytes:
+            raise InputLimitError(f"{what} of {found.st_size:,} bytes exceeds the limit of {max_bytes:,} bytes")
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", closefd=True) as handle:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
+                raise NotRegularFileError(opened.st_mode, name)
             raw = handle.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise InputLimitError(f"{what} exceeds the limit of {max_bytes:,} bytes")
@@ -334,25 +374,43 @@ def parse_document(text: str, fmt: str, aliases: bool = False) -> Any:
     return data
 
 
-def load_document(path: str | os.PathLike | None, fmt: str, max_bytes: int, error: type[Exception],
-                  source: str | None = None, aliases: bool = False) -> Any:
-    """Read, decode and parse one input document; any problem is `error("SOURCE: problem")`, one line."""
-    source = source if source is not None else ("<stdin>" if path is None else str(path))
+def source_name(path: str | os.PathLike | None) -> str:
+    """How an error names an input: '<stdin>', or its path with control characters escaped (`printable`)."""
+    return "<stdin>" if path is None else printable(os.fspath(path))
+
+
+def _unreadable(source: str, exc: OSError) -> str:
+    if isinstance(exc, NotRegularFileError):
+        return f"{source}: {exc.strerror}"
+    return f"{source}: cannot read: {exc.strerror or exc}"
+
+
+def read_document(path: str | os.PathLike | None, fmt: str, max_bytes: int, error: type[Exception],
+                  source: str | None = None, aliases: bool = False) -> tuple[str, Any]:
+    """(text, parsed document) of one input, read once; any problem is `error("SOURCE: problem")`, one line."""
+    source = source if source is not None else source_name(path)
     try:
         raw = read_input(path, max_bytes)
         if not raw.strip():
             raise InputLimitError("empty file")
-        return parse_document(decode_text(raw), fmt, aliases)
+        text = decode_text(raw)
+        return text, parse_document(text, fmt, aliases)
     except OSError as exc:
-        raise error(f"{source}: cannot read: {exc.strerror or exc}") from None
+        raise error(_unreadable(source, exc)) from None
     except InputLimitError as exc:
         raise error(exc.located(source)) from None
+
+
+def load_document(path: str | os.PathLike | None, fmt: str, max_bytes: int, error: type[Exception],
+                  source: str | None = None, aliases: bool = False) -> Any:
+    """Read, decode and parse one input document; any problem is `error("SOURCE: problem")`, one line."""
+    return read_document(path, fmt, max_bytes, error, source, aliases)[1]
 
 
 def load_text(path: str | os.PathLike | None, max_bytes: int, error: type[Exception], source: str | None = None
               ) -> str:
     """A plain text input (an SQL query), within the size limit, UTF-8, with no NUL character."""
-    source = source if source is not None else ("<stdin>" if path is None else str(path))
+    source = source if source is not None else source_name(path)
     try:
         text = decode_text(read_input(path, max_bytes))
         bad = _UNSTORABLE.search(text)
@@ -362,7 +420,7 @@ def load_text(path: str | os.PathLike | None, max_bytes: int, error: type[Except
                                   line)
         return text
     except OSError as exc:
-        raise error(f"{source}: cannot read: {exc.strerror or exc}") from None
+        raise error(_unreadable(source, exc)) from None
     except InputLimitError as exc:
         raise error(exc.located(source)) from None
 

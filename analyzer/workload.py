@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from analyzer import ranges
 from analyzer.architecture import canonical_variant, load_spec
 from analyzer.defaults import (DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PAGE_HEIGHT_PX, DEFAULT_PAGE_WIDTH_PX,
                                DEFAULT_PROMPT_TEXT_TOKENS)
@@ -15,8 +16,9 @@ from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names
 from analyzer.report import WorkloadRecord
 
-MAX_PAGE_SIDE_PX = 16384
-MAX_BATCH = 4096
+MAX_PAGE_SIDE_PX = int(ranges.PAGE_SIDE_PX.high)
+MAX_BATCH = int(ranges.BATCH_PAGES.high)
+MAX_TILES = int(ranges.TILES.high)
 VISION_DOWNSAMPLE = 64  # 16 px patches, then two stride-2 convs: one feature token per 64 x 64 px
 
 
@@ -108,6 +110,16 @@ def _positive(name: str, minimum: int = 1, maximum: int | None = None):
     return check
 
 
+def _tokens(name: str, minimum: int):
+    """An integer from `minimum` to the model's context (analyzer.ranges.context_tokens of the variant)."""
+    def check(instance, attribute, value):
+        _positive(name, minimum)(instance, attribute, value)
+        context = ranges.context_tokens(instance.variant)
+        if value > context:
+            raise AnalyzerInputError(f"{name} must be <= {context} (the model's context), got {quote(value)}")
+    return check
+
+
 @attrs.frozen(kw_only=True)
 class ViewLayout:
     """How one page becomes vision views and decoder tokens."""
@@ -146,8 +158,8 @@ class Workload:
     max_tiles: int | None = None
     tile_grid: tuple[int, int] | None = None  # forced (columns, rows); None: chosen from the page
     prompt_text_tokens: int = attrs.field(default=DEFAULT_PROMPT_TEXT_TOKENS,
-                                          validator=_positive("prompt text tokens", 0))
-    new_tokens: int = attrs.field(default=DEFAULT_NEW_TOKENS, validator=_positive("new tokens", 1))
+                                          validator=_tokens("prompt text tokens", ranges.PROMPT_TEXT_TOKENS_LOW))
+    new_tokens: int = attrs.field(default=DEFAULT_NEW_TOKENS, validator=_tokens("new tokens", ranges.NEW_TOKENS_LOW))
     batch: int = attrs.field(default=DEFAULT_BATCH, validator=_positive("batch", 1, MAX_BATCH))
     decoding: str = "greedy"
     profile_id: str | None = attrs.field(default=None, validator=_optional_text("profile id"))
@@ -164,16 +176,16 @@ class Workload:
         else:
             min_tiles = spec.default_min_tiles if self.min_tiles is None else self.min_tiles
             max_tiles = spec.default_max_tiles if self.max_tiles is None else self.max_tiles
-            _positive("min tiles", 1, 64)(None, None, min_tiles)
-            _positive("max tiles", 1, 64)(None, None, max_tiles)
+            _positive("min tiles", 1, MAX_TILES)(None, None, min_tiles)
+            _positive("max tiles", 1, MAX_TILES)(None, None, max_tiles)
             if min_tiles > max_tiles:
                 raise AnalyzerInputError(f"min tiles ({min_tiles}) exceeds max tiles ({max_tiles})")
             object.__setattr__(self, "min_tiles", min_tiles)
             object.__setattr__(self, "max_tiles", max_tiles)
             if self.tile_grid is not None:
                 grid = tuple(int(v) for v in self.tile_grid)
-                if grid != (0, 0) and (grid[0] < 1 or grid[1] < 1 or grid[0] * grid[1] > 64):
-                    raise AnalyzerInputError(f"tile grid {grid[0]}x{grid[1]} is out of range (1..64 tiles)")
+                if grid != (0, 0) and (grid[0] < 1 or grid[1] < 1 or grid[0] * grid[1] > MAX_TILES):
+                    raise AnalyzerInputError(f"tile grid {grid[0]}x{grid[1]} is out of range (1..{MAX_TILES} tiles)")
                 object.__setattr__(self, "tile_grid", grid)
         if self.decoding != "greedy":
             raise AnalyzerInputError(f"decoding {quote(self.decoding)} is not supported; only greedy")

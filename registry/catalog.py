@@ -13,9 +13,10 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from analyzer import ranges
 from analyzer.categories import CategoryId
 from analyzer.execution import Execution
-from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names, source_name
 from registry.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
@@ -46,7 +47,8 @@ RUNTIME_PARAMETERS = {p.key: p for p in (
     Parameter("stage_call_overhead_ms", "stage_call_overhead_s", 1e-3, 0.0, 100.0),
     Parameter("decode_step_overhead_ms", "decode_step_overhead_s", 1e-3, 0.0, 100.0),
     Parameter("gpu_memory_utilization", "gpu_memory_utilization", 1.0, 0.0, 1.0, low_open=True),
-    Parameter("max_num_batched_tokens", "max_num_batched_tokens", 1.0, 1.0, 1048576.0),
+    Parameter("max_num_batched_tokens", "max_num_batched_tokens", 1.0, ranges.MAX_NUM_BATCHED_TOKENS.low,
+              ranges.MAX_NUM_BATCHED_TOKENS.high),
 )}
 PARAMETER_OF_COLUMN = {p.column: p for p in RUNTIME_PARAMETERS.values()}
 VLLM_ONLY_KEYS = {"gpu_memory_utilization", "max_num_batched_tokens"}
@@ -85,6 +87,10 @@ def _number(label: str, key: str, value: Any, low: float, high: float | None = N
     return float(value)
 
 
+def _ranged(label: str, key: str, value: Any, bounds: ranges.Range) -> float:
+    return _number(label, key, value, bounds.low, bounds.high, bounds.low_open)
+
+
 def _entries(data: Any, label: str) -> list[dict]:
     if isinstance(data, dict):
         data = [data]
@@ -115,11 +121,13 @@ def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
                                {"name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb"})
         rows.append(dict(
             name=name.strip().lower(), display_name=str(entry.get("display_name", name)),
-            # upper bounds far beyond any one accelerator, so that a unit slip (bytes for GB) is caught here
-            peak_bf16_flops_per_s=_number(where, "dense_bf16_tflops", entry["dense_bf16_tflops"], 1e-3, 1e6) * 1e12,
-            memory_bandwidth_bytes_per_s=_number(where, "memory_tb_per_s", entry["memory_tb_per_s"], 1e-3,
-                                                 1e3) * 1e12,
-            memory_bytes=int(_number(where, "memory_gb", entry["memory_gb"], 1e-3, 1e6) * 1e9),
+            # the physical ranges of analyzer.ranges: far beyond any one accelerator, so that a unit slip (bytes for
+            # GB) is caught here
+            peak_bf16_flops_per_s=_ranged(where, "dense_bf16_tflops", entry["dense_bf16_tflops"],
+                                          ranges.PEAK_TFLOPS) * 1e12,
+            memory_bandwidth_bytes_per_s=_ranged(where, "memory_tb_per_s", entry["memory_tb_per_s"],
+                                                 ranges.MEMORY_TB_PER_S) * 1e12,
+            memory_bytes=int(_ranged(where, "memory_gb", entry["memory_gb"], ranges.MEMORY_GB) * 1e9),
             source=str(entry.get("source", ""))))
         _fits(where, "hardware", rows[-1])
     return rows
@@ -415,7 +423,7 @@ def add_catalog_file(registry, path: str | pathlib.Path, kind: str) -> tuple[lis
     """The entries of a hardware or runtime catalog file, validated whole, then upserted in one transaction as the
     user's own; returns (entries written, shipped entries the file repeats unchanged, which stay shipped)."""
     parse, upsert = {"hardware": (parse_hardware, upsert_hardware), "runtime": (parse_runtimes, upsert_runtime)}[kind]
-    entries = parse(read_catalog_file(path), str(path))
+    entries = parse(read_catalog_file(path), source_name(path))
     shipped_entries = {_catalog_key(kind, e): e for e in parse(parse_yaml(
         shipped(f"{kind}.yaml" if kind == "hardware" else "runtimes.yaml"), kind, RegistryError), kind)}
     for entry in entries:
@@ -438,7 +446,7 @@ def _refuse_shipped_edit(kind: str, entry: dict[str, Any], shipped_entries: dict
     if key not in shipped_entries or shipped_entries[key] == entry:
         return
     if kind == "hardware":
-        raise RegistryError(f"{path}: {key} is a shipped GPU, kept at its datasheet figures (db upgrade restores "
-                            f"them); add yours under a new name, e.g. {key}-custom")
-    raise RegistryError(f"{path}: {key} is a shipped runtime profile (db upgrade restores it); add yours as another "
-                        f"version of {entry['name']} or under a new name")
+        raise RegistryError(f"{source_name(path)}: {key} is a shipped GPU, kept at its datasheet figures (db upgrade "
+                            f"restores them); add yours under a new name, e.g. {key}-custom")
+    raise RegistryError(f"{source_name(path)}: {key} is a shipped runtime profile (db upgrade restores it); add "
+                        f"yours as another version of {entry['name']} or under a new name")

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from analyzer import ranges
 from analyzer.execution import Execution
 from analyzer.measure import KINDS as MEASURE_KINDS
 from registry.db import DEFAULT_STORAGE_VERSION, RegistryError
@@ -197,7 +198,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
       dsocr-registry analyze -w dsocr-standard-v1 -o - -q | dsocr-registry ingest -
       dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
     """
-    from analyzer.fileio import one_line
+    from analyzer.fileio import one_line, printable
     from registry.db import describe
     from registry.ingest import discover, ingest_sources, summarize
 
@@ -208,8 +209,8 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
         return
     if not paths:
         raise click.UsageError("give at least one report path (or - for stdin), or --measurements FILE")
+    sources = discover(list(paths))  # before the registry is opened (or created): a refused walk writes nothing
     registry = open_registry(db_url, lock_timeout, create=True)
-    sources = discover(list(paths))
     show_progress = progress if progress is not None else (len(sources) > 1 and sys.stderr.isatty())
     started = time.perf_counter()
     try:
@@ -219,9 +220,9 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     elapsed = time.perf_counter() - started
     for outcome in outcomes:
         if outcome.status == "failed":
-            click.echo(one_line(f"{outcome.source}: {outcome.message}"), err=True)
+            click.echo(one_line(f"{printable(outcome.source)}: {outcome.message}"), err=True)
         elif outcome.status == "skipped":
-            click.echo(f"{outcome.source}: {outcome.report_id} already present, skipped", err=True)
+            click.echo(f"{printable(outcome.source)}: {outcome.report_id} already present, skipped", err=True)
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))
     if any(o.status == "failed" for o in outcomes):
         sys.exit(1)
@@ -639,7 +640,7 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run
 @click.option("--scenario", "-s", "scenario_path", required=True, type=click.Path(dir_okay=False),
               help="Scenario YAML file with a serving block (see queries/examples/serving.yaml).")
 @db_options
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--rate", type=click.FloatRange(min=0, max=ranges.ARRIVAL_RATE_PER_S.high, min_open=True),
               help="Arrival rate in pages/s (default: the scenario's first rate, or offline).")
 @click.option("--hardware", "hardware_name", help="GPU (default: the scenario's first).")
 @click.option("--runtime", "runtime_name", help="Runtime, NAME or NAME@VERSION (default: the scenario's first).")
@@ -661,7 +662,7 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
     from registry.serving_scenario import check_runtimes, run_serving, serving_spec, write_requests
 
     scenario = load_scenario_checked(scenario_path)
-    spec = serving_spec(scenario)
+    spec = serving_spec(scenario, points=1)  # one GPU x runtime x rate
     if spec is None:
         raise click.UsageError(f"{scenario_path}: no serving block: serve-sim simulates a serving scenario")
     registry = open_registry(db_url, lock_timeout, create=True)

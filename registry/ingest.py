@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import glob
 import hashlib
+import itertools
 import json
 import pathlib
 import sys
@@ -30,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId, OperatorCategory
-from analyzer.fileio import key_path, one_line, quote
+from analyzer.fileio import MAX_INPUT_FILES, key_path, one_line, printable, quote
 from analyzer.report import AnalyticModelReport, ReportFormatError, load_report
 from registry.db import DatabaseError, Registry, RegistryError
 from registry.entry import debug_enabled
@@ -55,29 +56,78 @@ class IngestOutcome:
     message: str = ""
 
 
-def discover(paths: list[str]) -> list[Source]:
-    """Files, directories (searched recursively for .json/.yaml/.yml), globs, and '-' for standard input."""
+def discover(paths: list[str], max_files: int | None = None) -> list[Source]:
+    """Files, directories (searched recursively for .json/.yaml/.yml), globs, and '-' for standard input. More
+    than `max_files` files in all (default MAX_INPUT_FILES) is refused as a whole (RegistryError naming the path
+    that passed the limit), before anything is read. Walks and globs follow no symlinked directory (pathlib's
+    rglob and `**` do not), so a link loop ends; what they find that is not a regular file (a FIFO, a device) is
+    left out."""
+    limit = MAX_INPUT_FILES if max_files is None else max_files
     sources: list[Source] = []
+    found_files = 0
+
+    def too_many(raw: str) -> RegistryError:
+        return RegistryError(f"{printable(raw)}: more than {limit:,} input files; name fewer (a narrower folder or "
+                             f"pattern)")
+
     for raw in paths:
         if raw == "-":
             sources.append(Source("<stdin>", None))
             continue
         path = pathlib.Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in REPORT_SUFFIXES and p.is_file())
+            found, more = _bounded((p for p in path.rglob("*") if p.suffix.lower() in REPORT_SUFFIXES
+                                    and p.is_file()), limit - found_files)
+            if more:
+                raise too_many(raw)
             if not found:
                 sources.append(Source(raw, path, "directory holds no .json, .yaml or .yml file"))
-            sources.extend(Source(str(p), p) for p in found)
+            sources.extend(Source(str(p), p) for p in sorted(found))
+            found_files += len(found)
         elif path.exists():
             sources.append(Source(raw, path))
+            found_files += 1
         elif glob.has_magic(raw):
-            matches = sorted(glob.glob(raw, recursive=True))
-            if not matches:
-                sources.append(Source(raw, None, "pattern matches no file"))
-            sources.extend(Source(m, pathlib.Path(m)) for m in matches if pathlib.Path(m).is_file())
+            try:
+                matches, more = _bounded(_glob(raw), limit - found_files)
+            except ValueError as exc:
+                sources.append(Source(raw, None, f"invalid pattern ({exc})"))
+                continue
+            if more:
+                raise too_many(raw)
+            files = sorted(m for m in matches if m.is_file())
+            if not files:
+                sources.append(Source(raw, None, "pattern matches no regular file" if matches
+                                      else "pattern matches no file"))
+            sources.extend(Source(str(m), m) for m in files)
+            found_files += len(files)
         else:
             sources.append(Source(raw, path, "no such file or directory"))
+        if found_files > limit:
+            raise too_many(raw)
     return sources
+
+
+def _bounded(items, limit: int) -> tuple[list, bool]:
+    """The first `limit` items of an iterator, and whether there were more."""
+    taken = list(itertools.islice(items, max(limit, 0) + 1))
+    return taken[:max(limit, 0)], len(taken) > limit
+
+
+def _glob(pattern: str):
+    """The paths a shell-style pattern matches (`**`: any folders below), through pathlib, whose `**` does not
+    follow symlinked folders (glob.glob's does, without end on a link loop). Like glob.glob, a `*` matches no
+    name that starts with a dot unless the pattern's part does."""
+    parts = pathlib.PurePath(pattern).parts
+    first = next(index for index, part in enumerate(parts) if glob.has_magic(part))
+    root = pathlib.Path(*parts[:first]) if first else pathlib.Path()
+    rest = list(parts[first:])
+    if rest[-1] == "**":  # glob.glob's 'folder/**' names the files below too; pathlib's names only folders
+        rest.append("*")
+    dotted = any(part.startswith(".") for part in rest)
+    for match in root.glob("/".join(rest)):
+        if dotted or not any(part.startswith(".") for part in match.relative_to(root).parts):
+            yield match
 
 
 def read_source(source: Source) -> AnalyticModelReport:

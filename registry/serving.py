@@ -21,6 +21,8 @@ import math
 import attrs
 import numpy as np
 
+from analyzer import ranges
+
 Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 
 
@@ -114,6 +116,12 @@ class SimResult:
 
 def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResult:
     """Run the engine over `pages` until every page finished. `progress(done)` is called now and then."""
+    for name, bounds in (("max_num_seqs", ranges.MAX_NUM_SEQS), ("max_num_batched_tokens",
+                                                                ranges.MAX_NUM_BATCHED_TOKENS),
+                         ("block_size", ranges.BLOCK_SIZE)):
+        problem = bounds.problem(getattr(config, name))
+        if problem:  # past these the int64 block arithmetic below could overflow (and never end)
+            raise ValueError(f"{name} {problem}")
     n = len(pages.arrival)
     bs = config.block_size
     pool = config.kv_pool_blocks

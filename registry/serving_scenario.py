@@ -16,10 +16,11 @@ import attrs
 import numpy as np
 import sqlalchemy as sa
 
+from analyzer import ranges
 from analyzer.fileio import quote
 from registry.catalog import suggestion
 from registry.db import Registry
-from registry.serving import EngineConfig, PageMix, make_pages, simulate
+from registry.serving import Z90, EngineConfig, PageMix, make_pages, simulate
 from registry.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
 
 ENGINES = ("vllm-v1",)
@@ -51,11 +52,13 @@ def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _int(scenario: Scenario, path: tuple, value, default: int) -> int:
+def _int(scenario: Scenario, path: tuple, value, default: int, bounds: ranges.Range) -> int:
+    """An integer of the block within its physical range (analyzer.ranges), `default` when left out."""
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise scenario.fail(path, f"must be a positive integer, got {quote(value)}")
+    problem = bounds.problem(value)
+    if problem:
+        raise scenario.fail(path, problem)
     return int(value)
 
 
@@ -68,13 +71,62 @@ def _mapping(scenario: Scenario, path: tuple, value, keys: set[str]) -> dict:
     return value
 
 
-def serving_spec(scenario: Scenario) -> ServingSpec | None:
-    """The checked serving block of a scenario, or None when it has none."""
+def _variant(scenario: Scenario) -> str:
+    """The variant of the base workload (whose context bounds the page mix's new tokens)."""
+    from analyzer.errors import AnalyzerInputError
+    from analyzer.workload import load_profile
+
+    profile, base = _base(scenario)
+    base.pop("page", None)
+    base.pop("tiles", None)
+    base.pop("prompt_text_tokens", None)
+    try:
+        return load_profile(profile, **base).variant
+    except AnalyzerInputError as exc:
+        raise scenario.fail(("base",), str(exc)) from None
+
+
+def mean_new_tokens_bound(mix: PageMix) -> float:
+    """An upper bound on the mean new tokens of the page mix: the lognormal's mean, or its max when smaller (the
+    mean of the clipped draws is at most both)."""
+    mu = math.log(mix.median)
+    sigma = max((math.log(mix.p90) - mu) / Z90, 0.0)
+    return min(float(mix.max_tokens), math.exp(mu + sigma * sigma / 2))
+
+
+def simulated_points(scenario: Scenario, spec: ServingSpec) -> int:
+    """Simulations the whole scenario runs: GPUs x runtimes x arrival rates."""
+    sweep = scenario.data["sweep"]
+    return len(sweep["hardware"]) * len(sweep.get("runtime") or [None]) * len(spec.rates)
+
+
+def check_simulated_work(scenario: Scenario, spec: ServingSpec, points: int) -> None:
+    """Refuse up front a simulation of more than MAX_SIMULATED_TOKENS generated tokens over `points` points (a
+    few minutes of simulation), or of more points than a what-if sweep may have."""
+    from registry.whatif import MAX_SWEEP_POINTS
+
+    if points > MAX_SWEEP_POINTS:
+        raise scenario.fail(("serving", "arrival", "rate_per_s"),
+                            f"{points:,} simulations (GPUs x runtimes x rates) exceed the limit of "
+                            f"{MAX_SWEEP_POINTS:,}")
+    tokens = points * spec.count * mean_new_tokens_bound(spec.mix)
+    if tokens > ranges.MAX_SIMULATED_TOKENS:
+        raise scenario.fail(("serving", "pages"),
+                            f"simulates about {tokens:,.0f} new tokens ({points:,} point{'s' if points != 1 else ''} x "
+                            f"{spec.count:,} pages x "
+                            f"{mean_new_tokens_bound(spec.mix):,.0f}), over the limit of "
+                            f"{ranges.MAX_SIMULATED_TOKENS:,}: fewer pages, rates or GPUs")
+
+
+def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec | None:
+    """The checked serving block of a scenario, or None when it has none. Every number is checked against its
+    physical range (analyzer.ranges) before it is used, and the simulated work of `points` points (default: every
+    GPU x runtime x rate of the scenario) against MAX_SIMULATED_TOKENS."""
     data = scenario.data
     if "serving" not in data:
         return None
     block = _mapping(scenario, ("serving",), data["serving"], SERVING_KEYS)
-    _overrides(scenario)  # the overrides and targets: positive numbers
+    _overrides(scenario)  # the overrides and targets: within their physical ranges
     for key in data["sweep"]:
         if key not in SERVING_SWEEP_KEYS:
             raise scenario.fail(("sweep", key), "a serving scenario sweeps only hardware and runtime (the page mix "
@@ -84,23 +136,22 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
         raise scenario.fail(("serving", "engine"), f"unknown engine {quote(engine)}"
                                                    f"{suggestion(str(engine), set(ENGINES))}"
                             f"; known: {', '.join(ENGINES)}")
-    seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), 256)
-    budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"), 8192)
-    block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), 16)
+    seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), 256, ranges.MAX_NUM_SEQS)
+    budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"), 8192,
+                  ranges.MAX_NUM_BATCHED_TOKENS)
+    block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), 16, ranges.BLOCK_SIZE)
     utilization = block.get("gpu_memory_utilization")
-    if utilization is not None and (not _is_number(utilization) or not 0 < utilization <= 1):
-        raise scenario.fail(("serving", "gpu_memory_utilization"),
-                            f"must be a number in (0, 1], got {quote(utilization)}")
+    if utilization is not None and not ranges.GPU_MEMORY_UTILIZATION.contains(utilization):
+        raise scenario.fail(("serving", "gpu_memory_utilization"), ranges.GPU_MEMORY_UTILIZATION.problem(utilization))
     arrival = _mapping(scenario, ("serving", "arrival"), block.get("arrival"), ARRIVAL_KEYS)
     pages = _mapping(scenario, ("serving", "pages"), block.get("pages"), PAGES_KEYS)
-    count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000)
-    seed = pages.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise scenario.fail(("serving", "pages", "seed"), f"must be an integer >= 0, got {quote(seed)}")
+    count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000, ranges.SIMULATED_PAGES)
+    seed = _int(scenario, ("serving", "pages", "seed"), pages.get("seed"), 0, ranges.SEED)
     if ("rate_per_s" in arrival) == ("offline_pages" in arrival):
         raise scenario.fail(("serving", "arrival"), "give either rate_per_s: [rates] or offline_pages: N")
     if "offline_pages" in arrival:
-        count = _int(scenario, ("serving", "arrival", "offline_pages"), arrival["offline_pages"], count)
+        count = _int(scenario, ("serving", "arrival", "offline_pages"), arrival["offline_pages"], count,
+                     ranges.SIMULATED_PAGES)
         rates: tuple[float | None, ...] = (None,)
     else:
         values = arrival["rate_per_s"]
@@ -109,6 +160,10 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
                 or not all(_is_number(v) and v > 0 for v in values)):
             raise scenario.fail(("serving", "arrival", "rate_per_s"),
                                 f"must be a list of positive numbers (pages per second), got {quote(values)}")
+        for value in values:
+            if not ranges.ARRIVAL_RATE_PER_S.contains(value):
+                raise scenario.fail(("serving", "arrival", "rate_per_s"),
+                                    f"each rate must be {ranges.ARRIVAL_RATE_PER_S.phrase()}, got {quote(value)}")
         rates = tuple(float(v) for v in values)
     mix = _mapping(scenario, ("serving", "page_mix"), block.get("page_mix"), MIX_KEYS)
     tokens = _mapping(scenario, ("serving", "page_mix", "new_tokens"), mix.get("new_tokens"), TOKENS_KEYS)
@@ -120,6 +175,12 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
     for key, value in (("median", median), ("p90", p90), ("max", largest)):
         if not _is_number(value) or value < 1:
             raise scenario.fail(where + (key,), f"must be a number >= 1, got {quote(value)}")
+    # up to the model's context, as a workload's new tokens
+    variant = _variant(scenario)
+    within = ranges.new_tokens_range(variant, integer=False)
+    for key, value in (("median", median), ("p90", p90), ("max", largest)):
+        if not within.contains(value):
+            raise scenario.fail(where + (key,), f"{within.problem(value)} (the context of the {variant} model)")
     if p90 < median:
         raise scenario.fail(where + ("p90",), f"must be >= the median ({median}), got {p90}")
     if largest < median:
@@ -138,6 +199,11 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
         size, share = entry["size"], entry["share"]
         if size is not None and (not isinstance(size, str) or not _PAGE.match(size)):
             raise scenario.fail(where, f"size must be WIDTHxHEIGHT in pixels, got {quote(size)}")
+        if size is not None:
+            for side in size.split("x"):
+                if len(side) > 9 or not ranges.PAGE_SIDE_PX.contains(int(side)):
+                    raise scenario.fail(where, f"size {quote(size)}: each side must be "
+                                        f"{ranges.PAGE_SIDE_PX.phrase()}")
         if not _is_number(share) or share <= 0:
             raise scenario.fail(where, f"share must be a positive number, got {quote(share)}")
         if size in pages_px:
@@ -152,12 +218,14 @@ def serving_spec(scenario: Scenario) -> ServingSpec | None:
     if budget < max(prefill):
         raise scenario.fail(("serving", "max_num_batched_tokens"),
                             f"{budget} is smaller than one page's prefill ({max(prefill)} tokens, image included)")
-    return ServingSpec(engine=engine, config=EngineConfig(max_num_seqs=seqs, max_num_batched_tokens=budget,
+    spec = ServingSpec(engine=engine, config=EngineConfig(max_num_seqs=seqs, max_num_batched_tokens=budget,
                                                           block_size=block_size),
                        gpu_memory_utilization=None if utilization is None else float(utilization), rates=rates,
                        count=count, seed=seed, mix=PageMix(median=float(median), p90=float(p90),
                                                            max_tokens=int(largest), shares=tuple(shares)),
                        pages=tuple(pages_px), target=target)
+    check_simulated_work(scenario, spec, simulated_points(scenario, spec) if points is None else points)
+    return spec
 
 
 def _base(scenario: Scenario) -> tuple[str, dict]:

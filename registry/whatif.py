@@ -14,8 +14,9 @@ from typing import Any
 import attrs
 import yaml
 
+from analyzer import ranges
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, quote
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, read_document, source_name
 from registry.catalog import suggestion
 from registry.db import Registry, RegistryError
 from registry.pricing import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
@@ -60,17 +61,18 @@ class Scenario:
         return self.source
 
     def fail(self, path: tuple, message: str) -> ScenarioError:
-        return ScenarioError(f"{self.where(*path)}: {'.'.join(map(str, path))}: {message}" if path
+        """'SOURCE:LINE: key.path: message', the key path's control characters escaped."""
+        return ScenarioError(f"{self.where(*path)}: {key_path(tuple(map(str, path)))}: {message}" if path
                              else f"{self.source}: {message}")
 
 
 def load_scenario(path: str | pathlib.Path) -> Scenario:
     path = pathlib.Path(path)
-    # within the input limits; aliases are accepted (a sweep may repeat a list), their expanded size capped
-    data = load_document(path, "yaml", MAX_SMALL_FILE_BYTES, ScenarioError, aliases=True)
-    text = path.read_text("utf-8")
+    # read once, within the input limits; aliases are accepted (a sweep may repeat a list), their expanded size
+    # capped
+    text, data = read_document(path, "yaml", MAX_SMALL_FILE_BYTES, ScenarioError, aliases=True)
     node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # its marks give key lines
-    scenario = Scenario(name=path.stem, source=str(path), data=data if isinstance(data, dict) else {},
+    scenario = Scenario(name=path.stem, source=source_name(path), data=data if isinstance(data, dict) else {},
                         lines=_lines(node) if node is not None else {})
     return _checked(scenario, data)
 
@@ -175,22 +177,33 @@ def resolve_devices(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], li
             [located("runtime", resolve_runtime, name) for name in sweep.get("runtime", [DEFAULT_RUNTIME])])
 
 
+# The physical range of each override and target (analyzer.ranges): an override stands for a GPU's catalog figure.
+OVERRIDE_RANGES = {"peak_tflops": ranges.PEAK_TFLOPS, "memory_tb_per_s": ranges.MEMORY_TB_PER_S,
+                   "memory_gb": ranges.MEMORY_GB, "efficiency_scale": ranges.EFFICIENCY_SCALE}
+TARGET_RANGES = {"pages_per_day": ranges.PAGES_PER_DAY, "page_latency_s": ranges.TARGET_LATENCY_S,
+                 "ttft_p99_s": ranges.TARGET_LATENCY_S, "page_latency_p99_s": ranges.TARGET_LATENCY_S}
+
+
 def _overrides(scenario: Scenario) -> dict[str, float | None]:
+    """The overrides (None where the catalog's figure stands), each and every target checked against its
+    physical range."""
     data = scenario.data.get("overrides") or {}
     out: dict[str, float | None] = {}
-    for key in OVERRIDE_KEYS:
+    for key in sorted(OVERRIDE_KEYS):
         value = data.get(key)
         if value is None:
             out[key] = None
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise scenario.fail(("overrides", key), f"must be a positive number, got {quote(value)}")
+        problem = OVERRIDE_RANGES[key].problem(value)
+        if problem:
+            raise scenario.fail(("overrides", key), problem)
         out[key] = float(value)
     target = scenario.data.get("target") or {}
-    for key in TARGET_KEYS:
+    for key in sorted(TARGET_KEYS):
         value = target.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise scenario.fail(("target", key), f"must be a positive number, got {quote(value)}")
+        problem = None if value is None else TARGET_RANGES[key].problem(value)
+        if problem:
+            raise scenario.fail(("target", key), problem)
     return out
 
 

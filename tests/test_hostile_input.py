@@ -2,6 +2,7 @@
 store differently. Each is refused in bounded time and memory with one line of at most 300 characters naming it
 and the key path; the good report beside it is stored; DuckDB and PostgreSQL give the same verdicts."""
 
+import io
 import json
 import os
 import subprocess
@@ -213,16 +214,20 @@ def test_duplicate_keys_and_strings():
         fileio.parse_document("x: 2024-01-01\n", "yaml")
 
 
-def test_file_size_limit(tmp_path):
+def test_file_size_limit(tmp_path, monkeypatch):
     path = tmp_path / "big.json"
     path.write_text("[" + "0," * 600_000 + "0]")
     with pytest.raises(fileio.InputLimitError, match=r"file of 1,200,003 bytes exceeds the limit of 1,048,576 bytes"):
         fileio.read_input(path, fileio.MAX_SMALL_FILE_BYTES)
     with pytest.raises(ValueError, match="exceeds the limit"):
         fileio.load_document(path, "json", fileio.MAX_SMALL_FILE_BYTES, ValueError)
-    # a device that never ends is read only up to the limit
-    with pytest.raises(fileio.InputLimitError, match="exceeds the limit of 1,048,576 bytes"):
+    # a device is refused before it is opened; standard input that never ends is read only up to the limit
+    with pytest.raises(fileio.NotRegularFileError, match="a character device"):
         fileio.read_input("/dev/zero", fileio.MAX_SMALL_FILE_BYTES)
+    with open("/dev/zero", "rb") as zeros:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(zeros))
+        with pytest.raises(fileio.InputLimitError, match="exceeds the limit of 1,048,576 bytes"):
+            fileio.read_input(None, fileio.MAX_SMALL_FILE_BYTES)
 
 
 def test_quote_and_one_line():
