@@ -379,7 +379,9 @@ def source_name(path: str | os.PathLike | None) -> str:
     return "<stdin>" if path is None else printable(os.fspath(path))
 
 
-def _unreadable(source: str, exc: OSError) -> str:
+def unreadable(source: str, exc: OSError) -> str:
+    """The one line for an input the reader could not read: 'SOURCE: not a regular file (a FIFO)' or
+    'SOURCE: cannot read: REASON'."""
     if isinstance(exc, NotRegularFileError):
         return f"{source}: {exc.strerror}"
     return f"{source}: cannot read: {exc.strerror or exc}"
@@ -396,7 +398,7 @@ def read_document(path: str | os.PathLike | None, fmt: str, max_bytes: int, erro
         text = decode_text(raw)
         return text, parse_document(text, fmt, aliases)
     except OSError as exc:
-        raise error(_unreadable(source, exc)) from None
+        raise error(unreadable(source, exc)) from None
     except InputLimitError as exc:
         raise error(exc.located(source)) from None
 
@@ -420,7 +422,7 @@ def load_text(path: str | os.PathLike | None, max_bytes: int, error: type[Except
                                   line)
         return text
     except OSError as exc:
-        raise error(_unreadable(source, exc)) from None
+        raise error(unreadable(source, exc)) from None
     except InputLimitError as exc:
         raise error(exc.located(source)) from None
 

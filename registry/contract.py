@@ -131,6 +131,7 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
 
     import sqlalchemy as sa
 
+    from analyzer.fileio import source_name, unreadable
     from analyzer.report import load_report
     from registry.db import RegistryError
     from registry.ingest import write_report
@@ -140,7 +141,7 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
         try:
             report = load_report(path)
         except OSError as exc:
-            raise RegistryError(f"{reference}: cannot read: {exc.strerror or exc}") from None
+            raise RegistryError(unreadable(source_name(reference), exc)) from None
         with registry.begin() as conn:
             stored = conn.execute(sa.text("SELECT COUNT(*) FROM reports WHERE report_id = :r"),
                                   {"r": report.report_id}).scalar()

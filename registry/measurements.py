@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from analyzer.architecture import canonical_variant
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import (MAX_MEASUREMENT_BYTES, InputLimitError, decode_text, parse_document, quote,
-                             read_input)
+                             read_input, source_name, unreadable)
 from analyzer.workload import MODES, Workload
 from registry.db import Registry, RegistryError
 
@@ -63,7 +63,7 @@ def load_file(path: str | pathlib.Path) -> tuple[dict, list[dict], str]:
         raw = read_input(path, MAX_MEASUREMENT_BYTES)
         data = parse_document(decode_text(raw), "json")
     except OSError as exc:
-        raise MeasurementError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise MeasurementError(unreadable(source_name(path), exc)) from None
     except InputLimitError as exc:
         raise MeasurementError(f"{path}: not a JSON measurement file within the input limits ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or not isinstance(data.get("env"), dict):
