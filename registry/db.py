@@ -44,6 +44,10 @@ class DatabaseLockedError(RegistryError):
     pass
 
 
+class DatabaseUnavailableError(RegistryError):
+    """The database cannot be reached (refused, gone, out of connections): nothing the request could change."""
+
+
 class ReportNotFoundError(RegistryError):
     """No stored report has the id asked for."""
 
@@ -258,7 +262,7 @@ class Registry:
             except sa.exc.DBAPIError as exc:
                 holder = _lock_message(exc.orig if exc.orig is not None else exc)
                 if holder is None:
-                    raise RegistryError(f"cannot open {describe(self.url)}: "
+                    raise DatabaseUnavailableError(f"cannot open {describe(self.url)}: "
                                         f"{str(exc.orig or exc).splitlines()[0]}") from None
                 if time.monotonic() >= deadline:
                     outcome = ("(nothing was written)" if self.writes else
