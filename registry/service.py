@@ -64,6 +64,7 @@ DEFAULT_SIMULATION_MEMORY_BYTES = 4 * 1024 ** 3  # address space of a simulation
 DEFAULT_HEADER_TIMEOUT_S = 10.0  # from a connection's first byte (or its last response) to its request's headers
 DEFAULT_BODY_TIMEOUT_S = 30.0  # to read a whole request body
 DEFAULT_MAX_CONNECTIONS = 1000  # open connections; past it requests are answered 503 (uvicorn's limit_concurrency)
+WORKER_NICENESS = 10  # added to analysis and simulation workers' niceness
 MAX_HEADER_BYTES = 16 * 1024  # a request's head (h11 refuses a larger one with 400)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
@@ -273,6 +274,7 @@ def _init_worker(parent_pid: int, memory_bytes: int | None) -> None:
     """A worker's start: it leaves with its parent, and its address space is capped at `memory_bytes` (a larger
     allocation raises MemoryError in the worker rather than taking the machine's memory)."""
     _exit_with_parent(parent_pid)
+    os.nice(WORKER_NICENESS)  # the service process, answering requests, comes first on a busy machine
     if memory_bytes is not None:
         import resource
 
@@ -872,7 +874,7 @@ class HostCheck:
         name, port = split_host(host)
         if name not in self.names:
             return False
-        return self.port is None or (port if port is not None else 80) == self.port
+        return self.port is None or port is None or port == self.port  # a name alone is no other service
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":

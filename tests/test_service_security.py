@@ -140,6 +140,17 @@ def test_a_heavy_simulation_delays_neither_healthz_nor_a_run(registry_url, tmp_p
     analyzed before the writer is taken, so a run's 202 and /healthz answer at once throughout."""
     server = Server(registry_url, tmp_path / "heavy.log", "--simulation-timeout", "4")
     try:
+        def timed(call, *args, **kwargs):
+            started = time.monotonic()
+            response = call(*args, **kwargs)
+            assert response.status_code in (200, 202), response.text
+            return time.monotonic() - started
+
+        # the same calls on the idle service: a delay is what a heavy request adds to these (a shared machine's
+        # load is in both)
+        timed(server.post, RUN, json=REQUEST)  # the first run request imports the contract's modules
+        idle_health_s = max(timed(server.get, "/healthz") for _ in range(8))
+        idle_run_s = max(timed(server.post, RUN, json=dict(REQUEST, profile_run_id=f"idle-{i}")) for i in range(3))
         answer = {}
 
         def post_heavy():
@@ -151,22 +162,20 @@ def test_a_heavy_simulation_delays_neither_healthz_nor_a_run(registry_url, tmp_p
         heavy.start()
         health_s, run_s = [], []
         while heavy.is_alive():
-            started = time.monotonic()
-            assert server.get("/healthz").status_code == 200
-            health_s.append(time.monotonic() - started)
+            health_s.append(timed(server.get, "/healthz"))
             if len(health_s) % 8 == 1:
-                started = time.monotonic()
-                accepted = server.post(RUN, json=dict(REQUEST, profile_run_id=f"during-{len(health_s)}"))
-                assert accepted.status_code == 202, accepted.text
-                run_s.append(time.monotonic() - started)
+                run_s.append(timed(server.post, RUN, json=dict(REQUEST, profile_run_id=f"during-{len(health_s)}")))
             time.sleep(0.25)
         heavy.join()
         response = answer["response"]
         assert (response.status_code, one_line_error(response)) == (
             504, "simulation timed out after 4 s (--simulation-timeout)")
-        assert len(health_s) >= 8 and max(health_s) < 1.0 and max(run_s) < 1.0, (health_s, run_s)
+        assert len(health_s) >= 8, health_s
+        assert max(health_s) < idle_health_s + 1.0 and max(run_s) < idle_run_s + 1.0, (
+            idle_health_s, health_s, idle_run_s, run_s)
         print(f"heavy serving answered in {answer['s']:.1f} s; /healthz worst {max(health_s):.3f} s over "
-              f"{len(health_s)}, POST /run 202 worst {max(run_s):.3f} s over {len(run_s)}")
+              f"{len(health_s)} (idle {idle_health_s:.3f} s), POST /run 202 worst {max(run_s):.3f} s over "
+              f"{len(run_s)} (idle {idle_run_s:.3f} s)")
         # the worker was replaced: the next simulation runs
         small = server.post("/serving/scenarios", json=heavy_serving(pages=20))
         assert small.status_code == 200, small.text
@@ -222,9 +231,10 @@ def test_post_bodies_must_be_declared_json(client, registry_url):
 def test_foreign_host_headers_are_refused(registry_url):
     config = ServiceConfig(db=registry_url, port=18080, allowed_hosts=("Registry.Internal",))
     with TestClient(create_app(config), base_url="http://127.0.0.1:18080") as local:
-        for host in ["127.0.0.1:18080", "localhost:18080", "[::1]:18080", "registry.internal:18080"]:
+        for host in ["127.0.0.1:18080", "localhost:18080", "[::1]:18080", "registry.internal:18080", "127.0.0.1",
+                     "LOCALHOST"]:
             assert local.get("/healthz", headers={"host": host}).status_code == 200, host
-        for host in ["evil.example.com", "evil.example.com:18080", "127.0.0.1:18081", "127.0.0.1", "localhost.evil",
+        for host in ["evil.example.com", "evil.example.com:18080", "127.0.0.1:18081", "localhost.evil", "",
                      "127.0.0.1:18080@evil", "[::1]x", "127.0.0.1:x"]:
             for method, path in [("GET", "/healthz"), ("GET", "/openapi.yaml"), ("POST", RUN),
                                  ("GET", "/analytic/deepseek-ocr/dsocr-000000000000000000000000/summary")]:
