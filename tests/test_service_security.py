@@ -414,3 +414,95 @@ def test_stalled_connections_do_not_take_the_service(registry_url, tmp_path):
             sock.close()
         code, log = server.stop()
     assert rows(registry_url, "SELECT COUNT(*) FROM analysis_runs") == [(0,)]
+
+
+# -- fuzzed bodies ---------------------------------------------------------------------------------------------------
+
+PATH_STRINGS = ["/etc/passwd", "/etc/shadow", "../../etc/passwd", "/proc/self/fd/0", "/dev/zero", "~/.ssh/id_rsa",
+                "file:///etc/passwd", "C:\\Windows\\win.ini", "\\\\host\\share", "dsocr-standard-v1.yaml", "."]
+WHATIF_BODY = {"name": "fuzz", "base": {"profile": "dsocr-standard-v1", "page": "1654x2339"},
+               "sweep": {"hardware": ["h200"], "runtime": ["hf-eager"]},
+               "overrides": {"memory_gb": 80, "efficiency_scale": 1.0}, "target": {"pages_per_day": 1000}}
+SERVING_BODY = {"name": "fuzz-serving", "base": {"profile": "dsocr-standard-v1"},
+                "sweep": {"hardware": ["h100-sxm"], "runtime": ["vllm"]},
+                "serving": {"engine": "vllm-v1", "max_num_seqs": 64, "max_num_batched_tokens": 8192, "block_size": 16,
+                            "arrival": {"rate_per_s": [2]}, "pages": {"count": 20, "seed": 1},
+                            "page_mix": {"new_tokens": {"median": 700, "p90": 1600, "max": 8000}}},
+                "target": {"ttft_p99_s": 5}}
+
+
+def _numeric_paths(data, path=()):
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in _numeric_paths(value, (*path, key))]
+    if isinstance(data, list):
+        return [p for index, value in enumerate(data) for p in _numeric_paths(value, (*path, index))]
+    return [path] if isinstance(data, (int, float)) and not isinstance(data, bool) else []
+
+
+def _string_paths(data, path=()):
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in _string_paths(value, (*path, key))]
+    return [path] if isinstance(data, str) else []
+
+
+@pytest.mark.parametrize("endpoint, base", [("/whatif/scenarios", WHATIF_BODY), ("/serving/scenarios", SERVING_BODY)],
+                         ids=["whatif", "serving"])
+def test_fuzzed_bodies_get_a_declared_status_in_one_line(endpoint, base, registry_url, stored_report):
+    """Bodies with numbers at and past their ranges, strings as paths, and structure mutations: every answer is a
+    status the contract declares, JSON of one line when an error, never a 500, and /healthz answers within 1 s
+    after each. Analyses and simulations are bounded (3 s) so that a valid heavy body answers 504."""
+    import copy
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests import fuzzing
+
+    declared = {int(code) for code in OPENAPI["paths"][endpoint]["post"]["responses"]}
+    numbers = st.one_of(st.sampled_from(fuzzing.EDGE_INTS), st.sampled_from(fuzzing.EDGE_FLOATS), st.integers(),
+                        st.floats(allow_nan=False), st.sampled_from([0, 1, 2, 15, 17, 2**24, 10**6]))
+
+    @st.composite
+    def bodies(draw):
+        if draw(st.booleans()):
+            return draw(fuzzing.mutated_data(base))
+        data = copy.deepcopy(base)
+        for _ in range(draw(st.integers(1, 2))):
+            if draw(st.integers(0, 3)):
+                *parent, key = draw(st.sampled_from(_numeric_paths(data)))
+                value = draw(numbers)
+            else:
+                *parent, key = draw(st.sampled_from(_string_paths(data)))
+                value = draw(st.sampled_from(PATH_STRINGS))
+            target = data
+            for part in parent:
+                target = target[part]
+            target[key] = value
+        return data
+
+    config = ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url, analysis_timeout_s=3.0,
+                           simulation_timeout_s=3.0)
+    statuses = []
+    with TestClient(create_app(config)) as fuzzed:
+        @settings(max_examples=int(os.environ.get("DSOCR_FUZZ_EXAMPLES", "10")) * 3, deadline=None,
+                  derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+        @given(body=bodies())
+        def check(body):
+            raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
+            answer = fuzzed.post(endpoint, content=raw, headers={"content-type": "application/json"})
+            statuses.append(answer.status_code)
+            assert answer.status_code in declared, (body, answer.status_code, answer.text)
+            assert answer.status_code != 500, (body, answer.text)
+            assert "\n" not in answer.text
+            if answer.status_code >= 400:
+                message = one_line_error(answer)
+                assert "root:" not in message and len(message) <= 600, message
+                if answer.status_code >= 500:
+                    assert answer.status_code == 504 and "timed out" in message, (body, message)
+            started = time.monotonic()
+            assert fuzzed.get("/healthz").status_code == 200
+            assert time.monotonic() - started < 1.0
+
+        check()
+    assert 400 in statuses, statuses
+    print(endpoint, sorted(statuses))
