@@ -64,6 +64,7 @@ DEFAULT_SIMULATION_MEMORY_BYTES = 4 * 1024 ** 3  # address space of a simulation
 DEFAULT_HEADER_TIMEOUT_S = 10.0  # from a connection's first byte (or its last response) to its request's headers
 DEFAULT_BODY_TIMEOUT_S = 30.0  # to read a whole request body
 DEFAULT_MAX_CONNECTIONS = 1000  # open connections; past it requests are answered 503 (uvicorn's limit_concurrency)
+WORKER_START_ALLOWANCE_S = 30.0  # a worker's start-up (imports) under a timer of its own
 WORKER_NICENESS = 10  # added to analysis and simulation workers' niceness
 MAX_HEADER_BYTES = 16 * 1024  # a request's head (h11 refuses a larger one with 400)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -242,9 +243,31 @@ def parse_json_body(raw: bytes) -> dict:
 
 # -- the worker process -----------------------------------------------------------------------------------------
 
-def _analyze_in_worker(kind: str, payload):
+class WorkerTimeLimit(Exception):
+    """In a worker: its task ran past the time it was given (the worker stays usable)."""
+
+
+def _expire(signum, frame):
+    raise WorkerTimeLimit()
+
+
+def _analyze_in_worker(kind: str, payload, time_limit_s: float | None = None):
     """Runs in a worker process: the analysis of a run request, of one workload under one execution, or the
-    simulations of a serving plan (its rows)."""
+    simulations of a serving plan (its rows); within `time_limit_s` of its own start when given (a timer in the
+    worker: its start-up and the queue before it do not count)."""
+    if time_limit_s is None:
+        return _work(kind, payload)
+    import signal
+
+    signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+    try:
+        return _work(kind, payload)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _work(kind: str, payload):
     if kind == "request":
         from registry.contract import analyze_request
 
@@ -286,9 +309,12 @@ class AnalysisPool:
     workers are replaced), with at most `memory_bytes` of address space each when given."""
 
     def __init__(self, workers: int, timeout_s: float, memory_bytes: int | None = None, what: str = "analysis",
-                 timeout_option: str = "") -> None:
+                 timeout_option: str = "", timer_in_worker: bool = False) -> None:
         self.workers, self.timeout_s, self.memory_bytes, self.what = workers, timeout_s, memory_bytes, what
         self.timeout_option = timeout_option
+        # timer_in_worker: the limit counts from the task's start in the worker, which ends it there; this process
+        # kills the workers only if it has not ended WORKER_START_ALLOWANCE_S later (stuck, or a slow start)
+        self.timer_in_worker = timer_in_worker
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self.closed = False
@@ -307,11 +333,12 @@ class AnalysisPool:
 
     def run(self, kind: str, payload, heartbeat=None):
         """The analysis' result; AnalysisTimeout past the limit; `heartbeat()` every HEARTBEAT_S while waiting."""
-        future = self._pool().submit(_analyze_in_worker, kind, payload)
+        timer_s = self.timeout_s if self.timer_in_worker else None
+        future = self._pool().submit(_analyze_in_worker, kind, payload, timer_s)
         with self._lock:
             self.busy += 1
         future.add_done_callback(lambda _: self._done())
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s + (WORKER_START_ALLOWANCE_S if timer_s else 0.0)
         while True:
             try:
                 return future.result(timeout=max(0.0, min(HEARTBEAT_S, deadline - time.monotonic())))
@@ -322,6 +349,9 @@ class AnalysisPool:
                                           f"{self.timeout_option}") from None
                 if heartbeat is not None:
                     heartbeat()
+            except WorkerTimeLimit:
+                raise AnalysisTimeout(f"{self.what} timed out after {self.timeout_s:g} s{self.timeout_option}") \
+                    from None
             except MemoryError:
                 self.restart()  # a worker that ran out of memory is not trusted with the next request
                 raise WorkLimitError(f"the {self.what} needs more memory than its limit of "
@@ -380,7 +410,8 @@ class Service:
                                                           thread_name_prefix="analysis-run")
         self.pool = AnalysisPool(max(1, config.analysis_workers), config.analysis_timeout_s)
         self.simulations = AnalysisPool(max(1, config.analysis_workers), config.simulation_timeout_s,
-                                        config.simulation_memory_bytes, "simulation", " (--simulation-timeout)")
+                                        config.simulation_memory_bytes, "simulation", " (--simulation-timeout)",
+                                        timer_in_worker=True)
         self.in_flight: dict[str, concurrent.futures.Future] = {}
         self.stopping = threading.Event()
         self._summaries: dict[tuple, tuple[float, bytes]] = {}
@@ -524,6 +555,16 @@ class Service:
             if key not in reports:
                 reports[key] = self.analyze_workload(workload, execution)
         return PreparedAnalyses(reports)
+
+    async def store_prepared(self, prepared: "PreparedAnalyses", label: str) -> None:
+        """The reports analyzed for a request, one writer task each: a run accepted meanwhile waits for one
+        report's transaction at most, not for the request's."""
+        from registry.ingest import write_batch
+
+        for report in prepared.reports.values():
+            for outcome in await self.write_async(write_batch, self.registry, [(report, label)]):
+                if outcome.status == "failed":
+                    raise RegistryError(f"{label}: {outcome.message}")
 
     # -- reads ------------------------------------------------------------------------------------------------
     def cached_summary(self, key: tuple) -> bytes | None:
@@ -717,6 +758,7 @@ def create_app(config: ServiceConfig | None = None):
         scenario = await run_in_threadpool(check_whatif, body)
         prepared = await run_in_threadpool(
             lambda: svc.prepare_analyses(scenario_analyses(svc.registry, scenario)))
+        await svc.store_prepared(prepared, f"whatif:{scenario.name}")
 
         def price():
             scenario_id, points = run_scenario(svc.registry, scenario, analyze=prepared.analyze)
@@ -735,8 +777,11 @@ def create_app(config: ServiceConfig | None = None):
         scenario, spec = await run_in_threadpool(check_serving, body)
         prepared = await run_in_threadpool(
             lambda: svc.prepare_analyses(probe_analyses(svc.registry, scenario, spec)))
-        # the writer records the probes and reads the step costs; a worker process simulates; the writer records
-        plan = await svc.write_async(lambda: serving_plan(svc.registry, scenario, spec, analyze=prepared.analyze))
+        await svc.store_prepared(prepared, f"serving:{scenario.name}")
+        # the writer records the probe points, a thread reads the step costs, a worker process simulates, the
+        # writer records the serving points
+        plan = await run_in_threadpool(serving_plan, svc.registry, scenario, spec, False, None, None,
+                                       prepared.analyze, svc.write)
         rows = await run_in_threadpool(svc.simulations.run, "simulate", plan)
         scenario_id = await svc.write_async(lambda: record_serving(svc.registry, scenario, spec, rows, {}))
         points = await run_in_threadpool(read_serving, svc.registry, scenario_id)

@@ -255,9 +255,12 @@ class ServingPlan:
 
 
 def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, progress: bool = False,
-                 rates: tuple | None = None, only: tuple[str, str] | None = None, analyze=None) -> ServingPlan:
-    """The step costs of each GPU x runtime (analyzing and recording the probes not stored yet) and its KV pool."""
-    from registry.serving_cost import step_costs
+                 rates: tuple | None = None, only: tuple[str, str] | None = None, analyze=None,
+                 write=None) -> ServingPlan:
+    """The step costs of each GPU x runtime (analyzing and recording the probes not stored yet) and its KV pool.
+    `write(func, *args)` runs the step that writes (the probes' reports and points); the service passes its
+    writer, the rest only reads."""
+    from registry.serving_cost import derive, make_workloads, probe_workloads, record_probes
 
     with registry.begin() as conn:
         hardware, runtimes = check_runtimes(scenario, conn)
@@ -268,8 +271,13 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
     profile, base = _base(scenario)
     pages = _page_names(scenario, spec)
     overrides = _overrides(scenario)
-    costs = step_costs(registry, scenario.name, profile, base, pages, [h for h, _ in hardware],
-                       [r for r, _, _ in runtimes], progress, overrides, analyze)
+    # serving_cost.step_costs, with its writing step apart
+    probes = probe_workloads(base, pages)
+    workloads = make_workloads(profile, base, probes)
+    write = write or (lambda func, *args: func(*args))
+    probe_scenario_id, _ = write(record_probes, registry, scenario.name, workloads, [h for h, _ in hardware],
+                                 [r for r, _, _ in runtimes], progress, overrides, analyze)
+    costs = derive(registry, probe_scenario_id, probes, len(workloads), pages)
     hw_ids = [(h, r) for h, _ in hardware for r, _, _ in runtimes]
     memory = {}
     with registry.begin() as conn:

@@ -176,7 +176,7 @@ def test_a_heavy_simulation_delays_neither_healthz_nor_a_run(registry_url, tmp_p
         print(f"heavy serving answered in {answer['s']:.1f} s; /healthz worst {max(health_s):.3f} s over "
               f"{len(health_s)} (idle {idle_health_s:.3f} s), POST /run 202 worst {max(run_s):.3f} s over "
               f"{len(run_s)} (idle {idle_run_s:.3f} s)")
-        # the worker was replaced: the next simulation runs
+        # the simulation was ended in its worker (a timer there): the next one runs
         small = server.post("/serving/scenarios", json=heavy_serving(pages=20))
         assert small.status_code == 200, small.text
         assert [p["pages"] for p in small.json()["serving"]] == [20]
@@ -379,6 +379,11 @@ def test_stalled_connections_do_not_take_the_service(registry_url, tmp_path):
                     "--max-connections", "160", preexec_fn=_low_file_limit)
     stalled = []
     try:
+        idle_s = 0.0
+        for _ in range(5):
+            started = time.monotonic()
+            assert httpx.get(server.base + "/healthz", timeout=5).status_code == 200
+            idle_s = max(idle_s, time.monotonic() - started)
         for _ in range(300):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -389,7 +394,7 @@ def test_stalled_connections_do_not_take_the_service(registry_url, tmp_path):
             assert httpx.get(server.base + "/healthz", timeout=5).status_code == 200
             worst_s = max(worst_s, time.monotonic() - started)
             time.sleep(0.2)
-        assert worst_s < 1.0, worst_s
+        assert worst_s < idle_s + 1.0, (idle_s, worst_s)  # the machine's own load is in both
         closed, timed_out = 0, 0
         for sock in stalled:
             sock.settimeout(2)
@@ -406,7 +411,12 @@ def test_stalled_connections_do_not_take_the_service(registry_url, tmp_path):
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             sock.sendall(b"POST " + RUN.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json"
                          b"\r\ncontent-length: 100\r\n\r\n{\"model_id\"")
-            answer = sock.recv(4096)
+            answer = b""
+            while not answer.endswith(b"}"):  # its head and its body may come apart
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert answer.split(b"\r\n\r\n", 1)[1] == b'{"error":"the request body did not arrive within 1 s"}'
     finally:
@@ -484,6 +494,12 @@ def test_fuzzed_bodies_get_a_declared_status_in_one_line(endpoint, base, registr
                            simulation_timeout_s=3.0)
     statuses = []
     with TestClient(create_app(config)) as fuzzed:
+        idle_s = 0.0
+        for _ in range(5):
+            started = time.monotonic()
+            assert fuzzed.get("/healthz").status_code == 200
+            idle_s = max(idle_s, time.monotonic() - started)
+
         @settings(max_examples=int(os.environ.get("DSOCR_FUZZ_EXAMPLES", "10")) * 3, deadline=None,
                   derandomize=True, database=None, suppress_health_check=list(HealthCheck))
         @given(body=bodies())
@@ -501,7 +517,7 @@ def test_fuzzed_bodies_get_a_declared_status_in_one_line(endpoint, base, registr
                     assert answer.status_code == 504 and "timed out" in message, (body, message)
             started = time.monotonic()
             assert fuzzed.get("/healthz").status_code == 200
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < idle_s + 1.0
 
         check()
     assert 400 in statuses, statuses
