@@ -74,6 +74,12 @@ def test_a_profile_over_http_is_never_a_path(client, registry_url, tmp_path, mon
     assert no_reader.value.errno == 6  # ENXIO
     assert client.get("/healthz").status_code == 200
     assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(0,)]
+    # a shipped name is the package's profile, whatever file of that name the service's folder holds
+    shipped = client.post("/whatif/scenarios", json={"base": {"profile": "dsocr-standard-v1", "mode": "nope"},
+                                                     "sweep": {"hardware": ["h200"]}})
+    assert (shipped.status_code, one_line_error(shipped)) == (
+        400, "scenario: base: unknown mode 'nope' for variant v1; expected one of: tiny, small, base, large, gundam, "
+             "gundam-m")
 
 
 def test_an_inline_profile_prices_as_the_shipped_one(client, registry_url, stored_report, tmp_path):
