@@ -7,7 +7,6 @@ import json
 import os
 import resource
 import socket
-import subprocess
 import threading
 import time
 
@@ -18,7 +17,7 @@ from starlette.testclient import TestClient
 
 from registry.service import ServiceConfig, create_app
 from tests.helpers import REPO, rows, run_command
-from tests.test_service import BIN, REQUEST, RUN, SERVING, TEST_HOSTS, TOKEN, Server
+from tests.test_service import REQUEST, RUN, TEST_HOSTS, TOKEN, Server
 
 OPENAPI = yaml.safe_load((REPO / "contracts" / "openapi.yaml").read_text())
 PROFILE_REFUSED = ("scenario: base: profile must be a shipped workload profile name or an inline mapping of a "
@@ -438,7 +437,7 @@ PATH_STRINGS = ["/etc/passwd", "/etc/shadow", "../../etc/passwd", "/proc/self/fd
                 "file:///etc/passwd", "C:\\Windows\\win.ini", "\\\\host\\share", "dsocr-standard-v1.yaml", "."]
 WHATIF_BODY = {"name": "fuzz", "base": {"profile": "dsocr-standard-v1", "page": "1654x2339"},
                "sweep": {"hardware": ["h200"], "runtime": ["hf-eager"]},
-               "overrides": {"memory_gb": 80, "efficiency_scale": 1.0}, "target": {"pages_per_day": 1000}}
+               "target": {"pages_per_day": 1000}}  # overrides: their ranges are the scenario reader's, fuzzed there
 SERVING_BODY = {"name": "fuzz-serving", "base": {"profile": "dsocr-standard-v1"},
                 "sweep": {"hardware": ["h100-sxm"], "runtime": ["vllm"]},
                 "serving": {"engine": "vllm-v1", "max_num_seqs": 64, "max_num_batched_tokens": 8192, "block_size": 16,
