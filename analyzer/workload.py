@@ -274,10 +274,34 @@ def profile_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_profile(name_or_path: str, **overrides: Any) -> Workload:
-    """A named profile shipped with the package, or a YAML/JSON profile file."""
+@attrs.frozen
+class ProfileSource:
+    """A workload profile as a scenario gives it, with where it may come from: a shipped profile name, an inline
+    mapping of a profile's fields (checked as a profile file's contents), or, only when `allow_paths` (the command
+    line, a scenario file), a profile file. Over HTTP `allow_paths` is False: the service opens no file a client
+    names, and its answer to a path says nothing of that file."""
+
+    value: Any
+    allow_paths: bool = True
+
+    def load(self, **overrides: Any) -> Workload:
+        if isinstance(self.value, dict):
+            return workload_from_mapping(self.value, "inline profile", **overrides)
+        if self.allow_paths:
+            return load_profile(self.value, **overrides)
+        if not isinstance(self.value, str) or self.value not in profile_names():
+            raise AnalyzerInputError(
+                "profile must be a shipped workload profile name or an inline mapping of a profile's fields "
+                f"(no file paths); shipped: {', '.join(profile_names())}")
+        return shipped_profile(self.value, **overrides)  # never a file of the working folder of that name
+
+
+def load_profile(name_or_path: str | ProfileSource, **overrides: Any) -> Workload:
+    """A named profile shipped with the package, or a YAML/JSON profile file (or what a ProfileSource allows)."""
     import pathlib
 
+    if isinstance(name_or_path, ProfileSource):
+        return name_or_path.load(**overrides)
     if not isinstance(name_or_path, str):
         raise AnalyzerInputError(f"a workload profile is a name or a file path, got {quote(name_or_path)}")
     path = pathlib.Path(name_or_path)
@@ -290,14 +314,16 @@ def load_profile(name_or_path: str, **overrides: Any) -> Workload:
         except AnalyzerInputError as exc:  # a value of the file: name the file
             message = str(exc)
             raise AnalyzerInputError(message if message.startswith(source) else f"{source}: {message}") from None
-    else:
-        if name_or_path not in profile_names():
-            raise AnalyzerInputError(
-                f"unknown workload profile {quote(name_or_path)}; known: {', '.join(profile_names())}")
-        text = importlib.resources.files("analyzer.profiles").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
-        source = f"profile {name_or_path}"
-        data = parse_yaml(text, source, AnalyzerInputError)
-    return workload_from_mapping(data, source, **overrides)
+    return shipped_profile(name_or_path, **overrides)
+
+
+def shipped_profile(name: str, **overrides: Any) -> Workload:
+    """A profile shipped with the package, by name."""
+    if name not in profile_names():
+        raise AnalyzerInputError(f"unknown workload profile {quote(name)}; known: {', '.join(profile_names())}")
+    source = f"profile {name}"
+    text = importlib.resources.files("analyzer.profiles").joinpath(f"{name}.yaml").read_text("utf-8")
+    return workload_from_mapping(parse_yaml(text, source, AnalyzerInputError), source, **overrides)
 
 
 def workload_record(workload: Workload) -> WorkloadRecord:

@@ -698,7 +698,22 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
               metavar="SECONDS", help="An analysis running longer fails its run.")
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
               help="On SIGTERM/SIGINT, how long in-flight runs may take to finish before they are failed.")
-def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_grace):
+@click.option("--simulation-timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+              metavar="SECONDS", help="A serving request's simulations running longer are answered 504.")
+@click.option("--simulation-memory-mb", type=click.IntRange(min=256), default=4096, show_default=True,
+              metavar="MIB", help="Address space of a simulation worker; past it the request is answered 422.")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              metavar="SECONDS", help="A connection's request headers arriving later are answered 408.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              metavar="SECONDS", help="A request body arriving later is answered 408.")
+@click.option("--max-connections", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Open connections; past it requests are answered 503 (half of it may wait for headers).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host header name to answer besides the bound address and loopback (repeatable).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="An origin (https://app.example) whose pages may call the service (repeatable; default none).")
+def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_grace, simulation_timeout,
+          simulation_memory_mb, header_timeout, body_timeout, max_connections, allowed_hosts, cors_origins):
     """Serve contracts/openapi.yaml over HTTP: runs, summaries, reports, what-if and serving scenarios.
 
     POST /analytic/deepseek-ocr/run answers 202 with a run id and its status URL; the analysis runs in a worker
@@ -720,7 +735,10 @@ def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_gr
         if token is None:
             raise click.UsageError(f"--token-file {token_file}: the file is empty")
     config = ServiceConfig(db=db_url, token=token, analysis_timeout_s=analysis_timeout,
-                           shutdown_grace_s=shutdown_grace)
+                           shutdown_grace_s=shutdown_grace, simulation_timeout_s=simulation_timeout,
+                           simulation_memory_bytes=simulation_memory_mb * 2 ** 20, header_timeout_s=header_timeout,
+                           body_timeout_s=body_timeout, max_connections=max_connections,
+                           allowed_hosts=allowed_hosts, cors_origins=cors_origins)
     run_service(config, host, port, workers)
 
 

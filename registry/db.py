@@ -67,6 +67,10 @@ class DatabaseLockedError(RegistryError):
     pass
 
 
+class DatabaseUnavailableError(RegistryError):
+    """The database cannot be reached (refused, gone, out of connections): nothing the request could change."""
+
+
 class ReportNotFoundError(RegistryError):
     """No stored report has the id asked for."""
 
@@ -359,7 +363,7 @@ class Registry:
                 inner = getattr(exc, "orig", None) or exc
                 holder = _lock_message(inner)
                 if holder is None:
-                    raise RegistryError(f"cannot open {describe(self.url)}: {first_line(inner)}") from None
+                    raise DatabaseUnavailableError(f"cannot open {describe(self.url)}: {first_line(inner)}") from None
                 if time.monotonic() >= deadline:
                     outcome = ("(nothing was written)" if self.writes else
                                "(nothing was read): run it again when the file is free, or read a snapshot of it "

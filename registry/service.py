@@ -10,14 +10,22 @@ registry.serving_scenario, registry.stored); this module adds only what HTTP nee
 - `POST .../run` answers 202 at once with the run's id and status URL; the analysis is stored in one transaction
   (no half-stored report). A run's state is a row (analysis_runs): a run cut off by a stop reads as failed, or done
   if its report was stored.
+- Bounded work: the event loop only routes. Bodies are parsed and scenarios checked on threads; a sweep past the
+  per-request limits is refused (422) from its list lengths before anything is expanded; analyses and serving
+  simulations run in worker processes under time limits (a simulation under a memory limit too), and the writer
+  thread only writes what they computed.
 - Safe defaults: write endpoints need `Authorization: Bearer TOKEN` when a token is set (`serve` refuses to listen
-  beyond loopback without one); request bodies are limited in size and nesting; every error is JSON
-  `{"error": "one line"}` and never a stack trace (those go to the log); one JSON log line per request.
+  beyond loopback without one); request bodies are JSON only (415), limited in size, nesting and read time; the
+  Host header must name the bound address or an --allowed-host (421: no DNS rebinding); no CORS headers unless
+  --cors-origin; headers must arrive within --header-timeout and connections waiting for theirs are bounded; a
+  profile is a shipped name or an inline mapping, never a server path; every error is JSON `{"error": "one line"}`
+  with its status and never a stack trace (those go to the log); one JSON log line per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import datetime
@@ -29,15 +37,17 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
 from typing import Any
 
 import attrs
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document
+from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document, quote
 from analyzer.report import ReportFormatError
 from registry.db import RegistryError, ReportNotFoundError
 from registry.pricing import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
@@ -49,6 +59,15 @@ MAX_BODY_BYTES = 64 * 1024  # a run request is ~200 bytes and a large scenario a
 MAX_BODY_DEPTH = 16  # nesting of a request body (a scenario is 4 deep)
 MAX_SCENARIO_ANALYSES = 32  # workloads a scenario request may analyze (the rest must be stored already)
 DEFAULT_ANALYSIS_TIMEOUT_S = 600.0
+DEFAULT_SIMULATION_TIMEOUT_S = 120.0  # a serving request's simulations together
+DEFAULT_SIMULATION_MEMORY_BYTES = 4 * 1024 ** 3  # address space of a simulation worker
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # from a connection's first byte (or its last response) to its request's headers
+DEFAULT_BODY_TIMEOUT_S = 30.0  # to read a whole request body
+DEFAULT_MAX_CONNECTIONS = 1000  # open connections; past it requests are answered 503 (uvicorn's limit_concurrency)
+WORKER_START_ALLOWANCE_S = 30.0  # a worker's start-up (imports) under a timer of its own
+WORKER_NICENESS = 10  # added to analysis and simulation workers' niceness
+MAX_HEADER_BYTES = 16 * 1024  # a request's head (h11 refuses a larger one with 400)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
 HEARTBEAT_S = 5.0
 STOPPED = "failed: the service stopped before the analysis ended"
@@ -65,6 +84,17 @@ class ServiceConfig:
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     analysis_workers: int = 1
     max_body_bytes: int = MAX_BODY_BYTES
+    simulation_timeout_s: float = DEFAULT_SIMULATION_TIMEOUT_S
+    simulation_memory_bytes: int | None = DEFAULT_SIMULATION_MEMORY_BYTES  # None: no limit
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # Host headers answered: the loopback names, `bind_host` and these (names or addresses, any case), at `port`
+    # (None: any port; `serve` sets the port it listens on)
+    bind_host: str = "127.0.0.1"
+    port: int | None = None
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    cors_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # none: no CORS headers at all
 
 
 class ApiError(Exception):
@@ -73,6 +103,43 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
+
+
+class AnalysisTimeout(RegistryError):
+    http_status = 504
+
+
+class WorkLimitError(RegistryError):
+    """Work a request may not have: more than its limits allow."""
+
+    http_status = 422
+
+
+class WorkerStoppedError(RegistryError):
+    """A worker process ended under its work (killed, or out of memory): the service's, not the request's."""
+
+    http_status = 503
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status of an error the library raised: the request's fault (400, 404, 422) or the service's
+    (503 when the database cannot be reached or its connection was lost, 504 past a time limit)."""
+    import sqlalchemy as sa
+
+    from registry.db import DatabaseLockedError, DatabaseUnavailableError
+
+    status = getattr(exc, "http_status", None)
+    if status is not None:
+        return status
+    if isinstance(exc, ReportNotFoundError):
+        return 404
+    if isinstance(exc, (DatabaseUnavailableError, DatabaseLockedError)):
+        return 503
+    cause = exc.__cause__
+    if isinstance(cause, sa.exc.DBAPIError) and (cause.connection_invalidated or isinstance(
+            cause, (sa.exc.OperationalError, sa.exc.InterfaceError))):
+        return 503  # the server went away or refused the connection: nothing in the request to change
+    return 400
 
 
 def contract_text(name: str) -> str:
@@ -119,22 +186,48 @@ def _depth(value, limit: int, depth: int = 1) -> int:
     return depth
 
 
-async def read_json_body(request, limit_bytes: int) -> Any:
-    """The request's JSON body, refused (413) past `limit_bytes` before it is all read, and (400) when it is not
-    one JSON value nested at most MAX_BODY_DEPTH deep."""
+_JSON_MEDIA = re.compile(r"application/json\s*(;\s*charset\s*=\s*\"?utf-8\"?\s*)?", re.IGNORECASE)
+
+
+def check_json_content_type(request) -> None:
+    """415 unless the body is declared JSON (UTF-8): a browser sends a cross-site POST without a preflight only as
+    text/plain, a form or multipart, so none of those reaches a handler."""
+    if not _JSON_MEDIA.fullmatch(request.headers.get("content-type", "").strip()):
+        raise ApiError(415, "request bodies are JSON: send Content-Type: application/json")
+
+
+async def read_json_body(request, limit_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> Any:
+    """The request's JSON body (Content-Type: application/json, else 415), refused (413) past `limit_bytes`
+    before it is all read, (408) when it is not all read within `timeout_s`, and (400) when it is not one JSON
+    value nested at most MAX_BODY_DEPTH deep. Parsed on a thread: the event loop only reads."""
+    from starlette.concurrency import run_in_threadpool
+
+    check_json_content_type(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
         raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit_bytes:
-            raise ApiError(413, f"request body exceeds the limit of {limit_bytes} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit_bytes:
+                raise ApiError(413, f"request body exceeds the limit of {limit_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        raw = await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s",
+                       {"Connection": "close"}) from None
     if not raw.strip():
         raise ApiError(400, "the request body is empty: send a JSON object")
+    return await run_in_threadpool(parse_json_body, raw)
 
+
+def parse_json_body(raw: bytes) -> dict:
+    """A request body's bytes as one JSON object (400 with one line otherwise)."""
     # the same limits as a report or scenario file: UTF-8, duplicate keys, finite numbers, 64-bit integers,
     # storable strings
     try:
@@ -150,12 +243,39 @@ async def read_json_body(request, limit_bytes: int) -> Any:
 
 # -- the worker process -----------------------------------------------------------------------------------------
 
-def _analyze_in_worker(kind: str, payload):
-    """Runs in a worker process: the analysis of a run request, or of one workload under one execution."""
+class WorkerTimeLimit(Exception):
+    """In a worker: its task ran past the time it was given (the worker stays usable)."""
+
+
+def _expire(signum, frame):
+    raise WorkerTimeLimit()
+
+
+def _analyze_in_worker(kind: str, payload, time_limit_s: float | None = None):
+    """Runs in a worker process: the analysis of a run request, of one workload under one execution, or the
+    simulations of a serving plan (its rows); within `time_limit_s` of its own start when given (a timer in the
+    worker: its start-up and the queue before it do not count)."""
+    if time_limit_s is None:
+        return _work(kind, payload)
+    import signal
+
+    signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+    try:
+        return _work(kind, payload)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _work(kind: str, payload):
     if kind == "request":
         from registry.contract import analyze_request
 
         return analyze_request(payload)
+    if kind == "simulate":
+        from registry.serving_scenario import simulate_plan
+
+        return simulate_plan(payload)[0]
     from analyzer.analysis import analyze
 
     workload, execution = payload
@@ -173,11 +293,28 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-class AnalysisPool:
-    """Worker processes for analyses, each waited for at most `timeout_s` (then the workers are replaced)."""
+def _init_worker(parent_pid: int, memory_bytes: int | None) -> None:
+    """A worker's start: it leaves with its parent, and its address space is capped at `memory_bytes` (a larger
+    allocation raises MemoryError in the worker rather than taking the machine's memory)."""
+    _exit_with_parent(parent_pid)
+    os.nice(WORKER_NICENESS)  # the service process, answering requests, comes first on a busy machine
+    if memory_bytes is not None:
+        import resource
 
-    def __init__(self, workers: int, timeout_s: float) -> None:
-        self.workers, self.timeout_s = workers, timeout_s
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+class AnalysisPool:
+    """Worker processes for analyses (or simulations: `what`), each waited for at most `timeout_s` (then the
+    workers are replaced), with at most `memory_bytes` of address space each when given."""
+
+    def __init__(self, workers: int, timeout_s: float, memory_bytes: int | None = None, what: str = "analysis",
+                 timeout_option: str = "", timer_in_worker: bool = False) -> None:
+        self.workers, self.timeout_s, self.memory_bytes, self.what = workers, timeout_s, memory_bytes, what
+        self.timeout_option = timeout_option
+        # timer_in_worker: the limit counts from the task's start in the worker, which ends it there; this process
+        # kills the workers only if it has not ended WORKER_START_ALLOWANCE_S later (stuck, or a slow start)
+        self.timer_in_worker = timer_in_worker
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self.closed = False
@@ -190,29 +327,38 @@ class AnalysisPool:
             if self._executor is None:
                 # spawn: a fork of a process that runs DuckDB and uvicorn threads is not safe
                 self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
-                    initargs=(os.getpid(),))
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                    initargs=(os.getpid(), self.memory_bytes))
             return self._executor
 
     def run(self, kind: str, payload, heartbeat=None):
         """The analysis' result; AnalysisTimeout past the limit; `heartbeat()` every HEARTBEAT_S while waiting."""
-        future = self._pool().submit(_analyze_in_worker, kind, payload)
+        timer_s = self.timeout_s if self.timer_in_worker else None
+        future = self._pool().submit(_analyze_in_worker, kind, payload, timer_s)
         with self._lock:
             self.busy += 1
         future.add_done_callback(lambda _: self._done())
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s + (WORKER_START_ALLOWANCE_S if timer_s else 0.0)
         while True:
             try:
                 return future.result(timeout=max(0.0, min(HEARTBEAT_S, deadline - time.monotonic())))
             except concurrent.futures.TimeoutError:
                 if time.monotonic() >= deadline:
                     self.restart()
-                    raise AnalysisTimeout(f"analysis timed out after {self.timeout_s:g} s") from None
+                    raise AnalysisTimeout(f"{self.what} timed out after {self.timeout_s:g} s"
+                                          f"{self.timeout_option}") from None
                 if heartbeat is not None:
                     heartbeat()
+            except WorkerTimeLimit:
+                raise AnalysisTimeout(f"{self.what} timed out after {self.timeout_s:g} s{self.timeout_option}") \
+                    from None
+            except MemoryError:
+                self.restart()  # a worker that ran out of memory is not trusted with the next request
+                raise WorkLimitError(f"the {self.what} needs more memory than its limit of "
+                                     f"{(self.memory_bytes or 0) / 2 ** 20:,.0f} MiB") from None
             except concurrent.futures.process.BrokenProcessPool:
                 self.restart()
-                raise RegistryError("the analysis worker stopped (killed, or out of memory)") from None
+                raise WorkerStoppedError(f"the {self.what} worker stopped (killed, or out of memory)") from None
 
     def _done(self) -> None:
         with self._lock:
@@ -247,10 +393,6 @@ def _kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-class AnalysisTimeout(RegistryError):
-    pass
-
-
 # -- the service ------------------------------------------------------------------------------------------------
 
 class Service:
@@ -267,6 +409,9 @@ class Service:
         self.jobs = concurrent.futures.ThreadPoolExecutor(max(1, config.analysis_workers),
                                                           thread_name_prefix="analysis-run")
         self.pool = AnalysisPool(max(1, config.analysis_workers), config.analysis_timeout_s)
+        self.simulations = AnalysisPool(max(1, config.analysis_workers), config.simulation_timeout_s,
+                                        config.simulation_memory_bytes, "simulation", " (--simulation-timeout)",
+                                        timer_in_worker=True)
         self.in_flight: dict[str, concurrent.futures.Future] = {}
         self.stopping = threading.Event()
         self._summaries: dict[tuple, tuple[float, bytes]] = {}
@@ -321,6 +466,7 @@ class Service:
             concurrent.futures.wait(pending, timeout=self.config.shutdown_grace_s)
         cut_off = [run_id for run_id, future in list(self.in_flight.items()) if not future.done()]
         self.pool.close()  # an analysis still going ends here; its run fails
+        self.simulations.close()
         self.jobs.shutdown(wait=True, cancel_futures=True)
         self.refresher.shutdown(wait=True, cancel_futures=True)
 
@@ -394,6 +540,32 @@ class Service:
         """Scenarios' analyses: in the worker process, under the time limit."""
         return self.pool.run("workload", (workload, str(getattr(execution, "value", execution))))
 
+    def prepare_analyses(self, pairs: list[tuple]) -> "PreparedAnalyses":
+        """Analyze, in the worker processes and outside the writer, each (workload, execution) of `pairs` with no
+        stored report: the writer then only stores them (a thread waits here, not the writer)."""
+        from analyzer.workload import workload_record
+        from registry.ingest import workload_hash
+        from registry.pricing import find_report
+
+        reports: dict[tuple[str, str], Any] = {}
+        with self.registry.begin() as conn:
+            missing = [(w, str(getattr(ex, "value", ex))) for w, ex in pairs if find_report(conn, w, ex) is None]
+        for workload, execution in missing:
+            key = (workload_hash(workload_record(workload)), execution)
+            if key not in reports:
+                reports[key] = self.analyze_workload(workload, execution)
+        return PreparedAnalyses(reports)
+
+    async def store_prepared(self, prepared: "PreparedAnalyses", label: str) -> None:
+        """The reports analyzed for a request, one writer task each: a run accepted meanwhile waits for one
+        report's transaction at most, not for the request's."""
+        from registry.ingest import write_batch
+
+        for report in prepared.reports.values():
+            for outcome in await self.write_async(write_batch, self.registry, [(report, label)]):
+                if outcome.status == "failed":
+                    raise RegistryError(f"{label}: {outcome.message}")
+
     # -- reads ------------------------------------------------------------------------------------------------
     def cached_summary(self, key: tuple) -> bytes | None:
         """The JSON of a summary priced before (answered on the event loop: no thread, no query). Past its time to
@@ -429,6 +601,58 @@ class Service:
             self._summaries.clear()
         self._summaries[key] = (time.monotonic() + self.summary_ttl_s, result)
         return result
+
+
+class PreparedAnalyses:
+    """Reports analyzed before the writer was taken, handed to the library as its `analyze`."""
+
+    def __init__(self, reports: dict) -> None:
+        self.reports = reports
+
+    def analyze(self, workload, execution="hf-eager"):
+        from analyzer.workload import workload_record
+        from registry.ingest import workload_hash
+
+        report = self.reports.get((workload_hash(workload_record(workload)), str(getattr(execution, "value",
+                                                                                          execution))))
+        if report is None:  # the writer never waits on an analysis
+            raise WorkerStoppedError("a workload was not analyzed before it was to be stored: send the request again")
+        return report
+
+
+def check_whatif(body: dict):
+    """The what-if scenario of a request body, checked and its sweep bounded before anything is expanded."""
+    from registry.whatif import expand_workloads, scenario_from_mapping, workload_axes_product
+
+    scenario = scenario_from_mapping(body, "scenario", allow_profile_paths=False)
+    if "serving" in scenario.data:
+        raise ApiError(400, "scenario: a serving block is simulated by POST /serving/scenarios")
+    workloads = workload_axes_product(scenario)
+    if workloads > MAX_SCENARIO_ANALYSES:
+        raise ApiError(422, f"scenario: sweeps {workloads:,} workloads; at most {MAX_SCENARIO_ANALYSES} per request")
+    expand_workloads(scenario)  # every workload checked: refused before anything is written
+    return scenario
+
+
+def check_serving(body: dict):
+    """(scenario, serving spec) of a request body, checked and bounded before anything is simulated."""
+    from registry.serving_scenario import serving_spec
+    from registry.whatif import scenario_from_mapping
+
+    scenario = scenario_from_mapping(body, "scenario", allow_profile_paths=False)
+    sweep = scenario.data["sweep"]
+    simulations = len(sweep["hardware"]) * len(sweep.get("runtime", [None]))
+    if simulations > MAX_SCENARIO_ANALYSES:  # each GPU x runtime is analyzed (probes) and simulated
+        raise ApiError(422, f"scenario: sweeps {simulations:,} GPU x runtime pairs; at most {MAX_SCENARIO_ANALYSES} "
+                            "per request")
+    spec = serving_spec(scenario)
+    if spec is None:
+        raise ApiError(400, "scenario: no serving block: POST /whatif/scenarios prices a scenario without one")
+    simulated_pages = spec.count * len(spec.rates) * simulations
+    if simulated_pages > MAX_SIMULATED_PAGES:
+        raise ApiError(422, f"scenario: simulates {simulated_pages} pages (count x rates x GPUs x runtimes); "
+                            f"at most {MAX_SIMULATED_PAGES} per request")
+    return scenario, spec
 
 
 def parse_run_request(body: dict):
@@ -480,7 +704,7 @@ def create_app(config: ServiceConfig | None = None):
 
     async def run(request):
         require_token(request)
-        body = await read_json_body(request, config.max_body_bytes)
+        body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
         run_request = parse_run_request(body)
         svc = service()
         if svc.stopping.is_set():
@@ -512,8 +736,8 @@ def create_app(config: ServiceConfig | None = None):
         hardware = params.get("hardware") or DEFAULT_HARDWARE
         runtime = params.get("runtime") or None
         top_text = params.get("top", "5")
-        if not top_text.isdigit() or not 1 <= int(top_text) <= 100:
-            raise ApiError(400, f"top must be an integer from 1 to 100, got {top_text!r}")
+        if not re.fullmatch(r"[0-9]{1,3}", top_text) or not 1 <= int(top_text) <= 100:  # ASCII digits only
+            raise ApiError(400, f"top must be an integer from 1 to 100, got {quote(top_text)}")
         key = (request.path_params["report_id"], hardware, runtime, int(top_text))
         body = service().cached_summary(key) or await run_in_threadpool(service().summary, *key)
         return Response(body, media_type="application/json")
@@ -526,21 +750,18 @@ def create_app(config: ServiceConfig | None = None):
         return json_response(report_to_dict(report))
 
     async def whatif(request):
-        from registry.whatif import expand_workloads, run_scenario, scenario_from_mapping
+        from registry.whatif import run_scenario, scenario_analyses
 
         require_token(request)
-        body = await read_json_body(request, config.max_body_bytes)
+        body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
         svc = service()
-        scenario = scenario_from_mapping(body, "scenario")
-        if "serving" in scenario.data:
-            raise ApiError(400, "scenario: a serving block is simulated by POST /serving/scenarios")
-        workloads = expand_workloads(scenario)  # refused before anything is written
-        if len(workloads) > MAX_SCENARIO_ANALYSES:
-            raise ApiError(400, f"scenario: sweeps {len(workloads)} workloads; at most {MAX_SCENARIO_ANALYSES} "
-                                "per request")
+        scenario = await run_in_threadpool(check_whatif, body)
+        prepared = await run_in_threadpool(
+            lambda: svc.prepare_analyses(scenario_analyses(svc.registry, scenario)))
+        await svc.store_prepared(prepared, f"whatif:{scenario.name}")
 
         def price():
-            scenario_id, points = run_scenario(svc.registry, scenario, analyze=svc.analyze_workload)
+            scenario_id, points = run_scenario(svc.registry, scenario, analyze=prepared.analyze)
             svc._summaries.clear()
             return scenario_id, points
 
@@ -548,27 +769,22 @@ def create_app(config: ServiceConfig | None = None):
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "points": points})
 
     async def serving(request):
-        from registry.serving_scenario import run_serving, serving_spec
-        from registry.whatif import scenario_from_mapping
+        from registry.serving_scenario import probe_analyses, read_serving, record_serving, serving_plan
 
         require_token(request)
-        body = await read_json_body(request, config.max_body_bytes)
+        body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
         svc = service()
-        scenario = scenario_from_mapping(body, "scenario")
-        spec = serving_spec(scenario)  # refused before anything is written
-        if spec is None:
-            raise ApiError(400, "scenario: no serving block: POST /whatif/scenarios prices a scenario without one")
-        simulated_pages = spec.count * len(spec.rates) * len(scenario.data["sweep"]["hardware"]) * \
-            len(scenario.data["sweep"].get("runtime", [None]))
-        if simulated_pages > MAX_SIMULATED_PAGES:
-            raise ApiError(400, f"scenario: simulates {simulated_pages} pages (count x rates x GPUs x runtimes); "
-                                f"at most {MAX_SIMULATED_PAGES} per request")
-
-        def simulate():
-            scenario_id, points, _ = run_serving(svc.registry, scenario, spec, analyze=svc.analyze_workload)
-            return scenario_id, points
-
-        scenario_id, points = await svc.write_async(simulate)
+        scenario, spec = await run_in_threadpool(check_serving, body)
+        prepared = await run_in_threadpool(
+            lambda: svc.prepare_analyses(probe_analyses(svc.registry, scenario, spec)))
+        await svc.store_prepared(prepared, f"serving:{scenario.name}")
+        # the writer records the probe points, a thread reads the step costs, a worker process simulates, the
+        # writer records the serving points
+        plan = await run_in_threadpool(serving_plan, svc.registry, scenario, spec, False, None, None,
+                                       prepared.analyze, svc.write)
+        rows = await run_in_threadpool(svc.simulations.run, "simulate", plan)
+        scenario_id = await svc.write_async(lambda: record_serving(svc.registry, scenario, spec, rows, {}))
+        points = await run_in_threadpool(read_serving, svc.registry, scenario_id)
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "serving": points})
 
     async def healthz(request):
@@ -609,10 +825,7 @@ def create_app(config: ServiceConfig | None = None):
         return error_response(exc.status_code, message, getattr(exc, "headers", None))
 
     async def on_user_error(request, exc: Exception):
-        status = 404 if isinstance(exc, ReportNotFoundError) else 400
-        if isinstance(exc, AnalysisTimeout):
-            status = 504
-        return error_response(status, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return error_response(error_status(exc), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     async def on_unexpected(request, exc: Exception):
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -644,11 +857,80 @@ def create_app(config: ServiceConfig | None = None):
     handlers = {ApiError: on_api_error, HTTPException: on_http_error,
                 AnalyzerInputError: on_user_error, ReportFormatError: on_user_error, RegistryError: on_user_error,
                 Exception: on_unexpected}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-    return AccessLog(app)
+    middleware = []
+    if config.cors_origins:
+        from starlette.middleware import Middleware
+        from starlette.middleware.cors import CORSMiddleware
+
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                                     allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"]))
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan, middleware=middleware)
+    return AccessLog(HostCheck(app, config))
 
 
 MAX_SIMULATED_PAGES = 20_000
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """(name, port) of a Host header: `name`, `name:port`, `[v6]` or `[v6]:port`; the name lower-cased."""
+    value = value.strip().lower()
+    name, port = value, None
+    if value.startswith("["):
+        end = value.find("]")
+        name, rest = (value[:end + 1], value[end + 1:]) if end > 0 else (value, "")
+        if rest.startswith(":"):
+            port = rest[1:]
+        elif rest:
+            return value, -1
+    elif value.count(":") == 1:
+        name, port = value.split(":")
+    if port is None:
+        return name, None
+    return name, int(port) if re.fullmatch(r"[0-9]{1,5}", port) else -1
+
+
+def allowed_host_names(config: ServiceConfig) -> frozenset[str]:
+    import ipaddress
+
+    names = set(LOOPBACK_HOSTS) | {n.strip().lower() for n in config.allowed_hosts}
+    bind = config.bind_host.strip().lower()
+    try:
+        address = ipaddress.ip_address(bind.strip("[]"))
+    except ValueError:
+        names.add(bind)
+    else:
+        if not address.is_unspecified:  # 0.0.0.0 / :: is no name a client sends
+            names.add(f"[{address}]" if address.version == 6 else str(address))
+    return frozenset(names)
+
+
+class HostCheck:
+    """Requests whose Host header names neither the bound address nor an --allowed-host are answered 421: a web
+    page whose name was rebound to 127.0.0.1 sends its own name as Host, and gets nothing."""
+
+    def __init__(self, app, config: ServiceConfig) -> None:
+        self.app, self.port = app, config.port
+        self.names = allowed_host_names(config)
+
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+
+    def allowed(self, host: str) -> bool:
+        name, port = split_host(host)
+        if name not in self.names:
+            return False
+        return self.port is None or port is None or port == self.port  # a name alone is no other service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            hosts = [v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"]
+            if len(hosts) != 1 or not self.allowed(hosts[0]):
+                message = ("the request has no Host header" if not hosts else "the request has several Host headers"
+                           if len(hosts) > 1 else f"Host {quote(hosts[0], 80)} is not served here: this service "
+                           "answers its bound address and the names given by --allowed-host")
+                response = error_response(421 if len(hosts) == 1 else 400, message)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 class AccessLog:
@@ -732,6 +1014,75 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol with what it lacks against slow clients: a connection gets `header_timeout_s` from
+    its first byte (or its last answer) to send a request's whole head, else it is answered 408 and closed; and
+    connections still waiting for their heads are at most `max_waiting`, the oldest closed first, so stalled
+    connections cannot take every file descriptor (uvicorn's own limit answers 503 only once a head is in)."""
+
+    def __init__(self, *args, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+                 max_waiting: int = DEFAULT_MAX_CONNECTIONS // 2, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s, self.max_waiting = header_timeout_s, max_waiting
+        self.header_timer: asyncio.TimerHandle | None = None
+        waiting = getattr(self.server_state, "awaiting_headers", None)
+        if waiting is None:
+            waiting = self.server_state.awaiting_headers = collections.OrderedDict()  # per server
+        self.waiting = waiting
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.wait_for_head()
+
+    def wait_for_head(self) -> None:
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.header_timeout_s, self.head_too_late)
+            self.waiting[self] = None
+            while len(self.waiting) > self.max_waiting:
+                oldest = next(iter(self.waiting))
+                oldest.close_waiting()
+
+    def head_arrived(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        self.waiting.pop(self, None)
+
+    def head_too_late(self) -> None:
+        self.header_timer = None
+        self.close_waiting(f"the request's headers did not arrive within {self.header_timeout_s:g} s")
+
+    def close_waiting(self, message: str | None = None) -> None:
+        self.head_arrived()
+        if not self.transport.is_closing():
+            if message is not None:
+                body = json.dumps({"error": message}).encode()
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.wait_for_head()  # a new request's bytes (a kept-alive connection's next request)
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.head_arrived()
+
+    def connection_lost(self, exc) -> None:
+        self.head_arrived()
+        super().connection_lost(exc)
+
+
+def uvicorn_options(config: ServiceConfig) -> dict:
+    """uvicorn's limits: connections (503 past them), the head's size, keep-alive, and the head's time limit."""
+    import functools
+
+    return dict(http=functools.partial(HeaderTimeoutProtocol, header_timeout_s=config.header_timeout_s,
+                                       max_waiting=max(1, config.max_connections // 2)),
+                limit_concurrency=config.max_connections, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                timeout_keep_alive=5)
+
+
 def serve(config: ServiceConfig, host: str, port: int, workers: int) -> None:
     """Run the service with uvicorn until SIGINT/SIGTERM (then a graceful stop)."""
     import uvicorn
@@ -745,13 +1096,15 @@ def serve(config: ServiceConfig, host: str, port: int, workers: int) -> None:
     if workers > 1 and is_duckdb(url):
         raise RegistryError(f"--workers {workers}: a DuckDB file is opened by one process; use --workers 1, or a "
                             "postgresql:// registry for several workers")
+    config = attrs.evolve(config, bind_host=host, port=port)
     print(f"dsocr-registry serving {describe(url)} on http://{host}:{port} (docs /docs, contract /openapi.yaml)",
           file=sys.stderr, flush=True)
     if workers > 1:
         os.environ[ENV_CONFIG] = json.dumps(attrs.asdict(config))
         uvicorn.run("registry.service:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    access_log=False, log_level="warning", timeout_graceful_shutdown=config.shutdown_grace_s)
+                    access_log=False, log_level="warning", timeout_graceful_shutdown=config.shutdown_grace_s,
+                    **uvicorn_options(config))
         return
     configure_logging()
     uvicorn.run(create_app(config), host=host, port=port, access_log=False, log_level="warning",
-                timeout_graceful_shutdown=config.shutdown_grace_s)
+                timeout_graceful_shutdown=config.shutdown_grace_s, **uvicorn_options(config))

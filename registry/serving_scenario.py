@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 import sys
-from typing import Any
 
 import attrs
 import numpy as np
@@ -228,9 +227,11 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
     return spec
 
 
-def _base(scenario: Scenario) -> tuple[str, dict]:
+def _base(scenario: Scenario):
+    from analyzer.workload import ProfileSource
+
     base = dict(scenario.data.get("base") or {})
-    profile = base.pop("profile", DEFAULT_PROFILE)
+    profile = ProfileSource(base.pop("profile", DEFAULT_PROFILE), scenario.allow_profile_paths)
     base.pop("batch", None)
     base.pop("new_tokens", None)
     return profile, base
@@ -301,11 +302,32 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
     scenario and its serving points; return (scenario id, rows of v_serving_summary, per-request arrays of the
     last point). The same simulation recorded before (same file, same registry state: the simulation is
     deterministic) reuses its scenario unless `new_run`."""
-    from tqdm import tqdm
+    plan = serving_plan(registry, scenario, spec, progress, rates, only, analyze)
+    rows, requests = simulate_plan(plan, progress, keep_requests)
+    scenario_id = record_serving(registry, scenario, spec, rows, requests, keep_requests, new_run)
+    return scenario_id, read_serving(registry, scenario_id), requests
 
-    from registry.ingest import bulk_insert
-    from registry.pricing import record_scenario
-    from registry.serving_cost import step_costs
+
+@attrs.frozen
+class ServingPlan:
+    """What a serving simulation needs, read from the registry: one (hardware id, runtime id, step costs, engine
+    config with its KV pool) per GPU x runtime, the rates, the page names. Picklable: a worker process simulates
+    it without opening the registry."""
+
+    source: str
+    spec: ServingSpec
+    points: tuple  # (hardware id, runtime id, StepCost, EngineConfig)
+    rates: tuple
+    pages: tuple[str, ...]
+
+
+def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, progress: bool = False,
+                 rates: tuple | None = None, only: tuple[str, str] | None = None, analyze=None,
+                 write=None) -> ServingPlan:
+    """The step costs of each GPU x runtime (analyzing and recording the probes not stored yet) and its KV pool.
+    `write(func, *args)` runs the step that writes (the probes' reports and points); the service passes its
+    writer, the rest only reads."""
+    from registry.serving_cost import derive, make_workloads, probe_workloads, record_probes
 
     with registry.begin() as conn:
         hardware, runtimes = check_runtimes(scenario, conn)
@@ -316,11 +338,13 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
     profile, base = _base(scenario)
     pages = _page_names(scenario, spec)
     overrides = _overrides(scenario)
-    costs = step_costs(registry, scenario.name, profile, base, pages, [h for h, _ in hardware],
-                       [r for r, _, _ in runtimes], progress, overrides, analyze)
-    rows, requests = [], {}
-    bar = tqdm(total=len(costs) * len(rates) * spec.count, unit="page", desc="simulating", file=sys.stderr,
-               disable=not progress, leave=False)
+    # serving_cost.step_costs, with its writing step apart
+    probes = probe_workloads(base, pages)
+    workloads = make_workloads(profile, base, probes)
+    write = write or (lambda func, *args: func(*args))
+    probe_scenario_id, _ = write(record_probes, registry, scenario.name, workloads, [h for h, _ in hardware],
+                                 [r for r, _, _ in runtimes], progress, overrides, analyze)
+    costs = derive(registry, probe_scenario_id, probes, len(workloads), pages)
     hw_ids = [(h, r) for h, _ in hardware for r, _, _ in runtimes]
     memory = {}
     with registry.begin() as conn:
@@ -329,16 +353,31 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
                                        {"h": hid}).scalar_one()
             memory[(rid, "util")] = conn.execute(sa.text(
                 "SELECT gpu_memory_utilization FROM runtime_profiles WHERE id = :r"), {"r": rid}).scalar()
+    points = []
+    for (hid, rid), cost in zip(hw_ids, costs):
+        pool_bytes = cost.kv_pool_bytes
+        util = memory[(rid, "util")]
+        if spec.gpu_memory_utilization is not None and util is not None:
+            device_memory = int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory[hid]
+            pool_bytes += int((spec.gpu_memory_utilization - util) * device_memory)
+        pool = max(int(pool_bytes // (spec.config.block_size * cost.kv_bytes_per_token)), 0)
+        points.append((hid, rid, cost, attrs.evolve(spec.config, kv_pool_blocks=pool)))
+    return ServingPlan(source=scenario.source, spec=spec, points=tuple(points), rates=tuple(rates),
+                       pages=tuple(pages))
+
+
+def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool = False) -> tuple[list[dict], dict]:
+    """(serving_points rows, per-request arrays of the last point) of every GPU x runtime x rate of the plan. CPU
+    work only: no registry (the service runs it in a worker process under a time and memory limit)."""
+    from tqdm import tqdm
+
+    spec = plan.spec
+    rows, requests = [], {}
+    bar = tqdm(total=len(plan.points) * len(plan.rates) * spec.count, unit="page", desc="simulating",
+               file=sys.stderr, disable=not progress, leave=False)
     try:
-        for (hid, rid), cost in zip(hw_ids, costs):
-            pool_bytes = cost.kv_pool_bytes
-            util = memory[(rid, "util")]
-            if spec.gpu_memory_utilization is not None and util is not None:
-                device_memory = int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory[hid]
-                pool_bytes += int((spec.gpu_memory_utilization - util) * device_memory)
-            pool = max(int(pool_bytes // (spec.config.block_size * cost.kv_bytes_per_token)), 0)
-            config = attrs.evolve(spec.config, kv_pool_blocks=pool)
-            for rate in rates:
+        for hid, rid, cost, config in plan.points:
+            for rate in plan.rates:
                 sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate)
                 offset = bar.n
 
@@ -348,19 +387,19 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
                 try:
                     result = simulate(cost, config, sim_pages, progress=advance)
                 except ValueError as exc:
-                    raise ScenarioError(f"{scenario.source}: serving: {cost.hardware} / {cost.runtime}: {exc}") \
+                    raise ScenarioError(f"{plan.source}: serving: {cost.hardware} / {cost.runtime}: {exc}") \
                         from None
                 summary = result.summary()
                 rows.append({"hardware_id": hid, "runtime_profile_id": rid, "engine": spec.engine,
                              "arrival_rate_per_s": rate, "pages": spec.count, "seed": spec.seed,
                              "max_num_seqs": config.max_num_seqs,
                              "max_num_batched_tokens": config.max_num_batched_tokens,
-                             "block_size": config.block_size, "kv_pool_blocks": pool,
+                             "block_size": config.block_size, "kv_pool_blocks": config.kv_pool_blocks,
                              "target_ttft_p99_s": spec.target.get("ttft_p99_s"),
                              "target_page_latency_p99_s": spec.target.get("page_latency_p99_s"),
                              **{k: summary[k] for k in RESULT_KEYS}})
                 if keep_requests:
-                    requests = {"page": [pages[f] for f in result.family.tolist()],
+                    requests = {"page": [plan.pages[f] for f in result.family.tolist()],
                                 "prompt_tokens": result.prompt_tokens.tolist(),
                                 "new_tokens": result.new_tokens.tolist(), "arrival_s": result.arrival.tolist(),
                                 "first_token_s": result.first_token.tolist(), "finish_s": result.finish.tolist(),
@@ -368,6 +407,15 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
                 bar.update(offset + spec.count - bar.n)
     finally:
         bar.close()
+    return rows, requests
+
+
+def record_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, rows: list[dict], requests: dict,
+                   keep_requests: bool = False, new_run: bool = False) -> int:
+    """Record the scenario and its serving points (and requests if asked) in one transaction; its id."""
+    from registry.ingest import bulk_insert
+    from registry.pricing import record_scenario
+
     with registry.begin() as conn:
         scenario_id, recorded = record_scenario(conn, scenario.name, scenario.data, spec.target, [], kind="serving",
                                                 new_run=new_run, content=rows)
@@ -382,7 +430,21 @@ def run_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, progr
             bulk_insert(conn, "serving_requests", {"scenario_id": [scenario_id] * n,
                                                    "point_index": [len(rows)] * n,
                                                    "request_index": list(range(1, n + 1)), **requests})
-    return scenario_id, read_serving(registry, scenario_id), requests
+    return scenario_id
+
+
+def probe_analyses(registry: Registry, scenario: Scenario, spec: ServingSpec) -> list[tuple]:
+    """(workload, execution) of every probe serving_plan prices: the service analyzes those not stored yet before
+    it takes its writer."""
+    from registry.catalog import runtime_execution
+    from registry.serving_cost import make_workloads, probe_workloads
+
+    with registry.begin() as conn:
+        _, runtimes = check_runtimes(scenario, conn)
+        executions = list(dict.fromkeys(runtime_execution(conn, rid) for rid, _, _ in runtimes))
+    profile, base = _base(scenario)
+    workloads = make_workloads(profile, base, probe_workloads(base, _page_names(scenario, spec)))
+    return [(workload, execution) for execution in executions for workload in workloads]
 
 
 def read_serving(registry: Registry, scenario_id: int) -> list[dict]:

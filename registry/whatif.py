@@ -52,6 +52,8 @@ class Scenario:
     source: str
     data: dict[str, Any]
     lines: dict[tuple, int]
+    # base.profile may name a profile file: a scenario file's may, a request's never (see ProfileSource)
+    allow_profile_paths: bool = True
 
     def where(self, *path) -> str:
         for depth in range(len(path), 0, -1):
@@ -77,11 +79,12 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
     return _checked(scenario, data)
 
 
-def scenario_from_mapping(data: Any, source: str) -> Scenario:
-    """A scenario given as a mapping (an HTTP request body) rather than a file; errors name `source` and the key."""
+def scenario_from_mapping(data: Any, source: str, allow_profile_paths: bool = False) -> Scenario:
+    """A scenario given as a mapping (an HTTP request body) rather than a file; errors name `source` and the key.
+    Its base.profile is a shipped name or an inline profile mapping unless `allow_profile_paths`."""
     name = data.get("name") if isinstance(data, dict) else None
     scenario = Scenario(name=str(name or "scenario"), source=source, data=data if isinstance(data, dict) else {},
-                        lines={})
+                        lines={}, allow_profile_paths=allow_profile_paths)
     return _checked(scenario, data)
 
 
@@ -121,10 +124,11 @@ def _check_keys(scenario: Scenario, path: tuple, mapping: dict, allowed: set[str
 
 def expand_workloads(scenario: Scenario) -> list:
     """The workloads of the sweep (variant x mode x page x tiles x batch x new tokens), in file order."""
-    from analyzer.workload import Workload, load_profile, parse_page, parse_tiles
+    from analyzer.workload import ProfileSource, Workload, load_profile, parse_page, parse_tiles
 
     base = dict(scenario.data.get("base") or {"profile": DEFAULT_PROFILE})
     profile = base.pop("profile", None)
+    profile = None if profile is None else ProfileSource(profile, scenario.allow_profile_paths)
     sweep = scenario.data["sweep"]
     axes = [key for key in ("variant", "mode", "page", "tiles", "batch", "new_tokens") if key in sweep]
     workloads, skipped = [], 0
@@ -175,6 +179,25 @@ def resolve_devices(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], li
     sweep = scenario.data["sweep"]
     return ([located("hardware", resolve_hardware, name) for name in sweep["hardware"]],
             [located("runtime", resolve_runtime, name) for name in sweep.get("runtime", [DEFAULT_RUNTIME])])
+
+
+def scenario_analyses(registry: Registry, scenario: Scenario) -> list[tuple]:
+    """(workload, execution) of every report price_scenario prices: the service analyzes those not stored yet
+    before it takes its writer."""
+    from registry.catalog import runtime_execution
+
+    workloads = expand_workloads(scenario)
+    with registry.begin() as conn:
+        _, runtimes = resolve_devices(scenario, conn)
+        executions = list(dict.fromkeys(runtime_execution(conn, runtime_id) for runtime_id, _, _ in runtimes))
+    return [(workload, execution) for execution in executions for workload in workloads]
+
+
+def workload_axes_product(scenario: Scenario) -> int:
+    """Workloads the sweep expands to at most (the product of its workload axes' lengths), counted without
+    expanding anything."""
+    sweep = scenario.data["sweep"]
+    return math.prod(len(values) for key, values in sweep.items() if key not in ("hardware", "runtime"))
 
 
 # The physical range of each override and target (analyzer.ranges): an override stands for a GPU's catalog figure.

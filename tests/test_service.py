@@ -37,6 +37,7 @@ BIN = pathlib.Path(sys.executable).parent
 RUN = "/analytic/deepseek-ocr/run"
 REQUEST = {"model_id": "deepseek-ai/DeepSeek-OCR", "model_variant": "v1", "workload_profile_id": "dsocr-standard-v1"}
 TOKEN = "s3cret-token"
+TEST_HOSTS = ("testserver", "test")  # the Host names of Starlette's TestClient and of httpx's ASGI transport
 
 
 def validate_component(instance, name):
@@ -46,7 +47,7 @@ def validate_component(instance, name):
 
 @pytest.fixture
 def client(registry_url):
-    with TestClient(create_app(ServiceConfig(db=registry_url))) as test_client:
+    with TestClient(create_app(ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url))) as test_client:
         yield test_client
 
 
@@ -67,7 +68,7 @@ def test_contract_fuzzed(registry_url):
     content type, body) is one the document declares."""
     from hypothesis import given
 
-    app = create_app(ServiceConfig(db=registry_url))
+    app = create_app(ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url))
     schema = schemathesis.openapi.from_path(OPENAPI_PATH)  # a file location: the report schema's $ref resolves
     schema.app = app
     calls = {}
@@ -161,7 +162,7 @@ def test_one_json_log_line_per_request(client, caplog):
 # -- safe to expose -------------------------------------------------------------------------------------------------
 
 def test_write_endpoints_need_the_token(registry_url):
-    with TestClient(create_app(ServiceConfig(db=registry_url, token=TOKEN))) as client:
+    with TestClient(create_app(ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url, token=TOKEN))) as client:
         unknown = dict(REQUEST, workload_profile_id="no-such-profile")
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
             for path in (RUN, "/whatif/scenarios", "/serving/scenarios"):
@@ -240,7 +241,8 @@ def wait_for_run(get, status_url, timeout_s=300):
 def test_concurrent_identical_runs_make_one_report(registry_url):
     """Eight identical requests at once, split over two service instances sharing the registry on PostgreSQL."""
     postgres = "://" in registry_url
-    apps = [create_app(ServiceConfig(db=registry_url)) for _ in range(2 if postgres else 1)]
+    apps = [create_app(ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url))
+            for _ in range(2 if postgres else 1)]
     clients = [TestClient(app) for app in apps]
     for c in clients:
         c.__enter__()
@@ -279,7 +281,8 @@ def test_concurrent_identical_runs_make_one_report(registry_url):
 
 def test_an_analysis_past_its_time_limit_fails_its_run(registry_url):
     """--analysis-timeout: the run is failed with one line, its worker replaced, and nothing of it is stored."""
-    with TestClient(create_app(ServiceConfig(db=registry_url, analysis_timeout_s=1.0))) as timed:
+    config = ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url, analysis_timeout_s=1.0)
+    with TestClient(create_app(config)) as timed:
         accepted = timed.post(RUN, json=REQUEST)
         assert accepted.status_code == 202, accepted.text
         state = wait_for_run(timed.get, accepted.json()["status_url"])
@@ -299,7 +302,7 @@ def _free_port() -> int:
 class Server:
     """`dsocr-registry serve` as a separate process."""
 
-    def __init__(self, db: str, log: pathlib.Path, *extra: str) -> None:
+    def __init__(self, db: str, log: pathlib.Path, *extra: str, preexec_fn=None) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -307,7 +310,8 @@ class Server:
         # a file, not a pipe: a killed service's analysis worker may outlive it for a while, holding its stderr
         with log.open("w") as out:
             self.process = subprocess.Popen([str(BIN / "dsocr-registry"), "serve", "--db", db, "--port",
-                                             str(self.port), *extra], env=env, stdout=out, stderr=out)
+                                             str(self.port), *extra], env=env, stdout=out, stderr=out,
+                                            preexec_fn=preexec_fn)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.process.poll() is None, log.read_text()
@@ -399,10 +403,12 @@ def test_whatif_scenario_answers_as_the_command_line(client, registry_url, store
                            "scenario: sweep.hardware: unknown hardware 'h1000' (did you mean 'h200'?)"),
                           ({"sweep": {}, "speed": 3}, "scenario: speed: unknown key"),
                           (dict(SCENARIO, serving={"engine": "vllm-v1"}), "scenario: a serving block is simulated"),
-                          ({"sweep": {"hardware": ["h200"], "batch": list(range(1, 40))}},
-                           "scenario: sweeps 39 workloads; at most 32 per request")]:
+                          ]:
         refused = client.post("/whatif/scenarios", json=body)
         assert refused.status_code == 400 and refused.json()["error"].startswith(message), refused.json()
+    refused = client.post("/whatif/scenarios", json={"sweep": {"hardware": ["h200"], "batch": list(range(1, 40))}})
+    assert (refused.status_code, refused.json()) == (422, {"error": "scenario: sweeps 39 workloads; at most 32 per "
+                                                                    "request"})
     refused = client.post("/serving/scenarios", json=SCENARIO)
     assert refused.status_code == 400 and refused.json()["error"].startswith("scenario: no serving block")
 
