@@ -437,7 +437,8 @@ PATH_STRINGS = ["/etc/passwd", "/etc/shadow", "../../etc/passwd", "/proc/self/fd
                 "file:///etc/passwd", "C:\\Windows\\win.ini", "\\\\host\\share", "dsocr-standard-v1.yaml", "."]
 WHATIF_BODY = {"name": "fuzz", "base": {"profile": "dsocr-standard-v1", "page": "1654x2339"},
                "sweep": {"hardware": ["h200"], "runtime": ["hf-eager"]},
-               "target": {"pages_per_day": 1000}}  # overrides: their ranges are the scenario reader's, fuzzed there
+               "overrides": {"peak_tflops": 989, "memory_tb_per_s": 4.8, "memory_gb": 141, "efficiency_scale": 1.0},
+               "target": {"pages_per_day": 1000}}
 SERVING_BODY = {"name": "fuzz-serving", "base": {"profile": "dsocr-standard-v1"},
                 "sweep": {"hardware": ["h100-sxm"], "runtime": ["vllm"]},
                 "serving": {"engine": "vllm-v1", "max_num_seqs": 64, "max_num_batched_tokens": 8192, "block_size": 16,
