@@ -731,7 +731,10 @@ def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_gr
 
     token = os.environ.get("DSOCR_SERVICE_TOKEN") or None
     if token_file is not None:
-        token = token_file.read_text("utf-8").strip() or None
+        from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_text
+
+        token = load_text(token_file, MAX_SMALL_FILE_BYTES, click.UsageError, f"--token-file {token_file}").strip() \
+            or None
         if token is None:
             raise click.UsageError(f"--token-file {token_file}: the file is empty")
     config = ServiceConfig(db=db_url, token=token, analysis_timeout_s=analysis_timeout,

@@ -103,6 +103,7 @@ FIFO_COMMANDS = {
     "hardware add": (["hardware", "add", "{fifo}"], 2),
     "runtime add": (["runtime", "add", "{fifo}"], 2),
     "a scenario's profile": (["whatif", "--scenario", "{scenario}"], 2),
+    "serve --token-file": (["serve", "--port", "0", "--token-file", "{fifo}"], 2),
 }
 
 
