@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from registry.service import ServiceConfig, create_app
 from tests.helpers import REPO, rows, run_command
-from tests.test_service import REQUEST, RUN, TEST_HOSTS, TOKEN, Server
+from tests.test_service import REQUEST, RUN, TEST_HOSTS, TOKEN, Server, client, stored_report  # noqa: F401 (fixtures)
 
 OPENAPI = yaml.safe_load((REPO / "contracts" / "openapi.yaml").read_text())
 PROFILE_REFUSED = ("scenario: base: profile must be a shipped workload profile name or an inline mapping of a "
@@ -25,19 +25,6 @@ PROFILE_REFUSED = ("scenario: base: profile must be a shipped workload profile n
 STANDARD_PROFILE = yaml.safe_load((REPO / "analyzer" / "profiles" / "dsocr-standard-v1.yaml").read_text())
 SERVING_SPEC = {"sweep": {"hardware": ["h100-sxm"], "runtime": ["vllm"]},
                 "serving": {"arrival": {"rate_per_s": [2]}, "pages": {"count": 10}}}
-
-
-@pytest.fixture
-def client(registry_url):
-    with TestClient(create_app(ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url))) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def stored_report(registry_url, report_files):
-    result = run_command(["ingest", str(report_files["standard"]), "--db", registry_url])
-    assert result.exit_code == 0, result.output
-    return rows(registry_url, "SELECT report_id FROM reports")[0][0]
 
 
 def one_line_error(response) -> str:
