@@ -103,7 +103,7 @@ EFFICIENCY_SCALE = Range(1e-3, 20, integer=False)
 PAGES_PER_DAY = Range(0, 1e12, "pages", integer=False, low_open=True)
 TARGET_LATENCY_S = Range(0, 1e6, "s", integer=False, low_open=True)
 
-# -- serving (a scenario's serving block, simulated by registry.serving) -----------------------------------------
+# -- serving (a scenario's serving block, simulated by registry.serving.engine) -----------------------------------------
 # Concurrent sequences: vLLM's default is 256 (1,024 on large GPUs); 65,536 is 64x that.
 MAX_NUM_SEQS = Range(1, 65_536, "sequences")
 # Tokens per engine step: vLLM's default is 8,192 (2,048 with chunked prefill); the runtime catalog's bound too.

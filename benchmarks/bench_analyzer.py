@@ -54,6 +54,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from registry.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
+    from registry.interfaces.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
 
     exit_without_teardown(0)

@@ -47,7 +47,7 @@ def measurement_file(rows: int, shape: str) -> tuple[bytes, float]:
 
 
 def bench(label: str, url: str | None, tmp: Path, counts: list[int], shape: str) -> None:
-    from registry.measurements import ingest_measurements, parse
+    from registry.store.measurements import ingest_measurements, parse
 
     registry = fresh_registry(url, tmp, label)
     try:
@@ -102,6 +102,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from registry.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
+    from registry.interfaces.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
 
     exit_without_teardown(0)

@@ -37,7 +37,7 @@ def fresh_registry(url: str | None, tmp: Path, label: str):
     """A new, empty registry: a DuckDB file in tmp, or a new schema on the PostgreSQL server."""
     import sqlalchemy as sa
 
-    from registry.db import Registry
+    from registry.store.db import Registry
 
     if url is None:
         registry = Registry(str(tmp / f"{label}-{uuid.uuid4().hex[:6]}.duckdb"))
@@ -68,7 +68,7 @@ def drop_registry(registry) -> None:
 
 def timed_writes(url, tmp, reports, batched: bool, repeat: int) -> tuple[float, object]:
     """Best time of `repeat` runs writing reports[1:] (after reports[0] stored the module tree)."""
-    from registry.ingest import BATCH_REPORTS, write_batch, write_report
+    from registry.store.ingest import BATCH_REPORTS, write_batch, write_report
 
     best, kept = None, None
     for _ in range(repeat):
@@ -100,8 +100,8 @@ def duckdb_own_insert(registry, report_count: int, batched: bool, repeat: int) -
     on the driver."""
     import duckdb
 
-    from registry.db import duckdb_path
-    from registry.ingest import BATCH_REPORTS
+    from registry.store.db import duckdb_path
+    from registry.store.ingest import BATCH_REPORTS
 
     conn = duckdb.connect(str(duckdb_path(registry.url)))
     first = conn.execute("SELECT MIN(id) FROM reports").fetchone()[0]
@@ -135,7 +135,7 @@ def postgres_own_copy(registry, batched: bool, repeat: int) -> float:
     per report, directly on psycopg."""
     import psycopg
 
-    from registry.ingest import BATCH_REPORTS, copy_types
+    from registry.store.ingest import BATCH_REPORTS, copy_types
 
     url = registry.url.set(drivername="postgresql")
     options = url.query.get("options", "")
@@ -177,7 +177,7 @@ def duckdb_constraint_rates(registry, repeat: int) -> tuple[int, float, float]:
     with no constraints and with the primary key alone (best of `repeat`): (rows, rows/s, rows/s)."""
     import duckdb
 
-    from registry.db import duckdb_path
+    from registry.store.db import duckdb_path
 
     with duckdb.connect(str(duckdb_path(registry.url)), read_only=True) as source:
         operator_rows = source.sql("SELECT * FROM operator_metrics").to_arrow_table()
@@ -236,7 +236,7 @@ def read_breakdown(path: Path, repeat: int = 7) -> str:
 
 
 def bench_writes(label, url, tmp, reports, files, repeat) -> None:
-    from registry.ingest import discover, ingest_sources, metric_row_count, read_source
+    from registry.store.ingest import discover, ingest_sources, metric_row_count, read_source
 
     rows = sum(metric_row_count(r) for r in reports[1:])
     results = {}
@@ -287,7 +287,7 @@ def grow(registry, target_reports: int) -> int:
     in SQL: a registry the size of a team's long history without analyzing thousands of workloads."""
     import sqlalchemy as sa
 
-    from registry.models import Report
+    from registry.store.models import Report
 
     report_columns = [c.name for c in Report.__table__.columns if c.name not in ("id", "report_id")]
     with registry.begin() as conn:
@@ -316,9 +316,9 @@ def grow(registry, target_reports: int) -> int:
 def bench_scale(tmp, reports, scale: int) -> None:
     import sqlalchemy as sa
 
-    from registry import views
-    from registry.ingest import write_batch
-    from registry.pricing import read_points, record_scenario
+    from registry.store import views
+    from registry.store.ingest import write_batch
+    from registry.pricing.points import read_points, record_scenario
 
     registry = fresh_registry(None, tmp, "scale")
     for first in range(0, len(reports), 200):
@@ -415,7 +415,7 @@ def main() -> None:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))} (choose from writes, startup, scale)")
 
     from analyzer.report import write_report as write_file
-    from registry.ingest import metric_row_count
+    from registry.store.ingest import metric_row_count
 
     reports = make_reports(args.reports)
     with tempfile.TemporaryDirectory() as folder:
@@ -439,6 +439,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from registry.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
+    from registry.interfaces.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
 
     exit_without_teardown(0)

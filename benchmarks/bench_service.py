@@ -36,8 +36,8 @@ def stored_registry(url: str, folder: pathlib.Path) -> str:
     """Store the standard report in the registry; its id."""
     from analyzer.analysis import analyze
     from analyzer.workload import load_profile
-    from registry.db import Registry
-    from registry.ingest import write_report
+    from registry.store.db import Registry
+    from registry.store.ingest import write_report
 
     report = analyze(load_profile("dsocr-standard-v1"))
     registry = Registry(url)

@@ -26,10 +26,10 @@ def main() -> None:
     parser.add_argument("--table-pages", type=int, default=2_000)
     args = parser.parse_args()
 
-    from registry.catalog import resolve_hardware, resolve_runtime
-    from registry.db import Registry
-    from registry.serving import EngineConfig, PageMix, make_pages, simulate
-    from registry.serving_cost import step_costs
+    from registry.pricing.catalog import resolve_hardware, resolve_runtime
+    from registry.store.db import Registry
+    from registry.serving.engine import EngineConfig, PageMix, make_pages, simulate
+    from registry.serving.step_cost import step_costs
 
     folder = pathlib.Path(tempfile.mkdtemp())
     url = str(folder / "bench.duckdb")

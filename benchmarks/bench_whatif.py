@@ -13,9 +13,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    from registry.db import Registry
-    from registry.pricing import read_points
-    from registry.whatif import Scenario, run_scenario
+    from registry.store.db import Registry
+    from registry.pricing.points import read_points
+    from registry.pricing.whatif import Scenario, run_scenario
 
     data = {"name": "bench-500", "base": {"profile": "dsocr-standard-v1"},
             "sweep": {"hardware": ["h100-sxm", "h200", "a100-80g", "l40s", "rtx-4090"], "runtime": ["hf-eager"],
@@ -46,6 +46,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from registry.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
+    from registry.interfaces.entry import exit_without_teardown  # no spurious DuckDB binding reports at exit
 
     exit_without_teardown(0)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from registry import db as registry_db
-from registry import catalog, views
-from registry.models import Base
+from registry.store import db as registry_db
+from registry.pricing import catalog
+from registry.store import views
+from registry.store.models import Base
 
 config = context.config
 

@@ -407,8 +407,8 @@ def read_profile(path: pathlib.Path) -> None:
 
 
 def read_scenario(path: pathlib.Path) -> None:
-    from registry.serving_scenario import serving_spec
-    from registry.whatif import _overrides, expand_workloads, load_scenario
+    from registry.serving.scenario import serving_spec
+    from registry.pricing.whatif import _overrides, expand_workloads, load_scenario
 
     scenario = load_scenario(path)
     _overrides(scenario)
@@ -417,14 +417,14 @@ def read_scenario(path: pathlib.Path) -> None:
 
 
 def read_measurements(path: pathlib.Path) -> None:
-    from registry.measurements import parse
+    from registry.store.measurements import parse
 
     parse(path)
 
 
 def reader_errors() -> dict[str, tuple[type[BaseException], ...]]:
     from analyzer.errors import AnalyzerInputError
-    from registry.db import RegistryError
+    from registry.store.db import RegistryError
 
     return {"profile": (AnalyzerInputError,), "scenario": (RegistryError, AnalyzerInputError),
             "serving": (RegistryError, AnalyzerInputError), "measurements": (RegistryError,)}

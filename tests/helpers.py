@@ -14,8 +14,8 @@ def run_command(args, input=None):
     import click
     from click.testing import CliRunner
 
-    from registry.cli import cli
-    from registry.entry import run_cli
+    from registry.interfaces.cli import cli
+    from registry.interfaces.entry import run_cli
 
     @click.command()
     def entry():
@@ -29,7 +29,7 @@ def upgrade_to(conn, revision: str, views: bool = False) -> None:
     which this code creates only at the head), else the migrations alone."""
     from alembic import command
 
-    from registry.db import alembic_config
+    from registry.store.db import alembic_config
 
     cfg = alembic_config(conn)
     cfg.attributes["recreate_views"] = views
@@ -40,7 +40,7 @@ def rows(db_url, query, **params):
     """The rows of one query against a registry, as tuples."""
     import sqlalchemy as sa
 
-    from registry.db import Registry
+    from registry.store.db import Registry
 
     registry = Registry(db_url)
     try:

@@ -11,8 +11,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from registry.db import Registry, alembic_config
-from registry.views import view_names
+from registry.store.db import Registry, alembic_config
+from registry.store.views import view_names
 from tests.conftest import POSTGRES_URL
 from tests.helpers import REPO, rows, run_command, upgrade_to
 
@@ -74,7 +74,7 @@ def test_kind_says_what_a_point_is_and_reads_write_nothing(priced, report_files)
 def test_summaries_on_one_connection_leave_no_temporary_tables_behind(registry_url, report_files):
     """Pricing in temporary tables ends with a rollback: the next summary on the same (pooled) connection creates
     them afresh, and the registry's own tables are untouched."""
-    from registry.contract import summarize
+    from registry.interfaces.contract import summarize
 
     assert run_command(["ingest", str(report_files["standard"]), "--db", registry_url]).exit_code == 0
     report_id = json.loads(report_files["standard"].read_text())["report_id"]
@@ -335,7 +335,7 @@ def test_a_role_given_grant_read_reads_everything_and_keeps_it_across_upgrades(d
 
 
 def _described(url):
-    from registry.db import describe, resolve_url
+    from registry.store.db import describe, resolve_url
 
     return describe(resolve_url(url))
 

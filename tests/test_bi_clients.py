@@ -14,9 +14,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from registry.export import table_names
-from registry.models import Base
-from registry.views import view_names
+from registry.store.export import table_names
+from registry.store.models import Base
+from registry.store.views import view_names
 from tests.helpers import REPO, rows, run_command
 
 CLIENTS = REPO / "tests" / "clients"

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from analyzer.report import load_report
-from registry.cli import cli
+from registry.interfaces.cli import cli
 from tests.helpers import rows, run_command
 
 

@@ -20,7 +20,7 @@ from referencing.jsonschema import DRAFT202012
 from analyzer.errors import AnalyzerInputError
 from analyzer.report import AnalyticModelReport, dumps_json, load_report, make_converter, report_to_dict
 from analyzer.schema import SCHEMA_PATH
-from registry.contract import (DeepSeekOCRAnalyticReportSummary, DeepSeekOCRAnalyticRequest, TopModule,
+from registry.interfaces.contract import (DeepSeekOCRAnalyticReportSummary, DeepSeekOCRAnalyticRequest, TopModule,
                                register_deepseek_ocr_hooks)
 from tests.helpers import REPO, rows, run_command
 

@@ -110,7 +110,7 @@ def _one_line(text: str, name: str) -> str:
 
 def accepted_overrides(scenario, overrides: dict) -> None:
     """What an accepted scenario holds is within the physical ranges, whatever got past the checks."""
-    from registry.whatif import OVERRIDE_RANGES, TARGET_RANGES
+    from registry.pricing.whatif import OVERRIDE_RANGES, TARGET_RANGES
 
     for key, value in overrides.items():
         assert value is None or OVERRIDE_RANGES[key].contains(value), (key, value)
@@ -119,7 +119,7 @@ def accepted_overrides(scenario, overrides: dict) -> None:
 
 
 def accepted_serving(scenario, spec) -> None:
-    from registry.serving_scenario import check_simulated_work, simulated_points
+    from registry.serving.scenario import check_simulated_work, simulated_points
 
     config = spec.config
     assert ranges.MAX_NUM_SEQS.contains(config.max_num_seqs) and ranges.BLOCK_SIZE.contains(config.block_size)
@@ -144,9 +144,9 @@ def accepted_workloads(workloads) -> None:
 def library_verdict(data: dict) -> str:
     """The library's checks of a scenario mapping (what the service and the CLI call before any work)."""
     from analyzer.errors import AnalyzerInputError
-    from registry.db import RegistryError
-    from registry.serving_scenario import serving_spec
-    from registry.whatif import _overrides, expand_workloads, scenario_from_mapping
+    from registry.store.db import RegistryError
+    from registry.serving.scenario import serving_spec
+    from registry.pricing.whatif import _overrides, expand_workloads, scenario_from_mapping
 
     started = time.perf_counter()
     try:
@@ -197,18 +197,18 @@ def backends(tmp_path_factory):
 @pytest.fixture
 def checks_only(monkeypatch):
     """`whatif` with every check it makes, the work after them (analyses, pricing, the simulation) stubbed."""
-    import registry.serving_scenario
-    import registry.whatif
+    import registry.serving.scenario
+    import registry.pricing.whatif
 
     def price_checked(registry_, scenario, progress=False, new_run=False, then=None, analyze=None):
-        registry.whatif._overrides(scenario)
-        registry.whatif.expand_workloads(scenario)
+        registry.pricing.whatif._overrides(scenario)
+        registry.pricing.whatif.expand_workloads(scenario)
         with registry_.begin() as conn:
-            registry.whatif.resolve_devices(scenario, conn)
+            registry.pricing.whatif.resolve_devices(scenario, conn)
         return 0, [], False, None
 
-    monkeypatch.setattr(registry.whatif, "price_scenario", price_checked)
-    monkeypatch.setattr(registry.serving_scenario, "run_serving", lambda *args, **kwargs: (0, [], {}))
+    monkeypatch.setattr(registry.pricing.whatif, "price_scenario", price_checked)
+    monkeypatch.setattr(registry.serving.scenario, "run_serving", lambda *args, **kwargs: (0, [], {}))
 
 
 WRITTEN = ("scenarios", "scenario_points", "serving_points", "reports")

@@ -100,7 +100,7 @@ def test_hostile_files_in_bounded_memory(report_files, tmp_path):
     for name, (content, _) in files.items():
         (tmp_path / name).write_text(content, "utf-8", errors="surrogatepass")
         paths.append(str(tmp_path / name))
-    cli = [sys.executable, "-c", "from registry.cli import main; main()", "ingest", *paths,
+    cli = [sys.executable, "-c", "from registry.interfaces.cli import main; main()", "ingest", *paths,
            str(report_files["standard"]), "--db", str(tmp_path / "r.duckdb")]
     # A small parent runs the CLI and reports its peak resident memory (the children of this test process would
     # include forks of it, which count its own pages).
@@ -123,7 +123,7 @@ def test_hostile_files_in_bounded_memory(report_files, tmp_path):
 def test_an_unexpected_error_is_one_line_and_the_other_files_go_in(registry_url, report_files, monkeypatch):
     """A bug while writing one report ends in that report's line (and a traceback only with DSOCR_DEBUG=1): the
     batch it was in fails, and its reports written one by one find the one the bug is in."""
-    import registry.ingest as ingest
+    import registry.store.ingest as ingest
     from analyzer.report import load_report
 
     original = ingest.metric_columns
@@ -151,7 +151,7 @@ def test_an_unexpected_error_is_one_line_and_the_other_files_go_in(registry_url,
 
 
 def test_an_unexpected_error_of_a_command_is_one_line(registry_url, monkeypatch, tmp_path):
-    import registry.export as export
+    import registry.store.export as export
 
     def fail(*args, **kwargs):
         raise ZeroDivisionError("x" * 5000)

@@ -28,11 +28,11 @@ COUNTED = ("scenarios", "scenario_points", "serving_points", "hardware", "runtim
 @pytest.fixture(scope="module", autouse=True)
 def imported():
     """The modules the commands import on first use, imported before anything is timed."""
-    import registry.catalog  # noqa: F401
-    import registry.ingest  # noqa: F401
-    import registry.measurements  # noqa: F401
-    import registry.serving_scenario  # noqa: F401
-    import registry.whatif  # noqa: F401
+    import registry.pricing.catalog  # noqa: F401
+    import registry.store.ingest  # noqa: F401
+    import registry.store.measurements  # noqa: F401
+    import registry.serving.scenario  # noqa: F401
+    import registry.pricing.whatif  # noqa: F401
 
 
 def counts(url) -> dict[str, int]:
@@ -190,7 +190,7 @@ def test_symlink_loops_end(pattern, looped, registry_url):
 
 
 def test_globs_keep_what_glob_matched(tmp_path):
-    from registry.ingest import discover
+    from registry.store.ingest import discover
 
     (tmp_path / ".hidden").mkdir()
     for name in ("a.json", ".hidden/b.json", ".c.json", "sub/d.yaml"):
@@ -207,20 +207,20 @@ def test_globs_keep_what_glob_matched(tmp_path):
 
 
 def test_more_files_than_the_limit_are_refused_before_anything_is_written(tmp_path, report_files, monkeypatch):
-    import registry.ingest
+    import registry.store.ingest
 
     folder = tmp_path / "many"
     folder.mkdir()
     for index in range(3):
         (folder / f"r{index}.json").write_bytes(report_files["standard"].read_bytes())
-    monkeypatch.setattr(registry.ingest, "MAX_INPUT_FILES", 2)
+    monkeypatch.setattr(registry.store.ingest, "MAX_INPUT_FILES", 2)
     db = tmp_path / "new.duckdb"
     for args in ([str(folder)], [str(folder / "*.json")], [str(folder / "r0.json"), str(folder / "r1.json"),
                                                             str(folder / "r2.json")]):
         line, _ = refused(["ingest", *args, "--db", str(db)])
         assert "more than 2 input files; name fewer" in line, line
         assert not db.exists()  # the registry is not even created
-    monkeypatch.setattr(registry.ingest, "MAX_INPUT_FILES", 3)
+    monkeypatch.setattr(registry.store.ingest, "MAX_INPUT_FILES", 3)
     assert run_command(["ingest", str(folder), "--db", str(db)]).exit_code == 0
 
 
@@ -277,8 +277,8 @@ def test_serving_numbers_beyond_their_range_are_refused_up_front(line, fragment,
 
 def test_one_point_of_serve_sim_is_within_the_work_limit(tmp_path):
     """The work limit counts what runs: the whole sweep for whatif, one point for serve-sim."""
-    from registry.serving_scenario import serving_spec
-    from registry.whatif import ScenarioError, load_scenario
+    from registry.serving.scenario import serving_spec
+    from registry.pricing.whatif import ScenarioError, load_scenario
 
     path = tmp_path / "s.yaml"
     path.write_text(SERVING.replace("{line}", "pages: {count: 100000}\n  arrival: {rate_per_s: [1, 2]}"))
@@ -352,7 +352,7 @@ def test_serve_sim_rate_option_is_bounded(registry_url, tmp_path):
 def test_the_simulation_refuses_an_engine_past_its_ranges():
     """The library's own guard: a config past the ranges never reaches the int64 block arithmetic (cost is not
     even looked at)."""
-    from registry.serving import EngineConfig, Pages, simulate
+    from registry.serving.engine import EngineConfig, Pages, simulate
 
     pages = Pages(arrival=np.zeros(1), family=np.zeros(1, dtype=np.int64), new_tokens=np.ones(1, dtype=np.int64))
     for field, value in (("block_size", 2**63 - 1), ("max_num_seqs", 2**63 - 1), ("max_num_batched_tokens", 0)):

@@ -121,7 +121,7 @@ def _legacy_runtime(registry_url):
     """A profile as stored before revision 0006: none of its new columns set (the views COALESCE them)."""
     import sqlalchemy as sa
 
-    from registry.db import Registry
+    from registry.store.db import Registry
 
     registry = Registry(registry_url)
     try:
@@ -144,9 +144,9 @@ def test_the_fit_evaluates_the_views_formula_row_by_row(registry_url, runtime):
     """calibrate.predict is the fit's fast evaluator of the pricing views' formula: held equal to the views on every
     timed row, for each shipped profile (vllm: reports traced under vllm, decode replayed from a CUDA graph) and for
     a profile stored before revision 0006."""
-    from registry import calibrate
-    from registry.db import Registry
-    from registry.measurements import resolve
+    from registry.pricing import calibrate
+    from registry.store.db import Registry
+    from registry.store.measurements import resolve
 
     if runtime == "legacy":
         _legacy_runtime(registry_url)
@@ -179,7 +179,7 @@ def test_the_fit_keeps_unidentified_parameters_and_reports_bounds():
     and masked-attention efficiency are not identified: they stay at their priors and are reported as fixed."""
     import numpy as np
 
-    from registry import calibrate
+    from registry.pricing import calibrate
 
     categories = {name: {"compute_efficiency": 0.5, "bandwidth_efficiency": 0.8}
                   for name in ("matmul", "attention", "attention_masked", "conv", "other")}
@@ -307,9 +307,9 @@ def _many_rows_file(tmp_path, count, edit=None):
 def test_a_file_of_many_rows_goes_in_as_one_insert_each_workload_mapped_once(registry_url, tmp_path, monkeypatch):
     """33,000 rows of 28 timed rows' workloads: each distinct mapping built once, each distinct workload's report
     looked up once, and one bulk insert of all the rows."""
-    import registry.ingest as ingest
-    import registry.measurements as measurements
-    import registry.pricing as pricing
+    import registry.store.ingest as ingest
+    import registry.store.measurements as measurements
+    import registry.pricing.points as pricing
 
     assert _ingest(registry_url).exit_code == 0  # the workloads' reports, analyzed once
     path = _many_rows_file(tmp_path, 33_000)

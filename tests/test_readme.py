@@ -6,8 +6,8 @@ import shlex
 import click
 import pytest
 
-from registry.analyzer_main import analyzer_command
-from registry.cli import cli
+from registry.interfaces.analyzer_main import analyzer_command
+from registry.interfaces.cli import cli
 from tests.helpers import REPO
 
 PROGRAMS = {"dsocr-registry": cli, "python -m analyzer": analyzer_command}
@@ -127,7 +127,7 @@ def test_readme_lists_every_command():
 
 
 def test_sql_help_names_every_view():
-    from registry.views import view_names
+    from registry.store.views import view_names
 
     help_text = " ".join(cli.commands["sql"].help.split())
     assert [name for name in view_names() if name not in help_text] == []

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from analyzer.report import load_report
-from registry.db import Registry, SchemaMismatchError
+from registry.store.db import Registry, SchemaMismatchError
 from tests.helpers import REPO, rows, run_command, table_counts, write_edited
 
 
@@ -26,7 +26,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
         ("hf-eager", 3, "hf-eager"), ("vllm", 3, "vllm")]
     assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(22,)]
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 11
-    from registry.views import view_names
+    from registry.store.views import view_names
 
     assert len(view_names()) == 14
     for view in view_names():  # every view of queries/views exists and answers on an empty registry
@@ -282,7 +282,7 @@ def test_schema_gate_refuses_stale_newer_and_empty(db_url, report_files):
 def test_stale_revision_names_the_upgrade_command(tmp_path, monkeypatch):
     db = str(tmp_path / "old.duckdb")
     Registry(db).ensure_schema()
-    import registry.db as registry_db
+    import registry.store.db as registry_db
 
     real_history = registry_db.revision_history()
     monkeypatch.setattr(registry_db.Registry, "head_revision", lambda self: "9998")
@@ -326,7 +326,7 @@ def test_export_parquet_and_snapshot(registry_url, report_files, tmp_path):
     assert result.exit_code == 0, result.output
     assert table_counts(str(snap)) == counts
     assert rows(str(snap), "SELECT COUNT(*) FROM runtime_profile_categories") == [(22,)]
-    from registry.views import view_names
+    from registry.store.views import view_names
 
     for view in view_names():  # every view: the same rows in the export, the snapshot and the registry
         count = rows(registry_url, f"SELECT COUNT(*) FROM {view}")[0][0]
@@ -369,8 +369,8 @@ def test_a_bulk_insert_the_database_refuses_is_one_line_and_rolled_back(registry
     same one-line DatabaseError as any other refused statement, and the transaction leaves nothing."""
     import datetime
 
-    from registry.db import DatabaseError
-    from registry.ingest import bulk_insert
+    from registry.store.db import DatabaseError
+    from registry.store.ingest import bulk_insert
 
     registry = Registry(registry_url)
     now = datetime.datetime(2026, 1, 1)
@@ -389,7 +389,7 @@ def test_a_bulk_insert_the_database_refuses_is_one_line_and_rolled_back(registry
 def test_db_vacuum_prints_the_size_per_report(registry_url, report_files):
     import re
 
-    from registry.db import Registry
+    from registry.store.db import Registry
 
     assert run_command(["ingest", str(report_files["standard"]), str(report_files["base"]),
                         "--db", registry_url]).exit_code == 0

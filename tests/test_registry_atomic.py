@@ -20,9 +20,9 @@ def _upgrade_when_released(url: str, start: pathlib.Path, lock_timeout_s: float 
     of them begin their upgrades at the same moment."""
     code = textwrap.dedent(f"""
         import pathlib, sys, time
-        from registry.cli import cli
-        from registry.entry import run_cli
-        import registry.db, alembic.command  # imported before the start, as the upgrade needs them
+        from registry.interfaces.cli import cli
+        from registry.interfaces.entry import run_cli
+        import registry.store.db, alembic.command  # imported before the start, as the upgrade needs them
         print("ready", flush=True)
         while not pathlib.Path({str(start)!r}).exists():
             time.sleep(0.005)
@@ -36,8 +36,8 @@ def _upgrade_when_released(url: str, start: pathlib.Path, lock_timeout_s: float 
 @needs_postgres
 def test_two_upgrades_at_once_take_turns(tmp_path):
     """Both succeed: one creates the schema, the other waits for it and then finds it current."""
-    from registry.db import Registry
-    from registry.views import view_names
+    from registry.store.db import Registry
+    from registry.store.views import view_names
 
     with postgres_schema("t") as url:
         start = tmp_path / "start"
@@ -61,7 +61,7 @@ def test_an_upgrade_gives_up_on_a_held_upgrade_lock_and_other_schemas_go_on():
     --lock-timeout and then stop with one line, having changed nothing; a second schema is not held up by it."""
     import sqlalchemy as sa
 
-    from registry.db import UPGRADE_LOCK_SQL
+    from registry.store.db import UPGRADE_LOCK_SQL
 
     with postgres_schema("t") as held_url, postgres_schema("t") as other_url:
         holder = sa.create_engine(held_url)
@@ -116,8 +116,8 @@ def _one_error_line(result) -> str:
 def test_an_export_replaces_the_previous_one_as_a_whole(registry_url, report_files, tmp_path):
     import pyarrow.parquet as pq
 
-    from registry.export import table_names
-    from registry.views import view_names
+    from registry.store.export import table_names
+    from registry.store.views import view_names
 
     out, before = _previous_export(registry_url, report_files, tmp_path)
     (out / "v_of_an_older_release.parquet").write_bytes(before["reports.parquet"])
@@ -135,7 +135,7 @@ def test_an_export_replaces_the_previous_one_as_a_whole(registry_url, report_fil
 ])
 def test_an_error_on_the_third_file_leaves_the_previous_export(registry_url, report_files, tmp_path, monkeypatch,
                                                                error, exit_code, line):
-    import registry.export as export
+    import registry.store.export as export
 
     out, before = _previous_export(registry_url, report_files, tmp_path)
     write_table = export.pq.write_table
@@ -167,8 +167,8 @@ def test_a_full_disk_mid_export_leaves_the_previous_export(registry_url, report_
         import resource, signal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
-        from registry.cli import cli
-        from registry.entry import run_cli
+        from registry.interfaces.cli import cli
+        from registry.interfaces.entry import run_cli
         run_cli(cli, ["export", "--parquet", {str(out)!r}, "--db", {registry_url!r}])
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -181,7 +181,7 @@ def test_a_full_disk_mid_export_leaves_the_previous_export(registry_url, report_
 
 
 def test_a_failed_swap_puts_the_previous_export_back(registry_url, report_files, tmp_path, monkeypatch):
-    import registry.export as export
+    import registry.store.export as export
 
     out, before = _previous_export(registry_url, report_files, tmp_path)
     rename = export.os.rename

@@ -149,7 +149,7 @@ def test_a_process_killed_mid_ingest_leaves_no_partial_report(registry_url, repo
     """The child stops inside the report's transaction, after some of its rows went in; we kill it there."""
     code = textwrap.dedent(f"""
         import sys, time
-        import registry.ingest as ingest
+        import registry.store.ingest as ingest
         original = ingest.bulk_insert
         calls = []
         def slow_bulk_insert(conn, table, columns):
@@ -160,8 +160,8 @@ def test_a_process_killed_mid_ingest_leaves_no_partial_report(registry_url, repo
                 time.sleep(60)
             return count
         ingest.bulk_insert = slow_bulk_insert
-        from registry.cli import cli
-        from registry.entry import run_cli
+        from registry.interfaces.cli import cli
+        from registry.interfaces.entry import run_cli
         run_cli(cli, ["ingest", {str(report_files['standard'])!r}, "--db", {registry_url!r}])
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -181,10 +181,10 @@ def test_a_process_killed_mid_ingest_leaves_no_partial_report(registry_url, repo
 def test_a_directory_goes_in_as_one_batch_each_bad_file_named(registry_url, hundred_reports, tmp_path, monkeypatch):
     import shutil
 
-    import registry.ingest as ingest
+    import registry.store.ingest as ingest
     from analyzer.report import load_report
-    from registry.db import Registry
-    from registry.stored import load_stored_report
+    from registry.store.db import Registry
+    from registry.store.stored import load_stored_report
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -227,8 +227,8 @@ def test_a_directory_goes_in_as_one_batch_each_bad_file_named(registry_url, hund
 
 def test_a_report_the_database_refuses_fails_alone_in_its_batch(registry_url, hundred_reports):
     from analyzer.report import load_report
-    from registry.db import Registry
-    from registry.ingest import write_batch
+    from registry.store.db import Registry
+    from registry.store.ingest import write_batch
 
     good = [load_report(path) for path in hundred_reports[5:8]]
     refused = load_report(hundred_reports[8])
@@ -263,8 +263,8 @@ def test_a_full_disk_mid_batch_leaves_the_registry_as_it_was(tmp_path, hundred_r
         import resource, signal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
-        from registry.cli import cli
-        from registry.entry import run_cli
+        from registry.interfaces.cli import cli
+        from registry.interfaces.entry import run_cli
         run_cli(cli, ["ingest", *{batch!r}, "--db", {str(db)!r}])
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -308,7 +308,7 @@ def test_a_lost_postgresql_connection_mid_batch_leaves_the_registry_as_it_was(po
     """A second connection terminates the ingest's backend after the batch's report rows went in."""
     import sqlalchemy as sa
 
-    import registry.ingest as ingest
+    import registry.store.ingest as ingest
     from tests.conftest import POSTGRES_URL
 
     url = postgres_url
@@ -349,8 +349,8 @@ def test_a_sweep_keeps_the_reports_it_analyzed_when_a_later_analysis_fails(regis
     reports analyzed before it stored, so the sweep run again analyzes only what is left."""
     from analyzer.analysis import analyze
     from analyzer.workload import load_profile
-    from registry.db import Registry, RegistryError
-    from registry.pricing import ensure_reports, find_report
+    from registry.store.db import Registry, RegistryError
+    from registry.pricing.points import ensure_reports, find_report
 
     workloads = [load_profile("dsocr-base-v1", new_tokens=new_tokens) for new_tokens in (3, 4, 5)]
     analyzed = []

@@ -5,10 +5,10 @@ import json
 
 from analyzer.categories import TARGET_OPERATORS
 from analyzer.report import dumps_json, load_report
-from registry import ingest
-from registry.db import Registry
-from registry.ingest import stored_categories
-from registry.stored import load_stored_report
+from registry.store import ingest
+from registry.store.db import Registry
+from registry.store.ingest import stored_categories
+from registry.store.stored import load_stored_report
 from tests.helpers import REPO, REPORT_TABLES, rows, run_command, table_counts, upgrade_to, write_edited
 
 BEFORE_0010 = [t for t in REPORT_TABLES if t != "operator_cost_groups"]  # the report tables of older revisions
@@ -189,7 +189,7 @@ def test_a_version_2_registry_upgrades_to_0006_without_loss(db_url, monkeypatch,
     attention at their attention values, and a plain name means the shipped version."""
     import sqlalchemy as sa
 
-    from registry.catalog import resolve_runtime
+    from registry.pricing.catalog import resolve_runtime
 
     path = tmp_path / "v2.json"
     v2_report = _version_2_report(path)

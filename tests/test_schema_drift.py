@@ -3,8 +3,8 @@
 import pytest
 import sqlalchemy as sa
 
-from registry.db import Registry, alembic_config
-from registry.models import Base
+from registry.store.db import Registry, alembic_config
+from registry.store.models import Base
 from tests.conftest import POSTGRES_URL
 from tests.helpers import run_command
 

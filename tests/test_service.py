@@ -1,4 +1,4 @@
-"""The HTTP service (registry/service.py): the contract fuzzed by Schemathesis, auth, limits, errors, runs that are
+"""The HTTP service (registry/interfaces/service.py): the contract fuzzed by Schemathesis, auth, limits, errors, runs that are
 joined, stopped and restarted, on DuckDB and PostgreSQL."""
 
 import asyncio
@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 from starlette.testclient import TestClient
 
 from analyzer.schema import SCHEMA_PATH
-from registry.service import ServiceConfig, create_app
+from registry.interfaces.service import ServiceConfig, create_app
 from tests.helpers import REPO, rows, run_command
 
 OPENAPI_PATH = REPO / "contracts" / "openapi.yaml"
@@ -138,7 +138,7 @@ def test_spec_docs_and_health(client):
 
 
 def test_an_unexpected_error_is_json_without_a_trace(client, monkeypatch):
-    from registry.service import Service
+    from registry.interfaces.service import Service
 
     def broken(*args):
         raise ZeroDivisionError("secret internals")

@@ -1,4 +1,4 @@
-"""The HTTP service against hostile requests (registry/service.py): no server file is read, no request blocks the
+"""The HTTP service against hostile requests (registry/interfaces/service.py): no server file is read, no request blocks the
 event loop or the writer, browsers' cross-site requests and rebound names are refused, slow clients are cut off,
 and every error carries its status; on DuckDB and PostgreSQL."""
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from registry.service import ServiceConfig, create_app
+from registry.interfaces.service import ServiceConfig, create_app
 from tests.helpers import REPO, rows, run_command
 from tests.test_service import REQUEST, RUN, TEST_HOSTS, TOKEN, Server, client, stored_report  # noqa: F401 (fixtures)
 
@@ -182,9 +182,9 @@ def test_a_simulation_past_its_memory_limit_is_refused():
     machine's memory (a billion pages would take 7.45 GiB)."""
     import attrs
 
-    from registry.service import AnalysisPool, WorkLimitError, error_status
-    from registry.serving_scenario import ServingPlan, serving_spec
-    from registry.whatif import scenario_from_mapping
+    from registry.interfaces.service import AnalysisPool, WorkLimitError, error_status
+    from registry.serving.scenario import ServingPlan, serving_spec
+    from registry.pricing.whatif import scenario_from_mapping
 
     spec = serving_spec(scenario_from_mapping(SERVING_SPEC, "scenario"))
     plan = ServingPlan(source="scenario", spec=attrs.evolve(spec, count=10 ** 9), points=((1, 1, None, spec.config),),
@@ -323,8 +323,8 @@ def test_a_lost_database_is_503_not_400(client, registry_url, tmp_path):
 def test_a_connection_lost_mid_statement_is_503(registry_url):
     import sqlalchemy as sa
 
-    from registry.db import DatabaseError, Registry
-    from registry.service import error_status
+    from registry.store.db import DatabaseError, Registry
+    from registry.interfaces.service import error_status
 
     if "://" not in registry_url:
         pytest.skip("a server connection to lose: PostgreSQL")

@@ -12,8 +12,8 @@ STANDARD_PAGES = ["1654x2339"]
 
 
 def _ids(db_url, hardware="h100-sxm", runtime="vllm"):
-    from registry.catalog import resolve_hardware, resolve_runtime
-    from registry.db import Registry
+    from registry.pricing.catalog import resolve_hardware, resolve_runtime
+    from registry.store.db import Registry
 
     registry = Registry(db_url)
     with registry.begin() as conn:
@@ -25,8 +25,8 @@ def _ids(db_url, hardware="h100-sxm", runtime="vllm"):
 @pytest.fixture(scope="session")
 def h100_cost(tmp_path_factory):
     """The step costs of the standard page on the H100 under vllm (a DuckDB registry of its own)."""
-    from registry.db import Registry
-    from registry.serving_cost import step_costs
+    from registry.store.db import Registry
+    from registry.serving.step_cost import step_costs
 
     url = str(tmp_path_factory.mktemp("serving") / "cost.duckdb")
     Registry(url).upgrade()
@@ -41,7 +41,7 @@ def h100_cost(tmp_path_factory):
 def test_step_cost_equals_the_views_on_points_not_used_to_derive_it(registry_url):
     """Decode at batch 3 and a third context, prefill at a fourth prompt length, vision of one page: the step
     function against the views' stage times of those single-batch points (rel 1e-6)."""
-    from registry.serving_cost import make_workloads, record_probes, step_costs
+    from registry.serving.step_cost import make_workloads, record_probes, step_costs
 
     registry, hid, rid = _ids(registry_url, "a100-40g")
     try:
@@ -68,8 +68,8 @@ def test_step_cost_equals_the_views_on_points_not_used_to_derive_it(registry_url
 
 
 def _static_latency(url, new_tokens):
-    from registry.db import Registry
-    from registry.pricing import ensure_reports, read_points, record_scenario
+    from registry.store.db import Registry
+    from registry.pricing.points import ensure_reports, read_points, record_scenario
     from analyzer.workload import load_profile
 
     registry, hid, rid = _ids(url)
@@ -84,7 +84,7 @@ def _static_latency(url, new_tokens):
 
 
 def test_one_page_at_a_time_equals_the_static_model(h100_cost):
-    from registry.serving import EngineConfig, PageMix, make_pages, simulate
+    from registry.serving.engine import EngineConfig, PageMix, make_pages, simulate
 
     cost, url = h100_cost
     static = _static_latency(url, 512)
@@ -97,7 +97,7 @@ def test_one_page_at_a_time_equals_the_static_model(h100_cost):
 
 
 def test_littles_law_holds_on_the_trace(h100_cost):
-    from registry.serving import EngineConfig, PageMix, make_pages, simulate
+    from registry.serving.engine import EngineConfig, PageMix, make_pages, simulate
 
     cost, _ = h100_cost
     result = simulate(cost, EngineConfig(), make_pages(1500, 3, PageMix(), 6.0))
@@ -108,7 +108,7 @@ def test_littles_law_holds_on_the_trace(h100_cost):
 
 
 def test_saturated_throughput_stays_under_the_step_cost_bound(h100_cost):
-    from registry.serving import EngineConfig, PageMix, make_pages, saturated_bound_pages_per_s, simulate
+    from registry.serving.engine import EngineConfig, PageMix, make_pages, saturated_bound_pages_per_s, simulate
 
     cost, _ = h100_cost
     config = EngineConfig(max_num_seqs=128)
@@ -120,7 +120,7 @@ def test_saturated_throughput_stays_under_the_step_cost_bound(h100_cost):
 
 
 def test_a_tiny_kv_pool_preempts_and_loses_no_page(h100_cost):
-    from registry.serving import EngineConfig, PageMix, make_pages, simulate
+    from registry.serving.engine import EngineConfig, PageMix, make_pages, simulate
 
     cost, _ = h100_cost
     pages = make_pages(300, 11, PageMix(median=400, p90=900, max_tokens=2000), None)
@@ -138,7 +138,7 @@ def test_a_tiny_kv_pool_preempts_and_loses_no_page(h100_cost):
 
 
 def test_same_seed_same_bytes(h100_cost):
-    from registry.serving import EngineConfig, PageMix, make_pages, simulate
+    from registry.serving.engine import EngineConfig, PageMix, make_pages, simulate
 
     cost, _ = h100_cost
     outputs = []
@@ -274,8 +274,8 @@ def test_bad_serving_targets_give_one_line(registry_url, tmp_path):
 
 
 def test_overrides_reach_the_serving_step_costs(h100_cost):
-    from registry.db import Registry
-    from registry.serving_cost import step_costs
+    from registry.store.db import Registry
+    from registry.serving.step_cost import step_costs
 
     cost, url = h100_cost
     registry, hid, rid = _ids(url)
@@ -296,8 +296,8 @@ def test_a_serving_scenario_needs_a_vllm_runtime(registry_url, tmp_path):
 
 
 def test_the_example_serving_scenario_validates():
-    from registry.serving_scenario import serving_spec
-    from registry.whatif import load_scenario
+    from registry.serving.scenario import serving_spec
+    from registry.pricing.whatif import load_scenario
 
     spec = serving_spec(load_scenario(REPO / "queries" / "examples" / "serving.yaml"))
     assert spec.rates == (1.0, 2.0, 4.0, 8.0) and spec.mix.shares == (0.8, 0.2)

@@ -13,7 +13,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from registry.db import SQL_READER_ROLE, SQL_ROWS_FUNCTION, Registry
+from registry.store.db import SQL_READER_ROLE, SQL_ROWS_FUNCTION, Registry
 from tests.conftest import POSTGRES_URL
 from tests.fuzzing import table_counts
 from tests.helpers import rows, run_command
@@ -110,9 +110,9 @@ def test_the_duckdb_connection_refuses_writes_without_the_statement_check(loaded
     and reaches no file."""
     if is_postgres(loaded_url):
         pytest.skip("PostgreSQL has no statement check: the cursor and the transaction are the only guard")
-    import registry.db
+    import registry.store.db
 
-    monkeypatch.setattr(registry.db, "refuse_duckdb_writes", lambda statement: None)
+    monkeypatch.setattr(registry.store.db, "refuse_duckdb_writes", lambda statement: None)
     target = server_writable_dir / "out"
     before = table_counts(loaded_url)
     for query, message in [
@@ -227,10 +227,10 @@ def test_a_role_given_grant_read_runs_queries_as_itself(registry_url, server_wri
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_reader_role_that_may_read_server_files_is_refused(registry_url, monkeypatch):
     """The reader role is checked, not trusted: given pg_read_server_files, sql runs nothing under it."""
-    import registry.db
+    import registry.store.db
 
     role = f"dsocr_sql_reader_{uuid.uuid4().hex[:8]}"  # its own, so that other tests keep theirs
-    monkeypatch.setattr(registry.db, "SQL_READER_ROLE", role)
+    monkeypatch.setattr(registry.store.db, "SQL_READER_ROLE", role)
     admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
     try:
         assert run_command(["sql", "SELECT 1", "--db", registry_url]).exit_code == 0
@@ -250,9 +250,9 @@ def test_a_reader_role_that_may_read_server_files_is_refused(registry_url, monke
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_file_reading_role_that_cannot_set_up_the_reader_is_refused(registry_url, monkeypatch):
     """A role that may read server files but not create roles: sql refuses in one line and runs nothing."""
-    import registry.db
+    import registry.store.db
 
-    monkeypatch.setattr(registry.db, "SQL_READER_ROLE", f"dsocr_sql_reader_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setattr(registry.store.db, "SQL_READER_ROLE", f"dsocr_sql_reader_{uuid.uuid4().hex[:8]}")
     role = f"filer_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
     with admin.begin() as conn:
@@ -316,10 +316,10 @@ def driver_calls(monkeypatch):
     go through _QueryBudget.run, PostgreSQL's fetches through psycopg's server-side cursor)."""
     import psycopg
 
-    import registry.db
+    import registry.store.db
 
     calls = [0]
-    real_run, real_fetch = registry.db._QueryBudget.run, psycopg.ServerCursor.fetchmany
+    real_run, real_fetch = registry.store.db._QueryBudget.run, psycopg.ServerCursor.fetchmany
 
     def counted_run(self, call):
         calls[0] += 1
@@ -329,17 +329,17 @@ def driver_calls(monkeypatch):
         calls[0] += 1
         return real_fetch(self, size)
 
-    monkeypatch.setattr(registry.db._QueryBudget, "run", counted_run)
+    monkeypatch.setattr(registry.store.db._QueryBudget, "run", counted_run)
     monkeypatch.setattr(psycopg.ServerCursor, "fetchmany", counted_fetch)
     return calls
 
 
 def test_table_output_holds_at_most_its_row_cap_and_says_so(registry_url, monkeypatch, driver_calls):
-    import registry.db
-    import registry.output
+    import registry.store.db
+    import registry.interfaces.output
 
-    monkeypatch.setattr(registry.output, "TABLE_ROW_CAP", 50)
-    monkeypatch.setattr(registry.db, "QUERY_BATCH_ROWS", 10)
+    monkeypatch.setattr(registry.interfaces.output, "TABLE_ROW_CAP", 50)
+    monkeypatch.setattr(registry.store.db, "QUERY_BATCH_ROWS", 10)
     table = run_command(["sql", _series(registry_url, 120), "--db", registry_url]).stdout.splitlines()
     assert len(table) == 2 + 50 + 1 and table[51].split() == ["50", "100"]
     assert table[-1] == ("(first 50 rows shown; the query has more: --format csv or json prints every row, "
@@ -356,10 +356,10 @@ def test_csv_and_json_are_written_batch_by_batch(registry_url, monkeypatch, driv
     command never holds more than one), and the text is what one render of all rows prints."""
     import click
 
-    import registry.db
-    from registry.output import render_rows
+    import registry.store.db
+    from registry.interfaces.output import render_rows
 
-    monkeypatch.setattr(registry.db, "QUERY_BATCH_ROWS", 1000)
+    monkeypatch.setattr(registry.store.db, "QUERY_BATCH_ROWS", 1000)
     writes = []
     real_echo = click.echo
 

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 import yaml
 
 from analyzer.report import load_report
-from registry.catalog import parse_hardware, parse_runtimes, shipped
-from registry.db import Registry
-from registry.whatif import Scenario, run_scenario
+from registry.pricing.catalog import parse_hardware, parse_runtimes, shipped
+from registry.store.db import Registry
+from registry.pricing.whatif import Scenario, run_scenario
 from tests.helpers import REPO, rows, run_command
 
 EXAMPLES = REPO / "queries" / "examples"
@@ -136,7 +136,7 @@ def test_views_equal_a_python_recomputation_at_random_points(ingested, report_fi
             else:  # priced on the report of the runtime's own execution, analyzed for the point
                 (report_id,) = rows(ingested, "SELECT report_id FROM reports WHERE execution = 'vllm' "
                                               "AND report_id = :r", r=point["report_id"])[0]
-                from registry.stored import load_stored_report
+                from registry.store.stored import load_stored_report
 
                 report = load_stored_report(registry, report_id)
                 assert report.execution.value == "vllm" and report.workload == stored.workload
@@ -386,7 +386,7 @@ def test_the_shipped_runtimes_are_in_range_and_name_their_execution():
 
 def test_a_runtime_of_another_execution_cannot_price_a_report(registry_url, report_files):
     """A point pairs a report with a runtime of its own execution: anything else is refused, nothing recorded."""
-    from registry.pricing import record_scenario
+    from registry.pricing.points import record_scenario
 
     run_command(["ingest", str(report_files["base"]), "--db", registry_url])
     refused = run_command(["summary", load_report(report_files["base"]).report_id, "--runtime", "vllm",
@@ -409,7 +409,7 @@ def test_a_runtime_of_another_execution_cannot_price_a_report(registry_url, repo
 
 def test_a_statement_the_database_refuses_is_one_line_and_writes_nothing(registry_url, tmp_path, monkeypatch):
     """Registry.begin turns any refused statement into one line; here a memory size no BIGINT column holds."""
-    from registry import catalog
+    from registry.pricing import catalog
 
     parse = catalog.parse_hardware
     monkeypatch.setattr(catalog, "parse_hardware",
@@ -482,8 +482,8 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
     fit: the modules sit on the H200's roof, the title names it, and the 4090's bar is hatched and labelled."""
     import numpy as np
 
-    from registry.plots import UNFIT_HATCH, build_scenario_figure
-    from registry.pricing import read_points, read_stage_times
+    from registry.interfaces.plots import UNFIT_HATCH, build_scenario_figure
+    from registry.pricing.points import read_points, read_stage_times
 
     scenario = tmp_path / "roofs.yaml"
     scenario.write_text(PLOT_SCENARIO)
@@ -579,7 +579,7 @@ def test_a_shipped_gpu_or_runtime_is_not_edited_and_user_entries_survive_upgrade
 
 
 def test_counts_take_the_number_of_their_noun(registry_url, tmp_path):
-    from registry.output import plural
+    from registry.interfaces.output import plural
 
     assert [plural(n, "GPU") for n in (0, 1, 1.0, 2, 1234)] == ["0 GPUs", "1 GPU", "1 GPU", "2 GPUs", "1,234 GPUs"]
     scenario = tmp_path / "one.yaml"

@@ -53,7 +53,7 @@ def downgrade() -> None:
     the code of revision 0007 creates its own views when it upgrades. DuckDB cannot drop a column of a table that
     others reference (scenario_points), so there the two nullable columns stay, unread by 0007's code, and the
     next upgrade fills the kind of the rows written meanwhile."""
-    from registry import views
+    from registry.store import views
 
     views.drop_views(op.get_bind())
     op.drop_table("view_definitions")

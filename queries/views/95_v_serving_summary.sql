@@ -1,5 +1,5 @@
 -- One row per simulated serving point (serving_points: a scenario's GPU x runtime x arrival rate, simulated by
--- registry/serving.py with step times from the pricing views): throughput, TTFT / time per output token / page
+-- registry/serving/engine.py with step times from the pricing views): throughput, TTFT / time per output token / page
 -- latency percentiles, mean running pages, KV pool use, preemptions; whether the point meets the scenario's
 -- targets (ttft_p99_s, page_latency_p99_s; an offline point has no arrival rate and meets none), the highest
 -- arrival rate of its GPU x runtime that meets them (best_rate_per_s), and the GPUs that rate needs for the

@@ -16,8 +16,8 @@ def price(registry, report, args) -> tuple[dict, list[tuple], list[tuple]]:
     """The priced point, its stage times and the top modules by FLOPs, through the registry's views."""
     import sqlalchemy as sa
 
-    from registry.pricing import read_stage_breakdown
-    from registry.whatif import Scenario, run_scenario
+    from registry.pricing.points import read_stage_breakdown
+    from registry.pricing.whatif import Scenario, run_scenario
 
     w = report.workload
     base = dict(variant=w.variant, mode=w.mode, page=f"{w.page_width_px}x{w.page_height_px}",
@@ -59,9 +59,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     from analyzer.report import ReportFormatError, load_report
-    from registry.db import RegistryError
-    from registry.output import Column, render_table
-    from registry.pricing import private_registry
+    from registry.store.db import RegistryError
+    from registry.interfaces.output import Column, render_table
+    from registry.pricing.points import private_registry
 
     try:
         report = load_report(args.report)
@@ -98,6 +98,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from registry.entry import run_script_and_exit
+    from registry.interfaces.entry import run_script_and_exit
 
     run_script_and_exit(main)

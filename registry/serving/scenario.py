@@ -1,7 +1,7 @@
 """Serving scenarios: a `serving:` block (and serving targets) in a what-if scenario file -> simulated points.
 
 Checks the block (one line FILE:LINE: key: message, before anything is written), derives the step costs of each
-GPU x runtime from the registry (registry.serving_cost), simulates each arrival rate (registry.serving) and records
+GPU x runtime from the registry (registry.serving.step_cost), simulates each arrival rate (registry.serving.engine) and records
 the scenario with one serving_points row per GPU x runtime x rate (serving_requests rows only when asked).
 """
 
@@ -17,10 +17,10 @@ import sqlalchemy as sa
 
 from analyzer import ranges
 from analyzer.fileio import quote
-from registry.catalog import suggestion
-from registry.db import Registry
-from registry.serving import Z90, EngineConfig, PageMix, make_pages, simulate
-from registry.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
+from registry.pricing.catalog import suggestion
+from registry.store.db import Registry
+from registry.serving.engine import Z90, EngineConfig, PageMix, make_pages, simulate
+from registry.pricing.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
 
 ENGINES = ("vllm-v1",)
 SERVING_KEYS = {"engine", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
@@ -102,7 +102,7 @@ def simulated_points(scenario: Scenario, spec: ServingSpec) -> int:
 def check_simulated_work(scenario: Scenario, spec: ServingSpec, points: int) -> None:
     """Refuse up front a simulation of more than MAX_SIMULATED_TOKENS generated tokens over `points` points (a
     few minutes of simulation), or of more points than a what-if sweep may have."""
-    from registry.whatif import MAX_SWEEP_POINTS
+    from registry.pricing.whatif import MAX_SWEEP_POINTS
 
     if points > MAX_SWEEP_POINTS:
         raise scenario.fail(("serving", "arrival", "rate_per_s"),
@@ -282,8 +282,8 @@ RESULT_KEYS = ["duration_s", "pages_per_s", "output_tokens_per_s", "ttft_p50_s",
 
 
 def check_runtimes(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], list[tuple[int, str, int]]]:
-    from registry.catalog import runtime_execution
-    from registry.whatif import resolve_devices
+    from registry.pricing.catalog import runtime_execution
+    from registry.pricing.whatif import resolve_devices
 
     hardware, runtimes = resolve_devices(scenario, conn)
     for runtime_id, name, version in runtimes:
@@ -327,7 +327,7 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
     """The step costs of each GPU x runtime (analyzing and recording the probes not stored yet) and its KV pool.
     `write(func, *args)` runs the step that writes (the probes' reports and points); the service passes its
     writer, the rest only reads."""
-    from registry.serving_cost import derive, make_workloads, probe_workloads, record_probes
+    from registry.serving.step_cost import derive, make_workloads, probe_workloads, record_probes
 
     with registry.begin() as conn:
         hardware, runtimes = check_runtimes(scenario, conn)
@@ -413,8 +413,8 @@ def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool
 def record_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, rows: list[dict], requests: dict,
                    keep_requests: bool = False, new_run: bool = False) -> int:
     """Record the scenario and its serving points (and requests if asked) in one transaction; its id."""
-    from registry.ingest import bulk_insert
-    from registry.pricing import record_scenario
+    from registry.store.ingest import bulk_insert
+    from registry.pricing.points import record_scenario
 
     with registry.begin() as conn:
         scenario_id, recorded = record_scenario(conn, scenario.name, scenario.data, spec.target, [], kind="serving",
@@ -436,8 +436,8 @@ def record_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, ro
 def probe_analyses(registry: Registry, scenario: Scenario, spec: ServingSpec) -> list[tuple]:
     """(workload, execution) of every probe serving_plan prices: the service analyzes those not stored yet before
     it takes its writer."""
-    from registry.catalog import runtime_execution
-    from registry.serving_cost import make_workloads, probe_workloads
+    from registry.pricing.catalog import runtime_execution
+    from registry.serving.step_cost import make_workloads, probe_workloads
 
     with registry.begin() as conn:
         _, runtimes = check_runtimes(scenario, conn)

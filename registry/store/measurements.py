@@ -24,7 +24,7 @@ from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import (MAX_MEASUREMENT_BYTES, InputLimitError, decode_text, parse_document, quote,
                              read_input, source_name, unreadable)
 from analyzer.workload import MODES, Workload
-from registry.db import Registry, RegistryError
+from registry.store.db import Registry, RegistryError
 
 # One decode step over a static cache of `context` tokens (measure's graph_decode section): kept for reference, not
 # compared, since neither is what a runtime profile's execution runs (a static cache is not hf-eager's DynamicCache,
@@ -234,7 +234,7 @@ def parse(path: str | pathlib.Path) -> tuple[dict, list[MappedRow], str]:
 def _check_stored_rows(rows: list[MappedRow], label: str) -> None:
     """`_check_stored` over every row, a column at a time: the first row that fails any check gets that row's
     own message."""
-    from registry.models import ColumnValueError, check_columns
+    from registry.store.models import ColumnValueError, check_columns
 
     columns = {"kind": [r.kind for r in rows], "variant": [r.variant for r in rows],
                "batch": [r.batch for r in rows], "reps": [r.raw.get("reps") for r in rows],
@@ -259,7 +259,7 @@ def _check_stored_rows(rows: list[MappedRow], label: str) -> None:
 def _check_stored(row: MappedRow, where: str) -> None:
     """The values of a row's `measurements` columns: integers where the column holds integers, and within the
     column (the same verdict on both backends)."""
-    from registry.models import ColumnValueError, check_row
+    from registry.store.models import ColumnValueError, check_row
 
     values = {"kind": row.kind, "variant": row.variant, "batch": row.batch, "reps": row.raw.get("reps"),
               "stage": row.stage, "view_kind": row.view_kind}
@@ -276,7 +276,7 @@ def _check_stored(row: MappedRow, where: str) -> None:
 
 def resolve(conn, hardware: str, runtime: str) -> tuple[int, int, str]:
     """(hardware id, runtime profile id, 'name@version'); a typo gets the closest name."""
-    from registry.catalog import resolve_hardware, resolve_runtime
+    from registry.pricing.catalog import resolve_hardware, resolve_runtime
 
     hardware_id, _ = resolve_hardware(conn, hardware)
     runtime_id, name, version = resolve_runtime(conn, runtime)
@@ -307,9 +307,9 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
 
     The reports of its distinct workloads are looked up (and those not stored yet analyzed) once each; the set,
     its scenario and all its rows then go in in one transaction, the rows as one bulk insert."""
-    from registry.catalog import runtime_execution
-    from registry.ingest import bulk_insert
-    from registry.pricing import ensure_reports, record_scenario
+    from registry.pricing.catalog import runtime_execution
+    from registry.store.ingest import bulk_insert
+    from registry.pricing.points import ensure_reports, record_scenario
 
     env, rows, file_hash = parse(path)
     with registry.begin() as conn:

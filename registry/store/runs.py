@@ -2,7 +2,7 @@
 process that serves them.
 
 A run is queued, then running, then done (with the report it stored) or failed (with one line). Identical requests
-share a request key (registry.contract.request_key): while a run of a key is queued or running, an identical request
+share a request key (registry.interfaces.contract.request_key): while a run of a key is queued or running, an identical request
 joins it instead of starting another. A run's owner is the service process running it, which touches `updated_at`
 while it works; a run whose owner stopped (a process of this host that is gone, or silent for STALE_AFTER_S) is
 interrupted: reported done if its report was stored, failed otherwise.
@@ -126,7 +126,7 @@ def interrupted_runs(conn, owner: str | None = None, every_active: bool = False)
 
 def settle_interrupted(registry, runs: list[dict], error: str = INTERRUPTED) -> list[tuple[str, str]]:
     """Mark interrupted runs done (their report was stored before the stop) or failed; [(run id, status)]."""
-    from registry.contract import DeepSeekOCRAnalyticRequest, stored_report_id
+    from registry.interfaces.contract import DeepSeekOCRAnalyticRequest, stored_report_id
 
     settled = []
     for run in runs:

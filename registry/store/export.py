@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analyzer.fileio import atomic_path, quote
-from registry import views
-from registry.db import DEFAULT_STORAGE_VERSION, Registry, RegistryError
-from registry.models import Base
+from registry.store import views
+from registry.store.db import DEFAULT_STORAGE_VERSION, Registry, RegistryError
+from registry.store.models import Base
 
 
 def table_names() -> list[str]:

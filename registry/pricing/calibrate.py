@@ -12,7 +12,7 @@ two equal row by row), with host and device overlapping:
 Free parameters: the compute efficiency of matmul, attention, masked attention and conv, the bandwidth efficiency
 of elementwise and data-movement kernels, one scale on the other categories' bandwidth efficiencies, the host time per aten call, per kernel launch, per nn.Module call, per stage call
 and per decode step, and (with CUDA-graph decode) the device time per replayed kernel. Each stays within its
-physical range (registry.catalog.RUNTIME_PARAMETERS: the bounds of the fit); a parameter that ends on a bound is
+physical range (registry.pricing.catalog.RUNTIME_PARAMETERS: the bounds of the fit); a parameter that ends on a bound is
 reported; a parameter that changes no prediction anywhere in its range (the rows cannot identify it) stays at its
 prior and is reported as fixed. Residuals are relative errors. Held-out error: leave one kind of measurement out,
 fit on the rest, predict the kind left out.
@@ -26,8 +26,8 @@ import attrs
 import numpy as np
 import sqlalchemy as sa
 
-from registry.catalog import EFFICIENCY, PARAMETER_OF_COLUMN
-from registry.db import Registry, RegistryError
+from registry.pricing.catalog import EFFICIENCY, PARAMETER_OF_COLUMN
+from registry.store.db import Registry, RegistryError
 
 FITTED_COMPUTE = ("matmul", "attention_masked")
 # Bandwidth efficiencies fitted each on its own: strided copies (window partitions, permuted layouts) and broadcast
@@ -375,7 +375,7 @@ def describe_fit(result: dict, rows: Rows, hardware: str, runtime: str) -> str:
 def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id: int, new_runtime_id: int) -> list[int]:
     """The measurement sets of (GPU, base runtime), stored again under the new runtime (rows and points copied),
     so that the views price them with the new profile."""
-    from registry.pricing import record_scenario
+    from registry.pricing.points import record_scenario
 
     new_sets = []
     with registry.begin() as conn:
@@ -415,9 +415,9 @@ def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str,
     of the runtime's own name), price the measurements again through the views under it, and return the fit with
     the profile's document (runtimes.yaml format; `label` names where it will be written). The new version is
     reached as NAME@VERSION only: a plain NAME keeps meaning its pinned version."""
-    from registry.catalog import next_runtime_version, parse_runtimes, resolve_runtime, upsert_runtime
-    from registry.measurements import resolve
-    from registry.pricing import compare_measurements
+    from registry.pricing.catalog import next_runtime_version, parse_runtimes, resolve_runtime, upsert_runtime
+    from registry.store.measurements import resolve
+    from registry.pricing.points import compare_measurements
 
     with registry.begin() as conn:
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware_name, runtime_name)

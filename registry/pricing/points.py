@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from registry.db import Registry, RegistryError, ReportNotFoundError
+from registry.store.db import Registry, RegistryError, ReportNotFoundError
 
 DEFAULT_RUNTIME = "hf-eager"  # the runtime a scenario prices under when it names none
 # A summary prices on the H200 under the shipped profile of the report's own execution (hf-eager or vllm) unless a
@@ -55,7 +55,7 @@ def find_report(conn, workload, execution="hf-eager") -> int | None:
     transformers version (the newest schema version first). Reports stored before revision 0006 are hf-eager."""
     from analyzer import __version__
     from analyzer.workload import workload_record
-    from registry.ingest import workload_hash
+    from registry.store.ingest import workload_hash
 
     return conn.execute(sa.text(
         "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
@@ -88,7 +88,7 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     from tqdm import tqdm
 
     from analyzer.workload import workload_record
-    from registry.ingest import workload_hash, write_batch
+    from registry.store.ingest import workload_hash, write_batch
 
     if analyze is None:
         from analyzer.analysis import analyze
@@ -166,7 +166,7 @@ def record_scenario(conn, name: str, definition: dict, target: dict, points: lis
     figures included, and `content`: whatever else the caller records with it) is reused, unless `new_run`.
     `scenario_id`: the id to give it (temporary copies of the tables, which have no sequence). `lookup_only`: only
     find the recorded one ((None, False) when there is none)."""
-    from registry.ingest import bulk_insert
+    from registry.store.ingest import bulk_insert
 
     overrides = overrides or {}
     if points:
@@ -224,7 +224,7 @@ def scratch_pricing(registry: Registry) -> Iterator[sa.Connection]:
     the views that read them temporary copies too), and the transaction is rolled back at the end. It needs no
     more than SELECT (and, on PostgreSQL, the TEMP privilege every role has by default), so it works on a
     read-only DuckDB file and under a read-only role. Give record_scenario an explicit scenario_id in it."""
-    from registry.views import create_temp_copies
+    from registry.store.views import create_temp_copies
 
     with registry.begin() as conn:
         create_temp_copies(conn, SCRATCH_TABLES)
@@ -328,7 +328,7 @@ def point_report_key(registry, scenario_id: int, point_index: int) -> int | None
 def private_registry(report, label: str) -> Iterator[tuple[Registry, int]]:
     """A registry in memory (DuckDB) holding only `report`, for pricing a report file without a registry;
     yields the registry and the report's key."""
-    from registry.ingest import write_report
+    from registry.store.ingest import write_report
 
     registry = Registry("duckdb:///:memory:")
     try:

@@ -17,7 +17,7 @@ from analyzer import ranges
 from analyzer.categories import CategoryId
 from analyzer.execution import Execution
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names, source_name
-from registry.db import RegistryError
+from registry.store.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
 
@@ -135,7 +135,7 @@ def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
 
 def _fits(where: str, table: str, row: dict[str, Any]) -> None:
     """A catalog row whose values its columns hold (string lengths, integer ranges), else one line naming it."""
-    from registry.models import ColumnValueError, check_row
+    from registry.store.models import ColumnValueError, check_row
 
     try:
         check_row(table, row)

@@ -17,7 +17,7 @@ from analyzer.architecture import MODEL_IDS, variant_for_model_id
 from analyzer.errors import AnalyzerInputError
 from analyzer.report import AnalyticModelReport, report_from_dict
 from analyzer.workload import profile_names
-from registry.pricing import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
+from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
 
 DEFAULT_RUNTIME = None  # the shipped profile named after the report's execution
 
@@ -76,8 +76,8 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
               top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
     """Price a stored report through the views and shape the answer as the summary contract. `runtime` None: the
     shipped profile of the report's execution (hf-eager or vllm); a runtime of another execution is refused."""
-    from registry.measurements import resolve
-    from registry.pricing import (SCRATCH_SCENARIO_ID, measured_end_to_end_ms, read_module_times, read_points,
+    from registry.store.measurements import resolve
+    from registry.pricing.points import (SCRATCH_SCENARIO_ID, measured_end_to_end_ms, read_module_times, read_points,
                                   record_scenario, scratch_pricing, stored_report_key)
 
     # priced in temporary copies of the scenario tables, rolled back: a summary reads, it records nothing
@@ -118,7 +118,7 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
 def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWARE,
                      runtime: str | None = DEFAULT_RUNTIME) -> DeepSeekOCRAnalyticReportSummary:
     """The summary of a report that is not in any registry: priced in a private in-memory registry."""
-    from registry.pricing import private_registry
+    from registry.pricing.points import private_registry
 
     with private_registry(report, "summary") as (registry, _):
         return summarize(registry, report.report_id, hardware, runtime)
@@ -133,8 +133,8 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
 
     from analyzer.fileio import source_name, unreadable
     from analyzer.report import load_report
-    from registry.db import RegistryError
-    from registry.ingest import write_report
+    from registry.store.db import RegistryError
+    from registry.store.ingest import write_report
 
     path = pathlib.Path(reference)
     if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
@@ -178,7 +178,7 @@ def request_key(request: DeepSeekOCRAnalyticRequest) -> str:
 
 def stored_report_id(registry, request: DeepSeekOCRAnalyticRequest) -> str | None:
     """The id of the report the registry already holds for this request (None: none stored)."""
-    from registry.pricing import find_report, report_id_of
+    from registry.pricing.points import find_report, report_id_of
 
     workload = request_workload(request)
     with registry.begin() as conn:
@@ -195,7 +195,7 @@ def analyze_request(request: DeepSeekOCRAnalyticRequest) -> AnalyticModelReport:
 
 def store_request_report(registry, request: DeepSeekOCRAnalyticRequest, report: AnalyticModelReport) -> None:
     """Store the report of a request (one transaction; rows replaced when `force_rebuild`)."""
-    from registry.ingest import write_report
+    from registry.store.ingest import write_report
 
     write_report(registry, report, f"python -m analyzer {request.workload_profile_id}", force=request.force_rebuild)
 
@@ -205,7 +205,7 @@ def run_request(request: DeepSeekOCRAnalyticRequest, registry=None) -> tuple[Ana
     same workload is rebuilt from its rows unless `force_rebuild`; a new report is stored there."""
     if registry is None:
         return analyze_request(request), False
-    from registry.stored import load_stored_report
+    from registry.store.stored import load_stored_report
 
     if not request.force_rebuild:
         stored_id = stored_report_id(registry, request)

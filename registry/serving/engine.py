@@ -8,7 +8,7 @@ in `block_size`-token blocks of a pool of kv_pool_bytes / (block_size x KV bytes
 cannot be allocated the most recently admitted running page is preempted (its blocks freed, back at the head of
 the queue, recomputed from zero with the tokens it already generated), and no page is admitted in that step.
 A page's first token comes from the step that completes its prefill; it finishes at its new_tokens-th token.
-The time of every step comes from registry.serving_cost.StepCost (the registry's priced operator rows).
+The time of every step comes from registry.serving.step_cost.StepCost (the registry's priced operator rows).
 
 Pure Python + numpy, deterministic: the same inputs and seed give the same results byte for byte.
 """

@@ -1,7 +1,7 @@
-"""What-if scenarios: a YAML file -> workloads x GPUs x runtimes, priced through registry.pricing.
+"""What-if scenarios: a YAML file -> workloads x GPUs x runtimes, priced through registry.pricing.points.
 
 This module reads and checks scenario files and expands their sweeps into workloads; recording the points and
-reading the answers (every formula is in the SQL views) is registry.pricing's.
+reading the answers (every formula is in the SQL views) is registry.pricing.points's.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import yaml
 from analyzer import ranges
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, read_document, source_name
-from registry.catalog import suggestion
-from registry.db import Registry, RegistryError
-from registry.pricing import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
+from registry.pricing.catalog import suggestion
+from registry.store.db import Registry, RegistryError
+from registry.pricing.points import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
 
 SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving"}
 BASE_KEYS = {"profile", "variant", "mode", "page", "tiles", "min_tiles", "max_tiles", "prompt_text_tokens",
@@ -168,7 +168,7 @@ def expand_workloads(scenario: Scenario) -> list:
 
 
 def resolve_devices(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], list[tuple[int, str, int]]]:
-    from registry.catalog import resolve_hardware, resolve_runtime
+    from registry.pricing.catalog import resolve_hardware, resolve_runtime
 
     def located(key: str, resolve, name):
         try:
@@ -184,7 +184,7 @@ def resolve_devices(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], li
 def scenario_analyses(registry: Registry, scenario: Scenario) -> list[tuple]:
     """(workload, execution) of every report price_scenario prices: the service analyzes those not stored yet
     before it takes its writer."""
-    from registry.catalog import runtime_execution
+    from registry.pricing.catalog import runtime_execution
 
     workloads = expand_workloads(scenario)
     with registry.begin() as conn:
@@ -248,8 +248,8 @@ def price_scenario(registry: Registry, scenario: Scenario, progress: bool = Fals
     The same scenario file on the same registry reuses the scenario it recorded before, unless `new_run`. A
     registry this connection may only read prices the workloads it holds in temporary tables (nothing recorded;
     the id is then negative)."""
-    from registry.catalog import runtime_execution
-    from registry.pricing import SCRATCH_SCENARIO_ID, find_report, scratch_pricing
+    from registry.pricing.catalog import runtime_execution
+    from registry.pricing.points import SCRATCH_SCENARIO_ID, find_report, scratch_pricing
 
     overrides = _overrides(scenario)
     workloads = expand_workloads(scenario)

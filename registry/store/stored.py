@@ -18,8 +18,8 @@ from analyzer.execution import Execution
 from analyzer.report import (CONVERTER, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
                              RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id,
                              operator_categories)
-from registry.db import Registry, RegistryError, ReportNotFoundError
-from registry.ingest import stored_categories
+from registry.store.db import Registry, RegistryError, ReportNotFoundError
+from registry.store.ingest import stored_categories
 
 _STAGE_ORDER = "CASE {c} WHEN 'vision' THEN 0 WHEN 'projector' THEN 1 WHEN 'prefill' THEN 2 ELSE 3 END"
 _VIEW_ORDER = "CASE {c} WHEN 'global' THEN 0 WHEN 'tile' THEN 1 ELSE 2 END"

@@ -33,9 +33,9 @@ from sqlalchemy.engine import Connection
 from analyzer.categories import CategoryId, OperatorCategory
 from analyzer.fileio import MAX_INPUT_FILES, key_path, one_line, printable, quote
 from analyzer.report import AnalyticModelReport, ReportFormatError, load_report
-from registry.db import DatabaseError, Registry, RegistryError
-from registry.entry import debug_enabled
-from registry.models import Architecture, ColumnValueError, Report, Workload, check_columns, check_row
+from registry.store.db import DatabaseError, Registry, RegistryError
+from registry.interfaces.entry import debug_enabled
+from registry.store.models import Architecture, ColumnValueError, Report, Workload, check_columns, check_row
 
 REPORT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -345,7 +345,7 @@ _COPY_TYPES = ((sa.SmallInteger, "int2"), (sa.BigInteger, "int8"), (sa.Integer, 
 
 def copy_types(table: str, names: list[str]) -> list[str]:
     """PostgreSQL type names of a table's columns, as the models declare them."""
-    from registry.models import Base
+    from registry.store.models import Base
 
     columns = Base.metadata.tables[table].c
     types = []

@@ -1,7 +1,7 @@
 """The HTTP service: contracts/openapi.yaml served by Starlette (run by uvicorn: `dsocr-registry serve`).
 
-Every endpoint calls the library functions the command line calls (registry.contract, registry.whatif,
-registry.serving_scenario, registry.stored); this module adds only what HTTP needs:
+Every endpoint calls the library functions the command line calls (registry.interfaces.contract, registry.pricing.whatif,
+registry.serving.scenario, registry.store.stored); this module adds only what HTTP needs:
 
 - One registry per process. Writes (run states, stored reports, scenarios) go through one writer thread; reads run
   on a thread pool and never wait behind an analysis, which runs in a worker process (it imports torch and takes
@@ -49,8 +49,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document, quote
 from analyzer.report import ReportFormatError
-from registry.db import RegistryError, ReportNotFoundError
-from registry.pricing import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
+from registry.store.db import RegistryError, ReportNotFoundError
+from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
 
 log = logging.getLogger("dsocr_registry.service")
 access_log = logging.getLogger("dsocr_registry.service.access")
@@ -126,7 +126,7 @@ def error_status(exc: BaseException) -> int:
     (503 when the database cannot be reached or its connection was lost, 504 past a time limit)."""
     import sqlalchemy as sa
 
-    from registry.db import DatabaseLockedError, DatabaseUnavailableError
+    from registry.store.db import DatabaseLockedError, DatabaseUnavailableError
 
     status = getattr(exc, "http_status", None)
     if status is not None:
@@ -269,11 +269,11 @@ def _analyze_in_worker(kind: str, payload, time_limit_s: float | None = None):
 
 def _work(kind: str, payload):
     if kind == "request":
-        from registry.contract import analyze_request
+        from registry.interfaces.contract import analyze_request
 
         return analyze_request(payload)
     if kind == "simulate":
-        from registry.serving_scenario import simulate_plan
+        from registry.serving.scenario import simulate_plan
 
         return simulate_plan(payload)[0]
     from analyzer.analysis import analyze
@@ -399,8 +399,8 @@ class Service:
     """The registry, the writer thread, the analysis workers and the runs this process owns."""
 
     def __init__(self, config: ServiceConfig) -> None:
-        from registry.db import Registry
-        from registry.runs import new_owner
+        from registry.store.db import Registry
+        from registry.store.runs import new_owner
 
         self.config = config
         self.registry = Registry(config.db)
@@ -421,7 +421,7 @@ class Service:
         # A summary depends on the report's rows (immutable), the GPU and runtime catalogs and the measurements.
         # On DuckDB only this process can write them, and every write here clears the cache; on PostgreSQL other
         # processes may, so a cached summary lives SUMMARY_CACHE_TTL_S there.
-        from registry.db import is_duckdb
+        from registry.store.db import is_duckdb
         self.summary_ttl_s = math.inf if is_duckdb(self.registry.url) else SUMMARY_CACHE_TTL_S
 
     # The writer: every write of this process, one at a time.
@@ -434,8 +434,8 @@ class Service:
     def start(self) -> list[tuple[str, str]]:
         """Open the registry (a new DuckDB file is created at the current revision) and settle runs left active by
         a process that stopped: on DuckDB every active run (no other process can hold the file)."""
-        from registry.db import is_duckdb
-        from registry.runs import interrupted_runs, settle_interrupted
+        from registry.store.db import is_duckdb
+        from registry.store.runs import interrupted_runs, settle_interrupted
 
         self.write(self.registry.ensure_schema)
         if is_duckdb(self.registry.url):
@@ -456,7 +456,7 @@ class Service:
     def stop(self) -> None:
         """Finish in-flight runs within the grace period, then fail the rest cleanly (nothing half-stored: a
         report is written in one transaction, and a run whose report was stored reads as done)."""
-        from registry.runs import interrupted_runs, settle_interrupted
+        from registry.store.runs import interrupted_runs, settle_interrupted
 
         self.stopping.set()
         pending = [f for f in list(self.in_flight.values()) if not f.done()]
@@ -487,8 +487,8 @@ class Service:
     # -- runs -------------------------------------------------------------------------------------------------
     def accept(self, request) -> tuple[dict, bool, bool]:
         """(run, created, reused) for a run request (called in the writer)."""
-        from registry.contract import plain, request_key, stored_report_id
-        from registry.runs import accept_run
+        from registry.interfaces.contract import plain, request_key, stored_report_id
+        from registry.store.runs import accept_run
 
         reused = None if request.force_rebuild else stored_report_id(self.registry, request)
         with self.registry.begin() as conn:
@@ -501,8 +501,8 @@ class Service:
         future.add_done_callback(lambda _: self.in_flight.pop(run_id, None))
 
     def _execute(self, run_id: str, request) -> None:
-        from registry import runs
-        from registry.contract import store_request_report
+        from registry.store import runs
+        from registry.interfaces.contract import store_request_report
 
         def in_tx(func, *args):
             def unit():
@@ -544,8 +544,8 @@ class Service:
         """Analyze, in the worker processes and outside the writer, each (workload, execution) of `pairs` with no
         stored report: the writer then only stores them (a thread waits here, not the writer)."""
         from analyzer.workload import workload_record
-        from registry.ingest import workload_hash
-        from registry.pricing import find_report
+        from registry.store.ingest import workload_hash
+        from registry.pricing.points import find_report
 
         reports: dict[tuple[str, str], Any] = {}
         with self.registry.begin() as conn:
@@ -559,7 +559,7 @@ class Service:
     async def store_prepared(self, prepared: "PreparedAnalyses", label: str) -> None:
         """The reports analyzed for a request, one writer task each: a run accepted meanwhile waits for one
         report's transaction at most, not for the request's."""
-        from registry.ingest import write_batch
+        from registry.store.ingest import write_batch
 
         for report in prepared.reports.values():
             for outcome in await self.write_async(write_batch, self.registry, [(report, label)]):
@@ -589,7 +589,7 @@ class Service:
         return cached[1]
 
     def summary(self, report_id: str, hardware: str, runtime: str | None, top: int, use_cache: bool = True) -> bytes:
-        from registry.contract import plain, summarize
+        from registry.interfaces.contract import plain, summarize
 
         key = (report_id, hardware, runtime, top)
         cached = self.cached_summary(key) if use_cache else None
@@ -611,7 +611,7 @@ class PreparedAnalyses:
 
     def analyze(self, workload, execution="hf-eager"):
         from analyzer.workload import workload_record
-        from registry.ingest import workload_hash
+        from registry.store.ingest import workload_hash
 
         report = self.reports.get((workload_hash(workload_record(workload)), str(getattr(execution, "value",
                                                                                           execution))))
@@ -622,7 +622,7 @@ class PreparedAnalyses:
 
 def check_whatif(body: dict):
     """The what-if scenario of a request body, checked and its sweep bounded before anything is expanded."""
-    from registry.whatif import expand_workloads, scenario_from_mapping, workload_axes_product
+    from registry.pricing.whatif import expand_workloads, scenario_from_mapping, workload_axes_product
 
     scenario = scenario_from_mapping(body, "scenario", allow_profile_paths=False)
     if "serving" in scenario.data:
@@ -636,8 +636,8 @@ def check_whatif(body: dict):
 
 def check_serving(body: dict):
     """(scenario, serving spec) of a request body, checked and bounded before anything is simulated."""
-    from registry.serving_scenario import serving_spec
-    from registry.whatif import scenario_from_mapping
+    from registry.serving.scenario import serving_spec
+    from registry.pricing.whatif import scenario_from_mapping
 
     scenario = scenario_from_mapping(body, "scenario", allow_profile_paths=False)
     sweep = scenario.data["sweep"]
@@ -658,7 +658,7 @@ def check_serving(body: dict):
 def parse_run_request(body: dict):
     """The contract's request from a JSON body, checked by the contract's own validators."""
     from analyzer.report import make_converter
-    from registry.contract import DeepSeekOCRAnalyticRequest, register_deepseek_ocr_hooks
+    from registry.interfaces.contract import DeepSeekOCRAnalyticRequest, register_deepseek_ocr_hooks
 
     converter = register_deepseek_ocr_hooks(make_converter())
     missing = [f.name for f in attrs.fields(DeepSeekOCRAnalyticRequest)
@@ -718,7 +718,7 @@ def create_app(config: ServiceConfig | None = None):
                              {"Location": status_url(run_row["run_id"])})
 
     async def run_status(request):
-        from registry.runs import describe_run, get_run
+        from registry.store.runs import describe_run, get_run
 
         run_id = request.path_params["run_id"]
 
@@ -744,13 +744,13 @@ def create_app(config: ServiceConfig | None = None):
 
     async def model(request):
         from analyzer.report import report_to_dict
-        from registry.stored import load_stored_report
+        from registry.store.stored import load_stored_report
 
         report = await run_in_threadpool(load_stored_report, service().registry, request.path_params["report_id"])
         return json_response(report_to_dict(report))
 
     async def whatif(request):
-        from registry.whatif import run_scenario, scenario_analyses
+        from registry.pricing.whatif import run_scenario, scenario_analyses
 
         require_token(request)
         body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
@@ -769,7 +769,7 @@ def create_app(config: ServiceConfig | None = None):
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "points": points})
 
     async def serving(request):
-        from registry.serving_scenario import probe_analyses, read_serving, record_serving, serving_plan
+        from registry.serving.scenario import probe_analyses, read_serving, record_serving, serving_plan
 
         require_token(request)
         body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
@@ -788,7 +788,7 @@ def create_app(config: ServiceConfig | None = None):
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "serving": points})
 
     async def healthz(request):
-        from registry.db import describe
+        from registry.store.db import describe
 
         svc = service()
 
@@ -1087,7 +1087,7 @@ def serve(config: ServiceConfig, host: str, port: int, workers: int) -> None:
     """Run the service with uvicorn until SIGINT/SIGTERM (then a graceful stop)."""
     import uvicorn
 
-    from registry.db import describe, is_duckdb, resolve_url
+    from registry.store.db import describe, is_duckdb, resolve_url
 
     if not is_loopback(host) and not config.token:
         raise RegistryError(f"--host {host} listens beyond loopback: set a token for the write endpoints "
@@ -1101,7 +1101,7 @@ def serve(config: ServiceConfig, host: str, port: int, workers: int) -> None:
           file=sys.stderr, flush=True)
     if workers > 1:
         os.environ[ENV_CONFIG] = json.dumps(attrs.asdict(config))
-        uvicorn.run("registry.service:app_from_env", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("registry.interfaces.service:app_from_env", factory=True, host=host, port=port, workers=workers,
                     access_log=False, log_level="warning", timeout_graceful_shutdown=config.shutdown_grace_s,
                     **uvicorn_options(config))
         return

@@ -1,7 +1,7 @@
 """Step costs of a serving engine, taken from the registry's pricing views (no second cost model).
 
 For a workload family (variant, mode, page sizes) x GPU x runtime, a few probe workloads are analyzed, recorded as
-one scenario through registry.pricing (like `whatif`) and priced by the views. Each priced operator row of
+one scenario through registry.pricing.points (like `whatif`) and priced by the views. Each priced operator row of
 v_point_operator_time (stage, view kind, module, category) gives compute_bound_s, memory_bound_s and dispatch_s;
 those are linear in the row's FLOPs, bytes and calls, so they inherit the rows' affine dependence on the step's
 shape, which is fitted here exactly (least squares over the probes, residuals checked):
@@ -25,7 +25,7 @@ import attrs
 import numpy as np
 import sqlalchemy as sa
 
-from registry.db import Registry
+from registry.store.db import Registry
 
 PROMPT_EXTRA = (0, 300, 800)  # prompt text tokens added to the family's own, for the prefill probes
 DECODE_BATCHES = (2, 4)
@@ -153,8 +153,8 @@ def make_workloads(profile: str, base: dict, probes: list[tuple[str, dict]]) -> 
 def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: list[int], runtime_ids: list[int],
                   progress: bool = False, overrides: dict | None = None, analyze=None) -> tuple[int, list[tuple]]:
     """Analyze (if new) and record the probe workloads x GPUs x runtimes as one scenario; (scenario id, points)."""
-    from registry.catalog import runtime_execution
-    from registry.pricing import ensure_reports, record_scenario
+    from registry.pricing.catalog import runtime_execution
+    from registry.pricing.points import ensure_reports, record_scenario
 
     with registry.begin() as conn:
         executions = {rid: runtime_execution(conn, rid) for rid in runtime_ids}

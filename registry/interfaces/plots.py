@@ -38,7 +38,7 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from registry.pricing import _reading, read_point_devices
+    from registry.pricing.points import _reading, read_point_devices
 
     devices = read_point_devices(registry, scenario_id)
     best = roof_point(points)

@@ -6,7 +6,7 @@ import pathlib
 
 import click
 
-from registry.entry import run_and_exit
+from registry.interfaces.entry import run_and_exit
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +29,7 @@ def analyzer_command(run_mode, model_id, device, workload_profile_id, profile_ru
     """
     from analyzer.report import format_for_path, write_report
     from analyzer.summary import format_summary
-    from registry.contract import DeepSeekOCRAnalyticRequest, run_request
+    from registry.interfaces.contract import DeepSeekOCRAnalyticRequest, run_request
 
     if device not in ("cpu", "meta"):
         raise click.UsageError(f"--device {device}: the analytic model runs on the CPU (cpu or meta)")
@@ -39,7 +39,7 @@ def analyzer_command(run_mode, model_id, device, workload_profile_id, profile_ru
                                          profile_run_id=profile_run_id, force_rebuild=force_rebuild)
     registry = None
     if db_url:
-        from registry.db import Registry
+        from registry.store.db import Registry
 
         registry = Registry(db_url)
         registry.ensure_schema(auto_create=True)

@@ -11,10 +11,10 @@ import click
 from analyzer import ranges
 from analyzer.execution import Execution
 from analyzer.measure import KINDS as MEASURE_KINDS
-from registry.db import DEFAULT_STORAGE_VERSION, RegistryError
-from registry.entry import run_and_exit
-from registry.output import Column, plural, render_document, render_rows, render_table
-from registry.pricing import DEFAULT_SUMMARY_HARDWARE
+from registry.store.db import DEFAULT_STORAGE_VERSION, RegistryError
+from registry.interfaces.entry import run_and_exit
+from registry.interfaces.output import Column, plural, render_document, render_rows, render_table
+from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE
 
 EXECUTIONS = tuple(e.value for e in Execution)
 
@@ -23,7 +23,7 @@ def _set_debug(ctx, param, value):
     if value:
         import os
 
-        from registry.entry import DEBUG_ENV
+        from registry.interfaces.entry import DEBUG_ENV
 
         os.environ[DEBUG_ENV] = "1"
     return value
@@ -167,7 +167,7 @@ def db_options(func):
 def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True, writes: bool | None = None):
     """The registry named by --db; only commands that write (`create`) make a new DuckDB file. `writes` (default:
     `create`) says whether the command changes the registry, for the message given when a DuckDB file stays locked."""
-    from registry.db import Registry
+    from registry.store.db import Registry
 
     registry = Registry(db_url, lock_timeout_s=lock_timeout, writes=create if writes is None else writes)
     registry.on_wait = lambda message: click.echo(message, err=True)
@@ -199,8 +199,8 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
       dsocr-registry ingest --db postgresql://127.0.0.1/test reports/
     """
     from analyzer.fileio import one_line, printable
-    from registry.db import describe
-    from registry.ingest import discover, ingest_sources, summarize
+    from registry.store.db import describe
+    from registry.store.ingest import discover, ingest_sources, summarize
 
     if measurement_file is not None:
         if paths:
@@ -229,7 +229,7 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
 
 
 def _ingest_measurements(path, hardware, runtime_name, db_url, lock_timeout, progress):
-    from registry.measurements import ingest_measurements
+    from registry.store.measurements import ingest_measurements
 
     if not hardware or not runtime_name:
         raise click.UsageError("--measurements needs --hardware and --runtime")
@@ -292,7 +292,7 @@ def sql(query, db_url, lock_timeout, sql_file, fmt, limit, timeout_s):
         raise click.UsageError("give the query as QUERY, or --file FILE, not both" if query is not None
                                else "give a query: QUERY, - (standard input) or --file FILE")
     from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_text
-    from registry.output import write_rows
+    from registry.interfaces.output import write_rows
 
     if sql_file is not None or query == "-":
         path = None if sql_file in (None, "-") else sql_file
@@ -315,7 +315,7 @@ def sql(query, db_url, lock_timeout, sql_file, fmt, limit, timeout_s):
 @db_options
 def export(parquet_dir, db_url, lock_timeout):
     """Write every table and view as Parquet, read in one consistent transaction."""
-    from registry.export import export_parquet
+    from registry.store.export import export_parquet
 
     registry = open_registry(db_url, lock_timeout)
     try:
@@ -340,7 +340,7 @@ def snapshot(target, db_url, lock_timeout, storage_version, force):
     The file is written in DuckDB 1.1's storage format unless --storage-version says otherwise, so the DuckDB
     that BI drivers bundle can read it. An existing TARGET is refused unless --force.
     """
-    from registry.export import snapshot as write_snapshot
+    from registry.store.export import snapshot as write_snapshot
 
     registry = open_registry(db_url, lock_timeout)
     try:
@@ -366,7 +366,7 @@ def db_upgrade(db_url, lock_timeout):
     A lock held by another connection is waited for up to --lock-timeout, saying which connection holds it; on
     PostgreSQL a concurrent db upgrade of the same schema is waited for too, after which the schema is current.
     """
-    from registry.db import describe
+    from registry.store.db import describe
 
     registry = open_registry(db_url, lock_timeout, check=False, writes=True)
     try:
@@ -389,7 +389,7 @@ def db_grant_read(role, db_url, lock_timeout):
     Create the role first (CREATE ROLE bi_reader LOGIN PASSWORD '...'). DuckDB has no roles: give readers the
     file read-only, or a copy (`snapshot`).
     """
-    from registry.db import describe, grant_read
+    from registry.store.db import describe, grant_read
 
     registry = open_registry(db_url, lock_timeout, check=False)
     try:
@@ -410,7 +410,7 @@ def db_grant_read(role, db_url, lock_timeout):
 @db_options
 def db_current(db_url, lock_timeout):
     """Print the database's revision and the code's."""
-    from registry.db import describe, duckdb_path
+    from registry.store.db import describe, duckdb_path
 
     registry = open_registry(db_url, lock_timeout, check=False)
     path = duckdb_path(registry.url)
@@ -436,7 +436,7 @@ def db_vacuum(db_url, lock_timeout):
     """
     import sqlalchemy as sa
 
-    from registry.db import describe
+    from registry.store.db import describe
 
     registry = open_registry(db_url, lock_timeout)
     try:
@@ -455,7 +455,7 @@ def db_vacuum(db_url, lock_timeout):
 @db.command("history")
 def db_history():
     """List the schema revisions, newest first."""
-    from registry.db import revision_history
+    from registry.store.db import revision_history
 
     for revision, down, doc in revision_history():
         click.echo(f"{down or '<base>'} -> {revision}: {doc}")
@@ -471,7 +471,7 @@ def schema_command(db_url, lock_timeout, fmt):
     The text is what the database holds as COMMENT ON VIEW / COLUMN (BI tools show it too); it is kept in
     queries/views/dictionary.yaml.
     """
-    from registry.views import data_dictionary
+    from registry.store.views import data_dictionary
 
     registry = open_registry(db_url, lock_timeout)
     try:
@@ -528,8 +528,8 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
       overrides: {peak_tflops: 800, memory_tb_per_s: 3.0, memory_gb: 80, efficiency_scale: 0.9}
       target: {pages_per_day: 1000000, page_latency_s: 30}
     """
-    from registry.pricing import SUMMARY_COLUMNS, read_stage_times
-    from registry.whatif import expand_workloads, load_scenario, price_scenario
+    from registry.pricing.points import SUMMARY_COLUMNS, read_stage_times
+    from registry.pricing.whatif import expand_workloads, load_scenario, price_scenario
 
     if plot is not None and plot.suffix.lower() != ".png":
         raise click.UsageError(f"--plot {plot}: the plot is written as PNG (use a .png name)")
@@ -541,13 +541,13 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
 
     def draw(source, scenario_id):
         if plot is not None:
-            from registry.plots import plot_scenario
+            from registry.interfaces.plots import plot_scenario
 
             plot_scenario(source, scenario_id, points_of(source, scenario_id), read_stage_times(source, scenario_id),
                           plot)
 
     def points_of(source, scenario_id):
-        from registry.pricing import read_points
+        from registry.pricing.points import read_points
 
         return read_points(source, scenario_id)
 
@@ -595,7 +595,7 @@ SERVING_TABLE = [Column("hardware"), Column("runtime"), Column("arrival_rate_per
 
 
 def _serving_output(scenario, scenario_id, points, fmt) -> None:
-    from registry.serving_scenario import SERVING_COLUMNS
+    from registry.serving.scenario import SERVING_COLUMNS
 
     if fmt == "json":
         click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, "serving": points}, "json"))
@@ -616,13 +616,13 @@ def _serving_output(scenario, scenario_id, points, fmt) -> None:
 
 
 def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run) -> None:
-    from registry.serving_scenario import plot_serving, run_serving, serving_spec
+    from registry.serving.scenario import plot_serving, run_serving, serving_spec
 
     spec = serving_spec(scenario)  # validate before anything is written
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
         with registry.begin() as conn:
-            from registry.serving_scenario import check_runtimes
+            from registry.serving.scenario import check_runtimes
 
             check_runtimes(scenario, conn)
         show = progress if progress is not None else sys.stderr.isatty()
@@ -654,12 +654,12 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
               new_run):
     """Simulate one serving point of a scenario (one GPU x runtime x arrival rate) and optionally its pages.
 
-    The step times come from the registry's pricing views (registry/serving_cost.py); the engine follows vLLM
+    The step times come from the registry's pricing views (registry/serving/step_cost.py); the engine follows vLLM
     V1's scheduler: continuous batching, chunked prefill within max_num_batched_tokens, KV in 16-token blocks,
     preemption by recompute. The point is recorded (serving_points, v_serving_summary), once: the same simulation
     again reuses it unless --new-run.
     """
-    from registry.serving_scenario import check_runtimes, run_serving, serving_spec, write_requests
+    from registry.serving.scenario import check_runtimes, run_serving, serving_spec, write_requests
 
     scenario = load_scenario_checked(scenario_path)
     spec = serving_spec(scenario, points=1)  # one GPU x runtime x rate
@@ -727,7 +727,7 @@ def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_gr
     """
     import os
 
-    from registry.service import ServiceConfig, serve as run_service
+    from registry.interfaces.service import ServiceConfig, serve as run_service
 
     token = os.environ.get("DSOCR_SERVICE_TOKEN") or None
     if token_file is not None:
@@ -746,7 +746,7 @@ def serve(db_url, host, port, workers, token_file, analysis_timeout, shutdown_gr
 
 
 def load_scenario_checked(path):
-    from registry.whatif import load_scenario
+    from registry.pricing.whatif import load_scenario
 
     return load_scenario(path)
 
@@ -766,8 +766,8 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
     the same GPU and runtime by the views v_predicted_vs_measured and v_prediction_error_summary. A file already
     stored (same content, GPU and runtime) is only read, so this works under a read-only role too.
     """
-    from registry.measurements import ingest_measurements
-    from registry.pricing import COMPARE_COLUMNS, compare_measurements
+    from registry.store.measurements import ingest_measurements
+    from registry.pricing.points import COMPARE_COLUMNS, compare_measurements
 
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
@@ -824,7 +824,7 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
     import yaml
 
     from analyzer.fileio import write_text_atomic
-    from registry.calibrate import calibrate_runtime
+    from registry.pricing.calibrate import calibrate_runtime
 
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
@@ -895,7 +895,7 @@ def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, 
     DuckDB file or under a role given `db grant-read`. The measured time and the ratio are filled when the
     registry holds an end-to-end measurement of the same workload on that GPU and runtime.
     """
-    from registry.contract import plain, summarize_reference
+    from registry.interfaces.contract import plain, summarize_reference
 
     registry = open_registry(db_url, lock_timeout, create=True)
     try:
@@ -915,7 +915,7 @@ def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, 
 def report(report_id, db_url, lock_timeout, out, fmt):
     """Print a stored AnalyticModelReport, rebuilt from its rows (checked against its content hash)."""
     from analyzer.report import dumps, format_for_path, write_report
-    from registry.stored import load_stored_report
+    from registry.store.stored import load_stored_report
 
     if out is not None:
         format_for_path(out)
@@ -942,7 +942,7 @@ def read_catalog(db_url, lock_timeout, read, *args):
 
 
 def add_catalog(db_url, lock_timeout, path, kind: str) -> tuple[list[dict], list[str]]:
-    from registry.catalog import add_catalog_file, read_catalog_file
+    from registry.pricing.catalog import add_catalog_file, read_catalog_file
 
     read_catalog_file(path)  # a malformed file is refused before the registry is opened (or created)
     registry = open_registry(db_url, lock_timeout, create=True)
@@ -961,7 +961,7 @@ def hardware():
 @db_options
 def hardware_list(db_url, lock_timeout):
     """List the GPUs the registry knows."""
-    from registry.catalog import HARDWARE_COLUMNS, list_hardware
+    from registry.pricing.catalog import HARDWARE_COLUMNS, list_hardware
 
     print_rows(HARDWARE_COLUMNS, read_catalog(db_url, lock_timeout, list_hardware), "table")
 
@@ -971,7 +971,7 @@ def hardware_list(db_url, lock_timeout):
 @db_options
 def hardware_show(name, db_url, lock_timeout):
     """Show one GPU, with the source of its figures."""
-    from registry.catalog import hardware_details
+    from registry.pricing.catalog import hardware_details
 
     row = read_catalog(db_url, lock_timeout, hardware_details, name)
     click.echo(f"{row['name']}: {row['display_name']}\n"
@@ -1009,7 +1009,7 @@ def runtime():
 @db_options
 def runtime_list(db_url, lock_timeout):
     """List the runtime profiles as NAME@VERSION; `plain` marks the version a plain NAME means."""
-    from registry.catalog import RUNTIME_COLUMNS, list_runtimes
+    from registry.pricing.catalog import RUNTIME_COLUMNS, list_runtimes
 
     print_rows(RUNTIME_COLUMNS, read_catalog(db_url, lock_timeout, list_runtimes), "table")
 
@@ -1035,7 +1035,7 @@ def runtime_add(path, db_url, lock_timeout):
 @db_options
 def runtime_show(name, db_url, lock_timeout):
     """Show a runtime profile (NAME or NAME@VERSION) with its parameters and per-category efficiencies."""
-    from registry.catalog import RUNTIME_CATEGORY_COLUMNS, runtime_details
+    from registry.pricing.catalog import RUNTIME_CATEGORY_COLUMNS, runtime_details
 
     profile, categories = read_catalog(db_url, lock_timeout, runtime_details, name)
     graph = (f"yes, {profile['graph_kernel_s'] * 1e6:g} us of device time per kernel"
