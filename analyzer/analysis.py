@@ -28,6 +28,7 @@ from analyzer.architecture import (DTYPE, DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNT
 from analyzer.categories import CategoryId
 from analyzer.execution import DEFAULT_EXECUTION, FUSION_RULES, KERNELS_PER_OP, Execution, parse_execution
 from analyzer.counting import CountVector, OpCounter, TraceResult
+from analyzer.routing import expected_distinct_experts
 from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode,
                              OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
                              operator_categories, with_report_id)
@@ -41,13 +42,6 @@ LANGUAGE_MODEL = "model.language_model"
 LM_HEAD = "lm_head"
 MODEL_ROOT = "model"
 ROOT = ""
-
-
-def expected_distinct_experts(tokens: int, experts: int, top_k: int) -> float:
-    """Expected number of distinct experts touched when `tokens` tokens each pick `top_k` of `experts` uniformly."""
-    if tokens <= 0:
-        return 0.0
-    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
 
 
 # -- traces (batch 1) --------------------------------------------------------------------------------------------

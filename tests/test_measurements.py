@@ -118,7 +118,9 @@ def test_a_plain_name_keeps_its_pinned_version_after_calibrate(registry_url, tmp
 
 
 def _legacy_runtime(registry_url):
-    """A profile as stored before revision 0006: none of its new columns set (the views COALESCE them)."""
+    """A profile as stored before revision 0006 (none of its new columns set) in a registry at revision 0010, then
+    `db upgrade`: revision 0011 gives it the values its readers assumed (hf-eager, no aten or module host time, no
+    CUDA-graph decode)."""
     import sqlalchemy as sa
 
     from registry.store.db import Registry
@@ -135,8 +137,13 @@ def _legacy_runtime(registry_url):
                 "bandwidth_efficiency, fused) SELECT :l, rc.category_id, rc.compute_efficiency, "
                 "rc.bandwidth_efficiency, FALSE FROM runtime_profile_categories rc JOIN runtime_profiles p "
                 "ON p.id = rc.runtime_profile_id WHERE p.name = 'hf-eager'"), {"l": legacy})
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0010'"))
     finally:
         registry.dispose()
+    upgraded = run_command(["db", "upgrade", "--db", registry_url])
+    assert upgraded.exit_code == 0 and "0010 -> 0011" in upgraded.output, upgraded.output
+    assert rows(registry_url, "SELECT execution, aten_call_s, module_call_s, cuda_graph_decode FROM runtime_profiles "
+                              "WHERE name = 'legacy'") == [("hf-eager", 0.0, 0.0, False)]
 
 
 @pytest.mark.parametrize("runtime", ["hf-eager", "vllm", "legacy"])
@@ -167,9 +174,9 @@ def test_the_fit_evaluates_the_views_formula_row_by_row(registry_url, runtime):
     assert len(from_views_ms) == len(predicted_s) == 28
     assert profile.cuda_graph_decode == (runtime == "vllm")
     assert profile.execution == ("vllm" if runtime == "vllm" else "hf-eager")
-    assert rows_used.decode.any() and rows_used.module_calls.sum() > 0
+    assert rows_used.decode.any() and rows_used.stage_module_calls.sum() > 0
     assert list(1000.0 * predicted_s) == pytest.approx(from_views_ms, rel=1e-9)
-    executions = rows(registry_url, "SELECT DISTINCT COALESCE(r.execution, 'hf-eager') FROM measurements m "
+    executions = rows(registry_url, "SELECT DISTINCT r.execution FROM measurements m "
                                     "JOIN reports r ON r.id = m.report_id")
     assert executions == [(profile.execution,)]  # the rows were analyzed under the runtime's execution
 
@@ -190,10 +197,11 @@ def test_the_fit_keeps_unidentified_parameters_and_reports_bounds():
         measured_s=np.zeros(8), kinds=["a", "b"] * 4, labels=[""] * 8, row_of_term=np.arange(terms) % 8,
         flops=rng.uniform(1e9, 1e13, terms), bytes_moved=rng.uniform(1e6, 1e10, terms),
         launches=rng.integers(1, 500, terms).astype(float), op_calls=rng.integers(1, 2000, terms).astype(float),
-        decode=np.zeros(terms, dtype=bool), category=[["matmul", "attention", "conv", "other"][i % 4]
-                                                      for i in range(terms)],
-        stage_calls=np.ones(8), decode_steps=np.zeros(8), module_calls=rng.integers(10, 500, 8).astype(float),
-        decode_module_calls=np.zeros(8), peak_flops_per_s=989e12, bandwidth_bytes_per_s=4.8e12)
+        stage=np.full(terms, "vision", dtype=object), category=[["matmul", "attention", "conv", "other"][i % 4]
+                                                                for i in range(terms)],
+        row_of_stage=np.arange(8), stage_name=np.full(8, "vision", dtype=object), stage_calls=np.ones(8),
+        stage_module_calls=rng.integers(10, 500, 8).astype(float), peak_flops_per_s=989e12,
+        bandwidth_bytes_per_s=4.8e12)
     truth = base.copy()
     truth.categories["matmul"]["compute_efficiency"] = 0.7
     truth.aten_call_s = 2.5e-6

@@ -1,14 +1,17 @@
+-- Generated from registry/pricing/model.py by `python -m registry.pricing.views`: edit the model, not this file.
 -- One row per scenario point of every kind (what-if, summary, measurement, serving-probe): stage and page latency,
--- serving throughput at batch = concurrency, GPUs for the scenario's target, and memory by the runtime's execution.
--- Decimal units; times in seconds; bytes as integers.
---   hf-eager: weights + the live set of the largest stage at the point's batch: the largest of each stage's
+-- serving throughput at batch = concurrency, GPUs for the scenario's target, and memory by the memory model of the
+-- runtime's execution. Decimal units; times in seconds; bytes as integers.
+--   live-set: weights + the live set of the largest stage at the point's batch: the largest of each stage's
 --             activation peak plus the KV cache it holds (vision and projector: none; prefill: the prompt's KV;
 --             decode: the KV at the last step). Budget: the GPU's memory. Largest batch: the live set scaled
 --             linearly, FLOOR((memory - weights) x batch / live set).
---   vllm:     weights + one step's activation peak (the prefill activation per token x max_num_batched_tokens, or
---             one vision call, whichever is larger) + the KV of `batch` sequences of prefill + new tokens. Budget:
---             gpu_memory_utilization x memory; the KV pool is the budget - weights - the step peak, and the largest
---             concurrency FLOOR(pool / (kv_cache_bytes_per_token x (prefill_tokens + new_tokens))).
+--   paged-kv (vllm): weights + one step's activation peak (the prefill activation per token x
+--             max_num_batched_tokens, or one vision call, whichever is larger) + the KV of `batch` sequences of
+--             prefill + new tokens. Budget: FLOOR(gpu_memory_utilization x memory); the KV pool is the budget -
+--             weights - the step peak, and the largest concurrency FLOOR(pool / (kv_cache_bytes_per_token x
+--             (prefill_tokens + new_tokens))).
+-- gpus_needed = CEIL(target pages per day / (86,400 x pages per second)).
 CREATE VIEW v_point_summary_all (
     scenario_id, kind, point_index, report_id, hardware, runtime, runtime_version, execution, variant, mode, tiles,
     batch, prefill_tokens, new_tokens, vision_s, projector_s, prefill_s, decode_s, page_latency_s, pages_per_s,
@@ -28,29 +31,28 @@ SELECT x.scenario_id, x.kind, x.point_index, x.report_id, x.hardware, x.runtime,
        x.target_page_latency_s,
        CASE WHEN x.target_page_latency_s IS NULL THEN NULL ELSE x.total_s <= x.target_page_latency_s END,
        x.weight_bytes,
-       CASE WHEN x.execution = 'vllm' THEN x.batch * x.kv_per_sequence_bytes ELSE x.kv_cache_bytes END,
-       CASE WHEN x.execution = 'vllm' THEN x.step_peak_bytes ELSE x.activation_peak_bytes END,
-       CASE WHEN x.execution = 'vllm' THEN x.weight_bytes + x.step_peak_bytes + x.batch * x.kv_per_sequence_bytes
+       CASE WHEN x.execution IN ('vllm') THEN x.batch * x.kv_per_sequence_bytes ELSE x.kv_cache_bytes END,
+       CASE WHEN x.execution IN ('vllm') THEN x.step_peak_bytes ELSE x.activation_peak_bytes END,
+       CASE WHEN x.execution IN ('vllm') THEN x.weight_bytes + x.step_peak_bytes + x.batch * x.kv_per_sequence_bytes
             ELSE x.weight_bytes + x.live_set_bytes END,
        x.memory_bytes,
        x.memory_budget_bytes,
-       CASE WHEN x.execution = 'vllm' THEN x.memory_budget_bytes - x.weight_bytes - x.step_peak_bytes END,
-       CASE WHEN x.execution = 'vllm'
+       CASE WHEN x.execution IN ('vllm') THEN x.memory_budget_bytes - x.weight_bytes - x.step_peak_bytes END,
+       CASE WHEN x.execution IN ('vllm')
             THEN x.weight_bytes + x.step_peak_bytes + x.batch * x.kv_per_sequence_bytes <= x.memory_budget_bytes
             ELSE x.weight_bytes + x.live_set_bytes <= x.memory_budget_bytes END,
-       CASE WHEN x.execution = 'vllm'
+       CASE WHEN x.execution IN ('vllm')
             THEN CASE WHEN x.kv_per_sequence_bytes = 0 THEN NULL
-                      ELSE GREATEST(FLOOR(CAST(x.memory_budget_bytes - x.weight_bytes - x.step_peak_bytes
-                                               AS DOUBLE PRECISION)
+                      ELSE GREATEST(FLOOR(CAST(x.memory_budget_bytes - x.weight_bytes - x.step_peak_bytes AS DOUBLE PRECISION)
                                           / CAST(x.kv_per_sequence_bytes AS DOUBLE PRECISION)), 0) END
             ELSE CASE WHEN x.live_set_bytes = 0 THEN NULL
                       ELSE GREATEST(FLOOR(CAST(x.memory_bytes - x.weight_bytes AS DOUBLE PRECISION) * x.batch
                                           / CAST(x.live_set_bytes AS DOUBLE PRECISION)), 0) END
        END
 FROM (
-    SELECT t.scenario_id AS scenario_id, COALESCE(sc.kind, 'what-if') AS kind, t.point_index AS point_index,
+    SELECT t.scenario_id AS scenario_id, sc.kind AS kind, t.point_index AS point_index,
            r.report_id AS report_id, h.name AS hardware,
-           rp.name AS runtime, rp.version AS runtime_version, COALESCE(rp.execution, 'hf-eager') AS execution,
+           rp.name AS runtime, rp.version AS runtime_version, rp.execution AS execution,
            w.variant AS variant, w.mode AS mode, w.tiles_wide * w.tiles_high AS tiles, w.batch AS batch,
            w.prefill_tokens AS prefill_tokens, w.new_tokens AS new_tokens, t.vision_s AS vision_s,
            t.projector_s AS projector_s, t.prefill_s AS prefill_s, t.decode_s AS decode_s, t.total_s AS total_s,
@@ -61,7 +63,7 @@ FROM (
            CAST(CEIL(GREATEST(m.prefill_activation_per_token * COALESCE(rp.max_num_batched_tokens, 0),
                               CAST(m.vision_call_peak_bytes AS DOUBLE PRECISION))) AS BIGINT) AS step_peak_bytes,
            p.memory_bytes AS memory_bytes,
-           CASE WHEN COALESCE(rp.execution, 'hf-eager') = 'vllm'
+           CASE WHEN rp.execution IN ('vllm')
                 THEN CAST(FLOOR(rp.gpu_memory_utilization * p.memory_bytes) AS BIGINT)
                 ELSE p.memory_bytes END AS memory_budget_bytes
     FROM (

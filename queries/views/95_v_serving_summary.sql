@@ -1,9 +1,10 @@
+-- Generated from registry/pricing/model.py by `python -m registry.pricing.views`: edit the model, not this file.
 -- One row per simulated serving point (serving_points: a scenario's GPU x runtime x arrival rate, simulated by
--- registry/serving/engine.py with step times from the pricing views): throughput, TTFT / time per output token / page
--- latency percentiles, mean running pages, KV pool use, preemptions; whether the point meets the scenario's
+-- registry/serving/engine.py with step times from the pricing model): throughput, TTFT / time per output token /
+-- page latency percentiles, mean running pages, KV pool use, preemptions; whether the point meets the scenario's
 -- targets (ttft_p99_s, page_latency_p99_s; an offline point has no arrival rate and meets none), the highest
 -- arrival rate of its GPU x runtime that meets them (best_rate_per_s), and the GPUs that rate needs for the
--- scenario's pages_per_day: CEIL(pages_per_day / (86400 x best_rate_per_s)). Times in seconds.
+-- scenario's pages_per_day: CEIL(pages_per_day / (86,400 x best_rate_per_s)). Times in seconds.
 CREATE VIEW v_serving_summary (
     scenario_id, point_index, hardware, runtime, runtime_version, engine, arrival_rate_per_s, pages,
     max_num_seqs, max_num_batched_tokens, kv_pool_blocks, pages_per_s, output_tokens_per_s,

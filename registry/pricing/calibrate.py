@@ -1,18 +1,13 @@
 """Fit a runtime profile's free parameters to the measurements of one GPU x runtime by least squares.
 
-The model evaluated during the fit (`predict`) is the pricing views' formula over the same rows (a test holds the
-two equal row by row), with host and device overlapping:
-
-    per operator row   max(FLOPs / (peak x compute eff), bytes / (bandwidth x bandwidth eff), dispatch)
-    dispatch           op_calls x aten_call_s + kernel_launches x kernel_launch_s
-                       (decode under cuda_graph_decode: kernel_launches x graph_kernel_s)
-    per stage          + module calls x module_call_s (none in a graph-replayed decode)
-                       + calls x stage_call_overhead_s (decode: steps x decode_step_overhead_s)
+The model evaluated during the fit (`predict`) is the cost model of registry.pricing.model, the declaration the
+pricing views are generated from (a test holds the two equal row by row).
 
 Free parameters: the compute efficiency of matmul, attention, masked attention and conv, the bandwidth efficiency
-of elementwise and data-movement kernels, one scale on the other categories' bandwidth efficiencies, the host time per aten call, per kernel launch, per nn.Module call, per stage call
-and per decode step, and (with CUDA-graph decode) the device time per replayed kernel. Each stays within its
-physical range (registry.pricing.catalog.RUNTIME_PARAMETERS: the bounds of the fit); a parameter that ends on a bound is
+of elementwise and data-movement kernels, one scale on the other categories' bandwidth efficiencies, the host time
+per aten call, per kernel launch, per nn.Module call, per stage call and per decode step, and (with CUDA-graph
+decode) the device time per replayed kernel. Each stays within its physical range
+(registry.pricing.catalog.RUNTIME_PARAMETERS: the bounds of the fit); a parameter that ends on a bound is
 reported; a parameter that changes no prediction anywhere in its range (the rows cannot identify it) stays at its
 prior and is reported as fixed. Residuals are relative errors. Held-out error: leave one kind of measurement out,
 fit on the rest, predict the kind left out.
@@ -26,6 +21,7 @@ import attrs
 import numpy as np
 import sqlalchemy as sa
 
+from registry.pricing import model
 from registry.pricing.catalog import EFFICIENCY, PARAMETER_OF_COLUMN
 from registry.store.db import Registry, RegistryError
 
@@ -41,7 +37,8 @@ ON_BOUND_REL = 1e-4  # within this fraction of its range from a bound: reported 
 
 @attrs.define
 class Rows:
-    """The compared measurements of one GPU x runtime, as the arrays the pricing formula needs."""
+    """The compared measurements of one GPU x runtime, as the inputs of the cost model (registry.pricing.model):
+    their operator rows and their stages."""
 
     measured_s: np.ndarray  # per measurement
     kinds: list[str]
@@ -51,14 +48,19 @@ class Rows:
     bytes_moved: np.ndarray
     launches: np.ndarray
     op_calls: np.ndarray
-    decode: np.ndarray  # bool: the term is in the decode stage
+    stage: np.ndarray  # per term: its stage
     category: list[str]
-    stage_calls: np.ndarray  # per measurement: calls of its stages outside decode
-    decode_steps: np.ndarray
-    module_calls: np.ndarray  # nn.Module calls outside decode
-    decode_module_calls: np.ndarray
+    row_of_stage: np.ndarray  # per (measurement, stage, view kind) the measurement times: which measurement
+    stage_name: np.ndarray  # per stage row: the stage
+    stage_calls: np.ndarray  # per stage row: its calls (decode: steps)
+    stage_module_calls: np.ndarray  # per stage row: its nn.Module calls
     peak_flops_per_s: float
     bandwidth_bytes_per_s: float
+
+    @property
+    def decode(self) -> np.ndarray:
+        """Per term: whether it is in the decode stage."""
+        return self.stage == "decode"
 
 
 def load_rows(registry: Registry, hardware_id: int, runtime_id: int) -> Rows:
@@ -76,10 +78,9 @@ def load_rows(registry: Registry, hardware_id: int, runtime_id: int) -> Rows:
         peak, bandwidth = conn.execute(sa.text(
             "SELECT peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s FROM hardware WHERE id = :h"),
             {"h": hardware_id}).one()
-        terms: dict[str, list] = {k: [] for k in ("row", "flops", "bytes", "launches", "op_calls", "decode",
+        terms: dict[str, list] = {k: [] for k in ("row", "flops", "bytes", "launches", "op_calls", "stage",
                                                   "category")}
-        per_row: dict[str, list] = {k: [] for k in ("stage_calls", "decode_steps", "module_calls",
-                                                    "decode_module_calls")}
+        stage_rows: dict[str, list] = {k: [] for k in ("row", "stage", "calls", "module_calls")}
         for index, (_, _, _, _, report_pk, stage, view_kind, _) in enumerate(meas):
             params = {"rep": report_pk, "stage": stage, "view": view_kind}
             where = "o.report_id = :rep" + ("" if stage is None else " AND o.stage = :stage AND o.view_kind = :view")
@@ -92,25 +93,27 @@ def load_rows(registry: Registry, hardware_id: int, runtime_id: int) -> Rows:
                 terms["bytes"].append(float(nbytes))
                 terms["launches"].append(float(launches))
                 terms["op_calls"].append(float(op_calls))
-                terms["decode"].append(op_stage == "decode")
+                terms["stage"].append(op_stage)
                 terms["category"].append(category)
             stage_filter = "" if stage is None else " AND s.stage = :stage AND s.view_kind = :view"
-            stages = conn.execute(sa.text(
-                "SELECT s.stage, s.calls, (SELECT COALESCE(SUM(mm.forward_calls), 0) FROM module_metrics mm "
-                "WHERE mm.report_id = s.report_id AND mm.stage = s.stage AND mm.view_kind = s.view_kind) "
-                "FROM report_stages s WHERE s.report_id = :rep" + stage_filter + " AND EXISTS (SELECT 1 FROM "
-                "operator_metrics o WHERE o.report_id = s.report_id AND o.stage = s.stage "
-                "AND o.view_kind = s.view_kind)"), params).all()
-            per_row["stage_calls"].append(sum(int(c) for s, c, _ in stages if s != "decode"))
-            per_row["decode_steps"].append(sum(int(c) for s, c, _ in stages if s == "decode"))
-            per_row["module_calls"].append(sum(int(m) for s, _, m in stages if s != "decode"))
-            per_row["decode_module_calls"].append(sum(int(m) for s, _, m in stages if s == "decode"))
+            for stage_name, calls, module_calls in conn.execute(sa.text(
+                    "SELECT s.stage, s.calls, (SELECT COALESCE(SUM(mm.forward_calls), 0) FROM module_metrics mm "
+                    "WHERE mm.report_id = s.report_id AND mm.stage = s.stage AND mm.view_kind = s.view_kind) "
+                    "FROM report_stages s WHERE s.report_id = :rep" + stage_filter + " AND EXISTS (SELECT 1 FROM "
+                    "operator_metrics o WHERE o.report_id = s.report_id AND o.stage = s.stage "
+                    "AND o.view_kind = s.view_kind)"), params).all():
+                stage_rows["row"].append(index)
+                stage_rows["stage"].append(stage_name)
+                stage_rows["calls"].append(float(calls))
+                stage_rows["module_calls"].append(float(module_calls))
     return Rows(measured_s=np.array([m[3] / 1000.0 for m in meas]), kinds=[m[2] for m in meas],
                 labels=[f"{m[2]} {m[7]}" for m in meas], row_of_term=np.array(terms["row"], dtype=int),
                 flops=np.array(terms["flops"]), bytes_moved=np.array(terms["bytes"]),
                 launches=np.array(terms["launches"]), op_calls=np.array(terms["op_calls"]),
-                decode=np.array(terms["decode"], dtype=bool), category=terms["category"],
-                **{k: np.array(v, dtype=float) for k, v in per_row.items()},
+                stage=np.array(terms["stage"], dtype=object), category=terms["category"],
+                row_of_stage=np.array(stage_rows["row"], dtype=int),
+                stage_name=np.array(stage_rows["stage"], dtype=object), stage_calls=np.array(stage_rows["calls"]),
+                stage_module_calls=np.array(stage_rows["module_calls"]),
                 peak_flops_per_s=float(peak), bandwidth_bytes_per_s=float(bandwidth))
 
 
@@ -132,12 +135,12 @@ class Profile:
 
     @classmethod
     def load(cls, registry: Registry, runtime_id: int) -> "Profile":
-        """The stored profile, with the views' defaults for columns a profile stored before 0006 lacks."""
+        """The stored profile."""
         with registry.begin() as conn:
             row = conn.execute(sa.text(
-                "SELECT COALESCE(execution, 'hf-eager'), kernel_launch_s, COALESCE(aten_call_s, 0), "
-                "COALESCE(module_call_s, 0), stage_call_overhead_s, decode_step_overhead_s, "
-                "COALESCE(cuda_graph_decode, FALSE), graph_kernel_s, gpu_memory_utilization, max_num_batched_tokens "
+                "SELECT execution, kernel_launch_s, aten_call_s, "
+                "module_call_s, stage_call_overhead_s, decode_step_overhead_s, "
+                "cuda_graph_decode, graph_kernel_s, gpu_memory_utilization, max_num_batched_tokens "
                 "FROM runtime_profiles WHERE id = :r"), {"r": runtime_id}).one()
             categories = {name: {"compute_efficiency": float(ce), "bandwidth_efficiency": float(be)}
                           for name, ce, be in conn.execute(sa.text(
@@ -222,23 +225,27 @@ def free_parameters(base: Profile) -> list[FreeParameter]:
     return parameters + [_attribute(c) for c in columns]
 
 
+def _profile_inputs(profile: Profile) -> dict:
+    values = {name: getattr(profile, name) for name in model.PROFILE_INPUTS}
+    values["graph_kernel_s"] = profile.graph_kernel_s or 0.0  # read only where cuda_graph_decode holds
+    return values
+
+
 def predict(rows: Rows, profile: Profile) -> np.ndarray:
-    """Seconds per measurement: the formula of v_point_operator_time and v_point_stage_time, summed over the stages
-    a measurement times as v_predicted_vs_measured does (efficiency_scale 1, the catalog's peak and bandwidth)."""
-    ce = np.array([profile.categories[c]["compute_efficiency"] for c in rows.category])
-    be = np.array([profile.categories[c]["bandwidth_efficiency"] for c in rows.category])
-    compute = rows.flops / (rows.peak_flops_per_s * ce)
-    memory = rows.bytes_moved / (rows.bandwidth_bytes_per_s * be)
-    host_dispatch = rows.op_calls * profile.aten_call_s + rows.launches * profile.kernel_launch_s
-    if profile.cuda_graph_decode:
-        dispatch = np.where(rows.decode, rows.launches * (profile.graph_kernel_s or 0.0), host_dispatch)
-    else:
-        dispatch = host_dispatch
-    op_time = np.maximum(np.maximum(compute, memory), dispatch)
-    per_row = np.bincount(rows.row_of_term, weights=op_time, minlength=len(rows.measured_s))
-    module_calls = rows.module_calls + (0.0 if profile.cuda_graph_decode else rows.decode_module_calls)
-    return (per_row + module_calls * profile.module_call_s + rows.stage_calls * profile.stage_call_overhead_s
-            + rows.decode_steps * profile.decode_step_overhead_s)
+    """Seconds per measurement: the cost model (registry.pricing.model, the pricing views' formula) over the
+    operator rows and stages each measurement times, summed as v_predicted_vs_measured does (efficiency_scale 1,
+    the catalog's peak and bandwidth)."""
+    common = _profile_inputs(profile)
+    bounds = model.row_bounds({
+        **common, "flops": rows.flops, "bytes_moved": rows.bytes_moved, "op_calls": rows.op_calls,
+        "kernel_launches": rows.launches, "stage": rows.stage, "efficiency_scale": 1.0,
+        "peak_flops_per_s": rows.peak_flops_per_s, "memory_bandwidth_bytes_per_s": rows.bandwidth_bytes_per_s,
+        "compute_efficiency": np.array([profile.categories[c]["compute_efficiency"] for c in rows.category]),
+        "bandwidth_efficiency": np.array([profile.categories[c]["bandwidth_efficiency"] for c in rows.category])})
+    operators_s = np.bincount(rows.row_of_term, weights=model.op_time_s(bounds), minlength=len(rows.measured_s))
+    host_s = model.stage_host_s({**common, "stage": rows.stage_name, "calls": rows.stage_calls,
+                                 "module_calls": rows.stage_module_calls})
+    return operators_s + np.bincount(rows.row_of_stage, weights=host_s, minlength=len(rows.measured_s))
 
 
 def ape(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:

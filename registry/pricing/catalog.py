@@ -337,7 +337,7 @@ def runtime_label(name: str, version: int) -> str:
 
 def runtime_execution(conn: Connection, runtime_id: int) -> str:
     """The execution a stored profile prices (profiles stored before revision 0006 are hf-eager)."""
-    return conn.execute(sa.text("SELECT COALESCE(execution, 'hf-eager') FROM runtime_profiles WHERE id = :i"),
+    return conn.execute(sa.text("SELECT execution FROM runtime_profiles WHERE id = :i"),
                         {"i": runtime_id}).scalar_one()
 
 
@@ -385,9 +385,9 @@ def list_runtimes(conn: Connection) -> list[tuple]:
     parameters in display units (µs per launch, aten call, module call and graph kernel; ms per stage call and
     decode step), by name and version."""
     found = conn.execute(sa.text(
-        "SELECT name, version, COALESCE(execution, 'hf-eager'), kernel_launch_s * 1e6, "
-        "COALESCE(aten_call_s, 0) * 1e6, COALESCE(module_call_s, 0) * 1e6, "
-        "CASE WHEN COALESCE(cuda_graph_decode, FALSE) THEN graph_kernel_s * 1e6 END, stage_call_overhead_s * 1e3, "
+        "SELECT name, version, execution, kernel_launch_s * 1e6, "
+        "aten_call_s * 1e6, module_call_s * 1e6, "
+        "CASE WHEN cuda_graph_decode THEN graph_kernel_s * 1e6 END, stage_call_overhead_s * 1e3, "
         "decode_step_overhead_s * 1e3, gpu_memory_utilization, max_num_batched_tokens, origin "
         "FROM runtime_profiles ORDER BY name, version")).all()
     versions: dict[str, set[int]] = {}
@@ -402,9 +402,9 @@ def runtime_details(conn: Connection, name: str) -> tuple[dict[str, Any], list[t
     """A runtime profile (NAME or NAME@VERSION), its parameters in SI units, and its per-category rows."""
     runtime_id, _, _ = resolve_runtime(conn, name)
     profile = dict(conn.execute(sa.text(
-        "SELECT id, name, version, COALESCE(execution, 'hf-eager') AS execution, description, source, "
-        "kernel_launch_s, COALESCE(aten_call_s, 0) AS aten_call_s, COALESCE(module_call_s, 0) AS module_call_s, "
-        "COALESCE(cuda_graph_decode, FALSE) AS cuda_graph_decode, graph_kernel_s, stage_call_overhead_s, "
+        "SELECT id, name, version, execution, description, source, "
+        "kernel_launch_s, aten_call_s, module_call_s, "
+        "cuda_graph_decode, graph_kernel_s, stage_call_overhead_s, "
         "decode_step_overhead_s, gpu_memory_utilization, max_num_batched_tokens, origin "
         "FROM runtime_profiles WHERE id = :i"), {"i": runtime_id}).mappings().one())
     categories = [tuple(r) for r in conn.execute(sa.text(

@@ -61,7 +61,7 @@ def find_report(conn, workload, execution="hf-eager") -> int | None:
         "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
         "JOIN architectures a ON a.id = r.architecture_id "
         "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
-        "AND COALESCE(r.execution, 'hf-eager') = :e "
+        "AND r.execution = :e "
         "ORDER BY r.schema_version DESC, r.id LIMIT 1"),
         {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers_version(),
          "e": _execution(execution)}).scalar()
@@ -140,10 +140,10 @@ def check_executions(conn, points: list[tuple]) -> None:
     report_keys = sorted({report for report, _, _ in points})
     runtime_ids = sorted({runtime for _, _, runtime in points})
     reports = {key: (report_id, execution) for key, report_id, execution in conn.execute(sa.text(
-        "SELECT id, report_id, COALESCE(execution, 'hf-eager') FROM reports WHERE id IN :keys").bindparams(
+        "SELECT id, report_id, execution FROM reports WHERE id IN :keys").bindparams(
         sa.bindparam("keys", expanding=True)), {"keys": report_keys}).all()}
     runtimes = {key: (name, version, execution) for key, name, version, execution in conn.execute(sa.text(
-        "SELECT id, name, version, COALESCE(execution, 'hf-eager') FROM runtime_profiles WHERE id IN :keys"
+        "SELECT id, name, version, execution FROM runtime_profiles WHERE id IN :keys"
     ).bindparams(sa.bindparam("keys", expanding=True)), {"keys": runtime_ids}).all()}
     for report, _, runtime in points:
         report_id, traced = reports[report]
@@ -347,7 +347,7 @@ def private_registry(report, label: str) -> Iterator[tuple[Registry, int]]:
 def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None, str]:
     """(key, variant, workload profile id, execution) of a stored report by its content hash."""
     row = conn.execute(sa.text(
-        "SELECT r.id, r.variant, w.profile_id, COALESCE(r.execution, 'hf-eager') FROM reports r "
+        "SELECT r.id, r.variant, w.profile_id, r.execution FROM reports r "
         "JOIN workloads w ON w.id = r.workload_id WHERE r.report_id = :r"), {"r": report_id}).first()
     if row is None:
         raise ReportNotFoundError(f"no report {report_id!r} in the registry")

@@ -327,6 +327,7 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
     """The step costs of each GPU x runtime (analyzing and recording the probes not stored yet) and its KV pool.
     `write(func, *args)` runs the step that writes (the probes' reports and points); the service passes its
     writer, the rest only reads."""
+    from registry.pricing.model import paged_kv_pool_bytes
     from registry.serving.step_cost import derive, make_workloads, probe_workloads, record_probes
 
     with registry.begin() as conn:
@@ -356,10 +357,11 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
     points = []
     for (hid, rid), cost in zip(hw_ids, costs):
         pool_bytes = cost.kv_pool_bytes
-        util = memory[(rid, "util")]
-        if spec.gpu_memory_utilization is not None and util is not None:
+        if spec.gpu_memory_utilization is not None and memory[(rid, "util")] is not None:
+            # the scenario's utilization instead of the profile's: the pool the views price, at that budget
             device_memory = int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else memory[hid]
-            pool_bytes += int((spec.gpu_memory_utilization - util) * device_memory)
+            pool_bytes = paged_kv_pool_bytes(spec.gpu_memory_utilization, device_memory, cost.weight_bytes,
+                                             cost.step_peak_bytes)
         pool = max(int(pool_bytes // (spec.config.block_size * cost.kv_bytes_per_token)), 0)
         points.append((hid, rid, cost, attrs.evolve(spec.config, kv_pool_blocks=pool)))
     return ServingPlan(source=scenario.source, spec=spec, points=tuple(points), rates=tuple(rates),

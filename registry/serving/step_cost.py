@@ -2,9 +2,10 @@
 
 For a workload family (variant, mode, page sizes) x GPU x runtime, a few probe workloads are analyzed, recorded as
 one scenario through registry.pricing.points (like `whatif`) and priced by the views. Each priced operator row of
-v_point_operator_time (stage, view kind, module, category) gives compute_bound_s, memory_bound_s and dispatch_s;
-those are linear in the row's FLOPs, bytes and calls, so they inherit the rows' affine dependence on the step's
-shape, which is fitted here exactly (least squares over the probes, residuals checked):
+v_point_operator_time (stage, view kind, module, category) gives the bound terms of the cost model
+(registry.pricing.model: compute_bound_s, memory_bound_s, dispatch_s); those are linear in the row's FLOPs, bytes
+and calls, so they inherit the rows' affine dependence on the step's shape, which is fitted here exactly (least
+squares over the probes, residuals checked):
 
 - decode rows (a step of b decoding pages at total context C): features (1, b, C, e(b)), e(b) the expected number
   of distinct experts b tokens touch (the analyzer's formula: the expert weights a step reads);
@@ -12,9 +13,9 @@ shape, which is fitted here exactly (least squares over the probes, residuals ch
   token pairs; p^2 for a prompt from its start): features (1, p, q);
 - vision and projector: per page (one image per call under vllm), the stage times of the family's batch-1 probe.
 
-`StepCost.step_time` evaluates a step as the views do: per row max(compute, memory, dispatch), summed, plus the
-stage's host time (module calls x module_call_s + the per-call or per-step overhead; none per module in a
-graph-replayed decode). A pure-decode step is priced by the decode rows (CUDA-graph replay); a step with any
+`StepCost.step_time` evaluates a step with the cost model the views are generated from: per row the operator time
+of its bound terms (model.op_time_s), summed, plus the stage's host time per call (the host terms, as
+v_point_stage_time sums them). A pure-decode step is priced by the decode rows (CUDA-graph replay); a step with any
 prefill runs as one eager forward, priced by the prefill rows with each decoding page counted as one token of
 attention span 1 + 2 x its context.
 """
@@ -25,18 +26,19 @@ import attrs
 import numpy as np
 import sqlalchemy as sa
 
+from analyzer.routing import expected_distinct_experts
+from registry.pricing import model
 from registry.store.db import Registry
 
+BOUNDS = tuple(t.name for t in model.bound_terms())  # the cost model's terms of an operator row's time
 PROMPT_EXTRA = (0, 300, 800)  # prompt text tokens added to the family's own, for the prefill probes
 DECODE_BATCHES = (2, 4)
 FIT_RTOL = 1e-6
 
 
-def expected_distinct_experts(tokens, experts: int, top_k: int):
-    tokens = np.asarray(tokens, dtype=float)
-    if experts <= 0:
-        return np.zeros_like(tokens)
-    return np.where(tokens > 0, experts * (1.0 - (1.0 - top_k / experts) ** tokens), 0.0)
+def _op_time_sum(bounds: dict[str, np.ndarray], x: np.ndarray):
+    """The operator rows' time summed: each row's bound terms at features x, combined as the cost model does."""
+    return model.op_time_s({name: coef @ x for name, coef in bounds.items()}).sum(axis=0)
 
 
 @attrs.frozen
@@ -51,19 +53,17 @@ class Family:
 class StepCost:
     hardware: str
     runtime: str
-    decode_c: np.ndarray  # rows x 4: seconds per feature (1, b, C, e(b))
-    decode_m: np.ndarray
-    decode_d: np.ndarray
+    decode_bounds: dict[str, np.ndarray]  # per bound term of the cost model: rows x 4 seconds per feature (1, b, C, e(b))
     decode_host_s: float
-    prefill_c: np.ndarray  # rows x 3: (1, p, q)
-    prefill_m: np.ndarray
-    prefill_d: np.ndarray
+    prefill_bounds: dict[str, np.ndarray]  # per bound term: rows x 3 seconds per feature (1, p, q)
     prefill_host_s: float
     experts: int
     top_k: int
     families: list[Family]
     kv_bytes_per_token: int
     kv_pool_bytes: int
+    weight_bytes: int = 0
+    step_peak_bytes: int = 0
     _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def decode_time(self, b, context):
@@ -75,8 +75,7 @@ class StepCost:
             return self._decode_same_batch(float(b[0]), np.broadcast_to(context, b.shape))
         x = np.vstack([np.ones_like(b), b, np.broadcast_to(context, b.shape),
                        expected_distinct_experts(b, self.experts, self.top_k)])
-        t = np.maximum(np.maximum(self.decode_c @ x, self.decode_m @ x), self.decode_d @ x).sum(axis=0)
-        return t + self.decode_host_s
+        return _op_time_sum(self.decode_bounds, x) + self.decode_host_s
 
     def decode_series(self, b: int, context: float, steps: int) -> np.ndarray:
         """Seconds of `steps` successive pure-decode steps of b pages from total context `context` (each step
@@ -88,26 +87,22 @@ class StepCost:
         per batch size (cached); only the context-dependent rows (attention) are evaluated per step."""
         cache = self._cache
         if "ctx" not in cache:
-            ctx = (self.decode_c[:, 2] != 0) | (self.decode_m[:, 2] != 0) | (self.decode_d[:, 2] != 0)
-            cache["ctx"] = (self.decode_c[ctx], self.decode_m[ctx], self.decode_d[ctx])
-            cache["flat"] = (self.decode_c[~ctx], self.decode_m[~ctx], self.decode_d[~ctx])
+            ctx = np.logical_or.reduce([coef[:, 2] != 0 for coef in self.decode_bounds.values()])
+            cache["ctx"] = {name: coef[ctx] for name, coef in self.decode_bounds.items()}
+            cache["flat"] = {name: coef[~ctx] for name, coef in self.decode_bounds.items()}
         base = cache.get(b)
         if base is None:
-            x = np.array([1.0, b, 0.0, float(expected_distinct_experts(b, self.experts, self.top_k))])
-            fc, fm, fd = cache["flat"]
-            base = float(np.maximum(np.maximum(fc @ x, fm @ x), fd @ x).sum()) + self.decode_host_s
-            cc, cm, cd = cache["ctx"]
-            cache[b] = base = (base, cc @ x, cm @ x, cd @ x, cc[:, 2], cm[:, 2], cd[:, 2])
-        const, c0, m0, d0, c1, m1, d1 = base
-        ctx = context[None, :]
-        t = np.maximum(np.maximum(c0[:, None] + c1[:, None] * ctx, m0[:, None] + m1[:, None] * ctx),
-                       d0[:, None] + d1[:, None] * ctx).sum(axis=0)
-        return t + const
+            x = np.array([1.0, b, 0.0, float(expected_distinct_experts(np.asarray(b), self.experts, self.top_k))])
+            const = float(_op_time_sum(cache["flat"], x)) + self.decode_host_s
+            cache[b] = base = (const, {name: (coef @ x, coef[:, 2]) for name, coef in cache["ctx"].items()})
+        const, ctx_rows = base
+        bounds = {name: at_zero[:, None] + slope[:, None] * context[None, :]
+                  for name, (at_zero, slope) in ctx_rows.items()}
+        return model.op_time_s(bounds).sum(axis=0) + const
 
     def prefill_time(self, p: float, q: float) -> float:
         x = np.array([1.0, p, q])
-        return float(np.maximum(np.maximum(self.prefill_c @ x, self.prefill_m @ x), self.prefill_d @ x).sum()
-                     + self.prefill_host_s)
+        return float(_op_time_sum(self.prefill_bounds, x) + self.prefill_host_s)
 
     def step_time(self, b: int, context: float, p: float = 0.0, q: float = 0.0, vision_pages=None) -> float:
         """One engine step: b decoding pages at total context `context` (tokens in their KV), p prefill tokens
@@ -192,21 +187,22 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
     with registry.begin() as conn:
         meta = conn.execute(sa.text(
             "SELECT p.point_index, h.name, rp.name || '@' || CAST(rp.version AS VARCHAR(20)), r.variant, "
-            "w.batch, w.prefill_tokens, a.kv_cache_bytes_per_token, s.kv_pool_bytes, s.page_latency_s "
+            "w.batch, w.prefill_tokens, a.kv_cache_bytes_per_token, s.kv_pool_bytes, s.weight_bytes, "
+            "s.activation_peak_bytes "
             "FROM scenario_points p JOIN hardware h ON h.id = p.hardware_id "
             "JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id JOIN reports r ON r.id = p.report_id "
             "JOIN workloads w ON w.id = r.workload_id JOIN architectures a ON a.id = r.architecture_id "
             "JOIN v_point_summary_all s ON s.scenario_id = p.scenario_id AND s.point_index = p.point_index "
             "WHERE p.scenario_id = :s ORDER BY p.point_index"), {"s": scenario_id}).all()
         ops = conn.execute(sa.text(
-            "SELECT point_index, stage, view_kind, module_id, category_id, compute_bound_s, memory_bound_s, "
-            "dispatch_s FROM v_point_operator_time WHERE scenario_id = :s"), {"s": scenario_id}).all()
+            f"SELECT point_index, stage, view_kind, module_id, category_id, {', '.join(BOUNDS)} "
+            "FROM v_point_operator_time WHERE scenario_id = :s"), {"s": scenario_id}).all()
         stages = conn.execute(sa.text(
-            "SELECT point_index, stage, calls, stage_time_s, module_host_s + call_host_s "
+            "SELECT point_index, stage, calls, stage_time_s, host_s "
             "FROM v_point_stage_time WHERE scenario_id = :s"), {"s": scenario_id}).all()
     by_point_ops: dict[int, dict] = {}
-    for point, stage, view_kind, module, category, c, m, d in ops:
-        by_point_ops.setdefault(point, {})[(stage, view_kind, module, category)] = (c, m, d)
+    for point, stage, view_kind, module, category, *bounds in ops:
+        by_point_ops.setdefault(point, {})[(stage, view_kind, module, category)] = bounds
     by_point_stage: dict[int, dict] = {}
     for point, stage, calls, stage_s, host_s in stages:
         entry = by_point_stage.setdefault(point, {}).setdefault(stage, [0, 0.0, 0.0])
@@ -223,11 +219,11 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
         def fit_stage(stage, feature_rows, indices, what):
             keys = sorted({k for i in indices for k in by_point_ops[points[i]] if k[0] == stage},
                           key=lambda k: tuple(map(str, k)))
-            mats = []
-            for part in range(3):
-                values = np.array([[by_point_ops[points[i]].get(k, (0.0, 0.0, 0.0))[part] for k in keys]
-                                   for i in indices])
-                mats.append(_fit(np.array(feature_rows), values, f"{what} {('compute', 'memory', 'dispatch')[part]}"))
+            absent = [0.0] * len(BOUNDS)
+            mats = {}
+            for part, bound in enumerate(BOUNDS):
+                values = np.array([[by_point_ops[points[i]].get(k, absent)[part] for k in keys] for i in indices])
+                mats[bound] = _fit(np.array(feature_rows), values, f"{what} {bound}")
             host = [by_point_stage[points[i]][stage][2] / by_point_stage[points[i]][stage][0] for i in indices]
             return mats, float(np.mean(host))
 
@@ -235,7 +231,8 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
         decode_feat = []
         for i in decode_idx:
             b, prefill = group[i][4], group[i][5]
-            decode_feat.append([1.0, b, b * prefill, float(expected_distinct_experts(b, experts, top_k))])
+            decode_feat.append([1.0, b, b * prefill,
+                                float(expected_distinct_experts(np.asarray(b, dtype=float), experts, top_k))])
         decode, decode_host = fit_stage("decode", decode_feat, decode_idx, "decode")
         prefill_idx = [i for i, (role, _) in enumerate(probes) if role in ("page", "prefill")]
         prefill_feat = [[1.0, group[i][5], float(group[i][5]) ** 2] for i in prefill_idx]
@@ -246,10 +243,10 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
             vision = sum(st[s][1] / st[s][0] for s in ("vision", "projector") if s in st)
             families.append(Family(page=page, prefill_tokens=int(group[i][5]), vision_s=vision))
         costs.append(StepCost(
-            hardware=group[0][1], runtime=group[0][2], decode_c=decode[0], decode_m=decode[1], decode_d=decode[2],
-            decode_host_s=decode_host, prefill_c=prefill[0], prefill_m=prefill[1], prefill_d=prefill[2],
-            prefill_host_s=prefill_host, experts=experts, top_k=top_k, families=families,
-            kv_bytes_per_token=int(group[0][6]), kv_pool_bytes=int(group[0][7] or 0)))
+            hardware=group[0][1], runtime=group[0][2], decode_bounds=decode, decode_host_s=decode_host,
+            prefill_bounds=prefill, prefill_host_s=prefill_host, experts=experts, top_k=top_k, families=families,
+            kv_bytes_per_token=int(group[0][6]), kv_pool_bytes=int(group[0][7] or 0),
+            weight_bytes=int(group[0][8]), step_peak_bytes=int(group[0][9])))
     return costs
 
 

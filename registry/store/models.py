@@ -247,11 +247,12 @@ class Hardware(Base):
 
 
 class RuntimeProfile(Base):
-    """A runtime profile: what it executes and the parameters of the pricing formula (queries/views/55, 60, 70).
+    """A runtime profile: what it executes and the parameters of the cost model (registry/pricing/model.py).
 
-    Columns added by revision 0006 are nullable (DuckDB cannot alter columns); the views COALESCE them: a profile
-    stored before it is hf-eager with no per-aten-call or per-module host time. `fused_bytes_factor` (and
-    runtime_profile_categories.fused) are no longer read: fused kernels are traced by the analyzer (vllm).
+    Columns added by revision 0006 are nullable (DuckDB cannot alter columns); revision 0011 gave the profiles
+    stored before it their values (hf-eager, no per-aten-call or per-module host time, no CUDA-graph decode).
+    `fused_bytes_factor` (and runtime_profile_categories.fused) are no longer read: fused kernels are traced by the
+    analyzer (vllm).
     """
 
     __tablename__ = "runtime_profiles"

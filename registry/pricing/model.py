@@ -1,0 +1,323 @@
+"""The cost model, declared once: how a priced point's time and memory follow from a report's counts, a GPU and a
+runtime profile.
+
+Every term is an expression over named inputs (a report's counts, the device figures of a scenario point, a
+runtime profile's numbers). The same declaration is rendered to SQL for the pricing views (queries/views/52, 60, 70
+and 95 are generated from it by `python -m registry.pricing.views`, checked by `--check`) and evaluated with numpy by
+the code that prices without the views (`calibrate.predict` during a fit, the serving step costs), so the formula
+lives here alone: a new term is one edit here, the regenerated views, and a migration if a table gains a column.
+
+Per operator row (host and device overlap: eager PyTorch dispatches kernels asynchronously, so the host runs ahead
+while long kernels run, and a kernel shorter than its dispatch costs its dispatch):
+
+    compute_bound_s = FLOPs / (peak x compute efficiency x efficiency_scale)
+    memory_bound_s  = (bytes read + written) / (bandwidth x bandwidth efficiency x efficiency_scale)
+    dispatch_s      = op_calls x aten_call_s + kernel_launches x kernel_launch_s; in the decode stage of a runtime
+                      with cuda_graph_decode: kernel_launches x graph_kernel_s (a replay issues no host work)
+    op_time_s       = the largest of the three; the row's bound names it (ties go to the earlier term)
+
+Per stage, host time outside the operators:
+
+    module_host_s   = nn.Module calls x module_call_s; none in a graph-replayed decode (a replay calls no module)
+    call_host_s     = calls x stage_call_overhead_s (decode: steps x decode_step_overhead_s)
+    stage_time_s    = op_time_s summed over the stage's rows + the host terms
+
+Memory, by the execution's memory model (registry.pricing.catalog: MEMORY_MODELS):
+
+    paged-kv        budget = FLOOR(gpu_memory_utilization x memory); the KV pool is the budget - weights - one
+                    step's activation peak (vLLM's profile run)
+    live-set        budget = the GPU's memory; weights + the live set of the largest stage
+
+GPUs for a target: CEIL(pages per day / (86,400 x pages per second of one GPU)).
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+
+# -- expressions --------------------------------------------------------------------------------------------------
+
+class Expr:
+    """A term of the cost model: rendered to SQL (`sql`) or evaluated over numpy arrays (`evaluate`)."""
+
+    def __add__(self, other):
+        return Sum((self, _expr(other)))
+
+    def __mul__(self, other):
+        return Product((self, _expr(other)))
+
+    def __truediv__(self, other):
+        return Quotient(self, _expr(other))
+
+    def __sub__(self, other):
+        return Difference((self, _expr(other)))
+
+
+def _expr(value) -> Expr:
+    return value if isinstance(value, Expr) else Const(float(value))
+
+
+@attrs.frozen
+class Input(Expr):
+    """A named input: a count of the report, a device figure, a profile number or a flag. `count`: an integer
+    column that SQL casts to DOUBLE PRECISION before it enters arithmetic."""
+
+    name: str
+    count: bool = False
+
+    def sql(self, bind: dict[str, str]) -> str:
+        text = bind[self.name]
+        return f"CAST({text} AS DOUBLE PRECISION)" if self.count else text
+
+    def evaluate(self, values: dict):
+        return values[self.name]
+
+
+@attrs.frozen
+class Const(Expr):
+    value: float
+
+    def sql(self, bind: dict[str, str]) -> str:
+        return repr(self.value)
+
+    def evaluate(self, values: dict):
+        return self.value
+
+
+@attrs.frozen
+class Sum(Expr):
+    parts: tuple
+
+    def sql(self, bind: dict[str, str]) -> str:
+        return " + ".join(_operand(p, bind, Sum) for p in self.parts)
+
+    def evaluate(self, values: dict):
+        total = self.parts[0].evaluate(values)
+        for part in self.parts[1:]:
+            total = total + part.evaluate(values)
+        return total
+
+
+@attrs.frozen
+class Product(Expr):
+    parts: tuple
+
+    def sql(self, bind: dict[str, str]) -> str:
+        return " * ".join(_operand(p, bind, Product) for p in self.parts)
+
+    def evaluate(self, values: dict):
+        total = self.parts[0].evaluate(values)
+        for part in self.parts[1:]:
+            total = total * part.evaluate(values)
+        return total
+
+    def __mul__(self, other):  # a x b x c stays one product, as SQL and numpy evaluate it left to right
+        return Product((*self.parts, _expr(other)))
+
+
+@attrs.frozen
+class Difference(Expr):
+    parts: tuple
+
+    def sql(self, bind: dict[str, str]) -> str:
+        return " - ".join(_operand(p, bind, Difference) for p in self.parts)
+
+    def evaluate(self, values: dict):
+        total = self.parts[0].evaluate(values)
+        for part in self.parts[1:]:
+            total = total - part.evaluate(values)
+        return total
+
+    def __sub__(self, other):
+        return Difference((*self.parts, _expr(other)))
+
+
+@attrs.frozen
+class Floor(Expr):
+    """FLOOR of a product, as a whole number of bytes (BIGINT)."""
+
+    inner: Expr
+
+    def sql(self, bind: dict[str, str]) -> str:
+        return f"CAST(FLOOR({self.inner.sql(bind)}) AS BIGINT)"
+
+    def evaluate(self, values: dict):
+        return np.floor(self.inner.evaluate(values))
+
+
+@attrs.frozen
+class Quotient(Expr):
+    numerator: Expr
+    denominator: Expr
+
+    def sql(self, bind: dict[str, str]) -> str:
+        return f"{_operand(self.numerator, bind, Product)} / ({self.denominator.sql(bind)})"
+
+    def evaluate(self, values: dict):
+        return self.numerator.evaluate(values) / self.denominator.evaluate(values)
+
+
+@attrs.frozen
+class Flag:
+    """A condition: a named boolean input (a flag) or a comparison of a named input with a literal, joined by AND."""
+
+    names: tuple[str, ...]  # flags, each true
+    stage: str | None = None  # the row's stage equals this
+
+    def sql(self, bind: dict[str, str]) -> str:
+        parts = [f"{bind['stage']} = '{self.stage}'"] if self.stage else []
+        return " AND ".join(parts + [bind[n] for n in self.names])
+
+    def evaluate(self, values: dict):
+        out = True
+        if self.stage:
+            out = np.asarray(values["stage"]) == self.stage
+        for name in self.names:
+            out = np.logical_and(out, values[name])
+        return out
+
+
+@attrs.frozen
+class When(Expr):
+    """CASE WHEN condition THEN then ELSE otherwise END."""
+
+    condition: Flag
+    then: Expr
+    otherwise: Expr
+
+    def sql(self, bind: dict[str, str]) -> str:
+        return (f"CASE WHEN {self.condition.sql(bind)} THEN {self.then.sql(bind)} "
+                f"ELSE {self.otherwise.sql(bind)} END")
+
+    def evaluate(self, values: dict):
+        return np.where(self.condition.evaluate(values), self.then.evaluate(values), self.otherwise.evaluate(values))
+
+
+def _operand(expr: Expr, bind: dict[str, str], within: type) -> str:
+    """An operand's SQL, in parentheses unless it binds at least as tightly as the expression it sits in."""
+    text = expr.sql(bind)
+    tight = (Input, Const, When, Floor) + ((Product, Quotient) if within in (Sum, Difference) else ())
+    return text if isinstance(expr, tight) or type(expr) is within else f"({text})"
+
+
+def greatest_sql(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"GREATEST({', '.join(names)})"
+
+
+def greatest(values: list):
+    out = values[0]
+    for value in values[1:]:
+        out = np.maximum(out, value)
+    return out
+
+
+# -- the declaration ----------------------------------------------------------------------------------------------
+
+@attrs.frozen
+class Term:
+    """One named term: its expression, what it means, and (for an operator row's terms) the bound it names."""
+
+    name: str
+    expr: Expr
+    description: str
+    bound: str | None = None  # an operator row's time is the largest of these terms; its bound names that term
+    device: bool = False  # device time (kernel_s is the largest of these), not host time
+
+
+FLOPS = Input("flops", count=True)
+BYTES_MOVED = Input("bytes_moved", count=True)
+OP_CALLS = Input("op_calls", count=True)
+KERNEL_LAUNCHES = Input("kernel_launches", count=True)
+MODULE_CALLS = Input("module_calls", count=True)
+CALLS = Input("calls", count=True)
+GRAPH_DECODE = Flag(("cuda_graph_decode",), stage="decode")
+EFFICIENCY_SCALE = Input("efficiency_scale")
+
+ROW_TERMS: tuple[Term, ...] = (
+    Term("compute_bound_s",
+         FLOPS / (Input("peak_flops_per_s") * Input("compute_efficiency") * EFFICIENCY_SCALE),
+         "seconds if bound by the tensor rate: FLOPs / (peak x compute efficiency x efficiency_scale)",
+         bound="compute", device=True),
+    Term("memory_bound_s",
+         BYTES_MOVED / (Input("memory_bandwidth_bytes_per_s") * Input("bandwidth_efficiency") * EFFICIENCY_SCALE),
+         "seconds if bound by memory: (bytes read + written) / (bandwidth x bandwidth efficiency x "
+         "efficiency_scale)", bound="memory", device=True),
+    Term("dispatch_s",
+         When(GRAPH_DECODE, KERNEL_LAUNCHES * Input("graph_kernel_s"),
+              OP_CALLS * Input("aten_call_s") + KERNEL_LAUNCHES * Input("kernel_launch_s")),
+         "seconds of host dispatch: op_calls x aten_call_s + kernel_launches x kernel_launch_s (a graph-replayed "
+         "decode: kernel_launches x graph_kernel_s)", bound="dispatch"),
+)
+
+STAGE_HOST_TERMS: tuple[Term, ...] = (
+    Term("module_host_s", When(GRAPH_DECODE, Const(0.0), MODULE_CALLS * Input("module_call_s")),
+         "nn.Module calls x module_call_s (none in a graph-replayed decode)"),
+    Term("call_host_s",
+         CALLS * When(Flag((), stage="decode"), Input("decode_step_overhead_s"), Input("stage_call_overhead_s")),
+         "calls x stage_call_overhead_s (decode: steps x decode_step_overhead_s)"),
+)
+
+# The inputs each level of the model reads, by where they come from.
+ROW_COUNT_INPUTS = ("flops", "bytes_moved", "op_calls", "kernel_launches")
+PROFILE_INPUTS = ("aten_call_s", "kernel_launch_s", "graph_kernel_s", "cuda_graph_decode", "module_call_s",
+                  "stage_call_overhead_s", "decode_step_overhead_s")
+
+SECONDS_PER_DAY = 86400.0
+
+
+def row_terms() -> tuple[Term, ...]:
+    return ROW_TERMS
+
+
+def bound_terms() -> tuple[Term, ...]:
+    return tuple(t for t in ROW_TERMS if t.bound)
+
+
+def device_terms() -> tuple[Term, ...]:
+    return tuple(t for t in ROW_TERMS if t.device)
+
+
+# -- numpy evaluation ---------------------------------------------------------------------------------------------
+
+def row_bounds(values: dict) -> dict[str, np.ndarray]:
+    """Each bound term of operator rows (name -> seconds), `values` holding the inputs as arrays or scalars."""
+    return {t.name: t.expr.evaluate(values) for t in ROW_TERMS}
+
+
+def op_time_s(bounds: dict[str, np.ndarray]) -> np.ndarray:
+    """An operator row's time: the largest of its bound terms."""
+    return greatest([bounds[t.name] for t in bound_terms()])
+
+
+def stage_host_s(values: dict) -> np.ndarray:
+    """The stage's host time outside the operators: the sum of the host terms."""
+    total = STAGE_HOST_TERMS[0].expr.evaluate(values)
+    for term in STAGE_HOST_TERMS[1:]:
+        total = total + term.expr.evaluate(values)
+    return total
+
+
+# -- memory: the paged-KV engine's budget and pool ---------------------------------------------------------------
+
+PAGED_KV_BUDGET_BYTES = Term(
+    "memory_budget_bytes", Floor(Input("gpu_memory_utilization") * Input("memory_bytes")),
+    "the memory a paged-KV engine may use: FLOOR(gpu_memory_utilization x memory)")
+PAGED_KV_POOL_BYTES = Term(
+    "kv_pool_bytes", Input("memory_budget_bytes") - Input("weight_bytes") - Input("step_peak_bytes"),
+    "the KV pool of a paged-KV engine: its budget - weights - one step's activation peak")
+
+
+def paged_kv_pool_bytes(gpu_memory_utilization: float, memory_bytes: int, weight_bytes: int,
+                        step_peak_bytes: int) -> int:
+    """The KV pool of a paged-KV engine at this memory utilization, as the pricing views compute it."""
+    budget = PAGED_KV_BUDGET_BYTES.expr.evaluate({"gpu_memory_utilization": gpu_memory_utilization,
+                                                   "memory_bytes": memory_bytes})
+    return int(PAGED_KV_POOL_BYTES.expr.evaluate({"memory_budget_bytes": int(budget), "weight_bytes": weight_bytes,
+                                                   "step_peak_bytes": step_peak_bytes}))
+
+
+def gpus_needed_sql(target_pages_per_day: str, pages_per_s_per_gpu: str) -> str:
+    """GPUs for a daily target at one GPU's pages per second: CEIL(target / (86,400 x pages per second))."""
+    return f"CEIL({target_pages_per_day} / NULLIF({SECONDS_PER_DAY!r} * {pages_per_s_per_gpu}, 0))"
