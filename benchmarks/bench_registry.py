@@ -318,7 +318,7 @@ def bench_scale(tmp, reports, scale: int) -> None:
 
     from registry.store import views
     from registry.store.ingest import write_batch
-    from registry.pricing.points import read_points, record_scenario
+    from registry.pricing.points import ScenarioRecord, read_points, record_scenario
 
     registry = fresh_registry(None, tmp, "scale")
     for first in range(0, len(reports), 200):
@@ -361,7 +361,7 @@ def bench_scale(tmp, reports, scale: int) -> None:
     points = [(key, gpu, runtime) for key in keys for gpu in gpus]
     started = time.perf_counter()
     with registry.begin() as conn:
-        scenario_id, _ = record_scenario(conn, "bench-points", {}, {}, points)
+        scenario_id = record_scenario(conn, ScenarioRecord(name="bench-points", definition={}), points).scenario_id
     record_s = time.perf_counter() - started
     started = time.perf_counter()
     priced = read_points(registry, scenario_id)

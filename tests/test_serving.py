@@ -69,7 +69,7 @@ def test_step_cost_equals_the_views_on_points_not_used_to_derive_it(registry_url
 
 def _static_latency(url, new_tokens):
     from registry.store.db import Registry
-    from registry.pricing.points import ensure_reports, read_points, record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, read_points, record_scenario
     from analyzer.workload import load_profile
 
     registry, hid, rid = _ids(url)
@@ -77,7 +77,7 @@ def _static_latency(url, new_tokens):
         key = ensure_reports(registry, [load_profile("dsocr-standard-v1", new_tokens=new_tokens)], "t",
                              execution="vllm")[0]
         with registry.begin() as conn:
-            sid, _ = record_scenario(conn, "static", {}, {}, [(key, hid, rid)])
+            sid = record_scenario(conn, ScenarioRecord(name="static", definition={}), [PointKey(key, hid, rid)]).scenario_id
         return read_points(registry, sid)[0]["page_latency_s"]
     finally:
         registry.dispose()

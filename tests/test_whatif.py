@@ -386,7 +386,7 @@ def test_the_shipped_runtimes_are_in_range_and_name_their_execution():
 
 def test_a_runtime_of_another_execution_cannot_price_a_report(registry_url, report_files):
     """A point pairs a report with a runtime of its own execution: anything else is refused, nothing recorded."""
-    from registry.pricing.points import record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, record_scenario
 
     run_command(["ingest", str(report_files["base"]), "--db", registry_url])
     refused = run_command(["summary", load_report(report_files["base"]).report_id, "--runtime", "vllm",
@@ -400,7 +400,7 @@ def test_a_runtime_of_another_execution_cannot_price_a_report(registry_url, repo
                 report_pk, hardware_id, vllm_id = conn.execute(sa.text(
                     "SELECT r.id, h.id, p.id FROM reports r, hardware h, runtime_profiles p "
                     "WHERE h.name = 'h200' AND p.name = 'vllm'")).one()
-                record_scenario(conn, "mixed", {}, {}, [(report_pk, hardware_id, vllm_id)])
+                record_scenario(conn, ScenarioRecord(name="mixed", definition={}), [PointKey(report_pk, hardware_id, vllm_id)])
     finally:
         registry.dispose()
     assert rows(registry_url, "SELECT COUNT(*) FROM scenario_points") == [(0,)]

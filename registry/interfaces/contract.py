@@ -77,17 +77,18 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
     """Price a stored report through the views and shape the answer as the summary contract. `runtime` None: the
     shipped profile of the report's execution (hf-eager or vllm); a runtime of another execution is refused."""
     from registry.store.measurements import resolve
-    from registry.pricing.points import (SCRATCH_SCENARIO_ID, measured_end_to_end_ms, read_module_times, read_points,
-                                  record_scenario, scratch_pricing, stored_report_key)
+    from registry.pricing.points import (SCRATCH_SCENARIO_ID, PointKey, ScenarioRecord, measured_end_to_end_ms,
+                                         read_module_times, read_points, record_scenario, scratch_pricing,
+                                         stored_report_key)
 
     # priced in temporary copies of the scenario tables, rolled back: a summary reads, it records nothing
     with scratch_pricing(registry) as conn:
         report_key, variant, profile_id, execution = stored_report_key(conn, report_id)
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime or execution)
-        scenario_id, _ = record_scenario(conn, f"summary:{report_id}", {"summary": report_id, "hardware": hardware,
-                                                                       "runtime": runtime_label},
-                                         {}, [(report_key, hardware_id, runtime_id)], kind="summary",
-                                         scenario_id=SCRATCH_SCENARIO_ID)
+        scenario_id = record_scenario(
+            conn, ScenarioRecord(name=f"summary:{report_id}", kind="summary",
+                                 definition={"summary": report_id, "hardware": hardware, "runtime": runtime_label}),
+            [PointKey(report_key, hardware_id, runtime_id)], scenario_id=SCRATCH_SCENARIO_ID).scenario_id
         predicted_s = read_points(conn, scenario_id)[0]["page_latency_s"]
         modules = read_module_times(conn, scenario_id)
     measured = measured_end_to_end_ms(registry, report_key, hardware_id, runtime_id)

@@ -382,7 +382,7 @@ def describe_fit(result: dict, rows: Rows, hardware: str, runtime: str) -> str:
 def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id: int, new_runtime_id: int) -> list[int]:
     """The measurement sets of (GPU, base runtime), stored again under the new runtime (rows and points copied),
     so that the views price them with the new profile."""
-    from registry.pricing.points import record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, record_scenario
 
     new_sets = []
     with registry.begin() as conn:
@@ -399,10 +399,11 @@ def copy_sets_for_profile(registry: Registry, hardware_id: int, base_runtime_id:
             reports = [r[0] for r in conn.execute(sa.text(
                 "SELECT DISTINCT report_id FROM measurements WHERE measurement_set_id = :s AND report_id IS NOT NULL "
                 "ORDER BY report_id"), {"s": set_id}).all()]
-            scenario_id, _ = record_scenario(conn, f"measurements:{source}",
-                                             {"measurements": source, "calibrated": True}, {},
-                                             [(r, hardware_id, new_runtime_id) for r in reports], {},
-                                             kind="measurement", new_run=True)  # each set prices its own points
+            scenario_id = record_scenario(
+                conn, ScenarioRecord(name=f"measurements:{source}", kind="measurement",
+                                     definition={"measurements": source, "calibrated": True}),
+                [PointKey(r, hardware_id, new_runtime_id) for r in reports],
+                new_run=True).scenario_id  # each set prices its own points
             new_id = conn.execute(sa.text(
                 "INSERT INTO measurement_sets (file_hash, source, hardware_id, runtime_profile_id, scenario_id, env, "
                 "ingested_at) SELECT file_hash, source, hardware_id, :r, :sc, env, ingested_at FROM measurement_sets "

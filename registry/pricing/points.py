@@ -17,7 +17,9 @@ import itertools
 import json
 import sys
 from collections.abc import Iterator
+from typing import NamedTuple
 
+import attrs
 import sqlalchemy as sa
 
 from registry.store.db import Registry, RegistryError, ReportNotFoundError
@@ -130,12 +132,42 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     return report_keys
 
 
-def product_points(report_keys: list[int], hardware_ids: list[int], runtime_ids: list[int]) -> list[tuple]:
+class PointKey(NamedTuple):
+    """What a scenario point prices: one stored report on one GPU under one runtime profile."""
+
+    report_key: int
+    hardware_id: int
+    runtime_id: int
+
+
+@attrs.frozen(kw_only=True)
+class ScenarioRecord:
+    """A scenario as recorded: its kind (what-if, summary, measurement, serving, serving-probe), name, definition,
+    targets (pages_per_day, page_latency_s), device overrides (peak_tflops, memory_tb_per_s, memory_gb,
+    efficiency_scale) and whatever else its run records (`content`: part of what makes a run the same run)."""
+
+    name: str
+    definition: dict
+    kind: str = "what-if"
+    target: dict = attrs.field(factory=dict)
+    overrides: dict = attrs.field(factory=dict)
+    content: object = None
+
+
+@attrs.frozen
+class RecordedScenario:
+    """The id of a recorded scenario (None when only looked up and not found), and whether this call recorded it."""
+
+    scenario_id: int | None
+    recorded_now: bool
+
+
+def product_points(report_keys: list[int], hardware_ids: list[int], runtime_ids: list[int]) -> list[PointKey]:
     """(report, GPU, runtime) of every combination, reports outermost."""
-    return list(itertools.product(report_keys, hardware_ids, runtime_ids))
+    return [PointKey(*p) for p in itertools.product(report_keys, hardware_ids, runtime_ids)]
 
 
-def check_executions(conn, points: list[tuple]) -> None:
+def check_executions(conn, points: list[PointKey]) -> None:
     """A point prices a report under a runtime of the report's own execution; any other pairing is refused."""
     report_keys = sorted({report for report, _, _ in points})
     runtime_ids = sorted({runtime for _, _, runtime in points})
@@ -154,21 +186,18 @@ def check_executions(conn, points: list[tuple]) -> None:
                                 f"or analyze the workload with --execution {prices}")
 
 
-def record_scenario(conn, name: str, definition: dict, target: dict, points: list[tuple],
-                    overrides: dict | None = None, kind: str = "what-if", new_run: bool = False,
-                    content: object = None, scenario_id: int | None = None,
-                    lookup_only: bool = False) -> tuple[int | None, bool]:
-    """The scenario row and one point per (report, GPU, runtime) of `points`, with the effective device figures;
-    returns (scenario id, whether it was recorded now). Every point pairs a report with a runtime of the same
-    execution (checked: nothing is recorded otherwise).
+def record_scenario(conn, scenario: ScenarioRecord, points: list[PointKey], *, new_run: bool = False,
+                    scenario_id: int | None = None, lookup_only: bool = False) -> RecordedScenario:
+    """The scenario row and one point per (report, GPU, runtime) of `points`, with the effective device figures.
+    Every point pairs a report with a runtime of the same execution (checked: nothing is recorded otherwise).
 
     A run is idempotent by content: a scenario of the same kind, name, definition, target and points (device
-    figures included, and `content`: whatever else the caller records with it) is reused, unless `new_run`.
-    `scenario_id`: the id to give it (temporary copies of the tables, which have no sequence). `lookup_only`: only
-    find the recorded one ((None, False) when there is none)."""
+    figures included, and its `content`) is reused, unless `new_run`. `scenario_id`: the id to give it (temporary
+    copies of the tables, which have no sequence). `lookup_only`: only find the recorded one (id None when there
+    is none)."""
     from registry.store.ingest import bulk_insert
 
-    overrides = overrides or {}
+    overrides = scenario.overrides or {}
     if points:
         check_executions(conn, points)
     devices = {hid: row for hid, *row in conn.execute(sa.text(
@@ -185,18 +214,19 @@ def record_scenario(conn, name: str, definition: dict, target: dict, points: lis
             "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else int(memory),
             "efficiency_scale": float(overrides.get("efficiency_scale") or 1.0)})
     content_hash = hashlib.sha256(json.dumps(
-        [kind, name, definition, target, rows, content], sort_keys=True, default=str).encode()).hexdigest()
+        [scenario.kind, scenario.name, scenario.definition, scenario.target, rows, scenario.content], sort_keys=True,
+        default=str).encode()).hexdigest()
     if not new_run:
         existing = conn.execute(sa.text(
             "SELECT MIN(id) FROM scenarios WHERE kind = :k AND content_hash = :h"),
-            {"k": kind, "h": content_hash}).scalar()
+            {"k": scenario.kind, "h": content_hash}).scalar()
         if existing is not None:
-            return int(existing), False
+            return RecordedScenario(int(existing), False)
     if lookup_only:
-        return None, False
-    values = {"name": name, "definition": json.dumps(definition, sort_keys=True, default=str),
-              "pages": target.get("pages_per_day"), "latency": target.get("page_latency_s"),
-              "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None), "kind": kind,
+        return RecordedScenario(None, False)
+    values = {"name": scenario.name, "definition": json.dumps(scenario.definition, sort_keys=True, default=str),
+              "pages": scenario.target.get("pages_per_day"), "latency": scenario.target.get("page_latency_s"),
+              "created": datetime.datetime.now(datetime.UTC).replace(tzinfo=None), "kind": scenario.kind,
               "hash": content_hash}
     if scenario_id is None:
         scenario_id = conn.execute(sa.text(
@@ -212,7 +242,7 @@ def record_scenario(conn, name: str, definition: dict, target: dict, points: lis
         row["scenario_id"] = scenario_id
     if rows:
         bulk_insert(conn, "scenario_points", {key: [p[key] for p in rows] for key in rows[0]})
-    return int(scenario_id), True
+    return RecordedScenario(int(scenario_id), True)
 
 
 SCRATCH_TABLES = ("scenarios", "scenario_points")  # what pricing writes

@@ -19,7 +19,8 @@ from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, read_document, source_name
 from registry.pricing.catalog import suggestion
 from registry.store.db import Registry, RegistryError
-from registry.pricing.points import DEFAULT_RUNTIME, ensure_reports, read_points, record_scenario
+from registry.pricing.points import (DEFAULT_RUNTIME, PointKey, ScenarioRecord, ensure_reports, read_points,
+                                     record_scenario)
 
 SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving"}
 BASE_KEYS = {"profile", "variant", "mode", "page", "tiles", "min_tiles", "max_tiles", "prompt_text_tokens",
@@ -269,21 +270,20 @@ def price_scenario(registry: Registry, scenario: Scenario, progress: bool = Fals
     report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution,
                                              analyze)
                    for execution in dict.fromkeys(executions.values())}
-    points = [(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
+    points = [PointKey(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
               for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes]
     target = scenario.data.get("target") or {}
     then = then or (lambda source, scenario_id: None)
+    record = ScenarioRecord(name=scenario.name, definition=scenario.data, target=target, overrides=overrides)
     if not read_only:
         with registry.begin(keep_open=True) as conn:
-            scenario_id, recorded = record_scenario(conn, scenario.name, scenario.data, target, points, overrides,
-                                                    new_run=new_run)
-        return scenario_id, read_points(registry, scenario_id), recorded, then(registry, scenario_id)
+            recorded = record_scenario(conn, record, points, new_run=new_run)
+        return (recorded.scenario_id, read_points(registry, recorded.scenario_id), recorded.recorded_now,
+                then(registry, recorded.scenario_id))
     with registry.begin() as conn:
-        scenario_id, _ = record_scenario(conn, scenario.name, scenario.data, target, points, overrides,
-                                         lookup_only=True)
+        scenario_id = record_scenario(conn, record, points, lookup_only=True).scenario_id
     if scenario_id is not None:  # recorded before by a role that could write
         return scenario_id, read_points(registry, scenario_id), False, then(registry, scenario_id)
     with scratch_pricing(registry) as conn:
-        scenario_id, _ = record_scenario(conn, scenario.name, scenario.data, target, points, overrides,
-                                         scenario_id=SCRATCH_SCENARIO_ID)
+        scenario_id = record_scenario(conn, record, points, scenario_id=SCRATCH_SCENARIO_ID).scenario_id
         return scenario_id, read_points(conn, scenario_id), False, then(conn, scenario_id)

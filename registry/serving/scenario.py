@@ -416,11 +416,12 @@ def record_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, ro
                    keep_requests: bool = False, new_run: bool = False) -> int:
     """Record the scenario and its serving points (and requests if asked) in one transaction; its id."""
     from registry.store.ingest import bulk_insert
-    from registry.pricing.points import record_scenario
+    from registry.pricing.points import ScenarioRecord, record_scenario
 
     with registry.begin() as conn:
-        scenario_id, recorded = record_scenario(conn, scenario.name, scenario.data, spec.target, [], kind="serving",
-                                                new_run=new_run, content=rows)
+        record = record_scenario(conn, ScenarioRecord(name=scenario.name, kind="serving", definition=scenario.data,
+                                                      target=spec.target, content=rows), [], new_run=new_run)
+        scenario_id, recorded = record.scenario_id, record.recorded_now
         for index, row in enumerate(rows, start=1):
             row.update(scenario_id=scenario_id, point_index=index)
         kept = 0 if recorded else conn.execute(sa.text(

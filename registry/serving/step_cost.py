@@ -30,7 +30,6 @@ from analyzer.routing import expected_distinct_experts
 from registry.pricing import model
 from registry.store.db import Registry
 
-BOUNDS = tuple(t.name for t in model.bound_terms())  # the cost model's terms of an operator row's time
 PROMPT_EXTRA = (0, 300, 800)  # prompt text tokens added to the family's own, for the prefill probes
 DECODE_BATCHES = (2, 4)
 FIT_RTOL = 1e-6
@@ -149,17 +148,18 @@ def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: 
                   progress: bool = False, overrides: dict | None = None, analyze=None) -> tuple[int, list[tuple]]:
     """Analyze (if new) and record the probe workloads x GPUs x runtimes as one scenario; (scenario id, points)."""
     from registry.pricing.catalog import runtime_execution
-    from registry.pricing.points import ensure_reports, record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, record_scenario
 
     with registry.begin() as conn:
         executions = {rid: runtime_execution(conn, rid) for rid in runtime_ids}
     keys = {ex: ensure_reports(registry, workloads, f"serving:{name}", progress, ex, analyze)
             for ex in dict.fromkeys(executions.values())}
-    points = [(keys[executions[rid]][i], hid, rid) for hid in hardware_ids for rid in runtime_ids
+    points = [PointKey(keys[executions[rid]][i], hid, rid) for hid in hardware_ids for rid in runtime_ids
               for i in range(len(workloads))]
     with registry.begin() as conn:
-        scenario_id, _ = record_scenario(conn, f"{name}:probes", {"probes": name}, {}, points, overrides,
-                                         kind="serving-probe")
+        scenario_id = record_scenario(conn, ScenarioRecord(name=f"{name}:probes", kind="serving-probe",
+                                                           definition={"probes": name}, overrides=overrides or {}),
+                                      points).scenario_id
     return scenario_id, points
 
 
@@ -184,6 +184,7 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
     """One StepCost per (GPU, runtime) of the probe scenario (points ordered GPU, runtime, probe)."""
     from analyzer.architecture import load_spec
 
+    bound_names = [t.name for t in model.bound_terms()]  # the cost model's terms of an operator row's time
     with registry.begin() as conn:
         meta = conn.execute(sa.text(
             "SELECT p.point_index, h.name, rp.name || '@' || CAST(rp.version AS VARCHAR(20)), r.variant, "
@@ -195,7 +196,7 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
             "JOIN v_point_summary_all s ON s.scenario_id = p.scenario_id AND s.point_index = p.point_index "
             "WHERE p.scenario_id = :s ORDER BY p.point_index"), {"s": scenario_id}).all()
         ops = conn.execute(sa.text(
-            f"SELECT point_index, stage, view_kind, module_id, category_id, {', '.join(BOUNDS)} "
+            f"SELECT point_index, stage, view_kind, module_id, category_id, {', '.join(bound_names)} "
             "FROM v_point_operator_time WHERE scenario_id = :s"), {"s": scenario_id}).all()
         stages = conn.execute(sa.text(
             "SELECT point_index, stage, calls, stage_time_s, host_s "
@@ -219,9 +220,9 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
         def fit_stage(stage, feature_rows, indices, what):
             keys = sorted({k for i in indices for k in by_point_ops[points[i]] if k[0] == stage},
                           key=lambda k: tuple(map(str, k)))
-            absent = [0.0] * len(BOUNDS)
+            absent = [0.0] * len(bound_names)
             mats = {}
-            for part, bound in enumerate(BOUNDS):
+            for part, bound in enumerate(bound_names):
                 values = np.array([[by_point_ops[points[i]].get(k, absent)[part] for k in keys] for i in indices])
                 mats[bound] = _fit(np.array(feature_rows), values, f"{what} {bound}")
             host = [by_point_stage[points[i]][stage][2] / by_point_stage[points[i]][stage][0] for i in indices]

@@ -309,7 +309,7 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
     its scenario and all its rows then go in in one transaction, the rows as one bulk insert."""
     from registry.pricing.catalog import runtime_execution
     from registry.store.ingest import bulk_insert
-    from registry.pricing.points import ensure_reports, record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, record_scenario
 
     env, rows, file_hash = parse(path)
     with registry.begin() as conn:
@@ -331,10 +331,11 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
     report_of = {r.index: report_of_workload[r.workload] for r in timed}
     with registry.begin() as conn:
         distinct = sorted(set(report_ids))
-        scenario_id, _ = record_scenario(conn, f"measurements:{pathlib.Path(path).name}",
-                                         {"measurements": str(path), "hardware": hardware, "runtime": runtime_label},
-                                         {}, [(report, hardware_id, runtime_id) for report in distinct], {},
-                                         kind="measurement", new_run=True)  # each set prices its own points
+        scenario_id = record_scenario(
+            conn, ScenarioRecord(name=f"measurements:{pathlib.Path(path).name}", kind="measurement",
+                                 definition={"measurements": str(path), "hardware": hardware, "runtime": runtime_label}),
+            [PointKey(report, hardware_id, runtime_id) for report in distinct],
+            new_run=True).scenario_id  # each set prices its own points
         set_id = conn.execute(sa.text(
             "INSERT INTO measurement_sets (file_hash, source, hardware_id, runtime_profile_id, scenario_id, env, "
             "ingested_at) VALUES (:h, :src, :hw, :rt, :sc, :env, :at) RETURNING id"),

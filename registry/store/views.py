@@ -59,9 +59,19 @@ def view_comment(name: str) -> str | None:
 
 
 def column_comment(view: str, column: str) -> str | None:
-    """A column's meaning: the view's own text for it, else the text shared by every view with that column."""
+    """A column's meaning: the view's own text for it, else the text shared by every view with that column, else
+    the description of the cost model's term of that name (a term the dictionary does not name yet)."""
     own = (dictionary()["views"].get(view) or {}).get("columns") or {}
-    return own.get(column) or dictionary()["columns"].get(column)
+    return own.get(column) or dictionary()["columns"].get(column) or _cost_term_description(column)
+
+
+def _cost_term_description(column: str) -> str | None:
+    from registry.pricing import model
+
+    for term in (*model.ROW_TERMS, *model.STAGE_HOST_TERMS):
+        if term.name == column:
+            return term.description[0].upper() + term.description[1:] + "."
+    return None
 
 
 def definition_hash(name: str, body: str) -> str:
