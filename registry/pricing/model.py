@@ -33,6 +33,8 @@ GPUs for a target: CEIL(pages per day / (86,400 x pages per second of one GPU)).
 
 from __future__ import annotations
 
+import operator
+
 import attrs
 import numpy as np
 
@@ -43,16 +45,16 @@ class Expr:
     """A term of the cost model: rendered to SQL (`sql`) or evaluated over numpy arrays (`evaluate`)."""
 
     def __add__(self, other):
-        return Sum((self, _expr(other)))
+        return _chain("+", self, other)
 
     def __mul__(self, other):
-        return Product((self, _expr(other)))
+        return _chain("*", self, other)
+
+    def __sub__(self, other):
+        return _chain("-", self, other)
 
     def __truediv__(self, other):
         return Quotient(self, _expr(other))
-
-    def __sub__(self, other):
-        return Difference((self, _expr(other)))
 
 
 def _expr(value) -> Expr:
@@ -87,51 +89,29 @@ class Const(Expr):
 
 
 @attrs.frozen
-class Sum(Expr):
+class Chain(Expr):
+    """a + b + ..., a x b x ... or a - b - ...: evaluated left to right, as SQL and numpy both do."""
+
+    symbol: str
     parts: tuple
 
     def sql(self, bind: dict[str, str]) -> str:
-        return " + ".join(_operand(p, bind, Sum) for p in self.parts)
+        return f" {self.symbol} ".join(_operand(p, bind, self) for p in self.parts)
 
     def evaluate(self, values: dict):
         total = self.parts[0].evaluate(values)
         for part in self.parts[1:]:
-            total = total + part.evaluate(values)
+            total = _OPERATIONS[self.symbol](total, part.evaluate(values))
         return total
 
 
-@attrs.frozen
-class Product(Expr):
-    parts: tuple
-
-    def sql(self, bind: dict[str, str]) -> str:
-        return " * ".join(_operand(p, bind, Product) for p in self.parts)
-
-    def evaluate(self, values: dict):
-        total = self.parts[0].evaluate(values)
-        for part in self.parts[1:]:
-            total = total * part.evaluate(values)
-        return total
-
-    def __mul__(self, other):  # a x b x c stays one product, as SQL and numpy evaluate it left to right
-        return Product((*self.parts, _expr(other)))
+_OPERATIONS = {"+": operator.add, "*": operator.mul, "-": operator.sub}
 
 
-@attrs.frozen
-class Difference(Expr):
-    parts: tuple
-
-    def sql(self, bind: dict[str, str]) -> str:
-        return " - ".join(_operand(p, bind, Difference) for p in self.parts)
-
-    def evaluate(self, values: dict):
-        total = self.parts[0].evaluate(values)
-        for part in self.parts[1:]:
-            total = total - part.evaluate(values)
-        return total
-
-    def __sub__(self, other):
-        return Difference((*self.parts, _expr(other)))
+def _chain(symbol: str, left: Expr, right) -> Chain:
+    """left op right, one chain with left's parts when left is a chain of the same operation."""
+    parts = left.parts if isinstance(left, Chain) and left.symbol == symbol else (left,)
+    return Chain(symbol, (*parts, _expr(right)))
 
 
 @attrs.frozen
@@ -153,7 +133,7 @@ class Quotient(Expr):
     denominator: Expr
 
     def sql(self, bind: dict[str, str]) -> str:
-        return f"{_operand(self.numerator, bind, Product)} / ({self.denominator.sql(bind)})"
+        return f"{_operand(self.numerator, bind, self)} / ({self.denominator.sql(bind)})"
 
     def evaluate(self, values: dict):
         return self.numerator.evaluate(values) / self.denominator.evaluate(values)
@@ -195,11 +175,17 @@ class When(Expr):
         return np.where(self.condition.evaluate(values), self.then.evaluate(values), self.otherwise.evaluate(values))
 
 
-def _operand(expr: Expr, bind: dict[str, str], within: type) -> str:
-    """An operand's SQL, in parentheses unless it binds at least as tightly as the expression it sits in."""
+def _operand(expr: Expr, bind: dict[str, str], within: Expr) -> str:
+    """An operand's SQL, in parentheses unless it binds at least as tightly as the expression it sits in: a
+    product or quotient inside a sum or difference, the same chain inside itself."""
     text = expr.sql(bind)
-    tight = (Input, Const, When, Floor) + ((Product, Quotient) if within in (Sum, Difference) else ())
-    return text if isinstance(expr, tight) or type(expr) is within else f"({text})"
+    additive = isinstance(within, Chain) and within.symbol in "+-"
+    if isinstance(expr, (Input, Const, When, Floor)):
+        return text
+    if isinstance(expr, Quotient) or (isinstance(expr, Chain) and expr.symbol == "*"):
+        if additive or (isinstance(within, Chain) and within.symbol == "*" and isinstance(expr, Chain)):
+            return text
+    return f"({text})"
 
 
 def greatest_sql(names: list[str]) -> str:
