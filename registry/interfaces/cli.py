@@ -8,7 +8,7 @@ import time
 
 import click
 
-from analyzer import ranges
+from analyzer import ranges, variants
 from analyzer.execution import Execution
 from analyzer.measure import KINDS as MEASURE_KINDS
 from registry.store.db import DEFAULT_STORAGE_VERSION, RegistryError
@@ -71,14 +71,13 @@ def workload_options(func):
         click.option("--workload", "-w", "workload_profile", metavar="PROFILE",
                      help="Named workload profile (e.g. dsocr-standard-v1) or a YAML/JSON profile file; "
                           "the options below override its fields."),
-        click.option("--variant", type=str, help="Model variant: v1 (DeepSeek-OCR) or ocr2 (DeepSeek-OCR-2)."),
-        click.option("--mode", type=str,
-                     help="Resolution mode. v1: tiny, small, base, large, gundam, gundam-m. ocr2: base, gundam."),
+        click.option("--variant", type=str, help=variants.variant_help()),
+        click.option("--mode", type=str, help=variants.mode_help()),
         click.option("--page", type=str, metavar="WxH", help=f"Page size in pixels (default {page}, A4 at 200 dpi)."),
         click.option("--tiles", type=str, metavar="CxR",
                      help="Force a tile grid (columns x rows) instead of choosing it from the page."),
         click.option("--min-tiles", type=int, help="Smallest tile count the grid rule considers (default 2)."),
-        click.option("--max-tiles", type=int, help="Largest tile count (default 9 for v1, 6 for ocr2)."),
+        click.option("--max-tiles", type=int, help=variants.max_tiles_help()),
         click.option("--prompt-tokens", type=int, help="Text tokens of the prompt besides the image "
                                                           f"(default {defaults.DEFAULT_PROMPT_TEXT_TOKENS})."),
         click.option("--new-tokens", type=int, help=f"Output tokens generated (default {defaults.DEFAULT_NEW_TOKENS})."),
@@ -857,7 +856,7 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
 
 
 @cli.command()
-@click.option("--variant", required=True, help="v1 or ocr2.")
+@click.option("--variant", required=True, help=f"{variants.one_of(variants.VARIANT_NAMES)}.")
 @click.option("--device", default="cuda:0", show_default=True, help="CUDA device to time on.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Measurement file to write (JSON {env, rows}).")
