@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from analyzer.errors import AnalyzerInputError
+from analyzer.fileio import one_of
 
 VISION_DOWNSAMPLE = 64  # 16 px patches, then two stride-2 convs: one feature token per 64 x 64 px
 
@@ -108,12 +109,6 @@ def model_variant(name: str) -> ModelVariant:
     if key not in _BY_SPELLING:
         raise AnalyzerInputError(f"unknown variant {name!r}; expected one of: {', '.join(VARIANT_NAMES)}")
     return _BY_SPELLING[key]
-
-
-def one_of(names) -> str:
-    """'a', 'a or b', 'a, b or c'."""
-    names = list(names)
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def variant_help() -> str:

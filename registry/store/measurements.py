@@ -20,10 +20,10 @@ import attrs
 import sqlalchemy as sa
 
 from analyzer.architecture import canonical_variant
-from analyzer.variants import MEASUREMENT_VARIANT_NAMES, one_of
+from analyzer.variants import MEASUREMENT_VARIANT_NAMES
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import (MAX_MEASUREMENT_BYTES, InputLimitError, decode_text, parse_document, quote,
-                             read_input, source_name, unreadable)
+                             one_of, read_input, source_name, unreadable)
 from analyzer.workload import MODES, Workload
 from registry.store.db import Registry, RegistryError
 
