@@ -96,6 +96,7 @@ def _set(url, statement):
 def test_a_stored_report_of_an_unknown_execution_is_refused_in_one_line(stored):
     """A row this version cannot read (written by a newer one, or by hand) is an error, not hf-eager."""
     url, report_id = stored
+    from registry.pricing.points import stored_report_key
     from registry.store.db import Registry, RegistryError
     from registry.store.stored import load_stored_report
 
@@ -110,6 +111,8 @@ def test_a_stored_report_of_an_unknown_execution_is_refused_in_one_line(stored):
     try:
         with pytest.raises(RegistryError, match=f"report {report_id}: {UNKNOWN}"):
             load_stored_report(registry, report_id)
+        with registry.begin() as conn, pytest.raises(RegistryError, match=f"report {report_id}: {UNKNOWN}"):
+            stored_report_key(conn, report_id)  # a summary's runtime is not looked up by an unknown name
     finally:
         registry.dispose()
     result = run_command(["summary", report_id, "--db", url])
