@@ -394,20 +394,16 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         """(calls, items per call) of one view kind's encoder stage."""
         return (batch, per_page) if execution_spec(execution).vision_image_at_a_time else (1, batch * per_page)
 
-    for view_kind, px, per_page, feature_tokens in views:
-        calls, items = vision_calls(per_page)
-        traced = traced_items_for(items)
-        vision = trace_vision(workload.variant, px, traced)
-        add(Stage.VISION, view_kind, _stage_from_trace(vision, items, 0.0, traced, calls), view_px=px,
-            calls=calls, items=items, tokens_per_item=feature_tokens,
-            activation_peak_bytes=vision.activation_peak_bytes * items // traced)
-    for view_kind, px, per_page, feature_tokens in views:
-        calls, items = vision_calls(per_page)
-        traced = traced_items_for(items)
-        projector = trace_projector(workload.variant, feature_tokens, traced)
-        add(Stage.PROJECTOR, view_kind, _stage_from_trace(projector, items, 0.0, traced, calls), view_px=px,
-            calls=calls, items=items, tokens_per_item=feature_tokens,
-            activation_peak_bytes=projector.activation_peak_bytes * items // traced)
+    encoder_stages = ((Stage.VISION, lambda px, tokens, traced: trace_vision(workload.variant, px, traced)),
+                      (Stage.PROJECTOR, lambda px, tokens, traced: trace_projector(workload.variant, tokens, traced)))
+    for stage, trace in encoder_stages:  # every view of the vision tower, then every view of the projector
+        for view_kind, px, per_page, feature_tokens in views:
+            calls, items = vision_calls(per_page)
+            traced = traced_items_for(items)
+            result = trace(px, feature_tokens, traced)
+            add(stage, view_kind, _stage_from_trace(result, items, 0.0, traced, calls), view_px=px, calls=calls,
+                items=items, tokens_per_item=feature_tokens,
+                activation_peak_bytes=result.activation_peak_bytes * items // traced)
 
     prefill_tokens = workload.prefill_tokens
     traced = traced_items_for(batch)
