@@ -26,11 +26,11 @@ from analyzer import __version__
 from analyzer.architecture import (DTYPE, DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION,
                                    ArchitectureSpec, build_model, load_spec)
 from analyzer.categories import CategoryId
-from analyzer.execution import DEFAULT_EXECUTION, FUSION_RULES, KERNELS_PER_OP, Execution, parse_execution
+from analyzer.execution import DEFAULT_EXECUTION, Execution, execution_spec, parse_execution
 from analyzer.counting import CountVector, OpCounter, TraceResult
 from analyzer.routing import expected_distinct_experts
-from analyzer.report import (SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode,
-                             OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
+from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot,
+                             ModuleNode, OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
                              operator_categories, with_report_id)
 from analyzer.workload import Workload, workload_record
 
@@ -47,8 +47,8 @@ ROOT = ""
 # -- traces (batch 1) --------------------------------------------------------------------------------------------
 
 def _counter(variant: str, execution: Execution = DEFAULT_EXECUTION) -> OpCounter:
-    return OpCounter(build_model(variant), fusion_rules=FUSION_RULES[execution],
-                     kernels_per_op=KERNELS_PER_OP[execution])
+    spec = execution_spec(execution)
+    return OpCounter(build_model(variant), fusion_rules=spec.fusion_rules, kernels_per_op=dict(spec.kernels_per_op))
 
 
 @functools.lru_cache(maxsize=64)
@@ -72,14 +72,14 @@ def trace_projector(variant: str, feature_tokens: int, traced_items: int = 1) ->
 
 def _empty_cache(model, context: int, batch: int = 1, execution: Execution = DEFAULT_EXECUTION,
                  new_tokens: int = 1):
-    """The KV cache of `execution` holding `context` tokens per layer (filled outside any counting): hf-eager
-    has transformers' DynamicCache (each step concatenates the whole cache), vllm a paged cache (each step
-    writes `new_tokens` slots in place)."""
+    """The KV cache of `execution` holding `context` tokens per layer (filled outside any counting): transformers'
+    DynamicCache (each step concatenates the whole cache; hf-eager), or a paged cache (each step writes
+    `new_tokens` slots in place; vllm)."""
     from transformers import DynamicCache
 
     text = model.config.text_config
     head_dim = text.hidden_size // text.num_attention_heads
-    if execution is Execution.VLLM:
+    if execution_spec(execution).paged_kv_cache:
         return _paged_cache_class()(config=text, batch=batch, heads=text.num_key_value_heads, head_dim=head_dim,
                             context=context, capacity=context + new_tokens)
     cache = DynamicCache(config=text)
@@ -158,7 +158,7 @@ def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int, traced_it
             embeds = embeds.masked_scatter(mask.expand_as(embeds), features)
             hidden = model.model.language_model(inputs_embeds=embeds, past_key_values=cache,
                                                 use_cache=True).last_hidden_state
-        logits = model.lm_head(hidden[:, -1:, :])
+        logits = model.lm_head(hidden[:, -1:, :] if execution_spec(execution).logits_last_position_only else hidden)
         torch.argmax(logits, dim=-1)
     return counter.result()
 
@@ -349,10 +349,9 @@ def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[
 
 
 def _totals(counts: _StageCounts) -> dict[str, int]:
-    keys = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
-    totals = dict.fromkeys(keys, 0)
+    totals = dict.fromkeys(OPERATOR_COUNT_FIELDS, 0)
     for m in counts.metrics.values():
-        for k in keys:
+        for k in OPERATOR_COUNT_FIELDS:
             totals[k] += m[k]
     return totals
 
@@ -379,29 +378,26 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         stage_entries.append((StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), counts))
 
     # (view kind, px, views per page, feature tokens per view). hf-eager encodes every page's views of a kind in
-    # one batched call; vllm encodes one page at a time (its global view, then its tiles as one batch).
+    # one batched call; vllm (vision_image_at_a_time) one page at a time (its global view, then its tiles as one
+    # batch).
     views = [(ViewKind.GLOBAL, layout.global_view_px, 1, layout.global_feature_tokens)]
     if layout.tiles:
         views.append((ViewKind.TILE, layout.tile_px, layout.tiles, layout.tile_feature_tokens))
 
     def vision_calls(per_page: int) -> tuple[int, int]:
         """(calls, items per call) of one view kind's encoder stage."""
-        return (batch, per_page) if execution is Execution.VLLM else (1, batch * per_page)
+        return (batch, per_page) if execution_spec(execution).vision_image_at_a_time else (1, batch * per_page)
 
-    for view_kind, px, per_page, feature_tokens in views:
-        calls, items = vision_calls(per_page)
-        traced = traced_items_for(items)
-        vision = trace_vision(workload.variant, px, traced)
-        add(Stage.VISION, view_kind, _stage_from_trace(vision, items, 0.0, traced, calls), view_px=px,
-            calls=calls, items=items, tokens_per_item=feature_tokens,
-            activation_peak_bytes=vision.activation_peak_bytes * items // traced)
-    for view_kind, px, per_page, feature_tokens in views:
-        calls, items = vision_calls(per_page)
-        traced = traced_items_for(items)
-        projector = trace_projector(workload.variant, feature_tokens, traced)
-        add(Stage.PROJECTOR, view_kind, _stage_from_trace(projector, items, 0.0, traced, calls), view_px=px,
-            calls=calls, items=items, tokens_per_item=feature_tokens,
-            activation_peak_bytes=projector.activation_peak_bytes * items // traced)
+    encoder_stages = ((Stage.VISION, lambda px, tokens, traced: trace_vision(workload.variant, px, traced)),
+                      (Stage.PROJECTOR, lambda px, tokens, traced: trace_projector(workload.variant, tokens, traced)))
+    for stage, trace in encoder_stages:  # every view of the vision tower, then every view of the projector
+        for view_kind, px, per_page, feature_tokens in views:
+            calls, items = vision_calls(per_page)
+            traced = traced_items_for(items)
+            result = trace(px, feature_tokens, traced)
+            add(stage, view_kind, _stage_from_trace(result, items, 0.0, traced, calls), view_px=px, calls=calls,
+                items=items, tokens_per_item=feature_tokens,
+                activation_peak_bytes=result.activation_peak_bytes * items // traced)
 
     prefill_tokens = workload.prefill_tokens
     traced = traced_items_for(batch)
@@ -453,7 +449,7 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         categories=operator_categories(),
         modules=tuple(_module_tree(model)),
         module_metrics=tuple(snapshots),
-        notes=REPORT_NOTES + EXECUTION_NOTES[execution],
+        notes=REPORT_NOTES + execution_spec(execution).report_notes,
     )
     return with_report_id(report)
 
@@ -480,16 +476,5 @@ REPORT_NOTES = (
     "Activation peak: live activation bytes at the peak of one call (weights and KV cache excluded).",
 )
 
-EXECUTION_NOTES = {
-    Execution.HF_EAGER: (
-        "Execution hf-eager: transformers eager on CUDA; the DynamicCache concatenates the whole KV cache every "
-        "decode step; experts on grouped_mm; every page's views of a kind in one vision call; bytes as the unfused "
-        "kernels move them; kernel launches one per non-view aten op, or as many as CUDA runs it as (cuDNN "
-        "attention 2, scan 2, grouped GEMM 2, sort 3, histc 2).",),
-    Execution.VLLM: (
-        "Execution vllm: paged KV cache (a step writes the new tokens' K/V, attention reads the context once); the "
-        "vision tower one page at a time (global view, then its tiles); fused kernels per the fusion rules ("
-        + ", ".join(rule.name for rule in FUSION_RULES[Execution.VLLM])
-        + "), each moving its region's inputs and outputs; decode is replayed from a CUDA graph (priced by the "
-        "runtime profile).",),
-}
+# The notes of each execution live in its entry (analyzer/execution.py).
+EXECUTION_NOTES = {execution: execution_spec(execution).report_notes for execution in Execution}

@@ -1,8 +1,8 @@
 """The DeepSeek-OCR networks, built from transformers' own classes on the meta device.
 
-This module is the only place that knows which transformers model implements which variant, so that a native
-`deepseek_ocr` model can replace `unlimited_ocr` for v1 by changing one entry. Configs ship as package data
-(`analyzer/configs/*.json`); nothing is downloaded and no weights exist.
+Which transformers model implements which variant is said once, in the variant's entry of analyzer/variants.py, so
+that a native `deepseek_ocr` model can replace `unlimited_ocr` for v1 by changing that entry; this module builds
+it. Configs ship as package data (`analyzer/configs/*.json`); nothing is downloaded and no weights exist.
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ from typing import Any
 import attrs
 
 from analyzer.errors import AnalyzerInputError
+from analyzer.variants import VARIANTS, model_variant
 
-# variant -> (package config file, transformers config class, transformers model class)
-_VARIANTS: dict[str, tuple[str, str, str]] = {
-    "v1": ("deepseek-ocr-v1.json", "UnlimitedOcrConfig", "UnlimitedOcrForConditionalGeneration"),
-    "ocr2": ("deepseek-ocr-2.json", "DeepseekOcr2Config", "DeepseekOcr2ForConditionalGeneration"),
-}
-_VARIANT_ALIASES = {"v1": "v1", "deepseek-ocr": "v1", "ocr1": "v1", "ocr2": "ocr2", "v2": "ocr2",
-                    "deepseek-ocr-2": "ocr2", "deepseek-ocr2": "ocr2"}
-MODEL_IDS = {"deepseek-ai/DeepSeek-OCR": "v1", "deepseek-ai/DeepSeek-OCR-2": "ocr2"}
+# The variants (config file, transformers classes, names) are declared once, in analyzer/variants.py.
+MODEL_IDS = {v.model_id: v.name for v in VARIANTS.values()}
 
 DTYPE_NAME = "bfloat16"
 DTYPE_BYTES = 2
@@ -34,10 +29,7 @@ EXPERTS_COUNTING_IMPLEMENTATION = "grouped_mm"
 
 
 def canonical_variant(name: str) -> str:
-    key = str(name).strip().lower()
-    if key not in _VARIANT_ALIASES:
-        raise AnalyzerInputError(f"unknown variant {name!r}; expected one of: v1, ocr2")
-    return _VARIANT_ALIASES[key]
+    return model_variant(name).name
 
 
 def variant_for_model_id(model_id: str) -> str:
@@ -79,7 +71,7 @@ class ArchitectureSpec:
 @functools.cache
 def load_spec(variant: str) -> ArchitectureSpec:
     variant = canonical_variant(variant)
-    filename = _VARIANTS[variant][0]
+    filename = VARIANTS[variant].config_file
     data = json.loads(importlib.resources.files("analyzer.configs").joinpath(filename).read_text("utf-8"))
     return ArchitectureSpec(variant=variant, model_id=data["model_id"],
                             transformers_model=data["transformers_model"],
@@ -104,10 +96,10 @@ def instantiate(variant: str, device: str | torch.device) -> torch.nn.Module:
 
     variant = canonical_variant(variant)
     spec = load_spec(variant)
-    _, config_class, model_class = _VARIANTS[variant]
-    config = getattr(transformers, config_class)(**spec.config)
+    described = VARIANTS[variant]
+    config = getattr(transformers, described.transformers_config)(**spec.config)
     with torch.device(device):
-        model = getattr(transformers, model_class)(config)
+        model = getattr(transformers, described.transformers_model)(config)
     return model.to(torch.bfloat16).eval()
 
 

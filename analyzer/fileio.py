@@ -68,6 +68,12 @@ def quote_names(names, shown: int = 5) -> str:
     return text + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
+def one_of(names) -> str:
+    """Names in their order, as a sentence says them: 'a', 'a or b', 'a, b or c'."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def printable(text: str) -> str:
     """`text` with every character a terminal would act on or break a line at (control characters such as NUL,
     ESC of an escape sequence and newline, line separators, bidirectional overrides: whatever

@@ -156,8 +156,8 @@ def measure(variant: str, device: str, out: pathlib.Path, reps: int = 5, quick: 
     import torch
     import transformers
 
-    from analyzer.architecture import canonical_variant, instantiate
-    from analyzer.workload import MODES
+    from analyzer.architecture import instantiate
+    from analyzer.variants import model_variant
 
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
@@ -167,8 +167,8 @@ def measure(variant: str, device: str, out: pathlib.Path, reps: int = 5, quick: 
     if not torch.cuda.is_available():
         raise AnalyzerInputError("no CUDA device is available here (torch.cuda.is_available() is False); "
                                  "run measure on a machine with an NVIDIA GPU")
-    variant = canonical_variant(variant)
-    name = "v1" if variant == "v1" else "v2"
+    described = model_variant(variant)
+    variant, name = described.name, described.measurement_name  # the name measurement rows give it
     rows: list[dict] = []
     props = torch.cuda.get_device_properties(device)
     env = {"gpu": torch.cuda.get_device_name(device), "sm_count": props.multi_processor_count,
@@ -190,7 +190,7 @@ def measure(variant: str, device: str, out: pathlib.Path, reps: int = 5, quick: 
     torch.manual_seed(0)
     model = instantiate(variant, device)  # random weights; transformers' default experts path on CUDA
     text = model.config.text_config
-    modes = MODES[variant].values()
+    modes = described.modes.values()
     global_px = max(m.global_px for m in modes)
     tile_px = max((m.tile_px for m in modes if m.tile_px), default=0)
     views = sorted({m.global_px for m in modes} | {m.tile_px for m in modes if m.tile_px})
@@ -251,8 +251,8 @@ def measure(variant: str, device: str, out: pathlib.Path, reps: int = 5, quick: 
                     token = model.lm_head(out.last_hidden_state).argmax(-1)
             return generate
 
-        global_tokens = (global_px // 64) ** 2 if variant == "v1" else 256
-        tile_tokens = (tile_px // 64) ** 2 if variant == "v1" else 144
+        global_tokens = described.feature_tokens(global_px)
+        tile_tokens = described.feature_tokens(tile_px)
         if "end_to_end" in kinds:
             points = [(1, 0, 32)] if quick else [(1, 0, 256), (8, 0, 256), (1, 6, 256), (32, 0, 64)]
             for batch, tiles, new_tokens in points:

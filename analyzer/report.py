@@ -28,8 +28,8 @@ from attrs import validators as v
 
 from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
 from analyzer.errors import OneLineError
-from analyzer.execution import Execution
-from analyzer.fileio import MAX_REPORT_BYTES, InputLimitError, decode_text, parse_document, quote, read_input
+from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, EXECUTION_SPECS, Execution
+from analyzer.fileio import MAX_REPORT_BYTES, InputLimitError, decode_text, one_of, parse_document, quote, read_input
 
 SCHEMA_VERSION = 3
 READABLE_SCHEMA_VERSIONS = (1, 2, 3)
@@ -94,6 +94,9 @@ def _derived_float(description: str):
 
 
 DERIVED_OPERATOR_FIELDS = ("calls", "flops_tflops", "io_tb", "share_of_module_flops")
+# The exact counts of an operator row (OperatorMetrics) and of a stage (StageSummary), as the analyzer adds them up
+# and the registry stores them (operator_metrics columns).
+OPERATOR_COUNT_FIELDS = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
 
 
 def derived_operator_fields(op_calls: int, flops: int, bytes_read: int, bytes_written: int,
@@ -285,9 +288,8 @@ class AnalyticModelReport:
     weight_bytes: int = count()
     kv_cache_bytes_per_token: int = count()
     execution: Execution = attrs.field(validator=v.instance_of(Execution), metadata=_doc(
-        "what the runtime executes, as traced: hf-eager (transformers eager on CUDA: DynamicCache, grouped_mm "
-        "experts, host-dispatched kernels) or vllm (paged KV, one image at a time in the vision tower, fused "
-        "kernels, CUDA-graph decode)"))
+        "what the runtime executes, as traced: "
+        + one_of(f"{e.name} ({e.description})" for e in EXECUTION_SPECS.values())))
     routing: RoutingAssumption
     workload: WorkloadRecord
     stages: tuple[StageSummary, ...] = attrs.field(converter=tuple)
@@ -396,7 +398,7 @@ def report_to_dict(report: AnalyticModelReport) -> dict[str, Any]:
 
 _VERSION_3_REPORT_FIELDS = ("execution",)
 # What version 1 and 2 reports were traced under.
-_OLDER_VERSIONS_EXECUTION = Execution.HF_EAGER
+_OLDER_VERSIONS_EXECUTION = EXECUTION_BEFORE_EXECUTIONS
 
 
 def _upgrade_version_2(data: dict[str, Any]) -> dict[str, Any]:

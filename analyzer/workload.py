@@ -15,36 +15,15 @@ from analyzer.defaults import (DEFAULT_BATCH, DEFAULT_NEW_TOKENS, DEFAULT_PAGE_H
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names
 from analyzer.report import WorkloadRecord
+from analyzer.variants import VARIANTS, VISION_DOWNSAMPLE, ModeSpec
 
 MAX_PAGE_SIDE_PX = int(ranges.PAGE_SIDE_PX.high)
 MAX_BATCH = int(ranges.BATCH_PAGES.high)
 MAX_TILES = int(ranges.TILES.high)
-VISION_DOWNSAMPLE = 64  # 16 px patches, then two stride-2 convs: one feature token per 64 x 64 px
 
 
-@attrs.frozen
-class ModeSpec:
-    global_px: int
-    tile_px: int | None  # None: a single view
-    default_min_tiles: int = 2
-    default_max_tiles: int = 9
-
-
-# Resolution modes per variant (DESIGN.md §3). Gundam limits are 2..9 (paper, HF code) for v1, 2..6 for OCR-2.
-MODES: dict[str, dict[str, ModeSpec]] = {
-    "v1": {
-        "tiny": ModeSpec(512, None),
-        "small": ModeSpec(640, None),
-        "base": ModeSpec(1024, None),
-        "large": ModeSpec(1280, None),
-        "gundam": ModeSpec(1024, 640, 2, 9),
-        "gundam-m": ModeSpec(1280, 1024, 2, 9),
-    },
-    "ocr2": {
-        "base": ModeSpec(1024, None),
-        "gundam": ModeSpec(1024, 768, 2, 6),
-    },
-}
+# Resolution modes per variant (DESIGN.md §3), from each variant's entry in analyzer/variants.py.
+MODES: dict[str, dict[str, ModeSpec]] = {name: variant.modes for name, variant in VARIANTS.items()}
 
 
 def canonical_mode(variant: str, mode: str) -> str:
@@ -209,14 +188,8 @@ class Workload:
             else:
                 columns, rows = choose_tile_grid(self.page_width_px, self.page_height_px, spec.tile_px,
                                                  self.min_tiles, self.max_tiles)
-        if self.variant == "v1":
-            # Each row of the global grid and of the stitched tile grid ends with one image_newline.
-            placeholders = global_side * (global_side + 1)
-            if columns:
-                placeholders += (tile_side * rows) * (tile_side * columns + 1)
-        else:
-            placeholders = global_side * global_side + columns * rows * tile_side * tile_side
-        placeholders += 1  # view_separator
+        placeholders = VARIANTS[self.variant].image_placeholder_tokens(spec.global_px, spec.tile_px or 0, columns,
+                                                                       rows)
         return ViewLayout(global_view_px=spec.global_px, tile_px=spec.tile_px or 0, tiles_wide=columns,
                           tiles_high=rows, global_feature_tokens=global_side * global_side,
                           tile_feature_tokens=tile_side * tile_side if columns else 0,

@@ -8,15 +8,16 @@ import time
 
 import click
 
-from analyzer import ranges
-from analyzer.execution import Execution
+from analyzer import ranges, variants
+from analyzer.execution import DEFAULT_EXECUTION, EXECUTION_SPECS
+from analyzer.fileio import one_of
 from analyzer.measure import KINDS as MEASURE_KINDS
 from registry.store.db import DEFAULT_STORAGE_VERSION, RegistryError
 from registry.interfaces.entry import run_and_exit
 from registry.interfaces.output import Column, plural, render_document, render_rows, render_table
 from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE
 
-EXECUTIONS = tuple(e.value for e in Execution)
+EXECUTIONS = tuple(EXECUTION_SPECS)
 
 
 def _set_debug(ctx, param, value):
@@ -71,14 +72,13 @@ def workload_options(func):
         click.option("--workload", "-w", "workload_profile", metavar="PROFILE",
                      help="Named workload profile (e.g. dsocr-standard-v1) or a YAML/JSON profile file; "
                           "the options below override its fields."),
-        click.option("--variant", type=str, help="Model variant: v1 (DeepSeek-OCR) or ocr2 (DeepSeek-OCR-2)."),
-        click.option("--mode", type=str,
-                     help="Resolution mode. v1: tiny, small, base, large, gundam, gundam-m. ocr2: base, gundam."),
+        click.option("--variant", type=str, help=variants.variant_help()),
+        click.option("--mode", type=str, help=variants.mode_help()),
         click.option("--page", type=str, metavar="WxH", help=f"Page size in pixels (default {page}, A4 at 200 dpi)."),
         click.option("--tiles", type=str, metavar="CxR",
                      help="Force a tile grid (columns x rows) instead of choosing it from the page."),
         click.option("--min-tiles", type=int, help="Smallest tile count the grid rule considers (default 2)."),
-        click.option("--max-tiles", type=int, help="Largest tile count (default 9 for v1, 6 for ocr2)."),
+        click.option("--max-tiles", type=int, help=variants.max_tiles_help()),
         click.option("--prompt-tokens", type=int, help="Text tokens of the prompt besides the image "
                                                           f"(default {defaults.DEFAULT_PROMPT_TEXT_TOKENS})."),
         click.option("--new-tokens", type=int, help=f"Output tokens generated (default {defaults.DEFAULT_NEW_TOKENS})."),
@@ -112,9 +112,9 @@ def build_workload(workload_profile, variant, mode, page, tiles, min_tiles, max_
               help="Write the report here: .json, .yaml or .yml; - writes JSON to standard output (the summary then "
                    "goes to standard error).")
 @click.option("--quiet", "-q", is_flag=True, help="Print no summary.")
-@click.option("--execution", type=click.Choice(EXECUTIONS), default=EXECUTIONS[0], show_default=True,
-              help="What the runtime executes, as traced: hf-eager (transformers eager on CUDA) or vllm (paged KV, "
-                   "one image at a time in the vision tower, fused kernels, CUDA-graph decode).")
+@click.option("--execution", type=click.Choice(EXECUTIONS), default=DEFAULT_EXECUTION.value, show_default=True,
+              help="What the runtime executes, as traced: "
+                   + one_of(f"{e.name} ({e.summary})" for e in EXECUTION_SPECS.values()) + ".")
 def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, prompt_tokens, new_tokens, batch,
             out, quiet, execution):
     """Build the analytic model of one workload and write an AnalyticModelReport.
@@ -857,7 +857,7 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
 
 
 @cli.command()
-@click.option("--variant", required=True, help="v1 or ocr2.")
+@click.option("--variant", required=True, help=f"{one_of(variants.VARIANT_NAMES)}.")
 @click.option("--device", default="cuda:0", show_default=True, help="CUDA device to time on.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Measurement file to write (JSON {env, rows}).")
@@ -883,7 +883,7 @@ def measure(variant, device, out, reps, quick, kinds):
 @click.option("--hardware", "hardware_name", default=DEFAULT_SUMMARY_HARDWARE, show_default=True, help="GPU to price on.")
 @click.option("--runtime", "runtime_name",
               help="Runtime profile (NAME or NAME@VERSION) of the report's execution [default: the shipped profile "
-                   "of that execution: hf-eager or vllm].")
+                   f"of that execution: {one_of(e.shipped_runtime for e in EXECUTION_SPECS.values())}].")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Modules to list.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True,
               help="Output format.")

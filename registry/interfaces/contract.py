@@ -19,7 +19,9 @@ from analyzer.report import AnalyticModelReport, report_from_dict
 from analyzer.workload import profile_names
 from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
 
-DEFAULT_RUNTIME = None  # the shipped profile named after the report's execution
+# A summary's runtime when it names none: None stands for the shipped runtime profile of the report's own
+# execution (its entry's shipped_runtime in analyzer/execution.py).
+RUNTIME_OF_REPORT_EXECUTION = None
 
 
 def _known_model(instance, attribute, value):
@@ -72,10 +74,11 @@ class DeepSeekOCRAnalyticReportSummary:
     top_modules: tuple[TopModule, ...] = attrs.field(default=(), converter=tuple)
 
 
-def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtime: str | None = DEFAULT_RUNTIME,
-              top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
+def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE,
+              runtime: str | None = RUNTIME_OF_REPORT_EXECUTION, top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
     """Price a stored report through the views and shape the answer as the summary contract. `runtime` None: the
     shipped profile of the report's execution (hf-eager or vllm); a runtime of another execution is refused."""
+    from analyzer.execution import execution_spec
     from registry.store.measurements import resolve
     from registry.pricing.points import (SCRATCH_SCENARIO_ID, PointKey, ScenarioRecord, measured_end_to_end_ms,
                                          read_module_times, read_points, record_scenario, scratch_pricing,
@@ -84,7 +87,8 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
     # priced in temporary copies of the scenario tables, rolled back: a summary reads, it records nothing
     with scratch_pricing(registry) as conn:
         report_key, variant, profile_id, execution = stored_report_key(conn, report_id)
-        hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime or execution)
+        hardware_id, runtime_id, runtime_label = resolve(conn, hardware,
+                                                         runtime or execution_spec(execution).shipped_runtime)
         scenario_id = record_scenario(
             conn, ScenarioRecord(name=f"summary:{report_id}", kind="summary",
                                  definition={"summary": report_id, "hardware": hardware, "runtime": runtime_label}),
@@ -117,7 +121,7 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE, runtim
 
 
 def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWARE,
-                     runtime: str | None = DEFAULT_RUNTIME) -> DeepSeekOCRAnalyticReportSummary:
+                     runtime: str | None = RUNTIME_OF_REPORT_EXECUTION) -> DeepSeekOCRAnalyticReportSummary:
     """The summary of a report that is not in any registry: priced in a private in-memory registry."""
     from registry.pricing.points import private_registry
 
@@ -126,7 +130,8 @@ def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWA
 
 
 def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWARE,
-                        runtime: str | None = DEFAULT_RUNTIME, top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
+                        runtime: str | None = RUNTIME_OF_REPORT_EXECUTION,
+                        top: int = 5) -> DeepSeekOCRAnalyticReportSummary:
     """The summary of a stored report (by id) or of a report file, which is stored first (idempotent)."""
     import pathlib
 

@@ -47,6 +47,7 @@ import attrs
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from analyzer.errors import AnalyzerInputError
+from analyzer.execution import DEFAULT_EXECUTION
 from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document, quote
 from analyzer.report import ReportFormatError
 from registry.store.db import RegistryError, ReportNotFoundError
@@ -536,7 +537,7 @@ class Service:
             with contextlib.suppress(Exception):
                 in_tx(lambda conn: runs.finish(conn, run_id, "failed", error=" ".join(message.split())))
 
-    def analyze_workload(self, workload, execution="hf-eager"):
+    def analyze_workload(self, workload, execution=DEFAULT_EXECUTION.value):
         """Scenarios' analyses: in the worker process, under the time limit."""
         return self.pool.run("workload", (workload, str(getattr(execution, "value", execution))))
 
@@ -609,7 +610,7 @@ class PreparedAnalyses:
     def __init__(self, reports: dict) -> None:
         self.reports = reports
 
-    def analyze(self, workload, execution="hf-eager"):
+    def analyze(self, workload, execution=DEFAULT_EXECUTION.value):
         from analyzer.workload import workload_record
         from registry.store.ingest import workload_hash
 

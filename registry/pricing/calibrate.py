@@ -21,6 +21,7 @@ import attrs
 import numpy as np
 import sqlalchemy as sa
 
+from analyzer.execution import execution_spec
 from registry.pricing import model
 from registry.pricing.catalog import EFFICIENCY, PARAMETER_OF_COLUMN
 from registry.store.db import Registry, RegistryError
@@ -357,9 +358,8 @@ def profile_document(name: str, version: int, profile: Profile, description: str
                 "cuda_graph_decode": profile.cuda_graph_decode}
     if profile.cuda_graph_decode:
         document["graph_kernel_us"] = round((profile.graph_kernel_s or 0.0) * 1e6, 4)
-    if profile.execution == "vllm":
-        document["gpu_memory_utilization"] = profile.gpu_memory_utilization
-        document["max_num_batched_tokens"] = profile.max_num_batched_tokens
+    for key in execution_spec(profile.execution).memory.profile_keys:  # the keys its memory model needs
+        document[key] = getattr(profile, key)
     document["categories"] = {name: {"compute_efficiency": round(v["compute_efficiency"], 5),
                                      "bandwidth_efficiency": round(v["bandwidth_efficiency"], 5)}
                               for name, v in profile.categories.items()}

@@ -15,8 +15,9 @@ from sqlalchemy.engine import Connection
 
 from analyzer import ranges
 from analyzer.categories import CategoryId
-from analyzer.execution import Execution
-from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, parse_yaml, quote, quote_names, source_name
+from analyzer.errors import AnalyzerInputError
+from analyzer.execution import EXECUTION_SPECS, MEMORY_MODELS, ExecutionSpec, execution_names, execution_spec
+from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, one_of, parse_yaml, quote, quote_names, source_name
 from registry.store.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
@@ -51,7 +52,8 @@ RUNTIME_PARAMETERS = {p.key: p for p in (
               ranges.MAX_NUM_BATCHED_TOKENS.high),
 )}
 PARAMETER_OF_COLUMN = {p.column: p for p in RUNTIME_PARAMETERS.values()}
-VLLM_ONLY_KEYS = {"gpu_memory_utilization", "max_num_batched_tokens"}
+# Keys only the runtimes of some memory model take (paged-kv: gpu_memory_utilization, max_num_batched_tokens).
+MEMORY_MODEL_KEYS = {key for model in MEMORY_MODELS.values() for key in model.profile_keys}
 RUNTIME_KEYS = {"name", "version", "execution", "description", "source", "cuda_graph_decode", "categories",
                 *RUNTIME_PARAMETERS}
 RUNTIME_REQUIRED = {"name", "version", "execution", "kernel_launch_us", "aten_call_us", "module_call_us",
@@ -166,14 +168,14 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
                     raise RegistryError(f"{where}: categories.{category}.{key}: {LEGACY_HINT}")
         name, where = _checked(entry, label, "runtime", RUNTIME_KEYS, RUNTIME_REQUIRED)
         try:
-            execution = Execution(str(entry["execution"]).strip().lower())
-        except ValueError:
+            execution = execution_spec(entry["execution"])
+        except AnalyzerInputError:
             raise RegistryError(f"{where}: execution: unknown execution {quote(entry['execution'])}; expected one of: "
-                                f"{', '.join(e.value for e in Execution)}") from None
+                                f"{', '.join(execution_names())}") from None
         version = entry["version"]
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise RegistryError(f"{where}: version: must be an integer >= 1, got {quote(version)}")
-        graph = entry.get("cuda_graph_decode", False)
+        graph = entry.get("cuda_graph_decode", execution.cuda_graph_decode)
         if not isinstance(graph, bool):
             raise RegistryError(f"{where}: cuda_graph_decode: must be true or false, got {quote(graph)}")
         if graph and "graph_kernel_us" not in entry:
@@ -181,11 +183,12 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
                                 f"replay; needed with cuda_graph_decode: true)")
         if not graph and "graph_kernel_us" in entry:
             raise RegistryError(f"{where}: graph_kernel_us: only with cuda_graph_decode: true")
-        for key in sorted(VLLM_ONLY_KEYS):
-            if execution is Execution.VLLM and key not in entry:
-                raise RegistryError(f"{where}: {key}: missing (the vllm memory model needs it)")
-            if execution is not Execution.VLLM and key in entry:
-                raise RegistryError(f"{where}: {key}: only for execution vllm")
+        for key in sorted(MEMORY_MODEL_KEYS):
+            if key in execution.memory.profile_keys and key not in entry:
+                raise RegistryError(f"{where}: {key}: missing (the {execution.name} memory model needs it)")
+            if key not in execution.memory.profile_keys and key in entry:
+                takers = one_of(e.name for e in EXECUTION_SPECS.values() if key in e.memory.profile_keys)
+                raise RegistryError(f"{where}: {key}: only for execution {takers}")
         if not isinstance(categories, dict):
             raise RegistryError(f"{where}: categories: must be a mapping")
         names = {c.value for c in CategoryId}
@@ -201,7 +204,7 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
                                     f"bandwidth_efficiency")
             rows[category] = {key: _number(where, f"categories.{category}.{key}", values[key], EFFICIENCY.low,
                                            EFFICIENCY.high, EFFICIENCY.low_open) for key in sorted(CATEGORY_KEYS)}
-        profile = dict(name=str(name).strip().lower(), version=version, execution=execution.value,
+        profile = dict(name=str(name).strip().lower(), version=version, execution=execution.name,
                        description=str(entry.get("description", "")), source=str(entry.get("source", "")),
                        cuda_graph_decode=graph, graph_kernel_s=None, gpu_memory_utilization=None,
                        max_num_batched_tokens=None)
@@ -336,9 +339,18 @@ def runtime_label(name: str, version: int) -> str:
 
 
 def runtime_execution(conn: Connection, runtime_id: int) -> str:
-    """The execution a stored profile prices (profiles stored before revision 0006 are hf-eager)."""
-    return conn.execute(sa.text("SELECT execution FROM runtime_profiles WHERE id = :i"),
+    """The execution a stored profile prices; a name this version does not know is refused in one line."""
+    name = conn.execute(sa.text("SELECT execution FROM runtime_profiles WHERE id = :i"),
                         {"i": runtime_id}).scalar_one()
+    return known_execution(name, f"runtime profile {runtime_id}").name
+
+
+def known_execution(name: str, what: str) -> ExecutionSpec:
+    """The entry of an execution read from the registry: an unknown name is a RegistryError naming `what`."""
+    try:
+        return execution_spec(name)
+    except AnalyzerInputError as exc:
+        raise RegistryError(f"{what}: {exc}") from None
 
 
 def has_table(conn: Connection, name: str) -> bool:

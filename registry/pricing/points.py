@@ -22,9 +22,9 @@ from typing import NamedTuple
 import attrs
 import sqlalchemy as sa
 
+from analyzer.execution import DEFAULT_EXECUTION
 from registry.store.db import Registry, RegistryError, ReportNotFoundError
 
-DEFAULT_RUNTIME = "hf-eager"  # the runtime a scenario prices under when it names none
 # A summary prices on the H200 under the shipped profile of the report's own execution (hf-eager or vllm) unless a
 # runtime is named.
 DEFAULT_SUMMARY_HARDWARE = "h200"
@@ -52,7 +52,7 @@ def transformers_version() -> str:
     return importlib.metadata.version("transformers")
 
 
-def find_report(conn, workload, execution="hf-eager") -> int | None:
+def find_report(conn, workload, execution=DEFAULT_EXECUTION) -> int | None:
     """The key of a stored report of this workload traced under `execution`, made by this analyzer on this
     transformers version (the newest schema version first). Reports stored before revision 0006 are hf-eager."""
     from analyzer import __version__
@@ -75,7 +75,7 @@ SWEEP_BATCH_REPORTS = 20
 
 
 def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
-                   execution="hf-eager", analyze=None) -> list[int]:
+                   execution=DEFAULT_EXECUTION, analyze=None) -> list[int]:
     """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
     execution); the service passes one that runs in a worker process, with a time limit) and ingesting those not
     stored yet, SWEEP_BATCH_REPORTS to a transaction."""
@@ -177,9 +177,14 @@ def check_executions(conn, points: list[PointKey]) -> None:
     runtimes = {key: (name, version, execution) for key, name, version, execution in conn.execute(sa.text(
         "SELECT id, name, version, execution FROM runtime_profiles WHERE id IN :keys"
     ).bindparams(sa.bindparam("keys", expanding=True)), {"keys": runtime_ids}).all()}
+    from registry.pricing.catalog import known_execution
+
     for report, _, runtime in points:
         report_id, traced = reports[report]
         name, version, prices = runtimes[runtime]
+        # a name this version does not know is refused, never paired by its spelling
+        traced = known_execution(traced, f"report {report_id}").name
+        prices = known_execution(prices, f"runtime {name}@{version}").name
         if traced != prices:
             raise RegistryError(f"report {report_id} was traced under execution {traced}, but runtime "
                                 f"{name}@{version} prices execution {prices}: price it under a {traced} runtime, "
@@ -381,7 +386,9 @@ def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None, str]:
         "JOIN workloads w ON w.id = r.workload_id WHERE r.report_id = :r"), {"r": report_id}).first()
     if row is None:
         raise ReportNotFoundError(f"no report {report_id!r} in the registry")
-    return int(row[0]), row[1], row[2], row[3]
+    from registry.pricing.catalog import known_execution
+
+    return int(row[0]), row[1], row[2], known_execution(row[3], f"report {report_id}").name
 
 
 def report_id_of(conn, report_key: int) -> str:

@@ -11,11 +11,8 @@ import pathlib
 import sys
 import textwrap
 
+from analyzer.execution import executions_with_memory_model
 from registry.pricing import model
-
-
-def executions_with_memory_model(memory_model: str) -> tuple[str, ...]:
-    return ("vllm",) if memory_model == "paged-kv" else ("hf-eager",)
 
 GENERATED = "-- Generated from registry/pricing/model.py by `python -m registry.pricing.views`: edit the model, not this file."
 

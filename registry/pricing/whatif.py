@@ -16,11 +16,11 @@ import yaml
 
 from analyzer import ranges
 from analyzer.errors import AnalyzerInputError
+from analyzer.execution import DEFAULT_EXECUTION, execution_spec
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, read_document, source_name
 from registry.pricing.catalog import suggestion
 from registry.store.db import Registry, RegistryError
-from registry.pricing.points import (DEFAULT_RUNTIME, PointKey, ScenarioRecord, ensure_reports, read_points,
-                                     record_scenario)
+from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, read_points, record_scenario
 
 SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving"}
 BASE_KEYS = {"profile", "variant", "mode", "page", "tiles", "min_tiles", "max_tiles", "prompt_text_tokens",
@@ -29,6 +29,8 @@ SWEEP_KEYS = {"hardware", "runtime", "variant", "mode", "page", "tiles", "batch"
 OVERRIDE_KEYS = {"peak_tflops", "memory_tb_per_s", "memory_gb", "efficiency_scale"}
 TARGET_KEYS = {"pages_per_day", "page_latency_s", "ttft_p99_s", "page_latency_p99_s"}
 DEFAULT_PROFILE = "dsocr-standard-v1"  # the base workload when a scenario names none
+# The runtime a scenario prices under when it names none: the shipped profile of the default execution (hf-eager).
+DEFAULT_WHATIF_RUNTIME = execution_spec(DEFAULT_EXECUTION).shipped_runtime
 MAX_SWEEP_POINTS = 10_000  # combinations of a sweep (each is a workload analyzed and priced)
 
 
@@ -179,7 +181,7 @@ def resolve_devices(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], li
 
     sweep = scenario.data["sweep"]
     return ([located("hardware", resolve_hardware, name) for name in sweep["hardware"]],
-            [located("runtime", resolve_runtime, name) for name in sweep.get("runtime", [DEFAULT_RUNTIME])])
+            [located("runtime", resolve_runtime, name) for name in sweep.get("runtime", [DEFAULT_WHATIF_RUNTIME])])
 
 
 def scenario_analyses(registry: Registry, scenario: Scenario) -> list[tuple]:

@@ -28,6 +28,8 @@ Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 
 @attrs.frozen
 class EngineConfig:
+    """The engine's settings. Its defaults are defined here only: a serving scenario that names none gets them."""
+
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     block_size: int = 16

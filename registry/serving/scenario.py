@@ -23,6 +23,7 @@ from registry.serving.engine import Z90, EngineConfig, PageMix, make_pages, simu
 from registry.pricing.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
 
 ENGINES = ("vllm-v1",)
+SERVING_MEMORY_MODEL = "paged-kv"  # the memory model of the runtimes an engine simulates (a paged KV pool)
 SERVING_KEYS = {"engine", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
                 "arrival", "pages", "page_mix"}
 ARRIVAL_KEYS = {"rate_per_s", "offline_pages"}
@@ -135,10 +136,13 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
         raise scenario.fail(("serving", "engine"), f"unknown engine {quote(engine)}"
                                                    f"{suggestion(str(engine), set(ENGINES))}"
                             f"; known: {', '.join(ENGINES)}")
-    seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), 256, ranges.MAX_NUM_SEQS)
-    budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"), 8192,
-                  ranges.MAX_NUM_BATCHED_TOKENS)
-    block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), 16, ranges.BLOCK_SIZE)
+    defaults = EngineConfig()  # the engine's defaults, defined there once
+    seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), defaults.max_num_seqs,
+                ranges.MAX_NUM_SEQS)
+    budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"),
+                  defaults.max_num_batched_tokens, ranges.MAX_NUM_BATCHED_TOKENS)
+    block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), defaults.block_size,
+                      ranges.BLOCK_SIZE)
     utilization = block.get("gpu_memory_utilization")
     if utilization is not None and not ranges.GPU_MEMORY_UTILIZATION.contains(utilization):
         raise scenario.fail(("serving", "gpu_memory_utilization"), ranges.GPU_MEMORY_UTILIZATION.problem(utilization))
@@ -282,14 +286,19 @@ RESULT_KEYS = ["duration_s", "pages_per_s", "output_tokens_per_s", "ttft_p50_s",
 
 
 def check_runtimes(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], list[tuple[int, str, int]]]:
+    from analyzer.execution import execution_spec, executions_with_memory_model
+    from analyzer.fileio import one_of
     from registry.pricing.catalog import runtime_execution
     from registry.pricing.whatif import resolve_devices
 
     hardware, runtimes = resolve_devices(scenario, conn)
     for runtime_id, name, version in runtimes:
-        if runtime_execution(conn, runtime_id) != "vllm":
+        # the engine's KV pool is a paged cache's: it simulates the executions of the paged-kv memory model
+        if execution_spec(runtime_execution(conn, runtime_id)).memory_model != SERVING_MEMORY_MODEL:
+            paged = one_of(executions_with_memory_model(SERVING_MEMORY_MODEL))
             raise ScenarioError(f"{scenario.where('sweep', 'runtime')}: sweep.runtime: {name}@{version} does not "
-                                "price the vllm execution; the vllm-v1 engine is simulated under a vllm runtime")
+                                f"price the {paged} execution; the vllm-v1 engine is simulated under a {paged} "
+                                "runtime")
     if "runtime" not in scenario.data["sweep"]:
         raise scenario.fail(("sweep",), "missing key 'runtime' (a vllm runtime, e.g. [vllm])")
     return hardware, runtimes

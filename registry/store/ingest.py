@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId, OperatorCategory
 from analyzer.fileio import MAX_INPUT_FILES, key_path, one_line, printable, quote
-from analyzer.report import AnalyticModelReport, ReportFormatError, load_report
+from analyzer.report import OPERATOR_COUNT_FIELDS, AnalyticModelReport, ReportFormatError, load_report
 from registry.store.db import DatabaseError, Registry, RegistryError
 from registry.interfaces.entry import debug_enabled
 from registry.store.models import Architecture, ColumnValueError, Report, Workload, check_columns, check_row
@@ -196,7 +196,6 @@ _STAGE_FIELDS = ("view_px", "calls", "items", "tokens_per_item", "context_start"
                  "bytes_read", "bytes_written", "weight_bytes_read", "kernel_launches", "op_calls",
                  "activation_peak_bytes", "kv_cache_bytes", "distinct_experts_per_call", "step_flops_base",
                  "step_flops_per_context_token", "step_bytes_base", "step_bytes_per_context_token")
-_OPERATOR_FIELDS = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
 
 
 def stage_columns(report: AnalyticModelReport, report_pk: int) -> dict[str, list]:
@@ -236,7 +235,7 @@ def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict
         "stage": [s.stage.value for s, _ in pairs], "view_kind": [s.view_kind.value for s, _ in pairs],
         "category_id": [category_ids[op.category_id.value] for _, op in pairs],
     }
-    for name in _OPERATOR_FIELDS:
+    for name in OPERATOR_COUNT_FIELDS:
         operators[name] = [getattr(op, name) for _, op in pairs]
     return modules, operators
 

@@ -20,9 +20,10 @@ import attrs
 import sqlalchemy as sa
 
 from analyzer.architecture import canonical_variant
+from analyzer.variants import MEASUREMENT_VARIANT_NAMES
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import (MAX_MEASUREMENT_BYTES, InputLimitError, decode_text, parse_document, quote,
-                             read_input, source_name, unreadable)
+                             one_of, read_input, source_name, unreadable)
 from analyzer.workload import MODES, Workload
 from registry.store.db import Registry, RegistryError
 
@@ -149,8 +150,8 @@ def _map_timed_row(row: dict, index: int, where: str, kind: str) -> MappedRow:
     try:
         variant = canonical_variant(row.get("variant", ""))
     except AnalyzerInputError:
-        raise MeasurementError(f"{where}: unknown variant {quote(row.get('variant'))}; expected v1, v2 or ocr2"
-                               ) from None
+        raise MeasurementError(f"{where}: unknown variant {quote(row.get('variant'))}; expected "
+                               f"{one_of(MEASUREMENT_VARIANT_NAMES)}") from None
     batch = _int(row, "batch", where, 1)
     experts = row.get("experts")
     compared, note = True, ""

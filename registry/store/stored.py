@@ -14,15 +14,27 @@ from collections import defaultdict
 import sqlalchemy as sa
 
 from analyzer.categories import CategoryId, OperatorCategory
-from analyzer.execution import Execution
-from analyzer.report import (CONVERTER, AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
-                             RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id,
-                             operator_categories)
+from analyzer.errors import AnalyzerInputError
+from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, Execution, parse_execution
+from analyzer.report import (CONVERTER, OPERATOR_COUNT_FIELDS, AnalyticModelReport, ModuleMetricsSnapshot,
+                             ModuleNode, OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
+                             WorkloadRecord, compute_report_id, operator_categories)
 from registry.store.db import Registry, RegistryError, ReportNotFoundError
 from registry.store.ingest import stored_categories
 
 _STAGE_ORDER = "CASE {c} WHEN 'vision' THEN 0 WHEN 'projector' THEN 1 WHEN 'prefill' THEN 2 ELSE 3 END"
 _VIEW_ORDER = "CASE {c} WHEN 'global' THEN 0 WHEN 'tile' THEN 1 ELSE 2 END"
+
+
+def _stored_execution(report_id: str, name: str | None) -> Execution:
+    """The execution of a stored report: NULL (stored before revision 0006) is what reports were traced under
+    then; a name this version does not know is refused in one line, never read as another execution."""
+    if name is None:
+        return EXECUTION_BEFORE_EXECUTIONS
+    try:
+        return parse_execution(name)
+    except AnalyzerInputError as exc:
+        raise RegistryError(f"report {report_id}: {exc}") from None
 
 
 def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelReport:
@@ -58,10 +70,9 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         if m["parent_path"] is not None:
             children[m["parent_path"]].append(m["path"])
     op_counts = defaultdict(list)
-    op_fields = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
     for o in operators:
         op_counts[(o["module_id"], o["stage"], o["view_kind"])].append(
-            (CategoryId(o["category"]), {f: int(o[f]) for f in op_fields}))
+            (CategoryId(o["category"]), {f: int(o[f]) for f in OPERATOR_COUNT_FIELDS}))
     ops = {}
     category_rank = {category: i for i, category in enumerate(CategoryId)}
     for key, entries in op_counts.items():
@@ -79,7 +90,7 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         torch_version=head["torch_version"], dtype=head["dtype"], parameters=int(head["parameters"]),
         checkpoint_parameters=int(head["checkpoint_parameters"]), parameters_note=head["parameters_note"],
         weight_bytes=int(head["weight_bytes"]), kv_cache_bytes_per_token=int(head["kv_cache_bytes_per_token"]),
-        execution=Execution(head["execution"] or Execution.HF_EAGER.value),
+        execution=_stored_execution(report_id, head["execution"]),
         routing=RoutingAssumption(experts=int(head["routing_experts"]),
                                   experts_per_token=int(head["routing_experts_per_token"]),
                                   shared_experts=int(head["routing_shared_experts"]),
