@@ -670,10 +670,9 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
         with registry.begin() as conn:
             check_runtimes(scenario, conn)
         show = progress if progress is not None else sys.stderr.isatty()
-        only = (hardware_name or scenario.data["sweep"]["hardware"][0],
-                runtime_name or scenario.data["sweep"]["runtime"][0])
         scenario_id, points, requests = run_serving(
-            registry, scenario, spec, progress=show, rates=(rate,) if rate else spec.rates[:1], only=only,
+            registry, scenario, spec, progress=show, rates=(rate,) if rate else spec.rates[:1],
+            only=(hardware_name, runtime_name),
             keep_requests=requests_out is not None, new_run=new_run)
     finally:
         registry.dispose()
