@@ -169,7 +169,7 @@ def request_key(request: DeepSeekOCRAnalyticRequest) -> str:
     import json
 
     from analyzer import __version__
-    from analyzer.analysis import workload_record
+    from analyzer.workload import workload_record  # not analyzer.analysis: keying a request imports no torch
 
     identity = {"model_id": request.model_id, "workload": plain(workload_record(request_workload(request))),
                 "analyzer_version": __version__}
