@@ -342,6 +342,32 @@ def test_a_connection_lost_mid_statement_is_503(registry_url):
         registry.dispose()
 
 
+
+def test_every_error_carries_its_status():
+    """The service answers an error with the status its class carries; the statuses of before (a type switch)."""
+    import duckdb
+
+    from analyzer.errors import AnalyzerInputError
+    from analyzer.report import ReportFormatError
+    from registry.interfaces.service import AnalysisTimeout, WorkerStoppedError, WorkLimitError, error_status
+    from registry.pricing.whatif import ScenarioError
+    from registry.store.db import (DatabaseError, DatabaseFailedError, DatabaseLockedError, DatabaseUnavailableError,
+                                   RegistryError, ReportNotFoundError, SchemaMismatchError, database_error)
+    from registry.store.measurements import MeasurementError
+
+    expected = {RegistryError: 400, ScenarioError: 400, MeasurementError: 400, SchemaMismatchError: 400,
+                DatabaseError: 400, AnalyzerInputError: 400, ReportFormatError: 400, ReportNotFoundError: 404,
+                WorkLimitError: 422, DatabaseUnavailableError: 503, DatabaseLockedError: 503,
+                DatabaseFailedError: 503, WorkerStoppedError: 503, AnalysisTimeout: 504}
+    assert {kind: error_status(kind("one line")) for kind in expected} == expected
+    # a driver's own bulk path (DuckDB's Arrow inserts): its I/O failure is the database's, a refused row the input's
+    failed = database_error("database error", duckdb.IOException("could not write the file: No space left"))
+    refused = database_error("database error", duckdb.ConstraintException("duplicate key"))
+    assert (type(failed), error_status(failed), str(failed)) == (
+        DatabaseFailedError, 503, "database error: could not write the file: No space left")
+    assert (type(refused), error_status(refused), str(refused)) == (DatabaseError, 400, "database error: duplicate key")
+
+
 def _declared(path: str):
     for template, item in OPENAPI["paths"].items():
         parts, given = template.strip("/").split("/"), path.strip("/").split("/")

@@ -49,7 +49,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document, quote
 from analyzer.report import ReportFormatError
-from registry.store.db import RegistryError, ReportNotFoundError
+from registry.store.db import RegistryError
 from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
 
 log = logging.getLogger("dsocr_registry.service")
@@ -122,24 +122,10 @@ class WorkerStoppedError(RegistryError):
 
 
 def error_status(exc: BaseException) -> int:
-    """The HTTP status of an error the library raised: the request's fault (400, 404, 422) or the service's
-    (503 when the database cannot be reached or its connection was lost, 504 past a time limit)."""
-    import sqlalchemy as sa
-
-    from registry.store.db import DatabaseLockedError, DatabaseUnavailableError
-
-    status = getattr(exc, "http_status", None)
-    if status is not None:
-        return status
-    if isinstance(exc, ReportNotFoundError):
-        return 404
-    if isinstance(exc, (DatabaseUnavailableError, DatabaseLockedError)):
-        return 503
-    cause = exc.__cause__
-    if isinstance(cause, sa.exc.DBAPIError) and (cause.connection_invalidated or isinstance(
-            cause, (sa.exc.OperationalError, sa.exc.InterfaceError))):
-        return 503  # the server went away or refused the connection: nothing in the request to change
-    return 400
+    """The HTTP status an error of the library carries (RegistryError.http_status: the request's fault, 400, 404 or
+    422, or the service's, 503 when the database cannot be reached or its connection was lost, 504 past a time
+    limit); the analyzer's input and report-format errors carry none and are the request's (400)."""
+    return getattr(exc, "http_status", 400)
 
 
 def contract_text(name: str) -> str:
@@ -558,13 +544,12 @@ class Service:
 
     async def store_prepared(self, prepared: "PreparedAnalyses", label: str) -> None:
         """The reports analyzed for a request, one writer task each: a run accepted meanwhile waits for one
-        report's transaction at most, not for the request's."""
-        from registry.store.ingest import write_batch
+        report's transaction at most, not for the request's. An error is the request's answer with its own status
+        (a refused row 400, a lost database 503)."""
+        from registry.store.ingest import write_report
 
         for report in prepared.reports.values():
-            for outcome in await self.write_async(write_batch, self.registry, [(report, label)]):
-                if outcome.status == "failed":
-                    raise RegistryError(f"{label}: {outcome.message}")
+            await self.write_async(lambda report=report: write_report(self.registry, report, label, keep_open=True))
 
     # -- reads ------------------------------------------------------------------------------------------------
     def cached_summary(self, key: tuple) -> bytes | None:
