@@ -773,17 +773,11 @@ def create_app(config: ServiceConfig | None = None):
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "serving": points})
 
     async def healthz(request):
-        from registry.store.db import describe
+        from registry.store.db import describe, schema_revisions
 
         svc = service()
-
-        def check():
-            head = svc.registry.head_revision()
-            with svc.registry.begin() as conn:
-                return svc.registry.current_revision(conn), head
-
         try:
-            current, head = await run_in_threadpool(check)
+            current, head = await run_in_threadpool(schema_revisions, svc.registry)
         except RegistryError as exc:
             return json_response({"status": "unavailable", "database": describe(svc.registry.url),
                                   "error": str(exc)}, 503)

@@ -825,3 +825,10 @@ def _grant_read(driver, role: str, schema: str) -> None:
     driver.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(where, who))
     driver.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(where, who))  # views included
     driver.execute(pgsql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(where, who))
+
+
+def schema_revisions(registry: Registry) -> tuple[str | None, str]:
+    """(the database's schema revision, None when it has none yet; this code's revision)."""
+    head = registry.head_revision()
+    with registry.begin() as conn:
+        return registry.current_revision(conn), head
