@@ -177,6 +177,51 @@ def test_a_heavy_simulation_delays_neither_healthz_nor_a_run(registry_url, tmp_p
     assert rows(registry_url, "SELECT COUNT(*) FROM scenarios WHERE name = 'heavy' AND kind = 'serving'") == [(1,)]
 
 
+
+def test_a_whatif_analyzes_before_it_takes_the_writer(registry_url, monkeypatch, standard_v1_report):
+    """A what-if's missing report is analyzed before the writer is taken: while its analysis runs, a run's
+    heartbeat (a write) goes through at once; the report is then stored and priced."""
+    from registry.interfaces.service import Service
+    from registry.store import runs
+
+    analyzing, release = threading.Event(), threading.Event()
+
+    def slow_analysis(self, workload, execution="hf-eager"):
+        analyzing.set()
+        assert release.wait(120), "the analysis was never released"
+        return standard_v1_report
+
+    monkeypatch.setattr(Service, "analyze_workload", slow_analysis)
+    app = create_app(ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url))
+    scenario = {"name": "slow-analysis", "base": {"profile": "dsocr-standard-v1"},
+                "sweep": {"hardware": ["h200"], "runtime": ["hf-eager"]}}
+
+    async def heartbeat_during_the_analysis():
+        service = app.state.service
+
+        def heartbeat():
+            with service.registry.begin() as conn:
+                runs.touch(conn, ["run-heartbeat"])
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as ac:
+            whatif = asyncio.ensure_future(ac.post("/whatif/scenarios", json=scenario))
+            try:
+                assert await asyncio.to_thread(analyzing.wait, 60), "the what-if never analyzed"
+                started = time.monotonic()
+                await asyncio.wait_for(service.write_async(heartbeat), 10)
+                heartbeat_s, analysis_running = time.monotonic() - started, not whatif.done()
+            finally:
+                release.set()  # the analysis ends either way: a failed check leaves nothing waiting
+            return heartbeat_s, analysis_running, await whatif
+
+    with TestClient(app):
+        heartbeat_s, analysis_running, answer = asyncio.run(heartbeat_during_the_analysis())
+    assert analysis_running and heartbeat_s < 1.0, heartbeat_s
+    assert answer.status_code == 200, answer.text
+    assert [p["report_id"] for p in answer.json()["points"]] == [standard_v1_report.report_id]
+    assert rows(registry_url, "SELECT report_id FROM reports") == [(standard_v1_report.report_id,)]
+
+
 def test_a_simulation_past_its_memory_limit_is_refused():
     """A simulation worker's address space is capped: an allocation past it is a 422 of one line, not the
     machine's memory (a billion pages would take 7.45 GiB)."""
@@ -340,6 +385,32 @@ def test_a_connection_lost_mid_statement_is_503(registry_url):
         assert error_status(refused.value) == 400
     finally:
         registry.dispose()
+
+
+
+def test_every_error_carries_its_status():
+    """The service answers an error with the status its class carries; the statuses of before (a type switch)."""
+    import duckdb
+
+    from analyzer.errors import AnalyzerInputError
+    from analyzer.report import ReportFormatError
+    from registry.interfaces.service import AnalysisTimeout, WorkerStoppedError, WorkLimitError, error_status
+    from registry.pricing.whatif import ScenarioError
+    from registry.store.db import (DatabaseError, DatabaseFailedError, DatabaseLockedError, DatabaseUnavailableError,
+                                   RegistryError, ReportNotFoundError, SchemaMismatchError, database_error)
+    from registry.store.measurements import MeasurementError
+
+    expected = {RegistryError: 400, ScenarioError: 400, MeasurementError: 400, SchemaMismatchError: 400,
+                DatabaseError: 400, AnalyzerInputError: 400, ReportFormatError: 400, ReportNotFoundError: 404,
+                WorkLimitError: 422, DatabaseUnavailableError: 503, DatabaseLockedError: 503,
+                DatabaseFailedError: 503, WorkerStoppedError: 503, AnalysisTimeout: 504}
+    assert {kind: error_status(kind("one line")) for kind in expected} == expected
+    # a driver's own bulk path (DuckDB's Arrow inserts): its I/O failure is the database's, a refused row the input's
+    failed = database_error("database error", duckdb.IOException("could not write the file: No space left"))
+    refused = database_error("database error", duckdb.ConstraintException("duplicate key"))
+    assert (type(failed), error_status(failed), str(failed)) == (
+        DatabaseFailedError, 503, "database error: could not write the file: No space left")
+    assert (type(refused), error_status(refused), str(refused)) == (DatabaseError, 400, "database error: duplicate key")
 
 
 def _declared(path: str):

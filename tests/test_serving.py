@@ -226,6 +226,24 @@ def test_serve_sim_writes_one_point_and_its_pages(registry_url, tmp_path):
     assert rows(registry_url, "SELECT COUNT(*) FROM serving_requests") == [(150,)]
 
 
+
+@pytest.mark.parametrize("option,name,message", [
+    ("--hardware", "h1000", "--hardware 'h1000': not in the scenario's sweep.hardware; give one of: h100-sxm, "
+                            "a100-40g"),
+    ("--runtime", "hf-eager", "--runtime 'hf-eager': not in the scenario's sweep.runtime; give one of: vllm@3"),
+])
+def test_serve_sim_refuses_a_device_the_scenario_does_not_sweep(registry_url, tmp_path, option, name, message):
+    """A --hardware or --runtime outside the scenario's sweep is an error naming what it sweeps, not a silent
+    simulation of its first GPU or runtime."""
+    path = tmp_path / "serving.yaml"
+    path.write_text(SMALL)
+    result = run_command(["serve-sim", "--scenario", str(path), "--db", registry_url, "--rate", "3", option, name])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"dsocr-registry: error: {message}"]
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(0,)]
+    assert rows(registry_url, "SELECT COUNT(*) FROM serving_points") == [(0,)]
+
+
 BAD = [
     ("engine: sglang", "serving.engine: unknown engine 'sglang'"),
     ("max_num_seqs: 0", "serving.max_num_seqs: must be a positive integer"),

@@ -165,14 +165,19 @@ def db_options(func):
 
 
 def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True, writes: bool | None = None):
-    """The registry named by --db; only commands that write (`create`) make a new DuckDB file. `writes` (default:
-    `create`) says whether the command changes the registry, for the message given when a DuckDB file stays locked."""
+    """The registry named by --db, to use as `with open_registry(...) as registry:` (its connections end with the
+    block); only commands that write (`create`) make a new DuckDB file. `writes` (default: `create`) says whether
+    the command changes the registry, for the message given when a DuckDB file stays locked."""
     from registry.store.db import Registry
 
     registry = Registry(db_url, lock_timeout_s=lock_timeout, writes=create if writes is None else writes)
     registry.on_wait = lambda message: click.echo(message, err=True)
     if check:
-        registry.ensure_schema(auto_create=create)
+        try:
+            registry.ensure_schema(auto_create=create)
+        except BaseException:
+            registry.dispose()  # refused here, it reaches no `with` block that would end its connections
+            raise
     return registry
 
 
@@ -210,13 +215,10 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     if not paths:
         raise click.UsageError("give at least one report path (or - for stdin), or --measurements FILE")
     sources = discover(list(paths))  # before the registry is opened (or created): a refused walk writes nothing
-    registry = open_registry(db_url, lock_timeout, create=True)
     show_progress = progress if progress is not None else (len(sources) > 1 and sys.stderr.isatty())
-    started = time.perf_counter()
-    try:
+    with open_registry(db_url, lock_timeout, create=True) as registry:
+        started = time.perf_counter()
         outcomes = ingest_sources(registry, sources, force=force, progress=show_progress)
-    finally:
-        registry.dispose()
     elapsed = time.perf_counter() - started
     for outcome in outcomes:
         if outcome.status == "failed":
@@ -233,12 +235,9 @@ def _ingest_measurements(path, hardware, runtime_name, db_url, lock_timeout, pro
 
     if not hardware or not runtime_name:
         raise click.UsageError("--measurements needs --hardware and --runtime")
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
+    with open_registry(db_url, lock_timeout, create=True) as registry:
         set_id, new, rows = ingest_measurements(registry, path, hardware, runtime_name,
                                                 progress=bool(progress) or (progress is None and sys.stderr.isatty()))
-    finally:
-        registry.dispose()
     compared = sum(1 for r in rows if r.compared and r.workload is not None)
     state = "stored" if new else "already present"
     click.echo(f"measurements: {path} {state} as set {set_id}: {len(rows)} rows, {compared} timed rows to compare")
@@ -301,12 +300,9 @@ def sql(query, db_url, lock_timeout, sql_file, fmt, limit, timeout_s):
         raise click.UsageError("the query holds a NUL character")
     if not query.strip():
         raise click.UsageError("the query is empty")
-    registry = open_registry(db_url, lock_timeout)
-    try:
+    with open_registry(db_url, lock_timeout) as registry:
         with registry.stream_query(query, timeout_s=timeout_s) as (columns, batches):
             write_rows(columns, batches, fmt, lambda text: click.echo(text, nl=False), limit=limit)
-    finally:
-        registry.dispose()
 
 
 @cli.command()
@@ -317,11 +313,8 @@ def export(parquet_dir, db_url, lock_timeout):
     """Write every table and view as Parquet, read in one consistent transaction."""
     from registry.store.export import export_parquet
 
-    registry = open_registry(db_url, lock_timeout)
-    try:
+    with open_registry(db_url, lock_timeout) as registry:
         written = export_parquet(registry, parquet_dir)
-    finally:
-        registry.dispose()
     total = sum(rows for _, rows in written)
     click.echo(f"export: {plural(len(written), 'file')}, {plural(total, 'row')} -> {parquet_dir}")
 
@@ -342,11 +335,8 @@ def snapshot(target, db_url, lock_timeout, storage_version, force):
     """
     from registry.store.export import snapshot as write_snapshot
 
-    registry = open_registry(db_url, lock_timeout)
-    try:
+    with open_registry(db_url, lock_timeout) as registry:
         copied = write_snapshot(registry, target, storage_version=storage_version, force=force)
-    finally:
-        registry.dispose()
     rows_copied = sum(n for _, n in copied)
     click.echo(f"snapshot: {plural(len(copied), 'table')}, {plural(rows_copied, 'row')} -> {target} "
                f"(DuckDB storage {storage_version})")
@@ -368,11 +358,8 @@ def db_upgrade(db_url, lock_timeout):
     """
     from registry.store.db import describe
 
-    registry = open_registry(db_url, lock_timeout, check=False, writes=True)
-    try:
+    with open_registry(db_url, lock_timeout, check=False, writes=True) as registry:
         before, after = registry.upgrade()
-    finally:
-        registry.dispose()
     if before == after:
         click.echo(f"{describe(registry.url)} is at revision {after} (current)")
     else:
@@ -391,8 +378,7 @@ def db_grant_read(role, db_url, lock_timeout):
     """
     from registry.store.db import describe, grant_read
 
-    registry = open_registry(db_url, lock_timeout, check=False)
-    try:
+    with open_registry(db_url, lock_timeout, check=False) as registry:
         if registry.dialect == "duckdb":
             raise RegistryError(
                 f"{describe(registry.url)} is a DuckDB file, and DuckDB has no roles: give readers the file "
@@ -400,8 +386,6 @@ def db_grant_read(role, db_url, lock_timeout):
                 "(dsocr-registry snapshot COPY.duckdb)")
         registry.ensure_schema(auto_create=False)
         schema, tables, views = grant_read(registry, role)
-    finally:
-        registry.dispose()
     click.echo(f"{role} may read schema {schema}: SELECT on {tables} tables and {views} views, and on those created "
                "later")
 
@@ -410,18 +394,13 @@ def db_grant_read(role, db_url, lock_timeout):
 @db_options
 def db_current(db_url, lock_timeout):
     """Print the database's revision and the code's."""
-    from registry.store.db import describe, duckdb_path
+    from registry.store.db import describe, duckdb_path, schema_revisions
 
-    registry = open_registry(db_url, lock_timeout, check=False)
-    path = duckdb_path(registry.url)
-    if path is not None and not path.exists():
-        raise RegistryError(f"{path} does not exist")
-    try:
-        with registry.begin() as conn:
-            current = registry.current_revision(conn)
-        head = registry.head_revision()
-    finally:
-        registry.dispose()
+    with open_registry(db_url, lock_timeout, check=False) as registry:
+        path = duckdb_path(registry.url)
+        if path is not None and not path.exists():
+            raise RegistryError(f"{path} does not exist")
+        current, head = schema_revisions(registry)
     state = "current" if current == head else "needs: dsocr-registry db upgrade"
     click.echo(f"{describe(registry.url)}: revision {current or '(empty)'}; code {head} ({state})")
 
@@ -434,19 +413,14 @@ def db_vacuum(db_url, lock_timeout):
     DuckDB: a checkpoint, which writes the log into the file and frees the blocks of replaced rows (from ingest
     --force) for reuse; the file shrinks where free blocks end it. PostgreSQL: VACUUM ANALYZE.
     """
-    import sqlalchemy as sa
-
     from registry.store.db import describe
+    from registry.store.stored import stored_report_count
 
-    registry = open_registry(db_url, lock_timeout)
-    try:
+    with open_registry(db_url, lock_timeout) as registry:
         before = registry.storage_bytes()
         registry.vacuum()
         after = registry.storage_bytes()
-        with registry.begin() as conn:
-            reports = conn.execute(sa.text("SELECT COUNT(*) FROM reports")).scalar()
-    finally:
-        registry.dispose()
+        reports = stored_report_count(registry)
     per_report = f", {after / reports / 1e3:,.1f} kB per report" if reports else ""
     click.echo(f"{describe(registry.url)}: {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB; "
                f"{plural(reports, 'report')}{per_report}")
@@ -473,12 +447,9 @@ def schema_command(db_url, lock_timeout, fmt):
     """
     from registry.store.views import data_dictionary
 
-    registry = open_registry(db_url, lock_timeout)
-    try:
+    with open_registry(db_url, lock_timeout) as registry:
         with registry.begin() as conn:
             views = data_dictionary(conn)
-    finally:
-        registry.dispose()
     if fmt == "json":
         click.echo(render_document(views, "json"))
         return
@@ -551,13 +522,10 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
 
         return read_points(source, scenario_id)
 
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
+    with open_registry(db_url, lock_timeout, create=True) as registry:
         show = progress if progress is not None else sys.stderr.isatty()
         scenario_id, points, recorded, _ = price_scenario(registry, scenario, progress=show, new_run=new_run,
                                                           then=draw)
-    finally:
-        registry.dispose()
     if fmt == "json":
         click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, "points": points}, "json"))
         return
@@ -619,16 +587,9 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run
     from registry.serving.scenario import plot_serving, run_serving, serving_spec
 
     spec = serving_spec(scenario)  # validate before anything is written
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            from registry.serving.scenario import check_runtimes
-
-            check_runtimes(scenario, conn)
+    with open_registry(db_url, lock_timeout, create=True) as registry:
         show = progress if progress is not None else sys.stderr.isatty()
         scenario_id, points, _ = run_serving(registry, scenario, spec, progress=show, new_run=new_run)
-    finally:
-        registry.dispose()
     if plot is not None:
         plot_serving(points, plot)
     _serving_output(scenario, scenario_id, points, fmt)
@@ -659,24 +620,18 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
     preemption by recompute. The point is recorded (serving_points, v_serving_summary), once: the same simulation
     again reuses it unless --new-run.
     """
-    from registry.serving.scenario import check_runtimes, run_serving, serving_spec, write_requests
+    from registry.serving.scenario import run_serving, serving_spec, write_requests
 
     scenario = load_scenario_checked(scenario_path)
     spec = serving_spec(scenario, points=1)  # one GPU x runtime x rate
     if spec is None:
         raise click.UsageError(f"{scenario_path}: no serving block: serve-sim simulates a serving scenario")
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
-        with registry.begin() as conn:
-            check_runtimes(scenario, conn)
+    with open_registry(db_url, lock_timeout, create=True) as registry:
         show = progress if progress is not None else sys.stderr.isatty()
-        only = (hardware_name or scenario.data["sweep"]["hardware"][0],
-                runtime_name or scenario.data["sweep"]["runtime"][0])
         scenario_id, points, requests = run_serving(
-            registry, scenario, spec, progress=show, rates=(rate,) if rate else spec.rates[:1], only=only,
+            registry, scenario, spec, progress=show, rates=(rate,) if rate else spec.rates[:1],
+            only=(hardware_name, runtime_name),
             keep_requests=requests_out is not None, new_run=new_run)
-    finally:
-        registry.dispose()
     if requests_out is not None:
         write_requests(requests, requests_out)
     _serving_output(scenario, scenario_id, points, fmt)
@@ -769,17 +724,11 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
     from registry.store.measurements import ingest_measurements
     from registry.pricing.points import COMPARE_COLUMNS, compare_measurements
 
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
+    with open_registry(db_url, lock_timeout, create=True) as registry:
         set_id, _, _ = ingest_measurements(registry, measurement_file, hardware_name, runtime_name,
                                            progress=sys.stderr.isatty())
-    finally:
-        registry.dispose()
-    registry = open_registry(db_url, lock_timeout)
-    try:
+    with open_registry(db_url, lock_timeout) as registry:
         result = compare_measurements(registry, set_id)
-    finally:
-        registry.dispose()
     if fmt == "json":
         click.echo(render_document(result, "json"))
         return
@@ -828,11 +777,8 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
 
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
-    registry = open_registry(db_url, lock_timeout, writes=True)
-    try:
+    with open_registry(db_url, lock_timeout, writes=True) as registry:
         result = calibrate_runtime(registry, hardware_name, runtime_name, profile_name, str(out))
-    finally:
-        registry.dispose()
     write_text_atomic(out, yaml.safe_dump([result["document"]], sort_keys=False, width=110))
     if fmt == "json":
         click.echo(render_document({"profile": result["profile_label"], "plain": result["plain_label"],
@@ -897,11 +843,8 @@ def summary(report_ref, db_url, lock_timeout, hardware_name, runtime_name, top, 
     """
     from registry.interfaces.contract import plain, summarize_reference
 
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
+    with open_registry(db_url, lock_timeout, create=True) as registry:
         result = summarize_reference(registry, report_ref, hardware_name, runtime_name, top=top)
-    finally:
-        registry.dispose()
     click.echo(render_document(plain(result), fmt))
 
 
@@ -919,11 +862,8 @@ def report(report_id, db_url, lock_timeout, out, fmt):
 
     if out is not None:
         format_for_path(out)
-    registry = open_registry(db_url, lock_timeout)
-    try:
+    with open_registry(db_url, lock_timeout) as registry:
         stored = load_stored_report(registry, report_id)
-    finally:
-        registry.dispose()
     if out is not None:
         write_report(stored, out)
         click.echo(f"report {report_id} -> {out}")
@@ -933,23 +873,17 @@ def report(report_id, db_url, lock_timeout, out, fmt):
 
 def read_catalog(db_url, lock_timeout, read, *args):
     """What `read(conn, *args)` returns from the registry (created at the current revision if it is a new file)."""
-    registry = open_registry(db_url, lock_timeout, create=True, writes=False)
-    try:
+    with open_registry(db_url, lock_timeout, create=True, writes=False) as registry:
         with registry.begin() as conn:
             return read(conn, *args)
-    finally:
-        registry.dispose()
 
 
 def add_catalog(db_url, lock_timeout, path, kind: str) -> tuple[list[dict], list[str]]:
     from registry.pricing.catalog import add_catalog_file, read_catalog_file
 
     read_catalog_file(path)  # a malformed file is refused before the registry is opened (or created)
-    registry = open_registry(db_url, lock_timeout, create=True)
-    try:
+    with open_registry(db_url, lock_timeout, create=True) as registry:
         return add_catalog_file(registry, path, kind)
-    finally:
-        registry.dispose()
 
 
 @cli.group()

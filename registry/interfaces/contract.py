@@ -135,12 +135,11 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
     """The summary of a stored report (by id) or of a report file, which is stored first (idempotent)."""
     import pathlib
 
-    import sqlalchemy as sa
-
     from analyzer.fileio import source_name, unreadable
     from analyzer.report import load_report
     from registry.store.db import RegistryError
     from registry.store.ingest import write_report
+    from registry.store.stored import report_is_stored
 
     path = pathlib.Path(reference)
     if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
@@ -148,9 +147,7 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
             report = load_report(path)
         except OSError as exc:
             raise RegistryError(unreadable(source_name(reference), exc)) from None
-        with registry.begin() as conn:
-            stored = conn.execute(sa.text("SELECT COUNT(*) FROM reports WHERE report_id = :r"),
-                                  {"r": report.report_id}).scalar()
+        stored = report_is_stored(registry, report.report_id)
         if not stored and registry.read_only():
             raise RegistryError(f"{reference}: report {report.report_id} is not in the registry, which this "
                                 "connection may only read: ingest it first with a role "
@@ -175,7 +172,7 @@ def request_key(request: DeepSeekOCRAnalyticRequest) -> str:
     import json
 
     from analyzer import __version__
-    from analyzer.analysis import workload_record
+    from analyzer.workload import workload_record  # not analyzer.analysis: keying a request imports no torch
 
     identity = {"model_id": request.model_id, "workload": plain(workload_record(request_workload(request))),
                 "analyzer_version": __version__}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 STAGE_COLORS = {"vision": "#4C72B0", "projector": "#8172B2", "prefill": "#DD8452", "decode": "#55A868"}
 # Sizes in points, chosen to stay legible when the PNG is scaled down to a page or a slide.
 TITLE_FONT_PT, LABEL_FONT_PT, TICK_FONT_PT, LEGEND_FONT_PT = 13, 12, 10, 9
@@ -38,21 +36,13 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from registry.pricing.points import _reading, read_point_devices
+    from registry.pricing.points import read_point_devices, read_roofline_modules
 
     devices = read_point_devices(registry, scenario_id)
     best = roof_point(points)
     modules, peak, bandwidth = [], None, None
     if best is not None:
-        with _reading(registry) as conn:
-            report_key, peak, bandwidth = conn.execute(sa.text(
-                "SELECT report_id, peak_flops_per_s, memory_bandwidth_bytes_per_s FROM scenario_points "
-                "WHERE scenario_id = :s AND point_index = :i"), {"s": scenario_id, "i": best["point_index"]}).one()
-            modules = conn.execute(sa.text(
-                "SELECT o.stage, SUM(o.flops), SUM(o.bytes_read + o.bytes_written) FROM operator_metrics o "
-                "WHERE o.report_id = :r GROUP BY o.module_id, o.stage "
-                "HAVING SUM(o.flops) > 0 AND SUM(o.bytes_read + o.bytes_written) > 0"), {"r": report_key}).all()
-        peak, bandwidth = float(peak), float(bandwidth)
+        peak, bandwidth, modules = read_roofline_modules(registry, scenario_id, best["point_index"])
 
     fig, (roof, bars) = plt.subplots(1, 2, figsize=(17, 7.5))
     intensities = [float(f) / float(b) for _, f, b in modules]

@@ -50,7 +50,7 @@ from analyzer.errors import AnalyzerInputError
 from analyzer.execution import DEFAULT_EXECUTION
 from analyzer.fileio import InputLimitError, decode_text, one_line, parse_document, quote
 from analyzer.report import ReportFormatError
-from registry.store.db import RegistryError, ReportNotFoundError
+from registry.store.db import RegistryError
 from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE as DEFAULT_HARDWARE
 
 log = logging.getLogger("dsocr_registry.service")
@@ -123,24 +123,10 @@ class WorkerStoppedError(RegistryError):
 
 
 def error_status(exc: BaseException) -> int:
-    """The HTTP status of an error the library raised: the request's fault (400, 404, 422) or the service's
-    (503 when the database cannot be reached or its connection was lost, 504 past a time limit)."""
-    import sqlalchemy as sa
-
-    from registry.store.db import DatabaseLockedError, DatabaseUnavailableError
-
-    status = getattr(exc, "http_status", None)
-    if status is not None:
-        return status
-    if isinstance(exc, ReportNotFoundError):
-        return 404
-    if isinstance(exc, (DatabaseUnavailableError, DatabaseLockedError)):
-        return 503
-    cause = exc.__cause__
-    if isinstance(cause, sa.exc.DBAPIError) and (cause.connection_invalidated or isinstance(
-            cause, (sa.exc.OperationalError, sa.exc.InterfaceError))):
-        return 503  # the server went away or refused the connection: nothing in the request to change
-    return 400
+    """The HTTP status an error of the library carries (RegistryError.http_status: the request's fault, 400, 404 or
+    422, or the service's, 503 when the database cannot be reached or its connection was lost, 504 past a time
+    limit); the analyzer's input and report-format errors carry none and are the request's (400)."""
+    return getattr(exc, "http_status", 400)
 
 
 def contract_text(name: str) -> str:
@@ -559,13 +545,12 @@ class Service:
 
     async def store_prepared(self, prepared: "PreparedAnalyses", label: str) -> None:
         """The reports analyzed for a request, one writer task each: a run accepted meanwhile waits for one
-        report's transaction at most, not for the request's."""
-        from registry.store.ingest import write_batch
+        report's transaction at most, not for the request's. An error is the request's answer with its own status
+        (a refused row 400, a lost database 503)."""
+        from registry.store.ingest import write_report
 
         for report in prepared.reports.values():
-            for outcome in await self.write_async(write_batch, self.registry, [(report, label)]):
-                if outcome.status == "failed":
-                    raise RegistryError(f"{label}: {outcome.message}")
+            await self.write_async(lambda report=report: write_report(self.registry, report, label, keep_open=True))
 
     # -- reads ------------------------------------------------------------------------------------------------
     def cached_summary(self, key: tuple) -> bytes | None:
@@ -789,17 +774,11 @@ def create_app(config: ServiceConfig | None = None):
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "serving": points})
 
     async def healthz(request):
-        from registry.store.db import describe
+        from registry.store.db import describe, schema_revisions
 
         svc = service()
-
-        def check():
-            head = svc.registry.head_revision()
-            with svc.registry.begin() as conn:
-                return svc.registry.current_revision(conn), head
-
         try:
-            current, head = await run_in_threadpool(check)
+            current, head = await run_in_threadpool(schema_revisions, svc.registry)
         except RegistryError as exc:
             return json_response({"status": "unavailable", "database": describe(svc.registry.url),
                                   "error": str(exc)}, 503)

@@ -405,3 +405,18 @@ def measured_end_to_end_ms(registry: Registry, report_key: int, hardware_id: int
             "AND s.runtime_profile_id = :rt"), {"r": report_key, "h": hardware_id, "rt": runtime_id}).scalar()
     return None if value is None else float(value)
 
+
+
+def read_roofline_modules(source, scenario_id: int, point_index: int) -> tuple[float, float, list[tuple]]:
+    """What a roofline of one scenario point places: its GPU's peak FLOP/s and memory bandwidth in bytes/s (as
+    priced, overrides included), and (stage, FLOPs, bytes moved) of each module x stage of its report that does
+    both. `source`: a Registry or a connection."""
+    with _reading(source) as conn:
+        report_key, peak, bandwidth = conn.execute(sa.text(
+            "SELECT report_id, peak_flops_per_s, memory_bandwidth_bytes_per_s FROM scenario_points "
+            "WHERE scenario_id = :s AND point_index = :i"), {"s": scenario_id, "i": point_index}).one()
+        modules = conn.execute(sa.text(
+            "SELECT o.stage, SUM(o.flops), SUM(o.bytes_read + o.bytes_written) FROM operator_metrics o "
+            "WHERE o.report_id = :r GROUP BY o.module_id, o.stage "
+            "HAVING SUM(o.flops) > 0 AND SUM(o.bytes_read + o.bytes_written) > 0"), {"r": report_key}).all()
+    return float(peak), float(bandwidth), [tuple(row) for row in modules]

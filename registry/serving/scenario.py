@@ -334,16 +334,16 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
                  rates: tuple | None = None, only: tuple[str, str] | None = None, analyze=None,
                  write=None) -> ServingPlan:
     """The step costs of each GPU x runtime (analyzing and recording the probes not stored yet) and its KV pool.
-    `write(func, *args)` runs the step that writes (the probes' reports and points); the service passes its
-    writer, the rest only reads."""
+    `only` = (hardware, runtime) keeps one GPU x runtime of the sweep (serve-sim's --hardware and --runtime; None:
+    the sweep's first). `write(func, *args)` runs the step that writes (the probes' reports and points); the
+    service passes its writer, the rest only reads."""
     from registry.pricing.model import paged_kv_pool_bytes
     from registry.serving.step_cost import derive, make_workloads, probe_workloads, record_probes
 
     with registry.begin() as conn:
         hardware, runtimes = check_runtimes(scenario, conn)
     if only is not None:
-        hardware = [h for h in hardware if h[1] == only[0]] or hardware[:1]
-        runtimes = [r for r in runtimes if f"{r[1]}@{r[2]}" == only[1] or r[1] == only[1]] or runtimes[:1]
+        hardware, runtimes = _only_point(hardware, runtimes, *only)
     rates = rates or spec.rates
     profile, base = _base(scenario)
     pages = _page_names(scenario, spec)
@@ -504,3 +504,25 @@ def write_requests(requests: dict, path) -> None:
 
     table = pa.table({"request_index": np.arange(1, len(requests["page"]) + 1, dtype=np.int32), **requests})
     pq.write_table(table, str(path))
+
+
+def _only_point(hardware: list[tuple[int, str]], runtimes: list[tuple[int, str, int]], hardware_name: str | None,
+                runtime_name: str | None) -> tuple[list[tuple[int, str]], list[tuple[int, str, int]]]:
+    """The one GPU and runtime of the sweep that serve-sim's --hardware and --runtime name (None: the sweep's
+    first); a name the sweep lacks is refused, naming those it has, before anything is analyzed or recorded."""
+    if hardware_name is None:
+        hardware = hardware[:1]
+    else:
+        hardware = [h for h in hardware if h[1] == hardware_name] or _not_swept(
+            "--hardware", hardware_name, "hardware", [name for _, name in hardware])
+    if runtime_name is None:
+        runtimes = runtimes[:1]
+    else:
+        runtimes = [r for r in runtimes if runtime_name in (f"{r[1]}@{r[2]}", r[1])] or _not_swept(
+            "--runtime", runtime_name, "runtime", [f"{name}@{version}" for _, name, version in runtimes])
+    return hardware, runtimes
+
+
+def _not_swept(option: str, name: str, key: str, swept: list[str]):
+    raise ScenarioError(f"{option} {quote(name)}: not in the scenario's sweep.{key}; give one of: "
+                        f"{', '.join(dict.fromkeys(swept))}")

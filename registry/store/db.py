@@ -56,7 +56,11 @@ _SQL_ROWS_BODY = " BEGIN RETURN QUERY EXECUTE query; END "
 
 
 class RegistryError(OneLineError, RuntimeError):
-    """A registry problem the user can act on (one line, non-zero exit)."""
+    """A registry problem the user can act on (one line, non-zero exit). `http_status` is the service's answer to
+    it: the request's fault (400 bad input, 404 not found, 422 too much work) or the service's (503 the database
+    lost or unreachable, 504 past a time limit)."""
+
+    http_status = 400
 
 
 class SchemaMismatchError(RegistryError):
@@ -64,19 +68,51 @@ class SchemaMismatchError(RegistryError):
 
 
 class DatabaseLockedError(RegistryError):
-    pass
+    http_status = 503
 
 
 class DatabaseUnavailableError(RegistryError):
     """The database cannot be reached (refused, gone, out of connections): nothing the request could change."""
 
+    http_status = 503
+
 
 class ReportNotFoundError(RegistryError):
     """No stored report has the id asked for."""
 
+    http_status = 404
+
 
 class DatabaseError(RegistryError):
     """A statement the database refused (a constraint, an out-of-range value): its first line, nothing else."""
+
+
+class DatabaseFailedError(DatabaseError):
+    """The database failed under a statement (its connection lost, its server gone, an I/O error) rather than
+    refusing it: nothing the request could change."""
+
+    http_status = 503
+
+
+def database_failed(exc: BaseException) -> bool:
+    """Whether a driver error is the database failing rather than refusing a statement: a connection SQLAlchemy
+    invalidated, or the DB-API's OperationalError or InterfaceError (raised through SQLAlchemy, or by a driver's
+    own bulk path)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+    import duckdb
+
+    failed: tuple[type[BaseException], ...] = (duckdb.OperationalError,)  # DuckDB has no InterfaceError
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency, but only PostgreSQL needs it
+        return isinstance(exc, failed)
+    return isinstance(exc, failed + (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def database_error(what: str, exc: BaseException) -> DatabaseError:
+    """`what: the database's first line` of a driver error, as the error its status says: refused or failed."""
+    return (DatabaseFailedError if database_failed(exc) else DatabaseError)(f"{what}: {first_line(exc)}")
 
 
 def first_line(exc: BaseException) -> str:
@@ -280,7 +316,7 @@ def _query_error(exc: BaseException, timeout_s: float, statement: str = "", read
     if sqlstate == "42501" and reader is not None:  # insufficient_privilege
         return RegistryError(f"query failed: {message} (sql runs queries as role {reader}, which may read the "
                              "registry only)")
-    return DatabaseError(f"query failed: {message}")
+    return database_error("query failed", exc)
 
 
 class _QueryBudget:
@@ -399,7 +435,7 @@ class Registry:
             conn.invalidate()
             conn.close()
             if isinstance(exc, driver_errors()):
-                raise DatabaseError(f"database error: {first_line(exc)}") from exc
+                raise database_error("database error", exc) from exc
             raise
         if keep_open and time.monotonic() - opened < CONNECTION_LEASE_S:
             self._held = (conn, opened)
@@ -482,7 +518,7 @@ class Registry:
                 driver.execute("SET TRANSACTION READ ONLY")
                 driver.execute(f"SET LOCAL statement_timeout = {max(int(timeout_s * 1000), 1)}")
             except psycopg.Error as exc:
-                raise DatabaseError(f"query failed: {first_line(exc)}") from None
+                raise database_error("query failed", exc) from None
             if reader is None:
                 cursor = driver.cursor(name="dsocr_sql")
                 run(lambda: cursor.execute(statement))  # DECLARE ... CURSOR FOR: one SELECT, VALUES or TABLE
@@ -744,7 +780,7 @@ class Registry:
                 conn.connection.driver_connection.autocommit = True
                 conn.connection.driver_connection.execute("VACUUM ANALYZE")
         except driver_errors() as exc:
-            raise DatabaseError(f"database error: {first_line(exc)}") from exc
+            raise database_error("database error", exc) from exc
         finally:
             conn.invalidate()
             conn.close()
@@ -789,3 +825,10 @@ def _grant_read(driver, role: str, schema: str) -> None:
     driver.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(where, who))
     driver.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(where, who))  # views included
     driver.execute(pgsql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(where, who))
+
+
+def schema_revisions(registry: Registry) -> tuple[str | None, str]:
+    """(the database's schema revision, None when it has none yet; this code's revision)."""
+    head = registry.head_revision()
+    with registry.begin() as conn:
+        return registry.current_revision(conn), head

@@ -116,3 +116,16 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
     if compute_report_id(report) != report_id:
         raise RegistryError(f"report {report_id}: the stored rows do not reproduce the report (content hash differs)")
     return report
+
+
+def stored_report_count(registry: Registry) -> int:
+    """How many reports the registry holds."""
+    with registry.begin() as conn:
+        return conn.execute(sa.text("SELECT COUNT(*) FROM reports")).scalar_one()
+
+
+def report_is_stored(registry: Registry, report_id: str) -> bool:
+    """Whether the registry holds the report with this content hash."""
+    with registry.begin() as conn:
+        return conn.execute(sa.text("SELECT COUNT(*) FROM reports WHERE report_id = :r"),
+                            {"r": report_id}).scalar_one() > 0
