@@ -96,7 +96,7 @@ def _set(url, statement):
 def test_a_stored_report_of_an_unknown_execution_is_refused_in_one_line(stored):
     """A row this version cannot read (written by a newer one, or by hand) is an error, not hf-eager."""
     url, report_id = stored
-    from registry.pricing.points import stored_report_key
+    from registry.store.analyzed import stored_report_key
     from registry.store.db import Registry, RegistryError
     from registry.store.stored import load_stored_report
 

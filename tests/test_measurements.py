@@ -317,12 +317,12 @@ def test_a_file_of_many_rows_goes_in_as_one_insert_each_workload_mapped_once(reg
     looked up once, and one bulk insert of all the rows."""
     import registry.store.ingest as ingest
     import registry.store.measurements as measurements
-    import registry.pricing.points as pricing
+    import registry.store.analyzed as analyzed
 
     assert _ingest(registry_url).exit_code == 0  # the workloads' reports, analyzed once
     path = _many_rows_file(tmp_path, 33_000)
     counts = {"mapped": 0, "looked_up": 0, "inserts": []}
-    map_timed_row, find_report, bulk_insert = measurements._map_timed_row, pricing.find_report, ingest.bulk_insert
+    map_timed_row, find_report, bulk_insert = measurements._map_timed_row, analyzed.find_report, ingest.bulk_insert
 
     def counted_map(*args, **kwargs):
         counts["mapped"] += 1
@@ -338,7 +338,7 @@ def test_a_file_of_many_rows_goes_in_as_one_insert_each_workload_mapped_once(reg
         return bulk_insert(conn, table, columns)
 
     monkeypatch.setattr(measurements, "_map_timed_row", counted_map)
-    monkeypatch.setattr(pricing, "find_report", counted_find)
+    monkeypatch.setattr(analyzed, "find_report", counted_find)
     monkeypatch.setattr(ingest, "bulk_insert", counted_insert)
     result = run_command(["ingest", "--measurements", str(path), "--hardware", "h200", "--runtime", "hf-eager",
                           "--db", registry_url])

@@ -350,7 +350,7 @@ def test_a_sweep_keeps_the_reports_it_analyzed_when_a_later_analysis_fails(regis
     from analyzer.analysis import analyze
     from analyzer.workload import load_profile
     from registry.store.db import Registry, RegistryError
-    from registry.pricing.points import ensure_reports, find_report
+    from registry.store.analyzed import ensure_reports, find_report
 
     workloads = [load_profile("dsocr-base-v1", new_tokens=new_tokens) for new_tokens in (3, 4, 5)]
     analyzed = []

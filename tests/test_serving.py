@@ -68,8 +68,8 @@ def test_step_cost_equals_the_views_on_points_not_used_to_derive_it(registry_url
 
 
 def _static_latency(url, new_tokens):
-    from registry.store.db import Registry
-    from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, read_points, record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, read_points, record_scenario
+    from registry.store.analyzed import ensure_reports
     from analyzer.workload import load_profile
 
     registry, hid, rid = _ids(url)
@@ -292,7 +292,6 @@ def test_bad_serving_targets_give_one_line(registry_url, tmp_path):
 
 
 def test_overrides_reach_the_serving_step_costs(h100_cost):
-    from registry.store.db import Registry
     from registry.serving.step_cost import step_costs
 
     cost, url = h100_cost

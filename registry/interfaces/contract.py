@@ -81,8 +81,8 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE,
     from analyzer.execution import execution_spec
     from registry.store.measurements import resolve
     from registry.pricing.points import (SCRATCH_SCENARIO_ID, PointKey, ScenarioRecord, measured_end_to_end_ms,
-                                         read_module_times, read_points, record_scenario, scratch_pricing,
-                                         stored_report_key)
+                                         read_module_times, read_points, record_scenario, scratch_pricing)
+    from registry.store.analyzed import stored_report_key
 
     # priced in temporary copies of the scenario tables, rolled back: a summary reads, it records nothing
     with scratch_pricing(registry) as conn:
@@ -123,7 +123,7 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE,
 def summarize_report(report: AnalyticModelReport, hardware: str = DEFAULT_HARDWARE,
                      runtime: str | None = RUNTIME_OF_REPORT_EXECUTION) -> DeepSeekOCRAnalyticReportSummary:
     """The summary of a report that is not in any registry: priced in a private in-memory registry."""
-    from registry.pricing.points import private_registry
+    from registry.store.analyzed import private_registry
 
     with private_registry(report, "summary") as (registry, _):
         return summarize(registry, report.report_id, hardware, runtime)
@@ -181,7 +181,7 @@ def request_key(request: DeepSeekOCRAnalyticRequest) -> str:
 
 def stored_report_id(registry, request: DeepSeekOCRAnalyticRequest) -> str | None:
     """The id of the report the registry already holds for this request (None: none stored)."""
-    from registry.pricing.points import find_report, report_id_of
+    from registry.store.analyzed import find_report, report_id_of
 
     workload = request_workload(request)
     with registry.begin() as conn:

@@ -532,7 +532,7 @@ class Service:
         stored report: the writer then only stores them (a thread waits here, not the writer)."""
         from analyzer.workload import workload_record
         from registry.store.ingest import workload_hash
-        from registry.pricing.points import find_report
+        from registry.store.analyzed import find_report
 
         reports: dict[tuple[str, str], Any] = {}
         with self.registry.begin() as conn:

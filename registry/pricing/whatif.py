@@ -20,7 +20,8 @@ from analyzer.execution import DEFAULT_EXECUTION, execution_spec
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, read_document, source_name
 from registry.pricing.catalog import suggestion
 from registry.store.db import Registry, RegistryError
-from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, read_points, record_scenario
+from registry.pricing.points import PointKey, ScenarioRecord, read_points, record_scenario
+from registry.store.analyzed import ensure_reports
 
 SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving"}
 BASE_KEYS = {"profile", "variant", "mode", "page", "tiles", "min_tiles", "max_tiles", "prompt_text_tokens",
@@ -252,7 +253,8 @@ def price_scenario(registry: Registry, scenario: Scenario, progress: bool = Fals
     registry this connection may only read prices the workloads it holds in temporary tables (nothing recorded;
     the id is then negative)."""
     from registry.pricing.catalog import runtime_execution
-    from registry.pricing.points import SCRATCH_SCENARIO_ID, find_report, scratch_pricing
+    from registry.pricing.points import SCRATCH_SCENARIO_ID, scratch_pricing
+    from registry.store.analyzed import find_report
 
     overrides = _overrides(scenario)
     workloads = expand_workloads(scenario)

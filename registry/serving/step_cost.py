@@ -148,7 +148,8 @@ def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: 
                   progress: bool = False, overrides: dict | None = None, analyze=None) -> tuple[int, list[tuple]]:
     """Analyze (if new) and record the probe workloads x GPUs x runtimes as one scenario; (scenario id, points)."""
     from registry.pricing.catalog import runtime_execution
-    from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, record_scenario
+    from registry.store.analyzed import ensure_reports
 
     with registry.begin() as conn:
         executions = {rid: runtime_execution(conn, rid) for rid in runtime_ids}

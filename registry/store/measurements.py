@@ -310,7 +310,8 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
     its scenario and all its rows then go in in one transaction, the rows as one bulk insert."""
     from registry.pricing.catalog import runtime_execution
     from registry.store.ingest import bulk_insert
-    from registry.pricing.points import PointKey, ScenarioRecord, ensure_reports, record_scenario
+    from registry.pricing.points import PointKey, ScenarioRecord, record_scenario
+    from registry.store.analyzed import ensure_reports
 
     env, rows, file_hash = parse(path)
     with registry.begin() as conn:

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from analyzer.report import ReportFormatError, load_report
     from registry.store.db import RegistryError
     from registry.interfaces.output import Column, render_table
-    from registry.pricing.points import private_registry
+    from registry.store.analyzed import private_registry
 
     try:
         report = load_report(args.report)

@@ -1,0 +1,147 @@
+"""The stored report of a workload: found by its content (this analyzer, this transformers version, the
+execution it was traced under), or analyzed and stored. Pricing reads reports by their key and never analyzes: a
+what-if, a measurement file and the serving probes ask here for the reports they price first."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from analyzer.execution import DEFAULT_EXECUTION
+from registry.store.db import Registry, RegistryError, ReportNotFoundError
+
+
+def _execution(execution) -> str:
+    from analyzer.execution import Execution, parse_execution
+
+    return parse_execution(execution.value if isinstance(execution, Execution) else execution).value
+
+
+@functools.cache
+def transformers_version() -> str:
+    """The installed transformers' version, read from its package metadata: the same string as
+    transformers.__version__, without importing transformers (and torch) to learn it."""
+    import importlib.metadata
+
+    return importlib.metadata.version("transformers")
+
+
+def find_report(conn, workload, execution=DEFAULT_EXECUTION) -> int | None:
+    """The key of a stored report of this workload traced under `execution`, made by this analyzer on this
+    transformers version (the newest schema version first). Reports stored before revision 0006 are hf-eager."""
+    from analyzer import __version__
+    from analyzer.workload import workload_record
+    from registry.store.ingest import workload_hash
+
+    return conn.execute(sa.text(
+        "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
+        "JOIN architectures a ON a.id = r.architecture_id "
+        "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
+        "AND r.execution = :e "
+        "ORDER BY r.schema_version DESC, r.id LIMIT 1"),
+        {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers_version(),
+         "e": _execution(execution)}).scalar()
+
+
+# The reports a sweep analyzes go in batches of this many (one transaction each): few enough that the analyzed
+# reports held in memory stay small.
+SWEEP_BATCH_REPORTS = 20
+
+
+def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
+                   execution=DEFAULT_EXECUTION, analyze=None) -> list[int]:
+    """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
+    execution); the service passes one that runs in a worker process, with a time limit) and ingesting those not
+    stored yet, SWEEP_BATCH_REPORTS to a transaction."""
+    execution = _execution(execution)
+    with registry.begin(keep_open=True) as conn:
+        report_keys = [find_report(conn, w, execution) for w in workloads]
+    missing = [i for i, key in enumerate(report_keys) if key is None]
+    if not missing:
+        return report_keys
+    registry.release()  # the file is not held while workloads are analyzed
+    # only analyzing loads torch and transformers: a sweep whose reports are all stored never does
+    from tqdm import tqdm
+
+    from analyzer.workload import workload_record
+    from registry.store.ingest import workload_hash, write_batch
+
+    if analyze is None:
+        from analyzer.analysis import analyze
+
+    pending: list = []
+
+    def flush() -> None:
+        for outcome in write_batch(registry, pending):
+            if outcome.status == "failed":
+                raise RegistryError(f"{label}: {outcome.message}")
+        pending.clear()
+
+    analyzed: set[str] = set()
+    bar = tqdm(total=len(missing), unit="workload", desc=f"analyzing ({execution})", file=sys.stderr,
+               disable=not progress or len(missing) < 2, leave=False)
+    try:
+        for index in missing:
+            key = workload_hash(workload_record(workloads[index]))
+            if key not in analyzed:  # an earlier duplicate in this list is analyzed once
+                analyzed.add(key)
+                try:
+                    report = analyze(workloads[index], execution)
+                except BaseException:
+                    # the reports analyzed so far are kept: the sweep run again analyzes only what is left
+                    with contextlib.suppress(Exception):
+                        flush()
+                    raise
+                pending.append((report, label))
+                if len(pending) >= SWEEP_BATCH_REPORTS:
+                    flush()
+            bar.update(1)
+        flush()
+    finally:
+        bar.close()
+        registry.release()
+    with registry.begin() as conn:
+        for index in missing:
+            report_keys[index] = find_report(conn, workloads[index], execution)
+    return report_keys
+
+
+@contextlib.contextmanager
+def private_registry(report, label: str) -> Iterator[tuple[Registry, int]]:
+    """A registry in memory (DuckDB) holding only `report`, for pricing a report file without a registry;
+    yields the registry and the report's key."""
+    from registry.store.ingest import write_report
+
+    registry = Registry("duckdb:///:memory:")
+    try:
+        registry.upgrade()
+        write_report(registry, report, label, keep_open=True)
+        with registry.begin() as conn:
+            key = conn.execute(sa.text("SELECT id FROM reports WHERE report_id = :r"),
+                               {"r": report.report_id}).scalar()
+        if key is None:
+            raise RegistryError(f"report {report.report_id} was not stored")
+        yield registry, int(key)
+    finally:
+        registry.dispose()
+
+
+def stored_report_key(conn, report_id: str) -> tuple[int, str, str | None, str]:
+    """(key, variant, workload profile id, execution) of a stored report by its content hash."""
+    row = conn.execute(sa.text(
+        "SELECT r.id, r.variant, w.profile_id, r.execution FROM reports r "
+        "JOIN workloads w ON w.id = r.workload_id WHERE r.report_id = :r"), {"r": report_id}).first()
+    if row is None:
+        raise ReportNotFoundError(f"no report {report_id!r} in the registry")
+    from registry.pricing.catalog import known_execution
+
+    return int(row[0]), row[1], row[2], known_execution(row[3], f"report {report_id}").name
+
+
+def report_id_of(conn, report_key: int) -> str:
+    """The content hash of a stored report, by its key."""
+    return conn.execute(sa.text("SELECT report_id FROM reports WHERE id = :k"), {"k": report_key}).scalar_one()
