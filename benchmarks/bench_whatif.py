@@ -15,7 +15,7 @@ from pathlib import Path
 def main() -> None:
     from registry.store.db import Registry
     from registry.pricing.points import read_points
-    from registry.pricing.whatif import Scenario, run_scenario
+    from registry.pricing.whatif import Scenario, price_scenario
 
     data = {"name": "bench-500", "base": {"profile": "dsocr-standard-v1"},
             "sweep": {"hardware": ["h100-sxm", "h200", "a100-80g", "l40s", "rtx-4090"], "runtime": ["hf-eager"],
@@ -27,10 +27,11 @@ def main() -> None:
         registry = Registry(str(Path(tmp) / "bench.duckdb"))
         registry.ensure_schema()
         started = time.perf_counter()
-        scenario_id, points = run_scenario(registry, scenario)
+        priced = price_scenario(registry, scenario)
+        scenario_id, points = priced.scenario_id, priced.points
         first_s = time.perf_counter() - started
         started = time.perf_counter()
-        _, again = run_scenario(registry, scenario)
+        again = price_scenario(registry, scenario).points
         second_s = time.perf_counter() - started
         timings = []
         for _ in range(5):

@@ -15,7 +15,7 @@ import yaml
 from analyzer.report import load_report
 from registry.pricing.catalog import parse_hardware, parse_runtimes, shipped
 from registry.store.db import Registry
-from registry.pricing.whatif import Scenario, run_scenario
+from registry.pricing.whatif import Scenario, price_scenario
 from tests.helpers import REPO, rows, run_command
 
 EXAMPLES = REPO / "queries" / "examples"
@@ -126,7 +126,7 @@ def test_views_equal_a_python_recomputation_at_random_points(ingested, report_fi
             scenario = Scenario(name="random", source="test", lines={}, data={
                 "base": base, "sweep": {"hardware": [hardware], "runtime": [runtime], "batch": [w.batch]},
                 "overrides": overrides})
-            _, points = run_scenario(registry, scenario)
+            points = price_scenario(registry, scenario).points
             (point,) = points
             assert point["runtime"] == f"{runtime}@{runtimes[runtime]['version']}"
             assert point["execution"] == runtime
@@ -158,7 +158,7 @@ def test_stage_time_parts_add_up_and_name_the_bound(ingested, report_files):
     try:
         scenario = Scenario(name="parts", source="test", lines={}, data={
             "base": {"profile": "dsocr-standard-v1"}, "sweep": {"hardware": ["h200"], "runtime": ["hf-eager", "vllm"]}})
-        scenario_id, _ = run_scenario(registry, scenario)
+        scenario_id = price_scenario(registry, scenario).scenario_id
     finally:
         registry.dispose()
     parts = rows(ingested, "SELECT p.runtime, t.stage, t.op_time_s, t.compute_set_s, t.memory_set_s, "
@@ -209,7 +209,7 @@ def test_memory_by_execution_against_a_hand_computation(registry_url, standard_v
                                                                      "runtime": ["hf-eager", "vllm"]}}
     registry = Registry(registry_url)
     try:
-        _, points = run_scenario(registry, Scenario(name="memory", source="test", lines={}, data=scenario))
+        points = price_scenario(registry, Scenario(name="memory", source="test", lines={}, data=scenario)).points
     finally:
         registry.dispose()
     by_runtime = {p["execution"]: p for p in points}

@@ -524,8 +524,8 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
 
     with open_registry(db_url, lock_timeout, create=True) as registry:
         show = progress if progress is not None else sys.stderr.isatty()
-        scenario_id, points, recorded, _ = price_scenario(registry, scenario, progress=show, new_run=new_run,
-                                                          then=draw)
+        priced = price_scenario(registry, scenario, progress=show, new_run=new_run, then=draw)
+    scenario_id, points, recorded = priced.scenario_id, priced.points, priced.recorded_now
     if fmt == "json":
         click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, "points": points}, "json"))
         return

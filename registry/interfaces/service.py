@@ -736,7 +736,7 @@ def create_app(config: ServiceConfig | None = None):
         return json_response(report_to_dict(report))
 
     async def whatif(request):
-        from registry.pricing.whatif import run_scenario, scenario_analyses
+        from registry.pricing.whatif import price_scenario, scenario_analyses
 
         require_token(request)
         body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
@@ -747,9 +747,9 @@ def create_app(config: ServiceConfig | None = None):
         await svc.store_prepared(prepared, f"whatif:{scenario.name}")
 
         def price():
-            scenario_id, points = run_scenario(svc.registry, scenario, analyze=prepared.analyze)
+            priced = price_scenario(svc.registry, scenario, analyze=prepared.analyze)
             svc._summaries.clear()
-            return scenario_id, points
+            return priced.scenario_id, priced.points
 
         scenario_id, points = await svc.write_async(price)
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "points": points})

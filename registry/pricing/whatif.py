@@ -234,20 +234,24 @@ def _overrides(scenario: Scenario) -> dict[str, float | None]:
     return out
 
 
-def run_scenario(registry: Registry, scenario: Scenario, progress: bool = False,
-                 new_run: bool = False, analyze=None) -> tuple[int, list[dict]]:
-    """(scenario id, priced points) of price_scenario."""
-    scenario_id, points, _, _ = price_scenario(registry, scenario, progress, new_run, analyze=analyze)
-    return scenario_id, points
+@attrs.frozen
+class PricedScenario:
+    """A priced what-if: its scenario id, its priced points (v_point_summary_all rows, those that fit first),
+    whether this run recorded it (False: the same run was recorded before, or the connection may only read), and
+    what `then` read while the points existed."""
+
+    scenario_id: int
+    points: list[dict]
+    recorded_now: bool
+    then_result: object = None
 
 
 def price_scenario(registry: Registry, scenario: Scenario, progress: bool = False, new_run: bool = False,
-                   then=None, analyze=None) -> tuple[int, list[dict], bool, object]:
+                   then=None, analyze=None) -> PricedScenario:
     """Analyze what is missing (each workload under the execution of every runtime it is priced under, with
     `analyze` if given: see ensure_reports), record the scenario and its points (workloads x GPUs x runtimes, each
-    runtime paired with the report of its own execution), and read the priced points. Returns (scenario id,
-    points, whether recorded now, `then(source, scenario id)`: more reading while the points exist, with a
-    Registry or a connection as source).
+    runtime paired with the report of its own execution), and read the priced points. `then(source, scenario id)`:
+    more reading while the points exist, with a Registry or a connection as source.
 
     The same scenario file on the same registry reuses the scenario it recorded before, unless `new_run`. A
     registry this connection may only read prices the workloads it holds in temporary tables (nothing recorded;
@@ -282,12 +286,12 @@ def price_scenario(registry: Registry, scenario: Scenario, progress: bool = Fals
     if not read_only:
         with registry.begin(keep_open=True) as conn:
             recorded = record_scenario(conn, record, points, new_run=new_run)
-        return (recorded.scenario_id, read_points(registry, recorded.scenario_id), recorded.recorded_now,
-                then(registry, recorded.scenario_id))
+        return PricedScenario(recorded.scenario_id, read_points(registry, recorded.scenario_id),
+                              recorded.recorded_now, then(registry, recorded.scenario_id))
     with registry.begin() as conn:
         scenario_id = record_scenario(conn, record, points, lookup_only=True).scenario_id
     if scenario_id is not None:  # recorded before by a role that could write
-        return scenario_id, read_points(registry, scenario_id), False, then(registry, scenario_id)
+        return PricedScenario(scenario_id, read_points(registry, scenario_id), False, then(registry, scenario_id))
     with scratch_pricing(registry) as conn:
         scenario_id = record_scenario(conn, record, points, scenario_id=SCRATCH_SCENARIO_ID).scenario_id
-        return scenario_id, read_points(conn, scenario_id), False, then(conn, scenario_id)
+        return PricedScenario(scenario_id, read_points(conn, scenario_id), False, then(conn, scenario_id))

@@ -29,8 +29,8 @@ def price(registry, report, args) -> tuple[dict, list[tuple], list[tuple]]:
             "sweep": {"hardware": [args.hardware], "runtime": [args.runtime or report.execution.value],
                       "batch": [w.batch * args.batch_scale]},
             "overrides": {k: v for k, v in overrides.items() if v is not None}}
-    scenario_id, points = run_scenario(registry, Scenario(name="what-if", source="(command line)", data=data,
-                                                          lines={}))
+    priced = price_scenario(registry, Scenario(name="what-if", source="(command line)", data=data, lines={}))
+    scenario_id, points = priced.scenario_id, priced.points
     point = points[0]
     with registry.begin() as conn:
         modules = conn.execute(sa.text(
