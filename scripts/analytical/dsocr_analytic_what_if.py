@@ -17,7 +17,7 @@ def price(registry, report, args) -> tuple[dict, list[tuple], list[tuple]]:
     import sqlalchemy as sa
 
     from registry.pricing.points import read_stage_breakdown
-    from registry.pricing.whatif import Scenario, run_scenario
+    from registry.pricing.whatif import Scenario, price_scenario
 
     w = report.workload
     base = dict(variant=w.variant, mode=w.mode, page=f"{w.page_width_px}x{w.page_height_px}",
