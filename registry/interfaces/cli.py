@@ -526,11 +526,7 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
         show = progress if progress is not None else sys.stderr.isatty()
         priced = price_scenario(registry, scenario, progress=show, new_run=new_run, then=draw)
     scenario_id, points, recorded = priced.scenario_id, priced.points, priced.recorded_now
-    if fmt == "json":
-        click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, "points": points}, "json"))
-        return
-    if fmt == "csv":
-        print_rows(SUMMARY_COLUMNS, [tuple(p[c] for c in SUMMARY_COLUMNS) for p in points], "csv")
+    if _printed_for_machines(scenario, scenario_id, "points", SUMMARY_COLUMNS, points, fmt):
         return
     state = ("" if recorded else ", not recorded: this connection may only read" if scenario_id < 0
              else ", recorded before")
@@ -562,14 +558,20 @@ SERVING_TABLE = [Column("hardware"), Column("runtime"), Column("arrival_rate_per
                  Column("gpus_needed", "GPUs", "{:.0f}")]
 
 
+def _printed_for_machines(scenario, scenario_id, key: str, columns: list[str], points: list[dict], fmt: str) -> bool:
+    """A scenario's rows as JSON (the scenario's id and name, the rows under `key`) or CSV (`columns`); False for
+    the table, which each command prints its own way."""
+    if fmt == "json":
+        click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, key: points}, "json"))
+    elif fmt == "csv":
+        print_rows(columns, [tuple(p[c] for c in columns) for p in points], "csv")
+    return fmt in ("json", "csv")
+
+
 def _serving_output(scenario, scenario_id, points, fmt) -> None:
     from registry.serving.scenario import SERVING_COLUMNS
 
-    if fmt == "json":
-        click.echo(render_document({"scenario_id": scenario_id, "name": scenario.name, "serving": points}, "json"))
-        return
-    if fmt == "csv":
-        print_rows(SERVING_COLUMNS, [tuple(p[c] for c in SERVING_COLUMNS) for p in points], "csv")
+    if _printed_for_machines(scenario, scenario_id, "serving", SERVING_COLUMNS, points, fmt):
         return
     click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} serving points (simulated vllm-v1 "
                "engine; times in seconds, TPOT in ms)")

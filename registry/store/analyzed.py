@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -65,10 +64,8 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
         return report_keys
     registry.release()  # the file is not held while workloads are analyzed
     # only analyzing loads torch and transformers: a sweep whose reports are all stored never does
-    from tqdm import tqdm
-
     from analyzer.workload import workload_record
-    from registry.store.ingest import workload_hash, write_batch
+    from registry.store.ingest import batches, workload_hash, write_batch
 
     if analyze is None:
         from analyzer.analysis import analyze
@@ -82,9 +79,8 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
         pending.clear()
 
     analyzed: set[str] = set()
-    bar = tqdm(total=len(missing), unit="workload", desc=f"analyzing ({execution})", file=sys.stderr,
-               disable=not progress or len(missing) < 2, leave=False)
-    try:
+    with batches(registry, flush, total=len(missing), unit="workload", desc=f"analyzing ({execution})",
+                 disable=not progress or len(missing) < 2) as bar:
         for index in missing:
             key = workload_hash(workload_record(workloads[index]))
             if key not in analyzed:  # an earlier duplicate in this list is analyzed once
@@ -100,10 +96,6 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
                 if len(pending) >= SWEEP_BATCH_REPORTS:
                     flush()
             bar.update(1)
-        flush()
-    finally:
-        bar.close()
-        registry.release()
     with registry.begin() as conn:
         for index in missing:
             report_keys[index] = find_report(conn, workloads[index], execution)

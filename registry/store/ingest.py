@@ -15,6 +15,7 @@ referenced row in the transaction that deletes the rows referencing it).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import glob
 import hashlib
@@ -680,8 +681,6 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
                    ) -> list[IngestOutcome]:
     """Read every source (a bad one fails alone) and write the reports in batches of at most BATCH_REPORTS
     reports and about BATCH_METRIC_ROWS metric rows; outcomes in the order of the sources."""
-    from tqdm import tqdm
-
     outcomes: list[IngestOutcome | None] = [None] * len(sources)
     pending: list[tuple[int, AnalyticModelReport, str]] = []
     pending_rows = 0
@@ -696,8 +695,7 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
         pending.clear()
         pending_rows = 0
 
-    bar = tqdm(total=len(sources), unit="report", file=sys.stderr, disable=not progress, leave=False)
-    try:
+    with batches(registry, flush, total=len(sources), unit="report", disable=not progress) as bar:
         for index, source in enumerate(sources):
             if source.error is not None:
                 outcomes[index] = IngestOutcome(source.label, "failed", message=source.error)
@@ -712,11 +710,22 @@ def ingest_sources(registry: Registry, sources: list[Source], force: bool = Fals
                     if len(pending) >= BATCH_REPORTS or pending_rows >= BATCH_METRIC_ROWS:
                         flush()
             bar.update(1)
+    return outcomes
+
+
+@contextlib.contextmanager
+def batches(registry: Registry, flush, **bar_options):
+    """A progress bar (tqdm, on stderr) over work written in batches by `flush`: the last batch is flushed when
+    the work ends, and the registry's connection is let go however it ends."""
+    from tqdm import tqdm
+
+    bar = tqdm(file=sys.stderr, leave=False, **bar_options)
+    try:
+        yield bar
         flush()
     finally:
         bar.close()
         registry.release()
-    return outcomes
 
 
 def summarize(outcomes: list[IngestOutcome], seconds: float, where: str) -> str:
