@@ -70,7 +70,8 @@ def test_a_version_1_registry_upgrades_without_loss(db_url, monkeypatch):
     # the categories keep their ids; attention_masked (0006) comes after them
     assert rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id") == [
         *categories_before, (len(categories_before) + 1, "attention_masked")]
-    assert rows(db_url, "SELECT execution, category_records FROM reports") == [(None, None)]
+    # 0011 gives a report stored before 0006 its execution (hf-eager, the only one there was)
+    assert rows(db_url, "SELECT execution, category_records FROM reports") == [("hf-eager", None)]
     assert rows(db_url, "SELECT schema_version FROM reports") == [(1,)]
 
     # rebuilt from its rows at version 1: same id, same content, the file's bytes
