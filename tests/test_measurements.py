@@ -196,6 +196,7 @@ def test_the_fit_keeps_unidentified_parameters_and_reports_bounds():
     rows_used = calibrate.Rows(
         measured_s=np.zeros(8), kinds=["a", "b"] * 4, labels=[""] * 8, row_of_term=np.arange(terms) % 8,
         flops=rng.uniform(1e9, 1e13, terms), bytes_moved=rng.uniform(1e6, 1e10, terms),
+        weight_bytes=np.zeros(terms), kv_cache_bytes=np.zeros(terms),
         launches=rng.integers(1, 500, terms).astype(float), op_calls=rng.integers(1, 2000, terms).astype(float),
         stage=np.full(terms, "vision", dtype=object), category=[["matmul", "attention", "conv", "other"][i % 4]
                                                                 for i in range(terms)],

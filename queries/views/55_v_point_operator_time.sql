@@ -13,4 +13,7 @@ FROM v_point_cost_group_time g
 JOIN operator_metrics o
     ON o.report_id = g.report_pk AND o.stage = g.stage AND o.view_kind = g.view_kind
    AND o.category_id = g.category_id AND o.op_calls = g.op_calls AND o.kernel_launches = g.kernel_launches
-   AND o.flops = g.flops AND o.bytes_read = g.bytes_read AND o.bytes_written = g.bytes_written;
+   AND o.flops = g.flops AND o.bytes_read = g.bytes_read AND o.bytes_written = g.bytes_written
+   AND o.weight_bytes_read = g.weight_bytes_read
+   AND COALESCE(o.kv_cache_bytes_read, -1) = g.kv_cache_bytes_read
+   AND COALESCE(o.kv_cache_bytes_written, -1) = g.kv_cache_bytes_written;

@@ -3,15 +3,18 @@
 -- registry/serving/engine.py with step times from the pricing model): throughput, TTFT / time per output token /
 -- page latency percentiles, mean running pages, KV pool use, preemptions; whether the point meets the scenario's
 -- targets (ttft_p99_s, page_latency_p99_s; an offline point has no arrival rate and meets none), the highest
--- arrival rate of its GPU x runtime that meets them (best_rate_per_s), and the GPUs that rate needs for the
--- scenario's pages_per_day: CEIL(pages_per_day / (86,400 x best_rate_per_s)). Times in seconds.
+-- arrival rate of its GPU x runtime x precision that meets them (best_rate_per_s), the GPUs that rate needs for
+-- the scenario's pages_per_day: CEIL(pages_per_day / (86,400 x best_rate_per_s)), and what they cost at the GPU's
+-- price (usd_per_1000_pages at the point's throughput; monthly_usd for the GPUs needed, 730 hours a month), with
+-- where the efficiencies come from (efficiency_source). Times in seconds.
 CREATE VIEW v_serving_summary (
     scenario_id, point_index, hardware, runtime, runtime_version, engine, arrival_rate_per_s, pages,
     max_num_seqs, max_num_batched_tokens, kv_pool_blocks, pages_per_s, output_tokens_per_s,
     ttft_p50_s, ttft_p90_s, ttft_p99_s, tpot_p50_s, tpot_p90_s, tpot_p99_s,
     page_latency_p50_s, page_latency_p90_s, page_latency_p99_s, mean_page_latency_s, mean_running_pages,
     kv_pool_use_mean, kv_pool_use_peak, preemptions, steps, target_ttft_p99_s, target_page_latency_p99_s,
-    meets_targets, best_rate_per_s, target_pages_per_day, gpus_needed
+    meets_targets, best_rate_per_s, target_pages_per_day, gpus_needed, usd_per_hour, usd_per_1000_pages,
+    monthly_usd, efficiency_source, weights_dtype, kv_cache_dtype
 ) AS
 SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.arrival_rate_per_s, s.pages,
        s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
@@ -24,17 +27,24 @@ SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.ar
                  AND (s.target_page_latency_p99_s IS NULL OR s.page_latency_p99_s <= s.target_page_latency_p99_s)
        END,
        b.best_rate_per_s, sc.target_pages_per_day,
-       CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0))
+       CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0)),
+       h.usd_per_hour,
+       ((1.0 / NULLIF(s.pages_per_s, 0)) * h.usd_per_hour) / (3.6),
+       (CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0))) * h.usd_per_hour * 730.0,
+       CASE WHEN rp.calibrated_on IS NULL THEN 'assumed (not calibrated)' WHEN rp.calibrated_on = h.name THEN 'calibrated on ' || h.name ELSE 'datasheet-scaled from ' || rp.calibrated_on END,
+       s.weights_dtype, s.kv_cache_dtype
 FROM serving_points s
 JOIN hardware h ON h.id = s.hardware_id
 JOIN runtime_profiles rp ON rp.id = s.runtime_profile_id
 JOIN scenarios sc ON sc.id = s.scenario_id
 LEFT JOIN (
-    SELECT scenario_id, hardware_id, runtime_profile_id, MAX(arrival_rate_per_s) AS best_rate_per_s
+    SELECT scenario_id, hardware_id, runtime_profile_id, weights_dtype, kv_cache_dtype,
+           MAX(arrival_rate_per_s) AS best_rate_per_s
     FROM serving_points
     WHERE arrival_rate_per_s IS NOT NULL
       AND (target_ttft_p99_s IS NULL OR ttft_p99_s <= target_ttft_p99_s)
       AND (target_page_latency_p99_s IS NULL OR page_latency_p99_s <= target_page_latency_p99_s)
-    GROUP BY scenario_id, hardware_id, runtime_profile_id
+    GROUP BY scenario_id, hardware_id, runtime_profile_id, weights_dtype, kv_cache_dtype
 ) b ON b.scenario_id = s.scenario_id AND b.hardware_id = s.hardware_id
-   AND b.runtime_profile_id = s.runtime_profile_id;
+   AND b.runtime_profile_id = s.runtime_profile_id AND b.weights_dtype = s.weights_dtype
+   AND b.kv_cache_dtype = s.kv_cache_dtype;

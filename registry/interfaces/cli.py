@@ -466,7 +466,9 @@ WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column
                 Column("batch"), Column("new_tokens", "new"), Column("page_latency_s", "page s", "{:.2f}"),
                 Column("pages_per_s", "pages/s", "{:.2f}"), Column("pages_per_gpu_day", "pages/GPU-day", "{:,.0f}"),
                 Column("gpu_seconds_per_page", "GPU-s/page", "{:.3f}"), Column("gpus_needed", "GPUs", "{:.0f}"),
-                Column("fits_in_memory", "fits"), Column("max_batch_in_memory", "max batch", "{:.0f}")]
+                Column("fits_in_memory", "fits"), Column("max_batch_in_memory", "max batch", "{:.0f}"),
+                Column("weights_dtype", "weights"), Column("kv_cache_dtype", "KV"),
+                Column("usd_per_1000_pages", "$/1k pages", "{:.3f}"), Column("efficiency_source", "efficiencies")]
 
 
 @cli.command()
@@ -537,9 +539,11 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
     if feasible:
         best = feasible[0]
         gpus = f"{plural(best['gpus_needed'], 'GPU')} for the target, " if best.get("gpus_needed") is not None else ""
+        cost = (f", ${best['usd_per_1000_pages']:.3f} per 1,000 pages at ${best['usd_per_hour']:g}/h"
+                if best.get("usd_per_1000_pages") is not None else "")
         click.echo(f"cheapest that fits: {best['hardware']} / {best['runtime']} / {best['mode']} at batch "
-                   f"{best['batch']}: {best['gpu_seconds_per_page']:.3f} GPU-s per page, {gpus}"
-                   f"{best['page_latency_s']:.2f} s per batch")
+                   f"{best['batch']}: {best['gpu_seconds_per_page']:.3f} GPU-s per page{cost}, {gpus}"
+                   f"{best['page_latency_s']:.2f} s per batch (efficiencies {best['efficiency_source']})")
     else:
         click.echo("no point fits in its GPU's memory")
     if plot is not None:
@@ -555,7 +559,9 @@ SERVING_TABLE = [Column("hardware"), Column("runtime"), Column("arrival_rate_per
                  Column("page_latency_p99_s", "page p99", "{:.1f}"), Column("mean_running_pages", "running", "{:.1f}"),
                  Column("kv_pool_use_peak", "KV peak", "{:.0%}"), Column("preemptions", "preempt"),
                  Column("meets_targets", "meets"), Column("best_rate_per_s", "best rate", "{:g}"),
-                 Column("gpus_needed", "GPUs", "{:.0f}")]
+                 Column("gpus_needed", "GPUs", "{:.0f}"), Column("weights_dtype", "weights"),
+                 Column("kv_cache_dtype", "KV"), Column("usd_per_1000_pages", "$/1k pages", "{:.3f}"),
+                 Column("monthly_usd", "$/month", "{:,.0f}"), Column("efficiency_source", "efficiencies")]
 
 
 def _printed_for_machines(scenario, scenario_id, key: str, columns: list[str], points: list[dict], fmt: str) -> bool:

@@ -47,6 +47,8 @@ class Rows:
     row_of_term: np.ndarray  # per (measurement, module, stage, view kind, category) term: which measurement
     flops: np.ndarray
     bytes_moved: np.ndarray
+    weight_bytes: np.ndarray  # the part of bytes_moved that is weights
+    kv_cache_bytes: np.ndarray  # the part that is KV cache (NaN: the report did not count it)
     launches: np.ndarray
     op_calls: np.ndarray
     stage: np.ndarray  # per term: its stage
@@ -57,6 +59,7 @@ class Rows:
     stage_module_calls: np.ndarray  # per stage row: its nn.Module calls
     peak_flops_per_s: float
     bandwidth_bytes_per_s: float
+    peak_fp8_flops_per_s: float | None = None
 
     @property
     def decode(self) -> np.ndarray:
@@ -76,22 +79,25 @@ def load_rows(registry: Registry, hardware_id: int, runtime_id: int) -> Rows:
         if not meas:
             raise RegistryError("no compared measurements for this GPU and runtime: "
                                 "run `dsocr-registry ingest --measurements FILE --hardware ... --runtime ...` first")
-        peak, bandwidth = conn.execute(sa.text(
-            "SELECT peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s FROM hardware WHERE id = :h"),
-            {"h": hardware_id}).one()
-        terms: dict[str, list] = {k: [] for k in ("row", "flops", "bytes", "launches", "op_calls", "stage",
-                                                  "category")}
+        peak, bandwidth, peak_fp8 = conn.execute(sa.text(
+            "SELECT peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, peak_fp8_flops_per_s FROM hardware "
+            "WHERE id = :h"), {"h": hardware_id}).one()
+        terms: dict[str, list] = {k: [] for k in ("row", "flops", "bytes", "weight_bytes", "kv_cache_bytes",
+                                                  "launches", "op_calls", "stage", "category")}
         stage_rows: dict[str, list] = {k: [] for k in ("row", "stage", "calls", "module_calls")}
         for index, (_, _, _, _, report_pk, stage, view_kind, _) in enumerate(meas):
             params = {"rep": report_pk, "stage": stage, "view": view_kind}
             where = "o.report_id = :rep" + ("" if stage is None else " AND o.stage = :stage AND o.view_kind = :view")
-            for flops, nbytes, launches, op_calls, op_stage, category in conn.execute(sa.text(
-                    "SELECT o.flops, o.bytes_read + o.bytes_written, o.kernel_launches, o.op_calls, o.stage, c.name "
+            for flops, nbytes, weight_bytes, kv_bytes, launches, op_calls, op_stage, category in conn.execute(sa.text(
+                    "SELECT o.flops, o.bytes_read + o.bytes_written, o.weight_bytes_read, "
+                    "o.kv_cache_bytes_read + o.kv_cache_bytes_written, o.kernel_launches, o.op_calls, o.stage, c.name "
                     f"FROM operator_metrics o JOIN operator_categories c ON c.id = o.category_id WHERE {where}"),
                     params).all():
                 terms["row"].append(index)
                 terms["flops"].append(float(flops))
                 terms["bytes"].append(float(nbytes))
+                terms["weight_bytes"].append(float(weight_bytes))
+                terms["kv_cache_bytes"].append(np.nan if kv_bytes is None else float(kv_bytes))
                 terms["launches"].append(float(launches))
                 terms["op_calls"].append(float(op_calls))
                 terms["stage"].append(op_stage)
@@ -110,12 +116,14 @@ def load_rows(registry: Registry, hardware_id: int, runtime_id: int) -> Rows:
     return Rows(measured_s=np.array([m[3] / 1000.0 for m in meas]), kinds=[m[2] for m in meas],
                 labels=[f"{m[2]} {m[7]}" for m in meas], row_of_term=np.array(terms["row"], dtype=int),
                 flops=np.array(terms["flops"]), bytes_moved=np.array(terms["bytes"]),
+                weight_bytes=np.array(terms["weight_bytes"]), kv_cache_bytes=np.array(terms["kv_cache_bytes"]),
                 launches=np.array(terms["launches"]), op_calls=np.array(terms["op_calls"]),
                 stage=np.array(terms["stage"], dtype=object), category=terms["category"],
                 row_of_stage=np.array(stage_rows["row"], dtype=int),
                 stage_name=np.array(stage_rows["stage"], dtype=object), stage_calls=np.array(stage_rows["calls"]),
                 stage_module_calls=np.array(stage_rows["module_calls"]),
-                peak_flops_per_s=float(peak), bandwidth_bytes_per_s=float(bandwidth))
+                peak_flops_per_s=float(peak), bandwidth_bytes_per_s=float(bandwidth),
+                peak_fp8_flops_per_s=None if peak_fp8 is None else float(peak_fp8))
 
 
 @attrs.define
@@ -133,6 +141,10 @@ class Profile:
     gpu_memory_utilization: float | None
     max_num_batched_tokens: int | None
     categories: dict[str, dict]  # name -> compute_efficiency, bandwidth_efficiency
+    weights_dtype: str = "bf16"
+    kv_cache_dtype: str = "bf16"
+    fp8_compute_efficiency: float | None = None  # None: the matmul's compute_efficiency
+    calibrated_on: str | None = None  # the GPU the efficiencies were fitted on
 
     @classmethod
     def load(cls, registry: Registry, runtime_id: int) -> "Profile":
@@ -141,18 +153,21 @@ class Profile:
             row = conn.execute(sa.text(
                 "SELECT execution, kernel_launch_s, aten_call_s, "
                 "module_call_s, stage_call_overhead_s, decode_step_overhead_s, "
-                "cuda_graph_decode, graph_kernel_s, gpu_memory_utilization, max_num_batched_tokens "
+                "cuda_graph_decode, graph_kernel_s, gpu_memory_utilization, max_num_batched_tokens, "
+                "weights_dtype, kv_cache_dtype, fp8_compute_efficiency, calibrated_on "
                 "FROM runtime_profiles WHERE id = :r"), {"r": runtime_id}).one()
             categories = {name: {"compute_efficiency": float(ce), "bandwidth_efficiency": float(be)}
                           for name, ce, be in conn.execute(sa.text(
                               "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency FROM "
                               "runtime_profile_categories rc JOIN operator_categories c ON c.id = rc.category_id "
                               "WHERE rc.runtime_profile_id = :r"), {"r": runtime_id}).all()}
-        execution, launch, aten, module, call, step, graph, graph_kernel, utilization, tokens = row
+        (execution, launch, aten, module, call, step, graph, graph_kernel, utilization, tokens, weights, kv_cache,
+         fp8_efficiency, calibrated_on) = row
         return cls(execution, float(launch), float(aten), float(module), float(call), float(step), bool(graph),
                    None if graph_kernel is None else float(graph_kernel),
                    None if utilization is None else float(utilization), None if tokens is None else int(tokens),
-                   categories)
+                   categories, weights, kv_cache, None if fp8_efficiency is None else float(fp8_efficiency),
+                   calibrated_on)
 
     def copy(self) -> "Profile":
         return attrs.evolve(self, categories={n: dict(v) for n, v in self.categories.items()})
@@ -229,6 +244,8 @@ def free_parameters(base: Profile) -> list[FreeParameter]:
 def _profile_inputs(profile: Profile) -> dict:
     values = {name: getattr(profile, name) for name in model.PROFILE_INPUTS}
     values["graph_kernel_s"] = profile.graph_kernel_s or 0.0  # read only where cuda_graph_decode holds
+    if profile.fp8_compute_efficiency is None:
+        values["fp8_compute_efficiency"] = profile.categories["matmul"]["compute_efficiency"]
     return values
 
 
@@ -237,8 +254,17 @@ def predict(rows: Rows, profile: Profile) -> np.ndarray:
     operator rows and stages each measurement times, summed as v_predicted_vs_measured does (efficiency_scale 1,
     the catalog's peak and bandwidth)."""
     common = _profile_inputs(profile)
+    fp8_weights, fp8_kv_cache = profile.weights_dtype == "fp8", profile.kv_cache_dtype == "fp8"
+    if fp8_kv_cache and np.isnan(rows.kv_cache_bytes).any():
+        raise RegistryError("these measurements' reports were analyzed before the KV-cache bytes were counted: "
+                            "re-analyze them to fit a profile with an fp8 KV cache")
+    if fp8_weights and rows.peak_fp8_flops_per_s is None:
+        raise RegistryError("this GPU has no fp8 tensor rate in the catalog: fit a profile with bf16 weights")
     bounds = model.row_bounds({
         **common, "flops": rows.flops, "bytes_moved": rows.bytes_moved, "op_calls": rows.op_calls,
+        "weight_bytes_read": rows.weight_bytes, "kv_cache_bytes": np.nan_to_num(rows.kv_cache_bytes),
+        "fp8_matmul": np.array([c == "matmul" and fp8_weights for c in rows.category], dtype=bool),
+        "fp8_kv_cache": fp8_kv_cache, "peak_fp8_flops_per_s": rows.peak_fp8_flops_per_s or np.nan,
         "kernel_launches": rows.launches, "stage": rows.stage, "efficiency_scale": 1.0,
         "peak_flops_per_s": rows.peak_flops_per_s, "memory_bandwidth_bytes_per_s": rows.bandwidth_bytes_per_s,
         "compute_efficiency": np.array([profile.categories[c]["compute_efficiency"] for c in rows.category]),
@@ -347,8 +373,10 @@ def calibrate(rows: Rows, base: Profile) -> dict:
     return {**result, "before": by_kind(before), "after": by_kind(after), "held_out": by_kind(held_out)}
 
 
-def profile_document(name: str, version: int, profile: Profile, description: str, source: str) -> dict:
-    """The profile in the runtimes.yaml format (loadable by `dsocr-registry runtime add`)."""
+def profile_document(name: str, version: int, profile: Profile, description: str, source: str,
+                     calibrated_on: str | None = None) -> dict:
+    """The profile in the runtimes.yaml format (loadable by `dsocr-registry runtime add`); `calibrated_on`: the
+    GPU it was fitted on (default: the profile's own)."""
     document = {"name": name, "version": version, "execution": profile.execution, "description": description,
                 "source": source, "kernel_launch_us": round(profile.kernel_launch_s * 1e6, 4),
                 "aten_call_us": round(profile.aten_call_s * 1e6, 4),
@@ -360,6 +388,11 @@ def profile_document(name: str, version: int, profile: Profile, description: str
         document["graph_kernel_us"] = round((profile.graph_kernel_s or 0.0) * 1e6, 4)
     for key in execution_spec(profile.execution).memory.profile_keys:  # the keys its memory model needs
         document[key] = getattr(profile, key)
+    document["weights_dtype"], document["kv_cache_dtype"] = profile.weights_dtype, profile.kv_cache_dtype
+    if profile.fp8_compute_efficiency is not None:
+        document["fp8_compute_efficiency"] = round(profile.fp8_compute_efficiency, 5)
+    if calibrated_on or profile.calibrated_on:
+        document["calibrated_on"] = calibrated_on or profile.calibrated_on
     document["categories"] = {name: {"compute_efficiency": round(v["compute_efficiency"], 5),
                                      "bandwidth_efficiency": round(v["bandwidth_efficiency"], 5)}
                               for name, v in profile.categories.items()}
@@ -429,6 +462,8 @@ def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str,
 
     with registry.begin() as conn:
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware_name, runtime_name)
+        hardware_name = conn.execute(sa.text("SELECT name FROM hardware WHERE id = :h"),
+                                     {"h": hardware_id}).scalar_one()
     rows = load_rows(registry, hardware_id, runtime_id)
     base = Profile.load(registry, runtime_id)
     result = calibrate(rows, base)
@@ -436,7 +471,7 @@ def calibrate_runtime(registry: Registry, hardware_name: str, runtime_name: str,
     with registry.begin() as conn:
         version = next_runtime_version(conn, name)
     document = profile_document(name, version, result["profile"], f"{runtime_label} calibrated on {hardware_name}",
-                                describe_fit(result, rows, hardware_name, runtime_label))
+                                describe_fit(result, rows, hardware_name, runtime_label), calibrated_on=hardware_name)
     profile = parse_runtimes(document, label)[0]
     with registry.begin() as conn:
         new_runtime_id = upsert_runtime(conn, profile, "calibrated")

@@ -18,6 +18,7 @@ from analyzer.categories import CategoryId
 from analyzer.errors import AnalyzerInputError
 from analyzer.execution import EXECUTION_SPECS, MEMORY_MODELS, ExecutionSpec, execution_names, execution_spec
 from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, one_of, parse_yaml, quote, quote_names, source_name
+from registry.pricing.model import DEFAULT_DTYPE, DTYPES
 from registry.store.db import RegistryError
 
 HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
@@ -55,7 +56,7 @@ PARAMETER_OF_COLUMN = {p.column: p for p in RUNTIME_PARAMETERS.values()}
 # Keys only the runtimes of some memory model take (paged-kv: gpu_memory_utilization, max_num_batched_tokens).
 MEMORY_MODEL_KEYS = {key for model in MEMORY_MODELS.values() for key in model.profile_keys}
 RUNTIME_KEYS = {"name", "version", "execution", "description", "source", "cuda_graph_decode", "categories",
-                *RUNTIME_PARAMETERS}
+                "weights_dtype", "kv_cache_dtype", "fp8_compute_efficiency", "calibrated_on", *RUNTIME_PARAMETERS}
 RUNTIME_REQUIRED = {"name", "version", "execution", "kernel_launch_us", "aten_call_us", "module_call_us",
                     "stage_call_overhead_ms", "decode_step_overhead_ms", "categories"}
 CATEGORY_KEYS = {"compute_efficiency", "bandwidth_efficiency"}
@@ -204,10 +205,24 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
                                     f"bandwidth_efficiency")
             rows[category] = {key: _number(where, f"categories.{category}.{key}", values[key], EFFICIENCY.low,
                                            EFFICIENCY.high, EFFICIENCY.low_open) for key in sorted(CATEGORY_KEYS)}
+        precision = {key: parse_dtype(entry.get(key, DEFAULT_DTYPE), f"{where}: {key}")
+                     for key in ("weights_dtype", "kv_cache_dtype")}
+        if DEFAULT_DTYPE != precision["weights_dtype"] or DEFAULT_DTYPE != precision["kv_cache_dtype"]:
+            check_precision_execution(execution, where)
+        # an fp8 matmul reaches, unless the profile says otherwise, the fraction of the fp8 rate that a bf16 matmul
+        # reaches of its own (an assumption, not a measurement)
+        fp8_efficiency = _number(where, "fp8_compute_efficiency",
+                                 entry.get("fp8_compute_efficiency", rows["matmul"]["compute_efficiency"]),
+                                 EFFICIENCY.low, EFFICIENCY.high, EFFICIENCY.low_open)
+        calibrated_on = entry.get("calibrated_on")
+        if calibrated_on is not None and (not isinstance(calibrated_on, str) or not calibrated_on.strip()):
+            raise RegistryError(f"{where}: calibrated_on: must be the name of the GPU the profile was fitted on, "
+                                f"got {quote(calibrated_on)}")
         profile = dict(name=str(name).strip().lower(), version=version, execution=execution.name,
                        description=str(entry.get("description", "")), source=str(entry.get("source", "")),
                        cuda_graph_decode=graph, graph_kernel_s=None, gpu_memory_utilization=None,
-                       max_num_batched_tokens=None)
+                       max_num_batched_tokens=None, **precision, fp8_compute_efficiency=fp8_efficiency,
+                       calibrated_on=None if calibrated_on is None else calibrated_on.strip().lower())
         for key in RUNTIME_PARAMETERS:
             if key in entry:
                 profile[RUNTIME_PARAMETERS[key].column] = _parameter(where, entry, key)
@@ -220,6 +235,23 @@ def parse_runtimes(data: Any, label: str) -> list[dict[str, Any]]:
         profile["categories"] = rows
         profiles.append(profile)
     return profiles
+
+
+def parse_dtype(value: Any, where: str) -> str:
+    """A precision a deployment serves in (bf16 or fp8); anything else is refused in one line naming `where`."""
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in DTYPES:
+        raise RegistryError(f"{where}: unknown dtype {quote(value)}; expected one of: {', '.join(DTYPES)}")
+    return name
+
+
+def check_precision_execution(execution: ExecutionSpec, where: str) -> None:
+    """fp8 weights and an fp8 KV cache are priced for the paged-KV executions (the serving engines that run FP8
+    GEMMs and an FP8 cache); a report traced otherwise runs in bf16."""
+    if execution.memory_model != "paged-kv":
+        takers = one_of(e.name for e in EXECUTION_SPECS.values() if e.memory_model == "paged-kv")
+        raise RegistryError(f"{where}: fp8 is priced for the {takers} execution (FP8 GEMMs, an FP8 paged KV "
+                            f"cache); {execution.name} runs in bf16")
 
 
 def shipped(name: str) -> str:
@@ -244,6 +276,7 @@ def upsert_hardware(conn: Connection, row: dict[str, Any], origin: str) -> None:
 RUNTIME_COLUMNS_STORED = ("name", "version", "execution", "description", "source", "kernel_launch_s", "aten_call_s",
                           "module_call_s", "stage_call_overhead_s", "decode_step_overhead_s", "cuda_graph_decode",
                           "graph_kernel_s", "gpu_memory_utilization", "max_num_batched_tokens",
+                          "weights_dtype", "kv_cache_dtype", "fp8_compute_efficiency", "calibrated_on",
                           "fused_bytes_factor", "origin")
 
 

@@ -212,8 +212,22 @@ class Term:
     device: bool = False  # device time (kernel_s is the largest of these), not host time
 
 
+# Bytes per element of each precision a deployment may choose for its weights and its KV cache.
+DTYPE_BYTES = {"bf16": 2, "fp8": 1}
+DTYPES = tuple(DTYPE_BYTES)
+DEFAULT_DTYPE = "bf16"  # what every report is traced in, and what a profile serves in unless it says otherwise
+# The part of a bf16 byte an fp8 byte saves: fp8 weights halve a matmul row's weight bytes, an fp8 KV cache its
+# KV bytes.
+FP8_BYTE_SAVING = 1.0 - DTYPE_BYTES["fp8"] / DTYPE_BYTES["bf16"]
+
 FLOPS = Input("flops", count=True)
 BYTES_MOVED = Input("bytes_moved", count=True)
+WEIGHT_BYTES = Input("weight_bytes_read", count=True)
+KV_CACHE_BYTES = Input("kv_cache_bytes", count=True)  # read + written
+# A matmul row of a point whose weights are fp8 (an FP8 GEMM: the fp8 rate, its own efficiency, half the weight
+# bytes); a row of a point whose KV cache is fp8 (half its KV bytes).
+FP8_MATMUL = Flag(("fp8_matmul",))
+FP8_KV_CACHE = Flag(("fp8_kv_cache",))
 OP_CALLS = Input("op_calls", count=True)
 KERNEL_LAUNCHES = Input("kernel_launches", count=True)
 MODULE_CALLS = Input("module_calls", count=True)
@@ -223,13 +237,17 @@ EFFICIENCY_SCALE = Input("efficiency_scale")
 
 ROW_TERMS: tuple[Term, ...] = (
     Term("compute_bound_s",
-         FLOPS / (Input("peak_flops_per_s") * Input("compute_efficiency") * EFFICIENCY_SCALE),
-         "seconds if bound by the tensor rate: FLOPs / (peak x compute efficiency x efficiency_scale)",
-         bound="compute", device=True),
+         FLOPS / (When(FP8_MATMUL, Input("peak_fp8_flops_per_s") * Input("fp8_compute_efficiency"),
+                       Input("peak_flops_per_s") * Input("compute_efficiency")) * EFFICIENCY_SCALE),
+         "seconds if bound by the tensor rate: FLOPs / (peak x compute efficiency x efficiency_scale); an fp8 "
+         "matmul: the dense fp8 peak x fp8_compute_efficiency", bound="compute", device=True),
     Term("memory_bound_s",
-         BYTES_MOVED / (Input("memory_bandwidth_bytes_per_s") * Input("bandwidth_efficiency") * EFFICIENCY_SCALE),
+         (BYTES_MOVED - When(FP8_MATMUL, WEIGHT_BYTES * FP8_BYTE_SAVING, Const(0.0))
+          - When(FP8_KV_CACHE, KV_CACHE_BYTES * FP8_BYTE_SAVING, Const(0.0)))
+         / (Input("memory_bandwidth_bytes_per_s") * Input("bandwidth_efficiency") * EFFICIENCY_SCALE),
          "seconds if bound by memory: (bytes read + written) / (bandwidth x bandwidth efficiency x "
-         "efficiency_scale)", bound="memory", device=True),
+         "efficiency_scale); fp8 weights halve a matmul row's weight bytes, an fp8 KV cache the KV bytes",
+         bound="memory", device=True),
     Term("dispatch_s",
          When(GRAPH_DECODE, KERNEL_LAUNCHES * Input("graph_kernel_s"),
               OP_CALLS * Input("aten_call_s") + KERNEL_LAUNCHES * Input("kernel_launch_s")),
@@ -246,9 +264,8 @@ STAGE_HOST_TERMS: tuple[Term, ...] = (
 )
 
 # The inputs each level of the model reads, by where they come from.
-ROW_COUNT_INPUTS = ("flops", "bytes_moved", "op_calls", "kernel_launches")
 PROFILE_INPUTS = ("aten_call_s", "kernel_launch_s", "graph_kernel_s", "cuda_graph_decode", "module_call_s",
-                  "stage_call_overhead_s", "decode_step_overhead_s")
+                  "stage_call_overhead_s", "decode_step_overhead_s", "fp8_compute_efficiency")
 
 SECONDS_PER_DAY = 86400.0
 
@@ -302,6 +319,51 @@ def paged_kv_pool_bytes(gpu_memory_utilization: float, memory_bytes: int, weight
                                                    "memory_bytes": memory_bytes})
     return int(PAGED_KV_POOL_BYTES.expr.evaluate({"memory_budget_bytes": int(budget), "weight_bytes": weight_bytes,
                                                    "step_peak_bytes": step_peak_bytes}))
+
+
+def dtype_bytes_sql(bf16_bytes: str, dtype: str) -> str:
+    """Bytes of a bf16 quantity (`bf16_bytes`, an integer column) held in the precision named by the column
+    `dtype`, as an integer."""
+    cases = " ".join(f"WHEN '{name}' THEN CAST({bf16_bytes} * {size} / {DTYPE_BYTES['bf16']} AS BIGINT)"
+                     for name, size in DTYPE_BYTES.items() if name != "bf16")
+    return f"CASE {dtype} {cases} ELSE {bf16_bytes} END"
+
+
+def weight_memory_sql(weight_bytes: str, matmul_weight_bytes: str, weights_dtype: str) -> str:
+    """The weights' memory in the precision `weights_dtype`: the matmul weights take its bytes, the rest (embeddings,
+    norms, convolutions) stays bf16."""
+    cases = " ".join(f"WHEN '{name}' THEN {weight_bytes} - {matmul_weight_bytes} + "
+                     f"CAST({matmul_weight_bytes} * {size} / {DTYPE_BYTES['bf16']} AS BIGINT)"
+                     for name, size in DTYPE_BYTES.items() if name != "bf16")
+    return f"CASE {weights_dtype} {cases} ELSE {weight_bytes} END"
+
+
+def dtype_bytes(bf16_bytes: int, dtype: str) -> int:
+    """The Python twin of dtype_bytes_sql (the serving KV pool's bytes per token)."""
+    return bf16_bytes * DTYPE_BYTES[dtype] // DTYPE_BYTES["bf16"]
+
+
+# -- money ----------------------------------------------------------------------------------------------------------
+
+HOURS_PER_MONTH = 730.0  # 8,760 hours a year / 12
+MONEY_TERMS: tuple[Term, ...] = (
+    Term("usd_per_1000_pages", Input("gpu_seconds_per_page") * Input("usd_per_hour") / Const(3.6),
+         "dollars per 1,000 pages: GPU-seconds per page x the GPU's price per hour / 3.6"),
+    Term("usd_per_million_output_tokens",
+         Input("usd_per_hour") * Const(1e6) / (Const(3600.0) * Input("output_tokens_per_s")),
+         "dollars per million output tokens: price per hour x 1e6 / (3,600 x output tokens per second)"),
+    Term("monthly_usd", Input("gpus_needed") * Input("usd_per_hour") * Const(HOURS_PER_MONTH),
+         "dollars a month for the GPUs needed: GPUs x price per hour x 730 hours"),
+)
+MONEY = {term.name: term for term in MONEY_TERMS}
+
+
+def efficiency_source_sql(calibrated_on: str, hardware: str) -> str:
+    """Where a priced point's efficiencies come from: fitted on this GPU, fitted on another and scaled by the
+    datasheets, or assumed (a profile never fitted)."""
+    return (f"CASE WHEN {calibrated_on} IS NULL THEN 'assumed (not calibrated)' "
+            f"WHEN {calibrated_on} = {hardware} THEN 'calibrated on ' || {hardware} "
+            f"ELSE 'datasheet-scaled from ' || {calibrated_on} END")
 
 
 def gpus_needed_sql(target_pages_per_day: str, pages_per_s_per_gpu: str) -> str:

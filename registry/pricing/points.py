@@ -32,15 +32,19 @@ SUMMARY_COLUMNS = ["point_index", "hardware", "runtime", "execution", "variant",
                    "new_tokens", "page_latency_s", "pages_per_s", "tokens_per_s", "pages_per_gpu_day",
                    "gpu_seconds_per_page", "gpus_needed", "meets_latency_target", "memory_needed_bytes",
                    "memory_budget_bytes", "kv_pool_bytes", "fits_in_memory", "max_batch_in_memory", "vision_s",
-                   "projector_s", "prefill_s", "decode_s", "report_id"]
+                   "projector_s", "prefill_s", "decode_s", "report_id", "weights_dtype", "kv_cache_dtype",
+                   "usd_per_hour", "usd_per_1000_pages", "usd_per_million_output_tokens", "efficiency_source"]
 
 
 class PointKey(NamedTuple):
-    """What a scenario point prices: one stored report on one GPU under one runtime profile."""
+    """What a scenario point prices: one stored report on one GPU under one runtime profile, in a precision
+    (weights and KV cache: bf16 or fp8; None: the runtime profile's own)."""
 
     report_key: int
     hardware_id: int
     runtime_id: int
+    weights_dtype: str | None = None
+    kv_cache_dtype: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -94,6 +98,42 @@ def check_executions(conn, points: list[PointKey]) -> None:
                                 f"or analyze the workload with --execution {prices}")
 
 
+def runtime_devices(conn) -> tuple[dict[int, tuple], dict[int, tuple]]:
+    """By id: each GPU's (name, bf16 peak, fp8 peak or None, bandwidth, memory) and each runtime profile's
+    (weights dtype, KV cache dtype, execution, name, version)."""
+    devices = {hid: tuple(row) for hid, *row in conn.execute(sa.text(
+        "SELECT id, name, peak_bf16_flops_per_s, peak_fp8_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes "
+        "FROM hardware")).all()}
+    profiles = {rid: tuple(row) for rid, *row in conn.execute(sa.text(
+        "SELECT id, weights_dtype, kv_cache_dtype, execution, name, version FROM runtime_profiles")).all()}
+    return devices, profiles
+
+
+def check_fp8_device(hardware: str, runtime: tuple[str, str, int], peak_fp8_flops_per_s: float | None,
+                     weights_dtype: str) -> None:
+    """An fp8 point needs a runtime of a paged-KV execution and, for fp8 weights, a GPU with an fp8 tensor rate;
+    refused in one line otherwise. `runtime`: (execution, name, version)."""
+    from analyzer.execution import execution_spec
+    from registry.pricing.catalog import check_precision_execution, runtime_label
+
+    execution, name, version = runtime
+    check_precision_execution(execution_spec(execution), f"runtime {runtime_label(name, version)}")
+    if weights_dtype == "fp8" and peak_fp8_flops_per_s is None:
+        raise RegistryError(f"GPU {hardware} has no fp8 tensor rate in the catalog: price it with weights_dtype "
+                            "bf16 (or give overrides.peak_fp8_tflops)")
+
+
+def check_fp8_point(conn, report_key: int, hardware: str, runtime: tuple[str, str, int],
+                    peak_fp8_flops_per_s: float | None, weights_dtype: str, kv_cache_dtype: str) -> None:
+    """check_fp8_device, and for an fp8 KV cache a report whose bytes say which are KV cache."""
+    from registry.store.stored import kv_roles_refusal
+
+    check_fp8_device(hardware, runtime, peak_fp8_flops_per_s, weights_dtype)
+    problem = kv_roles_refusal(conn, report_key) if kv_cache_dtype == "fp8" else None
+    if problem:
+        raise RegistryError(problem)
+
+
 def record_scenario(conn, scenario: ScenarioRecord, points: list[PointKey], *, new_run: bool = False,
                     scenario_id: int | None = None, lookup_only: bool = False) -> RecordedScenario:
     """The scenario row and one point per (report, GPU, runtime) of `points`, with the effective device figures.
@@ -108,19 +148,27 @@ def record_scenario(conn, scenario: ScenarioRecord, points: list[PointKey], *, n
     overrides = scenario.overrides or {}
     if points:
         check_executions(conn, points)
-    devices = {hid: row for hid, *row in conn.execute(sa.text(
-        "SELECT id, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes FROM hardware")).all()}
+    devices, profiles = runtime_devices(conn)
     rows = []
-    for report_key, hardware_id, runtime_id in points:
-        peak, bandwidth, memory = devices[hardware_id]
+    for point in points:
+        name, peak, peak_fp8, bandwidth, memory = devices[point.hardware_id]
+        weights_dtype = point.weights_dtype or profiles[point.runtime_id][0]
+        kv_cache_dtype = point.kv_cache_dtype or profiles[point.runtime_id][1]
+        if overrides.get("peak_fp8_tflops"):
+            peak_fp8 = overrides["peak_fp8_tflops"] * 1e12
+        if "fp8" in (weights_dtype, kv_cache_dtype):
+            check_fp8_point(conn, point.report_key, name, profiles[point.runtime_id][2:], peak_fp8, weights_dtype,
+                            kv_cache_dtype)
         rows.append({
-            "point_index": len(rows) + 1, "report_id": int(report_key),
-            "hardware_id": int(hardware_id), "runtime_profile_id": int(runtime_id),
+            "point_index": len(rows) + 1, "report_id": int(point.report_key),
+            "hardware_id": int(point.hardware_id), "runtime_profile_id": int(point.runtime_id),
             "peak_flops_per_s": float(overrides["peak_tflops"] * 1e12 if overrides.get("peak_tflops") else peak),
             "memory_bandwidth_bytes_per_s": float(overrides["memory_tb_per_s"] * 1e12
                                                   if overrides.get("memory_tb_per_s") else bandwidth),
             "memory_bytes": int(overrides["memory_gb"] * 1e9) if overrides.get("memory_gb") else int(memory),
-            "efficiency_scale": float(overrides.get("efficiency_scale") or 1.0)})
+            "efficiency_scale": float(overrides.get("efficiency_scale") or 1.0),
+            "weights_dtype": weights_dtype, "kv_cache_dtype": kv_cache_dtype,
+            "peak_fp8_flops_per_s": None if peak_fp8 is None else float(peak_fp8)})
     content_hash = hashlib.sha256(json.dumps(
         [scenario.kind, scenario.name, scenario.definition, scenario.target, rows, scenario.content], sort_keys=True,
         default=str).encode()).hexdigest()

@@ -11,9 +11,11 @@ import pathlib
 import sys
 import textwrap
 
+from analyzer.categories import CategoryId
 from analyzer.execution import executions_with_memory_model
 from registry.pricing import model
 
+UNKNOWN_KV_BYTES = -1  # operator_cost_groups' KV bytes of a report that did not count them (revision 0013)
 GENERATED = "-- Generated from registry/pricing/model.py by `python -m registry.pricing.views`: edit the model, not this file."
 
 # What each view binds the model's inputs to.
@@ -25,7 +27,11 @@ _DEVICE_AND_PROFILE = {
 }
 COST_GROUP_BIND = {
     **_DEVICE_AND_PROFILE, "stage": "g.stage", "flops": "g.flops", "bytes_moved": "g.bytes_read + g.bytes_written",
-    "op_calls": "g.op_calls", "kernel_launches": "g.kernel_launches",
+    "op_calls": "g.op_calls", "kernel_launches": "g.kernel_launches", "weight_bytes_read": "g.weight_bytes_read",
+    "kv_cache_bytes": "g.kv_cache_bytes_read + g.kv_cache_bytes_written",
+    "peak_fp8_flops_per_s": "p.peak_fp8_flops_per_s",
+    "fp8_matmul": f"oc.name = '{CategoryId.MATMUL.value}' AND p.weights_dtype = 'fp8'",
+    "fp8_kv_cache": "p.kv_cache_dtype = 'fp8'",
 }
 STAGE_BIND = {
     **_DEVICE_AND_PROFILE, "stage": "k.stage", "calls": "s.calls", "module_calls": "COALESCE(mc.module_calls, 0)",
@@ -92,6 +98,7 @@ FROM (
     JOIN runtime_profile_categories rc
         ON rc.runtime_profile_id = p.runtime_profile_id AND rc.category_id = g.category_id
     JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id
+    JOIN operator_categories oc ON oc.id = g.category_id
 ) t;
 """
 
@@ -116,7 +123,10 @@ FROM v_point_cost_group_time g
 JOIN operator_metrics o
     ON o.report_id = g.report_pk AND o.stage = g.stage AND o.view_kind = g.view_kind
    AND o.category_id = g.category_id AND o.op_calls = g.op_calls AND o.kernel_launches = g.kernel_launches
-   AND o.flops = g.flops AND o.bytes_read = g.bytes_read AND o.bytes_written = g.bytes_written;
+   AND o.flops = g.flops AND o.bytes_read = g.bytes_read AND o.bytes_written = g.bytes_written
+   AND o.weight_bytes_read = g.weight_bytes_read
+   AND COALESCE(o.kv_cache_bytes_read, {UNKNOWN_KV_BYTES}) = g.kv_cache_bytes_read
+   AND COALESCE(o.kv_cache_bytes_written, {UNKNOWN_KV_BYTES}) = g.kv_cache_bytes_written;
 """
 
 
@@ -185,10 +195,19 @@ def point_summary_sql() -> str:
     pool = model.PAGED_KV_POOL_BYTES.expr.sql({"memory_budget_bytes": "x.memory_budget_bytes",
                                               "weight_bytes": "x.weight_bytes", "step_peak_bytes": "x.step_peak_bytes"})
     gpus = model.gpus_needed_sql("x.target_pages_per_day", "x.batch / NULLIF(x.total_s, 0)")
+    money = {"gpu_seconds_per_page": "(x.total_s / x.batch)", "usd_per_hour": "x.usd_per_hour",
+             "output_tokens_per_s": "NULLIF(x.batch * x.new_tokens / NULLIF(x.total_s, 0), 0)"}
+    per_1000_pages = model.MONEY["usd_per_1000_pages"].expr.sql(money)
+    per_million_tokens = model.MONEY["usd_per_million_output_tokens"].expr.sql(money)
+    weights = model.weight_memory_sql("a.weight_bytes", "r.matmul_weight_bytes", "p.weights_dtype")
+    kv_per_token = model.dtype_bytes_sql("a.kv_cache_bytes_per_token", "p.kv_cache_dtype")
+    source = model.efficiency_source_sql("rp.calibrated_on", "h.name")
     return f"""{GENERATED}
 -- One row per scenario point of every kind (what-if, summary, measurement, serving-probe): stage and page latency,
 -- serving throughput at batch = concurrency, GPUs for the scenario's target, and memory by the memory model of the
--- runtime's execution. Decimal units; times in seconds; bytes as integers.
+-- runtime's execution, in the point's precision (fp8 weights: the matmul weights take half the memory; an fp8 KV
+-- cache: half the bytes per token), with its cost at the GPU's price and where its efficiencies come from.
+-- Decimal units; times in seconds; bytes as integers; dollars.
 --   live-set: weights + the live set of the largest stage at the point's batch: the largest of each stage's
 --             activation peak plus the KV cache it holds (vision and projector: none; prefill: the prompt's KV;
 --             decode: the KV at the last step). Budget: the GPU's memory. Largest batch: the live set scaled
@@ -204,7 +223,9 @@ CREATE VIEW v_point_summary_all (
     batch, prefill_tokens, new_tokens, vision_s, projector_s, prefill_s, decode_s, page_latency_s, pages_per_s,
     tokens_per_s, pages_per_gpu_day, gpu_seconds_per_page, target_pages_per_day, gpus_needed,
     target_page_latency_s, meets_latency_target, weight_bytes, kv_cache_bytes, activation_peak_bytes,
-    memory_needed_bytes, memory_bytes, memory_budget_bytes, kv_pool_bytes, fits_in_memory, max_batch_in_memory
+    memory_needed_bytes, memory_bytes, memory_budget_bytes, kv_pool_bytes, fits_in_memory, max_batch_in_memory,
+    weights_dtype, kv_cache_dtype, kv_cache_bytes_per_token, usd_per_hour, usd_per_1000_pages,
+    usd_per_million_output_tokens, efficiency_source
 ) AS
 SELECT x.scenario_id, x.kind, x.point_index, x.report_id, x.hardware, x.runtime, x.runtime_version, x.execution, x.variant,
        x.mode, x.tiles, x.batch, x.prefill_tokens, x.new_tokens, x.vision_s, x.projector_s, x.prefill_s, x.decode_s,
@@ -235,7 +256,11 @@ SELECT x.scenario_id, x.kind, x.point_index, x.report_id, x.hardware, x.runtime,
             ELSE CASE WHEN x.live_set_bytes = 0 THEN NULL
                       ELSE GREATEST(FLOOR(CAST(x.memory_bytes - x.weight_bytes AS DOUBLE PRECISION) * x.batch
                                           / CAST(x.live_set_bytes AS DOUBLE PRECISION)), 0) END
-       END
+       END,
+       x.weights_dtype, x.kv_cache_dtype, x.kv_cache_bytes_per_token, x.usd_per_hour,
+       {per_1000_pages},
+       {per_million_tokens},
+       x.efficiency_source
 FROM (
     SELECT t.scenario_id AS scenario_id, sc.kind AS kind, t.point_index AS point_index,
            r.report_id AS report_id, h.name AS hardware,
@@ -244,9 +269,13 @@ FROM (
            w.prefill_tokens AS prefill_tokens, w.new_tokens AS new_tokens, t.vision_s AS vision_s,
            t.projector_s AS projector_s, t.prefill_s AS prefill_s, t.decode_s AS decode_s, t.total_s AS total_s,
            sc.target_pages_per_day AS target_pages_per_day, sc.target_page_latency_s AS target_page_latency_s,
-           a.weight_bytes AS weight_bytes, m.kv_cache_bytes AS kv_cache_bytes,
+           {weights} AS weight_bytes,
+           m.kv_cache_bytes AS kv_cache_bytes,
            m.activation_peak_bytes AS activation_peak_bytes, m.live_set_bytes AS live_set_bytes,
-           a.kv_cache_bytes_per_token * (w.prefill_tokens + w.new_tokens) AS kv_per_sequence_bytes,
+           {kv_per_token} AS kv_cache_bytes_per_token,
+           {kv_per_token} * (w.prefill_tokens + w.new_tokens) AS kv_per_sequence_bytes,
+           p.weights_dtype AS weights_dtype, p.kv_cache_dtype AS kv_cache_dtype, h.usd_per_hour AS usd_per_hour,
+           {source} AS efficiency_source,
            CAST(CEIL(GREATEST(m.prefill_activation_per_token * COALESCE(rp.max_num_batched_tokens, 0),
                               CAST(m.vision_call_peak_bytes AS DOUBLE PRECISION))) AS BIGINT) AS step_peak_bytes,
            p.memory_bytes AS memory_bytes,
@@ -288,20 +317,28 @@ FROM (
 
 def serving_summary_sql() -> str:
     gpus = model.gpus_needed_sql("sc.target_pages_per_day", "b.best_rate_per_s")
+    money = {"gpu_seconds_per_page": "(1.0 / NULLIF(s.pages_per_s, 0))", "usd_per_hour": "h.usd_per_hour",
+             "gpus_needed": f"({gpus})"}
+    per_1000_pages = model.MONEY["usd_per_1000_pages"].expr.sql(money)
+    monthly = model.MONEY["monthly_usd"].expr.sql(money)
+    source = model.efficiency_source_sql("rp.calibrated_on", "h.name")
     return f"""{GENERATED}
 -- One row per simulated serving point (serving_points: a scenario's GPU x runtime x arrival rate, simulated by
 -- registry/serving/engine.py with step times from the pricing model): throughput, TTFT / time per output token /
 -- page latency percentiles, mean running pages, KV pool use, preemptions; whether the point meets the scenario's
 -- targets (ttft_p99_s, page_latency_p99_s; an offline point has no arrival rate and meets none), the highest
--- arrival rate of its GPU x runtime that meets them (best_rate_per_s), and the GPUs that rate needs for the
--- scenario's pages_per_day: CEIL(pages_per_day / (86,400 x best_rate_per_s)). Times in seconds.
+-- arrival rate of its GPU x runtime x precision that meets them (best_rate_per_s), the GPUs that rate needs for
+-- the scenario's pages_per_day: CEIL(pages_per_day / (86,400 x best_rate_per_s)), and what they cost at the GPU's
+-- price (usd_per_1000_pages at the point's throughput; monthly_usd for the GPUs needed, 730 hours a month), with
+-- where the efficiencies come from (efficiency_source). Times in seconds.
 CREATE VIEW v_serving_summary (
     scenario_id, point_index, hardware, runtime, runtime_version, engine, arrival_rate_per_s, pages,
     max_num_seqs, max_num_batched_tokens, kv_pool_blocks, pages_per_s, output_tokens_per_s,
     ttft_p50_s, ttft_p90_s, ttft_p99_s, tpot_p50_s, tpot_p90_s, tpot_p99_s,
     page_latency_p50_s, page_latency_p90_s, page_latency_p99_s, mean_page_latency_s, mean_running_pages,
     kv_pool_use_mean, kv_pool_use_peak, preemptions, steps, target_ttft_p99_s, target_page_latency_p99_s,
-    meets_targets, best_rate_per_s, target_pages_per_day, gpus_needed
+    meets_targets, best_rate_per_s, target_pages_per_day, gpus_needed, usd_per_hour, usd_per_1000_pages,
+    monthly_usd, efficiency_source, weights_dtype, kv_cache_dtype
 ) AS
 SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.arrival_rate_per_s, s.pages,
        s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
@@ -314,20 +351,27 @@ SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.ar
                  AND (s.target_page_latency_p99_s IS NULL OR s.page_latency_p99_s <= s.target_page_latency_p99_s)
        END,
        b.best_rate_per_s, sc.target_pages_per_day,
-       {gpus}
+       {gpus},
+       h.usd_per_hour,
+       {per_1000_pages},
+       {monthly},
+       {source},
+       s.weights_dtype, s.kv_cache_dtype
 FROM serving_points s
 JOIN hardware h ON h.id = s.hardware_id
 JOIN runtime_profiles rp ON rp.id = s.runtime_profile_id
 JOIN scenarios sc ON sc.id = s.scenario_id
 LEFT JOIN (
-    SELECT scenario_id, hardware_id, runtime_profile_id, MAX(arrival_rate_per_s) AS best_rate_per_s
+    SELECT scenario_id, hardware_id, runtime_profile_id, weights_dtype, kv_cache_dtype,
+           MAX(arrival_rate_per_s) AS best_rate_per_s
     FROM serving_points
     WHERE arrival_rate_per_s IS NOT NULL
       AND (target_ttft_p99_s IS NULL OR ttft_p99_s <= target_ttft_p99_s)
       AND (target_page_latency_p99_s IS NULL OR page_latency_p99_s <= target_page_latency_p99_s)
-    GROUP BY scenario_id, hardware_id, runtime_profile_id
+    GROUP BY scenario_id, hardware_id, runtime_profile_id, weights_dtype, kv_cache_dtype
 ) b ON b.scenario_id = s.scenario_id AND b.hardware_id = s.hardware_id
-   AND b.runtime_profile_id = s.runtime_profile_id;
+   AND b.runtime_profile_id = s.runtime_profile_id AND b.weights_dtype = s.weights_dtype
+   AND b.kv_cache_dtype = s.kv_cache_dtype;
 """
 
 

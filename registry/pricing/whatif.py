@@ -26,8 +26,11 @@ from registry.store.analyzed import ensure_reports
 SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving"}
 BASE_KEYS = {"profile", "variant", "mode", "page", "tiles", "min_tiles", "max_tiles", "prompt_text_tokens",
              "new_tokens", "batch"}
-SWEEP_KEYS = {"hardware", "runtime", "variant", "mode", "page", "tiles", "batch", "new_tokens"}
-OVERRIDE_KEYS = {"peak_tflops", "memory_tb_per_s", "memory_gb", "efficiency_scale"}
+# What a point is priced on: the GPU, the runtime and the precision of its weights and KV cache (the other sweep
+# keys are workload axes).
+DEVICE_AXES = ("hardware", "runtime", "weights_dtype", "kv_cache_dtype")
+SWEEP_KEYS = {*DEVICE_AXES, "variant", "mode", "page", "tiles", "batch", "new_tokens"}
+OVERRIDE_KEYS = {"peak_tflops", "peak_fp8_tflops", "memory_tb_per_s", "memory_gb", "efficiency_scale"}
 TARGET_KEYS = {"pages_per_day", "page_latency_s", "ttft_p99_s", "page_latency_p99_s"}
 DEFAULT_PROFILE = "dsocr-standard-v1"  # the base workload when a scenario names none
 # The runtime a scenario prices under when it names none: the shipped profile of the default execution (hf-eager).
@@ -201,11 +204,50 @@ def workload_axes_product(scenario: Scenario) -> int:
     """Workloads the sweep expands to at most (the product of its workload axes' lengths), counted without
     expanding anything."""
     sweep = scenario.data["sweep"]
-    return math.prod(len(values) for key, values in sweep.items() if key not in ("hardware", "runtime"))
+    return math.prod(len(values) for key, values in sweep.items() if key not in DEVICE_AXES)
+
+
+def check_precisions(scenario: Scenario, conn, hardware, runtimes, combos) -> None:
+    """Every GPU x runtime x precision of the sweep can be priced (fp8: a paged-KV runtime, a GPU with an fp8 rate
+    for fp8 weights), or one line names the sweep key."""
+    from registry.pricing.points import check_fp8_device, runtime_devices
+
+    fp8_peak = (scenario.data.get("overrides") or {}).get("peak_fp8_tflops")
+    devices, profiles = runtime_devices(conn)
+    for hardware_id, hardware_name in hardware:
+        for runtime_id, _, _ in runtimes:
+            for weights, kv_cache in combos:
+                weights = weights or profiles[runtime_id][0]
+                kv_cache = kv_cache or profiles[runtime_id][1]
+                if "fp8" not in (weights, kv_cache):
+                    continue
+                try:
+                    check_fp8_device(hardware_name, profiles[runtime_id][2:],
+                                     fp8_peak * 1e12 if fp8_peak else devices[hardware_id][2], weights)
+                except RegistryError as exc:
+                    key = "weights_dtype" if "weights_dtype" in scenario.data["sweep"] else "runtime"
+                    raise ScenarioError(f"{scenario.where('sweep', key)}: sweep.{key}: {exc}") from None
+
+
+def precisions(scenario: Scenario) -> list[tuple[str | None, str | None]]:
+    """(weights_dtype, kv_cache_dtype) of every precision the sweep prices in (None: the runtime's own), each
+    name checked."""
+    from registry.pricing.catalog import parse_dtype
+
+    sweep = scenario.data["sweep"]
+    axes = []
+    for key in ("weights_dtype", "kv_cache_dtype"):
+        values = sweep.get(key)
+        if values is None:
+            axes.append([None])
+            continue
+        axes.append([parse_dtype(value, f"{scenario.where('sweep', key)}: sweep.{key}") for value in values])
+    return list(itertools.product(*axes))
 
 
 # The physical range of each override and target (analyzer.ranges): an override stands for a GPU's catalog figure.
-OVERRIDE_RANGES = {"peak_tflops": ranges.PEAK_TFLOPS, "memory_tb_per_s": ranges.MEMORY_TB_PER_S,
+OVERRIDE_RANGES = {"peak_tflops": ranges.PEAK_TFLOPS, "peak_fp8_tflops": ranges.PEAK_TFLOPS,
+                   "memory_tb_per_s": ranges.MEMORY_TB_PER_S,
                    "memory_gb": ranges.MEMORY_GB, "efficiency_scale": ranges.EFFICIENCY_SCALE}
 TARGET_RANGES = {"pages_per_day": ranges.PAGES_PER_DAY, "page_latency_s": ranges.TARGET_LATENCY_S,
                  "ttft_p99_s": ranges.TARGET_LATENCY_S, "page_latency_p99_s": ranges.TARGET_LATENCY_S}
@@ -264,9 +306,11 @@ def price_scenario(registry: Registry, scenario: Scenario, progress: bool = Fals
     workloads = expand_workloads(scenario)
     # one connection for the steps that follow each other without pause (ensure_reports lets it go before it
     # analyzes anything): opening a DuckDB file is a good part of a what-if over stored reports
+    combos = precisions(scenario)
     with registry.begin(keep_open=True) as conn:
         hardware, runtimes = resolve_devices(scenario, conn)
         executions = {runtime_id: runtime_execution(conn, runtime_id) for runtime_id, _, _ in runtimes}
+        check_precisions(scenario, conn, hardware, runtimes, combos)  # before anything is analyzed
     read_only = registry.read_only()
     if read_only:
         with registry.begin() as conn:
@@ -278,8 +322,9 @@ def price_scenario(registry: Registry, scenario: Scenario, progress: bool = Fals
     report_keys = {execution: ensure_reports(registry, workloads, f"whatif:{scenario.name}", progress, execution,
                                              analyze)
                    for execution in dict.fromkeys(executions.values())}
-    points = [PointKey(report_keys[executions[runtime_id]][index], hardware_id, runtime_id)
-              for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes]
+    points = [PointKey(report_keys[executions[runtime_id]][index], hardware_id, runtime_id, weights, kv_cache)
+              for index in range(len(workloads)) for hardware_id, _ in hardware for runtime_id, _, _ in runtimes
+              for weights, kv_cache in combos]
     target = scenario.data.get("target") or {}
     then = then or (lambda source, scenario_id: None)
     record = ScenarioRecord(name=scenario.name, definition=scenario.data, target=target, overrides=overrides)

@@ -31,7 +31,7 @@ PAGES_KEYS = {"count", "seed"}
 MIX_KEYS = {"new_tokens", "page_size"}
 TOKENS_KEYS = {"distribution", "median", "p90", "max"}
 SIZE_KEYS = {"size", "share"}
-SERVING_SWEEP_KEYS = {"hardware", "runtime"}
+SERVING_SWEEP_KEYS = {"hardware", "runtime", "weights_dtype", "kv_cache_dtype"}
 _PAGE = re.compile(r"^[0-9]+x[0-9]+$")
 
 
@@ -129,8 +129,8 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
     _overrides(scenario)  # the overrides and targets: within their physical ranges
     for key in data["sweep"]:
         if key not in SERVING_SWEEP_KEYS:
-            raise scenario.fail(("sweep", key), "a serving scenario sweeps only hardware and runtime (the page mix "
-                                "sets the pages)")
+            raise scenario.fail(("sweep", key), "a serving scenario sweeps only hardware, runtime, weights_dtype "
+                                "and kv_cache_dtype (the page mix sets the pages)")
     engine = block.get("engine", ENGINES[0])
     if engine not in ENGINES:
         raise scenario.fail(("serving", "engine"), f"unknown engine {quote(engine)}"
@@ -278,7 +278,8 @@ SERVING_COLUMNS = ["point_index", "hardware", "runtime", "arrival_rate_per_s", "
                    "output_tokens_per_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s",
                    "tpot_p99_s", "page_latency_p50_s", "page_latency_p90_s", "page_latency_p99_s",
                    "mean_running_pages", "kv_pool_use_mean", "kv_pool_use_peak", "preemptions", "meets_targets",
-                   "best_rate_per_s", "gpus_needed"]
+                   "best_rate_per_s", "gpus_needed", "weights_dtype", "kv_cache_dtype", "usd_per_1000_pages",
+                   "monthly_usd", "efficiency_source"]
 RESULT_KEYS = ["duration_s", "pages_per_s", "output_tokens_per_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s",
                "tpot_p50_s", "tpot_p90_s", "tpot_p99_s", "page_latency_p50_s", "page_latency_p90_s",
                "page_latency_p99_s", "mean_page_latency_s", "mean_running_pages", "kv_pool_use_mean",
@@ -340,8 +341,12 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
     from registry.pricing.model import paged_kv_pool_bytes
     from registry.serving.step_cost import derive, make_workloads, probe_workloads, record_probes
 
+    from registry.pricing.whatif import check_precisions, precisions
+
+    combos = precisions(scenario)
     with registry.begin() as conn:
         hardware, runtimes = check_runtimes(scenario, conn)
+        check_precisions(scenario, conn, hardware, runtimes, combos)
     if only is not None:
         hardware, runtimes = _only_point(hardware, runtimes, *only)
     rates = rates or spec.rates
@@ -353,9 +358,9 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
     workloads = make_workloads(profile, base, probes)
     write = write or (lambda func, *args: func(*args))
     probe_scenario_id, _ = write(record_probes, registry, scenario.name, workloads, [h for h, _ in hardware],
-                                 [r for r, _, _ in runtimes], progress, overrides, analyze)
+                                 [r for r, _, _ in runtimes], progress, overrides, analyze, combos)
     costs = derive(registry, probe_scenario_id, probes, len(workloads), pages)
-    hw_ids = [(h, r) for h, _ in hardware for r, _, _ in runtimes]
+    hw_ids = [(h, r) for h, _ in hardware for r, _, _ in runtimes for _ in combos]
     memory = {}
     with registry.begin() as conn:
         for hid, rid in hw_ids:
@@ -402,6 +407,7 @@ def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool
                         from None
                 summary = result.summary()
                 rows.append({"hardware_id": hid, "runtime_profile_id": rid, "engine": spec.engine,
+                             "weights_dtype": cost.weights_dtype, "kv_cache_dtype": cost.kv_cache_dtype,
                              "arrival_rate_per_s": rate, "pages": spec.count, "seed": spec.seed,
                              "max_num_seqs": config.max_num_seqs,
                              "max_num_batched_tokens": config.max_num_batched_tokens,

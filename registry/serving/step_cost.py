@@ -63,6 +63,8 @@ class StepCost:
     kv_pool_bytes: int
     weight_bytes: int = 0
     step_peak_bytes: int = 0
+    weights_dtype: str = "bf16"
+    kv_cache_dtype: str = "bf16"
     _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def decode_time(self, b, context):
@@ -145,8 +147,10 @@ def make_workloads(profile: str, base: dict, probes: list[tuple[str, dict]]) -> 
 
 
 def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: list[int], runtime_ids: list[int],
-                  progress: bool = False, overrides: dict | None = None, analyze=None) -> tuple[int, list[tuple]]:
-    """Analyze (if new) and record the probe workloads x GPUs x runtimes as one scenario; (scenario id, points)."""
+                  progress: bool = False, overrides: dict | None = None, analyze=None,
+                  precisions: list[tuple] = ((None, None),)) -> tuple[int, list[tuple]]:
+    """Analyze (if new) and record the probe workloads x GPUs x runtimes x precisions ((weights dtype, KV cache
+    dtype); None: the runtime's own) as one scenario; (scenario id, points)."""
     from registry.pricing.catalog import runtime_execution
     from registry.pricing.points import PointKey, ScenarioRecord, record_scenario
     from registry.store.analyzed import ensure_reports
@@ -155,8 +159,8 @@ def record_probes(registry: Registry, name: str, workloads: list, hardware_ids: 
         executions = {rid: runtime_execution(conn, rid) for rid in runtime_ids}
     keys = {ex: ensure_reports(registry, workloads, f"serving:{name}", progress, ex, analyze)
             for ex in dict.fromkeys(executions.values())}
-    points = [PointKey(keys[executions[rid]][i], hid, rid) for hid in hardware_ids for rid in runtime_ids
-              for i in range(len(workloads))]
+    points = [PointKey(keys[executions[rid]][i], hid, rid, weights, kv_cache) for hid in hardware_ids
+              for rid in runtime_ids for weights, kv_cache in precisions for i in range(len(workloads))]
     with registry.begin() as conn:
         scenario_id = record_scenario(conn, ScenarioRecord(name=f"{name}:probes", kind="serving-probe",
                                                            definition={"probes": name}, overrides=overrides or {}),
@@ -189,8 +193,8 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
     with registry.begin() as conn:
         meta = conn.execute(sa.text(
             "SELECT p.point_index, h.name, rp.name || '@' || CAST(rp.version AS VARCHAR(20)), r.variant, "
-            "w.batch, w.prefill_tokens, a.kv_cache_bytes_per_token, s.kv_pool_bytes, s.weight_bytes, "
-            "s.activation_peak_bytes "
+            "w.batch, w.prefill_tokens, s.kv_cache_bytes_per_token, s.kv_pool_bytes, s.weight_bytes, "
+            "s.activation_peak_bytes, s.weights_dtype, s.kv_cache_dtype "
             "FROM scenario_points p JOIN hardware h ON h.id = p.hardware_id "
             "JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id JOIN reports r ON r.id = p.report_id "
             "JOIN workloads w ON w.id = r.workload_id JOIN architectures a ON a.id = r.architecture_id "
@@ -248,7 +252,8 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
             hardware=group[0][1], runtime=group[0][2], decode_bounds=decode, decode_host_s=decode_host,
             prefill_bounds=prefill, prefill_host_s=prefill_host, experts=experts, top_k=top_k, families=families,
             kv_bytes_per_token=int(group[0][6]), kv_pool_bytes=int(group[0][7] or 0),
-            weight_bytes=int(group[0][8]), step_peak_bytes=int(group[0][9])))
+            weight_bytes=int(group[0][8]), step_peak_bytes=int(group[0][9]), weights_dtype=group[0][10],
+            kv_cache_dtype=group[0][11]))
     return costs
 
 

@@ -274,6 +274,12 @@ class RuntimeProfile(Base):
     graph_kernel_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # per kernel in a graph replay
     gpu_memory_utilization: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # vllm
     max_num_batched_tokens: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)  # vllm
+    # 0014: the precision it serves in by default (bf16 | fp8), the fraction of the fp8 rate an fp8 matmul reaches,
+    # and the GPU its efficiencies were fitted on (None: assumed)
+    weights_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
+    kv_cache_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
+    fp8_compute_efficiency: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    calibrated_on: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
 
 
 class RuntimeProfileCategory(Base):
@@ -316,6 +322,10 @@ class ScenarioPoint(Base):
     memory_bandwidth_bytes_per_s: Mapped[float] = mapped_column(sa.Double)
     memory_bytes: Mapped[int] = mapped_column(Count)
     efficiency_scale: Mapped[float] = mapped_column(sa.Double)
+    # the precision the point is priced in (0014; bf16 | fp8) and the effective dense fp8 rate (None: no fp8)
+    weights_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
+    kv_cache_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
+    peak_fp8_flops_per_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
 
 
 MEASUREMENT_SETS_ID_SEQ = _seq("measurement_sets_id_seq")
@@ -397,6 +407,9 @@ class ServingPoint(Base):
     kv_pool_use_peak: Mapped[float] = mapped_column(sa.Double)
     preemptions: Mapped[int] = mapped_column(Count)
     steps: Mapped[int] = mapped_column(Count)
+    # the precision the simulated server runs in (0014; bf16 | fp8)
+    weights_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
+    kv_cache_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
 
 
 class ServingRequest(Base):
