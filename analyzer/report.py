@@ -418,6 +418,7 @@ def matmul_weight_bytes_of(modules) -> int:
     the parameters of `Linear` modules (weight and bias) and of MoE expert modules (class name ending in `Experts`),
     outside modules whose ops another category takes (routers, norms, embeddings). Exact for a report of any
     version, since every report carries its module tree."""
+    modules = list(modules)
     by_path = {node.path: node for node in modules}
     total = 0
     for node in modules:
