@@ -31,7 +31,7 @@ from analyzer.counting import CountVector, OpCounter, TraceResult
 from analyzer.routing import expected_distinct_experts
 from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot,
                              ModuleNode, OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
-                             operator_categories, with_report_id)
+                             matmul_weight_bytes_of, operator_categories, with_report_id)
 from analyzer.workload import Workload, workload_record
 
 DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
@@ -133,6 +133,19 @@ def _paged_cache_class():
     return PagedKVCache
 
 
+def _watch_kv_writes(cache, counter: OpCounter) -> None:
+    """What each layer's `update` writes is KV cache (the grown cache DynamicCache concatenates, the slots a paged
+    cache fills); the counter records those bytes as KV-cache bytes written."""
+    for layer in cache.layers:
+        update = layer.update
+
+        def watched(*args, _update=update, **kwargs):
+            with counter.writing_kv_cache():
+                return _update(*args, **kwargs)
+
+        layer.update = watched
+
+
 def _kv_tensors(cache) -> list[torch.Tensor]:
     """The tensors that hold the cache's KV (not activations)."""
     slots = getattr(cache, "slot_tensors", None)
@@ -153,6 +166,7 @@ def trace_prefill(variant: str, prompt_tokens: int, image_tokens: int, traced_it
     cache = _empty_cache(model, 0, traced_items, execution, new_tokens=prompt_tokens)
     with torch.no_grad(), _counter(variant, execution) as counter:
         counter.mark_kv_cache(_kv_tensors(cache))
+        _watch_kv_writes(cache, counter)
         with counter.attribute_to(MODEL_ROOT):
             embeds = model.model.language_model.embed_tokens(input_ids)
             embeds = embeds.masked_scatter(mask.expand_as(embeds), features)
@@ -172,6 +186,7 @@ def trace_decode_step(variant: str, context: int, traced_items: int = 1,
     cache = _empty_cache(model, context, traced_items, execution)
     with torch.no_grad(), _counter(variant, execution) as counter:
         counter.mark_kv_cache(_kv_tensors(cache))
+        _watch_kv_writes(cache, counter)
         with counter.attribute_to(MODEL_ROOT):
             embeds = model.model.language_model.embed_tokens(input_ids)
             hidden = model.model.language_model(inputs_embeds=embeds, past_key_values=cache,
@@ -208,6 +223,8 @@ def _scale(vec: CountVector, items: int, distinct_experts: float, traced_items: 
         "bytes_read": vec.fixed_bytes_read + items * vec.scaled_bytes_read // traced_items + expert_bytes,
         "bytes_written": vec.fixed_bytes_written + items * vec.scaled_bytes_written // traced_items,
         "weight_bytes_read": vec.weight_bytes_read + expert_bytes,
+        "kv_cache_bytes_read": items * vec.kv_bytes_read // traced_items,
+        "kv_cache_bytes_written": items * vec.kv_bytes_written // traced_items,
     }
 
 
@@ -433,6 +450,7 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         snapshots.extend(_snapshots(summary.stage, summary.view_kind, counts))
 
     parameters = sum(p.numel() for p in model.parameters())
+    modules = tuple(_module_tree(model))
     text = spec.text
     report = AnalyticModelReport(
         schema_version=SCHEMA_VERSION, report_id="", model_id=spec.model_id, variant=spec.variant,
@@ -440,14 +458,15 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) 
         transformers_version=transformers.__version__, torch_version=torch.__version__.split("+")[0],
         dtype=DTYPE_NAME, parameters=parameters, checkpoint_parameters=spec.checkpoint_parameters,
         parameters_note=_parameters_note(spec, parameters), weight_bytes=parameters * DTYPE_BYTES,
-        kv_cache_bytes_per_token=spec.kv_cache_bytes_per_token, execution=execution,
+        kv_cache_bytes_per_token=spec.kv_cache_bytes_per_token, matmul_weight_bytes=matmul_weight_bytes_of(modules),
+        execution=execution,
         routing=RoutingAssumption(experts=experts, experts_per_token=top_k,
                                   shared_experts=text["n_shared_experts"], assumption="uniform",
                                   counting_implementation=EXPERTS_COUNTING_IMPLEMENTATION),
         workload=workload_record(workload),
         stages=tuple(summary for summary, _ in stage_entries),
         categories=operator_categories(),
-        modules=tuple(_module_tree(model)),
+        modules=modules,
         module_metrics=tuple(snapshots),
         notes=REPORT_NOTES + execution_spec(execution).report_notes,
     )

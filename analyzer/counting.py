@@ -4,7 +4,9 @@ The counter follows `torch.utils.flop_counter`: a `TorchDispatchMode` sees each 
 flop formulas come from torch's own `flop_registry`, and global forward hooks keep the stack of modules being
 run. On top of FLOPs it records per op: bytes read and written (as an unfused eager run moves them), one kernel
 launch per non-view op (or as many as CUDA runs it as: `kernels_per_op`), one host call per aten call, views
-included, and which inputs are weights. An execution's fusion rules turn the ops of a module call into fused
+included, and what each byte is: which inputs are weights, and which tensors read or written are KV cache (the
+tensors a trace marks with `mark_kv_cache`, views of them, and what a cache's `update` writes while
+`writing_kv_cache` is open); the rest are activations. An execution's fusion rules turn the ops of a module call into fused
 kernels whose bytes are the region's inputs and outputs.
 
 `scaled_dot_product_attention` is one fused kernel on a GPU. On the meta device torch decomposes it into
@@ -89,6 +91,8 @@ class CountVector:
     fixed_bytes_written: int = 0
     scaled_bytes_written: int = 0
     weight_bytes_read: int = 0  # part of fixed_bytes_read read from parameters
+    kv_bytes_read: int = 0  # part of scaled_bytes_read read from the KV cache
+    kv_bytes_written: int = 0  # part of scaled_bytes_written written into the KV cache
     expert_weight_bytes_per_expert: int = 0  # charged x distinct experts touched
 
     def add(self, other: "CountVector") -> None:
@@ -184,14 +188,17 @@ class _Region:
     module: Any
     vec: CountVector = attrs.Factory(CountVector)
     inputs_seen: "_TensorMap" = attrs.Factory(lambda: _TensorMap())
-    produced: "_TensorMap" = attrs.Factory(lambda: _TensorMap())  # base tensor -> (bytes written, all-static)
+    # base tensor -> (bytes written, all-static, into the KV cache)
+    produced: "_TensorMap" = attrs.Factory(lambda: _TensorMap())
     outputs_counted: "_TensorMap" = attrs.Factory(lambda: _TensorMap())
 
-    def write(self, nbytes: int, static: bool) -> None:
+    def write(self, nbytes: int, static: bool, kv: bool = False) -> None:
         if static:
             self.vec.fixed_bytes_written += nbytes
         else:
             self.vec.scaled_bytes_written += nbytes
+            if kv:
+                self.vec.kv_bytes_written += nbytes
 
 
 @attrs.define
@@ -256,6 +263,10 @@ class OpCounter:
         self.counts: dict[tuple[str, CategoryId], CountVector] = defaultdict(CountVector)
         self.module_calls: dict[str, int] = defaultdict(int)
         self.kv_ids: set[int] = set()  # KV-cache tensors: neither weights nor activations
+        # Tensors whose bytes are KV cache (the role of a byte read or written): kv_ids, views of them, and what a
+        # cache update writes. kv_ids alone decides the memory accounting, as before roles were counted.
+        self.kv_role_ids: set[int] = set()
+        self._kv_writing = 0  # > 0 while a KV cache's update runs: what it writes is KV cache
         self._live_bytes = 0
         self.peak_bytes = 0
         self._hooks: list[Any] = []
@@ -440,6 +451,7 @@ class OpCounter:
         if isinstance(attn_mask, torch.Tensor):
             read += tensor_bytes(attn_mask)
         vec.scaled_bytes_read = read
+        vec.kv_bytes_read = sum(tensor_bytes(t) for t in (key, value) if self._is_kv(t))
         vec.scaled_bytes_written = batch_heads * query_len * value_dim * query.element_size()
         # An explicit mask or additive bias rules out the flash kernel: the masked kernel reads it whole.
         category = CategoryId.ATTENTION_MASKED if isinstance(attn_mask, torch.Tensor) else CategoryId.ATTENTION
@@ -518,9 +530,10 @@ class OpCounter:
         all_static = all(id(t) in self.static_ids for t in in_tensors)
         for t in out_tensors:
             base = self._base(t)
-            region.produced.put(base, (tensor_bytes(t), all_static))
+            kv = self._is_kv(t) or self._is_kv(base)
+            region.produced.put(base, (tensor_bytes(t), all_static, kv))
             if inplace and not region.outputs_counted.holds(base):
-                region.write(tensor_bytes(t), all_static)  # written in place: memory that outlives the kernel
+                region.write(tensor_bytes(t), all_static, kv)  # written in place: memory that outlives the kernel
                 region.outputs_counted.put(base, True)
 
     def _charge_read(self, vec: CountVector, t: torch.Tensor) -> None:
@@ -535,11 +548,35 @@ class OpCounter:
                 vec.weight_bytes_read += nbytes
         else:
             vec.scaled_bytes_read += nbytes
+            if self._is_kv(t):
+                vec.kv_bytes_read += nbytes
+
+    def _is_kv(self, t: torch.Tensor) -> bool:
+        return id(t) in self.kv_role_ids
+
+    def _mark_kv_role(self, t: torch.Tensor) -> None:
+        if id(t) not in self.kv_role_ids:
+            self.kv_role_ids.add(id(t))
+            self._keepalive.append(t)  # keep ids unique while the trace runs
+
+    def writing_kv_cache(self):
+        """Context manager: what the ops inside write is KV cache (a cache's `update`: the grown cache a
+        concatenation writes, the slots a paged cache fills)."""
+        counter = self
+
+        class _Writing:
+            def __enter__(self):
+                counter._kv_writing += 1
+
+            def __exit__(self, *exc):
+                counter._kv_writing -= 1
+
+        return _Writing()
 
     def _close_region(self, region: "_Region") -> None:
-        for base, (nbytes, static) in region.produced.alive():
+        for base, (nbytes, static, kv) in region.produced.alive():
             if not region.outputs_counted.holds(base):
-                region.write(nbytes, static)
+                region.write(nbytes, static, kv)
         if region.rule.elided:
             return
         region.vec.op_calls = 1 if region.rule.launches else 0
@@ -550,6 +587,8 @@ class OpCounter:
         for t in tensors:
             self.kv_ids.add(id(t))
             self._keepalive.append(t)
+            if isinstance(t, torch.Tensor):
+                self._mark_kv_role(t)
 
     def _record_op(self, func, args, kwargs, out) -> None:
         if self._replaying:
@@ -570,6 +609,9 @@ class OpCounter:
                 for t in out_tensors:
                     self.expert_gather[id(t)] = self.expert_gather[id(in_tensors[0])]
                     self._keepalive.append(t)
+            if in_tensors and self._is_kv(in_tensors[0]):
+                for t in out_tensors:
+                    self._mark_kv_role(t)  # a view of the KV cache is KV cache
             if in_tensors and self.fusion_rules:
                 for t in out_tensors:
                     self._note_alias(t, in_tensors[0])
@@ -618,11 +660,15 @@ class OpCounter:
             in_tensors = [indices]
         for t in in_tensors:
             self._charge_read(vec, t)
+        if self._kv_writing:
+            for t in out_tensors:
+                self._mark_kv_role(t)
         written = sum(tensor_bytes(t) for t in out_tensors)
         if all_static:
             vec.fixed_bytes_written += written
         else:
             vec.scaled_bytes_written += written
+            vec.kv_bytes_written += sum(tensor_bytes(t) for t in out_tensors if self._is_kv(t))
         self._add(op_name, vec, in_tensors, out_tensors, inplace=_is_inplace_or_out(func))
 
         if all_static:

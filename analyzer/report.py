@@ -7,9 +7,13 @@ content, so the same inputs give the same report, byte for byte.
 
 Schema versions: 2 adds the report's `categories` and the spec's `OperatorMetrics` fields (`category_id`,
 `calls`, `flops_tflops`, `io_tb`, `share_of_module_flops`; version 1 named the category `category`); 3 adds the
-`execution` the report was traced under (`hf-eager`, `vllm`). Older files are still read: the `report_id` is
-checked against the content of their own version, then the new fields are filled in memory (version 1 and 2
-reports were traced as `hf-eager`); they keep their version and id, and are written back in their own layout.
+`execution` the report was traced under (`hf-eager`, `vllm`); 4 adds the bytes of each operator row by tensor role
+(`kv_cache_bytes_read`, `kv_cache_bytes_written` next to `weight_bytes_read`; activation bytes are the rest) and the
+report's `matmul_weight_bytes`. Older files are still read: the `report_id` is checked against the content of their
+own version, then the new fields are filled in memory where they can be derived (version 1 and 2 reports were traced
+as `hf-eager`); the KV-cache bytes of a report older than version 4 are unknown (None: they cannot be told from its
+counts), and so is its `matmul_weight_bytes` (derivable from its module tree: `matmul_weight_bytes_of`). They keep
+their version and id, and are written back in their own layout.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from analyzer.errors import OneLineError
 from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, EXECUTION_SPECS, Execution
 from analyzer.fileio import MAX_REPORT_BYTES, InputLimitError, decode_text, one_of, parse_document, quote, read_input
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
+KV_ROLES_SCHEMA_VERSION = 4  # the first version whose operator rows say which bytes are KV cache
 TERA = 1e12  # decimal: 1 TFLOP = 1e12 FLOPs, 1 TB = 1e12 bytes
 
 
@@ -79,6 +84,13 @@ def count(description: str | None = None):
     return attrs.field(validator=_count, metadata=_doc(description))
 
 
+def count_since(version: int, description: str):
+    """A count that reports of `version` and later carry (required there, an integer >= 0) and older reports do
+    not (None in memory, absent from their files)."""
+    return attrs.field(default=None, validator=v.optional(_count),
+                       metadata={**_doc(description), "since_schema_version": version})
+
+
 def text(description: str | None = None):
     return attrs.field(validator=_text, metadata=_doc(description))
 
@@ -97,6 +109,8 @@ DERIVED_OPERATOR_FIELDS = ("calls", "flops_tflops", "io_tb", "share_of_module_fl
 # The exact counts of an operator row (OperatorMetrics) and of a stage (StageSummary), as the analyzer adds them up
 # and the registry stores them (operator_metrics columns).
 OPERATOR_COUNT_FIELDS = ("op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "weight_bytes_read")
+# The KV-cache part of an operator row's bytes (schema version 4 on; None in older reports, NULL in their rows).
+OPERATOR_KV_FIELDS = ("kv_cache_bytes_read", "kv_cache_bytes_written")
 
 
 def derived_operator_fields(op_calls: int, flops: int, bytes_read: int, bytes_written: int,
@@ -118,7 +132,11 @@ def derived_operator_fields(op_calls: int, flops: int, bytes_read: int, bytes_wr
 class OperatorMetrics:
     """One operator category within one module and stage: the module's own ops (children excluded).
 
-    Exact counts: `op_calls`, `kernel_launches`, `flops`, `bytes_read`, `bytes_written`, `weight_bytes_read`.
+    Exact counts: `op_calls`, `kernel_launches`, `flops`, `bytes_read`, `bytes_written`, and the bytes by tensor
+    role: `weight_bytes_read` (read from parameters), `kv_cache_bytes_read` and `kv_cache_bytes_written` (read from
+    and written into the KV cache: the context attention reads, the new K/V a cache update writes, and under
+    hf-eager the old cache DynamicCache's concatenation reads and the grown one it writes). Activation bytes are the
+    rest; weights are never written. The KV fields are None in reports older than schema version 4 (unknown).
     The spec's fields, derived from them (`derived_operator_fields`):
     - `calls`: the spec's call count: aten operator calls of this category issued by the module's own code over the
       whole workload (all calls of the module, all decode steps); equal to `op_calls`.
@@ -137,6 +155,10 @@ class OperatorMetrics:
     bytes_read: int = count("bytes read (exact)")
     bytes_written: int = count("bytes written (exact)")
     weight_bytes_read: int = count("part of bytes_read that comes from parameters (exact)")
+    kv_cache_bytes_read: int | None = count_since(4, "part of bytes_read read from the KV cache (exact); "
+                                                     "absent before schema version 4")
+    kv_cache_bytes_written: int | None = count_since(4, "part of bytes_written written into the KV cache (exact); "
+                                                        "absent before schema version 4")
     calls: int = count("the spec's call count: aten operator calls of this category in the module's own code "
                        "over the whole workload; equal to op_calls")
     flops_tflops: float = _derived_float("flops / 1e12: a count of FLOPs in units of 1e12, not a rate")
@@ -146,11 +168,31 @@ class OperatorMetrics:
         "this category's share of the module's own FLOPs in the stage (children excluded); 0 where the module "
         "has none"))
 
+    def __attrs_post_init__(self) -> None:
+        if (self.kv_cache_bytes_read is None) != (self.kv_cache_bytes_written is None):
+            raise ReportFormatError("kv_cache_bytes_read and kv_cache_bytes_written are given together or not at all")
+        if self.kv_cache_bytes_read is not None:  # (older reports are read as they were written)
+            if self.weight_bytes_read + self.kv_cache_bytes_read > self.bytes_read:
+                raise ReportFormatError(f"weight_bytes_read + kv_cache_bytes_read "
+                                        f"({self.weight_bytes_read} + {self.kv_cache_bytes_read}) exceeds bytes_read "
+                                        f"{self.bytes_read}")
+            if self.kv_cache_bytes_written > self.bytes_written:
+                raise ReportFormatError(f"kv_cache_bytes_written {self.kv_cache_bytes_written} exceeds bytes_written "
+                                        f"{self.bytes_written}")
+
+    @property
+    def kv_roles_known(self) -> bool:
+        """Whether the row says which of its bytes are KV cache (schema version 4 on)."""
+        return self.kv_cache_bytes_read is not None
+
     @classmethod
     def from_counts(cls, category_id: CategoryId, module_own_flops: int, *, op_calls: int, kernel_launches: int,
-                    flops: int, bytes_read: int, bytes_written: int, weight_bytes_read: int) -> "OperatorMetrics":
+                    flops: int, bytes_read: int, bytes_written: int, weight_bytes_read: int,
+                    kv_cache_bytes_read: int | None = None,
+                    kv_cache_bytes_written: int | None = None) -> "OperatorMetrics":
         return cls(category_id=category_id, op_calls=op_calls, kernel_launches=kernel_launches, flops=flops,
                    bytes_read=bytes_read, bytes_written=bytes_written, weight_bytes_read=weight_bytes_read,
+                   kv_cache_bytes_read=kv_cache_bytes_read, kv_cache_bytes_written=kv_cache_bytes_written,
                    **derived_operator_fields(op_calls, flops, bytes_read, bytes_written, module_own_flops))
 
 
@@ -272,8 +314,9 @@ class RoutingAssumption:
 @attrs.frozen(kw_only=True)
 class AnalyticModelReport:
     schema_version: int = attrs.field(validator=_count, metadata=_doc(
-        "3 for reports written by this version; version-2 files (no execution) and version-1 files (no "
-        "categories, OperatorMetrics.category) are still read"))
+        "4 for reports written by this version; version-3 files (no KV-cache bytes, no matmul_weight_bytes), "
+        "version-2 files (no execution) and version-1 files (no categories, OperatorMetrics.category) are still "
+        "read"))
     report_id: str = text()
     model_id: str = text()
     variant: str = text()
@@ -287,6 +330,9 @@ class AnalyticModelReport:
     parameters_note: str = text()
     weight_bytes: int = count()
     kv_cache_bytes_per_token: int = count()
+    matmul_weight_bytes: int | None = count_since(4, (
+        "bytes of the parameters that matmul-category operators read as weights: linear layers (weight and bias), "
+        "MoE experts, lm_head; not embeddings, norms, convolutions, the router or other parameters"))
     execution: Execution = attrs.field(validator=v.instance_of(Execution), metadata=_doc(
         "what the runtime executes, as traced: "
         + one_of(f"{e.name} ({e.description})" for e in EXECUTION_SPECS.values())))
@@ -303,6 +349,15 @@ class AnalyticModelReport:
         if self.schema_version not in READABLE_SCHEMA_VERSIONS:
             raise ReportFormatError(f"schema_version {self.schema_version} is not supported "
                                     f"(this version reads {_readable_versions()})")
+        roles = self.schema_version >= KV_ROLES_SCHEMA_VERSION
+        for name, value in [("matmul_weight_bytes", self.matmul_weight_bytes),
+                            *((f"{name} of module {quote(snapshot.module_path)}", getattr(op, name))
+                              for snapshot in self.module_metrics for op in snapshot.operators
+                              for name in OPERATOR_KV_FIELDS)]:
+            if roles and value is None:
+                raise ReportFormatError(f"missing {name} (required from schema_version {KV_ROLES_SCHEMA_VERSION})")
+            if not roles and value is not None:
+                raise ReportFormatError(f"{name} is not part of a schema_version {self.schema_version} report")
         if self.schema_version <= 2 and self.execution is not _OLDER_VERSIONS_EXECUTION:
             raise ReportFormatError(f"a schema_version {self.schema_version} report can only record execution "
                                     f"{_OLDER_VERSIONS_EXECUTION.value!r}")
@@ -345,6 +400,37 @@ class AnalyticModelReport:
     def total_bytes(self) -> int:
         return sum(s.bytes_read + s.bytes_written for s in self.stages)
 
+    @property
+    def kv_roles_known(self) -> bool:
+        """Whether the operator rows say which bytes are KV cache (schema version 4 on); older reports must be
+        analyzed again to price an fp8 KV cache."""
+        return self.schema_version >= KV_ROLES_SCHEMA_VERSION
+
+
+def _is_matmul_weight_module(class_name: str, ancestor_classes: tuple[str, ...]) -> bool:
+    if TARGET_OPERATORS.category_for("linear", (*ancestor_classes, class_name)) is not CategoryId.MATMUL:
+        return False  # e.g. a projection inside an MoE router is routing work
+    return class_name == "Linear" or class_name.endswith("Experts")
+
+
+def matmul_weight_bytes_of(modules) -> int:
+    """Bytes of the parameters matmul-category operators read as weights, from a module tree (ModuleNode records):
+    the parameters of `Linear` modules (weight and bias) and of MoE expert modules (class name ending in `Experts`),
+    outside modules whose ops another category takes (routers, norms, embeddings). Exact for a report of any
+    version, since every report carries its module tree."""
+    modules = list(modules)
+    by_path = {node.path: node for node in modules}
+    total = 0
+    for node in modules:
+        ancestors = []
+        parent = node.parent_path
+        while parent is not None and parent in by_path:
+            ancestors.append(by_path[parent].class_name)
+            parent = by_path[parent].parent_path
+        if _is_matmul_weight_module(node.class_name, tuple(reversed(ancestors))):
+            total += node.weight_bytes
+    return total
+
 
 # -- serialization ----------------------------------------------------------------------------------------------
 
@@ -386,12 +472,25 @@ def operator_categories() -> tuple[OperatorCategory, ...]:
 def report_to_dict(report: AnalyticModelReport) -> dict[str, Any]:
     """The report as a mapping, in the layout of its own schema_version."""
     data = CONVERTER.unstructure(report)
+    if report.schema_version < KV_ROLES_SCHEMA_VERSION:
+        _to_version_3_layout(data)
     if report.schema_version <= 2:
         for name in _VERSION_3_REPORT_FIELDS:
             data.pop(name)
     if report.schema_version == 1:
         _to_version_1_layout(data)
     return data
+
+
+# -- schema version 3 -------------------------------------------------------------------------------------------
+
+def _to_version_3_layout(data: dict[str, Any]) -> None:
+    """Version 4 -> version 3 layout, in place: without the fields version 4 added."""
+    data.pop("matmul_weight_bytes")
+    for snapshot in data["module_metrics"]:
+        for op in snapshot["operators"]:
+            for name in OPERATOR_KV_FIELDS:
+                op.pop(name)
 
 
 # -- schema version 2 -------------------------------------------------------------------------------------------
@@ -509,8 +608,11 @@ def report_from_dict(data: Any) -> AnalyticModelReport:
 
 
 def upgrade_report(report: AnalyticModelReport) -> AnalyticModelReport:
-    """The same content at the current schema version, under the id of its new content."""
-    return with_report_id(attrs.evolve(report, schema_version=SCHEMA_VERSION))
+    """The same content at the newest schema version its counts can fill, under the id of its new content: the
+    current version for a report that says which bytes are KV cache; version 3 for an older report (the KV-cache
+    part of its bytes cannot be told from its counts: analyze it again for version 4)."""
+    version = SCHEMA_VERSION if report.kv_roles_known else KV_ROLES_SCHEMA_VERSION - 1
+    return with_report_id(attrs.evolve(report, schema_version=version))
 
 
 def _canonical_json(data: dict[str, Any]) -> str:

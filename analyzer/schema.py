@@ -71,7 +71,10 @@ class _Builder:
         hints = typing.get_type_hints(cls)
         properties = {}
         for field in attrs.fields(cls):
-            schema = self.type_schema(hints[field.name], field)
+            hint = hints[field.name]
+            if field.metadata.get("since_schema_version"):  # required in a file of the current version
+                hint = next(a for a in typing.get_args(hint) if a is not type(None))
+            schema = self.type_schema(hint, field)
             description = field.metadata.get("description")
             if description:
                 schema = {**schema, "description": description}
@@ -81,7 +84,8 @@ class _Builder:
         if doc and cls.__doc__:
             out["description"] = doc.split("\n\n")[0].replace("\n", " ")
         out.update(additionalProperties=False,
-                   required=[f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING],
+                   required=[f.name for f in attrs.fields(cls)
+                             if f.default is attrs.NOTHING or f.metadata.get("since_schema_version")],
                    properties=properties)
         return out
 

@@ -318,7 +318,9 @@ def good_report_file(base: dict, folder: pathlib.Path, serial: str) -> tuple[pat
     added = {"reports": 1, "report_stages": len(data["stages"]), "module_metrics": len(data["module_metrics"]),
              "operator_metrics": sum(len(s["operators"]) for s in data["module_metrics"]),
              "operator_cost_groups": len({(s["stage"], s["view_kind"], o["category_id"], o["op_calls"],
-                                           o["kernel_launches"], o["flops"], o["bytes_read"], o["bytes_written"])
+                                           o["kernel_launches"], o["flops"], o["bytes_read"], o["bytes_written"],
+                                           o["weight_bytes_read"], o.get("kv_cache_bytes_read", -1),
+                                           o.get("kv_cache_bytes_written", -1))
                                           for s in data["module_metrics"] for o in s["operators"]})}
     return path, added
 

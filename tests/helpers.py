@@ -68,6 +68,28 @@ def reid(data: dict) -> dict:
     return data
 
 
+def without_kv_roles(data: dict) -> dict:
+    """A report mapping of schema version 4 in the layout of version 3 (in place): without matmul_weight_bytes and
+    the operator rows' KV-cache bytes, which version 4 added. The caller sets the version and re-identifies it."""
+    data.pop("matmul_weight_bytes")
+    for snapshot in data["module_metrics"]:
+        for op in snapshot["operators"]:
+            del op["kv_cache_bytes_read"], op["kv_cache_bytes_written"]
+    return data
+
+
+def as_version_3(report):
+    """A schema-4 report as the same analysis would have been written at schema version 3 (no KV split)."""
+    import attrs
+
+    from analyzer.report import with_report_id
+
+    snapshots = tuple(attrs.evolve(s, operators=tuple(attrs.evolve(op, kv_cache_bytes_read=None,
+                                                                   kv_cache_bytes_written=None)
+                                                      for op in s.operators)) for s in report.module_metrics)
+    return with_report_id(attrs.evolve(report, schema_version=3, matmul_weight_bytes=None, module_metrics=snapshots))
+
+
 def write_edited(source: pathlib.Path, target: pathlib.Path, edit, keep_id: bool = False) -> pathlib.Path:
     """A copy of a JSON report with `edit(mapping)` applied, re-identified unless `keep_id` (then the id no longer
     matches the content)."""

@@ -13,7 +13,7 @@ from tests.helpers import REPO, rows, run_command, table_counts, write_edited
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0011"
+    assert head == "0013"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -34,7 +34,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     history = run_command(["db", "history"])
     assert "<base> -> 0001" in history.output and "0005 -> 0006" in history.output and "0006 -> 0007" in history.output
     assert "0007 -> 0008" in history.output and "0008 -> 0009" in history.output
-    assert "0009 -> 0010" in history.output and "0010 -> 0011" in history.output
+    assert "0009 -> 0010" in history.output and "0010 -> 0011" in history.output and "0011 -> 0013" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
@@ -69,14 +69,17 @@ def cost_groups(report) -> dict[tuple, int]:
     for snap in report.module_metrics:
         for op in snap.operators:
             key = (snap.stage.value, snap.view_kind.value, op.category_id.value, op.op_calls, op.kernel_launches,
-                   op.flops, op.bytes_read, op.bytes_written)
+                   op.flops, op.bytes_read, op.bytes_written, op.weight_bytes_read,
+                   -1 if op.kv_cache_bytes_read is None else op.kv_cache_bytes_read,  # unknown: -1
+                   -1 if op.kv_cache_bytes_written is None else op.kv_cache_bytes_written)
             groups[key] = groups.get(key, 0) + 1
     return groups
 
 
 def stored_cost_groups(db_url, report_id) -> dict[tuple, int]:
     found = rows(db_url, "SELECT g.stage, g.view_kind, c.name, g.op_calls, g.kernel_launches, g.flops, g.bytes_read, "
-                         "g.bytes_written, g.operator_rows FROM operator_cost_groups g "
+                         "g.bytes_written, g.weight_bytes_read, g.kv_cache_bytes_read, g.kv_cache_bytes_written, g.operator_rows "
+                         "FROM operator_cost_groups g "
                          "JOIN operator_categories c ON c.id = g.category_id JOIN reports r ON r.id = g.report_id "
                          "WHERE r.report_id = :r", r=report_id)
     return {tuple(row[:-1]): row[-1] for row in found}
@@ -111,7 +114,7 @@ def test_operator_cost_groups_count_the_rows_that_cost_the_same(registry_url, re
     finally:
         registry.dispose()
     result = run_command(["db", "upgrade", "--db", registry_url])
-    assert result.exit_code == 0 and "0009 -> 0011" in result.output, result.output
+    assert result.exit_code == 0 and "0009 -> 0013" in result.output, result.output
     for name, report in reports.items():
         assert stored_cost_groups(registry_url, report.report_id) == cost_groups(report), name
     assert rows(registry_url, "SELECT COUNT(*) FROM v_point_cost_group_time") == [(0,)]
@@ -181,7 +184,7 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     (tmp_path / "latin1.json").write_bytes(b'{"schema_version": 1, "model_id": "caf\xe9"}')
     paths.append(tmp_path / "latin1.json")
     edits = {
-        "version.json": lambda d: d.update(schema_version=4),
+        "version.json": lambda d: d.update(schema_version=5),
         "missing.json": lambda d: d.pop("stages"),
         "negative.json": lambda d: d["stages"][0].update(flops=-5),
         "infinite.json": lambda d: d["stages"][0].update(distinct_experts_per_call=float("inf")),
@@ -203,7 +206,7 @@ def test_bad_inputs_fail_alone_with_one_line_each(registry_url, report_files, tm
     expect = {
         "malformed.json": "malformed JSON", "malformed.yaml": "malformed YAML", "empty.json": "empty file",
         "nan.json": "non-finite", "list.yaml": "must be a mapping", "latin1.json": "not UTF-8",
-        "version.json": "schema_version 4 is not supported", "missing.json": "missing required field 'stages'",
+        "version.json": "schema_version 5 is not supported", "missing.json": "missing required field 'stages'",
         "negative.json": "flops must be >= 0", "infinite.json": "finite number", "orphan.json": "does not exist",
         "cycle.json": "cycle", "tampered.json": "does not match its content",
         "tflops.json": "flops_tflops", "category.json": "unknown category id 'tensor_cores'",

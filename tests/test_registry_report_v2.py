@@ -18,11 +18,19 @@ V1_FIXTURE = REPO / "tests" / "data" / "report-v1-base.json"
 
 def _ingest_without_0006_columns(patched):
     """Ingest as before revision 0006: the reports row without execution and category_records, and no operator
-    cost groups (revision 0010 groups the stored operator rows)."""
+    cost groups (revision 0010 groups the stored operator rows); nor the columns of revision 0013."""
     values = ingest.report_values
     patched.setattr(ingest, "report_values", lambda *args: {
-        k: v for k, v in values(*args).items() if k not in ("execution", "category_records")})
+        k: v for k, v in values(*args).items() if k not in ("execution", "category_records", "matmul_weight_bytes")})
     patched.setattr(ingest, "store_cost_groups", lambda conn, report_pks: None)
+    metric_columns = ingest.metric_columns
+
+    def without_0013_columns(*args):  # operator_metrics.kv_cache_bytes_* came with revision 0013
+        modules, operators = metric_columns(*args)
+        return modules, {k: v for k, v in operators.items() if k not in ("kv_cache_bytes_read",
+                                                                            "kv_cache_bytes_written")}
+
+    patched.setattr(ingest, "metric_columns", without_0013_columns)
 
 
 def _registry_at(db_url, revision):
@@ -58,11 +66,11 @@ def test_a_version_1_registry_upgrades_without_loss(db_url, monkeypatch):
     categories_before = rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id")
     # a 0004 registry is refused until it is upgraded
     refused = run_command(["report", v1_report.report_id, "--db", db_url])
-    assert refused.exit_code != 0 and "older than this code's 0011" in refused.stderr
+    assert refused.exit_code != 0 and "older than this code's 0013" in refused.stderr
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0004 -> 0011" in result.output
+    assert "0004 -> 0013" in result.output
     assert table_counts(db_url, BEFORE_0010) == before
     from tests.test_registry import cost_groups, stored_cost_groups
 
@@ -70,8 +78,7 @@ def test_a_version_1_registry_upgrades_without_loss(db_url, monkeypatch):
     # the categories keep their ids; attention_masked (0006) comes after them
     assert rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id") == [
         *categories_before, (len(categories_before) + 1, "attention_masked")]
-    # 0011 gives a report stored before 0006 its execution (hf-eager, the only one there was)
-    assert rows(db_url, "SELECT execution, category_records FROM reports") == [("hf-eager", None)]
+    assert rows(db_url, "SELECT execution, category_records FROM reports") == [("hf-eager", None)]  # 0011 fills it
     assert rows(db_url, "SELECT schema_version FROM reports") == [(1,)]
 
     # rebuilt from its rows at version 1: same id, same content, the file's bytes
@@ -142,7 +149,7 @@ def test_a_report_whose_categories_differ_from_the_registry_is_refused(registry_
     assert table_counts(registry_url)["reports"] == 0
 
 
-def test_stored_version_3_reports_are_given_back_as_written_with_their_execution(registry_url, report_files,
+def test_stored_version_4_reports_are_given_back_as_written_with_their_execution(registry_url, report_files,
                                                                                   tmp_path):
     from analyzer.analysis import analyze
     from analyzer.report import write_report
@@ -154,7 +161,7 @@ def test_stored_version_3_reports_are_given_back_as_written_with_their_execution
         result = run_command(["ingest", str(path), "--db", registry_url])
         assert result.exit_code == 0, result.output
         report = load_report(path)
-        assert report.schema_version == 3
+        assert report.schema_version == 4
         assert rows(registry_url, "SELECT execution FROM reports WHERE report_id = :r", r=report.report_id) == [
             (report.execution.value,)]
         shown = run_command(["report", report.report_id, "--db", registry_url])
@@ -229,7 +236,7 @@ def test_a_version_2_registry_upgrades_to_0006_without_loss(db_url, monkeypatch,
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0005 -> 0011" in result.output
+    assert "0005 -> 0013" in result.output
     assert table_counts(db_url, BEFORE_0010) == before
     assert rows(db_url, "SELECT id FROM operator_categories WHERE name = 'attention_masked'") == [(11,)]
     assert rows(db_url, "SELECT description FROM operator_categories WHERE name = 'attention'") == [

@@ -46,7 +46,7 @@ def test_the_schema_names_the_spec_fields_and_their_units():
     assert "not a rate" in metrics["flops_tflops"]["description"]
     assert (metrics["share_of_module_flops"]["minimum"], metrics["share_of_module_flops"]["maximum"]) == (0, 1)
     assert defs["CategoryId"]["enum"][0] == "matmul"
-    assert _committed()["properties"]["schema_version"]["const"] == 3
+    assert _committed()["properties"]["schema_version"]["const"] == 4
 
 
 def test_a_field_added_to_the_classes_without_regenerating_fails_the_check(monkeypatch):
@@ -62,9 +62,9 @@ def test_a_field_added_to_the_classes_without_regenerating_fails_the_check(monke
     assert schema.main(["--check"]) == 1
 
 
-def test_a_version_1_file_is_not_a_version_3_document():
+def test_a_version_1_file_is_not_a_version_4_document():
 
     data = json.loads((REPO / "tests" / "data" / "report-v1-base.json").read_text())
     errors = {e.message for e in VALIDATOR(_committed()).iter_errors(data)}
-    assert "3 was expected" in errors and any("'categories' is a required property" in e for e in errors)
+    assert "4 was expected" in errors and any("'categories' is a required property" in e for e in errors)
     assert any("'execution' is a required property" in e for e in errors)

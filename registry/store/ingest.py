@@ -33,10 +33,12 @@ from sqlalchemy.engine import Connection
 
 from analyzer.categories import CategoryId, OperatorCategory
 from analyzer.fileio import MAX_INPUT_FILES, key_path, one_line, printable, quote
-from analyzer.report import OPERATOR_COUNT_FIELDS, AnalyticModelReport, ReportFormatError, load_report
+from analyzer.report import (OPERATOR_COUNT_FIELDS, OPERATOR_KV_FIELDS, AnalyticModelReport, ReportFormatError,
+                             load_report)
 from registry.store.db import DatabaseError, Registry, RegistryError
 from registry.interfaces.entry import debug_enabled
-from registry.store.models import Architecture, ColumnValueError, Report, Workload, check_columns, check_row
+from registry.store.models import (UNKNOWN_KV_BYTES, Architecture, ColumnValueError, Report, Workload,
+                                   check_columns, check_row)
 
 REPORT_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -180,7 +182,8 @@ def report_values(report: AnalyticModelReport, architecture_id: int, workload_id
         parameters_note=report.parameters_note, notes="\n".join(report.notes), total_flops=report.total_flops,
         total_bytes=report.total_bytes, total_kernel_launches=sum(s.kernel_launches for s in report.stages),
         source=source[:1000], ingested_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
-        execution=report.execution.value, category_records=category_records(report))
+        execution=report.execution.value, category_records=category_records(report),
+        matmul_weight_bytes=report.matmul_weight_bytes)
 
 
 def category_records(report: AnalyticModelReport) -> str | None:
@@ -236,7 +239,7 @@ def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict
         "stage": [s.stage.value for s, _ in pairs], "view_kind": [s.view_kind.value for s, _ in pairs],
         "category_id": [category_ids[op.category_id.value] for _, op in pairs],
     }
-    for name in OPERATOR_COUNT_FIELDS:
+    for name in (*OPERATOR_COUNT_FIELDS, *OPERATOR_KV_FIELDS):  # KV fields: None (NULL) before schema version 4
         operators[name] = [getattr(op, name) for _, op in pairs]
     return modules, operators
 
@@ -281,18 +284,23 @@ def check_categories(report: AnalyticModelReport, stored: tuple[OperatorCategory
 # The rows a report owns besides its reports row, in the order they are deleted when a report is replaced.
 REPORT_ROW_TABLES = ("operator_cost_groups", "operator_metrics", "module_metrics", "report_stages")
 _COST_GROUP_KEYS = ("report_id, stage, view_kind, category_id, op_calls, kernel_launches, flops, bytes_read, "
-                    "bytes_written")
+                    "bytes_written, weight_bytes_read, kv_cache_bytes_read, kv_cache_bytes_written")
+# what each key takes from the operator rows: unknown KV bytes (NULL) are UNKNOWN_KV_BYTES, as a key cannot be NULL
+_COST_GROUP_VALUES = ("report_id, stage, view_kind, category_id, op_calls, kernel_launches, flops, bytes_read, "
+                      f"bytes_written, weight_bytes_read, COALESCE(kv_cache_bytes_read, {UNKNOWN_KV_BYTES}), "
+                      f"COALESCE(kv_cache_bytes_written, {UNKNOWN_KV_BYTES})")
 
 
 def store_cost_groups(conn: Connection, report_pks: list[int]) -> None:
     """The operator cost groups of reports whose operator rows were just written (same transaction): one GROUP BY
-    over those rows. The range bound lets DuckDB skip the older rows by their zone maps; PostgreSQL uses the key."""
+    over those rows, keyed on the counts and the bytes by role. The range bound lets DuckDB skip the older rows by
+    their zone maps; PostgreSQL uses the key."""
     if not report_pks:
         return
     conn.execute(sa.text(
         f"INSERT INTO operator_cost_groups ({_COST_GROUP_KEYS}, operator_rows) "
-        f"SELECT {_COST_GROUP_KEYS}, COUNT(*) FROM operator_metrics "
-        f"WHERE report_id BETWEEN :low AND :high AND report_id IN :pks GROUP BY {_COST_GROUP_KEYS}"
+        f"SELECT {_COST_GROUP_VALUES}, COUNT(*) FROM operator_metrics "
+        f"WHERE report_id BETWEEN :low AND :high AND report_id IN :pks GROUP BY {_COST_GROUP_VALUES}"
     ).bindparams(sa.bindparam("pks", expanding=True)),
         {"low": min(report_pks), "high": max(report_pks), "pks": sorted(report_pks)})
 
@@ -460,7 +468,8 @@ def _write_report(registry: Registry, report: AnalyticModelReport, source: str, 
                     conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
                 conn.execute(reports.update().where(reports.c.id == report_pk)
                              .values(source=values["source"], ingested_at=values["ingested_at"],
-                                     execution=values["execution"], category_records=values["category_records"]))
+                                     execution=values["execution"], category_records=values["category_records"],
+                                     matmul_weight_bytes=values["matmul_weight_bytes"]))
                 status = "replaced"
         if status in ("new", "replaced"):
             rows += 1
@@ -524,7 +533,8 @@ def _replace_rows(conn: Connection, report_pk: int, values: dict[str, Any]) -> N
         conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
     conn.execute(reports.update().where(reports.c.id == report_pk)
                  .values(source=values["source"], ingested_at=values["ingested_at"],
-                         execution=values["execution"], category_records=values["category_records"]))
+                         execution=values["execution"], category_records=values["category_records"],
+                                     matmul_weight_bytes=values["matmul_weight_bytes"]))
 
 
 def write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]], force: bool = False

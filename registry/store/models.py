@@ -130,6 +130,9 @@ class Report(Base):
     execution: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
     # the report's own OperatorCategory records (JSON array); NULL for version-1 reports, which derive them
     category_records: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # bytes of the parameters matmul operators read as weights (revision 0013); NULL for reports older than schema
+    # version 4 (registry.store.stored.matmul_weight_bytes derives theirs from the module tree)
+    matmul_weight_bytes: Mapped[int | None] = mapped_column(Count, nullable=True)
 
 
 class ReportStage(Base):
@@ -204,13 +207,24 @@ class OperatorMetric(Base):
     bytes_read: Mapped[int] = mapped_column(Count)
     bytes_written: Mapped[int] = mapped_column(Count)
     weight_bytes_read: Mapped[int] = mapped_column(Count)
+    # the KV-cache part of bytes_read / bytes_written (revision 0013); NULL: unknown (a report older than schema
+    # version 4, which did not count them), never 0
+    kv_cache_bytes_read: Mapped[int | None] = mapped_column(Count, nullable=True)
+    kv_cache_bytes_written: Mapped[int | None] = mapped_column(Count, nullable=True)
+
+
+# operator_cost_groups.kv_cache_bytes_read / _written of operator rows whose KV bytes are unknown (NULL): a key column
+# cannot be NULL
+UNKNOWN_KV_BYTES = -1
 
 
 class OperatorCostGroup(Base):
     """Operator rows of a report that cost the same, stored once with how many there are: the repeated layers of a
     model make ~2,000 operator rows per report ~140 groups, and pricing works on the groups (the pricing formula is
     per operator row, so identical rows take identical times). Written with the operator rows, in the same
-    transaction, by one GROUP BY over them."""
+    transaction, by one GROUP BY over them. The key holds the bytes by role too (weight, KV cache; revision 0013),
+    so rows with equal total bytes but different role bytes are separate groups; unknown KV bytes are
+    UNKNOWN_KV_BYTES (-1)."""
 
     __tablename__ = "operator_cost_groups"
     report_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("reports.id"), primary_key=True,
@@ -224,6 +238,9 @@ class OperatorCostGroup(Base):
     flops: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
     bytes_read: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
     bytes_written: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    weight_bytes_read: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    kv_cache_bytes_read: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
+    kv_cache_bytes_written: Mapped[int] = mapped_column(Count, primary_key=True, autoincrement=False)
     operator_rows: Mapped[int] = mapped_column(sa.Integer)  # operator_metrics rows with exactly these counts
 
 

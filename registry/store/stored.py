@@ -3,7 +3,10 @@
 A report is rebuilt at the schema version it was stored with (reports.schema_version), with the execution it was
 traced under (reports.execution; NULL, stored before revision 0006, is hf-eager) and its own category records
 (reports.category_records; version-1 reports derive today's, as a version-1 file does), so reports of every
-version reproduce their ids; the spec's derived fields are computed from the stored counts.
+version reproduce their ids; the spec's derived fields are computed from the stored counts. The KV-cache bytes of
+the operator rows (revision 0013) are read back for reports of schema version 4 on; older reports have none (NULL
+rows, None fields): `kv_roles_known` says which a stored report is, and `kv_roles_refusal` is the one line for
+pricing that needs them.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import sqlalchemy as sa
 from analyzer.categories import CategoryId, OperatorCategory
 from analyzer.errors import AnalyzerInputError
 from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, Execution, parse_execution
-from analyzer.report import (CONVERTER, OPERATOR_COUNT_FIELDS, AnalyticModelReport, ModuleMetricsSnapshot,
-                             ModuleNode, OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
-                             WorkloadRecord, compute_report_id, operator_categories)
+from analyzer.report import (CONVERTER, KV_ROLES_SCHEMA_VERSION, OPERATOR_COUNT_FIELDS, OPERATOR_KV_FIELDS,
+                             AnalyticModelReport, ModuleMetricsSnapshot, ModuleNode, OperatorMetrics,
+                             RoutingAssumption, Stage, StageSummary, ViewKind, WorkloadRecord, compute_report_id,
+                             matmul_weight_bytes_of, operator_categories)
 from registry.store.db import Registry, RegistryError, ReportNotFoundError
 from registry.store.ingest import stored_categories
 
@@ -69,10 +73,13 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
     for m in modules:
         if m["parent_path"] is not None:
             children[m["parent_path"]].append(m["path"])
+    roles = int(head["schema_version"]) >= KV_ROLES_SCHEMA_VERSION
     op_counts = defaultdict(list)
     for o in operators:
-        op_counts[(o["module_id"], o["stage"], o["view_kind"])].append(
-            (CategoryId(o["category"]), {f: int(o[f]) for f in OPERATOR_COUNT_FIELDS}))
+        counts = {f: int(o[f]) for f in OPERATOR_COUNT_FIELDS}
+        if roles:  # older reports have no KV split (NULL rows): their fields stay None
+            counts.update((f, int(o[f])) for f in OPERATOR_KV_FIELDS)
+        op_counts[(o["module_id"], o["stage"], o["view_kind"])].append((CategoryId(o["category"]), counts))
     ops = {}
     category_rank = {category: i for i, category in enumerate(CategoryId)}
     for key, entries in op_counts.items():
@@ -90,6 +97,7 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
         torch_version=head["torch_version"], dtype=head["dtype"], parameters=int(head["parameters"]),
         checkpoint_parameters=int(head["checkpoint_parameters"]), parameters_note=head["parameters_note"],
         weight_bytes=int(head["weight_bytes"]), kv_cache_bytes_per_token=int(head["kv_cache_bytes_per_token"]),
+        matmul_weight_bytes=int(head["matmul_weight_bytes"]) if roles else None,
         execution=_stored_execution(report_id, head["execution"]),
         routing=RoutingAssumption(experts=int(head["routing_experts"]),
                                   experts_per_token=int(head["routing_experts_per_token"]),
@@ -129,3 +137,51 @@ def report_is_stored(registry: Registry, report_id: str) -> bool:
     with registry.begin() as conn:
         return conn.execute(sa.text("SELECT COUNT(*) FROM reports WHERE report_id = :r"),
                             {"r": report_id}).scalar_one() > 0
+
+
+def _report_row(conn, report_key: int | str):
+    """(reports.id, report_id, schema_version, matmul_weight_bytes, architecture_id) of a stored report, by its
+    primary key (reports.id, what the pricing views call report_pk) or its report_id."""
+    column = "id" if isinstance(report_key, int) else "report_id"
+    row = conn.execute(sa.text(f"SELECT id, report_id, schema_version, matmul_weight_bytes, architecture_id "
+                               f"FROM reports WHERE {column} = :k"), {"k": report_key}).first()
+    if row is None:
+        raise ReportNotFoundError(f"no report {report_key!r} in the registry")
+    return row
+
+
+def kv_roles_known(conn, report_key: int | str) -> bool:
+    """Whether a stored report's operator rows say which of their bytes are KV cache (kv_cache_bytes_read and
+    kv_cache_bytes_written): reports of schema version 4 on. An older report's rows hold NULL there (unknown, not
+    0), and its operator cost groups -1: price an fp8 KV cache only where this is true (`kv_roles_refusal`).
+    `report_key`: reports.id (int) or the report_id (str)."""
+    return int(_report_row(conn, report_key).schema_version) >= KV_ROLES_SCHEMA_VERSION
+
+
+def kv_roles_refusal(conn, report_key: int | str) -> str | None:
+    """None where the report's KV-cache bytes are known; else the one line that refuses pricing an fp8 KV cache."""
+    row = _report_row(conn, report_key)
+    if int(row.schema_version) >= KV_ROLES_SCHEMA_VERSION:
+        return None
+    return (f"report {row.report_id} was analyzed before the KV-cache bytes were counted (schema "
+            f"{int(row.schema_version)}): re-analyze it to price an fp8 KV cache")
+
+
+def matmul_weight_bytes(conn, report_key: int | str) -> int:
+    """Bytes of the parameters matmul operators read as weights (linear layers, experts, lm_head): what fp8 weights
+    halve in the memory fit. Recorded by reports of schema version 4 on (reports.matmul_weight_bytes); derived, to
+    the byte, from the stored module tree for older ones (analyzer.report.matmul_weight_bytes_of)."""
+    row = _report_row(conn, report_key)
+    if row.matmul_weight_bytes is not None:
+        return int(row.matmul_weight_bytes)
+    modules = conn.execute(sa.text("SELECT path, parent_path, class_name, weight_bytes FROM modules "
+                                   "WHERE architecture_id = :a"), {"a": row.architecture_id}).mappings().all()
+    return matmul_weight_bytes_of(_TreeNode(m["path"], m["parent_path"], m["class_name"], int(m["weight_bytes"]))
+                                  for m in modules)
+
+
+class _TreeNode:
+    __slots__ = ("path", "parent_path", "class_name", "weight_bytes")
+
+    def __init__(self, path, parent_path, class_name, weight_bytes) -> None:
+        self.path, self.parent_path, self.class_name, self.weight_bytes = path, parent_path, class_name, weight_bytes
