@@ -219,7 +219,7 @@ def test_migration_0008_sets_the_kind_of_older_scenarios_and_downgrades(db_url):
                         "AND table_name = 'view_definitions'") == [(0,)]
     assert rows(db_url, "SELECT COUNT(*) FROM scenarios") == [(5,)]
     result = run_command(["db", "upgrade", "--db", db_url])  # and up again, to the head
-    assert result.exit_code == 0 and "0007 -> 0011" in result.output, result.output
+    assert result.exit_code == 0 and "0007 -> 0012" in result.output, result.output
     assert rows(db_url, "SELECT COUNT(*) FROM scenarios WHERE kind = 'summary'") == [(1,)]
 
 
@@ -393,4 +393,4 @@ def test_upgrade_waiting_on_a_reader_says_which_connection_holds_the_lock(db_url
         reader.dispose()
         registry.dispose()
     result = run_command(["db", "upgrade", "--db", db_url])
-    assert result.exit_code == 0 and "0007 -> 0011" in result.output
+    assert result.exit_code == 0 and "0007 -> 0012" in result.output

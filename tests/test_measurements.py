@@ -141,7 +141,7 @@ def _legacy_runtime(registry_url):
     finally:
         registry.dispose()
     upgraded = run_command(["db", "upgrade", "--db", registry_url])
-    assert upgraded.exit_code == 0 and "0010 -> 0011" in upgraded.output, upgraded.output
+    assert upgraded.exit_code == 0 and "0010 -> 0012" in upgraded.output, upgraded.output
     assert rows(registry_url, "SELECT execution, aten_call_s, module_call_s, cuda_graph_decode FROM runtime_profiles "
                               "WHERE name = 'legacy'") == [("hf-eager", 0.0, 0.0, False)]
 

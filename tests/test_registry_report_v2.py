@@ -62,7 +62,7 @@ def test_a_version_1_registry_upgrades_without_loss(db_url, monkeypatch):
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0004 -> 0011" in result.output
+    assert "0004 -> 0012" in result.output
     assert table_counts(db_url, BEFORE_0010) == before
     from tests.test_registry import cost_groups, stored_cost_groups
 
@@ -228,7 +228,7 @@ def test_a_version_2_registry_upgrades_to_0006_without_loss(db_url, monkeypatch,
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
-    assert "0005 -> 0011" in result.output
+    assert "0005 -> 0012" in result.output
     assert table_counts(db_url, BEFORE_0010) == before
     assert rows(db_url, "SELECT id FROM operator_categories WHERE name = 'attention_masked'") == [(11,)]
     assert rows(db_url, "SELECT description FROM operator_categories WHERE name = 'attention'") == [

@@ -134,7 +134,7 @@ def test_spec_docs_and_health(client):
         "title"]
     assert "/openapi.yaml" in client.get("/docs").text
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["schema_revision"] == health["code_revision"] == "0011"
+    assert health["status"] == "ok" and health["schema_revision"] == health["code_revision"] == "0012"
 
 
 def test_an_unexpected_error_is_json_without_a_trace(client, monkeypatch):
