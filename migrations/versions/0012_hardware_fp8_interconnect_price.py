@@ -30,8 +30,13 @@ COLUMNS = (
 
 
 def upgrade() -> None:
+    """Adds the columns the table lacks (a registry whose revision number was set back keeps them)."""
+    present = {name for (name,) in op.get_bind().execute(sa.text(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'hardware' "
+        "AND table_schema = current_schema()")).all()}
     for name, type_ in COLUMNS:
-        op.add_column("hardware", sa.Column(name, type_, nullable=True))
+        if name not in present:
+            op.add_column("hardware", sa.Column(name, type_, nullable=True))
 
 
 def downgrade() -> None:
