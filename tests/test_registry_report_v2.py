@@ -58,7 +58,7 @@ def test_a_version_1_registry_upgrades_without_loss(db_url, monkeypatch):
     categories_before = rows(db_url, "SELECT id, name FROM operator_categories ORDER BY id")
     # a 0004 registry is refused until it is upgraded
     refused = run_command(["report", v1_report.report_id, "--db", db_url])
-    assert refused.exit_code != 0 and "older than this code's 0010" in refused.stderr
+    assert refused.exit_code != 0 and "older than this code's 0012" in refused.stderr
 
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
