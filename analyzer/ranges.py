@@ -94,6 +94,11 @@ def new_tokens_range(variant: str, integer: bool = True) -> Range:
 PEAK_TFLOPS = Range(1e-3, 1e6, "TFLOP/s", integer=False)
 MEMORY_TB_PER_S = Range(1e-3, 1e3, "TB/s", integer=False)
 MEMORY_GB = Range(1e-3, 1e6, "GB", integer=False)
+# GPU-to-GPU links: NVLink 5 is 1,800 GB/s; 100,000 GB/s is 55x that.
+INTERCONNECT_GB_PER_S = Range(1e-3, 1e5, "GB/s", integer=False)
+# A price for one GPU-hour: clouds rent from cents to tens of dollars; 10,000 USD/h is past any single GPU, so a price
+# given per month or per 8-GPU node by slip is caught. Zero is refused: a free GPU makes every cost zero.
+USD_PER_HOUR = Range(0, 1e4, "USD/h", integer=False, low_open=True)
 # Multiplies every category's efficiency, each in (0.05, 1]: past 20 even the least efficient one exceeds 100%;
 # below 0.001 the best is under 0.1% and the times it divides overflow a double.
 EFFICIENCY_SCALE = Range(1e-3, 20, integer=False)

@@ -99,3 +99,15 @@ def write_edited(source: pathlib.Path, target: pathlib.Path, edit, keep_id: bool
         reid(data)
     target.write_text(json.dumps(data, allow_nan=True))
     return target
+
+
+def head_revision() -> str:
+    """The schema revision this code's migrations end at (what `db upgrade` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    from registry.store.db import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+HEAD = head_revision()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import REPO, rows, run_command
+from tests.helpers import HEAD, REPO, rows, run_command
 
 H200_FILE = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
 
@@ -141,7 +141,7 @@ def _legacy_runtime(registry_url):
     finally:
         registry.dispose()
     upgraded = run_command(["db", "upgrade", "--db", registry_url])
-    assert upgraded.exit_code == 0 and "0010 -> 0013" in upgraded.output, upgraded.output
+    assert upgraded.exit_code == 0 and f"0010 -> {HEAD}" in upgraded.output, upgraded.output
     assert rows(registry_url, "SELECT execution, aten_call_s, module_call_s, cuda_graph_decode FROM runtime_profiles "
                               "WHERE name = 'legacy'") == [("hf-eager", 0.0, 0.0, False)]
 

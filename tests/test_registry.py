@@ -8,12 +8,12 @@ import sqlalchemy as sa
 
 from analyzer.report import load_report
 from registry.store.db import Registry, SchemaMismatchError
-from tests.helpers import REPO, rows, run_command, table_counts, write_edited
+from tests.helpers import HEAD, REPO, rows, run_command, table_counts, write_edited
 
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == "0013"
+    assert head == HEAD == "0014"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -21,7 +21,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     assert f"at revision {head} (current)" in again.output
     current = run_command(["db", "current", "--db", db_url])
     assert f"revision {head}; code {head} (current)" in current.output
-    assert rows(db_url, "SELECT COUNT(*) FROM hardware") == [(6,)]
+    assert rows(db_url, "SELECT COUNT(*) FROM hardware") == [(16,)]
     assert rows(db_url, "SELECT name, version, execution FROM runtime_profiles ORDER BY name") == [
         ("hf-eager", 3, "hf-eager"), ("vllm", 3, "vllm")]
     assert rows(db_url, "SELECT COUNT(*) FROM runtime_profile_categories") == [(22,)]
@@ -34,7 +34,8 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     history = run_command(["db", "history"])
     assert "<base> -> 0001" in history.output and "0005 -> 0006" in history.output and "0006 -> 0007" in history.output
     assert "0007 -> 0008" in history.output and "0008 -> 0009" in history.output
-    assert "0009 -> 0010" in history.output and "0010 -> 0011" in history.output and "0011 -> 0013" in history.output
+    assert "0009 -> 0010" in history.output and "0010 -> 0011" in history.output and "0011 -> 0012" in history.output
+    assert "0012 -> 0013" in history.output and "0013 -> 0014" in history.output
 
 
 def test_ingest_writes_every_row_of_a_report(registry_url, report_files):
@@ -114,7 +115,7 @@ def test_operator_cost_groups_count_the_rows_that_cost_the_same(registry_url, re
     finally:
         registry.dispose()
     result = run_command(["db", "upgrade", "--db", registry_url])
-    assert result.exit_code == 0 and "0009 -> 0013" in result.output, result.output
+    assert result.exit_code == 0 and f"0009 -> {HEAD}" in result.output, result.output
     for name, report in reports.items():
         assert stored_cost_groups(registry_url, report.report_id) == cost_groups(report), name
     assert rows(registry_url, "SELECT COUNT(*) FROM v_point_cost_group_time") == [(0,)]

@@ -20,23 +20,28 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0011"  # chained after 0013 when merged
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
+    # if_not_exists and IS NULL: a registry whose alembic_version was set back keeps what it has
+    columns = [(table, name, sa.String(10)) for table in ("runtime_profiles", "scenario_points", "serving_points")
+               for name in ("weights_dtype", "kv_cache_dtype")]
+    columns += [("runtime_profiles", "fp8_compute_efficiency", sa.Double()),
+                ("runtime_profiles", "calibrated_on", sa.String(100)),
+                ("scenario_points", "peak_fp8_flops_per_s", sa.Double())]
+    for table, name, type_ in columns:
+        op.add_column(table, sa.Column(name, type_, nullable=True), if_not_exists=True)
     for table in ("runtime_profiles", "scenario_points", "serving_points"):
-        op.add_column(table, sa.Column("weights_dtype", sa.String(10), nullable=True))
-        op.add_column(table, sa.Column("kv_cache_dtype", sa.String(10), nullable=True))
-        op.execute(f"UPDATE {table} SET weights_dtype = 'bf16', kv_cache_dtype = 'bf16'")
-    op.add_column("runtime_profiles", sa.Column("fp8_compute_efficiency", sa.Double(), nullable=True))
-    op.add_column("runtime_profiles", sa.Column("calibrated_on", sa.String(100), nullable=True))
+        for name in ("weights_dtype", "kv_cache_dtype"):
+            op.execute(f"UPDATE {table} SET {name} = 'bf16' WHERE {name} IS NULL")
     op.execute(
         "UPDATE runtime_profiles SET fp8_compute_efficiency = (SELECT rc.compute_efficiency "
         "FROM runtime_profile_categories rc JOIN operator_categories c ON c.id = rc.category_id "
-        "WHERE c.name = 'matmul' AND rc.runtime_profile_id = runtime_profiles.id)")
-    op.add_column("scenario_points", sa.Column("peak_fp8_flops_per_s", sa.Double(), nullable=True))
+        "WHERE c.name = 'matmul' AND rc.runtime_profile_id = runtime_profiles.id) "
+        "WHERE fp8_compute_efficiency IS NULL")
 
 
 def downgrade() -> None:

@@ -47,7 +47,7 @@ def cli() -> None:
     db        schema revisions: upgrade, current, history; grant-read (PostgreSQL)
     whatif    price workloads on GPUs and runtimes from a scenario file
     serve-sim simulate one serving point (continuous batching) of a scenario
-    hardware  the GPU catalog: list, show, add
+    hardware  the GPU catalog: list, show, add, price
     runtime   the runtime profiles: list, show, add
     compare   measured vs predicted for a measurement file
     calibrate fit a runtime profile to stored measurements
@@ -912,14 +912,24 @@ def hardware_list(db_url, lock_timeout):
 @click.argument("name")
 @db_options
 def hardware_show(name, db_url, lock_timeout):
-    """Show one GPU, with the source of its figures."""
+    """Show one GPU, with the source of its figures and of its price."""
     from registry.pricing.catalog import hardware_details
 
     row = read_catalog(db_url, lock_timeout, hardware_details, name)
+    fp8 = (f"{row['peak_fp8_flops_per_s'] / 1e12:,.1f} TFLOP/s" if row["peak_fp8_flops_per_s"] is not None
+           else "none (priced in bf16 only)")
+    link = row["interconnect"] or "not stated"
+    if row["interconnect_bytes_per_s"] is not None and row["interconnect"] is None:
+        link = f"{row['interconnect_bytes_per_s'] / 1e9:,.0f} GB/s"
+    price = (f"${row['usd_per_hour']:,.2f} per GPU-hour ({row['price_source']})" if row["usd_per_hour"] is not None
+             else "none (set one with `dsocr-registry hardware price NAME USD`)")
     click.echo(f"{row['name']}: {row['display_name']}\n"
                f"  dense bf16      {row['peak_bf16_flops_per_s'] / 1e12:,.1f} TFLOP/s\n"
+               f"  dense fp8       {fp8}\n"
                f"  memory          {row['memory_bytes'] / 1e9:,.0f} GB ({row['memory_bytes']:,} bytes)\n"
                f"  bandwidth       {row['memory_bandwidth_bytes_per_s'] / 1e12:,.3f} TB/s (1 TB = 1e12 bytes)\n"
+               f"  interconnect    {link}\n"
+               f"  price           {price}\n"
                f"  source          {row['source']}\n  origin          {row['origin']}")
 
 
@@ -927,14 +937,43 @@ def hardware_show(name, db_url, lock_timeout):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @db_options
 def hardware_add(path, db_url, lock_timeout):
-    """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...).
+    """Add or update GPUs from a YAML file with the catalog's keys (name, dense_bf16_tflops, ...; your price per
+    GPU-hour as usd_per_hour).
 
     A shipped GPU (origin shipped in `hardware list`) keeps its datasheet figures, which `db upgrade` restores: a
-    file that changes one is refused; add your figures under a new name (e.g. h100-sxm-custom).
+    file that changes one is refused; add your figures under a new name (e.g. h100-sxm-custom), and price a shipped
+    GPU with `hardware price`.
     """
     rows, unchanged = add_catalog(db_url, lock_timeout, path, "hardware")
     click.echo(f"hardware: {len(rows)} added or updated ({', '.join(r['name'] for r in rows)})"
                + (f"; shipped and unchanged: {', '.join(unchanged)}" if unchanged else ""))
+
+
+# "-1" is the price argument (refused as negative), not an unknown option.
+@hardware.command("price", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("usd", required=False)
+@click.option("--clear", is_flag=True, help="Drop your own price: back to the catalog's dated example, or none.")
+@db_options
+def hardware_price(name, usd, clear, db_url, lock_timeout):
+    """Set your own price for one GPU-hour of NAME in USD (kept over `db upgrade`), or go back to the example.
+
+    The catalog ships dated example on-demand prices (registry/data/hardware.yaml), examples and not truth; USD is
+    yours (price_source user). A price must be a number in (0, 10,000].
+    """
+    from registry.pricing.catalog import parse_price, set_hardware_price
+
+    if clear == (usd is not None):
+        raise click.UsageError("give a price in USD or --clear (not both)")
+    if usd is not None:
+        usd = parse_price(usd, f"hardware price {name}", "USD")  # refused before the registry is opened
+    with open_registry(db_url, lock_timeout, create=True) as registry:
+        with registry.begin() as conn:
+            row = set_hardware_price(conn, name, usd)
+    if row["usd_per_hour"] is None:
+        click.echo(f"{row['name']}: no price")
+    else:
+        click.echo(f"{row['name']}: ${row['usd_per_hour']:,.2f} per GPU-hour ({row['price_source']})")
 
 
 @cli.group()

@@ -3,10 +3,12 @@ every `db upgrade`; users add their own with `dsocr-registry hardware add` / `ru
 
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib.resources
 import math
 import pathlib
+import re
 from typing import Any
 
 import attrs
@@ -21,7 +23,66 @@ from analyzer.fileio import MAX_SMALL_FILE_BYTES, load_document, one_of, parse_y
 from registry.pricing.model import DEFAULT_DTYPE, DTYPES
 from registry.store.db import RegistryError
 
-HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb", "source"}
+HARDWARE_KEYS = {"name", "display_name", "dense_bf16_tflops", "dense_fp8_tflops", "memory_tb_per_s", "memory_gb",
+                 "interconnect", "interconnect_gb_per_s", "source", "usd_per_hour", "example_usd_per_hour",
+                 "example_price_source", "example_price_date"}
+EXAMPLE_PRICE_KEYS = ("example_usd_per_hour", "example_price_source", "example_price_date")
+# An fp8 tensor rate is 2x the bf16 one on every GPU of the catalog; past 2.5x it is a sparse figure or another GPU's.
+FP8_OVER_BF16_MAX = 2.5
+USER_PRICE = "user"
+
+
+@attrs.frozen
+class KnownGpu:
+    """Datasheet facts of a GPU family: its dense and 2:4-sparse tensor rates (TFLOP/s), so that a catalog entry
+    that names the GPU and gives the sparse figure (datasheets print it first, with an asterisk) is refused."""
+
+    family: str
+    pattern: str  # matched against the entry's name and display name, lowercased, words split at non-alphanumerics
+    dense_bf16: float
+    sparse_bf16: float
+    dense_fp8: float | None = None
+    sparse_fp8: float | None = None
+
+
+KNOWN_GPUS = (
+    KnownGpu("NVIDIA H100 SXM", r"\bh100\b(?!.*\b(pcie|nvl)\b)", 989, 1979, 1979, 3958),
+    KnownGpu("NVIDIA H100 PCIe", r"\bh100\b.*\bpcie\b", 756, 1513, 1513, 3026),
+    KnownGpu("NVIDIA H200", r"\bh200\b(?!.*\bnvl\b)", 989, 1979, 1979, 3958),
+    KnownGpu("NVIDIA H20", r"\bh20\b", 148, 296, 296, 592),
+    KnownGpu("NVIDIA B200", r"\bb200\b", 2250, 4500, 4500, 9000),
+    KnownGpu("NVIDIA A100", r"\ba100\b", 312, 624),
+    KnownGpu("NVIDIA A10", r"\ba10\b", 125, 250),
+    KnownGpu("NVIDIA L4", r"\bl4\b", 121, 242, 242.5, 485),
+    KnownGpu("NVIDIA L40", r"\bl40\b", 181.05, 362.1, 362, 724),
+    KnownGpu("NVIDIA L40S", r"\bl40s\b", 362, 733, 733, 1466),
+    KnownGpu("NVIDIA GeForce RTX 4090", r"\b4090\b", 165.2, 330.4, 330.3, 660.6),
+    KnownGpu("NVIDIA GeForce RTX 5090", r"\b5090\b", 209.5, 419, 419, 838),
+    KnownGpu("NVIDIA RTX PRO 6000 Blackwell", r"\bpro 6000\b", 503.8, 1007.6, 1007.6, 2015.2),
+    KnownGpu("AMD Instinct MI300X", r"\bmi300x\b", 1307.4, 2614.9, 2614.9, 5229.8),
+    KnownGpu("AMD Instinct MI325X", r"\bmi325x\b", 1307.4, 2614.9, 2614.9, 5229.8),
+)
+
+
+def known_gpus(*names: str) -> list[KnownGpu]:
+    """The families of KNOWN_GPUS that any of `names` (a catalog name, a display name) names."""
+    words = " ".join(re.sub(r"[^a-z0-9]+", " ", str(n).lower()) for n in names)
+    return [gpu for gpu in KNOWN_GPUS if re.search(gpu.pattern, words)]
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=0.01)
+
+
+def refuse_sparse(where: str, names: tuple[str, ...], key: str, tflops: float) -> None:
+    """A dense rate (`key` dense_bf16_tflops or dense_fp8_tflops) that is the 2:4-sparse figure of the GPU the entry
+    names is refused in one line naming the key and the dense figure."""
+    for gpu in known_gpus(*names):
+        dense, sparse = ((gpu.dense_bf16, gpu.sparse_bf16) if key == "dense_bf16_tflops"
+                         else (gpu.dense_fp8, gpu.sparse_fp8))
+        if sparse is not None and _same(tflops, sparse) and not _same(tflops, dense):
+            raise RegistryError(f"{where}: {key}: {tflops:g} TFLOP/s is the 2:4-sparse figure of the {gpu.family}; "
+                                f"its dense figure is {dense:g} (datasheets print the sparse one with an asterisk)")
 
 
 @attrs.frozen
@@ -117,23 +178,87 @@ def _checked(entry: dict, label: str, kind: str, keys: set[str], required: set[s
     return name, where
 
 
+def parse_price(value: Any, where: str, key: str = "usd_per_hour") -> float:
+    """A price for one GPU-hour in USD: a finite number in (0, 10,000]; anything else (text, NaN, inf, zero, a
+    negative) is refused in one line naming `where` (the file and entry, or the command) and `key`."""
+    bounds = ranges.USD_PER_HOUR
+    return _number(where, key, value, bounds.low, bounds.high, bounds.low_open)
+
+
+def _price_date(where: str, value: Any) -> str:
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        try:
+            return datetime.date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            pass
+    raise RegistryError(f"{where}: example_price_date: must be a date YYYY-MM-DD, got {quote(value)}")
+
+
+def _text(where: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RegistryError(f"{where}: {key}: must be non-empty text, got {quote(value)}")
+    return value.strip()
+
+
 def parse_hardware(data: Any, label: str) -> list[dict[str, Any]]:
+    """GPUs of a catalog file, checked whole: known keys, every figure positive and in its physical range, no
+    2:4-sparse figure of a known GPU, an fp8 rate between 1x and 2.5x the bf16 one, a dated example price with its
+    source or the user's own (usd_per_hour)."""
     rows = []
     for entry in _entries(data, label):
         name, where = _checked(entry, label, "hardware", HARDWARE_KEYS,
                                {"name", "dense_bf16_tflops", "memory_tb_per_s", "memory_gb"})
+        names = (name, str(entry.get("display_name", name)))
+        # the physical ranges of analyzer.ranges: far beyond any one accelerator, so that a unit slip (bytes for
+        # GB) is caught here
+        bf16 = _ranged(where, "dense_bf16_tflops", entry["dense_bf16_tflops"], ranges.PEAK_TFLOPS)
+        refuse_sparse(where, names, "dense_bf16_tflops", bf16)
+        fp8 = None
+        if entry.get("dense_fp8_tflops") is not None:
+            fp8 = _ranged(where, "dense_fp8_tflops", entry["dense_fp8_tflops"], ranges.PEAK_TFLOPS)
+            refuse_sparse(where, names, "dense_fp8_tflops", fp8)
+            if fp8 < bf16 or fp8 > FP8_OVER_BF16_MAX * bf16:
+                raise RegistryError(
+                    f"{where}: dense_fp8_tflops: {fp8:g} TFLOP/s must be between the dense bf16 rate ({bf16:g}) and "
+                    f"{FP8_OVER_BF16_MAX:g}x it ({FP8_OVER_BF16_MAX * bf16:g}): a sparse figure, or another GPU's?")
+        link = entry.get("interconnect_gb_per_s")
+        link = None if link is None else _ranged(where, "interconnect_gb_per_s", link, ranges.INTERCONNECT_GB_PER_S)
+        interconnect = entry.get("interconnect")
+        interconnect = None if interconnect is None else _text(where, "interconnect", interconnect)
+        if "source" in entry:
+            _text(where, "source", entry["source"])
+        usd, price_source = _entry_price(where, entry)
         rows.append(dict(
             name=name.strip().lower(), display_name=str(entry.get("display_name", name)),
-            # the physical ranges of analyzer.ranges: far beyond any one accelerator, so that a unit slip (bytes for
-            # GB) is caught here
-            peak_bf16_flops_per_s=_ranged(where, "dense_bf16_tflops", entry["dense_bf16_tflops"],
-                                          ranges.PEAK_TFLOPS) * 1e12,
+            peak_bf16_flops_per_s=bf16 * 1e12,
+            peak_fp8_flops_per_s=None if fp8 is None else fp8 * 1e12,
             memory_bandwidth_bytes_per_s=_ranged(where, "memory_tb_per_s", entry["memory_tb_per_s"],
                                                  ranges.MEMORY_TB_PER_S) * 1e12,
             memory_bytes=int(_ranged(where, "memory_gb", entry["memory_gb"], ranges.MEMORY_GB) * 1e9),
-            source=str(entry.get("source", ""))))
+            interconnect=interconnect, interconnect_bytes_per_s=None if link is None else link * 1e9,
+            source=str(entry.get("source", "")), usd_per_hour=usd, price_source=price_source))
         _fits(where, "hardware", rows[-1])
     return rows
+
+
+def _entry_price(where: str, entry: dict) -> tuple[float | None, str | None]:
+    """(USD per GPU-hour, price_source) of a catalog entry: the user's own `usd_per_hour` ("user"), else the dated
+    example ("example: SOURCE, DATE"), else none."""
+    given = [key for key in EXAMPLE_PRICE_KEYS if entry.get(key) is not None]
+    if given and len(given) < len(EXAMPLE_PRICE_KEYS):
+        missing = [key for key in EXAMPLE_PRICE_KEYS if key not in given]
+        raise RegistryError(f"{where}: {missing[0]}: missing (an example price needs example_usd_per_hour, "
+                            f"example_price_source and example_price_date)")
+    example = None
+    if given:
+        usd = parse_price(entry["example_usd_per_hour"], where, "example_usd_per_hour")
+        source = _text(where, "example_price_source", entry["example_price_source"])
+        example = (usd, f"example: {source}, {_price_date(where, entry['example_price_date'])}")
+    if entry.get("usd_per_hour") is not None:
+        return parse_price(entry["usd_per_hour"], where), USER_PRICE
+    return example if example else (None, None)
 
 
 def _fits(where: str, table: str, row: dict[str, Any]) -> None:
@@ -258,19 +383,65 @@ def shipped(name: str) -> str:
     return importlib.resources.files("registry.data").joinpath(name).read_text("utf-8")
 
 
+HARDWARE_COLUMNS_STORED = ("name", "display_name", "peak_bf16_flops_per_s", "peak_fp8_flops_per_s",
+                           "memory_bandwidth_bytes_per_s", "memory_bytes", "interconnect", "interconnect_bytes_per_s",
+                           "source", "origin")
+
+
 def upsert_hardware(conn: Connection, row: dict[str, Any], origin: str) -> None:
-    values = dict(row, origin=origin)
+    """Insert or update one GPU (by name). Its price: a shipped row's example replaces any price but the user's own
+    (price_source 'user', which upgrades keep); a user's row sets the price it gives and keeps the one it omits."""
+    values = {k: row.get(k) for k in HARDWARE_COLUMNS_STORED}
+    values["origin"] = origin
     found = conn.execute(sa.text("SELECT id FROM hardware WHERE name = :name"), {"name": row["name"]}).scalar()
     if found is None:
-        conn.execute(sa.text(
-            "INSERT INTO hardware (name, display_name, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, "
-            "memory_bytes, source, origin) VALUES (:name, :display_name, :peak_bf16_flops_per_s, "
-            ":memory_bandwidth_bytes_per_s, :memory_bytes, :source, :origin)"), values)
+        found = conn.execute(sa.text(
+            f"INSERT INTO hardware ({', '.join(HARDWARE_COLUMNS_STORED)}) VALUES "
+            f"({', '.join(':' + c for c in HARDWARE_COLUMNS_STORED)}) RETURNING id"), values).scalar_one()
     else:
+        assignments = ", ".join(f"{c} = :{c}" for c in HARDWARE_COLUMNS_STORED if c != "name")
+        conn.execute(sa.text(f"UPDATE hardware SET {assignments} WHERE id = :id"), dict(values, id=found))
+    price = {"usd": row.get("usd_per_hour"), "source": row.get("price_source"), "id": found, "user": USER_PRICE}
+    if origin == "shipped":
         conn.execute(sa.text(
-            "UPDATE hardware SET display_name = :display_name, peak_bf16_flops_per_s = :peak_bf16_flops_per_s, "
-            "memory_bandwidth_bytes_per_s = :memory_bandwidth_bytes_per_s, memory_bytes = :memory_bytes, "
-            "source = :source, origin = :origin WHERE id = :id"), dict(values, id=found))
+            "UPDATE hardware SET usd_per_hour = :usd, price_source = :source WHERE id = :id "
+            "AND (price_source IS NULL OR price_source <> :user)"), price)
+    elif price["usd"] is not None:
+        conn.execute(sa.text("UPDATE hardware SET usd_per_hour = :usd, price_source = :source WHERE id = :id"), price)
+
+
+def shipped_hardware() -> dict[str, dict[str, Any]]:
+    """name -> row of every GPU in the shipped hardware.yaml."""
+    rows = parse_hardware(parse_yaml(shipped("hardware.yaml"), "hardware.yaml", RegistryError), "hardware.yaml")
+    return {row["name"]: row for row in rows}
+
+
+def set_hardware_price(conn: Connection, name: str, usd: float | None) -> dict[str, Any]:
+    """Set a GPU's price per GPU-hour as the user's own (price_source 'user', kept over upgrades), or with `usd`
+    None go back to the shipped catalog's example (or none). An unknown name is refused with the closest one.
+    Returns the GPU's name, usd_per_hour and price_source as stored."""
+    hardware_id, key = resolve_hardware(conn, name)
+    if usd is None:
+        example = shipped_hardware().get(key, {})
+        usd, source = example.get("usd_per_hour"), example.get("price_source")
+    else:
+        usd, source = parse_price(usd, f"hardware price {key}", "USD"), USER_PRICE
+    conn.execute(sa.text("UPDATE hardware SET usd_per_hour = :usd, price_source = :source WHERE id = :id"),
+                 {"usd": usd, "source": source, "id": hardware_id})
+    return {"name": key, "usd_per_hour": usd, "price_source": source}
+
+
+def require_fp8(conn: Connection, hardware_id: int) -> float:
+    """The GPU's dense fp8 tensor rate in FLOP/s; a GPU without one (the catalog gives none) is refused in one line,
+    for an fp8 point to be priced in bf16 instead."""
+    found = conn.execute(sa.text("SELECT name, peak_fp8_flops_per_s FROM hardware WHERE id = :i"),
+                         {"i": hardware_id}).first()
+    if found is None:
+        raise RegistryError(f"no hardware with id {hardware_id}")
+    name, fp8 = found
+    if fp8 is None:
+        raise RegistryError(f"GPU {name} has no fp8 tensor rate in the catalog: price it in bf16")
+    return float(fp8)
 
 
 RUNTIME_COLUMNS_STORED = ("name", "version", "execution", "description", "source", "kernel_launch_s", "aten_call_s",
@@ -405,24 +576,28 @@ def seed_catalogs(conn: Connection) -> None:
 
 # -- reading the catalogs back -------------------------------------------------------------------------------------
 
-HARDWARE_COLUMNS = ["name", "display_name", "bf16_tflops", "memory_tb_per_s", "memory_gb", "origin"]
+HARDWARE_COLUMNS = ["name", "display_name", "bf16_tflops", "fp8_tflops", "memory_tb_per_s", "memory_gb",
+                    "interconnect", "usd_per_hour", "price_source", "origin"]
 RUNTIME_COLUMNS = ["runtime", "plain", "execution", "launch_us", "aten_call_us", "module_call_us", "graph_kernel_us",
                    "call_overhead_ms", "decode_step_ms", "gpu_mem_util", "max_batched_tokens", "origin"]
 RUNTIME_CATEGORY_COLUMNS = ["category", "compute_efficiency", "bandwidth_efficiency"]
 
 
 def list_hardware(conn: Connection) -> list[tuple]:
-    """The GPUs, in decimal display units (TFLOP/s, TB/s, GB), by name."""
+    """The GPUs, in decimal display units (TFLOP/s, TB/s, GB), with their interconnect and price per GPU-hour and
+    its source ('example: ...' or 'user'), by name; no fp8 rate or no price is None."""
     return [tuple(r) for r in conn.execute(sa.text(
-        "SELECT name, display_name, peak_bf16_flops_per_s / 1e12, memory_bandwidth_bytes_per_s / 1e12, "
-        "memory_bytes / 1e9, origin FROM hardware ORDER BY name")).all()]
+        "SELECT name, display_name, peak_bf16_flops_per_s / 1e12, peak_fp8_flops_per_s / 1e12, "
+        "memory_bandwidth_bytes_per_s / 1e12, memory_bytes / 1e9, interconnect, usd_per_hour, price_source, origin "
+        "FROM hardware ORDER BY name")).all()]
 
 
 def hardware_details(conn: Connection, name: str) -> dict[str, Any]:
     hardware_id, _ = resolve_hardware(conn, name)
     return dict(conn.execute(sa.text(
-        "SELECT name, display_name, peak_bf16_flops_per_s, memory_bandwidth_bytes_per_s, memory_bytes, source, "
-        "origin FROM hardware WHERE id = :i"), {"i": hardware_id}).mappings().one())
+        "SELECT name, display_name, peak_bf16_flops_per_s, peak_fp8_flops_per_s, memory_bandwidth_bytes_per_s, "
+        "memory_bytes, interconnect, interconnect_bytes_per_s, usd_per_hour, price_source, source, origin "
+        "FROM hardware WHERE id = :i"), {"i": hardware_id}).mappings().one())
 
 
 def list_runtimes(conn: Connection) -> list[tuple]:
@@ -491,6 +666,10 @@ def _refuse_shipped_edit(kind: str, entry: dict[str, Any], shipped_entries: dict
     if key not in shipped_entries or shipped_entries[key] == entry:
         return
     if kind == "hardware":
+        unpriced = {k: v for k, v in entry.items() if k not in ("usd_per_hour", "price_source")}
+        if unpriced == {k: v for k, v in shipped_entries[key].items() if k not in ("usd_per_hour", "price_source")}:
+            raise RegistryError(f"{source_name(path)}: {key}: usd_per_hour: {key} is a shipped GPU; set your price "
+                                f"with `dsocr-registry hardware price {key} USD` (kept over upgrades)")
         raise RegistryError(f"{source_name(path)}: {key} is a shipped GPU, kept at its datasheet figures (db upgrade "
                             f"restores them); add yours under a new name, e.g. {key}-custom")
     raise RegistryError(f"{source_name(path)}: {key} is a shipped runtime profile (db upgrade restores it); add "

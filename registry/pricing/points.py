@@ -125,13 +125,21 @@ def check_fp8_device(hardware: str, runtime: tuple[str, str, int], peak_fp8_flop
 
 def check_fp8_point(conn, report_key: int, hardware: str, runtime: tuple[str, str, int],
                     peak_fp8_flops_per_s: float | None, weights_dtype: str, kv_cache_dtype: str) -> None:
-    """check_fp8_device, and for an fp8 KV cache a report whose bytes say which are KV cache."""
+    """check_fp8_device, and a report that says which of its bytes are KV cache (an fp8 KV cache) and which weights
+    its matmuls read (fp8 weights): schema 4 on."""
     from registry.store.stored import kv_roles_refusal
 
     check_fp8_device(hardware, runtime, peak_fp8_flops_per_s, weights_dtype)
     problem = kv_roles_refusal(conn, report_key) if kv_cache_dtype == "fp8" else None
     if problem:
         raise RegistryError(problem)
+    if weights_dtype == "fp8":
+        report_id, version, matmul_weight_bytes = conn.execute(sa.text(
+            "SELECT report_id, schema_version, matmul_weight_bytes FROM reports WHERE id = :k"),
+            {"k": report_key}).one()
+        if matmul_weight_bytes is None:  # the memory fit halves exactly these bytes
+            raise RegistryError(f"report {report_id} was analyzed before its matmul weight bytes were recorded "
+                                f"(schema {version}): re-analyze it to price fp8 weights")
 
 
 def record_scenario(conn, scenario: ScenarioRecord, points: list[PointKey], *, new_run: bool = False,

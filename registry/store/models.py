@@ -261,6 +261,12 @@ class Hardware(Base):
     memory_bytes: Mapped[int] = mapped_column(Count)
     source: Mapped[str] = mapped_column(sa.Text)
     origin: Mapped[str] = mapped_column(sa.String(20))  # shipped | user
+    # Revision 0012 (nullable: DuckDB cannot add NOT NULL columns). NULL fp8 rate: the GPU has no fp8.
+    peak_fp8_flops_per_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    interconnect: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)  # "NVLink 4, 900 GB/s"
+    interconnect_bytes_per_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    usd_per_hour: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # per GPU-hour; NULL: no price
+    price_source: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # "example: <source>, <date>" | "user"
 
 
 class RuntimeProfile(Base):
