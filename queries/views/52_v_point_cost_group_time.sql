@@ -14,11 +14,12 @@
 -- Times in seconds, per operator row: the group's share of its stage is operator_rows times as much.
 CREATE VIEW v_point_cost_group_time (
     scenario_id, point_index, report_pk, runtime_profile_id, stage, view_kind, category_id, op_calls,
-    kernel_launches, flops, bytes_read, bytes_written, operator_rows, compute_bound_s, memory_bound_s, kernel_s,
-    dispatch_s, op_time_s, bound
+    kernel_launches, flops, bytes_read, bytes_written, weight_bytes_read, kv_cache_bytes_read,
+    kv_cache_bytes_written, operator_rows, compute_bound_s, memory_bound_s, kernel_s, dispatch_s, op_time_s, bound
 ) AS
 SELECT t.scenario_id, t.point_index, t.report_pk, t.runtime_profile_id, t.stage, t.view_kind, t.category_id,
-       t.op_calls, t.kernel_launches, t.flops, t.bytes_read, t.bytes_written, t.operator_rows,
+       t.op_calls, t.kernel_launches, t.flops, t.bytes_read, t.bytes_written,
+       t.weight_bytes_read, t.kv_cache_bytes_read, t.kv_cache_bytes_written, t.operator_rows,
        t.compute_bound_s, t.memory_bound_s, GREATEST(t.compute_bound_s, t.memory_bound_s), t.dispatch_s,
        GREATEST(t.compute_bound_s, t.memory_bound_s, t.dispatch_s),
        CASE WHEN t.dispatch_s > GREATEST(t.compute_bound_s, t.memory_bound_s) THEN 'dispatch'
@@ -29,6 +30,7 @@ FROM (
            p.runtime_profile_id AS runtime_profile_id, g.stage AS stage, g.view_kind AS view_kind,
            g.category_id AS category_id, g.op_calls AS op_calls, g.kernel_launches AS kernel_launches,
            g.flops AS flops, g.bytes_read AS bytes_read, g.bytes_written AS bytes_written,
+           g.weight_bytes_read AS weight_bytes_read, g.kv_cache_bytes_read AS kv_cache_bytes_read, g.kv_cache_bytes_written AS kv_cache_bytes_written,
            CAST(g.flops AS DOUBLE PRECISION) / (CASE WHEN oc.name = 'matmul' AND p.weights_dtype = 'fp8' THEN p.peak_fp8_flops_per_s * rp.fp8_compute_efficiency ELSE p.peak_flops_per_s * rc.compute_efficiency END * p.efficiency_scale) AS compute_bound_s,
            (CAST(g.bytes_read + g.bytes_written AS DOUBLE PRECISION) - CASE WHEN oc.name = 'matmul' AND p.weights_dtype = 'fp8' THEN CAST(g.weight_bytes_read AS DOUBLE PRECISION) * 0.5 ELSE 0.0 END - CASE WHEN p.kv_cache_dtype = 'fp8' THEN CAST(g.kv_cache_bytes_read + g.kv_cache_bytes_written AS DOUBLE PRECISION) * 0.5 ELSE 0.0 END) / (p.memory_bandwidth_bytes_per_s * rc.bandwidth_efficiency * p.efficiency_scale) AS memory_bound_s,
            CASE WHEN g.stage = 'decode' AND rp.cuda_graph_decode THEN CAST(g.kernel_launches AS DOUBLE PRECISION) * rp.graph_kernel_s ELSE CAST(g.op_calls AS DOUBLE PRECISION) * rp.aten_call_s + CAST(g.kernel_launches AS DOUBLE PRECISION) * rp.kernel_launch_s END AS dispatch_s,

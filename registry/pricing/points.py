@@ -76,8 +76,8 @@ def product_points(report_keys: list[int], hardware_ids: list[int], runtime_ids:
 
 def check_executions(conn, points: list[PointKey]) -> None:
     """A point prices a report under a runtime of the report's own execution; any other pairing is refused."""
-    report_keys = sorted({report for report, _, _ in points})
-    runtime_ids = sorted({runtime for _, _, runtime in points})
+    report_keys = sorted({p.report_key for p in points})
+    runtime_ids = sorted({p.runtime_id for p in points})
     reports = {key: (report_id, execution) for key, report_id, execution in conn.execute(sa.text(
         "SELECT id, report_id, execution FROM reports WHERE id IN :keys").bindparams(
         sa.bindparam("keys", expanding=True)), {"keys": report_keys}).all()}
@@ -86,7 +86,7 @@ def check_executions(conn, points: list[PointKey]) -> None:
     ).bindparams(sa.bindparam("keys", expanding=True)), {"keys": runtime_ids}).all()}
     from registry.pricing.catalog import known_execution
 
-    for report, _, runtime in points:
+    for report, runtime in ((p.report_key, p.runtime_id) for p in points):
         report_id, traced = reports[report]
         name, version, prices = runtimes[runtime]
         # a name this version does not know is refused, never paired by its spelling

@@ -15,6 +15,7 @@ from analyzer.categories import CategoryId
 from analyzer.execution import executions_with_memory_model
 from registry.pricing import model
 
+ROLE_BYTES = ("weight_bytes_read", "kv_cache_bytes_read", "kv_cache_bytes_written")  # parts of the bytes, by role
 UNKNOWN_KV_BYTES = -1  # operator_cost_groups' KV bytes of a report that did not count them (revision 0013)
 GENERATED = "-- Generated from registry/pricing/model.py by `python -m registry.pricing.views`: edit the model, not this file."
 
@@ -65,7 +66,7 @@ def cost_group_time_sql() -> str:
     other = [t.name for t in model.row_terms() if not t.device]
     bounds = [t.name for t in model.bound_terms()]
     columns = ["scenario_id", "point_index", "report_pk", "runtime_profile_id", "stage", "view_kind", "category_id",
-               "op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", "operator_rows",
+               "op_calls", "kernel_launches", "flops", "bytes_read", "bytes_written", *ROLE_BYTES, "operator_rows",
                *device, "kernel_s", *other, "op_time_s", "bound"]
     outer = [f"t.{n}" for n in device] + [model.greatest_sql([f"t.{n}" for n in device])] + \
         [f"t.{n}" for n in other] + [model.greatest_sql([f"t.{n}" for n in bounds])]
@@ -83,7 +84,8 @@ CREATE VIEW v_point_cost_group_time (
 {_columns(columns)}
 ) AS
 SELECT t.scenario_id, t.point_index, t.report_pk, t.runtime_profile_id, t.stage, t.view_kind, t.category_id,
-       t.op_calls, t.kernel_launches, t.flops, t.bytes_read, t.bytes_written, t.operator_rows,
+       t.op_calls, t.kernel_launches, t.flops, t.bytes_read, t.bytes_written,
+       {', '.join(f"t.{n}" for n in ROLE_BYTES)}, t.operator_rows,
 {_columns(outer, indent="       ")},
        {_bound_case("t.")}
 FROM (
@@ -91,6 +93,7 @@ FROM (
            p.runtime_profile_id AS runtime_profile_id, g.stage AS stage, g.view_kind AS view_kind,
            g.category_id AS category_id, g.op_calls AS op_calls, g.kernel_launches AS kernel_launches,
            g.flops AS flops, g.bytes_read AS bytes_read, g.bytes_written AS bytes_written,
+           {', '.join(f"g.{n} AS {n}" for n in ROLE_BYTES)},
 {inner}
            g.operator_rows AS operator_rows
     FROM scenario_points p
