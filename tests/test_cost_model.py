@@ -42,7 +42,10 @@ def test_sql_and_numpy_render_the_same_terms():
               "kernel_launches": np.array([2.0, 2.0]), "stage": np.array(["prefill", "decode"], dtype=object),
               "peak_flops_per_s": 1e15, "memory_bandwidth_bytes_per_s": 4e12, "efficiency_scale": 1.0,
               "compute_efficiency": 0.5, "bandwidth_efficiency": 0.8, "aten_call_s": 2e-6, "kernel_launch_s": 5e-6,
-              "graph_kernel_s": 1e-6, "cuda_graph_decode": True}
+              "graph_kernel_s": 1e-6, "cuda_graph_decode": True,
+              "weight_bytes_read": np.array([1e6, 6e9]), "kv_cache_bytes": np.array([0.0, 1e9]),
+              "fp8_matmul": np.array([False, False]), "fp8_kv_cache": False, "peak_fp8_flops_per_s": 2e15,
+              "fp8_compute_efficiency": 0.5}
     bounds = model.row_bounds(values)
     # hand computed: 2e12 / (1e15 x 0.5) = 4 ms; 8e9 / (4e12 x 0.8) = 2.5 ms; dispatch 3 x 2 + 2 x 5 = 16 us, and
     # in the graph-replayed decode 2 x 1 us
@@ -50,6 +53,12 @@ def test_sql_and_numpy_render_the_same_terms():
     assert bounds["memory_bound_s"] == pytest.approx([3.125e-7, 2.5e-3])
     assert bounds["dispatch_s"] == pytest.approx([16e-6, 2e-6])
     assert model.op_time_s(bounds) == pytest.approx([4e-3, 2.5e-3])
+    # fp8 weights on the first (a matmul row): the fp8 rate at its efficiency, half its 1 MB of weight bytes; an
+    # fp8 KV cache on the second: half its 1 GB of KV bytes
+    fp8 = model.row_bounds({**values, "fp8_matmul": np.array([True, False]), "fp8_kv_cache": True})
+    assert fp8["compute_bound_s"] == pytest.approx([2e12 / (2e15 * 0.5), 2e-9])
+    assert fp8["memory_bound_s"] == pytest.approx([(1e6 - 0.5e6) / 3.2e12, (8e9 - 0.5e9) / 3.2e12])
+    assert fp8["dispatch_s"] == pytest.approx(bounds["dispatch_s"])
     host = model.stage_host_s({**values, "calls": np.array([2.0, 10.0]), "module_calls": np.array([100.0, 100.0]),
                                "module_call_s": 1e-6, "stage_call_overhead_s": 1e-4, "decode_step_overhead_s": 3e-3})
     assert host == pytest.approx([100e-6 + 2e-4, 10 * 3e-3])  # no module host time in a graph-replayed decode
