@@ -242,7 +242,7 @@ def test_memory_by_execution_against_a_hand_computation(registry_url, standard_v
 
 @pytest.mark.parametrize("text,fragment", [
     ("sweep:\n  hardware: [h100-sxm]\n  hardwre: [h200]\n", ":3: sweep.hardwre: unknown key (did you mean 'hardware'?)"),
-    ("sweep:\n  hardware: [h100-sxm, h20O]\n", "unknown hardware 'h20O' (did you mean 'h200'?)"),
+    ("sweep:\n  hardware: [h100-sxm, h20O]\n", "unknown hardware 'h20O' (did you mean 'h20'?)"),
     ("base: {profile: dsocr-base-v1}\nsweep:\n  hardware: [h200]\n  batch: [4, -2]\n", ":4: sweep.batch: batch must be >= 1"),
     ("sweep:\n  hardware: []\n", ":2: sweep.hardware: is empty"),
     ("sweep:\n  hardware: [h200]\n  runtime: [vlm]\n", "unknown runtime 'vlm' (did you mean 'vllm'?)"),
@@ -282,19 +282,20 @@ def test_hardware_and_runtime_commands(registry_url, tmp_path):
         assert name in listing.stdout
     show = run_command(["hardware", "show", "h200", "--db", registry_url])
     assert "989.0 TFLOP/s" in show.stdout and "141 GB" in show.stdout and "4.800 TB/s" in show.stdout
-    typo = run_command(["hardware", "show", "h20", "--db", registry_url])
+    typo = run_command(["hardware", "show", "h2000", "--db", registry_url])
     assert typo.exit_code == 2 and "did you mean 'h200'?" in typo.stderr
     # a name the user shortened: the names that start with it first, then those that contain it
-    for short, meant in (("h100", "'h100-sxm'"), ("a100", "'a100-40g' or 'a100-80g'"), ("4090", "'rtx-4090'")):
+    for short, meant in (("h100", "'h100-pcie' or 'h100-sxm'"), ("a100", "'a100-40g' or 'a100-80g'"),
+                         ("4090", "'rtx-4090'")):
         shortened = run_command(["hardware", "show", short, "--db", registry_url])
         assert shortened.exit_code == 2 and f"(did you mean {meant}?)" in shortened.stderr, shortened.stderr
     assert "did you mean 'vllm'?" in run_command(["runtime", "show", "vlm", "--db", registry_url]).stderr
     custom = tmp_path / "gpus.yaml"
-    custom.write_text("- name: b200\n  dense_bf16_tflops: 2250\n  memory_tb_per_s: 8\n  memory_gb: 180\n"
+    custom.write_text("- name: b300\n  dense_bf16_tflops: 2250\n  memory_tb_per_s: 8\n  memory_gb: 180\n"
                       "  source: vendor figures\n")
     added = run_command(["hardware", "add", str(custom), "--db", registry_url])
-    assert added.exit_code == 0 and "b200" in added.stdout
-    assert rows(registry_url, "SELECT memory_bytes, origin FROM hardware WHERE name = 'b200'") == [
+    assert added.exit_code == 0 and "b300" in added.stdout
+    assert rows(registry_url, "SELECT memory_bytes, origin FROM hardware WHERE name = 'b300'") == [
         (180_000_000_000, "user")]
     bad = tmp_path / "bad.yaml"
     bad.write_text("- name: x\n  dense_bf16_tflops: -1\n  memory_tb_per_s: 1\n  memory_gb: 1\n")
@@ -540,7 +541,7 @@ def test_a_shipped_gpu_or_runtime_is_not_edited_and_user_entries_survive_upgrade
     entries survive db upgrade."""
     edit = tmp_path / "h100.yaml"
     edit.write_text("- name: h100-sxm\n  dense_bf16_tflops: 700\n  memory_tb_per_s: 3.35\n  memory_gb: 80\n"
-                    "- name: b200\n  dense_bf16_tflops: 2250\n  memory_tb_per_s: 8\n  memory_gb: 180\n")
+                    "- name: b300\n  dense_bf16_tflops: 2250\n  memory_tb_per_s: 8\n  memory_gb: 180\n")
     refused = run_command(["hardware", "add", str(edit), "--db", registry_url])
     assert refused.exit_code == 2
     assert refused.stderr == (f"dsocr-registry: error: {edit}: h100-sxm is a shipped GPU, kept at its datasheet "
@@ -548,13 +549,14 @@ def test_a_shipped_gpu_or_runtime_is_not_edited_and_user_entries_survive_upgrade
                               "h100-sxm-custom\n")
     assert rows(registry_url, "SELECT peak_bf16_flops_per_s, origin FROM hardware WHERE name = 'h100-sxm'") == [
         (989e12, "shipped")]
-    assert rows(registry_url, "SELECT COUNT(*) FROM hardware WHERE name = 'b200'") == [(0,)]  # nothing written
+    assert rows(registry_url, "SELECT COUNT(*) FROM hardware WHERE name = 'b300'") == [(0,)]  # nothing written
     shipped_as_is = tmp_path / "shipped.yaml"
     shipped_as_is.write_text(shipped("hardware.yaml"))
     again = run_command(["hardware", "add", str(shipped_as_is), "--db", registry_url])
     assert again.exit_code == 0
     assert again.stdout == ("hardware: 0 added or updated (); shipped and unchanged: h100-sxm, h200, a100-40g, "
-                            "a100-80g, l40s, rtx-4090\n")
+                            "a100-80g, l40s, rtx-4090, b200, h100-pcie, h20, l4, a10, l40, rtx-5090, rtx-pro-6000, "
+                            "mi300x, mi325x\n")
     mine = tmp_path / "mine.yaml"
     mine.write_text("- name: h100-sxm-custom\n  dense_bf16_tflops: 700\n  memory_tb_per_s: 3.35\n  memory_gb: 80\n")
     assert run_command(["hardware", "add", str(mine), "--db", registry_url]).exit_code == 0
@@ -572,7 +574,8 @@ def test_a_shipped_gpu_or_runtime_is_not_edited_and_user_entries_survive_upgrade
     assert run_command(["runtime", "add", str(runtime_file), "--db", registry_url]).exit_code == 0
     assert run_command(["db", "upgrade", "--db", registry_url]).exit_code == 0
     assert rows(registry_url, "SELECT name, peak_bf16_flops_per_s, origin FROM hardware WHERE name LIKE 'h100%' "
-                "ORDER BY name") == [("h100-sxm", 989e12, "shipped"), ("h100-sxm-custom", 700e12, "user")]
+                "ORDER BY name") == [("h100-pcie", 756e12, "shipped"), ("h100-sxm", 989e12, "shipped"),
+                                     ("h100-sxm-custom", 700e12, "user")]
     assert rows(registry_url, "SELECT version, gpu_memory_utilization, origin FROM runtime_profiles "
                 "WHERE name = 'vllm' ORDER BY version") == [(vllm["version"], vllm["gpu_memory_utilization"],
                                                              "shipped"), (vllm["version"] + 1, 0.5, "user")]
