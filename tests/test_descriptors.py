@@ -126,7 +126,7 @@ def test_a_pairing_of_unknown_executions_is_refused(stored):
     would price them with some memory model)."""
     url, report_id = stored
     from registry.pricing.catalog import runtime_execution
-    from registry.pricing.points import check_executions
+    from registry.pricing.points import PointKey, check_executions
     from registry.store.db import Registry, RegistryError
 
     _set(url, "UPDATE reports SET execution = 'sglang'")
@@ -138,7 +138,7 @@ def test_a_pairing_of_unknown_executions_is_refused(stored):
             runtime = conn.execute(sa.text("SELECT MIN(id) FROM runtime_profiles WHERE name = 'hf-eager'")).scalar()
             hardware = conn.execute(sa.text("SELECT MIN(id) FROM hardware")).scalar()
             with pytest.raises(RegistryError, match=UNKNOWN):
-                check_executions(conn, [(key, hardware, runtime)])
+                check_executions(conn, [PointKey(key, hardware, runtime)])
             with pytest.raises(RegistryError, match=f"runtime profile {runtime}: {UNKNOWN}"):
                 runtime_execution(conn, runtime)
     finally:

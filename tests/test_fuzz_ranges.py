@@ -205,7 +205,7 @@ def checks_only(monkeypatch):
         registry.pricing.whatif.expand_workloads(scenario)
         with registry_.begin() as conn:
             registry.pricing.whatif.resolve_devices(scenario, conn)
-        return 0, [], False, None
+        return registry.pricing.whatif.PricedScenario(0, [], False, None)
 
     monkeypatch.setattr(registry.pricing.whatif, "price_scenario", price_checked)
     monkeypatch.setattr(registry.serving.scenario, "run_serving", lambda *args, **kwargs: (0, [], {}))

@@ -344,6 +344,10 @@ def test_export_parquet_and_snapshot(registry_url, report_files, tmp_path):
 
 def test_example_queries_run(registry_url, report_files):
     run_command(["ingest", str(report_files["standard"]), str(report_files["ocr2"]), "--db", registry_url])
+    for scenario in ("which-gpu.yaml", "which-gpu-fp8.yaml"):  # what 06_which_gpu.sql reads
+        served = run_command(["whatif", "--scenario", str(REPO / "queries" / "examples" / scenario), "--format",
+                              "csv", "--db", registry_url])
+        assert served.exit_code == 0, served.output
     examples = sorted((REPO / "queries" / "examples").glob("*.sql"))
     assert len(examples) >= 4
     for path in examples:
@@ -356,6 +360,11 @@ def test_example_queries_run(registry_url, report_files):
         assert by_file.exit_code == by_text.exit_code == by_stdin.exit_code == 0, by_text.output
         assert len(json.loads(by_file.stdout)) == len(result)
         assert by_file.stdout == by_text.stdout == by_stdin.stdout
+    # the README's "which GPU" table: every catalog GPU, bf16 beside fp8 where the GPU has an fp8 rate
+    which = {r[0]: r for r in rows(registry_url, (REPO / "queries" / "examples" / "06_which_gpu.sql").read_text())}
+    assert len(which) == 16
+    assert which["h200"][-1] == "calibrated on h200" and which["b200"][-1] == "datasheet-scaled from h200"
+    assert which["a100-80g"][3] is None and which["h200"][3] > which["h200"][1] > 0  # fp8 serves more pages/s
 
 
 def test_sql_needs_exactly_one_query(registry_url, report_files):

@@ -1029,7 +1029,11 @@ def runtime_show(name, db_url, lock_timeout):
              f"  module call              {profile['module_call_s'] * 1e6:g} us (host)",
              f"  stage call overhead      {profile['stage_call_overhead_s'] * 1e3:g} ms",
              f"  decode step overhead     {profile['decode_step_overhead_s'] * 1e3:g} ms",
-             f"  CUDA-graph decode        {graph}"]
+             f"  CUDA-graph decode        {graph}",
+             f"  weights / KV cache       {profile['weights_dtype']} / {profile['kv_cache_dtype']} (fp8 matmuls "
+             f"reach {profile['fp8_compute_efficiency']:g} of the fp8 rate)",
+             f"  efficiencies             " + (f"calibrated on {profile['calibrated_on']}" if profile["calibrated_on"]
+                                               else "assumed (not calibrated)")]
     if profile["gpu_memory_utilization"] is not None:
         lines.append(f"  gpu_memory_utilization   {profile['gpu_memory_utilization']:g}")
     if profile["max_num_batched_tokens"] is not None:

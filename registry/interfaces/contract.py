@@ -93,7 +93,8 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE,
             conn, ScenarioRecord(name=f"summary:{report_id}", kind="summary",
                                  definition={"summary": report_id, "hardware": hardware, "runtime": runtime_label}),
             [PointKey(report_key, hardware_id, runtime_id)], scenario_id=SCRATCH_SCENARIO_ID).scenario_id
-        predicted_s = read_points(conn, scenario_id)[0]["page_latency_s"]
+        point = read_points(conn, scenario_id)[0]
+        predicted_s = point["page_latency_s"]
         modules = read_module_times(conn, scenario_id)
     measured = measured_end_to_end_ms(registry, report_key, hardware_id, runtime_id)
     # SQL sums of floats may differ in their last bits from run to run (parallel aggregation): round to 1 ns so
@@ -103,7 +104,11 @@ def summarize(registry, report_id: str, hardware: str = DEFAULT_HARDWARE,
     total_module_s = sum(m[3] for m in modules) or 1.0
     ranked = sorted(modules, key=lambda m: (-m[3], m[0], m[2]))[:top]
     predicted_ms = round(1000.0 * float(predicted_s), 6)
+    cost = (f"; ${point['usd_per_1000_pages']:.4f} per 1,000 pages at ${point['usd_per_hour']:g} per GPU-hour"
+            if point["usd_per_1000_pages"] is not None else "")
     notes = [f"priced on {hardware} under {runtime_label} by the registry views (v_point_summary_all, kind summary)",
+             f"efficiencies {point['efficiency_source']}; {point['weights_dtype']} weights, "
+             f"{point['kv_cache_dtype']} KV cache{cost}",
              "share_of_model_time: of the summed operator time of every module (each operator's largest of "
              "compute, memory and dispatch time; host time outside operators excluded)"]
     if measured is None:

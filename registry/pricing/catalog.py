@@ -625,7 +625,8 @@ def runtime_details(conn: Connection, name: str) -> tuple[dict[str, Any], list[t
         "SELECT id, name, version, execution, description, source, "
         "kernel_launch_s, aten_call_s, module_call_s, "
         "cuda_graph_decode, graph_kernel_s, stage_call_overhead_s, "
-        "decode_step_overhead_s, gpu_memory_utilization, max_num_batched_tokens, origin "
+        "decode_step_overhead_s, gpu_memory_utilization, max_num_batched_tokens, origin, weights_dtype, "
+        "kv_cache_dtype, fp8_compute_efficiency, calibrated_on "
         "FROM runtime_profiles WHERE id = :i"), {"i": runtime_id}).mappings().one())
     categories = [tuple(r) for r in conn.execute(sa.text(
         "SELECT c.name, rc.compute_efficiency, rc.bandwidth_efficiency FROM runtime_profile_categories rc "
