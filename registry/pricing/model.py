@@ -10,8 +10,10 @@ lives here alone: a new term is one edit here, the regenerated views, and a migr
 Per operator row (host and device overlap: eager PyTorch dispatches kernels asynchronously, so the host runs ahead
 while long kernels run, and a kernel shorter than its dispatch costs its dispatch):
 
-    compute_bound_s = FLOPs / (peak x compute efficiency x efficiency_scale)
-    memory_bound_s  = (bytes read + written) / (bandwidth x bandwidth efficiency x efficiency_scale)
+    compute_bound_s = FLOPs / (peak x compute efficiency x efficiency_scale); a matmul row of a point with fp8
+                      weights: the GPU's dense fp8 peak x the profile's fp8_compute_efficiency
+    memory_bound_s  = (bytes read + written) / (bandwidth x bandwidth efficiency x efficiency_scale); fp8 weights
+                      take half of a matmul row's weight bytes off, an fp8 KV cache half of every row's KV bytes
     dispatch_s      = op_calls x aten_call_s + kernel_launches x kernel_launch_s; in the decode stage of a runtime
                       with cuda_graph_decode: kernel_launches x graph_kernel_s (a replay issues no host work)
     op_time_s       = the largest of the three; the row's bound names it (ties go to the earlier term)
@@ -22,13 +24,17 @@ Per stage, host time outside the operators:
     call_host_s     = calls x stage_call_overhead_s (decode: steps x decode_step_overhead_s)
     stage_time_s    = op_time_s summed over the stage's rows + the host terms
 
-Memory, by the execution's memory model (registry.pricing.catalog: MEMORY_MODELS):
+Memory, by the execution's memory model (analyzer.execution: MEMORY_MODELS):
 
     paged-kv        budget = FLOOR(gpu_memory_utilization x memory); the KV pool is the budget - weights - one
-                    step's activation peak (vLLM's profile run)
-    live-set        budget = the GPU's memory; weights + the live set of the largest stage
+                    step's activation peak (vLLM's profile run); fp8 weights: the matmul weights take half the
+                    memory; an fp8 KV cache: half the bytes per token
+    live-set        budget = the GPU's memory; weights + the live set of the largest stage (bf16 only)
 
-GPUs for a target: CEIL(pages per day / (86,400 x pages per second of one GPU)).
+GPUs for a target: CEIL(pages per day / (86,400 x pages per second of one GPU)). Money at the GPU's price per hour:
+per 1,000 pages = GPU-seconds per page x price / 3.6; per million output tokens = price x 1e6 / (3,600 x output
+tokens per second); per month = GPUs x price x 730 hours. Where efficiencies come from: calibrated on the GPU a
+profile was fitted on, datasheet-scaled from it on any other, assumed when it was never fitted.
 """
 
 from __future__ import annotations
