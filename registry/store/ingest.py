@@ -464,12 +464,7 @@ def _write_report(registry: Registry, report: AnalyticModelReport, source: str, 
                 status = "skipped"
                 outcome = IngestOutcome(source, status, report.report_id, 0, "already present")
             else:
-                for table in REPORT_ROW_TABLES:
-                    conn.execute(sa.text(f"DELETE FROM {table} WHERE report_id = :r"), {"r": report_pk})
-                conn.execute(reports.update().where(reports.c.id == report_pk)
-                             .values(source=values["source"], ingested_at=values["ingested_at"],
-                                     execution=values["execution"], category_records=values["category_records"],
-                                     matmul_weight_bytes=values["matmul_weight_bytes"]))
+                _replace_rows(conn, report_pk, values)
                 status = "replaced"
         if status in ("new", "replaced"):
             rows += 1
@@ -534,7 +529,7 @@ def _replace_rows(conn: Connection, report_pk: int, values: dict[str, Any]) -> N
     conn.execute(reports.update().where(reports.c.id == report_pk)
                  .values(source=values["source"], ingested_at=values["ingested_at"],
                          execution=values["execution"], category_records=values["category_records"],
-                                     matmul_weight_bytes=values["matmul_weight_bytes"]))
+                         matmul_weight_bytes=values["matmul_weight_bytes"]))
 
 
 def write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]], force: bool = False
