@@ -165,3 +165,65 @@ def test_bad_precision_is_one_line_and_records_nothing(registry_url, tmp_path, s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], lines
     assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == before
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"weights_dtype": "fp16"}, "weights_dtype: unknown dtype 'fp16'; expected one of: bf16, fp8"),
+    ({"name": "eager-fp8", "execution": "hf-eager", "kv_cache_dtype": "fp8", "cuda_graph_decode": False},
+     "fp8 is priced for the vllm execution"),
+    ({"fp8_compute_efficiency": 1.5}, "fp8_compute_efficiency"),
+    ({"calibrated_on": ""}, "calibrated_on: must be the name of the GPU the profile was fitted on"),
+])
+def test_a_runtime_file_with_a_bad_precision_is_refused_in_one_line(registry_url, tmp_path, edit, message):
+    import yaml
+
+    from registry.pricing.catalog import shipped
+
+    entry = dict(next(p for p in yaml.safe_load(shipped("runtimes.yaml")) if p["name"] == "vllm"),
+                 name="vllm-mine", version=1)
+    entry.update(edit)
+    if entry["execution"] == "hf-eager":
+        for key in ("graph_kernel_us", "gpu_memory_utilization", "max_num_batched_tokens"):
+            entry.pop(key)
+    path = tmp_path / "runtime.yaml"
+    path.write_text(yaml.safe_dump([entry]))
+    before = rows(registry_url, "SELECT COUNT(*) FROM runtime_profiles")
+    result = run_command(["runtime", "add", str(path), "--db", registry_url])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], lines
+    assert rows(registry_url, "SELECT COUNT(*) FROM runtime_profiles") == before
+
+
+@pytest.mark.parametrize("dtype_key, message", [
+    ("kv_cache_dtype", "was analyzed before the KV-cache bytes were counted (schema 3): re-analyze it to price an "
+                       "fp8 KV cache"),
+    ("weights_dtype", "was analyzed before its matmul weight bytes were recorded (schema 3): re-analyze it to "
+                      "price fp8 weights"),
+])
+def test_fp8_of_a_report_older_than_schema_4_is_refused(registry_url, tmp_path, vllm_report_file, dtype_key,
+                                                        message):
+    """A report without the byte roles (stored as a schema-3 report stores them: no KV split, no matmul weight
+    bytes) prices in bf16 and refuses fp8 in one line."""
+    import sqlalchemy as sa
+
+    from registry.store.db import Registry
+
+    assert run_command(["ingest", str(vllm_report_file), "--db", registry_url]).exit_code == 0
+    registry = Registry(registry_url)
+    try:
+        with registry.begin() as conn:
+            conn.execute(sa.text("UPDATE reports SET schema_version = 3, matmul_weight_bytes = NULL"))
+            conn.execute(sa.text("UPDATE operator_metrics SET kv_cache_bytes_read = NULL, "
+                                 "kv_cache_bytes_written = NULL"))
+    finally:
+        registry.dispose()
+    bf16 = _scenario(tmp_path, "old-bf16", "  hardware: [h200]\n  runtime: [vllm]\n")
+    assert run_command(["whatif", "--scenario", str(bf16), "--db", registry_url]).exit_code == 0
+    path = _scenario(tmp_path, "old-fp8", f"  hardware: [h200]\n  runtime: [vllm]\n  {dtype_key}: [fp8]\n")
+    before = rows(registry_url, "SELECT COUNT(*) FROM scenarios")
+    result = run_command(["whatif", "--scenario", str(path), "--db", registry_url])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == before
