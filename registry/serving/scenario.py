@@ -353,7 +353,7 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
     profile, base = _base(scenario)
     pages = _page_names(scenario, spec)
     overrides = _overrides(scenario)
-    # serving_cost.step_costs, with its writing step apart
+    # step_cost.step_costs, with its writing step apart
     probes = probe_workloads(base, pages)
     workloads = make_workloads(profile, base, probes)
     write = write or (lambda func, *args: func(*args))
