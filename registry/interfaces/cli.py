@@ -587,8 +587,11 @@ def _serving_output(scenario, scenario_id, points, fmt) -> None:
     best = [p for p in points if p["best_rate_per_s"] is not None and p["arrival_rate_per_s"] == p["best_rate_per_s"]]
     for p in best:
         gpus = f", {plural(p['gpus_needed'], 'GPU')} for the target" if p["gpus_needed"] is not None else ""
-        click.echo(f"{p['hardware']} / {p['runtime']}: highest rate meeting the targets {p['best_rate_per_s']:g} "
-                   f"pages/s{gpus}")
+        cost = f" (${p['monthly_usd']:,.0f} a month)" if p["monthly_usd"] is not None else ""
+        precision = (f" ({p['weights_dtype']} weights, {p['kv_cache_dtype']} KV cache)"
+                     if (p["weights_dtype"], p["kv_cache_dtype"]) != ("bf16", "bf16") else "")
+        click.echo(f"{p['hardware']} / {p['runtime']}{precision}: highest rate meeting the targets "
+                   f"{p['best_rate_per_s']:g} pages/s{gpus}{cost}")
 
 
 def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run) -> None:
