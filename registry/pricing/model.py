@@ -344,11 +344,6 @@ def weight_memory_sql(weight_bytes: str, matmul_weight_bytes: str, weights_dtype
     return f"CASE {weights_dtype} {cases} ELSE {weight_bytes} END"
 
 
-def dtype_bytes(bf16_bytes: int, dtype: str) -> int:
-    """The Python twin of dtype_bytes_sql (the serving KV pool's bytes per token)."""
-    return bf16_bytes * DTYPE_BYTES[dtype] // DTYPE_BYTES["bf16"]
-
-
 # -- money ----------------------------------------------------------------------------------------------------------
 
 HOURS_PER_MONTH = 730.0  # 8,760 hours a year / 12
