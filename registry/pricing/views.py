@@ -17,7 +17,8 @@ from registry.pricing import model
 
 ROLE_BYTES = ("weight_bytes_read", "kv_cache_bytes_read", "kv_cache_bytes_written")  # parts of the bytes, by role
 UNKNOWN_KV_BYTES = -1  # operator_cost_groups' KV bytes of a report that did not count them (revision 0013)
-GENERATED = "-- Generated from registry/pricing/model.py by `python -m registry.pricing.views`: edit the model, not this file."
+GENERATED = ("-- Generated from registry/pricing/model.py by `python -m registry.pricing.views`: edit the model, "
+             "not this file.")
 
 # What each view binds the model's inputs to.
 _DEVICE_AND_PROFILE = {
@@ -143,8 +144,8 @@ def stage_time_sql() -> str:
                "kernel_launches", "module_calls", *summed, *sets, *hosts, "host_s", "stage_time_s"]
     host_sum = " + ".join(f"h.{n}" for n in hosts)
     sums = "\n".join(f"               SUM(operator_rows * {n}) AS {n}," for n in summed)
-    set_sums = ",\n".join(f"               SUM(CASE WHEN bound = '{t.bound}' THEN operator_rows * op_time_s ELSE 0.0 END)"
-                          f" AS {t.bound}_set_s" for t in model.bound_terms())
+    set_sums = ",\n".join(f"               SUM(CASE WHEN bound = '{t.bound}' THEN operator_rows * op_time_s "
+                          f"ELSE 0.0 END) AS {t.bound}_set_s" for t in model.bound_terms())
     host_terms = "\n".join(f"           {t.expr.sql(STAGE_BIND)} AS {t.name}," for t in model.STAGE_HOST_TERMS)
     return f"""{GENERATED}
 -- Predicted time of each stage at each scenario point (a report priced on a GPU under a runtime profile of the

@@ -52,7 +52,8 @@ class Family:
 class StepCost:
     hardware: str
     runtime: str
-    decode_bounds: dict[str, np.ndarray]  # per bound term of the cost model: rows x 4 seconds per feature (1, b, C, e(b))
+    # per bound term of the cost model: rows x 4 seconds per feature (1, b, C, e(b))
+    decode_bounds: dict[str, np.ndarray]
     decode_host_s: float
     prefill_bounds: dict[str, np.ndarray]  # per bound term: rows x 3 seconds per feature (1, p, q)
     prefill_host_s: float
