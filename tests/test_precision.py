@@ -34,6 +34,16 @@ def _priced(registry_url, tmp_path, vllm_report_file, name, sweep, extra=""):
     return json.loads(result.stdout)
 
 
+def _refused(registry_url, command, table, message, names=""):
+    """The command exits 2 with one line holding `message` (and `names`, a file), and `table` gains no row."""
+    before = rows(registry_url, f"SELECT COUNT(*) FROM {table}")
+    result = run_command([*command, "--db", registry_url])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and names in lines[0], lines
+    assert rows(registry_url, f"SELECT COUNT(*) FROM {table}") == before
+
+
 def test_fp8_weights_halve_exactly_the_weight_bytes_of_matmul_rows(registry_url, tmp_path, vllm_report_file):
     """Every operator row of the same report on the same GPU, bf16 against fp8 weights: a matmul row moves its bytes
     less half its weight bytes, at the fp8 rate and the fp8 efficiency; every other row is priced exactly as in
@@ -159,12 +169,7 @@ def test_calibrate_on_another_gpu_makes_that_gpus_own_profile_version(registry_u
 ])
 def test_bad_precision_is_one_line_and_records_nothing(registry_url, tmp_path, sweep, message):
     path = _scenario(tmp_path, "bad", sweep)
-    before = rows(registry_url, "SELECT COUNT(*) FROM scenarios")
-    result = run_command(["whatif", "--scenario", str(path), "--db", registry_url])
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], lines
-    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == before
+    _refused(registry_url, ["whatif", "--scenario", str(path)], "scenarios", message, str(path))
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -187,12 +192,7 @@ def test_a_runtime_file_with_a_bad_precision_is_refused_in_one_line(registry_url
             entry.pop(key)
     path = tmp_path / "runtime.yaml"
     path.write_text(yaml.safe_dump([entry]))
-    before = rows(registry_url, "SELECT COUNT(*) FROM runtime_profiles")
-    result = run_command(["runtime", "add", str(path), "--db", registry_url])
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], lines
-    assert rows(registry_url, "SELECT COUNT(*) FROM runtime_profiles") == before
+    _refused(registry_url, ["runtime", "add", str(path)], "runtime_profiles", message, str(path))
 
 
 @pytest.mark.parametrize("dtype_key, message", [
@@ -221,9 +221,4 @@ def test_fp8_of_a_report_older_than_schema_4_is_refused(registry_url, tmp_path, 
     bf16 = _scenario(tmp_path, "old-bf16", "  hardware: [h200]\n  runtime: [vllm]\n")
     assert run_command(["whatif", "--scenario", str(bf16), "--db", registry_url]).exit_code == 0
     path = _scenario(tmp_path, "old-fp8", f"  hardware: [h200]\n  runtime: [vllm]\n  {dtype_key}: [fp8]\n")
-    before = rows(registry_url, "SELECT COUNT(*) FROM scenarios")
-    result = run_command(["whatif", "--scenario", str(path), "--db", registry_url])
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
-    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == before
+    _refused(registry_url, ["whatif", "--scenario", str(path)], "scenarios", message)
