@@ -1,39 +1,52 @@
-"""A discrete-event simulation of a vLLM V1 engine serving OCR pages (../shared/DESIGN.md section 9).
+"""A discrete-event simulation of a serving engine serving OCR pages, composed of parts as a real engine is:
 
-Each step: pass 1 walks the running pages in admission order, each taking min(its remaining tokens, the budget
-left) of `max_num_batched_tokens` (1 for a decoding page, the rest of its prefill, chunked, for one that is
-prefilling); pass 2 admits waiting pages FCFS while running < `max_num_seqs` and budget is left, chunking their
-prefill into it. A page's vision encoder runs in the step its prefill starts (again after a preemption). KV lives
-in `block_size`-token blocks of a pool of kv_pool_bytes / (block_size x KV bytes per token); when a step's blocks
-cannot be allocated the most recently admitted running page is preempted (its blocks freed, back at the head of
-the queue, recomputed from zero with the tokens it already generated), and no page is admitted in that step.
-A page's first token comes from the step that completes its prefill; it finishes at its new_tokens-th token.
-The time of every step comes from registry.serving.step_cost.StepCost (the registry's priced operator rows).
+- the page feeder: pages are sent (Poisson arrivals, all at t=0, or a closed loop of N clients that send the next
+  page when one finishes), then preprocessed by a pool of CPU workers (FCFS); a page reaches the engine's queue only
+  when its preprocessing is done;
+- the scheduler of the engine's policy (registry.serving.scheduler): a KV block pool and a step plan;
+- the GPU step cost from the registry (registry.serving.step_cost.StepCost: the priced operator rows); a
+  pure-decode batch is padded to the next CUDA-graph capture size;
+- the host model (registry.serving.host): serial host work adds to the step, overlapped host work takes the max
+  with the GPU: step = serial + max(GPU, overlapped).
+
+A page's vision encoder runs in the step its prefill starts (again after a preemption); its first token comes from
+the step that completes its prefill; it finishes at its new_tokens-th token. Pure-decode stretches with no event (a
+page finishing, a page that could be admitted, a missing block) are evaluated in one vectorized leap, equal to
+stepping them one by one.
 
 Pure Python + numpy, deterministic: the same inputs and seed give the same results byte for byte.
 """
 
 from __future__ import annotations
 
-import collections
+import heapq
 import math
 
 import attrs
 import numpy as np
 
 from analyzer import ranges
+from registry.serving.host import NO_HOST, HostModel
+from registry.serving.scheduler import POLICIES, BlockPool, EngineState, make_scheduler
 
 Z90 = 1.2815515655446004  # standard normal quantile at 0.9
+CPU_PIPELINES = ("streamed", "all-first")
 
 
 @attrs.frozen
 class EngineConfig:
-    """The engine's settings. Its defaults are defined here only: a serving scenario that names none gets them."""
+    """The engine's settings. Its defaults are defined here only: a serving scenario that names none gets them (or
+    its engine profile's)."""
 
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     block_size: int = 16
     kv_pool_blocks: int | None = None  # default: the step cost's kv_pool_bytes / block bytes
+    policy: str = "chunked-prefill"
+    capture_sizes: tuple[int, ...] = ()  # CUDA-graph batch sizes a pure-decode batch is padded to; (): none
+    cpu_workers: int | None = None  # page preprocessing workers; None: preprocessing takes no time
+    cpu_pipeline: str = "streamed"  # all-first: every page is preprocessed before the engine starts
+    concurrency: int | None = None  # closed loop: this many pages in flight; None: the pages' own arrivals
 
 
 @attrs.frozen
@@ -46,14 +59,17 @@ class PageMix:
 
 @attrs.define
 class Pages:
-    arrival: np.ndarray
+    arrival: np.ndarray  # seconds; NaN for a closed loop (a page is sent when a client is free)
     family: np.ndarray
     new_tokens: np.ndarray
+    preprocess_s: np.ndarray | None = None  # CPU seconds of one worker per page (None: none)
 
 
-def make_pages(count: int, seed: int, mix: PageMix, rate_per_s: float | None) -> Pages:
+def make_pages(count: int, seed: int, mix: PageMix, rate_per_s: float | None, closed_loop: bool = False,
+               preprocess_s_per_family=None) -> Pages:
     """`count` pages: new tokens lognormal (median, p90, clipped to [1, max]), families by share, Poisson arrivals
-    at `rate_per_s` (None: all at t=0). The mix does not depend on the rate (same seed, same pages)."""
+    at `rate_per_s` (None: all at t=0; closed_loop: sent by the simulation). The mix does not depend on the rate or
+    the arrival pattern (same seed, same pages)."""
     rng = np.random.default_rng(seed)
     mu = math.log(mix.median)
     sigma = max((math.log(mix.p90) - mu) / Z90, 0.0)
@@ -61,8 +77,14 @@ def make_pages(count: int, seed: int, mix: PageMix, rate_per_s: float | None) ->
     shares = np.asarray(mix.shares, dtype=float)
     family = rng.choice(len(shares), size=count, p=shares / shares.sum()).astype(np.int64)
     gaps = rng.standard_exponential(count)
-    arrival = np.zeros(count) if rate_per_s is None else np.cumsum(gaps) / rate_per_s
-    return Pages(arrival=arrival, family=family, new_tokens=tokens)
+    if closed_loop:
+        arrival = np.full(count, np.nan)
+    else:
+        arrival = np.zeros(count) if rate_per_s is None else np.cumsum(gaps) / rate_per_s
+    preprocess = None
+    if preprocess_s_per_family is not None:
+        preprocess = np.asarray(preprocess_s_per_family, dtype=float)[family]
+    return Pages(arrival=arrival, family=family, new_tokens=tokens, preprocess_s=preprocess)
 
 
 @attrs.define
@@ -76,12 +98,17 @@ class SimResult:
     preemptions: np.ndarray
     emitted: np.ndarray  # tokens each page emitted (its new_tokens once finished)
     steps: int
-    busy_s: float
+    busy_s: float  # seconds the engine ran steps
     running_time_integral: float  # sum over steps of running pages x step seconds
     kv_blocks_integral: float  # sum over steps of used blocks x step seconds
     kv_blocks_peak: int
     kv_pool_blocks: int
     scheduled_tokens: int
+    gpu_s: float = 0.0  # seconds of GPU work in the steps
+    host_wait_s: float = 0.0  # seconds of the steps the GPU waited for the host (serial + overlapped beyond GPU)
+    cpu_busy_s: float = 0.0  # CPU-worker seconds of page preprocessing
+    cpu_workers: int | None = None
+    max_num_seqs: int = 0
 
     def summary(self) -> dict:
         n = len(self.arrival)
@@ -103,210 +130,305 @@ class SimResult:
         out["kv_pool_use_peak"] = self.kv_blocks_peak / self.kv_pool_blocks
         out["preemptions"] = int(self.preemptions.sum())
         out["steps"] = self.steps
+        out.update(self.utilization(span))
         return out
 
-    def pages_in_system_mean(self) -> float:
-        """Time-average of pages arrived and not finished over [first arrival, last finish], from the events."""
+    def utilization(self, span: float) -> dict:
+        """Shares of the run's span: GPU busy, GPU waiting for the host, engine idle (no page ready), CPU pool busy;
+        and the resource that bounds throughput."""
+        span = span if span > 0 else 1.0
+        gpu_share = self.gpu_s / span
+        host_share = self.host_wait_s / span
+        idle_share = max(1.0 - self.busy_s / span, 0.0)
+        cpu_util = self.cpu_busy_s / (self.cpu_workers * span) if self.cpu_workers else 0.0
+        out = {"gpu_busy_share": gpu_share, "host_wait_share": host_share, "engine_idle_share": idle_share,
+               "cpu_utilization": cpu_util}
+        out["bound_by"] = self.bound_by(gpu_share, host_share, idle_share, cpu_util)
+        return out
+
+    def bound_by(self, gpu_share: float, host_share: float, idle_share: float, cpu_util: float) -> str:
+        """The resource that bounds throughput: `cpu-pool` when the engine waits for pages while the preprocessing
+        workers are (nearly) always busy; `load` when it waits for pages that have not been sent; otherwise the
+        larger of the GPU's and the host's share of the steps, or `kv` when the KV pool, not max_num_seqs, caps the
+        running pages (it preempted, or ran nearly full with fewer pages than max_num_seqs)."""
+        if idle_share > 0.1 and cpu_util > 0.9:
+            return "cpu-pool"
+        if idle_share > 0.5:
+            return "load"
+        kv_full = self.kv_blocks_peak >= 0.95 * self.kv_pool_blocks
+        running = self.running_time_integral / self.busy_s if self.busy_s > 0 else 0.0
+        if int(self.preemptions.sum()) > 0 or (kv_full and running < 0.9 * self.max_num_seqs):
+            return "kv"
+        return "host" if host_share > gpu_share else "gpu"
+
+    def _in_system(self) -> tuple[np.ndarray, np.ndarray]:
+        """Event times and the pages sent and not finished after each (a finish before a send at the same time)."""
         times = np.concatenate([self.arrival, self.finish])
         delta = np.concatenate([np.ones(len(self.arrival)), -np.ones(len(self.finish))])
         order = np.lexsort((delta, times))
-        times, delta = times[order], delta[order]
-        counts = np.cumsum(delta)
+        return times[order], np.cumsum(delta[order])
+
+    def pages_in_system_mean(self) -> float:
+        """Time-average of pages sent and not finished over [first arrival, last finish], from the events."""
+        times, counts = self._in_system()
         span = times[-1] - times[0]
         return float((counts[:-1] * np.diff(times)).sum() / span)
 
+    def pages_in_system_max(self) -> int:
+        return int(self._in_system()[1].max())
 
-def simulate(cost, config: EngineConfig, pages: Pages, progress=None) -> SimResult:
-    """Run the engine over `pages` until every page finished. `progress(done)` is called now and then."""
+
+class PageFeeder:
+    """Sends pages (their arrivals, or a closed loop of `concurrency` clients) through the CPU pool: `workers`
+    preprocessing workers, FCFS in send order; a page is ready for the engine when its preprocessing is done
+    (all-first: when every page's is)."""
+
+    def __init__(self, pages: Pages, config: EngineConfig):
+        n = len(pages.arrival)
+        self.arrival = pages.arrival.copy()
+        self.preprocess_s = pages.preprocess_s
+        self.workers = [0.0] * config.cpu_workers if config.cpu_workers else None
+        self.cpu_busy_s = 0.0
+        self.pending: list[tuple[float, int]] = []  # (ready time, page): a heap
+        if config.concurrency is not None:
+            self.next_page = min(config.concurrency, n)
+            for i in range(self.next_page):
+                self.send(i, 0.0)
+        else:
+            self.next_page = n
+            ready = [(self._preprocessed(int(i), float(self.arrival[i])), int(i))
+                     for i in np.argsort(self.arrival, kind="stable")]
+            if config.cpu_pipeline == "all-first" and ready:
+                last = max(t for t, _ in ready)
+                ready = [(last, i) for _, i in ready]
+            self.pending = ready
+            heapq.heapify(self.pending)
+
+    def _preprocessed(self, page: int, sent: float) -> float:
+        cost = 0.0 if self.preprocess_s is None else float(self.preprocess_s[page])
+        if self.workers is None:
+            return sent
+        start = max(sent, heapq.heappop(self.workers))
+        heapq.heappush(self.workers, start + cost)
+        self.cpu_busy_s += cost
+        return start + cost
+
+    def send(self, page: int, now: float) -> None:
+        self.arrival[page] = now
+        heapq.heappush(self.pending, (self._preprocessed(page, now), page))
+
+    def finished(self, count: int, now: float) -> None:
+        """`count` pages finished at `now`: in a closed loop each frees a client, which sends the next page."""
+        for _ in range(count):
+            if self.next_page < len(self.arrival):
+                self.send(self.next_page, now)
+                self.next_page += 1
+
+    def release(self, now: float, waiting) -> None:
+        """Pages ready by `now` join the engine's queue."""
+        pending = self.pending
+        while pending and pending[0][0] <= now:
+            waiting.append(heapq.heappop(pending)[1])
+
+    def next_ready(self) -> float | None:
+        return self.pending[0][0] if self.pending else None
+
+
+def check_config(config: EngineConfig) -> None:
     for name, bounds in (("max_num_seqs", ranges.MAX_NUM_SEQS), ("max_num_batched_tokens",
                                                                 ranges.MAX_NUM_BATCHED_TOKENS),
                          ("block_size", ranges.BLOCK_SIZE)):
         problem = bounds.problem(getattr(config, name))
         if problem:  # past these the int64 block arithmetic below could overflow (and never end)
             raise ValueError(f"{name} {problem}")
+    if config.policy not in POLICIES:
+        raise ValueError(f"unknown scheduling policy {config.policy!r}; known: {', '.join(POLICIES)}")
+    sizes = config.capture_sizes
+    if any(b <= a for a, b in zip(sizes, sizes[1:])) or any(s < 1 for s in sizes):
+        raise ValueError("cuda_graph_capture_sizes must be increasing positive integers")
+    if config.cpu_workers is not None and config.cpu_workers < 1:
+        raise ValueError("cpu_workers must be >= 1")
+    if config.concurrency is not None and config.concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    if config.cpu_pipeline not in CPU_PIPELINES:
+        raise ValueError(f"unknown cpu_pipeline {config.cpu_pipeline!r}; known: {', '.join(CPU_PIPELINES)}")
+    if config.cpu_pipeline == "all-first" and config.concurrency is not None:
+        raise ValueError("cpu_pipeline all-first preprocesses every page before the engine starts: not with a "
+                         "closed loop")
+
+
+def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: HostModel = NO_HOST,
+             leap: bool = True) -> SimResult:
+    """Run the engine over `pages` until every page finished. `progress(done)` is called now and then; `leap`
+    False steps every pure-decode step one by one (the same results)."""
+    check_config(config)
     n = len(pages.arrival)
     bs = config.block_size
-    pool = config.kv_pool_blocks
-    if pool is None:
-        pool = int(cost.kv_pool_bytes // (bs * cost.kv_bytes_per_token))
+    pool_blocks = config.kv_pool_blocks
+    if pool_blocks is None:
+        pool_blocks = int(cost.kv_pool_bytes // (bs * cost.kv_bytes_per_token))
     prompt = np.array([f.prefill_tokens for f in cost.families], dtype=np.int64)[pages.family]
     largest = int(((prompt + pages.new_tokens + bs - 1) // bs).max()) if n else 0
-    if largest > pool:
-        raise ValueError(f"the KV pool ({pool} blocks of {bs} tokens) cannot hold the longest page "
+    if largest > pool_blocks:
+        raise ValueError(f"the KV pool ({pool_blocks} blocks of {bs} tokens) cannot hold the longest page "
                          f"({largest} blocks)")
-    budget = config.max_num_batched_tokens
-    if n and budget < 1:
+    if n and config.max_num_batched_tokens < 1:
         raise ValueError("max_num_batched_tokens must be >= 1")
+    pool = BlockPool(pool_blocks, bs, n)
+    state = EngineState(prompt, pages.new_tokens.astype(np.int64), pages.family, pool)
+    scheduler = make_scheduler(config.policy, config.max_num_seqs, config.max_num_batched_tokens)
+    feeder = PageFeeder(pages, config)
+    capture = np.asarray(config.capture_sizes, dtype=np.int64)
     vision_s = np.array([f.vision_s for f in cost.families])
-    new_tokens = pages.new_tokens.astype(np.int64)
-    family = pages.family
-    arrival = pages.arrival
-    computed = np.zeros(n, dtype=np.int64)  # tokens whose KV is in the pool
-    target = prompt.copy()  # tokens to prefill before the next token: prompt + tokens generated before a preemption
-    generated = np.zeros(n, dtype=np.int64)
-    blocks = np.zeros(n, dtype=np.int64)
+    new_tokens = state.new_tokens
+    generated = state.generated
     first_token = np.full(n, np.nan)
     finish = np.full(n, np.nan)
-    preemptions = np.zeros(n, dtype=np.int64)
-    waiting = collections.deque(int(i) for i in np.argsort(arrival, kind="stable"))
-    running: list[int] = []
-    free = pool
     now = 0.0
     steps = 0
-    busy = run_int = kv_int = 0.0
+    busy = run_int = kv_int = gpu_total = host_wait = 0.0
     kv_peak = 0
     scheduled = 0
     done = 0
     next_report = 0
 
-    def retire(ended) -> int:
-        """Pages that emitted their last token leave at `now`; returns the KV blocks they free."""
-        nonlocal running, done, next_report
+    def padded(b: int) -> int:
+        """The CUDA-graph batch a pure decode of b pages replays (b itself past the largest captured size)."""
+        if not len(capture):
+            return b
+        index = int(np.searchsorted(capture, b))
+        return int(capture[index]) if index < len(capture) else b
+
+    def retire(ended) -> None:
+        """Pages that emitted their last token leave at `now` (freeing their blocks and, in a closed loop, their
+        client)."""
+        nonlocal done, next_report
         if not len(ended):
-            return 0
+            return
         finish[ended] = now
-        freed = int(blocks[ended].sum())
-        blocks[ended] = 0
+        pool.release(ended)
         ended_set = set(ended.tolist())
-        running = [i for i in running if i not in ended_set]
+        state.running = [i for i in state.running if i not in ended_set]
         done += len(ended)
+        feeder.finished(len(ended), now)
         if progress is not None and done >= next_report:
             progress(done)
             next_report = done + max(n // 20, 1)
-        return freed
 
     while done < n:
-        if not running and waiting and arrival[waiting[0]] > now:
-            now = float(arrival[waiting[0]])
-        run = np.fromiter(running, dtype=np.int64, count=len(running))
-        comp = computed[run]
-        tgt = target[run]
-        prefilling = comp < tgt
-        if len(run) and not prefilling.any() and len(run) <= budget:
-            k, times, need = _decode_run_length(cost, run, comp, blocks, generated, new_tokens, free, bs, now,
-                                                arrival, waiting, len(running) < config.max_num_seqs)
+        feeder.release(now, state.waiting)
+        if not state.running and not state.waiting:
+            now = max(now, feeder.next_ready())
+            continue
+        run = np.fromiter(state.running, dtype=np.int64, count=len(state.running))
+        comp = state.computed[run]
+        if leap and len(run) and not (comp < state.target[run]).any() and len(run) <= config.max_num_batched_tokens:
+            k, times, gpu, need = _decode_run_length(cost, host, scheduler, state, run, comp, feeder, now, padded)
             if k:  # k pure-decode steps with no event before the last: one vectorized leap
                 b = len(run)
-                used = pool - free + need
+                used = pool.used + need
                 kv_peak = max(kv_peak, int(used[-1]))
-                run_int += b * float(times.sum())
+                span = float(times.sum())
+                run_int += b * span
                 kv_int += float((used * times).sum())
-                busy += float(times.sum())
-                now += float(times.sum())
+                busy += span
+                gpu_total += float(gpu.sum())
+                host_wait += span - float(gpu.sum())
+                now += span
                 steps += k
                 scheduled += b * k
-                computed[run] = comp + k
-                blocks[run] = np.maximum(blocks[run], (comp + k + bs - 1) // bs)
-                free = pool - int(used[-1])
+                state.computed[run] = comp + k
+                pool.grow(run, pool.extra(run, comp + k))
                 generated[run] += k
-                free += retire(run[generated[run] >= new_tokens[run]])
+                retire(run[generated[run] >= new_tokens[run]])
                 continue
-        demand = np.where(prefilling, tgt - comp, 1)
-        cum = np.cumsum(demand)
-        alloc = np.minimum(np.maximum(budget - (cum - demand), 0), demand)
-        new_blocks = (comp + alloc + bs - 1) // bs - blocks[run]
-        need = int(new_blocks.sum())
-        preempted = False
-        while need > free:  # preempt the most recently admitted running page
-            victim = running.pop()
-            preempted = True
-            free += int(blocks[victim])
-            blocks[victim] = 0
-            computed[victim] = 0
-            target[victim] = prompt[victim] + generated[victim]
-            preemptions[victim] += 1
-            waiting.appendleft(victim)
-            k = len(running)
-            run, comp, tgt, prefilling, alloc, new_blocks = (run[:k], comp[:k], tgt[:k], prefilling[:k],
-                                                             alloc[:k], new_blocks[:k])
-            need = int(new_blocks.sum())
-        left = budget - int(alloc.sum())
-        admitted: list[int] = []
-        admitted_alloc: list[int] = []
-        vision = np.zeros(len(vision_s))
-        if not preempted:
-            free_after = free - need
-            while waiting and len(running) + len(admitted) < config.max_num_seqs and left > 0:
-                i = waiting[0]
-                if arrival[i] > now:
-                    break
-                chunk = min(int(target[i]), left)
-                nb = (chunk + bs - 1) // bs
-                if nb > free_after:
-                    break
-                waiting.popleft()
-                admitted.append(i)
-                admitted_alloc.append(chunk)
-                free_after -= nb
-                left -= chunk
-                vision[family[i]] += 1
-        if admitted:
-            adm = np.array(admitted, dtype=np.int64)
-            run = np.concatenate([run, adm])
-            comp = np.concatenate([comp, np.zeros(len(adm), dtype=np.int64)])
-            tgt = np.concatenate([tgt, target[adm]])
-            prefilling = np.concatenate([prefilling, np.ones(len(adm), dtype=bool)])
-            alloc = np.concatenate([alloc, np.array(admitted_alloc, dtype=np.int64)])
-            new_blocks = np.concatenate([new_blocks, (alloc[-len(adm):] + bs - 1) // bs])
-            running.extend(admitted)
+        plan = scheduler.schedule(state)
+        run, comp, alloc = plan.run, plan.comp, plan.alloc
+        prefilling = plan.prefilling
         decoding = ~prefilling & (alloc > 0)
         b = int(decoding.sum())
         context = float(comp[decoding].sum())
         pre_alloc = np.where(prefilling, alloc, 0)
         p = float(pre_alloc.sum())
         q = float((pre_alloc * (pre_alloc + 2 * comp)).sum())
-        dt = cost.step_time(b, context, p, q, vision if vision.any() else None)
+        vision = None
+        if plan.admitted:
+            vision = np.bincount(state.family[plan.admitted], minlength=len(vision_s)).astype(float)
+        gpu_s = cost.step_time(b if p > 0 else padded(b), context, p, q, vision)
+        emits = plan.emits
+        emitted = run[emits]
+        if host.zero:
+            dt = gpu_s
+        else:
+            history = generated[emitted]
+            serial_s, overlapped_s = host.step(int((alloc > 0).sum()), len(emitted), float(history.sum()),
+                                               host.window_tokens(history))
+            dt = serial_s + max(gpu_s, overlapped_s)
         # account the step
-        used = pool - free + int(new_blocks.sum())
+        used = pool.used + int(plan.new_blocks.sum())
         kv_peak = max(kv_peak, used)
-        run_int += len(running) * dt
+        run_int += len(state.running) * dt
         kv_int += used * dt
         busy += dt
+        gpu_total += gpu_s
+        host_wait += dt - gpu_s
         now += dt
         steps += 1
         scheduled += int(alloc.sum())
-        computed[run] = comp + alloc
-        blocks[run] += new_blocks
-        free = pool - used
-        emits = (alloc > 0) & (comp + alloc >= tgt)
-        emitted = run[emits]
+        state.computed[run] = comp + alloc
+        pool.grow(run, plan.new_blocks)
         generated[emitted] += 1
         fresh = emitted[np.isnan(first_token[emitted])]
         first_token[fresh] = now
-        free += retire(emitted[generated[emitted] >= new_tokens[emitted]])
-    return SimResult(arrival=arrival.copy(), first_token=first_token, finish=finish, prompt_tokens=prompt,
-                     new_tokens=new_tokens, family=family, preemptions=preemptions, emitted=generated, steps=steps, busy_s=busy,
-                     running_time_integral=run_int, kv_blocks_integral=kv_int, kv_blocks_peak=kv_peak,
-                     kv_pool_blocks=pool, scheduled_tokens=scheduled)
+        retire(emitted[generated[emitted] >= new_tokens[emitted]])
+    return SimResult(arrival=feeder.arrival, first_token=first_token, finish=finish, prompt_tokens=prompt,
+                     new_tokens=new_tokens, family=pages.family, preemptions=state.preemptions, emitted=generated,
+                     steps=steps, busy_s=busy, running_time_integral=run_int, kv_blocks_integral=kv_int,
+                     kv_blocks_peak=kv_peak, kv_pool_blocks=pool_blocks, scheduled_tokens=scheduled, gpu_s=gpu_total,
+                     host_wait_s=host_wait, cpu_busy_s=feeder.cpu_busy_s, cpu_workers=config.cpu_workers,
+                     max_num_seqs=config.max_num_seqs)
 
 
 MAX_LEAP = 256
 
 
-def _decode_run_length(cost, run, comp, blocks, generated, new_tokens, free, bs, now, arrival, waiting,
-                       can_admit) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+def _decode_run_length(cost, host: HostModel, scheduler, state: EngineState, run, comp, feeder: PageFeeder,
+                       now: float, padded) -> tuple[int, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """How many pure-decode steps run before anything else can happen (a page finishes, a waiting page could be
-    admitted, a block is missing), and their times; 0 when the next step must take the general path."""
+    admitted, a block is missing), their times and GPU times, and the blocks they take; 0 when the next step must
+    take the general path."""
+    generated, new_tokens = state.generated, state.new_tokens
     k = int(min((new_tokens[run] - generated[run]).min(), MAX_LEAP))
-    if can_admit and waiting and arrival[waiting[0]] <= now:
-        return 0, None, None  # pass 2 may admit it this step
+    can_admit = len(state.running) < scheduler.max_num_seqs
+    if can_admit and state.waiting:
+        return 0, None, None, None  # the scheduler may admit it this step
     b = len(run)
+    b_graph = padded(b)
     c0 = float(comp.sum())
-    if can_admit and waiting:  # steps only get longer with context: no more than gap / first step + 1 of them
-        first = float(cost.decode_series(b, c0, 1)[0])
-        k = max(min(k, int((arrival[waiting[0]] - now) / first) + 1), 1)
-    times = cost.decode_series(b, c0, k)
-    if can_admit and waiting:
+    upcoming = feeder.next_ready() if can_admit else None
+
+    def times_of(steps: int):
+        gpu = cost.decode_series(b_graph, c0, steps, context_step=b)
+        if host.zero:
+            return gpu, gpu
+        serial, overlapped = host.decode_series(generated[run], steps)
+        return serial + np.maximum(gpu, overlapped), gpu
+
+    if upcoming is not None:  # steps only get longer with context: no more than gap / first step + 1 of them
+        first = float(times_of(1)[0][0])
+        k = max(min(k, int((upcoming - now) / first) + 1), 1)
+    times, gpu = times_of(k)
+    if upcoming is not None:
         starts = np.cumsum(times) - times
-        k = int(np.searchsorted(starts, arrival[waiting[0]] - now, side="left"))
+        k = int(np.searchsorted(starts, upcoming - now, side="left"))
     if k <= 0:
-        return 0, None, None
+        return 0, None, None, None
     after = comp[:, None] + np.arange(1, k + 1)[None, :]
-    need = np.maximum((after + bs - 1) // bs - blocks[run][:, None], 0).sum(axis=0)
-    fits = need <= free
+    need = np.maximum(state.pool.blocks_for(after) - state.pool.held[run][:, None], 0).sum(axis=0)
+    fits = need <= state.pool.free
     if not fits.all():
         k = int(np.argmin(fits))  # steps before the first that lacks a block
-    return k, times[:k], need[:k]
+    return k, times[:k], gpu[:k], need[:k]
 
 
 def saturated_bound_pages_per_s(cost, config: EngineConfig, mean_new_tokens: float) -> float:

@@ -79,10 +79,11 @@ class StepCost:
                        expected_distinct_experts(b, self.experts, self.top_k)])
         return _op_time_sum(self.decode_bounds, x) + self.decode_host_s
 
-    def decode_series(self, b: int, context: float, steps: int) -> np.ndarray:
-        """Seconds of `steps` successive pure-decode steps of b pages from total context `context` (each step
-        adds b tokens of context)."""
-        return self._decode_same_batch(float(b), context + b * np.arange(steps, dtype=float))
+    def decode_series(self, b: int, context: float, steps: int, context_step: int | None = None) -> np.ndarray:
+        """Seconds of `steps` successive pure-decode steps of b pages from total context `context`, each step adding
+        `context_step` tokens of context (default b; fewer when b is a padded CUDA-graph batch)."""
+        step = b if context_step is None else context_step
+        return self._decode_same_batch(float(b), context + step * np.arange(steps, dtype=float))
 
     def _decode_same_batch(self, b: float, context: np.ndarray) -> np.ndarray:
         """decode_time at one batch size: the rows whose time does not depend on the context are summed once
