@@ -123,6 +123,16 @@ ARRIVAL_RATE_PER_S = Range(1e-6, 1e5, "pages/s", integer=False)
 # per point; 100,000 pages take a few MB and, at the default page mix, about a minute.
 SIMULATED_PAGES = Range(1, 100_000, "pages")
 SEED = Range(0, 2**63 - 1)  # numpy's generator takes any; the serving_points.seed column holds 64 bits
+# Page preprocessing workers: DeepSeek's PDF pipeline runs a pool of 64 threads; 4,096 is a large host's worth.
+CPU_WORKERS = Range(1, 4_096, "workers")
+# Closed-loop clients (arrival.concurrency): benchmark clients keep 1 to a few hundred requests in flight; more than
+# max_num_seqs' own limit cannot be in the engine at once.
+CONCURRENCY = Range(1, 65_536, "pages in flight")
+# Pages rendered from a PDF at this resolution (serving.render_dpi): 72 is a screen, 600 a fine scan; 2,400 is 4x.
+RENDER_DPI = Range(1, 2_400, "dpi")
+# The no-repeat n-gram logits processor: n-grams of 1 to 1,024 tokens within a window of up to the context.
+NGRAM_SIZE = Range(1, 1_024, "tokens")
+NGRAM_WINDOW = Range(1, 1_048_576, "tokens")
 # The page mix's new tokens (median, p90, max): at most the model's context, as for a workload (`new_tokens_range`).
 # Simulated work, refused up front past this many generated tokens over all points (GPUs x runtimes x rates x
 # pages x mean new tokens): the simulation runs at 0.3 to 5 million tokens a second (measured on one core over

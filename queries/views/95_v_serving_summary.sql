@@ -6,7 +6,10 @@
 -- arrival rate of its GPU x runtime x precision that meets them (best_rate_per_s), the GPUs that rate needs for
 -- the scenario's pages_per_day: CEIL(pages_per_day / (86,400 x best_rate_per_s)), and what they cost at the GPU's
 -- price (usd_per_1000_pages at the point's throughput; monthly_usd for the GPUs needed, 730 hours a month), with
--- where the efficiencies come from (efficiency_source). Times in seconds.
+-- where the efficiencies come from (efficiency_source); the engine and host profiles it ran, its page pipeline (CPU
+-- workers; concurrency for a closed loop of clients), the shares of its span the GPU was busy, the GPU waited for
+-- the host and the engine waited for pages, the CPU pool's utilization and the resource that bounds it (bound_by:
+-- gpu, host, cpu-pool, kv or load). Times in seconds.
 CREATE VIEW v_serving_summary (
     scenario_id, point_index, hardware, runtime, runtime_version, engine, arrival_rate_per_s, pages,
     max_num_seqs, max_num_batched_tokens, kv_pool_blocks, pages_per_s, output_tokens_per_s,
@@ -14,7 +17,8 @@ CREATE VIEW v_serving_summary (
     page_latency_p50_s, page_latency_p90_s, page_latency_p99_s, mean_page_latency_s, mean_running_pages,
     kv_pool_use_mean, kv_pool_use_peak, preemptions, steps, target_ttft_p99_s, target_page_latency_p99_s,
     meets_targets, best_rate_per_s, target_pages_per_day, gpus_needed, usd_per_hour, usd_per_1000_pages,
-    monthly_usd, efficiency_source, weights_dtype, kv_cache_dtype
+    monthly_usd, efficiency_source, weights_dtype, kv_cache_dtype, engine_version, host_profile, host_version,
+    concurrency, cpu_workers, gpu_busy_share, host_wait_share, engine_idle_share, cpu_utilization, bound_by
 ) AS
 SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.arrival_rate_per_s, s.pages,
        s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
@@ -32,7 +36,9 @@ SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.ar
        ((1.0 / NULLIF(s.pages_per_s, 0)) * h.usd_per_hour) / (3.6),
        (CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0))) * h.usd_per_hour * 730.0,
        CASE WHEN rp.calibrated_on IS NULL THEN 'assumed (not calibrated)' WHEN rp.calibrated_on = h.name THEN 'calibrated on ' || h.name ELSE 'datasheet-scaled from ' || rp.calibrated_on END,
-       s.weights_dtype, s.kv_cache_dtype
+       s.weights_dtype, s.kv_cache_dtype, s.engine_version, s.host_profile, s.host_version,
+       s.concurrency, s.cpu_workers, s.gpu_busy_share, s.host_wait_share, s.engine_idle_share, s.cpu_utilization,
+       s.bound_by
 FROM serving_points s
 JOIN hardware h ON h.id = s.hardware_id
 JOIN runtime_profiles rp ON rp.id = s.runtime_profile_id

@@ -551,6 +551,7 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
 
 
 SERVING_TABLE = [Column("hardware"), Column("runtime"), Column("arrival_rate_per_s", "rate/s", "{:g}"),
+                 Column("concurrency", "clients"),
                  Column("pages"), Column("pages_per_s", "pages/s", "{:.2f}"),
                  Column("output_tokens_per_s", "tok/s", "{:,.0f}"), Column("ttft_p50_s", "TTFT p50", "{:.2f}"),
                  Column("ttft_p99_s", "TTFT p99", "{:.2f}"), Column("tpot_p50_s", "TPOT p50 ms", "{:.1f}"),
@@ -561,7 +562,8 @@ SERVING_TABLE = [Column("hardware"), Column("runtime"), Column("arrival_rate_per
                  Column("meets_targets", "meets"), Column("best_rate_per_s", "best rate", "{:g}"),
                  Column("gpus_needed", "GPUs", "{:.0f}"), Column("weights_dtype", "weights"),
                  Column("kv_cache_dtype", "KV"), Column("usd_per_1000_pages", "$/1k pages", "{:.3f}"),
-                 Column("monthly_usd", "$/month", "{:,.0f}"), Column("efficiency_source", "efficiencies")]
+                 Column("monthly_usd", "$/month", "{:,.0f}"), Column("efficiency_source", "efficiencies"),
+                 Column("cpu_utilization", "CPU pool", "{:.0%}"), Column("bound_by", "bound by")]
 
 
 def _printed_for_machines(scenario, scenario_id, key: str, columns: list[str], points: list[dict], fmt: str) -> bool:
@@ -579,8 +581,9 @@ def _serving_output(scenario, scenario_id, points, fmt) -> None:
 
     if _printed_for_machines(scenario, scenario_id, "serving", SERVING_COLUMNS, points, fmt):
         return
-    click.echo(f"scenario {scenario.name} (id {scenario_id}): {len(points)} serving points (simulated vllm-v1 "
-               "engine; times in seconds, TPOT in ms)")
+    engines = ", ".join(dict.fromkeys(f"{p['engine']} engine on host {p['host']}" for p in points))
+    click.echo(f"scenario {scenario.name} (id {scenario_id}): {plural(len(points), 'serving point')} (simulated "
+               f"{engines}; times in seconds, TPOT in ms)")
     rows = [tuple(p[c.key] * 1000 if c.key == "tpot_p50_s" and p[c.key] is not None else p[c.key]
                   for c in SERVING_TABLE) for p in points]
     click.echo(render_table(SERVING_TABLE, rows, count=False))

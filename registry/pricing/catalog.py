@@ -572,6 +572,10 @@ def seed_catalogs(conn: Connection) -> None:
     for profile in parse_runtimes(parse_yaml(shipped("runtimes.yaml"), "runtimes.yaml", RegistryError),
                                   "runtimes.yaml"):
         upsert_runtime(conn, profile, "shipped")
+    if has_table(conn, "serving_profiles"):
+        from registry.serving.profiles import seed_serving_profiles
+
+        seed_serving_profiles(conn)
 
 
 # -- reading the catalogs back -------------------------------------------------------------------------------------

@@ -43,13 +43,17 @@ class ScenarioError(RegistryError):
 
 
 def _lines(node, path=(), out=None) -> dict[tuple, int]:
-    """Line number (1-based) of every key path in a composed YAML document."""
+    """Line number (1-based) of every key path in a composed YAML document (a list item's path part: its index)."""
     out = {} if out is None else out
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             key_path = path + (key.value,)
             out[key_path] = key.start_mark.line + 1
             _lines(value, key_path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[path + (index,)] = item.start_mark.line + 1
+            _lines(item, path + (index,), out)
     return out
 
 

@@ -109,6 +109,8 @@ class SimResult:
     cpu_busy_s: float = 0.0  # CPU-worker seconds of page preprocessing
     cpu_workers: int | None = None
     max_num_seqs: int = 0
+    cpu_wait_s: np.ndarray | None = None  # per page: waiting for a CPU worker after it was sent
+    engine_wait_s: np.ndarray | None = None  # per page: ready, waiting to be admitted the first time
 
     def summary(self) -> dict:
         n = len(self.arrival)
@@ -143,18 +145,22 @@ class SimResult:
         cpu_util = self.cpu_busy_s / (self.cpu_workers * span) if self.cpu_workers else 0.0
         out = {"gpu_busy_share": gpu_share, "host_wait_share": host_share, "engine_idle_share": idle_share,
                "cpu_utilization": cpu_util}
-        out["bound_by"] = self.bound_by(gpu_share, host_share, idle_share, cpu_util)
+        out["bound_by"] = self.bound_by(gpu_share, host_share)
         return out
 
-    def bound_by(self, gpu_share: float, host_share: float, idle_share: float, cpu_util: float) -> str:
-        """The resource that bounds throughput: `cpu-pool` when the engine waits for pages while the preprocessing
-        workers are (nearly) always busy; `load` when it waits for pages that have not been sent; otherwise the
-        larger of the GPU's and the host's share of the steps, or `kv` when the KV pool, not max_num_seqs, caps the
-        running pages (it preempted, or ran nearly full with fewer pages than max_num_seqs)."""
-        if idle_share > 0.1 and cpu_util > 0.9:
-            return "cpu-pool"
-        if idle_share > 0.5:
+    def bound_by(self, gpu_share: float, host_share: float) -> str:
+        """The resource that bounds throughput, from where pages queue: `load` when they hardly wait anywhere (mean
+        waits under a tenth of the mean latency: the arrivals, not a resource, set the throughput); `cpu-pool` when
+        they wait longer for a preprocessing worker than for admission; otherwise the engine: `kv` when the KV pool
+        caps it (it preempted, or ran nearly full with fewer pages than max_num_seqs), else the larger of the GPU's
+        and the host's share of the steps (`gpu` or `host`)."""
+        cpu_wait = float(np.mean(self.cpu_wait_s)) if self.cpu_wait_s is not None else 0.0
+        engine_wait = float(np.mean(self.engine_wait_s)) if self.engine_wait_s is not None else 0.0
+        latency = float(np.mean(self.finish - self.arrival))
+        if cpu_wait + engine_wait < 0.1 * latency:
             return "load"
+        if cpu_wait > engine_wait:
+            return "cpu-pool"
         kv_full = self.kv_blocks_peak >= 0.95 * self.kv_pool_blocks
         running = self.running_time_integral / self.busy_s if self.busy_s > 0 else 0.0
         if int(self.preemptions.sum()) > 0 or (kv_full and running < 0.9 * self.max_num_seqs):
@@ -189,6 +195,8 @@ class PageFeeder:
         self.preprocess_s = pages.preprocess_s
         self.workers = [0.0] * config.cpu_workers if config.cpu_workers else None
         self.cpu_busy_s = 0.0
+        self.cpu_wait_s = np.zeros(n)
+        self.ready = np.zeros(n)
         self.pending: list[tuple[float, int]] = []  # (ready time, page): a heap
         if config.concurrency is not None:
             self.next_page = min(config.concurrency, n)
@@ -201,6 +209,8 @@ class PageFeeder:
             if config.cpu_pipeline == "all-first" and ready:
                 last = max(t for t, _ in ready)
                 ready = [(last, i) for _, i in ready]
+            for t, i in ready:
+                self.ready[i] = t
             self.pending = ready
             heapq.heapify(self.pending)
 
@@ -211,11 +221,14 @@ class PageFeeder:
         start = max(sent, heapq.heappop(self.workers))
         heapq.heappush(self.workers, start + cost)
         self.cpu_busy_s += cost
+        self.cpu_wait_s[page] = start - sent
         return start + cost
 
     def send(self, page: int, now: float) -> None:
         self.arrival[page] = now
-        heapq.heappush(self.pending, (self._preprocessed(page, now), page))
+        ready = self._preprocessed(page, now)
+        self.ready[page] = ready
+        heapq.heappush(self.pending, (ready, page))
 
     def finished(self, count: int, now: float) -> None:
         """`count` pages finished at `now`: in a closed loop each frees a client, which sends the next page."""
@@ -284,6 +297,7 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
     generated = state.generated
     first_token = np.full(n, np.nan)
     finish = np.full(n, np.nan)
+    admitted_at = np.full(n, np.nan)
     now = 0.0
     steps = 0
     busy = run_int = kv_int = gpu_total = host_wait = 0.0
@@ -353,6 +367,9 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
         q = float((pre_alloc * (pre_alloc + 2 * comp)).sum())
         vision = None
         if plan.admitted:
+            fresh_admitted = np.array(plan.admitted)
+            fresh_admitted = fresh_admitted[np.isnan(admitted_at[fresh_admitted])]
+            admitted_at[fresh_admitted] = now
             vision = np.bincount(state.family[plan.admitted], minlength=len(vision_s)).astype(float)
         gpu_s = cost.step_time(b if p > 0 else padded(b), context, p, q, vision)
         emits = plan.emits
@@ -386,7 +403,8 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
                      steps=steps, busy_s=busy, running_time_integral=run_int, kv_blocks_integral=kv_int,
                      kv_blocks_peak=kv_peak, kv_pool_blocks=pool_blocks, scheduled_tokens=scheduled, gpu_s=gpu_total,
                      host_wait_s=host_wait, cpu_busy_s=feeder.cpu_busy_s, cpu_workers=config.cpu_workers,
-                     max_num_seqs=config.max_num_seqs)
+                     max_num_seqs=config.max_num_seqs, cpu_wait_s=feeder.cpu_wait_s,
+                     engine_wait_s=admitted_at - feeder.ready)
 
 
 MAX_LEAP = 256

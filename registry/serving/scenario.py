@@ -19,14 +19,18 @@ from analyzer import ranges
 from analyzer.fileio import quote
 from registry.pricing.catalog import suggestion
 from registry.store.db import Registry
-from registry.serving.engine import Z90, EngineConfig, PageMix, make_pages, simulate
+from registry.serving.engine import CPU_PIPELINES, Z90, EngineConfig, PageMix, make_pages, simulate
+from registry.serving.host import HostModel, NGramProcessor
+from registry.serving.profiles import EngineProfile, HostProfile, ProfileError, capture_sizes, shipped_profiles
 from registry.pricing.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
 
-ENGINES = ("vllm-v1",)
+DEFAULT_ENGINE = "vllm-v1"
 SERVING_MEMORY_MODEL = "paged-kv"  # the memory model of the runtimes an engine simulates (a paged KV pool)
-SERVING_KEYS = {"engine", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
+SERVING_KEYS = {"engine", "host", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
+                "cuda_graph_capture_sizes", "cpu_workers", "cpu_pipeline", "render_dpi", "logits_processor",
                 "arrival", "pages", "page_mix"}
-ARRIVAL_KEYS = {"rate_per_s", "offline_pages"}
+ARRIVAL_KEYS = {"rate_per_s", "offline_pages", "concurrency"}
+NGRAM_KEYS = {"ngram_size", "window_size"}
 PAGES_KEYS = {"count", "seed"}
 MIX_KEYS = {"new_tokens", "page_size"}
 TOKENS_KEYS = {"distribution", "median", "p90", "max"}
@@ -36,16 +40,46 @@ _PAGE = re.compile(r"^[0-9]+x[0-9]+$")
 
 
 @attrs.frozen
+class PageFamily:
+    """Pages of one size of the scenario's mix: their prompt, the source of their image and its crops."""
+
+    page: str | None
+    prefill_tokens: int
+    variant: str
+    mode: str
+    megapixels: float
+    crops: int
+
+
+@attrs.frozen
 class ServingSpec:
-    engine: str
-    config: EngineConfig
+    engine: str  # the engine profile as the scenario names it (NAME or NAME@VERSION)
+    host: str | None  # the host profile as named; None: the engine's default_host
+    given: dict  # the engine settings the scenario sets itself (the engine profile gives the others)
+    ngram: NGramProcessor | None
+    render_dpi: int | None
     gpu_memory_utilization: float | None
-    rates: tuple[float | None, ...]  # None: offline
+    rates: tuple[float | None, ...]  # open loop: Poisson rates (None: offline); () for a closed loop
+    concurrencies: tuple[int, ...]  # closed loop: pages in flight; () for an open loop
     count: int
     seed: int
     mix: PageMix
     pages: tuple[str, ...]
     target: dict
+    families: tuple[PageFamily, ...] = ()
+    # resolved against the engine and host profiles (`resolve`)
+    engine_profile: EngineProfile | None = None
+    host_profile: HostProfile | None = None
+    config: EngineConfig | None = None
+    preprocess_s: tuple[float, ...] = ()  # per family: CPU seconds of one worker per page
+    host_model: HostModel | None = None
+
+    @property
+    def arrivals(self) -> tuple[tuple[float | None, int | None], ...]:
+        """(Poisson rate or None, closed-loop concurrency or None) of each simulated point of a GPU x runtime."""
+        if self.concurrencies:
+            return tuple((None, c) for c in self.concurrencies)
+        return tuple((rate, None) for rate in self.rates)
 
 
 def _is_number(value) -> bool:
@@ -97,7 +131,7 @@ def mean_new_tokens_bound(mix: PageMix) -> float:
 def simulated_points(scenario: Scenario, spec: ServingSpec) -> int:
     """Simulations the whole scenario runs: GPUs x runtimes x arrival rates."""
     sweep = scenario.data["sweep"]
-    return len(sweep["hardware"]) * len(sweep.get("runtime") or [None]) * len(spec.rates)
+    return len(sweep["hardware"]) * len(sweep.get("runtime") or [None]) * len(spec.arrivals)
 
 
 def check_simulated_work(scenario: Scenario, spec: ServingSpec, points: int) -> None:
@@ -131,31 +165,67 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
         if key not in SERVING_SWEEP_KEYS:
             raise scenario.fail(("sweep", key), "a serving scenario sweeps only hardware, runtime, weights_dtype "
                                 "and kv_cache_dtype (the page mix sets the pages)")
-    engine = block.get("engine", ENGINES[0])
-    if engine not in ENGINES:
-        raise scenario.fail(("serving", "engine"), f"unknown engine {quote(engine)}"
-                                                   f"{suggestion(str(engine), set(ENGINES))}"
-                            f"; known: {', '.join(ENGINES)}")
-    defaults = EngineConfig()  # the engine's defaults, defined there once
-    seqs = _int(scenario, ("serving", "max_num_seqs"), block.get("max_num_seqs"), defaults.max_num_seqs,
-                ranges.MAX_NUM_SEQS)
-    budget = _int(scenario, ("serving", "max_num_batched_tokens"), block.get("max_num_batched_tokens"),
-                  defaults.max_num_batched_tokens, ranges.MAX_NUM_BATCHED_TOKENS)
-    block_size = _int(scenario, ("serving", "block_size"), block.get("block_size"), defaults.block_size,
-                      ranges.BLOCK_SIZE)
+    given: dict = {}
+    engine = block.get("engine", DEFAULT_ENGINE)
+    host = block.get("host")
+    for key, value in (("engine", engine), ("host", host)):
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 110):
+            raise scenario.fail(("serving", key), f"must name a {key} profile ({key} list), got {quote(value)}")
+    for key, bounds in (("max_num_seqs", ranges.MAX_NUM_SEQS), ("max_num_batched_tokens",
+                                                               ranges.MAX_NUM_BATCHED_TOKENS),
+                        ("block_size", ranges.BLOCK_SIZE), ("cpu_workers", ranges.CPU_WORKERS)):
+        if block.get(key) is not None:
+            given[key] = _int(scenario, ("serving", key), block[key], 0, bounds)
+    if block.get("cuda_graph_capture_sizes") is not None:
+        given["capture_sizes"] = capture_sizes(block["cuda_graph_capture_sizes"], ("serving", "cuda_graph_capture_sizes"),
+                                               scenario)
+    pipeline = block.get("cpu_pipeline", "streamed")
+    if pipeline not in CPU_PIPELINES:
+        raise scenario.fail(("serving", "cpu_pipeline"), f"unknown pipeline {quote(pipeline)}; known: "
+                                                         f"{', '.join(CPU_PIPELINES)}")
+    given["cpu_pipeline"] = pipeline
     utilization = block.get("gpu_memory_utilization")
     if utilization is not None and not ranges.GPU_MEMORY_UTILIZATION.contains(utilization):
         raise scenario.fail(("serving", "gpu_memory_utilization"), ranges.GPU_MEMORY_UTILIZATION.problem(utilization))
+    render_dpi = None
+    if block.get("render_dpi") is not None:
+        render_dpi = _int(scenario, ("serving", "render_dpi"), block["render_dpi"], 0, ranges.RENDER_DPI)
+    ngram = None
+    if block.get("logits_processor") is not None:
+        processor = _mapping(scenario, ("serving", "logits_processor"), block["logits_processor"], NGRAM_KEYS)
+        for key in sorted(NGRAM_KEYS - set(processor)):
+            raise scenario.fail(("serving", "logits_processor"), f"missing key {key!r} (the no-repeat n-gram "
+                                                                 "processor's n-gram size and window)")
+        size = _int(scenario, ("serving", "logits_processor", "ngram_size"), processor["ngram_size"], 0,
+                    ranges.NGRAM_SIZE)
+        window = _int(scenario, ("serving", "logits_processor", "window_size"), processor["window_size"], 0,
+                      ranges.NGRAM_WINDOW)
+        if window < size:
+            raise scenario.fail(("serving", "logits_processor", "window_size"),
+                                f"must be >= ngram_size ({size}), got {window}")
+        ngram = NGramProcessor(size, window)
     arrival = _mapping(scenario, ("serving", "arrival"), block.get("arrival"), ARRIVAL_KEYS)
     pages = _mapping(scenario, ("serving", "pages"), block.get("pages"), PAGES_KEYS)
     count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000, ranges.SIMULATED_PAGES)
     seed = _int(scenario, ("serving", "pages", "seed"), pages.get("seed"), 0, ranges.SEED)
-    if ("rate_per_s" in arrival) == ("offline_pages" in arrival):
-        raise scenario.fail(("serving", "arrival"), "give either rate_per_s: [rates] or offline_pages: N")
-    if "offline_pages" in arrival:
+    if sum(key in arrival for key in ARRIVAL_KEYS) != 1:
+        raise scenario.fail(("serving", "arrival"), "give one of rate_per_s: [rates], offline_pages: N or "
+                                                    "concurrency: [N] (a closed loop of N clients)")
+    concurrencies: tuple[int, ...] = ()
+    if "concurrency" in arrival:
+        values = arrival["concurrency"]
+        values = values if isinstance(values, list) and values else [values]
+        for value in values:
+            _int(scenario, ("serving", "arrival", "concurrency"), value, 0, ranges.CONCURRENCY)
+        concurrencies = tuple(int(v) for v in values)
+        rates: tuple[float | None, ...] = ()
+        if pipeline == "all-first":
+            raise scenario.fail(("serving", "cpu_pipeline"), "all-first preprocesses every page before the engine "
+                                                             "starts: give offline_pages, not a closed loop")
+    elif "offline_pages" in arrival:
         count = _int(scenario, ("serving", "arrival", "offline_pages"), arrival["offline_pages"], count,
                      ranges.SIMULATED_PAGES)
-        rates: tuple[float | None, ...] = (None,)
+        rates = (None,)
     else:
         values = arrival["rate_per_s"]
         values = [values] if _is_number(values) else values
@@ -216,19 +286,47 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
     if abs(sum(shares) - 1.0) > 1e-6:
         raise scenario.fail(where, f"shares must sum to 1, got {sum(shares):g}")
     target = dict(scenario.data.get("target") or {})
-    # one page's prefill must fit one step: its image is encoded at once, and its placeholder tokens are one chunk
-    prefill = _prefill_tokens(scenario, pages_px)
-    if budget < max(prefill):
-        raise scenario.fail(("serving", "max_num_batched_tokens"),
-                            f"{budget} is smaller than one page's prefill ({max(prefill)} tokens, image included)")
-    spec = ServingSpec(engine=engine, config=EngineConfig(max_num_seqs=seqs, max_num_batched_tokens=budget,
-                                                          block_size=block_size),
+    spec = ServingSpec(engine=engine, host=host, given=given, ngram=ngram, render_dpi=render_dpi,
                        gpu_memory_utilization=None if utilization is None else float(utilization), rates=rates,
-                       count=count, seed=seed, mix=PageMix(median=float(median), p90=float(p90),
-                                                           max_tokens=int(largest), shares=tuple(shares)),
-                       pages=tuple(pages_px), target=target)
+                       concurrencies=concurrencies, count=count, seed=seed,
+                       mix=PageMix(median=float(median), p90=float(p90), max_tokens=int(largest),
+                                   shares=tuple(shares)),
+                       pages=tuple(pages_px), target=target, families=tuple(_families(scenario, pages_px)))
     check_simulated_work(scenario, spec, simulated_points(scenario, spec) if points is None else points)
+    shipped_engines = {p.name: p for _, p in shipped_profiles("engine")}
+    shipped_hosts = {p.name: p for _, p in shipped_profiles("host")}
+    engine_profile = shipped_engines.get(engine)
+    if engine_profile is not None:  # a shipped engine: resolved (and checked) now; the user's in serving_plan
+        host_profile = shipped_hosts.get(host or engine_profile.default_host)
+        if host_profile is not None:
+            spec = resolve(scenario, spec, engine_profile, host_profile)
     return spec
+
+
+def resolve(scenario: Scenario, spec: ServingSpec, engine: EngineProfile, host: HostProfile) -> ServingSpec:
+    """The spec with its engine and host profiles: the engine's settings (the scenario's own first), each page
+    family's preprocessing seconds and the host model; a page whose prefill cannot fit one step is refused."""
+    given = spec.given
+    config = EngineConfig(
+        max_num_seqs=given.get("max_num_seqs", engine.max_num_seqs),
+        max_num_batched_tokens=given.get("max_num_batched_tokens", engine.max_num_batched_tokens),
+        block_size=given.get("block_size", engine.block_size), policy=engine.policy,
+        capture_sizes=given.get("capture_sizes", engine.capture_sizes),
+        cpu_workers=given.get("cpu_workers", engine.cpu_workers), cpu_pipeline=given["cpu_pipeline"])
+    # one page's prefill must fit one step: its image is encoded at once, and its placeholder tokens are one chunk
+    prefill = max(f.prefill_tokens for f in spec.families)
+    if config.max_num_batched_tokens < prefill:
+        key = "max_num_batched_tokens" if "max_num_batched_tokens" in given else "engine"
+        raise scenario.fail(("serving", key), f"{config.max_num_batched_tokens} tokens per step (engine "
+                                              f"{engine.label}) is smaller than one page's prefill ({prefill} "
+                                              "tokens, image included)")
+    try:
+        preprocess = tuple(host.preprocess_s(f.variant, f.mode, f.megapixels, f.crops, spec.render_dpi is not None)
+                           for f in spec.families)
+    except ProfileError as exc:
+        raise scenario.fail(("serving", "host"), str(exc)) from None
+    return attrs.evolve(spec, engine_profile=engine, host_profile=host, config=config, preprocess_s=preprocess,
+                        host_model=engine.host_model(host, spec.ngram))
 
 
 def _base(scenario: Scenario):
@@ -241,7 +339,7 @@ def _base(scenario: Scenario):
     return profile, base
 
 
-def _prefill_tokens(scenario: Scenario, pages: list[str | None]) -> list[int]:
+def _families(scenario: Scenario, pages: list[str | None]) -> list[PageFamily]:
     from analyzer.errors import AnalyzerInputError
     from analyzer.workload import load_profile, parse_page
 
@@ -257,9 +355,14 @@ def _prefill_tokens(scenario: Scenario, pages: list[str | None]) -> list[int]:
             width, height = parse_page(fields.pop("page"))
             fields.update(page_width_px=width, page_height_px=height)
         try:
-            out.append(load_profile(profile, **fields).prefill_tokens)
+            workload = load_profile(profile, **fields)
         except AnalyzerInputError as exc:
             raise scenario.fail(("base",), str(exc)) from None
+        layout = workload.layout
+        out.append(PageFamily(page=page, prefill_tokens=workload.prefill_tokens, variant=workload.variant,
+                              mode=workload.mode,
+                              megapixels=workload.page_width_px * workload.page_height_px / 1e6,
+                              crops=layout.tiles_wide * layout.tiles_high))
     return out
 
 
@@ -279,11 +382,13 @@ SERVING_COLUMNS = ["point_index", "hardware", "runtime", "arrival_rate_per_s", "
                    "tpot_p99_s", "page_latency_p50_s", "page_latency_p90_s", "page_latency_p99_s",
                    "mean_running_pages", "kv_pool_use_mean", "kv_pool_use_peak", "preemptions", "meets_targets",
                    "best_rate_per_s", "gpus_needed", "weights_dtype", "kv_cache_dtype", "usd_per_1000_pages",
-                   "monthly_usd", "efficiency_source"]
+                   "monthly_usd", "efficiency_source", "engine", "host", "concurrency", "cpu_workers",
+                   "gpu_busy_share", "host_wait_share", "cpu_utilization", "bound_by"]
 RESULT_KEYS = ["duration_s", "pages_per_s", "output_tokens_per_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s",
                "tpot_p50_s", "tpot_p90_s", "tpot_p99_s", "page_latency_p50_s", "page_latency_p90_s",
                "page_latency_p99_s", "mean_page_latency_s", "mean_running_pages", "kv_pool_use_mean",
-               "kv_pool_use_peak", "preemptions", "steps"]
+               "kv_pool_use_peak", "preemptions", "steps", "gpu_busy_share", "host_wait_share", "engine_idle_share",
+               "cpu_utilization", "bound_by"]
 
 
 def check_runtimes(scenario: Scenario, conn) -> tuple[list[tuple[int, str]], list[tuple[int, str, int]]]:
@@ -327,7 +432,7 @@ class ServingPlan:
     source: str
     spec: ServingSpec
     points: tuple  # (hardware id, runtime id, StepCost, EngineConfig)
-    rates: tuple
+    rates: tuple  # (Poisson rate or None, closed-loop concurrency or None) per simulated point
     pages: tuple[str, ...]
 
 
@@ -343,13 +448,24 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
 
     from registry.pricing.whatif import check_precisions, precisions
 
+    from registry.serving.profiles import load_profile
+
     combos = precisions(scenario)
     with registry.begin() as conn:
         hardware, runtimes = check_runtimes(scenario, conn)
         check_precisions(scenario, conn, hardware, runtimes, combos)
+        try:
+            engine = load_profile(conn, "engine", spec.engine)
+        except ProfileError as exc:
+            raise scenario.fail(("serving", "engine"), str(exc)) from None
+        try:
+            host = load_profile(conn, "host", spec.host or engine.default_host)
+        except ProfileError as exc:
+            raise scenario.fail(("serving", "host" if spec.host else "engine"), str(exc)) from None
+    spec = resolve(scenario, spec, engine, host)
     if only is not None:
         hardware, runtimes = _only_point(hardware, runtimes, *only)
-    rates = rates or spec.rates
+    arrivals = tuple(rates) if rates else spec.arrivals
     profile, base = _base(scenario)
     pages = _page_names(scenario, spec)
     overrides = _overrides(scenario)
@@ -370,6 +486,8 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
                 "SELECT gpu_memory_utilization FROM runtime_profiles WHERE id = :r"), {"r": rid}).scalar()
     points = []
     for (hid, rid), cost in zip(hw_ids, costs):
+        if not spec.host_model.zero:  # the host profile prices the host work the runtime's per-step time stood for
+            cost = cost.without_runtime_step_overhead()
         pool_bytes = cost.kv_pool_bytes
         if spec.gpu_memory_utilization is not None and memory[(rid, "util")] is not None:
             # the scenario's utilization instead of the profile's: the pool the views price, at that budget
@@ -378,7 +496,7 @@ def serving_plan(registry: Registry, scenario: Scenario, spec: ServingSpec, prog
                                              cost.step_peak_bytes)
         pool = max(int(pool_bytes // (spec.config.block_size * cost.kv_bytes_per_token)), 0)
         points.append((hid, rid, cost, attrs.evolve(spec.config, kv_pool_blocks=pool)))
-    return ServingPlan(source=scenario.source, spec=spec, points=tuple(points), rates=tuple(rates),
+    return ServingPlan(source=scenario.source, spec=spec, points=tuple(points), rates=arrivals,
                        pages=tuple(pages))
 
 
@@ -393,25 +511,30 @@ def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool
                file=sys.stderr, disable=not progress, leave=False)
     try:
         for hid, rid, cost, config in plan.points:
-            for rate in plan.rates:
-                sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate)
+            for rate, concurrency in plan.rates:
+                sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate, closed_loop=concurrency is not None,
+                                       preprocess_s_per_family=spec.preprocess_s)
                 offset = bar.n
 
                 def advance(done, offset=offset):
                     bar.update(offset + done - bar.n)
 
                 try:
-                    result = simulate(cost, config, sim_pages, progress=advance)
+                    result = simulate(cost, attrs.evolve(config, concurrency=concurrency), sim_pages,
+                                      progress=advance, host=spec.host_model)
                 except ValueError as exc:
                     raise ScenarioError(f"{plan.source}: serving: {cost.hardware} / {cost.runtime}: {exc}") \
                         from None
                 summary = result.summary()
-                rows.append({"hardware_id": hid, "runtime_profile_id": rid, "engine": spec.engine,
+                rows.append({"hardware_id": hid, "runtime_profile_id": rid, "engine": spec.engine_profile.name,
+                             "engine_version": spec.engine_profile.version,
+                             "host_profile": spec.host_profile.name, "host_version": spec.host_profile.version,
                              "weights_dtype": cost.weights_dtype, "kv_cache_dtype": cost.kv_cache_dtype,
-                             "arrival_rate_per_s": rate, "pages": spec.count, "seed": spec.seed,
-                             "max_num_seqs": config.max_num_seqs,
+                             "arrival_rate_per_s": rate, "concurrency": concurrency, "pages": spec.count,
+                             "seed": spec.seed, "max_num_seqs": config.max_num_seqs,
                              "max_num_batched_tokens": config.max_num_batched_tokens,
                              "block_size": config.block_size, "kv_pool_blocks": config.kv_pool_blocks,
+                             "cpu_workers": config.cpu_workers,
                              "target_ttft_p99_s": spec.target.get("ttft_p99_s"),
                              "target_page_latency_p99_s": spec.target.get("page_latency_p99_s"),
                              **{k: summary[k] for k in RESULT_KEYS}})
@@ -466,8 +589,10 @@ def probe_analyses(registry: Registry, scenario: Scenario, spec: ServingSpec) ->
 
 
 def read_serving(registry: Registry, scenario_id: int) -> list[dict]:
-    columns = [c if c != "runtime" else "runtime || '@' || CAST(runtime_version AS VARCHAR(20))"
-               for c in SERVING_COLUMNS]
+    expressions = {"runtime": "runtime || '@' || CAST(runtime_version AS VARCHAR(20))",
+                   "engine": "engine || '@' || CAST(engine_version AS VARCHAR(20))",
+                   "host": "host_profile || '@' || CAST(host_version AS VARCHAR(20))"}
+    columns = [expressions.get(c, c) for c in SERVING_COLUMNS]
     with registry.begin() as conn:
         result = conn.execute(sa.text(
             f"SELECT {', '.join(columns)} FROM v_serving_summary WHERE scenario_id = :s ORDER BY point_index"),

@@ -66,7 +66,17 @@ class StepCost:
     step_peak_bytes: int = 0
     weights_dtype: str = "bf16"
     kv_cache_dtype: str = "bf16"
+    # the runtime profile's host time per step that stands for the engine's own host work (scheduler, sampler):
+    # part of decode_host_s (per decode step) and prefill_host_s (per prefill call)
+    decode_step_overhead_s: float = 0.0
+    prefill_call_overhead_s: float = 0.0
     _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
+
+    def without_runtime_step_overhead(self) -> StepCost:
+        """These step costs without the runtime's per-step host time: a host profile prices that work instead."""
+        return attrs.evolve(self, decode_host_s=self.decode_host_s - self.decode_step_overhead_s,
+                            prefill_host_s=self.prefill_host_s - self.prefill_call_overhead_s,
+                            decode_step_overhead_s=0.0, prefill_call_overhead_s=0.0)
 
     def decode_time(self, b, context):
         """Seconds of pure-decode steps of b pages at total context `context` (scalars or equal-length arrays)."""
@@ -196,7 +206,8 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
         meta = conn.execute(sa.text(
             "SELECT p.point_index, h.name, rp.name || '@' || CAST(rp.version AS VARCHAR(20)), r.variant, "
             "w.batch, w.prefill_tokens, s.kv_cache_bytes_per_token, s.kv_pool_bytes, s.weight_bytes, "
-            "s.activation_peak_bytes, s.weights_dtype, s.kv_cache_dtype "
+            "s.activation_peak_bytes, s.weights_dtype, s.kv_cache_dtype, rp.decode_step_overhead_s, "
+            "rp.stage_call_overhead_s "
             "FROM scenario_points p JOIN hardware h ON h.id = p.hardware_id "
             "JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id JOIN reports r ON r.id = p.report_id "
             "JOIN workloads w ON w.id = r.workload_id JOIN architectures a ON a.id = r.architecture_id "
@@ -255,7 +266,8 @@ def derive(registry: Registry, scenario_id: int, probes: list[tuple[str, dict]],
             prefill_bounds=prefill, prefill_host_s=prefill_host, experts=experts, top_k=top_k, families=families,
             kv_bytes_per_token=int(group[0][6]), kv_pool_bytes=int(group[0][7] or 0),
             weight_bytes=int(group[0][8]), step_peak_bytes=int(group[0][9]), weights_dtype=group[0][10],
-            kv_cache_dtype=group[0][11]))
+            kv_cache_dtype=group[0][11], decode_step_overhead_s=float(group[0][12]),
+            prefill_call_overhead_s=float(group[0][13])))
     return costs
 
 

@@ -433,6 +433,32 @@ class ServingPoint(Base):
     # the precision the simulated server runs in (0014; bf16 | fp8)
     weights_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
     kv_cache_dtype: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
+    # 0015: the engine profile's version, the host profile, the page pipeline, where the time went and the resource
+    # that bounds throughput (gpu | host | cpu-pool | kv | load); NULL shares: simulated before 0015
+    engine_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    host_profile: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    host_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    cpu_workers: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    concurrency: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    gpu_busy_share: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    host_wait_share: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    engine_idle_share: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    cpu_utilization: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    bound_by: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+
+
+class ServingProfile(Base):
+    """An engine or host profile of the serving simulation (revision 0015): the parsed document as JSON."""
+
+    __tablename__ = "serving_profiles"
+    __table_args__ = (sa.CheckConstraint("kind IN ('engine', 'host')", name="ck_serving_profiles_kind"),)
+    kind: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    description: Mapped[str] = mapped_column(sa.Text)
+    source: Mapped[str] = mapped_column(sa.Text)
+    document: Mapped[str] = mapped_column(sa.Text)
+    origin: Mapped[str] = mapped_column(sa.String(20))  # shipped | user | calibrated
 
 
 class ServingRequest(Base):
