@@ -617,6 +617,8 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run
 @db_options
 @click.option("--rate", type=click.FloatRange(min=0, max=ranges.ARRIVAL_RATE_PER_S.high, min_open=True),
               help="Arrival rate in pages/s (default: the scenario's first rate, or offline).")
+@click.option("--concurrency", type=click.IntRange(min=int(ranges.CONCURRENCY.low), max=int(ranges.CONCURRENCY.high)),
+              help="A closed loop of this many clients instead (each sends the next page when one finishes).")
 @click.option("--hardware", "hardware_name", help="GPU (default: the scenario's first).")
 @click.option("--runtime", "runtime_name", help="Runtime, NAME or NAME@VERSION (default: the scenario's first).")
 @click.option("--requests-out", type=click.Path(dir_okay=False, path_type=pathlib.Path),
@@ -625,17 +627,19 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run
               help="Aligned text for the terminal, CSV, or JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress on stderr.")
 @click.option("--new-run", is_flag=True, help="Record the point again even if the same simulation was recorded before.")
-def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_name, requests_out, fmt, progress,
-              new_run):
+def serve_sim(scenario_path, db_url, lock_timeout, rate, concurrency, hardware_name, runtime_name, requests_out, fmt,
+              progress, new_run):
     """Simulate one serving point of a scenario (one GPU x runtime x arrival rate) and optionally its pages.
 
-    The step times come from the registry's pricing views (registry/serving/step_cost.py); the engine follows vLLM
-    V1's scheduler: continuous batching, chunked prefill within max_num_batched_tokens, KV in 16-token blocks,
-    preemption by recompute. The point is recorded (serving_points, v_serving_summary), once: the same simulation
-    again reuses it unless --new-run.
+    The step times come from the registry's pricing views (registry/serving/step_cost.py) and the host profile; the
+    engine profile (`engine list`) says how the engine schedules (continuous batching, chunked prefill or
+    prefill-first), pads decode batches to CUDA graphs and overlaps its host work. The point is recorded
+    (serving_points, v_serving_summary), once: the same simulation again reuses it unless --new-run.
     """
     from registry.serving.scenario import run_serving, serving_spec, write_requests
 
+    if rate and concurrency:
+        raise click.UsageError("give --rate or --concurrency, not both")
     scenario = load_scenario_checked(scenario_path)
     spec = serving_spec(scenario, points=1)  # one GPU x runtime x rate
     if spec is None:
@@ -643,7 +647,8 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, hardware_name, runtime_
     with open_registry(db_url, lock_timeout, create=True) as registry:
         show = progress if progress is not None else sys.stderr.isatty()
         scenario_id, points, requests = run_serving(
-            registry, scenario, spec, progress=show, rates=(rate,) if rate else spec.rates[:1],
+            registry, scenario, spec, progress=show,
+            rates=((rate, None),) if rate else ((None, concurrency),) if concurrency else spec.arrivals[:1],
             only=(hardware_name, runtime_name),
             keep_requests=requests_out is not None, new_run=new_run)
     if requests_out is not None:
@@ -1046,6 +1051,56 @@ def runtime_show(name, db_url, lock_timeout):
         lines.append(f"  max_num_batched_tokens   {profile['max_num_batched_tokens']:,}")
     click.echo("\n".join(lines))
     print_rows(RUNTIME_CATEGORY_COLUMNS, categories, "table")
+
+
+def _profile_kind_group(kind: str, summary: str) -> click.Group:
+    """The `engine` or `host` group: list, show and add profiles of that kind (table serving_profiles)."""
+
+    @cli.group(kind, help=summary)
+    def group():
+        pass
+
+    @group.command("list", help=f"List the {kind} profiles as NAME@VERSION (a plain NAME means its highest version).")
+    @db_options
+    def list_command(db_url, lock_timeout):
+        from registry.serving.profiles import list_profiles
+
+        print_rows([kind, "description", "origin"], read_catalog(db_url, lock_timeout, list_profiles, kind), "table")
+
+    @group.command("show", help=f"Show a {kind} profile (NAME or NAME@VERSION) as YAML.")
+    @click.argument("name")
+    @db_options
+    def show_command(name, db_url, lock_timeout):
+        from registry.serving.profiles import describe_profile
+
+        click.echo(read_catalog(db_url, lock_timeout, describe_profile, kind, name).rstrip())
+
+    @group.command("add", help=f"Add {kind} profiles from a YAML file in the format of registry/data/"
+                               f"{'engines' if kind == 'engine' else 'hosts'}.yaml"
+                               f"{' (what measure-host writes)' if kind == 'host' else ''}. The file is checked "
+                               "whole (keys, names, every figure in its range; a bad one is named with its file "
+                               "and line) and nothing is written if any entry is refused; a shipped NAME@VERSION "
+                               "cannot be replaced (give yours a new version or name).")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    @db_options
+    def add_command(path, db_url, lock_timeout):
+        from registry.serving.profiles import add_profile_file, read_profile_file
+
+        read_profile_file(path, kind)  # a malformed file is refused before the registry is opened (or created)
+        with open_registry(db_url, lock_timeout, create=True) as registry:
+            added = add_profile_file(registry, path, kind)
+        click.echo(f"{kind}: {', '.join(p.label for p in added)} added")
+
+    return group
+
+
+engine_group = _profile_kind_group(
+    "engine", "Serving engine profiles: how an engine schedules a step (chunked-prefill or prefill-first), pads "
+              "decode batches to captured CUDA graphs and overlaps its host work (registry/data/engines.yaml).")
+host_group = _profile_kind_group(
+    "host", "Host profiles: what each host piece of a serving engine costs on one CPU (scheduler, input "
+            "preparation, sampler, logits processors, detokenization, page preprocessing), measured by "
+            "measure-host.")
 
 
 def main() -> None:

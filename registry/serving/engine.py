@@ -270,10 +270,24 @@ def check_config(config: EngineConfig) -> None:
                          "closed loop")
 
 
+@attrs.frozen
+class StepRecord:
+    """One step of a traced simulation: when it started, its seconds and GPU seconds, its decoding pages, prefill
+    tokens and admitted pages."""
+
+    start_s: float
+    seconds: float
+    gpu_s: float
+    decoding: int
+    prefill_tokens: int
+    admitted: int
+
+
 def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: HostModel = NO_HOST,
-             leap: bool = True) -> SimResult:
+             leap: bool = True, trace: list | None = None) -> SimResult:
     """Run the engine over `pages` until every page finished. `progress(done)` is called now and then; `leap`
-    False steps every pure-decode step one by one (the same results)."""
+    False steps every pure-decode step one by one (the same results); `trace`, a list, receives a StepRecord per
+    step."""
     check_config(config)
     n = len(pages.arrival)
     bs = config.block_size
@@ -340,6 +354,10 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
             k, times, gpu, need = _decode_run_length(cost, host, scheduler, state, run, comp, feeder, now, padded)
             if k:  # k pure-decode steps with no event before the last: one vectorized leap
                 b = len(run)
+                if trace is not None:
+                    starts = now + np.cumsum(times) - times
+                    trace.extend(StepRecord(float(t0), float(dt), float(g), b, 0, 0)
+                                 for t0, dt, g in zip(starts, times, gpu))
                 used = pool.used + need
                 kv_peak = max(kv_peak, int(used[-1]))
                 span = float(times.sum())
@@ -381,6 +399,8 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
             serial_s, overlapped_s = host.step(int((alloc > 0).sum()), len(emitted), float(history.sum()),
                                                host.window_tokens(history))
             dt = serial_s + max(gpu_s, overlapped_s)
+        if trace is not None:
+            trace.append(StepRecord(now, dt, gpu_s, b, int(p), len(plan.admitted)))
         # account the step
         used = pool.used + int(plan.new_blocks.sum())
         kv_peak = max(kv_peak, used)

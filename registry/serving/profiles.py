@@ -367,7 +367,7 @@ def read_profile_file(path, kind: str) -> list[tuple[dict, Any]]:
 def _row(kind: str, entry: dict, profile, origin: str) -> dict:
     description = profile.follows if kind == "engine" else profile.description
     return {"kind": kind, "name": profile.name, "version": profile.version, "description": description,
-            "source": profile.source, "document": json.dumps(entry, sort_keys=True, default=str), "origin": origin}
+            "source": profile.source, "document": json.dumps(entry, default=str), "origin": origin}
 
 
 def store_profiles(conn, kind: str, entries: list[tuple[dict, Any]], origin: str) -> None:
@@ -441,3 +441,16 @@ def list_profiles(conn, kind: str) -> list[tuple]:
     return [(f"{name}@{version}", description, origin) for name, version, description, origin in conn.execute(
         sa.text("SELECT name, version, description, origin FROM serving_profiles WHERE kind = :k "
                 "ORDER BY name, version"), {"k": kind}).all()]
+
+
+def describe_profile(conn, kind: str, label: str) -> str:
+    """A stored profile as YAML: its name and version, where it comes from, and its document."""
+    import sqlalchemy as sa
+
+    profile = load_profile(conn, kind, label)
+    document, origin = conn.execute(sa.text(
+        "SELECT document, origin FROM serving_profiles WHERE kind = :k AND name = :n AND version = :v"),
+        {"k": kind, "n": profile.name, "v": profile.version}).one()
+    entry = json.loads(document)
+    header = f"# {kind} profile {profile.label} ({origin})\n"
+    return header + yaml.safe_dump([entry], sort_keys=False, width=116)
