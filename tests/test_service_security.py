@@ -233,7 +233,7 @@ def test_a_simulation_past_its_memory_limit_is_refused():
 
     spec = serving_spec(scenario_from_mapping(SERVING_SPEC, "scenario"))
     plan = ServingPlan(source="scenario", spec=attrs.evolve(spec, count=10 ** 9), points=((1, 1, None, spec.config),),
-                       rates=spec.rates, pages=("1654x2339",))
+                       rates=spec.arrivals, pages=("1654x2339",))
     pool = AnalysisPool(1, 60.0, 2 * 1024 ** 3, "simulation")
     try:
         with pytest.raises(WorkLimitError) as refused:

@@ -245,10 +245,10 @@ def test_serve_sim_refuses_a_device_the_scenario_does_not_sweep(registry_url, tm
 
 
 BAD = [
-    ("engine: sglang", "serving.engine: unknown engine 'sglang'"),
+    ("engine: tgi", "serving.engine: unknown engine profile 'tgi'"),
     ("max_num_seqs: 0", "serving.max_num_seqs: must be a positive integer"),
     ("max_num_batched_tokens: -5", "serving.max_num_batched_tokens: must be a positive integer"),
-    ("max_num_batched_tokens: 512", "serving.max_num_batched_tokens: 512 is smaller than one page's prefill"),
+    ("max_num_batched_tokens: 512", "serving.max_num_batched_tokens: 512 tokens per step (engine vllm-v1@1) is smaller than one page's prefill"),
     ("page_mix: {page_size: []}", "serving.page_mix.page_size: must be a non-empty list"),
     ("page_mix: {page_size: [{size: 1654x2339}]}", "serving.page_mix.page_size: each entry needs size and share"),
     ("page_mix: {page_size: [{size: A4, share: 1}]}", "serving.page_mix.page_size: size must be WIDTHxHEIGHT"),
@@ -259,7 +259,7 @@ BAD = [
     ("arrival: {rate_per_s: [1, -2]}", "serving.arrival.rate_per_s: must be a list of positive numbers"),
     ("arrival: {rate_per_s: [fast]}", "serving.arrival.rate_per_s: must be a list of positive numbers"),
     ("arrival: {rate_per_s: []}", "serving.arrival.rate_per_s: must be a list of positive numbers"),
-    ("arrival: {}", "serving.arrival: give either rate_per_s"),
+    ("arrival: {}", "serving.arrival: give one of rate_per_s"),
     ("gpu_memory_utilization: 1.5", "serving.gpu_memory_utilization: must be a number in (0, 1]"),
     ("max_num_seq: 4", "serving.max_num_seq: unknown key (did you mean 'max_num_seqs'?)"),
 ]

@@ -634,7 +634,7 @@ def check_serving(body: dict):
     spec = serving_spec(scenario)
     if spec is None:
         raise ApiError(400, "scenario: no serving block: POST /whatif/scenarios prices a scenario without one")
-    simulated_pages = spec.count * len(spec.rates) * simulations
+    simulated_pages = spec.count * len(spec.arrivals) * simulations
     if simulated_pages > MAX_SIMULATED_PAGES:
         raise ApiError(422, f"scenario: simulates {simulated_pages} pages (count x rates x GPUs x runtimes); "
                             f"at most {MAX_SIMULATED_PAGES} per request")
