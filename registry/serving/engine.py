@@ -456,17 +456,28 @@ def _decode_run_length(cost, host: HostModel, scheduler, state: EngineState, run
         first = float(times_of(1)[0][0])
         k = max(min(k, int((upcoming - now) / first) + 1), 1)
     times, gpu = times_of(k)
-    if upcoming is not None:
+    if upcoming is not None:  # the steps that start before the next page is ready
         starts = np.cumsum(times) - times
         k = int(np.searchsorted(starts, upcoming - now, side="left"))
     if k <= 0:
         return 0, None, None, None
-    after = comp[:, None] + np.arange(1, k + 1)[None, :]
-    need = np.maximum(state.pool.blocks_for(after) - state.pool.held[run][:, None], 0).sum(axis=0)
+    need = _blocks_needed(state.pool, run, comp, k)
     fits = need <= state.pool.free
     if not fits.all():
         k = int(np.argmin(fits))  # steps before the first that lacks a block
     return k, times[:k], gpu[:k], need[:k]
+
+
+def _blocks_needed(pool: BlockPool, run: np.ndarray, comp: np.ndarray, steps: int) -> np.ndarray:
+    """New KV blocks the pages of `run` need in total after 1..steps more tokens each. A page with d free token
+    slots in the blocks it holds needs ceil((j - d) / block_size) new blocks after j tokens (none while j <= d), so
+    the total is the count over m >= 0 of pages with d < j - m x block_size: one sorted search of the free slots."""
+    bs = pool.block_size
+    free_slots = np.sort(pool.held[run] * bs - comp)
+    j = np.arange(1, steps + 1)
+    rounds = np.arange(0, (steps + bs - 1) // bs + 1) * bs
+    queries = j[None, :] - rounds[:, None]
+    return np.searchsorted(free_slots, queries, side="left").sum(axis=0)
 
 
 def saturated_bound_pages_per_s(cost, config: EngineConfig, mean_new_tokens: float) -> float:

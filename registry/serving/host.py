@@ -34,6 +34,19 @@ class NGramProcessor:
         """Window positions the processor scans for pages with `generated` output tokens (arrays broadcast)."""
         return np.maximum(np.minimum(self.window_size, generated) - self.ngram_size + 1, 0)
 
+    def scanned_series(self, generated: np.ndarray, steps: int) -> np.ndarray:
+        """scanned(generated + t).sum() for t = 0..steps-1, from the sorted lengths: a page scans nothing below
+        ngram_size - 1 tokens, g - ngram_size + 1 positions up to the window, the window's beyond."""
+        g = np.sort(np.asarray(generated, dtype=float))
+        prefix = np.concatenate([[0.0], np.cumsum(g)])
+        t = np.arange(steps, dtype=float)
+        low = np.searchsorted(g, self.ngram_size - 1 - t, side="right")  # pages scanning nothing yet
+        high = np.searchsorted(g, self.window_size - t, side="left")  # pages below a full window
+        middle = high - low
+        full = len(g) - high
+        return (prefix[high] - prefix[low]) + middle * (t - self.ngram_size + 1) \
+            + full * float(self.window_size - self.ngram_size + 1)
+
 
 @attrs.frozen
 class HostCoefficients:
@@ -90,6 +103,11 @@ class HostModel:
     serial: HostCoefficients = HostCoefficients()
     overlapped: HostCoefficients = HostCoefficients()
     ngram: NGramProcessor | None = None
+    zero: bool = attrs.field(init=False)  # no host work at all: a step is its GPU time
+
+    @zero.default
+    def _no_host_work(self) -> bool:
+        return self.serial.zero and self.overlapped.zero
 
     @classmethod
     def from_costs(cls, costs_us: dict[str, float], overlapped_pieces, ngram: NGramProcessor | None = None,
@@ -102,10 +120,6 @@ class HostModel:
             else:
                 serial = serial + coefficients
         return cls(serial=serial, overlapped=overlapped, ngram=ngram)
-
-    @property
-    def zero(self) -> bool:
-        return self.serial.zero and self.overlapped.zero
 
     def window_tokens(self, generated) -> float:
         """N-gram window positions scanned this step by sampling pages with `generated` tokens before it."""
@@ -125,7 +139,7 @@ class HostModel:
         t = np.arange(steps, dtype=float)
         history = float(generated.sum()) + b * t
         if self.ngram is not None and (self.serial.per_window_token_s or self.overlapped.per_window_token_s):
-            window = self.ngram.scanned(generated[:, None] + np.arange(steps)[None, :]).sum(axis=0).astype(float)
+            window = self.ngram.scanned_series(generated, steps)
         else:
             window = np.zeros(steps)
         return (self.serial.seconds(b, b, history, window), self.overlapped.seconds(b, b, history, window))
