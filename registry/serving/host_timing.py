@@ -65,8 +65,12 @@ def inner_count(work: Callable[[], object], target_us: float = 2000.0, limit: in
 
 
 def repeat_us(work: Callable[[], object], repeats: int, target_us: float = 2000.0) -> list[float]:
-    """`repeats` timings of `work` in microseconds per call (each a batch of about `target_us`)."""
-    inner = inner_count(work, target_us)
+    """`repeats` timings of `work` in microseconds per call (each a batch of about `target_us`; 0: one call)."""
+    if target_us <= 0:  # slow work: one call to warm up, then one call per timing
+        work()
+        inner = 1
+    else:
+        inner = inner_count(work, target_us)
     gc.collect()
     return [time_us(work, inner) for _ in range(repeats)]
 
