@@ -7,9 +7,12 @@ of its own, which is what a serving engine's host thread has.
 Spread (one definition for every figure of a host profile, made for noisy shared machines):
     spread = max(half the inter-quartile range of the repeats, 10% of |value|)
 where value is the median of the repeats. For a fitted coefficient, the repeats are the fits of each repeat round
-(the round's timings at every point of the fit), the value is the fit of the per-point medians, and an intercept's
+(the round's timings at every point of the fit), the value is the fit of the per-point medians, an intercept's
 10% floor is taken of the smallest measured total it is read off (an intercept cannot be known better than the
-measurements it is extrapolated from). Two measurements of one machine agree when they differ by at most the sum
+measurements it is extrapolated from), and the spread is at least the coefficient's standard error from the
+residuals of the fit. Repeats are taken round-robin over the points of a fit (`rounds_us`), so that a burst of
+load from elsewhere (which thread CPU time does not fully hide on a virtual machine whose cores are shared) lands
+in one round, not in every repeat of one point. Two measurements of one machine agree when they differ by at most the sum
 of their spreads.
 """
 
@@ -75,6 +78,24 @@ def repeat_us(work: Callable[[], object], repeats: int, target_us: float = 2000.
     return [time_us(work, inner) for _ in range(repeats)]
 
 
+def rounds_us(works: Sequence[Callable[[], object]], rounds: int, target_us: float = 2000.0) -> np.ndarray:
+    """Timings of several pieces of work, rounds x works microseconds per call, taken round-robin (each round
+    times every work once), so that a burst of load from elsewhere lands in one round, which the median of the
+    rounds then leaves out, rather than in every repeat of one work. `target_us` as in `repeat_us`; below 0: the
+    works are warm already, one call per timing."""
+    inners = []
+    for work in works:
+        if target_us < 0:  # already warm: one call per timing
+            inners.append(1)
+        elif target_us == 0:  # slow work: one call to warm up, then one call per timing
+            work()
+            inners.append(1)
+        else:
+            inners.append(inner_count(work, target_us))
+    gc.collect()
+    return np.array([[time_us(work, inner) for work, inner in zip(works, inners)] for _ in range(rounds)])
+
+
 def measured(samples: Sequence[float], scale: float = 1.0) -> dict:
     """A directly timed figure: median and spread of the samples, times `scale` (e.g. 1e-3 for us -> ms)."""
     value = float(np.median(samples))
@@ -90,10 +111,18 @@ def fit_linear(features: np.ndarray, rounds: np.ndarray, intercept_column: int |
     medians = np.median(rounds, axis=0)
     values = np.linalg.lstsq(features, medians, rcond=None)[0]
     per_round = np.array([np.linalg.lstsq(features, row, rcond=None)[0] for row in rounds])
+    # the standard error of each coefficient from the residuals of the median fit (0 when the points leave no
+    # degree of freedom): how far the points stray from a straight line adds to what the rounds' scatter says
+    points, terms = features.shape
+    standard_errors = np.zeros_like(values)
+    if points > terms:
+        residual_variance = float(np.sum((features @ values - medians) ** 2)) / (points - terms)
+        covariance = residual_variance * np.linalg.pinv(features.T @ features)
+        standard_errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     spreads = np.empty_like(values)
     for term in range(values.size):
         floor_of = float(medians.min()) if term == intercept_column else None
-        spreads[term] = spread_of(per_round[:, term], values[term], floor_of)
+        spreads[term] = max(spread_of(per_round[:, term], values[term], floor_of), standard_errors[term])
     return values, spreads
 
 

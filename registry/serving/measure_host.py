@@ -31,7 +31,7 @@ import yaml
 
 from analyzer.variants import VARIANTS
 from registry.serving import page_pipeline
-from registry.serving.host_timing import figure, fit_linear, fitted, measured, repeat_us, spread_of
+from registry.serving.host_timing import figure, fit_linear, fitted, measured, repeat_us, rounds_us, spread_of
 from registry.serving.ngram import RECIPE_NGRAM_SIZE, RECIPE_WINDOW_SIZE, NoRepeatNGram
 
 PROFILE_VERSION = 1
@@ -69,49 +69,64 @@ def ngram_kernel(seed: int = 0) -> Callable[[], object]:
     return lambda: processor.banned_tokens(history)
 
 
-def measure_ngram(repeats: int) -> tuple[dict, dict]:
-    """(python_speed_kernel_us, {ngram_call_us, ngram_per_window_token_us})."""
-    kernel = measured(repeat_us(ngram_kernel(), repeats))
+def measure_ngram(repeats: int) -> dict:
+    """{ngram_call_us, ngram_per_window_token_us}: the n-gram processor on histories of several lengths."""
     processor = NoRepeatNGram(RECIPE_NGRAM_SIZE, RECIPE_WINDOW_SIZE)
     rng = np.random.default_rng(1)
-    columns = []
-    for length in NGRAM_HISTORY_LENGTHS:
-        history = [int(t) for t in rng.integers(0, 129280, length)]
-        columns.append(repeat_us(lambda h=history: processor.banned_tokens(h), repeats))
-    rounds = np.array(columns).T
+    histories = [[int(t) for t in rng.integers(0, 129280, length)] for length in NGRAM_HISTORY_LENGTHS]
+    rounds = rounds_us([lambda h=history: processor.banned_tokens(h) for history in histories], repeats)
     window_tokens = np.minimum(NGRAM_HISTORY_LENGTHS, RECIPE_WINDOW_SIZE)
     values, spreads = fit_linear(np.column_stack([np.ones(len(window_tokens)), window_tokens]), rounds)
-    return kernel, {"ngram_call_us": fitted(values, spreads, 0),
-                    "ngram_per_window_token_us": fitted(values, spreads, 1)}
+    return {"ngram_call_us": fitted(values, spreads, 0), "ngram_per_window_token_us": fitted(values, spreads, 1)}
 
 
-def measure_preprocess(page_sizes, repeats: int, progress=None) -> dict:
-    """{variant: {mode: {fixed_ms, per_megapixel_ms, per_crop_ms}}} fitted over the page sizes."""
+class SpeedKernel:
+    """The pure-Python speed kernel, timed at several moments of a measurement (a few repeats each): the median
+    of samples spread over the whole run is not thrown off by one burst of load from elsewhere."""
+
+    def __init__(self, repeats_per_sample: int = 3):
+        self.work = ngram_kernel()
+        self.repeats = repeats_per_sample
+        self.samples: list[float] = []
+
+    def sample(self) -> None:
+        self.samples += repeat_us(self.work, self.repeats)
+
+    def figure(self) -> dict:
+        return measured(self.samples)
+
+
+def measure_preprocess(page_sizes, repeats: int, progress=None, between_rounds: Callable[[], object] = lambda: None
+                       ) -> dict:
+    """{variant: {mode: {fixed_ms, per_megapixel_ms, per_crop_ms}}} fitted over the page sizes. Every round times
+    every mode on every page (round-robin over all of them: a burst of load lands in one round)."""
     pages = [page_pipeline.synthetic_page(w, h, seed=i) for i, (w, h) in enumerate(page_sizes)]
     megapixels = np.array([w * h / 1e6 for w, h in page_sizes])
-    result: dict = {}
-    for variant_name, variant in VARIANTS.items():
-        result[variant_name] = {}
-        for mode, spec in variant.modes.items():
-            _progress(progress, f"preprocessing: {variant_name} {mode}")
-            crops = []
-            columns = []
-            for page in pages:
-                prepared: list = []
-                columns.append(repeat_us(lambda p=page: prepared.append(
-                    page_pipeline.preprocess_page(p, variant_name, mode).crop_count), repeats, target_us=0.0))
-                crops.append(prepared[0])
-            rounds = np.array(columns).T / 1e3  # ms
-            crops = np.array(crops, dtype=float)
-            if spec.tile_px is None:
-                values, spreads = fit_linear(np.column_stack([np.ones_like(megapixels), megapixels]), rounds)
-                terms = {"fixed_ms": fitted(values, spreads, 0), "per_megapixel_ms": fitted(values, spreads, 1),
-                         "per_crop_ms": figure(0.0, 0.0)}
-            else:
-                features = np.column_stack([np.ones_like(megapixels), megapixels, crops])
-                values, spreads = fit_linear(features, rounds)
-                terms = {name: fitted(values, spreads, i) for i, name in enumerate(PREPROCESS_TERMS)}
-            result[variant_name][mode] = terms
+    modes = [(variant_name, mode) for variant_name, variant in VARIANTS.items() for mode in variant.modes]
+    works = [lambda p=page, v=variant_name, m=mode: page_pipeline.preprocess_page(p, v, m)
+             for variant_name, mode in modes for page in pages]
+    _progress(progress, f"preprocessing: {len(modes)} modes x {len(pages)} pages, warming up")
+    rounds = rounds_us(works, 0, target_us=0.0).reshape(0, len(works))
+    collected = []
+    for r in range(repeats):
+        _progress(progress, f"preprocessing: round {r + 1} of {repeats}")
+        collected.append(rounds_us(works, 1, target_us=-1.0)[0])
+        between_rounds()
+    rounds = np.array(collected) / 1e3  # ms
+    result: dict = {variant_name: {} for variant_name in VARIANTS}
+    for index, (variant_name, mode) in enumerate(modes):
+        spec = VARIANTS[variant_name].modes[mode]
+        mode_rounds = rounds[:, index * len(pages):(index + 1) * len(pages)]
+        crops = np.array([page_pipeline.PageProcessor(variant_name, mode).tile_grid(*page.size) for page in pages])
+        crops = crops.prod(axis=1).astype(float)
+        if spec.tile_px is None:
+            values, spreads = fit_linear(np.column_stack([np.ones_like(megapixels), megapixels]), mode_rounds)
+            terms = {"fixed_ms": fitted(values, spreads, 0), "per_megapixel_ms": fitted(values, spreads, 1),
+                     "per_crop_ms": figure(0.0, 0.0)}
+        else:
+            values, spreads = fit_linear(np.column_stack([np.ones_like(megapixels), megapixels, crops]), mode_rounds)
+            terms = {name: fitted(values, spreads, i) for i, name in enumerate(PREPROCESS_TERMS)}
+        result[variant_name][mode] = terms
     return result
 
 
@@ -198,15 +213,23 @@ def measure_host(quick: bool = False, progress: Callable[[str], None] | None = N
     None times vLLM's own code when it imports here, False always scales the shipped default's vLLM pieces."""
     from registry.serving import vllm_host
 
-    repeats = 3 if quick else 7
+    repeats = 5 if quick else 7
     page_sizes = QUICK_PAGE_SIZES if quick else PAGE_SIZES
     _progress(progress, "n-gram processor and the pure-Python speed kernel")
-    kernel, ngram_costs = measure_ngram(repeats=5 if quick else 9)
+    speed = SpeedKernel()
+    speed.sample()
+    ngram_costs = measure_ngram(repeats=5 if quick else 9)
+    speed.sample()
+    _progress(progress, "rendering")
+    render, render_how = measure_render(page_sizes, repeats)
+    speed.sample()
+    preprocess = measure_preprocess(page_sizes, repeats, progress, between_rounds=speed.sample)
     importable, why = vllm_host.vllm_importable() if with_vllm is not False else (False, "not asked for")
     vllm_version = why if importable else None
     if importable:
         counts, lengths = ((1, 32, 100), (64, 1024)) if quick else ((1, 8, 32, 100, 256), (64, 512, 2048))
         vllm_costs = vllm_host.measure_v0(counts, lengths, rounds=3 if quick else 5, steps=3, progress=progress)
+        speed.sample()
         vllm_source = (f"vLLM {vllm_version} V0's own host code run on this CPU with synthetic decode requests "
                        f"({', '.join(map(str, counts))} running; {', '.join(map(str, lengths))} generated tokens; "
                        f"prompt {vllm_host.PROMPT_TOKENS} tokens, block size {vllm_host.BLOCK_SIZE}): "
@@ -217,15 +240,13 @@ def measure_host(quick: bool = False, progress: Callable[[str], None] | None = N
                        "SingleStepOutputProcessor.process_outputs + RequestOutputFactory.create with a synthetic "
                        "byte-level BPE tokenizer; fitted by least squares. Not run (GPU only): the forward, "
                        "CUDA-graph replay, the sampler's kernels and its GPU sync, host-to-device copies.")
-    else:
+    kernel = speed.figure()
+    if not importable:
         reference = shipped_profile()
         vllm_costs = scaled_vllm_costs(kernel, reference)
         vllm_source = (f"vLLM pieces scaled from the shipped profile {reference['name']} by this CPU's "
                        f"python_speed_kernel_us ({kernel['value']} us vs "
                        f"{reference['python_speed_kernel_us']['value']} us): vLLM not measured here ({why}).")
-    _progress(progress, "rendering")
-    render, render_how = measure_render(page_sizes, repeats)
-    preprocess = measure_preprocess(page_sizes, repeats, progress)
     costs = {key: (ngram_costs[key] if key in ngram_costs else vllm_costs[key]) for key in COST_KEYS}
     command = "dsocr-registry measure-host" + (" --quick" if quick else "")
     page_list = ", ".join(f"{w}x{h}" for w, h in page_sizes)
