@@ -12,8 +12,8 @@ where value is the median of the repeats. For a fitted coefficient, the repeats 
 measurements it is extrapolated from), and the spread is at least the coefficient's standard error from the
 residuals of the fit. Repeats are taken round-robin over the points of a fit (`rounds_us`), so that a burst of
 load from elsewhere (which thread CPU time does not fully hide on a virtual machine whose cores are shared) lands
-in one round, not in every repeat of one point. Two measurements of one machine agree when they differ by at most the sum
-of their spreads.
+in one round, not in every repeat of one point. Two measurements of one machine agree when they differ by at most
+the sum of their spreads.
 """
 
 from __future__ import annotations

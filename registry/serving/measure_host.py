@@ -106,7 +106,7 @@ def measure_preprocess(page_sizes, repeats: int, progress=None, between_rounds: 
     works = [lambda p=page, v=variant_name, m=mode: page_pipeline.preprocess_page(p, v, m)
              for variant_name, mode in modes for page in pages]
     _progress(progress, f"preprocessing: {len(modes)} modes x {len(pages)} pages, warming up")
-    rounds = rounds_us(works, 0, target_us=0.0).reshape(0, len(works))
+    rounds_us(works, 0, target_us=0.0)  # no timing: one call of each work to warm it up
     collected = []
     for r in range(repeats):
         _progress(progress, f"preprocessing: round {r + 1} of {repeats}")

@@ -198,7 +198,9 @@ class V0Engine:
             max_seq_len_to_capture=MAX_MODEL_LEN, max_batchsize_to_capture=max_capture,
             graph_block_tables=np.zeros((max_capture, MAX_MODEL_LEN // BLOCK_SIZE), dtype=np.int32),
             inter_data_cache={},
-            vllm_config=types.SimpleNamespace(pad_for_cudagraph=lambda batch: min(s for s in capture if s >= batch)), sampling_metadata_cache=self.sampling_cache)
+            # V0 pads a decode batch to the next captured CUDA-graph size
+            vllm_config=types.SimpleNamespace(pad_for_cudagraph=lambda batch: min(s for s in capture if s >= batch)),
+            sampling_metadata_cache=self.sampling_cache)
 
     def _grow_outputs(self, tokens: int) -> None:
         """Give every running request `tokens` more output tokens, as decode steps would (block slots included)."""
@@ -208,12 +210,6 @@ class V0Engine:
                 seq.append_token_id(int(token), {int(token): self.v.sequence.Logprob(0.0)})
             seq.data.update_num_computed_tokens(tokens)
             self.scheduler.block_manager.append_slots(seq, 0)
-
-    def sample_output(self, metadata_list, sampling_metadata):
-        """The sampler's output of a greedy step and the tensors its post-sync work reads."""
-        torch = self.torch
-        logits = torch.randn(len(metadata_list), LOGITS_WIDTH)
-        return logits
 
     def step(self, timings: dict | None = None) -> None:
         """One engine step; with `timings`, each piece's microseconds are added to it."""
