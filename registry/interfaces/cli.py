@@ -52,6 +52,7 @@ def cli() -> None:
     compare   measured vs predicted for a measurement file
     calibrate fit a runtime profile to stored measurements
     measure   time the real model on a CUDA GPU and write a measurement file
+    measure-host  time this machine's host (CPU) work of serving and write a host profile
     summary   the summary contract of a report: predicted (and measured) time, top modules
     report    a stored report, rebuilt from its rows
     serve     the HTTP service of contracts/openapi.yaml
@@ -840,6 +841,46 @@ def measure(variant, device, out, reps, quick, kinds):
     count = run_measure(variant, device, out, reps=reps, quick=quick,
                         kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()))
     click.echo(f"measure: {count} rows -> {out}")
+
+
+@cli.command("measure-host")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Host profile to write (YAML, a list of one profile, loadable by `host add`).")
+@click.option("--quick", is_flag=True, help="Fewer repeats, page sizes and engine points (a check, ~1 minute).")
+@click.option("--name", "profile_name", help="Profile name, [a-z0-9._-] (default: from the CPU and vLLM version).")
+def measure_host_command(out, quick, profile_name):
+    """Time the host (CPU) work of serving DeepSeek-OCR on this machine and write a host profile.
+
+    Times page preprocessing per variant and mode, page rendering, the n-gram no-repeat processor and, where vLLM
+    is installed (pip install --no-deps vllm==0.8.5), vLLM V0's own scheduler, input preparation, sampling
+    metadata, sampler, bookkeeping, logits-processor loop and detokenization; without vLLM those pieces are the
+    shipped default profile's, scaled by this CPU's single-thread speed. Progress goes to stderr.
+    """
+    import os
+
+    import yaml
+
+    from analyzer.fileio import write_text_atomic
+    from registry.serving.measure_host import NAME_PATTERN, measure_host, profile_rows
+
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
+    folder = out.resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise click.UsageError(f"--out {out}: cannot write there")
+    if profile_name is not None and not NAME_PATTERN.fullmatch(profile_name):
+        raise click.UsageError(f"--name {profile_name!r}: use lower-case letters, digits and . _ -")
+    started = time.monotonic()
+    document = measure_host(quick=quick, name=profile_name,
+                            progress=lambda message: click.echo(f"measure-host: {message}", err=True))
+    try:
+        write_text_atomic(out, yaml.safe_dump([document], sort_keys=False, width=110))
+    except OSError as exc:
+        raise click.UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    rows = [(piece, value, spread, how) for piece, value, spread, how in profile_rows(document)]
+    click.echo(render_table([Column("piece"), Column("value", "value", "{:.4g}"),
+                             Column("spread", "spread", "{:.2g}"), Column("how")], rows, count=False))
+    click.echo(f"host profile {document['name']} -> {out} ({time.monotonic() - started:.0f} s)")
 
 
 @cli.command()
