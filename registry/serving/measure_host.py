@@ -33,18 +33,17 @@ from analyzer.variants import VARIANTS
 from registry.serving import page_pipeline
 from registry.serving.host_timing import figure, fit_linear, fitted, measured, repeat_us, rounds_us, spread_of
 from registry.serving.ngram import RECIPE_NGRAM_SIZE, RECIPE_WINDOW_SIZE, NoRepeatNGram
+from registry.serving.profiles import HOST_COST_KEYS, NAME_PATTERN
 
 PROFILE_VERSION = 1
 DEFAULT_PROFILE = "epyc-2c-vllm-0.8.5"  # the shipped profile measured with vLLM's own code
-NAME_PATTERN = re.compile(r"[a-z0-9._-]+")
-HOW = ("measured", "scaled")
 VLLM_COST_KEYS = (
     "schedule_step_us", "schedule_per_request_us", "prepare_inputs_step_us", "prepare_inputs_per_request_us",
     "sampling_metadata_step_us", "sampling_metadata_per_request_us", "sampler_step_us", "sampler_per_request_us",
     "bookkeeping_per_request_us", "logits_call_per_request_us", "logits_history_per_token_us",
     "detokenize_per_token_us")
 NGRAM_COST_KEYS = ("ngram_call_us", "ngram_per_window_token_us")
-COST_KEYS = VLLM_COST_KEYS[:10] + ("logits_history_per_token_us",) + NGRAM_COST_KEYS + ("detokenize_per_token_us",)
+COST_KEYS = HOST_COST_KEYS  # the order of a profile's costs: the registry's parser owns it
 PREPROCESS_TERMS = ("fixed_ms", "per_megapixel_ms", "per_crop_ms")
 DOCUMENT_KEYS = ("name", "version", "description", "source", "measured_on", "python_speed_kernel_us", "costs",
                  "preprocess", "render_per_megapixel_ms")
@@ -283,41 +282,23 @@ def default_name(vllm_version: str | None) -> str:
     return f"{family}-{_cores()}c-{engine}"
 
 
-def _check_figure(where: str, value) -> None:
-    if not isinstance(value, dict) or set(value) != {"value", "spread", "how"}:
-        raise ValueError(f"{where} must be {{value, spread, how}}, got {value!r}")
-    for key in ("value", "spread"):
-        number = value[key]
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not np.isfinite(number) or number < 0:
-            raise ValueError(f"{where}.{key} must be a number >= 0, got {number!r}")
-    if value["how"] not in HOW:
-        raise ValueError(f"{where}.how must be one of {', '.join(HOW)}, got {value['how']!r}")
-
-
 def check_profile(document: dict) -> None:
-    """Refuses (ValueError, one line) a host-profile document that lacks a key or has a bad value."""
-    if not isinstance(document, dict):
-        raise ValueError("a host profile must be a mapping")
+    """Refuses (ValueError, one line) a host-profile document the registry would refuse (its parser,
+    registry.serving.profiles) or that lacks a piece measure-host measures: every cost, the speed kernel, rendering
+    and every mode of every variant."""
+    from registry.serving.profiles import Located, ProfileError, parse_host_profiles
+
+    try:
+        parse_host_profiles([document], Located("host profile", {}))
+    except ProfileError as exc:
+        raise ValueError(str(exc)) from None
     missing = [key for key in DOCUMENT_KEYS if key not in document]
+    missing += [f"costs.{key}" for key in COST_KEYS if key not in (document.get("costs") or {})]
+    for variant_name, variant in VARIANTS.items():
+        modes = (document.get("preprocess") or {}).get(variant_name) or {}
+        missing += [f"preprocess {variant_name} {mode}" for mode in variant.modes if mode not in modes]
     if missing:
         raise ValueError(f"host profile lacks {', '.join(missing)}")
-    if not isinstance(document["name"], str) or not NAME_PATTERN.fullmatch(document["name"]):
-        raise ValueError(f"host profile name {document['name']!r} must be lower-case [a-z0-9._-]")
-    _check_figure("python_speed_kernel_us", document["python_speed_kernel_us"])
-    _check_figure("render_per_megapixel_ms", document["render_per_megapixel_ms"])
-    costs = document["costs"]
-    missing = [key for key in COST_KEYS if key not in (costs or {})]
-    if missing:
-        raise ValueError(f"host profile costs lack {', '.join(missing)}")
-    for key in COST_KEYS:
-        _check_figure(f"costs.{key}", costs[key])
-    for variant_name, variant in VARIANTS.items():
-        modes = (document["preprocess"] or {}).get(variant_name) or {}
-        for mode in variant.modes:
-            if mode not in modes:
-                raise ValueError(f"host profile preprocess lacks {variant_name} {mode}")
-            for term in PREPROCESS_TERMS:
-                _check_figure(f"preprocess.{variant_name}.{mode}.{term}", modes[mode].get(term))
 
 
 def profile_rows(document: dict) -> list[tuple[str, float, float, str]]:

@@ -22,7 +22,7 @@ from registry.serving.scheduler import POLICIES
 from registry.store.db import RegistryError
 
 MAX_CAPTURE_SIZE = 65_536  # a batch size: max_num_seqs' own limit (analyzer.ranges.MAX_NUM_SEQS)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 HOW = ("measured", "scaled")
 HOST_COST_KEYS = ("schedule_step_us", "schedule_per_request_us", "prepare_inputs_step_us",
                   "prepare_inputs_per_request_us", "sampling_metadata_step_us", "sampling_metadata_per_request_us",
@@ -93,7 +93,7 @@ def _keys(entry: dict, index: int, at: Located, keys: set[str], required: set[st
 
 def _name(entry: dict, index: int, at: Located) -> tuple[str, int]:
     name, version = entry.get("name"), entry.get("version", 1)
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise at.fail((index, "name"), f"must be lower-case letters, digits, '.', '_' or '-' (up to 100), got "
                                        f"{quote(name)}")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= 1_000_000:
@@ -204,7 +204,7 @@ def parse_engine_profiles(data: Any, at: Located) -> list[EngineProfile]:
         if not isinstance(history, bool):
             raise at.fail((index, "rebuilds_logits_history"), f"must be true or false, got {quote(history)}")
         default_host = entry["default_host"]
-        if not isinstance(default_host, str) or not _NAME.match(default_host):
+        if not isinstance(default_host, str) or not NAME_PATTERN.match(default_host):
             raise at.fail((index, "default_host"), f"must name a host profile, got {quote(default_host)}")
         profiles.append(EngineProfile(
             name=name, version=version, follows=_text(entry, index, "follows", at),
