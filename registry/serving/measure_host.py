@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import importlib.resources
 import platform
-import re
 from collections.abc import Callable
 
 import numpy as np
