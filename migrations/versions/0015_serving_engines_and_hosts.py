@@ -9,7 +9,7 @@ Additive:
   overlaps its host work) and host profiles (what each host piece costs on one CPU, measured by `measure-host`),
   keyed by kind, name and version; the parsed document as JSON. The shipped ones are written on every upgrade.
 - serving_points: the engine's profile version, the host profile (name, version), the page pipeline (CPU workers,
-  closed-loop concurrency) and where the time went (GPU busy, GPU waiting for the host, engine idle, CPU pool
+  renderers, closed-loop concurrency, sent in waves or not) and where the time went (GPU busy, GPU waiting for the host, engine idle, CPU pool
   utilization) with the resource that bounds throughput (bound_by). Points simulated before this revision ran the
   vllm-v1 engine without host work: host 'none', version 1; their time shares are unknown (NULL).
 """
@@ -23,7 +23,8 @@ branch_labels = None
 depends_on = None
 
 _COLUMNS = [("engine_version", sa.Integer()), ("host_profile", sa.String(100)), ("host_version", sa.Integer()),
-            ("cpu_workers", sa.Integer()), ("concurrency", sa.Integer()), ("gpu_busy_share", sa.Double()),
+            ("cpu_workers", sa.Integer()), ("render_workers", sa.Integer()), ("concurrency", sa.Integer()),
+            ("arrival_waves", sa.Boolean()), ("gpu_busy_share", sa.Double()),
             ("host_wait_share", sa.Double()), ("engine_idle_share", sa.Double()),
             ("cpu_utilization", sa.Double()), ("bound_by", sa.String(20))]
 

@@ -346,7 +346,8 @@ CREATE VIEW v_serving_summary (
     kv_pool_use_mean, kv_pool_use_peak, preemptions, steps, target_ttft_p99_s, target_page_latency_p99_s,
     meets_targets, best_rate_per_s, target_pages_per_day, gpus_needed, usd_per_hour, usd_per_1000_pages,
     monthly_usd, efficiency_source, weights_dtype, kv_cache_dtype, engine_version, host_profile, host_version,
-    concurrency, cpu_workers, gpu_busy_share, host_wait_share, engine_idle_share, cpu_utilization, bound_by
+    concurrency, arrival_waves, cpu_workers, render_workers, gpu_busy_share, host_wait_share, engine_idle_share,
+    cpu_utilization, bound_by
 ) AS
 SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.arrival_rate_per_s, s.pages,
        s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
@@ -365,8 +366,8 @@ SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.ar
        {monthly},
        {source},
        s.weights_dtype, s.kv_cache_dtype, s.engine_version, s.host_profile, s.host_version,
-       s.concurrency, s.cpu_workers, s.gpu_busy_share, s.host_wait_share, s.engine_idle_share, s.cpu_utilization,
-       s.bound_by
+       s.concurrency, s.arrival_waves, s.cpu_workers, s.render_workers, s.gpu_busy_share, s.host_wait_share,
+       s.engine_idle_share, s.cpu_utilization, s.bound_by
 FROM serving_points s
 JOIN hardware h ON h.id = s.hardware_id
 JOIN runtime_profiles rp ON rp.id = s.runtime_profile_id

@@ -47,6 +47,8 @@ class EngineConfig:
     cpu_workers: int | None = None  # page preprocessing workers; None: preprocessing takes no time
     cpu_pipeline: str = "streamed"  # all-first: every page is preprocessed before the engine starts
     concurrency: int | None = None  # closed loop: this many pages in flight; None: the pages' own arrivals
+    waves: bool = False  # a closed loop that sends `concurrency` pages at once, the next ones when all finished
+    render_workers: int = 1  # renderers of pages that are rendered first (Pages.render_s)
 
 
 @attrs.frozen
@@ -63,10 +65,11 @@ class Pages:
     family: np.ndarray
     new_tokens: np.ndarray
     preprocess_s: np.ndarray | None = None  # CPU seconds of one worker per page (None: none)
+    render_s: np.ndarray | None = None  # CPU seconds of one renderer per page, before preprocessing (None: none)
 
 
 def make_pages(count: int, seed: int, mix: PageMix, rate_per_s: float | None, closed_loop: bool = False,
-               preprocess_s_per_family=None) -> Pages:
+               preprocess_s_per_family=None, render_s_per_family=None) -> Pages:
     """`count` pages: new tokens lognormal (median, p90, clipped to [1, max]), families by share, Poisson arrivals
     at `rate_per_s` (None: all at t=0; closed_loop: sent by the simulation). The mix does not depend on the rate or
     the arrival pattern (same seed, same pages)."""
@@ -81,10 +84,12 @@ def make_pages(count: int, seed: int, mix: PageMix, rate_per_s: float | None, cl
         arrival = np.full(count, np.nan)
     else:
         arrival = np.zeros(count) if rate_per_s is None else np.cumsum(gaps) / rate_per_s
-    preprocess = None
+    preprocess = render = None
     if preprocess_s_per_family is not None:
         preprocess = np.asarray(preprocess_s_per_family, dtype=float)[family]
-    return Pages(arrival=arrival, family=family, new_tokens=tokens, preprocess_s=preprocess)
+    if render_s_per_family is not None:
+        render = np.asarray(render_s_per_family, dtype=float)[family]
+    return Pages(arrival=arrival, family=family, new_tokens=tokens, preprocess_s=preprocess, render_s=render)
 
 
 @attrs.define
@@ -108,6 +113,8 @@ class SimResult:
     host_wait_s: float = 0.0  # seconds of the steps the GPU waited for the host (serial + overlapped beyond GPU)
     cpu_busy_s: float = 0.0  # CPU-worker seconds of page preprocessing
     cpu_workers: int | None = None
+    render_busy_s: float = 0.0  # renderer seconds of page rendering
+    render_workers: int = 1
     max_num_seqs: int = 0
     cpu_wait_s: np.ndarray | None = None  # per page: waiting for a CPU worker after it was sent
     engine_wait_s: np.ndarray | None = None  # per page: ready, waiting to be admitted the first time
@@ -142,7 +149,9 @@ class SimResult:
         gpu_share = self.gpu_s / span
         host_share = self.host_wait_s / span
         idle_share = max(1.0 - self.busy_s / span, 0.0)
-        cpu_util = self.cpu_busy_s / (self.cpu_workers * span) if self.cpu_workers else 0.0
+        # the page pipeline's busier stage: rendering (render_workers) or preprocessing (cpu_workers)
+        cpu_util = max(self.cpu_busy_s / (self.cpu_workers * span) if self.cpu_workers else 0.0,
+                       self.render_busy_s / (self.render_workers * span))
         out = {"gpu_busy_share": gpu_share, "host_wait_share": host_share, "engine_idle_share": idle_share,
                "cpu_utilization": cpu_util}
         out["bound_by"] = self.bound_by(gpu_share, host_share)
@@ -185,23 +194,29 @@ class SimResult:
 
 
 class PageFeeder:
-    """Sends pages (their arrivals, or a closed loop of `concurrency` clients) through the CPU pool: `workers`
-    preprocessing workers, FCFS in send order; a page is ready for the engine when its preprocessing is done
-    (all-first: when every page's is)."""
+    """Sends pages (their arrivals, or a closed loop of `concurrency` clients, or waves of `concurrency` pages)
+    through the page pipeline: a page that is rendered first waits for one of `render_workers` renderers, then for
+    one of `workers` preprocessing workers, FCFS in send order; it is ready for the engine when its preprocessing is
+    done (all-first: when every page's is)."""
 
     def __init__(self, pages: Pages, config: EngineConfig):
         n = len(pages.arrival)
         self.arrival = pages.arrival.copy()
         self.preprocess_s = pages.preprocess_s
+        self.render_s = pages.render_s
         self.workers = [0.0] * config.cpu_workers if config.cpu_workers else None
+        self.renderers = [0.0] * config.render_workers
         self.cpu_busy_s = 0.0
+        self.render_busy_s = 0.0
         self.cpu_wait_s = np.zeros(n)
         self.ready = np.zeros(n)
         self.pending: list[tuple[float, int]] = []  # (ready time, page): a heap
+        self.waves = config.waves
+        self.wave_left = 0
+        self.concurrency = config.concurrency
         if config.concurrency is not None:
-            self.next_page = min(config.concurrency, n)
-            for i in range(self.next_page):
-                self.send(i, 0.0)
+            self.next_page = 0
+            self._send_next(min(config.concurrency, n), 0.0)
         else:
             self.next_page = n
             ready = [(self._preprocessed(int(i), float(self.arrival[i])), int(i))
@@ -214,15 +229,27 @@ class PageFeeder:
             self.pending = ready
             heapq.heapify(self.pending)
 
+    @staticmethod
+    def _stage(pool: list[float], start: float, cost: float) -> float:
+        """When a job arriving at `start` and taking `cost` seconds leaves the FCFS pool of workers `pool`."""
+        begin = max(start, heapq.heappop(pool))
+        heapq.heappush(pool, begin + cost)
+        return begin + cost
+
     def _preprocessed(self, page: int, sent: float) -> float:
-        cost = 0.0 if self.preprocess_s is None else float(self.preprocess_s[page])
+        rendered = sent
+        if self.render_s is not None:
+            cost = float(self.render_s[page])
+            rendered = self._stage(self.renderers, sent, cost)
+            self.render_busy_s += cost
+            self.cpu_wait_s[page] = rendered - cost - sent
         if self.workers is None:
-            return sent
-        start = max(sent, heapq.heappop(self.workers))
-        heapq.heappush(self.workers, start + cost)
+            return rendered
+        cost = 0.0 if self.preprocess_s is None else float(self.preprocess_s[page])
+        done = self._stage(self.workers, rendered, cost)
         self.cpu_busy_s += cost
-        self.cpu_wait_s[page] = start - sent
-        return start + cost
+        self.cpu_wait_s[page] += done - cost - rendered
+        return done
 
     def send(self, page: int, now: float) -> None:
         self.arrival[page] = now
@@ -230,12 +257,23 @@ class PageFeeder:
         self.ready[page] = ready
         heapq.heappush(self.pending, (ready, page))
 
-    def finished(self, count: int, now: float) -> None:
-        """`count` pages finished at `now`: in a closed loop each frees a client, which sends the next page."""
+    def _send_next(self, count: int, now: float) -> None:
         for _ in range(count):
             if self.next_page < len(self.arrival):
                 self.send(self.next_page, now)
                 self.next_page += 1
+                self.wave_left += 1
+
+    def finished(self, count: int, now: float) -> None:
+        """`count` pages finished at `now`: in a closed loop each frees a client, which sends the next page; in waves
+        the next wave is sent when the whole wave finished."""
+        if self.concurrency is None:
+            return
+        self.wave_left -= count
+        if not self.waves:
+            self._send_next(count, now)
+        elif self.wave_left == 0:
+            self._send_next(self.concurrency, now)
 
     def release(self, now: float, waiting) -> None:
         """Pages ready by `now` join the engine's queue."""
@@ -261,6 +299,10 @@ def check_config(config: EngineConfig) -> None:
         raise ValueError("cuda_graph_capture_sizes must be increasing positive integers")
     if config.cpu_workers is not None and config.cpu_workers < 1:
         raise ValueError("cpu_workers must be >= 1")
+    if config.render_workers < 1:
+        raise ValueError("render_workers must be >= 1")
+    if config.waves and config.concurrency is None:
+        raise ValueError("waves need a concurrency (the pages of a wave)")
     if config.concurrency is not None and config.concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     if config.cpu_pipeline not in CPU_PIPELINES:
@@ -423,6 +465,7 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
                      steps=steps, busy_s=busy, running_time_integral=run_int, kv_blocks_integral=kv_int,
                      kv_blocks_peak=kv_peak, kv_pool_blocks=pool_blocks, scheduled_tokens=scheduled, gpu_s=gpu_total,
                      host_wait_s=host_wait, cpu_busy_s=feeder.cpu_busy_s, cpu_workers=config.cpu_workers,
+                     render_busy_s=feeder.render_busy_s, render_workers=config.render_workers,
                      max_num_seqs=config.max_num_seqs, cpu_wait_s=feeder.cpu_wait_s,
                      engine_wait_s=admitted_at - feeder.ready)
 

@@ -252,21 +252,23 @@ class HostProfile:
     def costs_us(self) -> dict[str, float]:
         return {key: figure.value for key, figure in self.costs.items()}
 
-    def preprocess_s(self, variant: str, mode: str, megapixels: float, crops: int, render: bool) -> float:
-        """CPU seconds of one worker to preprocess a page of `megapixels` source pixels cut into `crops` crops (and
-        to render it first, if `render`). A profile with no figures at all (`none`) prices it at zero; one that
-        lacks this variant and mode is refused."""
-        if not self.preprocess and self.render_per_megapixel_ms is None:
+    def preprocess_s(self, variant: str, mode: str, megapixels: float, crops: int) -> float:
+        """CPU seconds of one worker to preprocess a page of `megapixels` source pixels cut into `crops` crops. A
+        profile with no figures at all (`none`) prices it at zero; one that lacks this variant and mode is
+        refused."""
+        if not self.preprocess:
             return 0.0
         terms = self.preprocess.get(variant, {}).get(mode)
         if terms is None:
             raise ProfileError(f"host profile {self.label} has no preprocessing figures for {variant} mode {mode} "
                                "(measure-host measures every mode)")
-        ms = (terms["fixed_ms"].value + terms["per_megapixel_ms"].value * megapixels
-              + terms["per_crop_ms"].value * crops)
-        if render and self.render_per_megapixel_ms is not None:
-            ms += self.render_per_megapixel_ms.value * megapixels
-        return ms / 1000.0
+        return (terms["fixed_ms"].value + terms["per_megapixel_ms"].value * megapixels
+                + terms["per_crop_ms"].value * crops) / 1000.0
+
+    def render_s(self, megapixels: float) -> float:
+        """CPU seconds of one renderer to render a page of `megapixels` pixels (zero without a figure)."""
+        figure = self.render_per_megapixel_ms
+        return 0.0 if figure is None else figure.value * megapixels / 1000.0
 
 
 def _figure(value: Any, path: tuple, at: Located) -> Figure:

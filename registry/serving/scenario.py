@@ -27,9 +27,10 @@ from registry.pricing.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _c
 DEFAULT_ENGINE = "vllm-v1"
 SERVING_MEMORY_MODEL = "paged-kv"  # the memory model of the runtimes an engine simulates (a paged KV pool)
 SERVING_KEYS = {"engine", "host", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
-                "cuda_graph_capture_sizes", "cpu_workers", "cpu_pipeline", "render_dpi", "logits_processor",
+                "cuda_graph_capture_sizes", "cpu_workers", "cpu_pipeline", "render_dpi", "render_workers",
+                "logits_processor",
                 "arrival", "pages", "page_mix"}
-ARRIVAL_KEYS = {"rate_per_s", "offline_pages", "concurrency"}
+ARRIVAL_KEYS = {"rate_per_s", "offline_pages", "concurrency", "waves"}
 NGRAM_KEYS = {"ngram_size", "window_size"}
 PAGES_KEYS = {"count", "seed"}
 MIX_KEYS = {"new_tokens", "page_size"}
@@ -72,6 +73,7 @@ class ServingSpec:
     host_profile: HostProfile | None = None
     config: EngineConfig | None = None
     preprocess_s: tuple[float, ...] = ()  # per family: CPU seconds of one worker per page
+    render_s: tuple[float, ...] | None = None  # per family: seconds of one renderer per page (None: not rendered)
     host_model: HostModel | None = None
 
     @property
@@ -190,6 +192,11 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
     render_dpi = None
     if block.get("render_dpi") is not None:
         render_dpi = _int(scenario, ("serving", "render_dpi"), block["render_dpi"], 0, ranges.RENDER_DPI)
+    if block.get("render_workers") is not None:
+        if render_dpi is None:
+            raise scenario.fail(("serving", "render_workers"), "renderers need pages to render: give render_dpi")
+        given["render_workers"] = _int(scenario, ("serving", "render_workers"), block["render_workers"], 0,
+                                       ranges.CPU_WORKERS)
     ngram = None
     if block.get("logits_processor") is not None:
         processor = _mapping(scenario, ("serving", "logits_processor"), block["logits_processor"], NGRAM_KEYS)
@@ -208,7 +215,14 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
     pages = _mapping(scenario, ("serving", "pages"), block.get("pages"), PAGES_KEYS)
     count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000, ranges.SIMULATED_PAGES)
     seed = _int(scenario, ("serving", "pages", "seed"), pages.get("seed"), 0, ranges.SEED)
-    if sum(key in arrival for key in ARRIVAL_KEYS) != 1:
+    waves = arrival.get("waves", False)
+    if not isinstance(waves, bool):
+        raise scenario.fail(("serving", "arrival", "waves"), f"must be true or false, got {quote(waves)}")
+    if waves and "concurrency" not in arrival:
+        raise scenario.fail(("serving", "arrival", "waves"), "waves send `concurrency` pages at once: give "
+                                                             "concurrency")
+    given["waves"] = waves
+    if sum(key in arrival for key in ARRIVAL_KEYS - {"waves"}) != 1:
         raise scenario.fail(("serving", "arrival"), "give one of rate_per_s: [rates], offline_pages: N or "
                                                     "concurrency: [N] (a closed loop of N clients)")
     concurrencies: tuple[int, ...] = ()
@@ -312,7 +326,8 @@ def resolve(scenario: Scenario, spec: ServingSpec, engine: EngineProfile, host: 
         max_num_batched_tokens=given.get("max_num_batched_tokens", engine.max_num_batched_tokens),
         block_size=given.get("block_size", engine.block_size), policy=engine.policy,
         capture_sizes=given.get("capture_sizes", engine.capture_sizes),
-        cpu_workers=given.get("cpu_workers", engine.cpu_workers), cpu_pipeline=given["cpu_pipeline"])
+        cpu_workers=given.get("cpu_workers", engine.cpu_workers), cpu_pipeline=given["cpu_pipeline"],
+        waves=given["waves"], render_workers=given.get("render_workers", 1))
     # one page's prefill must fit one step: its image is encoded at once, and its placeholder tokens are one chunk
     prefill = max(f.prefill_tokens for f in spec.families)
     if config.max_num_batched_tokens < prefill:
@@ -321,11 +336,12 @@ def resolve(scenario: Scenario, spec: ServingSpec, engine: EngineProfile, host: 
                                               f"{engine.label}) is smaller than one page's prefill ({prefill} "
                                               "tokens, image included)")
     try:
-        preprocess = tuple(host.preprocess_s(f.variant, f.mode, f.megapixels, f.crops, spec.render_dpi is not None)
-                           for f in spec.families)
+        preprocess = tuple(host.preprocess_s(f.variant, f.mode, f.megapixels, f.crops) for f in spec.families)
     except ProfileError as exc:
         raise scenario.fail(("serving", "host"), str(exc)) from None
+    render = None if spec.render_dpi is None else tuple(host.render_s(f.megapixels) for f in spec.families)
     return attrs.evolve(spec, engine_profile=engine, host_profile=host, config=config, preprocess_s=preprocess,
+                        render_s=render,
                         host_model=engine.host_model(host, spec.ngram))
 
 
@@ -513,7 +529,8 @@ def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool
         for hid, rid, cost, config in plan.points:
             for rate, concurrency in plan.rates:
                 sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate, closed_loop=concurrency is not None,
-                                       preprocess_s_per_family=spec.preprocess_s)
+                                       preprocess_s_per_family=spec.preprocess_s,
+                                       render_s_per_family=spec.render_s)
                 offset = bar.n
 
                 def advance(done, offset=offset):
@@ -534,7 +551,8 @@ def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool
                              "seed": spec.seed, "max_num_seqs": config.max_num_seqs,
                              "max_num_batched_tokens": config.max_num_batched_tokens,
                              "block_size": config.block_size, "kv_pool_blocks": config.kv_pool_blocks,
-                             "cpu_workers": config.cpu_workers,
+                             "cpu_workers": config.cpu_workers, "arrival_waves": config.waves,
+                             "render_workers": config.render_workers if spec.render_s is not None else None,
                              "target_ttft_p99_s": spec.target.get("ttft_p99_s"),
                              "target_page_latency_p99_s": spec.target.get("page_latency_p99_s"),
                              **{k: summary[k] for k in RESULT_KEYS}})

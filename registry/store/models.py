@@ -439,7 +439,9 @@ class ServingPoint(Base):
     host_profile: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
     host_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     cpu_workers: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    render_workers: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)  # NULL: pages not rendered
     concurrency: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    arrival_waves: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
     gpu_busy_share: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
     host_wait_share: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
     engine_idle_share: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
