@@ -495,9 +495,11 @@ def _decode_run_length(cost, host: HostModel, scheduler, state: EngineState, run
         serial, overlapped = host.decode_series(generated[run], steps)
         return serial + np.maximum(gpu, overlapped), gpu
 
-    if upcoming is not None:  # steps only get longer with context: no more than gap / first step + 1 of them
-        first = float(times_of(1)[0][0])
-        k = max(min(k, int((upcoming - now) / first) + 1), 1)
+    if upcoming is not None:
+        # a step takes at least its GPU time, and steps only get longer with context: no more than gap / the first
+        # step's GPU time + 1 of them start before the next page is ready
+        first_gpu = float(cost.decode_series(b_graph, c0, 1, context_step=b)[0])
+        k = max(min(k, int((upcoming - now) / first_gpu) + 1), 1)
     times, gpu = times_of(k)
     if upcoming is not None:  # the steps that start before the next page is ready
         starts = np.cumsum(times) - times
