@@ -3,6 +3,7 @@ document, its repeatability, and the measure-host command."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -215,3 +216,27 @@ def test_measure_host_command_writes_the_profile_and_a_table(tmp_path, monkeypat
     assert written["name"] == "my-host"
     assert "schedule_per_request_us" in result.output and "scaled" in result.output
     assert [p.name for p in tmp_path.iterdir()] == ["host.yaml"]  # no temporary file left
+
+
+def test_a_measured_profile_is_stored_and_prices_a_scenario(two_quick_profiles, tmp_path):
+    """What measure-host writes on this machine is a host profile the registry takes and a scenario is priced
+    with: its preprocessing figure reaches the page pipeline (one worker: pages/s at most 1 / its seconds)."""
+    from registry.serving.profiles import Located, parse_host_profiles
+    from tests.helpers import run_command
+
+    document = dict(two_quick_profiles[0], name="this-machine")
+    (tmp_path / "host.yaml").write_text(yaml.safe_dump([document], sort_keys=False))
+    db = str(tmp_path / "r.duckdb")
+    added = run_command(["host", "add", str(tmp_path / "host.yaml"), "--db", db])
+    assert added.exit_code == 0 and "this-machine@1 added" in added.output, added.output
+    scenario = ("base: {profile: dsocr-standard-v1}\nsweep: {hardware: [h100-sxm], runtime: [vllm]}\nserving:\n"
+                "  host: this-machine\n  cpu_workers: 1\n  arrival: {offline_pages: 200}\n"
+                "  page_mix:\n    new_tokens: {median: 64, p90: 64, max: 64}\n")
+    (tmp_path / "s.yaml").write_text(scenario)
+    result = run_command(["whatif", "--scenario", str(tmp_path / "s.yaml"), "--db", db, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    point = json.loads(result.output)["serving"][0]
+    profile = parse_host_profiles([document], Located("test", {}))[0]
+    per_page_s = profile.preprocess_s("v1", "gundam", 1654 * 2339 / 1e6, 6)
+    assert point["host"] == "this-machine@1" and 0.05 < per_page_s < 2.0
+    assert point["pages_per_s"] <= 1 / per_page_s * 1.001 and point["bound_by"] == "cpu-pool"
