@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from analyzer import ranges
 from analyzer.fileio import quote
-from registry.pricing.catalog import suggestion
 from registry.store.db import Registry
 from registry.serving.engine import CPU_PIPELINES, Z90, EngineConfig, PageMix, make_pages, simulate
 from registry.serving.host import HostModel, NGramProcessor
@@ -179,8 +178,8 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
         if block.get(key) is not None:
             given[key] = _int(scenario, ("serving", key), block[key], 0, bounds)
     if block.get("cuda_graph_capture_sizes") is not None:
-        given["capture_sizes"] = capture_sizes(block["cuda_graph_capture_sizes"], ("serving", "cuda_graph_capture_sizes"),
-                                               scenario)
+        given["capture_sizes"] = capture_sizes(block["cuda_graph_capture_sizes"],
+                                               ("serving", "cuda_graph_capture_sizes"), scenario)
     pipeline = block.get("cpu_pipeline", "streamed")
     if pipeline not in CPU_PIPELINES:
         raise scenario.fail(("serving", "cpu_pipeline"), f"unknown pipeline {quote(pipeline)}; known: "
