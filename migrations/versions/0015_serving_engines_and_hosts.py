@@ -10,8 +10,9 @@ Additive:
   keyed by kind, name and version; the parsed document as JSON. The shipped ones are written on every upgrade.
 - serving_points: the engine's profile version, the host profile (name, version), the page pipeline (CPU workers,
   renderers, closed-loop concurrency, sent in waves or not) and where the time went (GPU busy, GPU waiting for the
-  host, engine idle, CPU pool utilization) with the resource that bounds throughput (bound_by). Points simulated before this revision ran the
-  vllm-v1 engine without host work: host 'none', version 1; their time shares are unknown (NULL).
+  host, engine idle, CPU pool utilization) with the resource that bounds throughput (bound_by). Points simulated
+  before this revision ran the vllm-v1 engine without host work: host 'none', version 1; their time shares are
+  unknown (NULL).
 """
 
 import sqlalchemy as sa
