@@ -263,6 +263,13 @@ BAD = [
     ("arrival: {}", "serving.arrival: give one of rate_per_s"),
     ("gpu_memory_utilization: 1.5", "serving.gpu_memory_utilization: must be a number in (0, 1]"),
     ("max_num_seq: 4", "serving.max_num_seq: unknown key (did you mean 'max_num_seqs'?)"),
+    ("engine: vllm-v9", "serving.engine: unknown engine profile 'vllm-v9'"),
+    ("host: my-laptop", "serving.host: unknown host profile 'my-laptop'"),
+    ("cuda_graph_capture_sizes: [1, 4, 2]", "serving.cuda_graph_capture_sizes: must be increasing: 2 follows 4"),
+    ("cpu_workers: 0", "serving.cpu_workers: must be"),
+    ("logits_processor: {ngram_size: 30, window_size: 20}", "serving.logits_processor.window_size: must be >= "
+                                                            "ngram_size (30)"),
+    ("arrival: {concurrency: [0]}", "serving.arrival.concurrency: must be"),
 ]
 
 

@@ -372,32 +372,6 @@ def test_no_host_work_and_no_padding_give_the_rows_of_the_engine_before_profiles
         assert new["engine"] == "vllm-v1@1" and new["host"] == "none@1"
 
 
-BAD_SERVING = [
-    ("engine: vllm-v9", "serving.engine: unknown engine profile 'vllm-v9'"),
-    ("host: my-laptop", "serving.host: unknown host profile 'my-laptop'"),
-    ("cuda_graph_capture_sizes: [1, 4, 2]", "serving.cuda_graph_capture_sizes: must be increasing: 2 follows 4"),
-    ("cpu_workers: 0", "serving.cpu_workers: must be"),
-    ("logits_processor: {ngram_size: 30, window_size: 20}", "serving.logits_processor.window_size: must be >= "
-                                                            "ngram_size (30)"),
-]
-
-
-@pytest.mark.parametrize("line,fragment", BAD_SERVING + [("concurrency", "serving.arrival.concurrency: must be")])
-def test_bad_engine_settings_give_one_line_and_record_nothing(registry_url, tmp_path, line, fragment):
-    arrival = "  arrival: {concurrency: [0]}\n" if line == "concurrency" else "  arrival: {rate_per_s: [1]}\n"
-    text = "base: {profile: dsocr-standard-v1}\nsweep: {hardware: [h100-sxm], runtime: [vllm]}\nserving:\n"
-    text += arrival if line == "concurrency" else f"  {line}\n" + arrival
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    for command in ("whatif", "serve-sim"):
-        result = run_command([command, "--scenario", str(path), "--db", registry_url])
-        assert result.exit_code == 2, result.output
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and fragment in lines[0] and f"{path}:4:" in lines[0], lines
-    assert rows(registry_url, "SELECT COUNT(*) FROM scenarios") == [(0,)]
-    assert rows(registry_url, "SELECT COUNT(*) FROM serving_points") == [(0,)]
-
-
 def test_the_deepseek_pipeline_example_runs_the_v0_engine_with_its_host_work(registry_url, tmp_path):
     scenario = yaml.safe_load((REPO / "queries" / "examples" / "deepseek-pdf-pipeline.yaml").read_text())
     scenario["sweep"]["hardware"] = ["a100-40g"]

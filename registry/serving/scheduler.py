@@ -126,6 +126,41 @@ def _admitted_plan(state: EngineState, run, comp, alloc, new_blocks, admitted, a
                     preempted=preempted)
 
 
+def _admit(state: EngineState, max_num_seqs: int, tokens_left: int, blocks_free: int,
+           chunked: bool) -> tuple[list[int], list[int]]:
+    """Waiting pages admitted FCFS while running < max_num_seqs, each with the tokens it computes in this step: its
+    prefill chunked into the tokens left (`chunked`), or its whole prefill when that fits them; the head of the queue
+    stops admission when its blocks (or, unchunked, its tokens) do not fit."""
+    admitted: list[int] = []
+    tokens: list[int] = []
+    waiting = state.waiting
+    while waiting and len(state.running) + len(admitted) < max_num_seqs and tokens_left > 0:
+        page = waiting[0]
+        prefill = int(state.target[page])
+        take = min(prefill, tokens_left) if chunked else prefill
+        blocks = state.pool.blocks_for(take)
+        if take > tokens_left or blocks > blocks_free:
+            break
+        waiting.popleft()
+        admitted.append(page)
+        tokens.append(take)
+        blocks_free -= blocks
+        tokens_left -= take
+    return admitted, tokens
+
+
+def _preempt_until_blocks_fit(state: EngineState, run, comp, alloc, new_blocks):
+    """Preempt the most recently admitted running pages until the step's new blocks fit the pool; the step's arrays
+    without them, and whether any was preempted."""
+    preempted = False
+    while int(new_blocks.sum()) > state.pool.free:
+        state.preempt_last()
+        preempted = True
+        k = len(state.running)
+        run, comp, alloc, new_blocks = run[:k], comp[:k], alloc[:k], new_blocks[:k]
+    return run, comp, alloc, new_blocks, preempted
+
+
 @attrs.frozen
 class ChunkedPrefillScheduler:
     """vLLM V1's and SGLang's step: one token budget, running pages first, mixed prefill and decode."""
@@ -144,36 +179,12 @@ class ChunkedPrefillScheduler:
         budget = self.max_num_batched_tokens
         alloc = np.minimum(np.maximum(budget - (cum - demand), 0), demand)
         new_blocks = pool.blocks_for(comp + alloc) - pool.held[run]
+        run, comp, alloc, new_blocks, preempted = _preempt_until_blocks_fit(state, run, comp, alloc, new_blocks)
         need = int(new_blocks.sum())
-        preempted = False
-        while need > pool.free:
-            state.preempt_last()
-            preempted = True
-            k = len(state.running)
-            run, comp, alloc, new_blocks = run[:k], comp[:k], alloc[:k], new_blocks[:k]
-            need = int(new_blocks.sum())
-        left = budget - int(alloc.sum())
-        admitted: list[int] = []
-        chunks: list[int] = []
+        admitted, chunks = [], []
         if not preempted:
-            free_after = pool.free - need
-            waiting = state.waiting
-            while waiting and len(state.running) + len(admitted) < self.max_num_seqs and left > 0:
-                i = waiting[0]
-                chunk = min(int(state.target[i]), left)
-                blocks = pool.blocks_for(chunk)
-                if blocks > free_after:
-                    break
-                waiting.popleft()
-                admitted.append(i)
-                chunks.append(chunk)
-                free_after -= blocks
-                left -= chunk
+            admitted, chunks = _admit(state, self.max_num_seqs, budget - int(alloc.sum()), pool.free - need, True)
         return _admitted_plan(state, run, comp, alloc, new_blocks, admitted, chunks, preempted)
-
-    def can_admit(self, state: EngineState) -> bool:
-        """Whether the next step could admit a waiting page (a pure-decode stretch ends there)."""
-        return bool(state.waiting) and len(state.running) < self.max_num_seqs
 
 
 @attrs.frozen
@@ -187,40 +198,16 @@ class PrefillFirstScheduler:
     def schedule(self, state: EngineState) -> StepPlan:
         pool = state.pool
         empty = np.zeros(0, dtype=np.int64)
-        admitted: list[int] = []
-        prompts: list[int] = []
-        left = self.max_num_batched_tokens
-        free_after = pool.free
-        waiting = state.waiting
-        while waiting and len(state.running) + len(admitted) < self.max_num_seqs:
-            i = waiting[0]
-            tokens = int(state.target[i])
-            blocks = pool.blocks_for(tokens)
-            if tokens > left or blocks > free_after:
-                break
-            waiting.popleft()
-            admitted.append(i)
-            prompts.append(tokens)
-            free_after -= blocks
-            left -= tokens
+        admitted, prompts = _admit(state, self.max_num_seqs, self.max_num_batched_tokens, pool.free, False)
         if admitted:  # the running pages wait for this step
             return _admitted_plan(state, empty, empty, empty, empty, admitted, prompts, False)
         run = np.fromiter(state.running, dtype=np.int64, count=len(state.running))
         comp = state.computed[run]
         alloc = np.ones(len(run), dtype=np.int64)
         new_blocks = pool.blocks_for(comp + 1) - pool.held[run]
+        run, comp, alloc, new_blocks, preempted = _preempt_until_blocks_fit(state, run, comp, alloc, new_blocks)
         need = int(new_blocks.sum())
-        preempted = False
-        while need > pool.free:
-            state.preempt_last()
-            preempted = True
-            k = len(state.running)
-            run, comp, alloc, new_blocks = run[:k], comp[:k], alloc[:k], new_blocks[:k]
-            need = int(new_blocks.sum())
         return _admitted_plan(state, run, comp, alloc, new_blocks, [], [], preempted)
-
-    def can_admit(self, state: EngineState) -> bool:
-        return bool(state.waiting) and len(state.running) < self.max_num_seqs
 
 
 def make_scheduler(policy: str, max_num_seqs: int, max_num_batched_tokens: int):
