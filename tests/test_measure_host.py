@@ -157,10 +157,17 @@ def test_vllm_pieces_are_scaled_from_the_shipped_profile_without_vllm(two_quick_
 
 
 def _disagreements(first, second) -> list[str]:
+    """Figures of two runs further apart than their spreads, as they are and in units of each run's own speed
+    kernel (the CPU's Python speed while it ran: a run on a machine slowed by other work is slower throughout)."""
+    speed = [run["python_speed_kernel_us"]["value"] for run in (first, second)]
     disagree = []
     for (where, a), (_, b) in zip(_figures(first), _figures(second)):
-        if abs(a["value"] - b["value"]) > a["spread"] + b["spread"]:
-            disagree.append(f"{where}: {a['value']}±{a['spread']} vs {b['value']}±{b['spread']}")
+        apart = abs(a["value"] - b["value"]) > a["spread"] + b["spread"]
+        apart_in_speed_units = (abs(a["value"] / speed[0] - b["value"] / speed[1])
+                                > a["spread"] / speed[0] + b["spread"] / speed[1])
+        if apart and apart_in_speed_units:
+            disagree.append(f"{where}: {a['value']}±{a['spread']} vs {b['value']}±{b['spread']} (speed kernels "
+                            f"{speed[0]} and {speed[1]} us)")
     return disagree
 
 
