@@ -156,33 +156,6 @@ def test_vllm_pieces_are_scaled_from_the_shipped_profile_without_vllm(two_quick_
     assert "scaled from the shipped profile" in document["source"]
 
 
-def _disagreements(first, second) -> list[str]:
-    """Figures of two runs further apart than their spreads, as they are and in units of each run's own speed
-    kernel (the CPU's Python speed while it ran: a run on a machine slowed by other work is slower throughout)."""
-    speed = [run["python_speed_kernel_us"]["value"] for run in (first, second)]
-    disagree = []
-    for (where, a), (_, b) in zip(_figures(first), _figures(second)):
-        apart = abs(a["value"] - b["value"]) > a["spread"] + b["spread"]
-        apart_in_speed_units = (abs(a["value"] / speed[0] - b["value"] / speed[1])
-                                > a["spread"] / speed[0] + b["spread"] / speed[1])
-        if apart and apart_in_speed_units:
-            disagree.append(f"{where}: {a['value']}±{a['spread']} vs {b['value']}±{b['spread']} (speed kernels "
-                            f"{speed[0]} and {speed[1]} us)")
-    return disagree
-
-
-def test_two_quick_runs_agree_within_their_spreads(two_quick_profiles):
-    """Two runs agree figure by figure within their spreads. The machine is shared (the other test worker, the
-    database): a pair of runs with a burst of load under one of them is measured again, once, and that pair must
-    agree."""
-    first, second, _ = two_quick_profiles
-    disagree = _disagreements(first, second)
-    if disagree:
-        again = [mh.measure_host(quick=True, with_vllm=False) for _ in range(2)]
-        disagree = _disagreements(*again)
-    assert not disagree, disagree
-
-
 def test_shipped_profiles():
     profiles = {p["name"]: p for p in mh.shipped_profiles()}
     assert list(profiles)[0] == "none" and mh.DEFAULT_PROFILE in profiles
