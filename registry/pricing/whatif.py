@@ -65,6 +65,7 @@ class Scenario:
     lines: dict[tuple, int]
     # base.profile may name a profile file: a scenario file's may, a request's never (see ProfileSource)
     allow_profile_paths: bool = True
+    folder: pathlib.Path | None = None  # the scenario file's folder: relative paths in it (serving.requests) start there
 
     def where(self, *path) -> str:
         for depth in range(len(path), 0, -1):
@@ -86,7 +87,7 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
     text, data = read_document(path, "yaml", MAX_SMALL_FILE_BYTES, ScenarioError, aliases=True)
     node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # its marks give key lines
     scenario = Scenario(name=path.stem, source=source_name(path), data=data if isinstance(data, dict) else {},
-                        lines=_lines(node) if node is not None else {})
+                        lines=_lines(node) if node is not None else {}, folder=path.parent)
     return _checked(scenario, data)
 
 

@@ -66,6 +66,10 @@ class Pages:
     new_tokens: np.ndarray
     preprocess_s: np.ndarray | None = None  # CPU seconds of one worker per page (None: none)
     render_s: np.ndarray | None = None  # CPU seconds of one renderer per page, before preprocessing (None: none)
+    # a replayed request trace: each request's own prompt (text + its images' tokens) and image count (0: text only);
+    # None: every page is one image of its family, with the family's prompt
+    prompt_tokens: np.ndarray | None = None
+    images: np.ndarray | None = None
 
 
 def make_pages(count: int, seed: int, mix: PageMix, rate_per_s: float | None, closed_loop: bool = False,
@@ -197,7 +201,8 @@ class PageFeeder:
     """Sends pages (their arrivals, or a closed loop of `concurrency` clients, or waves of `concurrency` pages)
     through the page pipeline: a page that is rendered first waits for one of `render_workers` renderers, then for
     one of `workers` preprocessing workers, FCFS in send order; it is ready for the engine when its preprocessing is
-    done (all-first: when every page's is)."""
+    done (all-first: when every page's is). In a closed loop a page that has its own send time (a replayed
+    benchmark's rate under a max concurrency) is sent when a client is free and that time has come."""
 
     def __init__(self, pages: Pages, config: EngineConfig):
         n = len(pages.arrival)
@@ -215,6 +220,7 @@ class PageFeeder:
         self.wave_left = 0
         self.concurrency = config.concurrency
         if config.concurrency is not None:
+            self.planned = pages.arrival  # NaN: sent as soon as a client is free
             self.next_page = 0
             self._send_next(min(config.concurrency, n), 0.0)
         else:
@@ -260,7 +266,9 @@ class PageFeeder:
     def _send_next(self, count: int, now: float) -> None:
         for _ in range(count):
             if self.next_page < len(self.arrival):
-                self.send(self.next_page, now)
+                planned = self.planned[self.next_page]
+                # a client sends the next page when it is free and the page's own send time (if any) has come
+                self.send(self.next_page, now if math.isnan(planned) else max(now, float(planned)))
                 self.next_page += 1
                 self.wave_left += 1
 
@@ -336,7 +344,11 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
     pool_blocks = config.kv_pool_blocks
     if pool_blocks is None:
         pool_blocks = int(cost.kv_pool_bytes // (bs * cost.kv_bytes_per_token))
-    prompt = np.array([f.prefill_tokens for f in cost.families], dtype=np.int64)[pages.family]
+    if pages.prompt_tokens is not None:
+        prompt = np.asarray(pages.prompt_tokens, dtype=np.int64)
+    else:
+        prompt = np.array([f.prefill_tokens for f in cost.families], dtype=np.int64)[pages.family]
+    images = None if pages.images is None else np.asarray(pages.images, dtype=float)
     largest = int(((prompt + pages.new_tokens + bs - 1) // bs).max()) if n else 0
     if largest > pool_blocks:
         raise ValueError(f"the KV pool ({pool_blocks} blocks of {bs} tokens) cannot hold the longest page "
@@ -430,7 +442,8 @@ def simulate(cost, config: EngineConfig, pages: Pages, progress=None, host: Host
             fresh_admitted = np.array(plan.admitted)
             fresh_admitted = fresh_admitted[np.isnan(admitted_at[fresh_admitted])]
             admitted_at[fresh_admitted] = now
-            vision = np.bincount(state.family[plan.admitted], minlength=len(vision_s)).astype(float)
+            vision = np.bincount(state.family[plan.admitted], minlength=len(vision_s),
+                                 weights=None if images is None else images[plan.admitted]).astype(float)
         gpu_s = cost.step_time(b if p > 0 else padded(b), context, p, q, vision)
         emits = plan.emits
         emitted = run[emits]

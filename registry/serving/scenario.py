@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from analyzer import ranges
 from analyzer.fileio import quote
 from registry.store.db import Registry
-from registry.serving.engine import CPU_PIPELINES, Z90, EngineConfig, PageMix, make_pages, simulate
+from registry.serving.engine import CPU_PIPELINES, Z90, EngineConfig, PageMix, Pages, make_pages, simulate
 from registry.serving.host import HostModel, NGramProcessor
+from registry.serving.requests import RequestTrace, TraceError, gamma_arrivals, read_trace
 from registry.serving.profiles import EngineProfile, HostProfile, ProfileError, capture_sizes, shipped_profiles
 from registry.pricing.whatif import DEFAULT_PROFILE, Scenario, ScenarioError, _check_keys, _overrides
 
@@ -28,8 +29,8 @@ SERVING_MEMORY_MODEL = "paged-kv"  # the memory model of the runtimes an engine 
 SERVING_KEYS = {"engine", "host", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "block_size",
                 "cuda_graph_capture_sizes", "cpu_workers", "cpu_pipeline", "render_dpi", "render_workers",
                 "logits_processor",
-                "arrival", "pages", "page_mix"}
-ARRIVAL_KEYS = {"rate_per_s", "offline_pages", "concurrency", "waves"}
+                "arrival", "pages", "page_mix", "requests"}
+ARRIVAL_KEYS = {"rate_per_s", "offline_pages", "concurrency", "waves", "burstiness"}
 NGRAM_KEYS = {"ngram_size", "window_size"}
 PAGES_KEYS = {"count", "seed"}
 MIX_KEYS = {"new_tokens", "page_size"}
@@ -45,6 +46,7 @@ class PageFamily:
 
     page: str | None
     prefill_tokens: int
+    image_tokens: int  # of the page's image: a replayed request's prompt is its text + its images' tokens
     variant: str
     mode: str
     megapixels: float
@@ -74,6 +76,8 @@ class ServingSpec:
     preprocess_s: tuple[float, ...] = ()  # per family: CPU seconds of one worker per page
     render_s: tuple[float, ...] | None = None  # per family: seconds of one renderer per page (None: not rendered)
     host_model: HostModel | None = None
+    requests: RequestTrace | None = None  # replayed one for one instead of pages drawn from the mix
+    burstiness: float = 1.0  # shape of the gamma gaps between a trace's requests sent at a rate (1: Poisson)
 
     @property
     def arrivals(self) -> tuple[tuple[float | None, int | None], ...]:
@@ -144,23 +148,33 @@ def check_simulated_work(scenario: Scenario, spec: ServingSpec, points: int) -> 
         raise scenario.fail(("serving", "arrival", "rate_per_s"),
                             f"{points:,} simulations (GPUs x runtimes x rates) exceed the limit of "
                             f"{MAX_SWEEP_POINTS:,}")
-    tokens = points * spec.count * mean_new_tokens_bound(spec.mix)
+    per_point = (float(spec.requests.output_tokens.sum()) if spec.requests is not None
+                 else spec.count * mean_new_tokens_bound(spec.mix))
+    tokens = points * per_point
     if tokens > ranges.MAX_SIMULATED_TOKENS:
         raise scenario.fail(("serving", "pages"),
                             f"simulates about {tokens:,.0f} new tokens ({points:,} point{'s' if points != 1 else ''} x "
                             f"{spec.count:,} pages x "
-                            f"{mean_new_tokens_bound(spec.mix):,.0f}), over the limit of "
+                            f"{per_point / spec.count:,.0f}), over the limit of "
                             f"{ranges.MAX_SIMULATED_TOKENS:,}: fewer pages, rates or GPUs")
 
 
-def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec | None:
+def serving_spec(scenario: Scenario, points: int | None = None,
+                 requests: RequestTrace | None = None) -> ServingSpec | None:
     """The checked serving block of a scenario, or None when it has none. Every number is checked against its
     physical range (analyzer.ranges) before it is used, and the simulated work of `points` points (default: every
-    GPU x runtime x rate of the scenario) against MAX_SIMULATED_TOKENS."""
+    GPU x runtime x rate of the scenario) against MAX_SIMULATED_TOKENS. `requests`: a trace to replay (an ingested
+    benchmark's), instead of the block's own."""
     data = scenario.data
     if "serving" not in data:
         return None
     block = _mapping(scenario, ("serving",), data["serving"], SERVING_KEYS)
+    trace = requests if requests is not None else _request_trace(scenario, block)
+    if trace is not None:
+        for key in ("pages", "page_mix"):
+            if key in block:
+                raise scenario.fail(("serving", key), "a request trace gives the requests (their lengths and "
+                                                      "pages): no pages or page_mix beside it")
     _overrides(scenario)  # the overrides and targets: within their physical ranges
     for key in data["sweep"]:
         if key not in SERVING_SWEEP_KEYS:
@@ -214,6 +228,14 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
     pages = _mapping(scenario, ("serving", "pages"), block.get("pages"), PAGES_KEYS)
     count = _int(scenario, ("serving", "pages", "count"), pages.get("count"), 1000, ranges.SIMULATED_PAGES)
     seed = _int(scenario, ("serving", "pages", "seed"), pages.get("seed"), 0, ranges.SEED)
+    burstiness = 1.0
+    if "burstiness" in arrival:
+        burstiness = arrival["burstiness"]
+        if not _is_number(burstiness) or not 0.01 <= burstiness <= 100 or "rate_per_s" not in arrival:
+            raise scenario.fail(("serving", "arrival", "burstiness"),
+                                f"the shape of the gamma gaps between requests sent at rate_per_s: a number from "
+                                f"0.01 to 100 (1: Poisson) beside rate_per_s, got {quote(burstiness)}")
+        burstiness = float(burstiness)
     waves = arrival.get("waves", False)
     if not isinstance(waves, bool):
         raise scenario.fail(("serving", "arrival", "waves"), f"must be true or false, got {quote(waves)}")
@@ -221,7 +243,18 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
         raise scenario.fail(("serving", "arrival", "waves"), "waves send `concurrency` pages at once: give "
                                                              "concurrency")
     given["waves"] = waves
-    if sum(key in arrival for key in ARRIVAL_KEYS - {"waves"}) != 1:
+    if trace is not None:
+        count = len(trace)
+        if "offline_pages" in arrival:
+            raise scenario.fail(("serving", "arrival", "offline_pages"),
+                                f"a request trace sends its own {count:,} requests: leave out arrival (offline, "
+                                "or the trace's arrival_s), or give rate_per_s or concurrency")
+        if "rate_per_s" in arrival and trace.has_arrivals:
+            raise scenario.fail(("serving", "arrival", "rate_per_s"),
+                                f"{trace.source} gives each request its arrival_s: no rate_per_s beside it")
+        if not arrival:
+            arrival = {"offline_pages": count}  # the trace's own arrivals, or all at once
+    if sum(key in arrival for key in ARRIVAL_KEYS - {"waves", "burstiness"}) != 1:
         raise scenario.fail(("serving", "arrival"), "give one of rate_per_s: [rates], offline_pages: N or "
                                                     "concurrency: [N] (a closed loop of N clients)")
     concurrencies: tuple[int, ...] = ()
@@ -273,6 +306,9 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
         raise scenario.fail(where + ("max",), f"must be >= the median ({median}), got {largest}")
     sizes = mix.get("page_size")
     where = ("serving", "page_mix", "page_size")
+    if trace is not None:
+        # a family per page size the trace's images use (the scenario's page when none): its probes price the LM
+        sizes = [{"size": size, "share": 1.0 / max(len(trace.page_sizes), 1)} for size in trace.page_sizes or [None]]
     if sizes is None:
         sizes = [{"size": None, "share": 1.0}]
     if not isinstance(sizes, list) or not sizes:
@@ -304,7 +340,8 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
                        concurrencies=concurrencies, count=count, seed=seed,
                        mix=PageMix(median=float(median), p90=float(p90), max_tokens=int(largest),
                                    shares=tuple(shares)),
-                       pages=tuple(pages_px), target=target, families=tuple(_families(scenario, pages_px)))
+                       pages=tuple(pages_px), target=target, families=tuple(_families(scenario, pages_px)),
+                       requests=trace, burstiness=burstiness)
     check_simulated_work(scenario, spec, simulated_points(scenario, spec) if points is None else points)
     shipped_engines = {p.name: p for _, p in shipped_profiles("engine")}
     shipped_hosts = {p.name: p for _, p in shipped_profiles("host")}
@@ -328,8 +365,10 @@ def resolve(scenario: Scenario, spec: ServingSpec, engine: EngineProfile, host: 
         cpu_workers=given.get("cpu_workers", engine.cpu_workers), cpu_pipeline=given["cpu_pipeline"],
         waves=given["waves"], render_workers=given.get("render_workers", 1))
     # one page's prefill must fit one step: its image is encoded at once, and its placeholder tokens are one chunk
+    # (a text-only trace has no image: its prompts are chunked like any)
+    text_only = spec.requests is not None and not spec.requests.images.any()
     prefill = max(f.prefill_tokens for f in spec.families)
-    if config.max_num_batched_tokens < prefill:
+    if config.max_num_batched_tokens < prefill and not text_only:
         key = "max_num_batched_tokens" if "max_num_batched_tokens" in given else "engine"
         raise scenario.fail(("serving", key), f"{config.max_num_batched_tokens} tokens per step (engine "
                                               f"{engine.label}) is smaller than one page's prefill ({prefill} "
@@ -374,7 +413,8 @@ def _families(scenario: Scenario, pages: list[str | None]) -> list[PageFamily]:
         except AnalyzerInputError as exc:
             raise scenario.fail(("base",), str(exc)) from None
         layout = workload.layout
-        out.append(PageFamily(page=page, prefill_tokens=workload.prefill_tokens, variant=workload.variant,
+        out.append(PageFamily(page=page, prefill_tokens=workload.prefill_tokens,
+                              image_tokens=layout.image_placeholder_tokens, variant=workload.variant,
                               mode=workload.mode,
                               megapixels=workload.page_width_px * workload.page_height_px / 1e6,
                               crops=layout.tiles_wide * layout.tiles_high))
@@ -527,9 +567,13 @@ def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool
     try:
         for hid, rid, cost, config in plan.points:
             for rate, concurrency in plan.rates:
-                sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate, closed_loop=concurrency is not None,
-                                       preprocess_s_per_family=spec.preprocess_s,
-                                       render_s_per_family=spec.render_s)
+                if spec.requests is not None:
+                    sim_pages = trace_pages(spec, rate, concurrency)
+                else:
+                    sim_pages = make_pages(spec.count, spec.seed, spec.mix, rate,
+                                           closed_loop=concurrency is not None,
+                                           preprocess_s_per_family=spec.preprocess_s,
+                                           render_s_per_family=spec.render_s)
                 offset = bar.n
 
                 def advance(done, offset=offset):
@@ -565,6 +609,50 @@ def simulate_plan(plan: ServingPlan, progress: bool = False, keep_requests: bool
     finally:
         bar.close()
     return rows, requests
+
+
+def _request_trace(scenario: Scenario, block: dict) -> RequestTrace | None:
+    """The trace `serving.requests` names (a file beside the scenario file), or None."""
+    value = block.get("requests")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 1000:
+        raise scenario.fail(("serving", "requests"), f"must name a request trace file (.csv, .jsonl or .parquet), "
+                                                     f"got {quote(value)}")
+    if scenario.folder is None or not scenario.allow_profile_paths:
+        raise scenario.fail(("serving", "requests"), "a request trace is read from a file beside a scenario file, "
+                                                     "not named in a request")
+    try:
+        return read_trace(scenario.folder / value)
+    except TraceError as exc:
+        raise scenario.fail(("serving", "requests"), str(exc)) from None
+
+
+def trace_pages(spec: ServingSpec, rate: float | None, concurrency: int | None) -> Pages:
+    """The simulated pages of the spec's request trace: each request's family (its page size; a text-only request
+    takes the first family, whose vision it never runs), its prompt (text + its images' tokens), its CPU work per
+    image, and its send time: drawn at `rate` (gamma gaps of the spec's burstiness), the trace's own arrival_s, a
+    free client of the closed loop, or all at t=0."""
+    trace = spec.requests
+    n = len(trace)
+    index = {size: i for i, size in enumerate(spec.pages)}
+    family = np.array([index.get(size, 0) if images else 0 for size, images in
+                       zip(trace.page_size, trace.images.tolist())], dtype=np.int64)
+    image_tokens = np.array([f.image_tokens for f in spec.families], dtype=np.int64)[family]
+    if rate is not None:
+        arrival = gamma_arrivals(n, rate, spec.burstiness, spec.seed)
+    elif trace.has_arrivals:
+        arrival = trace.arrival_s - trace.arrival_s.min()
+    elif concurrency is not None:
+        arrival = np.full(n, np.nan)
+    else:
+        arrival = np.zeros(n)
+    per_image = trace.images.astype(float)
+    preprocess = None if not spec.preprocess_s else np.asarray(spec.preprocess_s)[family] * per_image
+    render = None if spec.render_s is None else np.asarray(spec.render_s)[family] * per_image
+    return Pages(arrival=arrival, family=family, new_tokens=trace.output_tokens.copy(), preprocess_s=preprocess,
+                 render_s=render, prompt_tokens=trace.prompt_tokens + trace.images * image_tokens,
+                 images=trace.images.copy())
 
 
 def record_serving(registry: Registry, scenario: Scenario, spec: ServingSpec, rows: list[dict], requests: dict,
