@@ -191,7 +191,20 @@ def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True
               help="Store a measurement file instead (JSON {env, rows}); needs --hardware and --runtime.")
 @click.option("--hardware", help="GPU the measurements were taken on (a name from `hardware list`).")
 @click.option("--runtime", "runtime_name", help="Runtime profile they were taken under (NAME or NAME@VERSION).")
-def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardware, runtime_name):
+@click.option("--serving-results", "serving_file", type=click.Path(dir_okay=False),
+              help="Store a serving benchmark's result file instead (vllm bench serve, SGLang bench_serving, "
+                   "GuideLLM); its setup from --setup and the options below.")
+@click.option("--setup", "setup_file", type=click.Path(dir_okay=False),
+              help="YAML file of the setup a serving benchmark ran on (hardware, engine, variant, mode, "
+                   "max_num_seqs, max_num_batched_tokens, ...).")
+@click.option("--engine", help="Serving results: engine profile (NAME or NAME@VERSION; engine list).")
+@click.option("--variant", help="Serving results: model variant (v1 or ocr2).")
+@click.option("--mode", help="Serving results: resolution mode of the requests' images.")
+@click.option("--max-num-seqs", type=int, help="Serving results: the server's max running requests.")
+@click.option("--max-num-batched-tokens", type=int, help="Serving results: the server's token budget per step.")
+@click.option("--host", "host_name", help="Serving results: host profile (default: the engine's).")
+def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardware, runtime_name, serving_file,
+           setup_file, engine, variant, mode, max_num_seqs, max_num_batched_tokens, host_name):
     """Store reports (JSON or YAML files, directories, globs, or - for stdin) as rows in the registry.
 
     Reports go in batches, one transaction each (every report has all its rows or none); a report already
@@ -208,6 +221,20 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
     from registry.store.db import describe
     from registry.store.ingest import discover, ingest_sources, summarize
 
+    if serving_file is not None:
+        if paths or measurement_file:
+            raise click.UsageError("give report paths, --measurements FILE or --serving-results FILE, one of them")
+        options = {"hardware": hardware, "runtime": runtime_name, "engine": engine, "variant": variant,
+                   "mode": mode, "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
+                   "host": host_name}
+        _ingest_serving(serving_file, setup_file, options, db_url, lock_timeout)
+        return
+    serving_only = {"--setup": setup_file, "--engine": engine, "--variant": variant, "--mode": mode,
+                    "--max-num-seqs": max_num_seqs, "--max-num-batched-tokens": max_num_batched_tokens,
+                    "--host": host_name}
+    for option, value in serving_only.items():
+        if value is not None:
+            raise click.UsageError(f"{option} is a setup of serving results: give --serving-results FILE")
     if measurement_file is not None:
         if paths:
             raise click.UsageError("give report paths or --measurements FILE, not both")
@@ -243,6 +270,24 @@ def _ingest_measurements(path, hardware, runtime_name, db_url, lock_timeout, pro
     state = "stored" if new else "already present"
     click.echo(f"measurements: {path} {state} as set {set_id}: {len(rows)} rows, {compared} timed rows to compare")
     return set_id
+
+
+def _ingest_serving(path, setup_file, options, db_url, lock_timeout) -> None:
+    from registry.store.serving_results import ingest_serving_results, read_results, read_setup
+
+    setup = read_setup(setup_file, options)
+    runs = read_results(path)  # checked before the registry is opened (or created): a refused file writes nothing
+    with open_registry(db_url, lock_timeout, create=True) as registry:
+        stored = ingest_serving_results(registry, path, setup)
+    by_index = {run.index: run for run in runs}
+    for entry in stored:
+        run = by_index[entry.run]
+        load = (f"max concurrency {run.max_concurrency}" if run.max_concurrency is not None else "no concurrency "
+                "limit") + (f", {run.request_rate_per_s:g} requests/s" if run.request_rate_per_s else ", rate inf")
+        state = "stored as" if entry.new else "already present as"
+        rows = "per-request rows" if run.per_request is not None else "aggregates only"
+        click.echo(f"serving results: {path} run {entry.run} ({run.tool}, {run.completed} requests, {load}, {rows}) "
+                   f"{state} serving measurement {entry.measurement_id}")
 
 
 def print_rows(columns, rows, fmt: str) -> None:
@@ -727,22 +772,46 @@ def load_scenario_checked(path):
 
 
 @cli.command()
-@click.option("--measurements", "measurement_file", required=True, type=click.Path(dir_okay=False),
+@click.option("--measurements", "measurement_file", type=click.Path(dir_okay=False),
               help="Measurement file (JSON {env, rows}); stored first if the registry lacks it.")
-@click.option("--hardware", "hardware_name", required=True, help="GPU the measurements were taken on.")
-@click.option("--runtime", "runtime_name", required=True, help="Runtime profile (NAME or NAME@VERSION).")
+@click.option("--hardware", "hardware_name", help="GPU the measurements were taken on.")
+@click.option("--runtime", "runtime_name", help="Runtime profile (NAME or NAME@VERSION).")
+@click.option("--serving", is_flag=True,
+              help="Compare the ingested serving benchmarks with the simulation of their own requests instead.")
+@click.option("--measurement", "measurement_ids", type=int, multiple=True, metavar="ID",
+              help="With --serving: this serving measurement only (repeatable; default: every one).")
+@click.option("--host", "host_name", help="With --serving: simulate under this host profile (default: each run's).")
 @db_options
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
-def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout, fmt):
-    """Measured vs predicted for every timed row of a measurement file.
+def compare(measurement_file, hardware_name, runtime_name, serving, measurement_ids, host_name, db_url, lock_timeout,
+            fmt):
+    """Measured vs predicted for every timed row of a measurement file, or (--serving) for ingested serving
+    benchmarks.
 
     Each row is matched to the workload and stage it times (analyzed if the registry lacks it) and priced on
     the same GPU and runtime by the views v_predicted_vs_measured and v_prediction_error_summary. A file already
     stored (same content, GPU and runtime) is only read, so this works under a read-only role too.
+
+    With --serving, each serving benchmark stored by `ingest --serving-results` is replayed (its own requests, load
+    and setup) by the serving simulation, once per host profile version, and printed beside its measured figures
+    from the view v_serving_compare: measured, predicted, ratio and relative error per metric.
     """
     from registry.store.measurements import ingest_measurements
     from registry.pricing.points import COMPARE_COLUMNS, compare_measurements
+
+    if serving:
+        if measurement_file or hardware_name or runtime_name:
+            raise click.UsageError("--serving compares the ingested serving benchmarks: no --measurements, "
+                                   "--hardware or --runtime")
+        _compare_serving(list(measurement_ids), host_name, db_url, lock_timeout, fmt)
+        return
+    if measurement_ids or host_name:
+        raise click.UsageError("--measurement and --host go with --serving")
+    for option, value in (("--measurements", measurement_file), ("--hardware", hardware_name),
+                          ("--runtime", runtime_name)):
+        if not value:
+            raise click.UsageError(f"missing option {option} (or --serving)")
 
     with open_registry(db_url, lock_timeout, create=True) as registry:
         set_id, _, _ = ingest_measurements(registry, measurement_file, hardware_name, runtime_name,
@@ -763,6 +832,28 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
         click.echo(render_table(ERROR_SUMMARY_TABLE, by_kind, count=False))
 
 
+SERVING_COMPARE_TABLE = [Column("measurement_id", "id"), Column("hardware"), Column("engine"),
+                         Column("variant"), Column("requests"), Column("max_concurrency", "clients"),
+                         Column("host"), Column("metric"), Column("measured", "measured", "{:,.2f}"),
+                         Column("predicted", "predicted", "{:,.2f}"), Column("ratio", "ratio", "{:.3f}"),
+                         Column("error", "error %", "{:+.1%}"), Column("bound_by", "bound by")]
+
+
+def _compare_serving(ids, host_name, db_url, lock_timeout, fmt) -> None:
+    from registry.store.serving_results import COMPARE_COLUMNS, compare_rows
+
+    with open_registry(db_url, lock_timeout, writes=True) as registry:
+        rows = compare_rows(registry, ids, host_name, progress=sys.stderr.isatty())
+    if fmt == "table":
+        click.echo(render_table(SERVING_COMPARE_TABLE, [tuple(r[c.key] for c in SERVING_COMPARE_TABLE)
+                                                        for r in rows]))
+        return
+    if fmt == "json":
+        click.echo(render_document(rows, "json"))
+        return
+    print_rows(COMPARE_COLUMNS, [tuple(r[c] for c in COMPARE_COLUMNS) for r in rows], fmt)
+
+
 ERROR_SUMMARY_TABLE = [Column("kind"), Column("rows"), Column("median_ape_pct", "median APE %", "{:.1f}"),
                        Column("mape_pct", "mean APE %", "{:.1f}"), Column("max_ape_pct", "max APE %", "{:.1f}")]
 FIT_TABLE = [Column("kind"), Column("rows"), Column("before", "MAPE before %", "{:.1f}"),
@@ -770,16 +861,27 @@ FIT_TABLE = [Column("kind"), Column("rows"), Column("before", "MAPE before %", "
 
 
 @cli.command()
-@click.option("--hardware", "hardware_name", required=True, help="GPU whose measurements to fit.")
-@click.option("--runtime", "runtime_name", required=True, help="Runtime profile to start from (NAME or NAME@VERSION).")
+@click.option("--hardware", "hardware_name", help="GPU whose measurements to fit.")
+@click.option("--runtime", "runtime_name", help="Runtime profile to start from (NAME or NAME@VERSION).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True,
-              help="Write the calibrated profile here (YAML, loadable by `runtime add`).")
+              help="Write the calibrated profile here (YAML, loadable by `runtime add`, or `host add` with "
+                   "--serving).")
 @click.option("--name", "profile_name", help="Name of the calibrated profile (default: the runtime's name); "
                                              "stored as that name's next version, reached as NAME@VERSION.")
+@click.option("--serving", is_flag=True,
+              help="Fit a host profile's free costs to the ingested serving benchmarks instead (through the "
+                   "serving simulation).")
+@click.option("--host", "host_name", help="With --serving: host profile to start from (default: the runs' own).")
+@click.option("--measurement", "measurement_ids", type=int, multiple=True, metavar="ID",
+              help="With --serving: fit to this serving measurement (repeatable; default: every one).")
+@click.option("--free", "free_costs", multiple=True, metavar="KEY",
+              help="With --serving: a host cost to fit (repeatable; default: schedule_step_us and "
+                   "schedule_per_request_us).")
 @db_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, or JSON.")
-def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeout, fmt):
+def calibrate(hardware_name, runtime_name, out, profile_name, serving, host_name, measurement_ids, free_costs,
+              db_url, lock_timeout, fmt):
     """Fit a runtime profile to the stored measurements of one GPU x runtime (least squares).
 
     Fits, through the pricing views' own formula, the compute efficiency of matmul, attention, masked attention and
@@ -797,6 +899,18 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
 
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise click.UsageError(f"--out {out}: the profile is written as YAML (.yaml or .yml)")
+    if serving:
+        if hardware_name or runtime_name:
+            raise click.UsageError("--serving fits a host profile to the ingested serving benchmarks: no --hardware "
+                                   "or --runtime (each run has its setup)")
+        _calibrate_serving(out, profile_name, host_name, list(measurement_ids), tuple(free_costs), db_url,
+                           lock_timeout, fmt)
+        return
+    if host_name or measurement_ids or free_costs:
+        raise click.UsageError("--host, --measurement and --free go with --serving")
+    for option, value in (("--hardware", hardware_name), ("--runtime", runtime_name)):
+        if not value:
+            raise click.UsageError(f"missing option {option} (or --serving)")
     with open_registry(db_url, lock_timeout, writes=True) as registry:
         result = calibrate_runtime(registry, hardware_name, runtime_name, profile_name, str(out))
     write_text_atomic(out, yaml.safe_dump([result["document"]], sort_keys=False, width=110))
@@ -820,6 +934,40 @@ def calibrate(hardware_name, runtime_name, out, profile_name, db_url, lock_timeo
                                         for kind in result["before"]], count=False))
     click.echo(f"refer to it as {result['profile_label']} (a plain {result['plain_label'].split('@')[0]} still means "
                f"{result['plain_label']})")
+
+
+SERVING_FIT_TABLE = [Column("measurement_id", "id"), Column("metric"), Column("before", "error before %", "{:+.1%}"),
+                     Column("after", "error after %", "{:+.1%}"), Column("held_out", "held out %", "{:+.1%}")]
+
+
+def _calibrate_serving(out, profile_name, host_name, ids, free, db_url, lock_timeout, fmt) -> None:
+    import yaml
+
+    from analyzer.fileio import write_text_atomic
+    from registry.store.serving_results import calibrate_serving
+
+    with open_registry(db_url, lock_timeout, writes=True) as registry:
+        result = calibrate_serving(registry, ids, host_name, free, profile_name,
+                                   progress=sys.stderr.isatty())
+    write_text_atomic(out, yaml.safe_dump([result["document"]], sort_keys=False, width=110))
+    if fmt == "json":
+        click.echo(render_document({k: result[k] for k in ("profile", "base", "measurements", "parameters", "start",
+                                                            "bounds", "on_bounds", "before", "after", "held_out")},
+                                   "json"))
+        return
+    click.echo(f"calibrated host profile {result['base']} on serving measurements "
+               f"{', '.join(map(str, result['measurements']))} -> {result['profile']} (stored) and {out}")
+    for key, value in result["parameters"].items():
+        low, high = result["bounds"][key]
+        note = f"  on its {result['on_bounds'][key]} bound" if key in result["on_bounds"] else ""
+        click.echo(f"  {key:<28} {value:<12.6g} (from {result['start'][key]:.6g}) [{low:.4g}, {high:.4g}]{note}")
+    rows = []
+    for mid in result["measurements"]:
+        for metric, before in result["before"][mid].items():
+            rows.append((mid, metric, before, result["after"][mid].get(metric),
+                         result["held_out"].get(mid, {}).get(metric)))
+    click.echo(render_table(SERVING_FIT_TABLE, rows, count=False))
+    click.echo(f"held out: each run predicted by a fit to the others; refer to the profile as {result['profile']}")
 
 
 @cli.command()

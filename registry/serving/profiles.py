@@ -23,7 +23,7 @@ from registry.store.db import RegistryError
 
 MAX_CAPTURE_SIZE = 65_536  # a batch size: max_num_seqs' own limit (analyzer.ranges.MAX_NUM_SEQS)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
-HOW = ("measured", "scaled")
+HOW = ("measured", "scaled", "fitted")  # fitted: calibrate --serving
 HOST_COST_KEYS = ("schedule_step_us", "schedule_per_request_us", "prepare_inputs_step_us",
                   "prepare_inputs_per_request_us", "sampling_metadata_step_us", "sampling_metadata_per_request_us",
                   "sampler_step_us", "sampler_per_request_us", "bookkeeping_per_request_us",
@@ -273,7 +273,7 @@ class HostProfile:
 
 def _figure(value: Any, path: tuple, at: Located) -> Figure:
     if not isinstance(value, dict) or not {"value", "spread"} <= set(value) or set(value) - {"value", "spread", "how"}:
-        raise at.fail(path, "must be {value: N, spread: N, how: measured|scaled}")
+        raise at.fail(path, "must be {value: N, spread: N, how: measured|scaled|fitted}")
     numbers = []
     for key in ("value", "spread"):
         number = value[key]

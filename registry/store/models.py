@@ -481,6 +481,100 @@ class ServingRequest(Base):
     preemptions: Mapped[int] = mapped_column(sa.Integer)
 
 
+SERVING_MEASUREMENTS_ID_SEQ = _seq("serving_measurements_id_seq")
+# the latency metrics of a serving benchmark, as vllm bench serve and SGLang's bench_serving name them (milliseconds)
+SERVING_LATENCY_METRICS = tuple(f"{stat}_{metric}_ms" for metric in ("ttft", "tpot", "itl", "e2el")
+                                for stat in ("mean", "median", "p99"))
+
+
+def _latency_columns(cls):
+    """A nullable Double column per serving latency metric (a tool may not report each)."""
+    for name in SERVING_LATENCY_METRICS:
+        setattr(cls, name, mapped_column(sa.Double, nullable=True))
+        cls.__annotations__[name] = Mapped[float | None]
+    return cls
+
+
+class ServingMeasurement(Base):
+    """One run of a serving benchmark (vllm bench serve, SGLang bench_serving, GuideLLM) ingested from its result
+    file (revision 0016), with the setup it ran on: aggregates as the tool reported them."""
+
+    __tablename__ = "serving_measurements"
+    id: Mapped[int] = _id(SERVING_MEASUREMENTS_ID_SEQ)
+    content_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)  # the run's figures and its setup
+    source: Mapped[str] = mapped_column(sa.String(1000))
+    tool: Mapped[str] = mapped_column(sa.String(40))  # vllm-bench-serve | sglang-bench-serving | guidellm
+    ingested_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+    model_id: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    hardware_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("hardware.id"))
+    runtime_profile_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("runtime_profiles.id"))
+    engine: Mapped[str] = mapped_column(sa.String(100))
+    engine_version: Mapped[int] = mapped_column(sa.Integer)
+    engine_release: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)  # e.g. "sglang 0.5.7"
+    variant: Mapped[str] = mapped_column(sa.String(20))
+    mode: Mapped[str] = mapped_column(sa.String(20))
+    page: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    images_per_request: Mapped[int] = mapped_column(sa.Integer)
+    max_num_seqs: Mapped[int] = mapped_column(sa.Integer)
+    max_num_batched_tokens: Mapped[int] = mapped_column(sa.Integer)
+    host_profile: Mapped[str] = mapped_column(sa.String(100))
+    host_version: Mapped[int] = mapped_column(sa.Integer)
+    ngram_size: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    ngram_window: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    vcpus: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    requests: Mapped[int] = mapped_column(sa.Integer)  # sent
+    completed: Mapped[int] = mapped_column(sa.Integer)
+    request_rate_per_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)  # NULL: all at once (inf)
+    burstiness: Mapped[float] = mapped_column(sa.Double)
+    max_concurrency: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    total_input_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    total_output_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    request_throughput_per_s: Mapped[float] = mapped_column(sa.Double)
+    output_throughput_tokens_per_s: Mapped[float] = mapped_column(sa.Double)
+    per_request_rows: Mapped[bool] = mapped_column(sa.Boolean)  # the file had each request's lengths
+    setup: Mapped[str] = mapped_column(sa.Text)  # the setup as JSON
+    raw: Mapped[str] = mapped_column(sa.Text)  # the tool's aggregates as JSON (per-request arrays left out)
+
+
+_latency_columns(ServingMeasurement)
+
+
+class ServingMeasurementRequest(Base):
+    """One request of an ingested serving benchmark, when its file lists them (vllm --save-detailed, SGLang
+    --output-details, GuideLLM)."""
+
+    __tablename__ = "serving_measurement_requests"
+    measurement_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("serving_measurements.id"),
+                                                primary_key=True, autoincrement=False)
+    request_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    input_tokens: Mapped[int] = mapped_column(sa.Integer)
+    output_tokens: Mapped[int] = mapped_column(sa.Integer)
+    ttft_ms: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    e2el_ms: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    succeeded: Mapped[bool] = mapped_column(sa.Boolean)
+
+
+class ServingPrediction(Base):
+    """The simulation of an ingested serving benchmark's requests on its setup under one host profile version."""
+
+    __tablename__ = "serving_predictions"
+    measurement_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("serving_measurements.id"),
+                                                primary_key=True, autoincrement=False)
+    host_profile: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    host_version: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    simulated_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+    requests: Mapped[int] = mapped_column(sa.Integer)
+    total_output_tokens: Mapped[int] = mapped_column(sa.BigInteger)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    request_throughput_per_s: Mapped[float] = mapped_column(sa.Double)
+    output_throughput_tokens_per_s: Mapped[float] = mapped_column(sa.Double)
+    bound_by: Mapped[str] = mapped_column(sa.String(20))
+
+
+_latency_columns(ServingPrediction)
+
+
 class AnalysisRun(Base):
     """One accepted `run` request of the HTTP service (revision 0009): its state outlives the process that serves
     it. Identical requests share `request_key`; `owner` is the service process that runs it and `updated_at` when
