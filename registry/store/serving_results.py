@@ -127,8 +127,9 @@ def read_setup(path: str | pathlib.Path | None, options: dict) -> Setup:
         raise ServingResultError(f"{source}: variant must be one of {', '.join(VARIANT_NAMES)}, got {quote(variant)}")
     images = integer("images_per_request", ranges.Range(0, 64, "images"), 0)
     mode = text("mode")
-    if mode is not None and mode not in MODES:
-        raise ServingResultError(f"{source}: mode must be one of {', '.join(MODES)}, got {quote(mode)}")
+    if mode is not None and mode not in MODES[variant]:
+        raise ServingResultError(f"{source}: mode must be one of {', '.join(MODES[variant])} (the {variant} "
+                                 f"model's), got {quote(mode)}")
     if images and mode is None:
         raise ServingResultError(f"{source}: missing setup key 'mode' (the resolution mode of the requests' images)")
     page = text("page")
