@@ -327,3 +327,53 @@ def test_compare_and_calibrate_serving_errors(tmp_path, setup_file):
     assert result.exit_code == 2 and "no --measurements, --hardware or --runtime" in result.output
     result = run_command(["compare", "--db", db])
     assert result.exit_code == 2 and "missing option --measurements" in result.output
+
+
+def test_a_closed_loop_sends_a_page_no_earlier_than_its_own_send_time():
+    """Under a max concurrency, a request with its own send time (a rate) waits for it even when a client is
+    free, and for a free client when its time has come."""
+    from registry.serving.engine import EngineConfig, Pages, simulate
+    from tests.test_serving_engines import Family, FakeCost
+
+    cost = FakeCost([Family("a", 100, 1.0)])  # a page's vision takes 1 s: text-only requests never run it
+    pages = Pages(arrival=np.array([0.0, 10.0, 10.001, 30.0]), family=np.zeros(4, dtype=np.int64),
+                  new_tokens=np.array([5, 5, 5, 5]), prompt_tokens=np.array([50, 50, 50, 50]),
+                  images=np.zeros(4, dtype=np.int64))
+    result = simulate(cost, EngineConfig(concurrency=1), pages)
+    sent = result.arrival.tolist()
+    assert sent[0] == 0.0 and sent[1] == 10.0 and sent[3] == 30.0
+    # the third is due at 10.001 but the one client is busy with the second until it finishes
+    assert sent[2] == pytest.approx(result.finish[1]) and sent[2] > 10.001
+    # text-only requests run no vision and prefill their own prompts
+    assert result.prompt_tokens.tolist() == [50, 50, 50, 50]
+    assert result.finish[0] < 0.2
+
+
+def test_guidellm_reports_of_both_layouts_read_alike():
+    """GuideLLM v0.4+ keeps the strategy in config and the totals in metrics, and its TPOT counts the first token:
+    the TPOT of vLLM and SGLang is taken from the listed requests instead."""
+    from registry.serving.bench_results import parse_results
+
+    document = json.loads((DATA / "guidellm-benchmarks.json").read_text())
+    old = parse_results(json.dumps(document), "old.json")[0]
+    bench = document["benchmarks"][0]
+    newer = {k: v for k, v in bench.items() if k not in ("args", "request_totals")}
+    newer["config"] = {"strategy": bench["args"]["strategy"]}
+    newer["metrics"] = dict(bench["metrics"], request_totals=bench["request_totals"])
+    new = parse_results(json.dumps({"benchmarks": [newer]}), "new.json")[0]
+    assert (new.requests, new.completed, new.max_concurrency, new.total_output_tokens) == (4, 4, 4, 100)
+    assert new.per_request == old.per_request
+    # (e2el - ttft) / (output - 1) of the 4 requests: (230-50)/9, (440-60)/19, (650-70)/29, (860-80)/39 = 20 ms
+    assert new.latency_ms["mean_tpot_ms"] == pytest.approx(20.0, rel=1e-5)
+    assert new.latency_ms["mean_ttft_ms"] == old.latency_ms["mean_ttft_ms"]
+
+
+def test_a_service_request_cannot_name_a_trace_file():
+    from registry.pricing.whatif import ScenarioError, scenario_from_mapping
+    from registry.serving.scenario import serving_spec
+
+    scenario = scenario_from_mapping({"name": "t", "base": {"profile": "dsocr-standard-v1"},
+                                      "sweep": {"hardware": ["h100-sxm"], "runtime": ["vllm"]},
+                                      "serving": {"requests": "/etc/passwd"}}, "request body")
+    with pytest.raises(ScenarioError, match="a request trace is read from a file beside a scenario file"):
+        serving_spec(scenario)
