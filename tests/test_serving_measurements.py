@@ -42,6 +42,10 @@ def test_each_tools_sample_of_the_same_run_stores_the_same_point(registry_url, s
                                 "max_concurrency, per_request_rows, mean_ttft_ms, median_ttft_ms "
                                 "FROM serving_measurements ORDER BY id")
     assert [r[0] for r in stored] == ["vllm-bench-serve", "vllm-bench-serve", "sglang-bench-serving", "guidellm"]
+    # end-to-end latency: SGLang's and GuideLLM's own figures, vLLM's from its per-request latencies (the older
+    # script wrote neither)
+    e2el = [r[0] for r in rows(registry_url, "SELECT mean_e2el_ms FROM serving_measurements ORDER BY id")]
+    assert e2el[1] is None and [e2el[0], *e2el[2:]] == pytest.approx([545.0, 545.0, 545.0], rel=1e-6)
     for row in stored:
         assert row[1:8] == (4, 4, 2.0, 1000, 100, 2.0, 50.0)
         assert row[9] is True

@@ -199,6 +199,17 @@ def _lists_of(document: dict, where: str) -> RequestRows | None:
 
 def _vllm(document: dict, where: str, index: int) -> BenchRun:
     latency = {name: _number(document, name, where, required=False) for name in LATENCY_METRICS}
+    latencies = document.get("latencies")
+    if latency["mean_e2el_ms"] is None and isinstance(latencies, list) and latencies:
+        # e2el is not in vllm bench serve's default --percentile-metrics, but each request's latency (seconds,
+        # 0 for a failed one) is written even without --save-detailed
+        import numpy as np
+
+        values = np.array([_number({"latencies": v}, "latencies", where) for v in latencies]) * 1e3
+        values = values[values > 0]
+        if len(values):
+            latency.update(mean_e2el_ms=float(values.mean()), median_e2el_ms=float(np.median(values)),
+                           p99_e2el_ms=float(np.percentile(values, 99)))
     completed = _number(document, "completed", where, integer=True)
     failed = _number(document, "failed", where, required=False, integer=True) or 0
     sent = _number(document, "num_prompts", where, required=False, integer=True) or completed + failed
