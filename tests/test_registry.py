@@ -13,7 +13,7 @@ from tests.helpers import HEAD, REPO, rows, run_command, table_counts, write_edi
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == HEAD == "0015"
+    assert head == HEAD == "0016"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
