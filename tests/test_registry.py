@@ -28,7 +28,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 11
     from registry.store.views import view_names
 
-    assert len(view_names()) == 14
+    assert len(view_names()) == 15
     for view in view_names():  # every view of queries/views exists and answers on an empty registry
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])
