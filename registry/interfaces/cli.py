@@ -704,6 +704,87 @@ def serve_sim(scenario_path, db_url, lock_timeout, rate, concurrency, hardware_n
         click.echo(f"{plural(len(requests['page']), 'page')} -> {requests_out}")
 
 
+PLAN_TABLE = [Column("candidate_index", "#"), Column("hardware"), Column("engine"),
+              Column("weights_dtype", "weights"), Column("kv_cache_dtype", "KV"), Column("max_num_seqs", "seqs"),
+              Column("max_num_batched_tokens", "tokens/step"), Column("status"),
+              Column("best_rate_per_s", "pages/s/GPU", "{:,.2f}"), Column("replicas", "GPUs"),
+              Column("monthly_usd", "$/month", "{:,.0f}"), Column("usd_per_1000_pages", "$/1k pages", "{:.3f}"),
+              Column("ttft_p99_s", "TTFT p99", "{:.2f}"), Column("page_latency_p99_s", "page p99", "{:.1f}"),
+              Column("bound_by", "bound by"), Column("cost_rank", "rank"), Column("on_pareto_front", "front")]
+
+
+@cli.command()
+@click.option("--scenario", "-s", "scenario_path", required=True, type=click.Path(dir_okay=False),
+              help="Plan file: a serving scenario with target.pages_per_day, SLOs and a plan: block.")
+@db_options
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes for the searches (default: one per core).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run the searches as Ray tasks on the cluster at ADDRESS (HOST:PORT, or auto).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="Aligned text for the terminal, CSV, or JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Draw cost against page latency p99 with the Pareto front (PNG or SVG).")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr.")
+@click.option("--new-run", is_flag=True, help="Search again even if this plan was searched before.")
+def plan(scenario_path, db_url, lock_timeout, workers, ray_address, fmt, plot, progress, new_run):
+    """How many GPUs, which engine settings, at what cost: search a deployment for a load within SLOs.
+
+    Every configuration (the sweep's GPUs, runtimes and precisions x the plan's engines and settings) gets the
+    highest Poisson rate one GPU sustains within the SLOs, found by bisection with the serving simulation (to 1%),
+    then the GPUs for target.pages_per_day, the money (the catalog's or the plan's prices) and the latencies at
+    that load. Prints the cheapest, the Pareto front of cost against page latency p99, and the command line that
+    starts the cheapest. Each configuration is stored as its search finishes (plans, plan_candidates,
+    v_plan_candidates): an interrupted plan resumes where it stopped. The searches run in local worker processes,
+    or on a Ray cluster with --ray; the results are the same wherever they run.
+
+    \b
+    Example:
+      dsocr-registry plan --scenario queries/examples/plan-1m-pages.yaml
+    """
+    import os
+
+    from registry.store.plans import PLAN_COLUMNS, answer, plan_spec, plot_plan, run_plan
+
+    scenario = load_scenario_checked(scenario_path)
+    plan_spec(scenario)  # checked before the registry is opened (or created)
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        raise click.UsageError(f"--plot {plot}: give a .png or .svg file")
+    show = progress if progress is not None else sys.stderr.isatty()
+    with open_registry(db_url, lock_timeout, create=True) as registry:
+        plan_id, rows = run_plan(registry, scenario, workers=workers or os.cpu_count() or 1,
+                                 ray_address=ray_address, progress=show, new_run=new_run)
+    result = answer(rows)
+    if plot is not None:
+        plot_plan(rows, plot)
+    if fmt == "json":
+        click.echo(render_document({"plan_id": plan_id, **result, "candidates": rows}, "json"))
+        return
+    if fmt == "csv":
+        print_rows(PLAN_COLUMNS, [tuple(r[c] for c in PLAN_COLUMNS) for r in rows], "csv")
+        return
+    click.echo(render_table(PLAN_TABLE, [tuple(r[c.key] for c in PLAN_TABLE) for r in rows]))
+    counts = result["counts"]
+    click.echo(f"plan {plan_id}: {counts['ok']} configurations meet the SLOs, {counts['misses-slo']} miss them, "
+               f"{counts['unsupported']} cannot run")
+    best = result["cheapest"]
+    if best is None:
+        click.echo("no configuration meets the SLOs at any rate: loosen them or add GPUs")
+        sys.exit(1)
+    click.echo(f"cheapest: {best['replicas']} x {best['hardware']} ({best['engine']}, {best['weights_dtype']} "
+               f"weights, {best['kv_cache_dtype']} KV, max_num_seqs {best['max_num_seqs']}, "
+               f"max_num_batched_tokens {best['max_num_batched_tokens']}), ${best['monthly_usd']:,.0f} a month, "
+               f"${best['usd_per_1000_pages']:.3f} per 1,000 pages; {best['best_rate_per_s']:.2f} pages/s per GPU, "
+               f"bound by {best['bound_by']}; at the load: TTFT p99 {best['ttft_p99_s']:.2f} s, page latency p99 "
+               f"{best['page_latency_p99_s']:.1f} s")
+    click.echo("Pareto front (cost vs page latency p99): " + "; ".join(
+        f"#{r['candidate_index']} {r['replicas']} x {r['hardware']} ${r['monthly_usd']:,.0f} "
+        f"{r['page_latency_p99_s']:.1f} s" for r in result["pareto_front"]))
+    click.echo(f"start it: {best['command']}")
+    if plot is not None:
+        click.echo(f"plot -> {plot}")
+
+
 @cli.command()
 @click.option("--db", "db_url", envvar="DSOCR_REGISTRY_URL", metavar="URL_OR_PATH",
               help="DuckDB file or postgresql:// URL [env DSOCR_REGISTRY_URL; default ./dsocr-registry.duckdb].")

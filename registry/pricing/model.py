@@ -370,3 +370,10 @@ def efficiency_source_sql(calibrated_on: str, hardware: str) -> str:
 def gpus_needed_sql(target_pages_per_day: str, pages_per_s_per_gpu: str) -> str:
     """GPUs for a daily target at one GPU's pages per second: CEIL(target / (86,400 x pages per second))."""
     return f"CEIL({target_pages_per_day} / NULLIF({SECONDS_PER_DAY!r} * {pages_per_s_per_gpu}, 0))"
+
+
+def gpus_needed(target_pages_per_day: float, pages_per_s_per_gpu: float) -> int:
+    """gpus_needed_sql evaluated: the GPUs (replicas of one GPU each) a daily target needs."""
+    import math
+
+    return int(math.ceil(target_pages_per_day / (SECONDS_PER_DAY * pages_per_s_per_gpu)))

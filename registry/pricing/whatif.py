@@ -23,7 +23,7 @@ from registry.store.db import Registry, RegistryError
 from registry.pricing.points import PointKey, ScenarioRecord, read_points, record_scenario
 from registry.store.analyzed import ensure_reports
 
-SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving"}
+SCENARIO_KEYS = {"name", "description", "base", "sweep", "overrides", "target", "serving", "plan"}
 BASE_KEYS = {"profile", "variant", "mode", "page", "tiles", "min_tiles", "max_tiles", "prompt_text_tokens",
              "new_tokens", "batch"}
 # What a point is priced on: the GPU, the runtime and the precision of its weights and KV cache (the other sweep

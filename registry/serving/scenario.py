@@ -166,6 +166,8 @@ def serving_spec(scenario: Scenario, points: int | None = None,
     GPU x runtime x rate of the scenario) against MAX_SIMULATED_TOKENS. `requests`: a trace to replay (an ingested
     benchmark's), instead of the block's own."""
     data = scenario.data
+    if "plan" in data:
+        raise scenario.fail(("plan",), "a plan: search it with `dsocr-registry plan --scenario FILE`")
     if "serving" not in data:
         return None
     block = _mapping(scenario, ("serving",), data["serving"], SERVING_KEYS)

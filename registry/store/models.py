@@ -575,6 +575,59 @@ class ServingPrediction(Base):
 _latency_columns(ServingPrediction)
 
 
+PLANS_ID_SEQ = _seq("plans_id_seq")
+
+
+class Plan(Base):
+    """One `plan` run (revision 0017): its scenario, load and SLOs."""
+
+    __tablename__ = "plans"
+    id: Mapped[int] = _id(PLANS_ID_SEQ)
+    content_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    definition: Mapped[str] = mapped_column(sa.Text)  # the plan scenario as JSON
+    target_pages_per_day: Mapped[float] = mapped_column(sa.Double)
+    ttft_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    page_latency_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    tpot_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    candidates: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime.datetime] = mapped_column(sa.DateTime)
+
+
+class PlanCandidate(Base):
+    """A configuration a plan searched: its sustainable rate per replica, replicas, money and latencies at the
+    load; status ok | misses-slo | unsupported."""
+
+    __tablename__ = "plan_candidates"
+    plan_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("plans.id"), primary_key=True,
+                                         autoincrement=False)
+    candidate_index: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    hardware_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("hardware.id"))
+    runtime_profile_id: Mapped[int] = mapped_column(sa.BigInteger, sa.ForeignKey("runtime_profiles.id"))
+    engine: Mapped[str] = mapped_column(sa.String(100))
+    engine_version: Mapped[int] = mapped_column(sa.Integer)
+    weights_dtype: Mapped[str] = mapped_column(sa.String(10))
+    kv_cache_dtype: Mapped[str] = mapped_column(sa.String(10))
+    max_num_seqs: Mapped[int] = mapped_column(sa.Integer)
+    max_num_batched_tokens: Mapped[int] = mapped_column(sa.Integer)
+    gpu_memory_utilization: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    kv_pool_blocks: Mapped[int] = mapped_column(sa.BigInteger)
+    status: Mapped[str] = mapped_column(sa.String(20))
+    best_rate_per_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    simulations: Mapped[int] = mapped_column(sa.Integer)
+    replicas: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    nodes: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    usd_per_hour: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    monthly_usd: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    usd_per_1000_pages: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    ttft_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    page_latency_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    tpot_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    best_page_latency_p99_s: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
+    bound_by: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)
+    command: Mapped[str] = mapped_column(sa.Text)
+
+
 class AnalysisRun(Base):
     """One accepted `run` request of the HTTP service (revision 0009): its state outlives the process that serves
     it. Identical requests share `request_key`; `owner` is the service process that runs it and `updated_at` when
