@@ -590,5 +590,7 @@ def test_counts_take_the_number_of_their_noun(registry_url, tmp_path):
                         "  runtime: [hf-eager]\n  batch: [1]\ntarget:\n  pages_per_day: 100\n")
     result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url])
     assert result.exit_code == 0, result.output
-    assert "(id 1): 1 point; those that fit" in result.stdout
-    assert ", 1 GPU for the target, " in result.stdout and "GPUs for" not in result.stdout
+    assert "(id 1): 1 point, each one batch in lock step" in result.stdout
+    # a static point answers no capacity question: the GPUs for a load come from `plan`
+    assert "GPUs for the target: one batch in lock step is not a server under load" in result.stdout
+    assert " GPU for the target, " not in result.stdout

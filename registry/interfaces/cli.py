@@ -511,7 +511,7 @@ def schema_command(db_url, lock_timeout, fmt):
 WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column("mode"), Column("tiles"),
                 Column("batch"), Column("new_tokens", "new"), Column("page_latency_s", "page s", "{:.2f}"),
                 Column("pages_per_s", "pages/s", "{:.2f}"), Column("pages_per_gpu_day", "pages/GPU-day", "{:,.0f}"),
-                Column("gpu_seconds_per_page", "GPU-s/page", "{:.3f}"), Column("gpus_needed", "GPUs", "{:.0f}"),
+                Column("gpu_seconds_per_page", "GPU-s/page", "{:.3f}"),
                 Column("fits_in_memory", "fits"), Column("max_batch_in_memory", "max batch", "{:.0f}"),
                 Column("weights_dtype", "weights"), Column("kv_cache_dtype", "KV"),
                 Column("usd_per_1000_pages", "$/1k pages", "{:.3f}"), Column("efficiency_source", "efficiencies")]
@@ -578,18 +578,22 @@ def whatif(scenario_path, db_url, lock_timeout, fmt, plot, progress, new_run):
         return
     state = ("" if recorded else ", not recorded: this connection may only read" if scenario_id < 0
              else ", recorded before")
-    click.echo(f"scenario {scenario.name} (id {scenario_id}{state}): {plural(len(points), 'point')}; those that fit "
-               f"in memory first, then by GPU-seconds per page")
+    click.echo(f"scenario {scenario.name} (id {scenario_id}{state}): {plural(len(points), 'point')}, each one batch "
+               f"in lock step (its pages start and end together); those that fit in memory first, then by "
+               f"GPU-seconds per page")
     click.echo(render_table(WHATIF_TABLE, [tuple(p[c.key] for c in WHATIF_TABLE) for p in points], count=False))
     feasible = [p for p in points if p["fits_in_memory"]]
     if feasible:
         best = feasible[0]
-        gpus = f"{plural(best['gpus_needed'], 'GPU')} for the target, " if best.get("gpus_needed") is not None else ""
         cost = (f", ${best['usd_per_1000_pages']:.3f} per 1,000 pages at ${best['usd_per_hour']:g}/h"
                 if best.get("usd_per_1000_pages") is not None else "")
         click.echo(f"cheapest that fits: {best['hardware']} / {best['runtime']} / {best['mode']} at batch "
-                   f"{best['batch']}: {best['gpu_seconds_per_page']:.3f} GPU-s per page{cost}, {gpus}"
+                   f"{best['batch']}: {best['gpu_seconds_per_page']:.3f} GPU-s per page{cost}, "
                    f"{best['page_latency_s']:.2f} s per batch (efficiencies {best['efficiency_source']})")
+        if scenario.data.get("target", {}).get("pages_per_day") is not None:
+            # a lock-step batch is no server: GPUs for a load come from a serving simulation
+            click.echo("GPUs for the target: one batch in lock step is not a server under load; "
+                       "`dsocr-registry plan` searches the GPUs and settings that carry it within SLOs")
     else:
         click.echo("no point fits in its GPU's memory")
     if plot is not None:

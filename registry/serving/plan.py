@@ -31,6 +31,10 @@ RATE_TOLERANCE = 0.01  # the bisection's relative width: the rate found meets th
 LOWEST_RATE_FRACTION = 2.0 ** -12  # below the saturation bound: a configuration that misses the SLOs here is out
 
 
+class WorkerLost(RuntimeError):
+    pass
+
+
 @attrs.frozen
 class SLO:
     ttft_p99_s: float | None = None
@@ -85,6 +89,16 @@ def slo_margin(slo: SLO, summary: dict) -> float:
             return math.inf
         worst = max(worst, math.log(max(value, 1e-12) / limit))
     return worst
+
+
+def bounding_resource(summary: dict) -> str:
+    """What bounds the rate found: the simulation's bound_by, or where it says `load` (the pages waited little:
+    the SLO, not a queue, stopped the search), the busiest of the GPU, the host and the CPU pool."""
+    if summary["bound_by"] != "load":
+        return summary["bound_by"]
+    shares = {"gpu": summary["gpu_busy_share"], "host": summary["host_wait_share"],
+              "cpu-pool": summary["cpu_utilization"]}
+    return max(shares, key=shares.get)
 
 
 def rate_ceiling(task: Task, mean_new_tokens: float) -> float:
@@ -163,7 +177,7 @@ def search(task: Task) -> dict:
     operating = simulate_at(task, task.load_pages_per_s / replicas)
     runs += 1
     return {"index": task.index, "feasible": True, "best_rate_per_s": best, "simulations": runs,
-            "replicas": replicas, "bound_by": best_summary["bound_by"],
+            "replicas": replicas, "bound_by": bounding_resource(best_summary),
             "best_page_latency_p99_s": best_summary["page_latency_p99_s"],
             "ttft_p99_s": operating["ttft_p99_s"], "page_latency_p99_s": operating["page_latency_p99_s"],
             "tpot_p99_s": operating["tpot_p99_s"]}
@@ -192,11 +206,17 @@ def run_tasks(tasks: list[Task], workers: int = 1, ray_address: str | None = Non
         import concurrent.futures
         import multiprocessing
 
+        from concurrent.futures.process import BrokenProcessPool
+
         with concurrent.futures.ProcessPoolExecutor(
                 max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
             futures = [pool.submit(search, task) for task in tasks]
-            for future in concurrent.futures.as_completed(futures):
-                done(future.result())
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    done(future.result())
+            except BrokenProcessPool:
+                raise WorkerLost(f"a worker process died: {len(results)} of {len(tasks)} searches finished and "
+                                 "stored; run the plan again to search the rest") from None
     else:
         for task in tasks:
             done(search(task))

@@ -18,13 +18,17 @@ import sqlalchemy as sa
 from analyzer import ranges
 from analyzer.fileio import quote
 from registry.pricing.whatif import Scenario, ScenarioError, scenario_from_mapping
-from registry.serving.plan import PLAN_KEYS, SLO, Task, parse_serve_command, run_tasks, serve_command
-from registry.store.db import Registry
+from registry.serving.plan import PLAN_KEYS, SLO, Task, WorkerLost, parse_serve_command, run_tasks, serve_command
+from registry.store.db import Registry, RegistryError
 
 PLAN_COLUMNS = ["candidate_index", "hardware", "runtime", "engine", "weights_dtype", "kv_cache_dtype",
                 "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "status", "best_rate_per_s",
                 "replicas", "nodes", "usd_per_hour", "monthly_usd", "usd_per_1000_pages", "ttft_p99_s",
                 "page_latency_p99_s", "tpot_p99_s", "bound_by", "cost_rank", "on_pareto_front", "command"]
+
+
+class PlanError(RegistryError):
+    pass
 
 
 @attrs.frozen
@@ -305,6 +309,8 @@ def run_plan(registry: Registry, scenario: Scenario, workers: int = 1, ray_addre
 
     try:
         run_tasks(todo, workers=workers, ray_address=ray_address, on_result=store)
+    except WorkerLost as exc:
+        raise PlanError(str(exc)) from None
     finally:
         if bar is not None:
             bar.close()
