@@ -43,7 +43,7 @@ def test_openapi_document_is_valid_and_names_the_endpoints():
     assert set(OPENAPI["paths"]) == {"/analytic/deepseek-ocr/run", "/analytic/deepseek-ocr/runs/{run_id}",
                                      "/analytic/deepseek-ocr/{report_id}/summary",
                                      "/analytic/deepseek-ocr/{report_id}/model", "/whatif/scenarios",
-                                     "/serving/scenarios", "/healthz"}
+                                     "/serving/scenarios", "/plans", "/healthz"}
     assert "202" in OPENAPI["paths"]["/analytic/deepseek-ocr/run"]["post"]["responses"]
 
 

@@ -234,3 +234,24 @@ def test_bad_plans_are_refused_in_one_line(tmp_path):
     path.write_text(yaml.safe_dump(PLAN))
     result = run_command(["whatif", "--scenario", str(path), "--db", str(tmp_path / "w.duckdb")])
     assert result.exit_code == 2 and "search it with `dsocr-registry plan --scenario FILE`" in result.output
+
+
+def test_the_service_answers_a_plan(planned, tmp_path):
+    """POST /plans: the same candidates as the command, and a plan over the request limit refused."""
+    from starlette.testclient import TestClient
+
+    from registry.interfaces.service import ServiceConfig, create_app
+
+    db = str(tmp_path / "r.duckdb")
+    shutil.copy(planned["db"], db)
+    with TestClient(create_app(ServiceConfig(allowed_hosts=("testserver",), db=db))) as client:
+        answer = client.post("/plans", json=PLAN)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["candidates"] == planned["output"]["candidates"]
+        assert body["cheapest"] == planned["output"]["cheapest"]
+        big = dict(PLAN, plan=dict(PLAN["plan"], max_num_seqs=list(range(1, 40))))
+        refused = client.post("/plans", json=big)
+        assert refused.status_code == 422 and "at most 64 per request" in refused.json()["error"]
+        refused = client.post("/plans", json=dict(PLAN, target={"ttft_p99_s": 1.0}))
+        assert refused.status_code == 400 and "target.pages_per_day" in refused.json()["error"]

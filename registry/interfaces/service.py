@@ -263,6 +263,10 @@ def _work(kind: str, payload):
         from registry.serving.scenario import simulate_plan
 
         return simulate_plan(payload)[0]
+    if kind == "plan":
+        from registry.serving.plan import run_tasks
+
+        return run_tasks(payload)
     from analyzer.analysis import analyze
 
     workload, execution = payload
@@ -641,6 +645,31 @@ def check_serving(body: dict):
     return scenario, spec
 
 
+MAX_PLAN_CANDIDATES = 64  # configurations one request may search (each a dozen simulations)
+
+
+def check_plan(body: dict):
+    """(scenario, plan spec) of a request body: a plan scenario, checked and bounded before anything is searched."""
+    import itertools
+
+    from registry.pricing.whatif import precisions, scenario_from_mapping
+    from registry.store.plans import plan_spec
+
+    scenario = scenario_from_mapping(body, "plan", allow_profile_paths=False)
+    spec = plan_spec(scenario)
+    sweep = scenario.data["sweep"]
+    count = len(list(itertools.product(sweep["hardware"], sweep.get("runtime") or [None], precisions(scenario),
+                                       spec.engines, spec.gpu_memory_utilization, spec.max_num_seqs,
+                                       spec.max_num_batched_tokens)))
+    if count > MAX_PLAN_CANDIDATES:
+        raise ApiError(422, f"plan: searches {count:,} configurations; at most {MAX_PLAN_CANDIDATES} per request "
+                            "(dsocr-registry plan searches any number)")
+    pages = (scenario.data.get("serving") or {}).get("pages") or {}
+    if isinstance(pages.get("count"), int) and pages["count"] > MAX_SIMULATED_PAGES:
+        raise ApiError(422, f"plan: serving.pages.count {pages['count']}; at most {MAX_SIMULATED_PAGES} per request")
+    return scenario, spec
+
+
 def parse_run_request(body: dict):
     """The contract's request from a JSON body, checked by the contract's own validators."""
     from analyzer.report import make_converter
@@ -773,6 +802,27 @@ def create_app(config: ServiceConfig | None = None):
         points = await run_in_threadpool(read_serving, svc.registry, scenario_id)
         return json_response({"scenario_id": scenario_id, "name": scenario.name, "serving": points})
 
+    async def plans(request):
+        from registry.store.plans import answer, begin_plan, candidates, plan_analyses, read_plan, store_results
+
+        require_token(request)
+        body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
+        svc = service()
+        scenario, spec = await run_in_threadpool(check_plan, body)
+        prepared = await run_in_threadpool(
+            lambda: svc.prepare_analyses(plan_analyses(svc.registry, scenario, spec)))
+        await svc.store_prepared(prepared, f"plan:{scenario.name}")
+        # the writer records the probes and the plan's rows; a worker process searches, under the simulation limits
+        cands = await run_in_threadpool(candidates, svc.registry, scenario, spec, False, prepared.analyze,
+                                        svc.write)
+        plan_id, stored = await svc.write_async(begin_plan, svc.registry, scenario, spec, cands)
+        todo = [c.task for c in cands if c.task is not None and c.index not in stored]
+        if todo:
+            results = await run_in_threadpool(svc.simulations.run, "plan", todo)
+            await svc.write_async(store_results, svc.registry, plan_id, cands, results, spec)
+        rows = await run_in_threadpool(read_plan, svc.registry, plan_id)
+        return json_response({"plan_id": plan_id, "name": scenario.name, **answer(rows), "candidates": rows})
+
     async def healthz(request):
         from registry.store.db import describe, schema_revisions
 
@@ -829,6 +879,7 @@ def create_app(config: ServiceConfig | None = None):
         Route(f"{BASE}/{{report_id}}/model", model, methods=["GET"]),
         Route("/whatif/scenarios", whatif, methods=["POST"]),
         Route("/serving/scenarios", serving, methods=["POST"]),
+        Route("/plans", plans, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/analytic-model-report.schema.json", report_schema, methods=["GET"]),

@@ -152,7 +152,32 @@ def _sub_scenario(scenario: Scenario, hardware: str, runtime, weights, kv_cache,
     return attrs.evolve(sub, lines=scenario.lines, folder=scenario.folder)
 
 
-def candidates(registry: Registry, scenario: Scenario, spec: PlanSpec, progress: bool = False) -> list[Candidate]:
+def sub_scenarios(scenario: Scenario, spec: PlanSpec):
+    """(serving scenario, its axes) of each GPU x runtime x precision x engine x utilization, in plan order."""
+    from registry.pricing.whatif import precisions
+
+    sweep = scenario.data.get("sweep") or {}
+    for name, runtime, (weights, kv_cache), engine, utilization in itertools.product(
+            sweep.get("hardware") or [], sweep.get("runtime") or ["vllm"], precisions(scenario), spec.engines,
+            spec.gpu_memory_utilization):
+        yield (_sub_scenario(scenario, name, runtime, weights, kv_cache, engine, utilization),
+               (name, runtime, weights, kv_cache, engine, utilization))
+
+
+def plan_analyses(registry: Registry, scenario: Scenario, spec: PlanSpec) -> list[tuple]:
+    """(workload, execution) of every probe the plan's step costs need (the service analyzes the new ones first)."""
+    from registry.serving.scenario import probe_analyses, serving_spec
+
+    out = []
+    for sub, _ in sub_scenarios(scenario, spec):
+        for item in probe_analyses(registry, sub, serving_spec(sub, points=1)):
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def candidates(registry: Registry, scenario: Scenario, spec: PlanSpec, progress: bool = False, analyze=None,
+               write=None) -> list[Candidate]:
     """Every configuration of the plan, in a fixed order (GPU, runtime, precision, engine, utilization,
     max_num_seqs, token budget), with its search task (None where the GPU cannot run it)."""
     from registry.pricing.catalog import resolve_hardware
@@ -173,12 +198,10 @@ def candidates(registry: Registry, scenario: Scenario, spec: PlanSpec, progress:
             if price is None:
                 price = conn.execute(sa.text("SELECT usd_per_hour FROM hardware WHERE id = :h"), {"h": hid}).scalar()
             prices[canonical] = price
-    for name, runtime, (weights, kv_cache), engine, utilization in itertools.product(
-            hardware_names, runtimes, combos, spec.engines, spec.gpu_memory_utilization):
-        sub = _sub_scenario(scenario, name, runtime, weights, kv_cache, engine, utilization)
+    for sub, (name, runtime, weights, kv_cache, engine, utilization) in sub_scenarios(scenario, spec):
         try:
             serving = serving_spec(sub, points=1)
-            plan = serving_plan(registry, sub, serving, progress)
+            plan = serving_plan(registry, sub, serving, progress, None, None, analyze, write)
         except ScenarioError as exc:
             message = str(exc)
             if "fp8" not in message:
@@ -263,14 +286,12 @@ def _row(plan_id: int, c: Candidate, result: dict | None, spec: PlanSpec) -> dic
     return row
 
 
-def run_plan(registry: Registry, scenario: Scenario, workers: int = 1, ray_address: str | None = None,
-             progress: bool = False, new_run: bool = False) -> tuple[int, list[dict]]:
-    """Search every configuration of the plan not searched yet (an interrupted plan resumes), storing each as it
-    finishes; (plan id, rows of v_plan_candidates in candidate order)."""
+def begin_plan(registry: Registry, scenario: Scenario, spec: PlanSpec, cands: list[Candidate],
+               new_run: bool = False) -> tuple[int, set[int]]:
+    """The plan's row (found by content, or new) with its unsupported candidates; (plan id, candidate indexes
+    stored before: an interrupted plan's)."""
     from registry.store.models import Base
 
-    spec = plan_spec(scenario)
-    cands = candidates(registry, scenario, spec, progress)
     digest = _content_hash(scenario, cands)
     table = Base.metadata.tables["plan_candidates"]
     with registry.begin() as conn:
@@ -288,10 +309,31 @@ def run_plan(registry: Registry, scenario: Scenario, workers: int = 1, ray_addre
                 plans.c.id)).scalar_one()
         stored = {int(r[0]) for r in conn.execute(sa.text(
             "SELECT candidate_index FROM plan_candidates WHERE plan_id = :p"), {"p": plan_id}).all()}
-        unsupported = [c for c in cands if c.task is None and c.index not in stored]
-        for c in unsupported:
-            conn.execute(sa.insert(table).values(_row(plan_id, c, None, spec)))
+        for c in cands:
+            if c.task is None and c.index not in stored:
+                conn.execute(sa.insert(table).values(_row(plan_id, c, None, spec)))
+    return plan_id, stored
+
+
+def store_results(registry: Registry, plan_id: int, cands: list[Candidate], results: list[dict],
+                  spec: PlanSpec) -> None:
+    """Store finished searches (one transaction)."""
+    from registry.store.models import Base
+
+    table = Base.metadata.tables["plan_candidates"]
     by_index = {c.index: c for c in cands}
+    with registry.begin() as conn:
+        for result in results:
+            conn.execute(sa.insert(table).values(_row(plan_id, by_index[result["index"]], result, spec)))
+
+
+def run_plan(registry: Registry, scenario: Scenario, workers: int = 1, ray_address: str | None = None,
+             progress: bool = False, new_run: bool = False) -> tuple[int, list[dict]]:
+    """Search every configuration of the plan not searched yet (an interrupted plan resumes), storing each as it
+    finishes; (plan id, rows of v_plan_candidates in candidate order)."""
+    spec = plan_spec(scenario)
+    cands = candidates(registry, scenario, spec, progress)
+    plan_id, stored = begin_plan(registry, scenario, spec, cands, new_run)
     todo = [c.task for c in cands if c.task is not None and c.index not in stored]
     bar = None
     if progress and todo:
@@ -302,8 +344,7 @@ def run_plan(registry: Registry, scenario: Scenario, workers: int = 1, ray_addre
         bar = tqdm(total=len(todo), unit="config", desc="searching", file=sys.stderr, leave=False)
 
     def store(result: dict) -> None:
-        with registry.begin() as conn:
-            conn.execute(sa.insert(table).values(_row(plan_id, by_index[result["index"]], result, spec)))
+        store_results(registry, plan_id, cands, [result], spec)
         if bar is not None:
             bar.update(1)
 
