@@ -216,7 +216,8 @@ def test_an_interrupted_plan_resumes_and_loses_nothing(planned, tmp_path, kill):
 
 def test_bad_plans_are_refused_in_one_line(tmp_path):
     cases = [
-        ({"target": {"ttft_p99_s": 3.0}}, "a plan needs target.pages_per_day"),
+        ({"target": {"ttft_p99_s": 3.0}}, "a plan needs target.pages_per_day or plan.pages_per_s"),
+        ({"plan": dict(PLAN["plan"], pages_per_s=4.0)}, "a plan needs target.pages_per_day or plan.pages_per_s"),
         ({"plan": dict(PLAN["plan"], colour="red")}, "plan.colour: unknown key"),
         ({"plan": dict(PLAN["plan"], max_num_seqs=[0])}, "plan.max_num_seqs: each value must be an integer"),
         ({"plan": dict(PLAN["plan"], prices={"l40s": -1})}, "plan.prices.l40s"),

@@ -26,7 +26,7 @@ import numpy as np
 from registry.serving.engine import make_pages, saturated_bound_pages_per_s, simulate
 
 PLAN_KEYS = {"engines", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "tpot_p99_s",
-             "gpus_per_node", "prices"}
+             "gpus_per_node", "prices", "pages_per_s"}
 RATE_TOLERANCE = 0.01  # the bisection's relative width: the rate found meets the SLOs, 1% above it does not
 LOWEST_RATE_FRACTION = 2.0 ** -12  # below the saturation bound: a configuration that misses the SLOs here is out
 

@@ -69,8 +69,16 @@ def plan_spec(scenario: Scenario) -> PlanSpec:
     if "serving" not in data:
         raise scenario.fail((), "a plan needs a serving block (the pages: page_mix or requests, and pages.count)")
     target = data.get("target") or {}
-    if "pages_per_day" not in target:
-        raise scenario.fail(("target",), "a plan needs target.pages_per_day (the load to carry)")
+    if ("pages_per_day" in target) == ("pages_per_s" in block):
+        raise scenario.fail(("target",), "a plan needs target.pages_per_day or plan.pages_per_s (the load to "
+                                         "carry), one of them")
+    if "pages_per_s" in block:
+        rate = block["pages_per_s"]
+        if not ranges.ARRIVAL_RATE_PER_S.contains(rate):
+            raise scenario.fail(("plan", "pages_per_s"), ranges.ARRIVAL_RATE_PER_S.problem(rate))
+        pages_per_day = float(rate) * 86400.0
+    else:
+        pages_per_day = float(target["pages_per_day"])
     if not any(key in target for key in ("ttft_p99_s", "page_latency_p99_s")) and "tpot_p99_s" not in block:
         raise scenario.fail(("target",), "a plan needs an SLO: target.ttft_p99_s, target.page_latency_p99_s or "
                                          "plan.tpot_p99_s")
@@ -108,7 +116,7 @@ def plan_spec(scenario: Scenario) -> PlanSpec:
                     gpu_memory_utilization=utilizations,
                     slo=SLO(ttft_p99_s=target.get("ttft_p99_s"), page_latency_p99_s=target.get("page_latency_p99_s"),
                             tpot_p99_s=tpot),
-                    target_pages_per_day=float(target["pages_per_day"]), gpus_per_node=gpus_per_node,
+                    target_pages_per_day=pages_per_day, gpus_per_node=gpus_per_node,
                     prices={str(k).lower(): float(v) for k, v in prices.items()})
 
 
