@@ -12,10 +12,10 @@ from analyzer import ranges, variants
 from analyzer.execution import DEFAULT_EXECUTION, EXECUTION_SPECS
 from analyzer.fileio import one_of
 from analyzer.measure import KINDS as MEASURE_KINDS
-from registry.store.db import DEFAULT_STORAGE_VERSION, RegistryError
+from registry.defaults import DEFAULT_STORAGE_VERSION, DEFAULT_SUMMARY_HARDWARE
+from registry.store.errors import RegistryError
 from registry.interfaces.entry import run_and_exit
 from registry.interfaces.output import Column, plural, render_document, render_rows, render_table
-from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE
 
 EXECUTIONS = tuple(EXECUTION_SPECS)
 
