@@ -19,6 +19,7 @@ The assembly here is the analyzer's only one: a traced report is assembled from 
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from fractions import Fraction
 from math import lcm
@@ -69,6 +70,7 @@ class TraceSource(Protocol):
     def projector(self, feature_tokens: int, traced_items: int) -> TraceResult: ...
     def prefill(self, prompt_tokens: int, image_tokens: int, traced_items: int) -> TraceResult: ...
     def decode_step(self, context: int, traced_items: int) -> TraceResult: ...
+    def decode_vectors(self, traced_items: int) -> tuple[dict, dict]: ...
 
 
 def traced_items_for(items: int) -> int:
@@ -227,6 +229,7 @@ class FamilyFrame:
     prefill_fit: PrefillFit | None
     fallback: TraceSource | None = attrs.field(default=None, eq=False)
     _prefills: dict = attrs.field(factory=dict, eq=False)
+    _decode_vectors: dict = attrs.field(factory=dict, eq=False)
 
     def facts(self) -> ModelFacts:
         return self.model
@@ -239,6 +242,13 @@ class FamilyFrame:
 
     def decode_step(self, context: int, traced_items: int) -> TraceResult:
         return self.decode_traces[(context, traced_items)]
+
+    def decode_vectors(self, traced_items: int) -> tuple[dict, dict]:
+        if traced_items not in self._decode_vectors:
+            self._decode_vectors[traced_items] = decode_vectors_of(
+                self.decode_step(DECODE_PROBE_CONTEXT, traced_items),
+                self.decode_step(DECODE_PROBE_CONTEXT + 1, traced_items))
+        return self._decode_vectors[traced_items]
 
     def prefill(self, prompt_tokens: int, image_tokens: int, traced_items: int) -> TraceResult:
         fit = self.prefill_fit
@@ -281,6 +291,10 @@ class RecordingSource:
     def decode_step(self, context: int, traced_items: int) -> TraceResult:
         result = self.decode_traces[(context, traced_items)] = self.source.decode_step(context, traced_items)
         return result
+
+    def decode_vectors(self, traced_items: int) -> tuple[dict, dict]:
+        return decode_vectors_of(self.decode_step(DECODE_PROBE_CONTEXT, traced_items),
+                                 self.decode_step(DECODE_PROBE_CONTEXT + 1, traced_items))
 
     def prefill(self, prompt_tokens: int, image_tokens: int, traced_items: int) -> TraceResult:
         return self.source.prefill(prompt_tokens, image_tokens, traced_items)
@@ -406,13 +420,14 @@ def module_stages(path: str) -> tuple[Stage, ...]:
     return ()
 
 
-def _ancestors(path: str) -> list[str]:
-    """The path itself and every ancestor up to the root ""."""
+@functools.lru_cache(maxsize=8192)
+def _ancestors(path: str) -> tuple[str, ...]:
+    """The path itself and every ancestor up to the root "" (the same few thousand paths in every report)."""
     out = [path]
     while path:
         path = path.rpartition(".")[0]
         out.append(path)
-    return out
+    return tuple(out)
 
 
 def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[ModuleMetricsSnapshot]:
@@ -513,7 +528,7 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
         at_next = source.decode_step(DECODE_PROBE_CONTEXT + 1, traced)
         probe, probe_next = at_probe.activation_peak_bytes, at_next.activation_peak_bytes
         peak_at_end = probe + (probe_next - probe) * (context_end - DECODE_PROBE_CONTEXT)
-        base, slope = decode_vectors_of(at_probe, at_next)
+        base, slope = source.decode_vectors(traced)
         flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(base, slope, batch, decode_distinct,
                                                                                traced)
         add(Stage.DECODE, ViewKind.NONE,

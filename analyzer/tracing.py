@@ -244,3 +244,6 @@ class TracingSource:
 
     def decode_step(self, context: int, traced_items: int) -> TraceResult:
         return trace_decode_step(self.variant, context, traced_items, self.execution)
+
+    def decode_vectors(self, traced_items: int) -> tuple[dict, dict]:
+        return decode_vectors(self.variant, traced_items, self.execution)
