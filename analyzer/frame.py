@@ -47,6 +47,8 @@ LM_HEAD = "lm_head"
 MODEL_ROOT = "model"
 ROOT = ""
 
+# Stages a frame keeps built (each about a megabyte of rows): enough for the batches and prompts of a sweep.
+STAGE_MEMO_ENTRIES = 256
 COUNT_FIELDS = tuple(f.name for f in attrs.fields(CountVector))
 _CATEGORY_ORDER = {category: index for index, category in enumerate(CategoryId)}
 
@@ -230,6 +232,7 @@ class FamilyFrame:
     fallback: TraceSource | None = attrs.field(default=None, eq=False)
     _prefills: dict = attrs.field(factory=dict, eq=False)
     _decode_vectors: dict = attrs.field(factory=dict, eq=False)
+    stage_memo: dict = attrs.field(factory=dict, eq=False)  # see assemble_report
 
     def facts(self) -> ModelFacts:
         return self.model
@@ -488,15 +491,28 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     batch = workload.batch
     experts, top_k = spec.num_experts, spec.experts_per_token
 
-    stage_entries: list[tuple[StageSummary, _StageCounts]] = []
+    # A stage's summary and rows depend on a few numbers only (the vision stages on the batch, the prefill on the
+    # batch and prompt): a frame keeps them, so that the points of a sweep that share a stage build it once.
+    memo = getattr(source, "stage_memo", None)
+    stage_entries: list[tuple[StageSummary, list[ModuleMetricsSnapshot]]] = []
 
-    def add(stage: Stage, view_kind: ViewKind, counts: _StageCounts, **fields) -> None:
+    def add(stage: Stage, view_kind: ViewKind, memo_key, stage_counts, **fields) -> None:
+        if memo is not None and memo_key is not None and memo_key in memo:
+            stage_entries.append(memo[memo_key])
+            return
+        counts = stage_counts()
         totals = _totals(counts)
         defaults = dict(view_px=0, calls=1, context_start=0, context_end=0, activation_peak_bytes=0,
                         kv_cache_bytes=0, distinct_experts_per_call=0.0, step_flops_base=0,
                         step_flops_per_context_token=0, step_bytes_base=0, step_bytes_per_context_token=0)
         defaults.update(fields)
-        stage_entries.append((StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), counts))
+        entry = (StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults),
+                 _snapshots(stage, view_kind, counts))
+        if memo is not None and memo_key is not None:
+            if len(memo) >= STAGE_MEMO_ENTRIES:
+                memo.clear()  # a long-lived process meets many batches and prompts: keep the recent ones only
+            memo[memo_key] = entry
+        stage_entries.append(entry)
 
     views = _views(layout)
     encoder_stages = ((Stage.VISION, lambda px, tokens, traced: source.vision(px, traced)),
@@ -506,7 +522,8 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
             calls, items = _vision_calls(execution, batch, per_page)
             traced = traced_items_for(items)
             result = trace(px, feature_tokens, traced)
-            add(stage, view_kind, _stage_from_trace(result, items, 0.0, traced, calls), view_px=px, calls=calls,
+            add(stage, view_kind, (stage, view_kind, px, feature_tokens, calls, items),
+                lambda: _stage_from_trace(result, items, 0.0, traced, calls), view_px=px, calls=calls,
                 items=items, tokens_per_item=feature_tokens,
                 activation_peak_bytes=result.activation_peak_bytes * items // traced)
 
@@ -514,7 +531,8 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     traced = traced_items_for(batch)
     prefill = source.prefill(prefill_tokens, layout.image_placeholder_tokens, traced)
     prefill_distinct = expected_distinct_experts(batch * prefill_tokens, experts, top_k)
-    add(Stage.PREFILL, ViewKind.NONE, _stage_from_trace(prefill, batch, prefill_distinct, traced), items=batch,
+    add(Stage.PREFILL, ViewKind.NONE, (Stage.PREFILL, prefill_tokens, batch),
+        lambda: _stage_from_trace(prefill, batch, prefill_distinct, traced), items=batch,
         tokens_per_item=prefill_tokens, context_start=0, context_end=prefill_tokens,
         activation_peak_bytes=prefill.activation_peak_bytes * batch // traced,
         kv_cache_bytes=spec.kv_cache_bytes_per_token * prefill_tokens * batch,
@@ -531,8 +549,9 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
         base, slope = source.decode_vectors(traced)
         flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(base, slope, batch, decode_distinct,
                                                                                traced)
-        add(Stage.DECODE, ViewKind.NONE,
-            _decode_stage(base, slope, at_probe.module_calls, steps, prefill_tokens, batch, decode_distinct, traced),
+        add(Stage.DECODE, ViewKind.NONE, None,  # every point of a sweep has its own decode
+            lambda: _decode_stage(base, slope, at_probe.module_calls, steps, prefill_tokens, batch, decode_distinct,
+                                  traced),
             calls=steps, items=batch, tokens_per_item=1, context_start=prefill_tokens, context_end=context_end,
             activation_peak_bytes=max(peak_at_end, 0) * batch // traced,
             kv_cache_bytes=spec.kv_cache_bytes_per_token * (context_end + 1) * batch,
@@ -540,9 +559,8 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
             step_flops_per_context_token=flops_slope, step_bytes_base=bytes_base,
             step_bytes_per_context_token=bytes_slope)
 
-    snapshots: list[ModuleMetricsSnapshot] = []
-    for summary, counts in stage_entries:
-        snapshots.extend(_snapshots(summary.stage, summary.view_kind, counts))
+    snapshots: list[ModuleMetricsSnapshot] = [snapshot for _, stage_snapshots in stage_entries
+                                              for snapshot in stage_snapshots]
 
     facts = source.facts()
     text = spec.text

@@ -28,7 +28,8 @@ def registry(tmp_path):
     registry.dispose()
 
 
-def test_a_sweep_traces_each_family_once_and_stores_its_points_in_batches(registry, monkeypatch, capsys):
+def test_a_sweep_traces_each_family_once_and_stores_its_points_in_batches(registry, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path / "cache"))  # no family traced before
     workloads = _workloads()
     workloads.insert(3, workloads[0])  # a duplicate point is analyzed once
     built, written = [], []
@@ -48,7 +49,7 @@ def test_a_sweep_traces_each_family_once_and_stores_its_points_in_batches(regist
     monkeypatch.setattr(ingest, "BATCH_REPORTS", 5)
     keys = ensure_reports(registry, workloads, "sweep", progress=True)
 
-    # four families (two modes, single item or not), each traced once (this test's cache directory is fresh)
+    # four families (two modes, single item or not), each traced once
     assert sorted(built) == sorted({(mode, batch == 1) for mode in MODES for batch in BATCHES})
     assert written == [5, 5, 2]  # 12 distinct reports, at most BATCH_REPORTS a transaction
     assert "analyzing (hf-eager)" in capsys.readouterr().err  # the progress bar
@@ -58,6 +59,7 @@ def test_a_sweep_traces_each_family_once_and_stores_its_points_in_batches(regist
         assert stored[key] == analyze_traced(workload).report_id
     assert ensure_reports(registry, workloads, "sweep") == keys  # all stored: nothing analyzed again
     assert len(written) == 3
+    analysis._FRAMES.clear()
 
 
 def test_a_batch_is_bounded_by_its_metric_rows(registry, monkeypatch):
