@@ -53,12 +53,16 @@ def family_frame(workload: Workload, execution: Execution | str = DEFAULT_EXECUT
         from analyzer.tracing import TracingSource
 
         frame = build_frame(workload, execution, TracingSource(workload.variant, execution))
-        if cache:
-            from analyzer import trace_cache
-
-            trace_cache.store_frame(frame)
     _FRAMES[key] = frame
     return frame
+
+
+def _store(frame: FamilyFrame) -> None:
+    """Write a frame that gained traces or a fit (or was just traced) to the trace cache."""
+    from analyzer import trace_cache
+
+    trace_cache.store_frame(frame)
+    frame.dirty = False
 
 
 def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION,
@@ -66,7 +70,11 @@ def analyze(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION,
     """The analytic model of `workload` as `execution` runs it: same inputs, same report. Derived from its family's
     frame (see family_frame; `cache=False` neither reads nor writes the persistent trace cache)."""
     execution = _execution(execution)
-    return assemble_report(workload, execution, family_frame(workload, execution, cache))
+    frame = family_frame(workload, execution, cache)
+    report = assemble_report(workload, execution, frame)
+    if cache and frame.dirty:
+        _store(frame)
+    return report
 
 
 def analyze_traced(workload: Workload, execution: Execution | str = DEFAULT_EXECUTION) -> AnalyticModelReport:

@@ -9,8 +9,9 @@ exact function of a few traces:
 - a decode step is affine in its context, so two steps (contexts 256 and 257) give every step and their sum;
 - the prefill's counts are polynomials in the prompt's tokens (attention pairs are quadratic, everything else is
   linear or constant), so each count of each operator row is fitted from probe traces with exact rational
-  arithmetic and checked against further probes the fit did not see. A family whose prefill does not fit exactly
-  has no fit, and its prefills are traced (never approximated).
+  arithmetic and checked against further probes the fit did not see, the first time the family meets a prompt
+  length it has no trace of. A family whose prefill does not fit exactly has no fit, and its prefills are traced
+  (never approximated).
 
 Batch scaling and MoE distinct-expert counts are applied at assembly, with the same formulas a traced report uses.
 The assembly here is the analyzer's only one: a traced report is assembled from a source that traces on demand
@@ -221,15 +222,24 @@ def same_trace(derived: TraceResult, traced: TraceResult) -> bool:
 @attrs.define
 class FamilyFrame:
     """Everything a family's reports are assembled from: the traces that do not depend on the batch or lengths, the
-    prefill fit (None: the family's prefills are traced by `fallback`), and the model's facts."""
+    prefills traced so far (by prompt tokens), the prefill fit, and the model's facts.
+
+    The fit is made when the family first meets a prompt length it has no trace of (a family used at one prompt
+    length, as most are, never pays for the probes); a family whose prefill does not fit exactly (`fit_tried` and
+    no fit) has each new prompt length traced. `dirty` says the frame gained a trace or a fit since it was stored."""
 
     key: FamilyKey
     model: ModelFacts
+    image_tokens: int
+    traced_items: int  # of the prefill and decode traces
     vision_traces: dict[tuple[int, int], TraceResult]  # (view px, traced items)
     projector_traces: dict[tuple[int, int], TraceResult]  # (feature tokens, traced items)
     decode_traces: dict[tuple[int, int], TraceResult]  # (context, traced items)
-    prefill_fit: PrefillFit | None
+    prefill_traces: dict[int, TraceResult]  # prompt tokens -> the prefill traced at them
+    prefill_fit: PrefillFit | None = None
+    fit_tried: bool = False
     fallback: TraceSource | None = attrs.field(default=None, eq=False)
+    dirty: bool = attrs.field(default=False, eq=False)
     _prefills: dict = attrs.field(factory=dict, eq=False)
     _decode_vectors: dict = attrs.field(factory=dict, eq=False)
     stage_memo: dict = attrs.field(factory=dict, eq=False)  # see assemble_report
@@ -253,9 +263,36 @@ class FamilyFrame:
                 self.decode_step(DECODE_PROBE_CONTEXT + 1, traced_items))
         return self._decode_vectors[traced_items]
 
+    def tracer(self) -> TraceSource:
+        """What traces for this frame: torch and transformers load only when a frame needs a new trace."""
+        if self.fallback is None:
+            from analyzer.tracing import TracingSource
+
+            self.fallback = TracingSource(self.key.variant, Execution(self.key.execution))
+        return self.fallback
+
+    def fit(self) -> PrefillFit | None:
+        """Fit the family's prefill once (see fit_prefill); None when it does not fit exactly."""
+        if not self.fit_tried:
+            fit_tokens, check_tokens = prefill_probe_tokens(self.image_tokens, load_spec(self.key.variant).text[
+                "max_position_embeddings"])
+            tracer = self.tracer()
+            try:
+                self.prefill_fit = fit_prefill(lambda t: tracer.prefill(t, self.image_tokens, self.traced_items),
+                                               self.image_tokens, self.traced_items, fit_tokens, check_tokens)
+            except NotExactError:
+                self.prefill_fit = None
+            self.fit_tried = self.dirty = True
+        return self.prefill_fit
+
     def prefill(self, prompt_tokens: int, image_tokens: int, traced_items: int) -> TraceResult:
-        fit = self.prefill_fit
-        if fit is not None and fit.image_tokens == image_tokens and fit.traced_items == traced_items:
+        if (image_tokens, traced_items) != (self.image_tokens, self.traced_items):  # not this family's prefill
+            return self.tracer().prefill(prompt_tokens, image_tokens, traced_items)
+        traced = self.prefill_traces.get(prompt_tokens)
+        if traced is not None:
+            return traced
+        fit = self.fit()
+        if fit is not None:
             if prompt_tokens not in self._prefills:
                 try:
                     self._prefills[prompt_tokens] = fit.at(prompt_tokens)
@@ -263,11 +300,10 @@ class FamilyFrame:
                     self._prefills[prompt_tokens] = None
             if self._prefills[prompt_tokens] is not None:
                 return self._prefills[prompt_tokens]
-        if self.fallback is None:
-            from analyzer.analysis import TracingSource  # only a family without an exact fit traces
-
-            self.fallback = TracingSource(self.key.variant, Execution(self.key.execution))
-        return self.fallback.prefill(prompt_tokens, image_tokens, traced_items)
+        traced = self.prefill_traces[prompt_tokens] = self.tracer().prefill(prompt_tokens, image_tokens,
+                                                                            traced_items)
+        self.dirty = True
+        return traced
 
 
 class RecordingSource:
@@ -303,9 +339,9 @@ class RecordingSource:
         return self.source.prefill(prompt_tokens, image_tokens, traced_items)
 
 
-def build_frame(workload: Workload, execution: Execution, source: TraceSource) -> FamilyFrame:
-    """The frame of `workload`'s family, from traces `source` makes: those any report of the family reads, and the
-    prefill probes."""
+def build_frame(workload: Workload, execution: Execution, source: TraceSource, fit: bool = False) -> FamilyFrame:
+    """The frame of `workload`'s family, from traces `source` makes: those any report of the family reads, the
+    prefill at the workload's prompt, and (`fit`) the prefill fit."""
     recording = RecordingSource(source)
     layout = workload.layout
     batch = workload.batch
@@ -317,17 +353,15 @@ def build_frame(workload: Workload, execution: Execution, source: TraceSource) -
     for context in (DECODE_PROBE_CONTEXT, DECODE_PROBE_CONTEXT + 1):
         recording.decode_step(context, traced)
     image_tokens = layout.image_placeholder_tokens
-    fit_tokens, check_tokens = prefill_probe_tokens(image_tokens, load_spec(workload.variant).text[
-        "max_position_embeddings"])
-    try:
-        fit = fit_prefill(lambda t: source.prefill(t, image_tokens, traced), image_tokens, traced, fit_tokens,
-                          check_tokens)
-    except NotExactError:
-        fit = None
-    return FamilyFrame(key=FamilyKey.of(workload, execution), model=source.facts(),
-                       vision_traces=recording.vision_traces, projector_traces=recording.projector_traces,
-                       decode_traces=recording.decode_traces, prefill_fit=fit,
-                       fallback=source)
+    frame = FamilyFrame(key=FamilyKey.of(workload, execution), model=source.facts(), image_tokens=image_tokens,
+                        traced_items=traced, vision_traces=recording.vision_traces,
+                        projector_traces=recording.projector_traces, decode_traces=recording.decode_traces,
+                        prefill_traces={workload.prefill_tokens: source.prefill(workload.prefill_tokens,
+                                                                                image_tokens, traced)},
+                        fallback=source, dirty=True)
+    if fit:
+        frame.fit()
+    return frame
 
 
 # -- assembly ----------------------------------------------------------------------------------------------------

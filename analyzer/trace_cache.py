@@ -122,6 +122,10 @@ def frame_payload(frame: FamilyFrame) -> dict:
         "model": {"parameters": model.parameters, "matmul_weight_bytes": model.matmul_weight_bytes,
                   "transformers_version": model.transformers_version, "torch_version": model.torch_version,
                   "modules": CONVERTER.unstructure(list(model.modules), list[ModuleNode])},
+        "image_tokens": frame.image_tokens,
+        "traced_items": frame.traced_items,
+        "prefill_traces": [[tokens, _trace_out(trace)] for tokens, trace in sorted(frame.prefill_traces.items())],
+        "fit_tried": frame.fit_tried,
         "vision": _traces_out(frame.vision_traces),
         "projector": _traces_out(frame.projector_traces),
         "decode": _traces_out(frame.decode_traces),
@@ -149,6 +153,9 @@ def frame_from_payload(key: FamilyKey, data: dict) -> FamilyFrame:
     fit = data["prefill_fit"]
     return FamilyFrame(
         key=key, model=_model_facts(json.dumps(data["model"], sort_keys=True)),
+        image_tokens=data["image_tokens"], traced_items=data["traced_items"],
+        prefill_traces={tokens: _trace_in(trace) for tokens, trace in data["prefill_traces"]},
+        fit_tried=data["fit_tried"],
         vision_traces=_traces_in(data["vision"]), projector_traces=_traces_in(data["projector"]),
         decode_traces=_traces_in(data["decode"]),
         prefill_fit=None if fit is None else PrefillFit(

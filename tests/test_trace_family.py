@@ -31,18 +31,22 @@ def assert_same_report(derived, traced) -> None:
     assert derived.report_id == traced.report_id
 
 
-def _stored_frame(workload, execution):
-    """The family's frame as the trace cache gives it back (written by family_frame, read from disk)."""
-    family_frame(workload, execution)
-    frame = trace_cache.load_frame(FamilyKey.of(workload, Execution(execution)))
-    assert frame is not None
-    return frame
+def _fitted_frame(workload, execution):
+    """The family's frame with its prefill fit, as the trace cache gives it back, holding no traced prefill: every
+    report assembled from it derives its prefill from the fit."""
+    frame = family_frame(workload, execution)
+    frame.fit()
+    trace_cache.store_frame(frame)
+    stored = trace_cache.load_frame(FamilyKey.of(workload, Execution(execution)))
+    assert stored == frame
+    stored.prefill_traces.clear()
+    return stored
 
 
 @pytest.mark.parametrize("variant, execution, mode", FAMILIES)
 def test_derived_reports_equal_fresh_traces_on_the_unseen_grid(variant, execution, mode):
     """Every mode of both variants under both executions: batch 3, 7, 48 x output 1, 333, 4096 x prompt 9, 200."""
-    frame = _stored_frame(Workload(variant=variant, mode=mode, batch=2), execution)
+    frame = _fitted_frame(Workload(variant=variant, mode=mode, batch=2), execution)
     assert frame.prefill_fit is not None  # every standard family fits exactly: no point below was traced for it
     probes = set(prefill_probe_tokens(frame.prefill_fit.image_tokens, 8192)[0])
     for batch, new_tokens, prompt in itertools.product(BATCHES, OUTPUTS, PROMPTS):
@@ -104,9 +108,30 @@ def test_a_family_without_a_fit_traces_its_prefills(monkeypatch):
         raise NotExactError("data-dependent")
 
     monkeypatch.setattr(frame_module, "fit_prefill", refuse)
-    workload = Workload(variant="v1", mode="small", batch=7, new_tokens=333, prompt_text_tokens=9)
-    frame = build_frame(workload, Execution("hf-eager"), TracingSource("v1", Execution("hf-eager")))
-    assert frame.prefill_fit is None
+    first = Workload(variant="v1", mode="small", batch=7, new_tokens=333, prompt_text_tokens=9)
+    frame = build_frame(first, Execution("hf-eager"), TracingSource("v1", Execution("hf-eager")), fit=True)
+    assert frame.prefill_fit is None and frame.fit_tried
     frame.fallback = None  # as read back from the cache: it traces through a source of its own
+    workload = Workload(variant="v1", mode="small", batch=7, new_tokens=333, prompt_text_tokens=200)
+    assert workload.prefill_tokens not in frame.prefill_traces
     assert_same_report(assemble_report(workload, Execution("hf-eager"), frame),
                        analyze_traced(workload, "hf-eager"))
+    assert sorted(frame.prefill_traces) == [first.prefill_tokens, workload.prefill_tokens]  # kept, to be stored
+
+
+def test_a_family_met_at_one_prompt_length_is_not_fitted(tmp_path, monkeypatch):
+    """The probes are traced only when the family meets a second prompt length; the entry then holds the fit."""
+    from analyzer import analysis
+
+    monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path))
+    analysis._FRAMES.clear()
+    workload = Workload(variant="v1", mode="tiny", batch=5, new_tokens=333, prompt_text_tokens=9)
+    for batch, new_tokens in [(5, 333), (48, 1), (7, 4096)]:
+        analyze(Workload(variant="v1", mode="tiny", batch=batch, new_tokens=new_tokens, prompt_text_tokens=9))
+    key = FamilyKey.of(workload, Execution("hf-eager"))
+    assert not trace_cache.load_frame(key).fit_tried
+    other = Workload(variant="v1", mode="tiny", batch=5, new_tokens=333, prompt_text_tokens=200)
+    assert_same_report(analyze(other), analyze_traced(other))
+    stored = trace_cache.load_frame(key)
+    assert stored.fit_tried and stored.prefill_fit is not None
+    analysis._FRAMES.clear()
