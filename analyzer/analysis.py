@@ -52,7 +52,8 @@ def family_frame(workload: Workload, execution: Execution | str = DEFAULT_EXECUT
     if frame is None:
         from analyzer.tracing import TracingSource
 
-        frame = build_frame(workload, execution, TracingSource(workload.variant, execution))
+        # fitted now, while the model is built: every later prompt length of the family then needs no torch
+        frame = build_frame(workload, execution, TracingSource(workload.variant, execution), fit=True)
     _FRAMES[key] = frame
     return frame
 

@@ -9,9 +9,8 @@ exact function of a few traces:
 - a decode step is affine in its context, so two steps (contexts 256 and 257) give every step and their sum;
 - the prefill's counts are polynomials in the prompt's tokens (attention pairs are quadratic, everything else is
   linear or constant), so each count of each operator row is fitted from probe traces with exact rational
-  arithmetic and checked against further probes the fit did not see, the first time the family meets a prompt
-  length it has no trace of. A family whose prefill does not fit exactly has no fit, and its prefills are traced
-  (never approximated).
+  arithmetic and checked against further probes the fit did not see. A family whose prefill does not fit exactly
+  has no fit, and each prompt length it meets is traced (never approximated).
 
 Batch scaling and MoE distinct-expert counts are applied at assembly, with the same formulas a traced report uses.
 The assembly here is the analyzer's only one: a traced report is assembled from a source that traces on demand
@@ -224,9 +223,9 @@ class FamilyFrame:
     """Everything a family's reports are assembled from: the traces that do not depend on the batch or lengths, the
     prefills traced so far (by prompt tokens), the prefill fit, and the model's facts.
 
-    The fit is made when the family first meets a prompt length it has no trace of (a family used at one prompt
-    length, as most are, never pays for the probes); a family whose prefill does not fit exactly (`fit_tried` and
-    no fit) has each new prompt length traced. `dirty` says the frame gained a trace or a fit since it was stored."""
+    The fit is made when the family is traced (analyzer.analysis.family_frame), or else when the family first meets
+    a prompt length it has no trace of; a family whose prefill does not fit exactly (`fit_tried` and no fit) has
+    each new prompt length traced. `dirty` says the frame gained a trace or a fit since it was stored."""
 
     key: FamilyKey
     model: ModelFacts

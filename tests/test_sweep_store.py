@@ -35,9 +35,9 @@ def test_a_sweep_traces_each_family_once_and_stores_its_points_in_batches(regist
     built, written = [], []
     build_frame, write_batch = analysis.build_frame, ingest.write_batch
 
-    def counted_build(workload, execution, source):
+    def counted_build(workload, execution, source, **options):
         built.append((workload.mode, workload.batch == 1))
-        return build_frame(workload, execution, source)
+        return build_frame(workload, execution, source, **options)
 
     def counted_write(registry, items, force=False):
         written.append(len(items))

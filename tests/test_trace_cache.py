@@ -129,18 +129,22 @@ def test_concurrent_writers_leave_one_whole_entry(cache_dir):
     assert all(found is None or found == frame for found in seen)  # a reader sees no entry or a whole one
 
 
-def test_a_cache_hit_imports_neither_torch_nor_transformers(cache_dir):
+@pytest.mark.parametrize("prompt", [9, 200])
+def test_a_cache_hit_imports_neither_torch_nor_transformers(cache_dir, prompt):
+    """Another batch, output and prompt length of a family traced before (WORKLOAD: 9 prompt tokens)."""
     analyze(WORKLOAD, EXECUTION)
+    assert trace_cache.load_frame(KEY).prefill_fit is not None  # fitted when the family was traced
     code = ("import sys\n"
             "from analyzer.analysis import analyze\n"
             "from analyzer.workload import Workload\n"
-            "report = analyze(Workload(variant='v1', mode='tiny', batch=7, new_tokens=333, prompt_text_tokens=9))\n"
+            "report = analyze(Workload(variant='v1', mode='tiny', batch=7, new_tokens=333, "
+            f"prompt_text_tokens={prompt}))\n"
             "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
             "print(report.report_id, loaded)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, trace_cache.CACHE_ENV: str(cache_dir)}, check=True)
-    expected = analyze_traced(Workload(variant="v1", mode="tiny", batch=7, new_tokens=333, prompt_text_tokens=9),
-                              EXECUTION).report_id
+    expected = analyze_traced(Workload(variant="v1", mode="tiny", batch=7, new_tokens=333,
+                                       prompt_text_tokens=prompt), EXECUTION).report_id
     assert result.stdout.split() == [expected, "[]"]
 
 

@@ -117,21 +117,3 @@ def test_a_family_without_a_fit_traces_its_prefills(monkeypatch):
     assert_same_report(assemble_report(workload, Execution("hf-eager"), frame),
                        analyze_traced(workload, "hf-eager"))
     assert sorted(frame.prefill_traces) == [first.prefill_tokens, workload.prefill_tokens]  # kept, to be stored
-
-
-def test_a_family_met_at_one_prompt_length_is_not_fitted(tmp_path, monkeypatch):
-    """The probes are traced only when the family meets a second prompt length; the entry then holds the fit."""
-    from analyzer import analysis
-
-    monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path))
-    analysis._FRAMES.clear()
-    workload = Workload(variant="v1", mode="tiny", batch=5, new_tokens=333, prompt_text_tokens=9)
-    for batch, new_tokens in [(5, 333), (48, 1), (7, 4096)]:
-        analyze(Workload(variant="v1", mode="tiny", batch=batch, new_tokens=new_tokens, prompt_text_tokens=9))
-    key = FamilyKey.of(workload, Execution("hf-eager"))
-    assert not trace_cache.load_frame(key).fit_tried
-    other = Workload(variant="v1", mode="tiny", batch=5, new_tokens=333, prompt_text_tokens=200)
-    assert_same_report(analyze(other), analyze_traced(other))
-    stored = trace_cache.load_frame(key)
-    assert stored.fit_tried and stored.prefill_fit is not None
-    analysis._FRAMES.clear()
