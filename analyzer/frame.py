@@ -2,7 +2,7 @@
 
 A family is the part of a workload that decides which ops run: the variant, the execution, the mode and tile grid
 (hence the image views) and whether the batch is a single item (a trace runs at batch 1 for one item and at batch 2
-for more, see analyzer/analysis.py). Within a family, the report of any batch, prompt length and output length is an
+for more, see analyzer/tracing.py). Within a family, the report of any batch, prompt length and output length is an
 exact function of a few traces:
 
 - the vision tower and projector calls are the same traces whatever the batch and lengths;
@@ -14,7 +14,7 @@ exact function of a few traces:
 
 Batch scaling and MoE distinct-expert counts are applied at assembly, with the same formulas a traced report uses.
 The assembly here is the analyzer's only one: a traced report is assembled from a source that traces on demand
-(analyzer.analysis.TracingSource), a derived report from a `FamilyFrame`. Nothing here imports torch.
+(analyzer.tracing.TracingSource), a derived report from a `FamilyFrame`. Nothing here imports torch.
 """
 
 from __future__ import annotations
