@@ -350,13 +350,17 @@ class AnalyticModelReport:
             raise ReportFormatError(f"schema_version {self.schema_version} is not supported "
                                     f"(this version reads {_readable_versions()})")
         roles = self.schema_version >= KV_ROLES_SCHEMA_VERSION
-        for name, value in [("matmul_weight_bytes", self.matmul_weight_bytes),
-                            *((f"{name} of module {quote(snapshot.module_path)}", getattr(op, name))
-                              for snapshot in self.module_metrics for op in snapshot.operators
-                              for name in OPERATOR_KV_FIELDS)]:
-            if roles and value is None:
-                raise ReportFormatError(f"missing {name} (required from schema_version {KV_ROLES_SCHEMA_VERSION})")
-            if not roles and value is not None:
+        # (the name is spelled out only for the value refused: a report has thousands of rows)
+        for where, name, value in [(None, "matmul_weight_bytes", self.matmul_weight_bytes),
+                                   *((snapshot, name, getattr(op, name))
+                                     for snapshot in self.module_metrics for op in snapshot.operators
+                                     for name in OPERATOR_KV_FIELDS)]:
+            if (value is None) == roles:
+                if where is not None:
+                    name = f"{name} of module {quote(where.module_path)}"
+                if roles:
+                    raise ReportFormatError(f"missing {name} (required from schema_version "
+                                            f"{KV_ROLES_SCHEMA_VERSION})")
                 raise ReportFormatError(f"{name} is not part of a schema_version {self.schema_version} report")
         if self.schema_version <= 2 and self.execution is not _OLDER_VERSIONS_EXECUTION:
             raise ReportFormatError(f"a schema_version {self.schema_version} report can only record execution "

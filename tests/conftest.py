@@ -1,9 +1,17 @@
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from tests.helpers import run_command
+
+# The tests' reports use a trace cache of their own, never the user's (and commands they run inherit it).
+_TEST_CACHE_DIR = tempfile.mkdtemp(prefix="dsocr-test-cache-")
+os.environ["DSOCR_CACHE_DIR"] = _TEST_CACHE_DIR
+atexit.register(shutil.rmtree, _TEST_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from analyzer import analysis as A
+from analyzer import frame, routing, tracing
 from analyzer.architecture import DTYPE, build_model, instantiate, load_spec
 from analyzer.execution import FUSION_RULES, KERNELS_PER_OP, Execution
 from analyzer.categories import CategoryId
@@ -62,7 +63,7 @@ def test_prefill_flops_equal_flop_counter_mode_after_causal_correction(variant, 
     input_ids = torch.empty(1, prompt_tokens, device="meta", dtype=torch.long)
 
     def prefill():
-        cache = A._empty_cache(model, 0)
+        cache = tracing._empty_cache(model, 0)
         embeds = model.model.language_model.embed_tokens(input_ids)
         hidden = model.model.language_model(inputs_embeds=embeds, past_key_values=cache,
                                             use_cache=True).last_hidden_state
@@ -113,11 +114,11 @@ def test_moe_flops_use_top_k_not_all_experts():
 
 
 def test_distinct_experts_formula():
-    assert A.expected_distinct_experts(1, 64, 6) == pytest.approx(6.0)
-    assert A.expected_distinct_experts(8, 64, 6) == pytest.approx(64 * (1 - (58 / 64) ** 8))
-    assert 34.5 < A.expected_distinct_experts(8, 64, 6) < 35.5
-    assert A.expected_distinct_experts(64, 64, 6) > 63.7
-    assert A.expected_distinct_experts(0, 64, 6) == 0.0
+    assert routing.expected_distinct_experts(1, 64, 6) == pytest.approx(6.0)
+    assert routing.expected_distinct_experts(8, 64, 6) == pytest.approx(64 * (1 - (58 / 64) ** 8))
+    assert 34.5 < routing.expected_distinct_experts(8, 64, 6) < 35.5
+    assert routing.expected_distinct_experts(64, 64, 6) > 63.7
+    assert routing.expected_distinct_experts(0, 64, 6) == 0.0
 
 
 def _workload(**kw):
@@ -133,12 +134,12 @@ def test_decode_stage_is_the_exact_sum_of_its_steps(batch):
     decode = next(s for s in report.stages if s.stage is Stage.DECODE)
     prefill_tokens = report.workload.prefill_tokens
     assert (decode.calls, decode.context_start, decode.context_end) == (5, prefill_tokens, prefill_tokens + 4)
-    distinct = A.expected_distinct_experts(batch, 64, 6)
+    distinct = routing.expected_distinct_experts(batch, 64, 6)
     traced = A.traced_items_for(batch)
     step_sum = {"flops": 0, "bytes": 0, "launches": 0}
     for context in range(prefill_tokens, prefill_tokens + 5):
         for vec in A.trace_decode_step("v1", context, traced).counts.values():
-            priced = A._scale(vec, batch, distinct, traced)
+            priced = frame._scale(vec, batch, distinct, traced)
             step_sum["flops"] += priced["flops"]
             step_sum["bytes"] += priced["bytes_read"] + priced["bytes_written"]
             step_sum["launches"] += priced["kernel_launches"]
@@ -162,13 +163,13 @@ def test_decode_weight_bytes_charge_distinct_experts():
                    for op in snap.operators)
 
     assert experts_weight_bytes(one) == 11 * round(6 * per_expert)
-    assert experts_weight_bytes(eight) == 11 * round(A.expected_distinct_experts(8, 64, 6) * per_expert)
+    assert experts_weight_bytes(eight) == 11 * round(routing.expected_distinct_experts(8, 64, 6) * per_expert)
 
 
 def _priced_total(counts, items, traced):
     totals = {"flops": 0, "bytes": 0, "kernel_launches": 0}
     for vec in counts.values():
-        priced = A._scale(vec, items, 0.0, traced)
+        priced = frame._scale(vec, items, 0.0, traced)
         totals["flops"] += priced["flops"]
         totals["bytes"] += priced["bytes_read"] + priced["bytes_written"]
         totals["kernel_launches"] += priced["kernel_launches"]
@@ -202,8 +203,8 @@ def test_batch_scaling_equals_a_batched_trace(batch):
 def test_repeated_blocks_replay_exactly(variant, builder):
     """Layers replayed from their first twin give the same counts as running every layer."""
     replayed = builder()
-    original = A._counter
-    A._counter = lambda v, execution=Execution.HF_EAGER: OpCounter(
+    original = tracing._counter
+    tracing._counter = lambda v, execution=Execution.HF_EAGER: OpCounter(
         build_model(v), memoize_blocks=False, fusion_rules=FUSION_RULES[execution],
         kernels_per_op=KERNELS_PER_OP[execution])
     try:
@@ -211,7 +212,7 @@ def test_repeated_blocks_replay_exactly(variant, builder):
             fn.cache_clear()
         full = builder()
     finally:
-        A._counter = original
+        tracing._counter = original
         for fn in (A.trace_vision, A.trace_prefill, A.trace_decode_step):
             fn.cache_clear()
     assert replayed.counts == full.counts

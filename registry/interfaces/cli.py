@@ -12,10 +12,10 @@ from analyzer import ranges, variants
 from analyzer.execution import DEFAULT_EXECUTION, EXECUTION_SPECS
 from analyzer.fileio import one_of
 from analyzer.measure import KINDS as MEASURE_KINDS
-from registry.store.db import DEFAULT_STORAGE_VERSION, RegistryError
+from registry.defaults import DEFAULT_STORAGE_VERSION, DEFAULT_SUMMARY_HARDWARE
+from registry.store.errors import RegistryError
 from registry.interfaces.entry import run_and_exit
 from registry.interfaces.output import Column, plural, render_document, render_rows, render_table
-from registry.pricing.points import DEFAULT_SUMMARY_HARDWARE
 
 EXECUTIONS = tuple(EXECUTION_SPECS)
 
@@ -39,6 +39,7 @@ def cli() -> None:
 
     \b
     analyze   build an AnalyticModelReport for a workload (no GPU, no weights)
+    cache     the trace cache analyze derives reports from: info, clear
     ingest    store reports as rows in the registry (DuckDB file or PostgreSQL)
     sql       run a query against the registry's tables and views
     schema    the data dictionary: every view and column, and what it means
@@ -116,8 +117,10 @@ def build_workload(workload_profile, variant, mode, page, tiles, min_tiles, max_
 @click.option("--execution", type=click.Choice(EXECUTIONS), default=DEFAULT_EXECUTION.value, show_default=True,
               help="What the runtime executes, as traced: "
                    + one_of(f"{e.name} ({e.summary})" for e in EXECUTION_SPECS.values()) + ".")
+@click.option("--no-cache", is_flag=True,
+              help="Trace this workload afresh: neither read nor write the trace cache (see `cache info`).")
 def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, prompt_tokens, new_tokens, batch,
-            out, quiet, execution):
+            out, quiet, execution, no_cache):
     """Build the analytic model of one workload and write an AnalyticModelReport.
 
     \b
@@ -133,11 +136,11 @@ def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, 
         format_for_path(out)  # reject an unknown extension before any work
     workload = build_workload(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, prompt_tokens,
                               new_tokens, batch)
-    from analyzer.analysis import analyze as run_analysis
+    from analyzer.analysis import analyze as run_analysis, analyze_traced
     from analyzer.summary import format_summary
 
     started = time.perf_counter()
-    report = run_analysis(workload, execution)
+    report = analyze_traced(workload, execution) if no_cache else run_analysis(workload, execution)
     elapsed = time.perf_counter() - started
     if to_stdout:
         click.echo(dumps(report, "json"), nl=False)
@@ -147,6 +150,39 @@ def analyze(workload_profile, variant, mode, page, tiles, min_tiles, max_tiles, 
         click.echo(format_summary(report), err=to_stdout)
         where = " -> standard output" if to_stdout else f" -> {out}" if out is not None else ""
         click.echo(f"report {report.report_id}{where} ({elapsed:.2f} s)", err=to_stdout)
+
+
+@cli.group()
+def cache() -> None:
+    """The trace cache: each traced family's frame, from which `analyze` derives its reports.
+
+    \b
+    It lives in $DSOCR_CACHE_DIR, else dsocr-registry/ in the user's cache directory (~/.cache). An entry is used
+    only by the analyzer, torch and transformers that wrote it; a damaged entry is traced again.
+    """
+
+
+@cache.command("info")
+def cache_info() -> None:
+    """Where the cache is, and its entries (family and size)."""
+    from analyzer import trace_cache
+
+    entries = trace_cache.entries()
+    total_bytes = sum(path.stat().st_size for path in entries)
+    click.echo(f"trace cache: {trace_cache.cache_dir()} ({len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
+               f"{total_bytes / 1e6:.1f} MB)")
+    for path in entries:
+        click.echo(f"  {path.name}  {path.stat().st_size / 1e3:,.0f} kB")
+
+
+@cache.command("clear")
+def cache_clear() -> None:
+    """Remove every entry: the next report of each family traces it again."""
+    from analyzer import trace_cache
+
+    removed, removed_bytes = trace_cache.clear()
+    click.echo(f"trace cache: removed {plural(removed, 'file')} ({removed_bytes / 1e6:.1f} MB) from "
+               f"{trace_cache.cache_dir()}")
 
 
 # -- registry commands ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import click
 from analyzer.errors import AnalyzerInputError
 from analyzer.fileio import one_line
 from analyzer.report import ReportFormatError
-from registry.store.db import RegistryError
+from registry.store.errors import RegistryError
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3

@@ -21,11 +21,9 @@ from typing import NamedTuple
 import attrs
 import sqlalchemy as sa
 
+from registry.defaults import DEFAULT_SUMMARY_HARDWARE  # noqa: F401 - part of this module's interface
 from registry.store.db import Registry, RegistryError
 
-# A summary prices on the H200 under the shipped profile of the report's own execution (hf-eager or vllm) unless a
-# runtime is named.
-DEFAULT_SUMMARY_HARDWARE = "h200"
 COMPARE_COLUMNS = ["row_index", "kind", "variant", "batch", "workload", "stage", "view_kind", "predicted_ms",
                    "measured_ms", "ratio", "abs_pct_error"]
 SUMMARY_COLUMNS = ["point_index", "hardware", "runtime", "execution", "variant", "mode", "tiles", "batch",

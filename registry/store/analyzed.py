@@ -46,16 +46,16 @@ def find_report(conn, workload, execution=DEFAULT_EXECUTION) -> int | None:
          "e": _execution(execution)}).scalar()
 
 
-# The reports a sweep analyzes go in batches of this many (one transaction each): few enough that the analyzed
-# reports held in memory stay small.
-SWEEP_BATCH_REPORTS = 20
-
-
 def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
                    execution=DEFAULT_EXECUTION, analyze=None) -> list[int]:
     """The key of the stored report of each workload traced under `execution`, analyzing (analyze(workload,
     execution); the service passes one that runs in a worker process, with a time limit) and ingesting those not
-    stored yet, SWEEP_BATCH_REPORTS to a transaction."""
+    stored yet.
+
+    The workloads to analyze go family by family (analyzer/frame.py: each family's frame is read or traced once,
+    and its reports are derived from it), and their reports go into the registry as they are, without a JSON round
+    trip, in batches as `ingest` writes them (at most BATCH_REPORTS reports and about BATCH_METRIC_ROWS metric
+    rows, one transaction each), with a progress bar when asked for."""
     execution = _execution(execution)
     with registry.begin(keep_open=True) as conn:
         report_keys = [find_report(conn, w, execution) for w in workloads]
@@ -63,25 +63,36 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     if not missing:
         return report_keys
     registry.release()  # the file is not held while workloads are analyzed
-    # only analyzing loads torch and transformers: a sweep whose reports are all stored never does
+    # only analyzing loads the analyzer's traces: a sweep whose reports are all stored never does
+    from analyzer.execution import parse_execution
+    from analyzer.frame import FamilyKey
     from analyzer.workload import workload_record
-    from registry.store.ingest import batches, workload_hash, write_batch
+    from registry.store.ingest import BATCH_METRIC_ROWS, BATCH_REPORTS, batches, metric_row_count, workload_hash, \
+        write_batch
 
     if analyze is None:
         from analyzer.analysis import analyze
 
+    family_of = {index: FamilyKey.of(workloads[index], parse_execution(execution)) for index in missing}
+    rank = {family: n for n, family in enumerate(dict.fromkeys(family_of.values()))}
+    order = sorted(missing, key=lambda index: rank[family_of[index]])  # stable: a family's points in their order
     pending: list = []
+    pending_rows = 0
 
     def flush() -> None:
+        nonlocal pending_rows
+        if not pending:
+            return
         for outcome in write_batch(registry, pending):
             if outcome.status == "failed":
                 raise RegistryError(f"{label}: {outcome.message}")
         pending.clear()
+        pending_rows = 0
 
     analyzed: set[str] = set()
     with batches(registry, flush, total=len(missing), unit="workload", desc=f"analyzing ({execution})",
                  disable=not progress or len(missing) < 2) as bar:
-        for index in missing:
+        for index in order:
             key = workload_hash(workload_record(workloads[index]))
             if key not in analyzed:  # an earlier duplicate in this list is analyzed once
                 analyzed.add(key)
@@ -93,7 +104,8 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
                         flush()
                     raise
                 pending.append((report, label))
-                if len(pending) >= SWEEP_BATCH_REPORTS:
+                pending_rows += metric_row_count(report)
+                if len(pending) >= BATCH_REPORTS or pending_rows >= BATCH_METRIC_ROWS:
                     flush()
             bar.update(1)
     with registry.begin() as conn:

@@ -26,15 +26,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from analyzer.errors import OneLineError
+from registry.defaults import DEFAULT_STORAGE_VERSION  # noqa: F401 - part of this module's interface
+from registry.store.errors import (DatabaseError, DatabaseFailedError, DatabaseLockedError,  # noqa: F401
+                                   DatabaseUnavailableError, RegistryError, ReportNotFoundError,
+                                   SchemaMismatchError)
 
 DEFAULT_DB = "dsocr-registry.duckdb"
 URL_ENV = "DSOCR_REGISTRY_URL"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 CONNECTION_LEASE_S = 1.0
-# The DuckDB storage format a snapshot is written in unless asked otherwise: DuckDB 1.1 and every later release read
-# it, which covers the DuckDB that BI drivers and older Python environments bundle.
-DEFAULT_STORAGE_VERSION = "v1.1.0"
 # `sql`: rows fetched from the database at a time, and the default bound on the time the database spends on a query.
 QUERY_BATCH_ROWS = 10_000
 DEFAULT_QUERY_TIMEOUT_S = 300.0
@@ -53,45 +53,6 @@ DUCKDB_QUERY_CONFIG = {
 SQL_READER_ROLE = "dsocr_sql_reader"
 SQL_ROWS_FUNCTION = "dsocr_sql_rows"
 _SQL_ROWS_BODY = " BEGIN RETURN QUERY EXECUTE query; END "
-
-
-class RegistryError(OneLineError, RuntimeError):
-    """A registry problem the user can act on (one line, non-zero exit). `http_status` is the service's answer to
-    it: the request's fault (400 bad input, 404 not found, 422 too much work) or the service's (503 the database
-    lost or unreachable, 504 past a time limit)."""
-
-    http_status = 400
-
-
-class SchemaMismatchError(RegistryError):
-    pass
-
-
-class DatabaseLockedError(RegistryError):
-    http_status = 503
-
-
-class DatabaseUnavailableError(RegistryError):
-    """The database cannot be reached (refused, gone, out of connections): nothing the request could change."""
-
-    http_status = 503
-
-
-class ReportNotFoundError(RegistryError):
-    """No stored report has the id asked for."""
-
-    http_status = 404
-
-
-class DatabaseError(RegistryError):
-    """A statement the database refused (a constraint, an out-of-range value): its first line, nothing else."""
-
-
-class DatabaseFailedError(DatabaseError):
-    """The database failed under a statement (its connection lost, its server gone, an I/O error) rather than
-    refusing it: nothing the request could change."""
-
-    http_status = 503
 
 
 def database_failed(exc: BaseException) -> bool:

@@ -1,0 +1,72 @@
+"""A sweep analyzes its points from their families' frames and stores them in batches, in process."""
+
+import pytest
+
+from analyzer import analysis
+from analyzer.analysis import analyze_traced
+from analyzer.workload import Workload
+from registry.store import analyzed, ingest
+from registry.store.analyzed import ensure_reports
+from registry.store.db import Registry
+from tests.helpers import rows
+
+MODES = ("tiny", "small")
+BATCHES = (1, 3, 7)
+OUTPUTS = (1, 40)
+
+
+def _workloads():
+    return [Workload(variant="v1", mode=mode, batch=batch, new_tokens=new_tokens, prompt_text_tokens=9)
+            for mode in MODES for batch in BATCHES for new_tokens in OUTPUTS]
+
+
+@pytest.fixture
+def registry(tmp_path):
+    registry = Registry(str(tmp_path / "sweep.duckdb"))
+    registry.ensure_schema(auto_create=True)
+    yield registry
+    registry.dispose()
+
+
+def test_a_sweep_traces_each_family_once_and_stores_its_points_in_batches(registry, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path / "cache"))  # no family traced before
+    workloads = _workloads()
+    workloads.insert(3, workloads[0])  # a duplicate point is analyzed once
+    built, written = [], []
+    build_frame, write_batch = analysis.build_frame, ingest.write_batch
+
+    def counted_build(workload, execution, source, **options):
+        built.append((workload.mode, workload.batch == 1))
+        return build_frame(workload, execution, source, **options)
+
+    def counted_write(registry, items, force=False):
+        written.append(len(items))
+        return write_batch(registry, items, force)
+
+    analysis._FRAMES.clear()
+    monkeypatch.setattr(analysis, "build_frame", counted_build)
+    monkeypatch.setattr(ingest, "write_batch", counted_write)
+    monkeypatch.setattr(ingest, "BATCH_REPORTS", 5)
+    keys = ensure_reports(registry, workloads, "sweep", progress=True)
+
+    # four families (two modes, single item or not), each traced once
+    assert sorted(built) == sorted({(mode, batch == 1) for mode in MODES for batch in BATCHES})
+    assert written == [5, 5, 2]  # 12 distinct reports, at most BATCH_REPORTS a transaction
+    assert "analyzing (hf-eager)" in capsys.readouterr().err  # the progress bar
+    stored = dict(rows(str(registry.url.database), "SELECT id, report_id FROM reports"))
+    assert len(stored) == 12 and keys[3] == keys[0]
+    for workload, key in zip(workloads, keys):  # every stored report is the one a trace of its workload gives
+        assert stored[key] == analyze_traced(workload).report_id
+    assert ensure_reports(registry, workloads, "sweep") == keys  # all stored: nothing analyzed again
+    assert len(written) == 3
+    analysis._FRAMES.clear()
+
+
+def test_a_batch_is_bounded_by_its_metric_rows(registry, monkeypatch):
+    written = []
+    write_batch = ingest.write_batch
+    monkeypatch.setattr(ingest, "write_batch", lambda registry, items, force=False: (
+        written.append(len(items)), write_batch(registry, items, force))[1])
+    monkeypatch.setattr(ingest, "BATCH_METRIC_ROWS", 1)  # every report fills a batch
+    ensure_reports(registry, _workloads()[:3], "sweep")
+    assert written == [1, 1, 1]
