@@ -380,9 +380,18 @@ def parse_document(text: str, fmt: str, aliases: bool = False) -> Any:
     return data
 
 
+SOURCE_NAME_CHARS = 160  # a longer path is shown by its ends, so that the problem still fits the one line
+
+
 def source_name(path: str | os.PathLike | None) -> str:
-    """How an error names an input: '<stdin>', or its path with control characters escaped (`printable`)."""
-    return "<stdin>" if path is None else printable(os.fspath(path))
+    """How an error names an input: '<stdin>', or its path with control characters escaped (`printable`), a path
+    longer than SOURCE_NAME_CHARS by its first and last 60 characters."""
+    if path is None:
+        return "<stdin>"
+    name = printable(os.fspath(path))
+    if len(name) <= SOURCE_NAME_CHARS:
+        return name
+    return f"{name[:60]}...{name[-60:]} ({len(name):,} characters)"
 
 
 def unreadable(source: str, exc: OSError) -> str:

@@ -1,0 +1,36 @@
+"""Rough edges a newcomer hits: bad input that ended in an internal error, messages that misled, and files a
+failed command left behind. Each answer is one line and exit 1 or 2."""
+
+import pytest
+
+from tests.helpers import run_command
+
+LONG_NAME = "a" * 300  # longer than any file system takes as one name (255 bytes)
+
+
+@pytest.mark.parametrize("profile,problem", [
+    (LONG_NAME, "unknown workload profile 'aaaa"),
+    (LONG_NAME + ".yaml", "aaa.yaml (305 characters): cannot read: File name too long"),
+])
+def test_a_profile_name_too_long_for_a_file_is_one_line(profile, problem):
+    result = run_command(["analyze", "-w", profile, "-q"])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert problem in line
+
+
+def test_a_scenario_profile_name_too_long_for_a_file_is_an_unknown_profile(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(f"name: x\nbase: {{profile: {LONG_NAME}}}\nsweep: {{hardware: [h200], runtime: [vllm]}}\n")
+    result = run_command(["whatif", "-s", str(scenario), "--db", str(tmp_path / "r.duckdb")])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert "base: unknown workload profile 'aaaa" in line and "(300 characters)" in line
+    assert not (tmp_path / "r.duckdb").exists()
+
+
+def test_an_output_name_too_long_for_a_file_is_one_line(tmp_path):
+    result = run_command(["analyze", "-w", "dsocr-base-v1", "-q", "-o", str(tmp_path / (LONG_NAME + ".json"))])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith("dsocr-registry: error: file name too long: ") and "at most 255 bytes per name" in line
