@@ -34,3 +34,27 @@ def test_an_output_name_too_long_for_a_file_is_one_line(tmp_path):
     assert result.exit_code == 2, result.output
     [line] = result.output.splitlines()
     assert line.startswith("dsocr-registry: error: file name too long: ") and "at most 255 bytes per name" in line
+
+
+@pytest.mark.parametrize("query,parameter", [
+    ("SELECT * FROM v_reports WHERE variant = :variant", ":variant"),
+    ("SELECT * FROM v_reports WHERE variant = ?", "?"),
+    ("SELECT * FROM v_reports WHERE variant = $1", "$1"),
+    ("SELECT * FROM v_reports WHERE variant = %(variant)s", "%(variant)s"),
+])
+def test_a_query_with_a_bind_parameter_says_sql_takes_no_parameters(db_url, query, parameter):
+    """SQL pasted from a BI tool carries its parameters; the answer names the parameter, not a syntax error."""
+    assert run_command(["db", "upgrade", "--db", db_url]).exit_code == 0
+    result = run_command(["sql", query, "--db", db_url])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"dsocr-registry: error: query failed: the query has the parameter {parameter}, and sql "
+                           "takes no parameter values: write the value into the query")
+
+
+def test_text_that_only_looks_like_a_parameter_runs(db_url):
+    assert run_command(["db", "upgrade", "--db", db_url]).exit_code == 0
+    result = run_command(["sql", "SELECT ':hw' AS a, '?' AS b, 1::INTEGER AS c -- :x ?", "--db", db_url,
+                          "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["a,b,c", ":hw,?,1"]

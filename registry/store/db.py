@@ -316,7 +316,24 @@ def _query_error(exc: BaseException, timeout_s: float, statement: str = "", read
     if sqlstate == "42501" and reader is not None:  # insufficient_privilege
         return RegistryError(f"query failed: {message} (sql runs queries as role {reader}, which may read the "
                              "registry only)")
+    parameter = bind_parameter(statement)
+    if parameter is not None and ("syntax error" in message or "parameter" in message.lower()
+                                  or sqlstate in ("42601", "08P01")):
+        return RegistryError(f"query failed: the query has the parameter {parameter}, and sql takes no parameter "
+                             f"values: write the value into the query (e.g. WHERE hardware = 'h200') ({message})")
     return database_error("query failed", exc)
+
+
+# What a BI tool or a driver takes as a bind parameter: :name, $name, $1, %(name)s, %s or ?; outside quoted text and
+# comments, and not PostgreSQL's ::type cast.
+_BIND_PARAMETER = re.compile(r"(?<![:\w]):[A-Za-z_]\w*|\$(?:\d+|[A-Za-z_]\w*)|%\(\w+\)s|%s|\?")
+_QUOTED_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def bind_parameter(statement: str) -> str | None:
+    """The first bind parameter in a query's text (':hw'), or None."""
+    match = _BIND_PARAMETER.search(_QUOTED_OR_COMMENT.sub(" ", statement))
+    return match.group() if match else None
 
 
 class _QueryBudget:
@@ -482,7 +499,7 @@ class Registry:
             try:
                 return budget.run(call)
             except duckdb.Error as exc:
-                raise _query_error(exc, timeout_s) from None
+                raise _query_error(exc, timeout_s, statement) from None
 
         try:
             run(lambda: database.execute(statement))
