@@ -478,3 +478,36 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[pathlib
 def write_text_atomic(target: str | os.PathLike, content: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(content, "utf-8")
+
+
+# The files the command line reads, by the top-level keys that only they have, and the command that takes each:
+# a file given to the wrong command is named for what it is.
+DOCUMENT_KINDS = (
+    ("a report (AnalyticModelReport)", {"schema_version", "report_id", "stages", "modules"},
+     "ingest FILE, summary FILE"),
+    ("a measurement file", {"env", "rows"}, "ingest --measurements FILE, compare --measurements FILE"),
+    ("a scenario", {"sweep", "serving", "target", "overrides", "base"}, "whatif --scenario FILE"),
+    ("a workload profile", {"variant", "mode", "page", "prompt_text_tokens", "new_tokens", "decoding"},
+     "analyze --workload FILE"),
+)
+
+
+def document_kind(data: Any) -> tuple[str, str] | None:
+    """(what the document is, the commands that take it) for a mapping with the keys of one of DOCUMENT_KINDS
+    (the kind sharing most keys with it), else None."""
+    if not isinstance(data, dict):
+        return None
+    keys = {key for key in data if isinstance(key, str)}
+    best = max(DOCUMENT_KINDS, key=lambda kind: len(keys & kind[1]))
+    return (best[0], best[2]) if keys & best[1] else None
+
+
+def document_kind_of_head(head: bytes) -> tuple[str, str] | None:
+    """document_kind of a file too large to parse, from the first bytes: a report says "schema_version" and
+    "report_id" there; a measurement file starts with "env"."""
+    text = head.decode("utf-8", "replace")
+    if "schema_version" in text and "report_id" in text:
+        return DOCUMENT_KINDS[0][0], DOCUMENT_KINDS[0][2]
+    if re.match(r'\s*\{\s*"env"\s*:', text):
+        return DOCUMENT_KINDS[1][0], DOCUMENT_KINDS[1][2]
+    return None

@@ -58,3 +58,34 @@ def test_text_that_only_looks_like_a_parameter_runs(db_url):
                           "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["a,b,c", ":hw,?,1"]
+
+
+def _examples(name):
+    from tests.helpers import REPO
+
+    return {"scenario": REPO / "queries" / "examples" / "capacity.yaml",
+            "measurements": REPO / "tests" / "data" / "h200-hf-eager-v1.json",
+            "profile": REPO / "analyzer" / "profiles" / "dsocr-base-v1.yaml"}[name]
+
+
+@pytest.mark.parametrize("name,what", [
+    ("scenario", "not a report: this is a scenario (for whatif --scenario FILE)"),
+    ("measurements", "not a report: this is a measurement file (for ingest --measurements FILE"),
+    ("profile", "not a report: this is a workload profile (for analyze --workload FILE)"),
+])
+def test_another_file_given_to_ingest_is_named_for_what_it_is(tmp_path, name, what):
+    result = run_command(["ingest", str(_examples(name)), "--db", str(tmp_path / "r.duckdb")])
+    assert result.exit_code == 1
+    assert f"{_examples(name)}: {what}" in result.output
+    assert "schema_version None" not in result.output
+
+
+@pytest.mark.parametrize("report", ["standard", "base"])  # 1.4 MB, past a scenario's size limit; and a small one
+def test_a_report_given_as_a_scenario_is_named_for_what_it_is(tmp_path, report_files, report):
+    result = run_command(["whatif", "--scenario", str(report_files[report]), "--db", str(tmp_path / "r.duckdb")])
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line == (f"dsocr-registry: error: {report_files[report]}: not a scenario: this is a report "
+                    "(AnalyticModelReport) (for ingest FILE, summary FILE); a scenario has name, base, sweep, target "
+                    "(see queries/examples/capacity.yaml)")
+    assert not (tmp_path / "r.duckdb").exists()
