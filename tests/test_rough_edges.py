@@ -89,3 +89,26 @@ def test_a_report_given_as_a_scenario_is_named_for_what_it_is(tmp_path, report_f
                     "(AnalyticModelReport) (for ingest FILE, summary FILE); a scenario has name, base, sweep, target "
                     "(see queries/examples/capacity.yaml)")
     assert not (tmp_path / "r.duckdb").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["ingest", "{scenario}"],
+    ["compare", "--measurements", "{measurements}", "--hardware", "h999", "--runtime", "hf-eager"],
+    ["summary", "{scenario}"],
+    ["summary", "no-such-report-id"],
+    ["hardware", "price", "h999", "3"],
+])
+def test_a_failed_command_leaves_no_registry_behind(tmp_path, command):
+    """A command that would have created the registry and failed leaves neither the file nor its new folder."""
+    db = tmp_path / "new" / "folder" / "r.duckdb"
+    args = [word.format(scenario=_examples("scenario"), measurements=_examples("measurements")) for word in command]
+    result = run_command([*args, "--db", str(db)])
+    assert result.exit_code in (1, 2), result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_command_keeps_the_registry_it_did_not_create(tmp_path):
+    db = tmp_path / "r.duckdb"
+    assert run_command(["db", "upgrade", "--db", str(db)]).exit_code == 0
+    assert run_command(["ingest", str(_examples("scenario")), "--db", str(db)]).exit_code == 1
+    assert db.exists()

@@ -177,7 +177,7 @@ def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True
         try:
             registry.ensure_schema(auto_create=create)
         except BaseException:
-            registry.dispose()  # refused here, it reaches no `with` block that would end its connections
+            registry.discard_created()  # refused here, it reaches no `with` block that would end its connections
             raise
     return registry
 
@@ -226,6 +226,8 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
             click.echo(one_line(f"{printable(outcome.source)}: {outcome.message}"), err=True)
         elif outcome.status == "skipped":
             click.echo(f"{printable(outcome.source)}: {outcome.report_id} already present, skipped", err=True)
+    if all(o.status == "failed" for o in outcomes):
+        registry.discard_created()  # nothing went in: no registry of this command's making is left behind
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))
     if any(o.status == "failed" for o in outcomes):
         sys.exit(1)

@@ -370,6 +370,8 @@ class Registry:
         self._categories: dict[str, int] | None = None
         self._category_rows: list[tuple[str, str | None, str, str | None]] | None = None
         self._held: tuple[Connection, float] | None = None
+        # the DuckDB file (and the folders) this object created: removed again if the command that created it fails
+        self.created: list[pathlib.Path] = []
         self._read_only: bool | None = None
         self.architecture_cache: dict[str, tuple[int, dict[str, int]]] = {}
         self.on_wait: Callable[[str], None] | None = None  # told, once per wait, what a connection waits for
@@ -401,8 +403,23 @@ class Registry:
     def __enter__(self) -> "Registry":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.dispose()
+        if exc_type is not None:
+            self.discard_created()
+
+    def discard_created(self) -> None:
+        """Remove the DuckDB file this object created (with its write-ahead log, and the folders made for it), so
+        that a command that failed leaves no registry behind that it made. Ends the connections first."""
+        self.dispose()
+        for path in self.created:
+            for leftover in (path, path.with_name(path.name + ".wal")):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    leftover.unlink()
+        for folder in reversed(self.created[1:]):  # the innermost first; left where something else went in it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self.created = []
 
     # -- connections ---------------------------------------------------------------------------------------------
     def _connect_with_retry(self, connect: Callable[[], Any] | None = None) -> Any:
@@ -744,7 +761,10 @@ class Registry:
         path = duckdb_path(self.url)
         is_new_file = path is not None and not path.exists()
         if is_new_file and auto_create:
+            missing = [folder for folder in path.parent.absolute().parents[::-1] + (path.parent.absolute(),)
+                       if not folder.exists()] if not path.parent.exists() else []
             path.parent.mkdir(parents=True, exist_ok=True)
+            self.created = [path, *missing]
             self.upgrade()
             return
         if is_new_file:
