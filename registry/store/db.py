@@ -435,9 +435,10 @@ class Registry:
                 if holder is None:
                     raise DatabaseUnavailableError(f"cannot open {describe(self.url)}: {first_line(inner)}") from None
                 if time.monotonic() >= deadline:
+                    # no snapshot advice: taking a snapshot reads the file too, and is refused the same way
                     outcome = ("(nothing was written)" if self.writes else
-                               "(nothing was read): run it again when the file is free, or read a snapshot of it "
-                               "(dsocr-registry snapshot)")
+                               "(nothing was read): run it again when the file is free (a running dsocr-registry "
+                               "serve keeps it for its life: ask the service over HTTP, or stop it)")
                     raise DatabaseLockedError(
                         f"{describe(self.url)} is locked, {holder}; gave up after {self.lock_timeout_s:g} s "
                         f"{outcome}") from None
