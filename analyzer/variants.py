@@ -31,7 +31,7 @@ class ModelVariant:
 
     name: str  # the canonical name: reports, the command line and workload profiles say it
     title: str  # the model's own name, for help texts
-    measurement_name: str  # how measurement files (DESIGN.md §7) spell it
+    measurement_name: str  # how measurement files (docs/formats.md) spell it: the CLI's name
     aliases: tuple[str, ...] = ()  # other spellings a user may type
     model_id: str  # the Hugging Face model id
     config_file: str  # in analyzer/configs/
@@ -87,7 +87,8 @@ VARIANTS: dict[str, ModelVariant] = {v.name: v for v in (
         },
         newline_per_row=True),
     ModelVariant(
-        name="ocr2", title="DeepSeek-OCR-2", measurement_name="v2", aliases=("deepseek-ocr-2", "deepseek-ocr2"),
+        name="ocr2", title="DeepSeek-OCR-2", measurement_name="ocr2",
+        aliases=("deepseek-ocr-2", "deepseek-ocr2", "v2"),  # v2: what measurement files written before said
         model_id="deepseek-ai/DeepSeek-OCR-2", config_file="deepseek-ocr-2.json",
         transformers_config="DeepseekOcr2Config", transformers_model="DeepseekOcr2ForConditionalGeneration",
         modes={
