@@ -112,3 +112,21 @@ def test_a_failed_command_keeps_the_registry_it_did_not_create(tmp_path):
     assert run_command(["db", "upgrade", "--db", str(db)]).exit_code == 0
     assert run_command(["ingest", str(_examples("scenario")), "--db", str(db)]).exit_code == 1
     assert db.exists()
+
+
+def test_comparing_under_another_runtime_than_measured_warns(tmp_path):
+    """hf-eager measurements priced under vllm differ by ~90%: the runtimes differ, and the output says so."""
+    from tests.helpers import REPO
+
+    measurements = REPO / "tests" / "data" / "h200-hf-eager-ocr2.json"
+    db = str(tmp_path / "r.duckdb")
+    result = run_command(["compare", "--measurements", str(measurements), "--hardware", "h200", "--runtime", "vllm",
+                          "--db", db, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: {measurements} was measured under 'hf-eager' (env.runtime) and is priced here under vllm@3, a vllm "
+        "runtime: the errors compare two runtimes, not the model with its measurement (give --runtime a 'hf-eager' "
+        "profile)"]
+    same = run_command(["compare", "--measurements", str(measurements), "--hardware", "h200", "--runtime",
+                        "hf-eager", "--db", db, "--format", "json"])
+    assert same.exit_code == 0 and same.stderr == ""

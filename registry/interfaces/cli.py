@@ -240,7 +240,8 @@ def _ingest_measurements(path, hardware, runtime_name, db_url, lock_timeout, pro
         raise click.UsageError("--measurements needs --hardware and --runtime")
     with open_registry(db_url, lock_timeout, create=True) as registry:
         set_id, new, rows = ingest_measurements(registry, path, hardware, runtime_name,
-                                                progress=bool(progress) or (progress is None and sys.stderr.isatty()))
+                                                progress=bool(progress) or (progress is None and sys.stderr.isatty()),
+                                                warn=lambda message: click.echo(message, err=True))
     compared = sum(1 for r in rows if r.compared and r.workload is not None)
     state = "stored" if new else "already present"
     click.echo(f"measurements: {path} {state} as set {set_id}: {len(rows)} rows, {compared} timed rows to compare")
@@ -748,7 +749,8 @@ def compare(measurement_file, hardware_name, runtime_name, db_url, lock_timeout,
 
     with open_registry(db_url, lock_timeout, create=True) as registry:
         set_id, _, _ = ingest_measurements(registry, measurement_file, hardware_name, runtime_name,
-                                           progress=sys.stderr.isatty())
+                                           progress=sys.stderr.isatty(),
+                                           warn=lambda message: click.echo(message, err=True))
     with open_registry(db_url, lock_timeout) as registry:
         result = compare_measurements(registry, set_id)
     if fmt == "json":
