@@ -130,3 +130,42 @@ def test_comparing_under_another_runtime_than_measured_warns(tmp_path):
     same = run_command(["compare", "--measurements", str(measurements), "--hardware", "h200", "--runtime",
                         "hf-eager", "--db", db, "--format", "json"])
     assert same.exit_code == 0 and same.stderr == ""
+
+
+def _view_columns(db_url):
+    """(view, column, type, comment) of every column of the registry's views, as the database reports them."""
+    import sqlalchemy as sa
+
+    from registry.store.db import Registry
+    from registry.store.views import view_names
+
+    with Registry(db_url) as registry, registry.begin() as conn:
+        if registry.dialect == "duckdb":
+            found = conn.execute(sa.text("SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
+                                         "WHERE schema_name = current_schema()")).all()
+        else:
+            found = conn.execute(sa.text(
+                "SELECT c.table_name, c.column_name, c.data_type, col_description(to_regclass(c.table_name), "
+                "c.ordinal_position) FROM information_schema.columns c WHERE c.table_schema = current_schema()")).all()
+    return [row for row in found if row[0] in view_names()]
+
+
+def test_every_view_column_carries_its_own_comment(db_url):
+    """DuckDB attaches a view column's comment by the SELECT expression's name: hardware once carried the
+    runtime's text in v_serving_summary and v_predicted_vs_measured."""
+    from registry.store.views import column_comment
+
+    assert run_command(["db", "upgrade", "--db", db_url]).exit_code == 0
+    columns = _view_columns(db_url)
+    assert len(columns) > 200
+    wrong = [(view, column, comment) for view, column, _, comment in columns if comment != column_comment(view, column)]
+    assert wrong == []
+
+
+def test_no_view_column_is_a_decimal(db_url):
+    """Sums of integer columns come back as BIGINT, not as 128-bit integers (DECIMAL(38,0) to BI drivers) or
+    NUMERIC, which pandas reads as Decimal objects."""
+    assert run_command(["db", "upgrade", "--db", db_url]).exit_code == 0
+    decimals = [(view, column, kind) for view, column, kind, _ in _view_columns(db_url)
+                if kind.upper().startswith(("HUGEINT", "DECIMAL", "NUMERIC", "INT128"))]
+    assert decimals == []
