@@ -169,3 +169,21 @@ def test_no_view_column_is_a_decimal(db_url):
     decimals = [(view, column, kind) for view, column, kind, _ in _view_columns(db_url)
                 if kind.upper().startswith(("HUGEINT", "DECIMAL", "NUMERIC", "INT128"))]
     assert decimals == []
+
+
+def test_parquet_export_types_columns_from_the_schema(db_url, tmp_path):
+    """PostgreSQL's export is typed from the tables' and views' columns as DuckDB's is, not from the values: an
+    empty table keeps its types (not null), an INTEGER stays int32, a BIGINT int64."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    reference = tmp_path / "reference.duckdb"
+    for url, folder in ((str(reference), tmp_path / "duckdb"), (db_url, tmp_path / "export")):
+        assert run_command(["db", "upgrade", "--db", url]).exit_code == 0
+        assert run_command(["export", "--parquet", str(folder), "--db", url]).exit_code == 0
+    files = sorted(path.name for path in (tmp_path / "duckdb").glob("*.parquet"))
+    assert len(files) > 30 and files == sorted(path.name for path in (tmp_path / "export").glob("*.parquet"))
+    for name in files:
+        expected, got = pq.read_schema(tmp_path / "duckdb" / name), pq.read_schema(tmp_path / "export" / name)
+        assert [(f.name, f.type) for f in got] == [(f.name, f.type) for f in expected], name
+        assert not any(pa.types.is_null(f.type) for f in got), name
