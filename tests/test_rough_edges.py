@@ -187,3 +187,44 @@ def test_parquet_export_types_columns_from_the_schema(db_url, tmp_path):
         expected, got = pq.read_schema(tmp_path / "duckdb" / name), pq.read_schema(tmp_path / "export" / name)
         assert [(f.name, f.type) for f in got] == [(f.name, f.type) for f in expected], name
         assert not any(pa.types.is_null(f.type) for f in got), name
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.skipif(
+    not __import__("os").environ.get("DSOCR_TEST_POSTGRES_URL"), reason="set DSOCR_TEST_POSTGRES_URL"))],
+    indirect=True)
+def test_grant_read_leaves_the_role_no_create_on_the_schema(db_url):
+    """PostgreSQL 14 and older grant CREATE on schema public to PUBLIC: a role given grant-read could create
+    tables beside the registry. Granted here to PUBLIC on the test's schema, as those releases do."""
+    import os
+    import uuid
+
+    import sqlalchemy as sa
+
+    from tests.helpers import rows
+
+    assert run_command(["db", "upgrade", "--db", db_url]).exit_code == 0
+    schema = sa.make_url(db_url).query["options"].split("=")[1]
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(sa.make_url(os.environ["DSOCR_TEST_POSTGRES_URL"]).set(drivername="postgresql+psycopg"))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sa.text(f"GRANT CREATE ON SCHEMA {schema} TO PUBLIC, {role}"))
+    try:
+        granted = run_command(["db", "grant-read", role, "--db", db_url])
+        assert granted.exit_code == 0, granted.output
+        assert granted.stdout.splitlines()[1] == (
+            f"revoked CREATE on schema {schema} from PUBLIC, so that {role} may only read (as PostgreSQL 15 does by "
+            "default); grant it to the roles that create tables there")
+        assert rows(db_url, f"SELECT has_schema_privilege('{role}', '{schema}', 'CREATE'), "
+                            f"has_table_privilege('{role}', 'reports', 'SELECT')") == [(False, True)]
+        reader_url = sa.make_url(db_url).set(username=role)
+        reader = sa.create_engine(reader_url)
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for schema"):
+            with reader.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE mine (x INTEGER)"))
+        reader.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()

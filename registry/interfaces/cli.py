@@ -375,7 +375,8 @@ def db_upgrade(db_url, lock_timeout):
 @db_options
 def db_grant_read(role, db_url, lock_timeout):
     """PostgreSQL: let ROLE read the registry: USAGE on its schema, SELECT on every table and view, and on the
-    tables and views created later in it (also those `db upgrade` recreates).
+    tables and views created later in it (also those `db upgrade` recreates); CREATE on the schema is revoked from
+    ROLE and, where every role has it (schema public before PostgreSQL 15), from PUBLIC.
 
     Create the role first (CREATE ROLE bi_reader LOGIN PASSWORD '...'). DuckDB has no roles: give readers the
     file read-only, or a copy (`snapshot`).
@@ -389,9 +390,12 @@ def db_grant_read(role, db_url, lock_timeout):
                 "read-only (chmod a-w FILE; duckdb -readonly FILE; ATTACH 'FILE' (READ_ONLY)) or a copy "
                 "(dsocr-registry snapshot COPY.duckdb)")
         registry.ensure_schema(auto_create=False)
-        schema, tables, views = grant_read(registry, role)
+        schema, tables, views, revoked = grant_read(registry, role)
     click.echo(f"{role} may read schema {schema}: SELECT on {tables} tables and {views} views, and on those created "
                "later")
+    if "PUBLIC" in revoked:  # PostgreSQL 14 and older let every role create in schema public
+        click.echo(f"revoked CREATE on schema {schema} from PUBLIC, so that {role} may only read (as PostgreSQL 15 "
+                   "does by default); grant it to the roles that create tables there")
 
 
 @db.command("current")

@@ -849,10 +849,40 @@ def grant_read(registry: Registry, role: str) -> tuple[str, int, int]:
                                 f"(CREATE ROLE {role} LOGIN PASSWORD '...'), nothing was granted")
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
         _grant_read(conn.connection.driver_connection, role, schema)
+        revoked = _revoke_create(conn, role, schema)
         counts = dict(conn.execute(sa.text(
             "SELECT table_type, COUNT(*) FROM information_schema.tables WHERE table_schema = :s GROUP BY table_type"),
             {"s": schema}).all())
-    return schema, int(counts.get("BASE TABLE", 0)), int(counts.get("VIEW", 0))
+    return schema, int(counts.get("BASE TABLE", 0)), int(counts.get("VIEW", 0)), revoked
+
+
+def _revoke_create(conn: Connection, role: str, schema: str) -> list[str]:
+    """Take CREATE on the registry's schema from `role`, so that it may only read: granted to the role itself, or to
+    PUBLIC, as PostgreSQL 14 and older grant it on schema public to every role. Returns whom it was revoked from
+    ('ROLE', 'PUBLIC'). A role that keeps it (it owns the schema, or is a member of a role that may create
+    there) is refused, and nothing is granted."""
+    from psycopg import sql as pgsql
+
+    def may_create() -> bool:
+        return bool(conn.execute(sa.text("SELECT has_schema_privilege(:r, :s, 'CREATE')"),
+                                 {"r": role, "s": schema}).scalar())
+
+    driver, revoked = conn.connection.driver_connection, []
+    for grantee, name in ((pgsql.Identifier(role), role), (pgsql.SQL("PUBLIC"), "PUBLIC")):
+        if not may_create():
+            break
+        granted = conn.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(COALESCE(n.nspacl, acldefault('n', n.nspowner))) a "
+            "WHERE n.nspname = :s AND a.privilege_type = 'CREATE' AND a.grantee = "
+            "CASE WHEN :r = 'PUBLIC' THEN 0 ELSE (SELECT oid FROM pg_roles WHERE rolname = :r) END)"),
+            {"s": schema, "r": name}).scalar()
+        if granted:
+            driver.execute(pgsql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(pgsql.Identifier(schema), grantee))
+            revoked.append(name)
+    if may_create():
+        raise RegistryError(f"role {role} may create objects in schema {schema} (it owns it, or is a member of a role "
+                            f"that may): revoke that, or read with another role; nothing was granted")
+    return revoked
 
 
 def _grant_read(driver, role: str, schema: str) -> None:
