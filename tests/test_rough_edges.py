@@ -228,3 +228,28 @@ def test_grant_read_leaves_the_role_no_create_on_the_schema(db_url):
             conn.execute(sa.text(f"DROP OWNED BY {role}"))
             conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
         admin.dispose()
+
+
+def test_every_base_table_carries_a_comment(db_url):
+    """BI tools list the base tables beside the views: each says what a row of it is, and an upgrade at the head
+    leaves them as they are."""
+    import sqlalchemy as sa
+
+    from registry.store.db import Registry
+    from registry.store.models import Base
+    from registry.store.views import sync_table_comments, table_comment
+
+    assert run_command(["db", "upgrade", "--db", db_url]).exit_code == 0
+    with Registry(db_url) as registry, registry.begin() as conn:
+        if registry.dialect == "duckdb":
+            stored = dict(conn.execute(sa.text("SELECT table_name, comment FROM duckdb_tables() "
+                                               "WHERE schema_name = current_schema()")).all())
+        else:
+            stored = dict(conn.execute(sa.text(
+                "SELECT relname, obj_description(oid, 'pg_class') FROM pg_class "
+                "WHERE relnamespace = to_regnamespace(current_schema()) AND relkind = 'r'")).all())
+        assert sync_table_comments(conn) == []
+    tables = [table.name for table in Base.metadata.sorted_tables]
+    assert len(tables) >= 20
+    assert {name: stored.get(name) for name in tables} == {name: table_comment(name) for name in tables}
+    assert all(table_comment(name) for name in tables)
