@@ -253,3 +253,37 @@ def test_every_base_table_carries_a_comment(db_url):
     assert len(tables) >= 20
     assert {name: stored.get(name) for name in tables} == {name: table_comment(name) for name in tables}
     assert all(table_comment(name) for name in tables)
+
+
+SERVING_WITHOUT_MIX = """name: no-mix
+base: {profile: dsocr-standard-v1}
+sweep: {hardware: [h200], runtime: [vllm]}
+serving:
+  arrival: {offline_pages: 20}
+  pages: {count: 20, seed: 1}
+"""
+
+
+def test_a_serving_scenario_without_a_page_mix_generates_the_profiles_new_tokens(tmp_path):
+    """Left out, page_mix.new_tokens is the base workload's (512 for dsocr-standard-v1), not a hidden lognormal
+    of median 700, p90 1600 and max 8000."""
+    from registry.pricing.whatif import load_scenario
+    from registry.serving.scenario import serving_spec
+
+    path = tmp_path / "no-mix.yaml"
+    path.write_text(SERVING_WITHOUT_MIX)
+    mix = serving_spec(load_scenario(path)).mix
+    assert (mix.median, mix.p90, mix.max_tokens) == (512, 512, 512)
+    path.write_text(SERVING_WITHOUT_MIX.replace("dsocr-standard-v1}", "dsocr-standard-v1, new_tokens: 300}"))
+    mix = serving_spec(load_scenario(path)).mix
+    assert (mix.median, mix.p90, mix.max_tokens) == (300, 300, 300)
+
+
+def test_a_page_mix_distribution_is_given_whole(tmp_path):
+    path = tmp_path / "half-mix.yaml"
+    path.write_text(SERVING_WITHOUT_MIX + "  page_mix: {new_tokens: {median: 700}}\n")
+    result = run_command(["whatif", "-s", str(path), "--db", str(tmp_path / "r.duckdb")])
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line.endswith("serving.page_mix.new_tokens: missing key 'p90': give median, p90 and max new tokens (or "
+                         "leave new_tokens out: every page then generates the base workload's 512)")

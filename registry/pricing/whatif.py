@@ -100,6 +100,8 @@ def _refuse_other_document(path: pathlib.Path, data: Any) -> None:
     """A file of another kind (a report, a measurement file, a profile) given as a scenario is named as such;
     `data` None: the file could not be read as a scenario, and its first bytes tell."""
     if data is None:
+        if not path.is_file():  # a FIFO or a device is not read again (its refusal stands)
+            return
         try:
             with open(path, "rb") as file:
                 kind = document_kind_of_head(file.read(4096))

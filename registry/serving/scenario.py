@@ -106,8 +106,9 @@ def _mapping(scenario: Scenario, path: tuple, value, keys: set[str]) -> dict:
     return value
 
 
-def _variant(scenario: Scenario) -> str:
-    """The variant of the base workload (whose context bounds the page mix's new tokens)."""
+def _base_workload(scenario: Scenario):
+    """The base workload: its variant's context bounds the page mix's new tokens, and its new tokens are every
+    page's when the scenario gives no page_mix.new_tokens."""
     from analyzer.errors import AnalyzerInputError
     from analyzer.workload import load_profile
 
@@ -115,10 +116,17 @@ def _variant(scenario: Scenario) -> str:
     base.pop("page", None)
     base.pop("tiles", None)
     base.pop("prompt_text_tokens", None)
+    new_tokens = (scenario.data.get("base") or {}).get("new_tokens")
+    if new_tokens is not None:
+        base["new_tokens"] = new_tokens
     try:
-        return load_profile(profile, **base).variant
+        return load_profile(profile, **base)
     except AnalyzerInputError as exc:
         raise scenario.fail(("base",), str(exc)) from None
+
+
+def _variant(scenario: Scenario) -> str:
+    return _base_workload(scenario).variant
 
 
 def mean_new_tokens_bound(mix: PageMix) -> float:
@@ -257,12 +265,23 @@ def serving_spec(scenario: Scenario, points: int | None = None) -> ServingSpec |
     if tokens.get("distribution", "lognormal") != "lognormal":
         raise scenario.fail(where + ("distribution",), f"unknown distribution {quote(tokens['distribution'])}; known: "
                             "lognormal")
-    median, p90, largest = tokens.get("median", 700), tokens.get("p90", 1600), tokens.get("max", 8000)
+    # Left out, every page generates the base workload's new tokens (what a what-if point of it prices); a
+    # distribution is given whole: median, p90 and max, none of them guessed
+    base_workload = _base_workload(scenario)
+    if not tokens:
+        median = p90 = largest = base_workload.new_tokens
+    else:
+        for key in ("median", "p90", "max"):
+            if key not in tokens:
+                raise scenario.fail(where, f"missing key {key!r}: give median, p90 and max new tokens (or leave "
+                                           f"new_tokens out: every page then generates the base workload's "
+                                           f"{base_workload.new_tokens})")
+        median, p90, largest = tokens["median"], tokens["p90"], tokens["max"]
     for key, value in (("median", median), ("p90", p90), ("max", largest)):
         if not _is_number(value) or value < 1:
             raise scenario.fail(where + (key,), f"must be a number >= 1, got {quote(value)}")
     # up to the model's context, as a workload's new tokens
-    variant = _variant(scenario)
+    variant = base_workload.variant
     within = ranges.new_tokens_range(variant, integer=False)
     for key, value in (("median", median), ("p90", p90), ("max", largest)):
         if not within.contains(value):
