@@ -22,7 +22,7 @@ MAX_BATCH = int(ranges.BATCH_PAGES.high)
 MAX_TILES = int(ranges.TILES.high)
 
 
-# Resolution modes per variant (DESIGN.md §3), from each variant's entry in analyzer/variants.py.
+# Resolution modes per variant (README, Workload profiles), from each variant's entry in analyzer/variants.py.
 MODES: dict[str, dict[str, ModeSpec]] = {name: variant.modes for name, variant in VARIANTS.items()}
 
 

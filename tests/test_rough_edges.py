@@ -287,3 +287,20 @@ def test_a_page_mix_distribution_is_given_whole(tmp_path):
     [line] = result.output.splitlines()
     assert line.endswith("serving.page_mix.new_tokens: missing key 'p90': give median, p90 and max new tokens (or "
                          "leave new_tokens out: every page then generates the base workload's 512)")
+
+
+def test_the_measurement_format_is_documented_in_the_repository():
+    """docs/formats.md names every row kind and every field a row is linked by, and the code points to it."""
+    import re
+
+    from registry.store.measurements import KINDS, MAPPING_FIELDS
+    from tests.helpers import REPO
+
+    text = (REPO / "docs" / "formats.md").read_text()
+    section = text[text.index("## Measurement files"):]
+    named = set(re.findall(r"`([a-z_0-9]+)`", section))
+    assert set(KINDS) - named == set() and set(MAPPING_FIELDS) - named == set()
+    assert "docs/formats.md" in (REPO / "README.md").read_text()
+    assert "docs/formats.md" in (REPO / "analyzer" / "variants.py").read_text()
+    for path in [*REPO.glob("analyzer/*.py"), *REPO.glob("registry/**/*.py"), REPO / "README.md"]:
+        assert "DESIGN" not in path.read_text(), path  # a document outside the repository
