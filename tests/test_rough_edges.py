@@ -304,3 +304,42 @@ def test_the_measurement_format_is_documented_in_the_repository():
     assert "docs/formats.md" in (REPO / "analyzer" / "variants.py").read_text()
     for path in [*REPO.glob("analyzer/*.py"), *REPO.glob("registry/**/*.py"), REPO / "README.md"]:
         assert "DESIGN" not in path.read_text(), path  # a document outside the repository
+
+
+SERVING_WITH_TARGETS = """name: targets
+base: {profile: dsocr-base-v1}
+sweep: {hardware: [h200], runtime: [vllm]}
+serving:
+  arrival: {rate_per_s: [1, 4]}
+  pages: {count: 40, seed: 3}
+target: {pages_per_day: 100000, ttft_p99_s: 2, page_latency_p99_s: 20}
+"""
+
+
+def test_the_serving_plot_draws_the_targets_and_a_ttft_panel(tmp_path):
+    """Page latency and TTFT against throughput, side by side, each with its p99 target as a line."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from registry.serving.scenario import build_serving_figure
+
+    scenario = tmp_path / "targets.yaml"
+    scenario.write_text(SERVING_WITH_TARGETS)
+    plot = tmp_path / "serving.png"
+    result = run_command(["whatif", "-s", str(scenario), "--db", str(tmp_path / "r.duckdb"), "--format", "json",
+                          "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert plot.stat().st_size > 10_000
+    points = json.loads(result.stdout)["serving"]
+    fig = build_serving_figure(points, {"ttft_p99_s": 2, "page_latency_p99_s": 20})
+    try:
+        latency, ttft = fig.axes
+        assert latency.get_ylabel() == "page latency (s)" and ttft.get_ylabel() == "time to first token (s)"
+        for axes, target, measured in ((latency, 20, "page_latency_p99_s"), (ttft, 2, "ttft_p99_s")):
+            [line] = [line for line in axes.get_lines() if line.get_label().startswith("target: ")]
+            assert list(line.get_ydata()) == [target, target]
+            [p99] = [line for line in axes.get_lines() if line.get_label() == "h200 / vllm@3 p99"]
+            assert sorted(p99.get_ydata()) == sorted(p[measured] for p in points)
+    finally:
+        plt.close(fig)

@@ -614,7 +614,7 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run
         show = progress if progress is not None else sys.stderr.isatty()
         scenario_id, points, _ = run_serving(registry, scenario, spec, progress=show, new_run=new_run)
     if plot is not None:
-        plot_serving(points, plot)
+        plot_serving(points, plot, spec.target)
     _serving_output(scenario, scenario_id, points, fmt)
     if plot is not None and fmt == "table":
         click.echo(f"plot -> {plot}")
