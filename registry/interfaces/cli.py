@@ -172,6 +172,7 @@ def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True
     from registry.store.db import Registry
 
     registry = Registry(db_url, lock_timeout_s=lock_timeout, writes=create if writes is None else writes)
+    registry.discard_created_on_error = True  # a command that fails leaves no registry it created
     registry.on_wait = lambda message: click.echo(message, err=True)
     if check:
         try:

@@ -370,8 +370,10 @@ class Registry:
         self._categories: dict[str, int] | None = None
         self._category_rows: list[tuple[str, str | None, str, str | None]] | None = None
         self._held: tuple[Connection, float] | None = None
-        # the DuckDB file (and the folders) this object created: removed again if the command that created it fails
+        # the DuckDB file (and the folders) this object created; with discard_created_on_error (a command of the
+        # command line) they are removed again when the block using it fails
         self.created: list[pathlib.Path] = []
+        self.discard_created_on_error = False
         self._read_only: bool | None = None
         self.architecture_cache: dict[str, tuple[int, dict[str, int]]] = {}
         self.on_wait: Callable[[str], None] | None = None  # told, once per wait, what a connection waits for
@@ -405,7 +407,8 @@ class Registry:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.dispose()
-        if exc_type is not None:
+        # an error, not an interrupt: what a command interrupted by its user had stored stays
+        if exc_type is not None and self.discard_created_on_error and not issubclass(exc_type, KeyboardInterrupt):
             self.discard_created()
 
     def discard_created(self) -> None:
