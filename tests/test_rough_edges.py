@@ -78,6 +78,10 @@ def test_another_file_given_to_ingest_is_named_for_what_it_is(tmp_path, name, wh
     assert result.exit_code == 1
     assert f"{_examples(name)}: {what}" in result.output
     assert "schema_version None" not in result.output
+    if name != "measurements":  # .json and .yaml files: summary reads them as a report file
+        summary = run_command(["summary", str(_examples(name)), "--db", str(tmp_path / "r.duckdb")])
+        assert summary.exit_code == 2
+        assert summary.output.splitlines() == [f"dsocr-registry: error: {_examples(name)}: {what}"]
 
 
 @pytest.mark.parametrize("report", ["standard", "base"])  # 1.4 MB, past a scenario's size limit; and a small one
