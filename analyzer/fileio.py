@@ -380,9 +380,18 @@ def parse_document(text: str, fmt: str, aliases: bool = False) -> Any:
     return data
 
 
+SOURCE_NAME_CHARS = 160  # a longer path is shown by its ends, so that the problem still fits the one line
+
+
 def source_name(path: str | os.PathLike | None) -> str:
-    """How an error names an input: '<stdin>', or its path with control characters escaped (`printable`)."""
-    return "<stdin>" if path is None else printable(os.fspath(path))
+    """How an error names an input: '<stdin>', or its path with control characters escaped (`printable`), a path
+    longer than SOURCE_NAME_CHARS by its first and last 60 characters."""
+    if path is None:
+        return "<stdin>"
+    name = printable(os.fspath(path))
+    if len(name) <= SOURCE_NAME_CHARS:
+        return name
+    return f"{name[:60]}...{name[-60:]} ({len(name):,} characters)"
 
 
 def unreadable(source: str, exc: OSError) -> str:
@@ -469,3 +478,36 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[pathlib
 def write_text_atomic(target: str | os.PathLike, content: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(content, "utf-8")
+
+
+# The files the command line reads, by the top-level keys that only they have, and the command that takes each:
+# a file given to the wrong command is named for what it is.
+DOCUMENT_KINDS = (
+    ("a report (AnalyticModelReport)", {"schema_version", "report_id", "stages", "modules"},
+     "ingest FILE, summary FILE"),
+    ("a measurement file", {"env", "rows"}, "ingest --measurements FILE, compare --measurements FILE"),
+    ("a scenario", {"sweep", "serving", "target", "overrides", "base"}, "whatif --scenario FILE"),
+    ("a workload profile", {"variant", "mode", "page", "prompt_text_tokens", "new_tokens", "decoding"},
+     "analyze --workload FILE"),
+)
+
+
+def document_kind(data: Any) -> tuple[str, str] | None:
+    """(what the document is, the commands that take it) for a mapping with the keys of one of DOCUMENT_KINDS
+    (the kind sharing most keys with it), else None."""
+    if not isinstance(data, dict):
+        return None
+    keys = {key for key in data if isinstance(key, str)}
+    best = max(DOCUMENT_KINDS, key=lambda kind: len(keys & kind[1]))
+    return (best[0], best[2]) if keys & best[1] else None
+
+
+def document_kind_of_head(head: bytes) -> tuple[str, str] | None:
+    """document_kind of a file too large to parse, from the first bytes: a report says "schema_version" and
+    "report_id" there; a measurement file starts with "env"."""
+    text = head.decode("utf-8", "replace")
+    if "schema_version" in text and "report_id" in text:
+        return DOCUMENT_KINDS[0][0], DOCUMENT_KINDS[0][2]
+    if re.match(r'\s*\{\s*"env"\s*:', text):
+        return DOCUMENT_KINDS[1][0], DOCUMENT_KINDS[1][2]
+    return None

@@ -33,7 +33,8 @@ from attrs import validators as v
 from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
 from analyzer.errors import OneLineError
 from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, EXECUTION_SPECS, Execution
-from analyzer.fileio import MAX_REPORT_BYTES, InputLimitError, decode_text, one_of, parse_document, quote, read_input
+from analyzer.fileio import (MAX_REPORT_BYTES, InputLimitError, decode_text, document_kind, one_of, parse_document,
+                            quote, read_input)
 
 SCHEMA_VERSION = 4
 READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
@@ -592,6 +593,9 @@ def report_from_dict(data: Any) -> AnalyticModelReport:
     if not isinstance(data, dict):
         raise ReportFormatError("a report must be a mapping")
     version = data.get("schema_version")
+    kind = document_kind(data)
+    if "schema_version" not in data and kind is not None and not kind[0].startswith("a report"):
+        raise ReportFormatError(f"not a report: this is {kind[0]} (for {kind[1]})")
     if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
         raise ReportFormatError(f"schema_version {quote(version)} is not supported "
                                 f"(this version reads {_readable_versions()})")

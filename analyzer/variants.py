@@ -31,13 +31,13 @@ class ModelVariant:
 
     name: str  # the canonical name: reports, the command line and workload profiles say it
     title: str  # the model's own name, for help texts
-    measurement_name: str  # how measurement files (DESIGN.md §7) spell it
+    measurement_name: str  # how measurement files (docs/formats.md) spell it: the CLI's name
     aliases: tuple[str, ...] = ()  # other spellings a user may type
     model_id: str  # the Hugging Face model id
     config_file: str  # in analyzer/configs/
     transformers_config: str  # the transformers config class
     transformers_model: str  # the transformers ForConditionalGeneration class
-    modes: dict[str, ModeSpec] = attrs.field(eq=False)  # resolution modes (DESIGN.md §3), in help order
+    modes: dict[str, ModeSpec] = attrs.field(eq=False)  # resolution modes (README, Workload profiles), in help order
     # The image-token formula: each row of the global grid and of the stitched tile grid ends with one
     # image_newline (v1), or not (OCR-2); then `separator_tokens` view separators.
     newline_per_row: bool
@@ -71,7 +71,7 @@ class ModelVariant:
         return tuple(sorted({m.default_max_tiles for m in self.modes.values() if m.tile_px is not None}))
 
 
-# Gundam limits are 2..9 (paper, HF code) for v1, 2..6 for OCR-2 (DESIGN.md §3).
+# Gundam limits are 2..9 (paper, HF code) for v1, 2..6 for OCR-2 (README, Workload profiles; analyzer/variants.py).
 VARIANTS: dict[str, ModelVariant] = {v.name: v for v in (
     ModelVariant(
         name="v1", title="DeepSeek-OCR", measurement_name="v1", aliases=("deepseek-ocr", "ocr1"),
@@ -87,7 +87,8 @@ VARIANTS: dict[str, ModelVariant] = {v.name: v for v in (
         },
         newline_per_row=True),
     ModelVariant(
-        name="ocr2", title="DeepSeek-OCR-2", measurement_name="v2", aliases=("deepseek-ocr-2", "deepseek-ocr2"),
+        name="ocr2", title="DeepSeek-OCR-2", measurement_name="ocr2",
+        aliases=("deepseek-ocr-2", "deepseek-ocr2", "v2"),  # v2: what measurement files written before said
         model_id="deepseek-ai/DeepSeek-OCR-2", config_file="deepseek-ocr-2.json",
         transformers_config="DeepseekOcr2Config", transformers_model="DeepseekOcr2ForConditionalGeneration",
         modes={

@@ -22,7 +22,7 @@ MAX_BATCH = int(ranges.BATCH_PAGES.high)
 MAX_TILES = int(ranges.TILES.high)
 
 
-# Resolution modes per variant (DESIGN.md §3), from each variant's entry in analyzer/variants.py.
+# Resolution modes per variant (README, Workload profiles), from each variant's entry in analyzer/variants.py.
 MODES: dict[str, dict[str, ModeSpec]] = {name: variant.modes for name, variant in VARIANTS.items()}
 
 
@@ -278,7 +278,7 @@ def load_profile(name_or_path: str | ProfileSource, **overrides: Any) -> Workloa
     if not isinstance(name_or_path, str):
         raise AnalyzerInputError(f"a workload profile is a name or a file path, got {quote(name_or_path)}")
     path = pathlib.Path(name_or_path)
-    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or _exists(path):
         # JSON is YAML; a profile has no use for aliases
         data = load_document(path, "yaml", MAX_SMALL_FILE_BYTES, AnalyzerInputError)
         source = str(path)
@@ -288,6 +288,15 @@ def load_profile(name_or_path: str | ProfileSource, **overrides: Any) -> Workloa
             message = str(exc)
             raise AnalyzerInputError(message if message.startswith(source) else f"{source}: {message}") from None
     return shipped_profile(name_or_path, **overrides)
+
+
+def _exists(path) -> bool:
+    """Whether a file or folder is at `path`; False for text no file system takes as a path (a name longer than
+    a file name may be, a NUL), which is then looked up as a profile name."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def shipped_profile(name: str, **overrides: Any) -> Workload:

@@ -43,6 +43,7 @@ def _run(connection) -> None:
                 views.create_views(connection, grants=grants)
             else:
                 views.sync_views(connection)  # only views whose SQL or comments changed, grants kept
+            views.sync_table_comments(connection)  # only comments that changed
 
 
 def _migrations_pending(connection) -> bool:

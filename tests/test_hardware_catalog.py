@@ -229,9 +229,11 @@ def test_hardware_add_takes_a_users_price(registry_url, tmp_path):
 def test_readme_hardware_file_is_accepted(registry_url, tmp_path):
     """The README's `hardware add` example, every key of a catalog entry, adds as it is."""
     text = (REPO / "README.md").read_text()
-    block = re.search(r"```yaml\n([ \t]*# my-gpus\.yaml.*?)```", text, re.DOTALL)
-    assert block, "README: the hardware add example (a ```yaml block starting '# my-gpus.yaml')"
+    block = re.search(r"```yaml\n([ \t]*# docs/examples/my-gpus\.yaml.*?)```", text, re.DOTALL)
+    assert block, "README: the hardware add example (a ```yaml block starting '# docs/examples/my-gpus.yaml')"
     example = textwrap.dedent(block.group(1))
+    # the file the README's `hardware add` line names holds the example as shown
+    assert (REPO / "docs" / "examples" / "my-gpus.yaml").read_text() == example
     keys = set().union(*(entry.keys() for entry in yaml.safe_load(example)))
     assert keys == catalog.HARDWARE_KEYS
     path = _gpu_file(tmp_path, example)

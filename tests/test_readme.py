@@ -131,3 +131,119 @@ def test_sql_help_names_every_view():
 
     help_text = " ".join(cli.commands["sql"].help.split())
     assert [name for name in view_names() if name not in help_text] == []
+
+
+# -- what a reader pastes runs as written, in the order written -------------------------------------------------
+
+def _shell_lines(text: str) -> list[str]:
+    """The lines of the README's shell code blocks, comments and quoted text removed."""
+    lines = []
+    for block in re.findall(r"```(?:sh|bash)\n(.*?)```", text, re.DOTALL):
+        for line in block.splitlines():
+            line = re.sub(r"'[^']*'|\"(?:[^\"\\\\]|\\\\.)*\"", "''", line)
+            lines.append(re.sub(r"(^|\s)#.*", "", line))
+    return lines
+
+
+def check_pipes(text: str) -> list[str]:
+    """Lines with a `|` that a shell would take as a pipe into a command named after a value (`table|csv`)."""
+    return [line for line in _shell_lines(text) if re.search(r"\S\||\|(?!\s)", line)]
+
+
+def test_no_readme_command_pipes_into_a_value():
+    assert check_pipes((REPO / "README.md").read_text()) == []
+
+
+def test_the_pipe_check_catches_a_list_of_values():
+    block = '```sh\ndsocr-registry sql "SELECT 1" --format table|csv|json\necho "a|b" | head -1  # x|y\n```\n'
+    assert check_pipes(block) == ['dsocr-registry sql \'\' --format table|csv|json']
+
+
+def check_files_added(text: str) -> list[str]:
+    """`... add FILE` lines whose FILE is neither in the repository nor written (--out, -o) by a line before."""
+    written, missing = set(), []
+    for line in command_lines(text):
+        words = shlex.split(line, comments=True)
+        for option, value in zip(words, words[1:]):
+            if option in ("--out", "-o"):
+                written.add(value)
+        if len(words) > 3 and words[2] == "add" and not words[3].startswith("-"):
+            if words[3] not in written and not (REPO / words[3]).exists():
+                missing.append(line)
+    return missing
+
+
+def test_every_file_the_readme_adds_exists_or_is_written_first():
+    assert check_files_added((REPO / "README.md").read_text()) == []
+
+
+def test_the_added_file_check_catches_a_file_written_later():
+    block = ("```sh\ndsocr-registry runtime add fit.yaml\n"
+             "dsocr-registry calibrate --hardware h200 --runtime hf-eager --out fit.yaml\n```\n")
+    assert check_files_added(block) == ["dsocr-registry runtime add fit.yaml"]
+    assert check_files_added(block.replace("runtime add fit.yaml\n", "runtime list\n") + block) == []
+
+
+def check_postgresql_order(text: str) -> list[str]:
+    """Lines that use a PostgreSQL URL before any line has run `db upgrade` on it (the schema is made there)."""
+    upgraded, early = set(), []
+    for line in command_lines(text):
+        url = re.search(r"--db\s+(postgresql://\S+)", line)
+        if url is None:
+            continue
+        database = re.sub(r"//[^@/]*@", "//", url.group(1))  # the same database whichever role connects
+        if " db upgrade " in f" {line} ":
+            upgraded.add(database)
+        elif database not in upgraded:
+            early.append(line)
+    return early
+
+
+def test_the_readme_creates_a_postgresql_schema_before_using_it():
+    assert check_postgresql_order((REPO / "README.md").read_text()) == []
+
+
+def test_the_postgresql_order_check_catches_an_ingest_first():
+    block = ("```sh\ndsocr-registry ingest --db postgresql://h/db r.json\n"
+             "dsocr-registry db upgrade --db postgresql://h/db\n```\n")
+    assert check_postgresql_order(block) == ["dsocr-registry ingest --db postgresql://h/db r.json"]
+
+
+# -- figures quoted from what a command or benchmark prints -----------------------------------------------------
+
+def _block_after(text: str, marker: str) -> str:
+    start = text.index(marker)
+    return re.search(r"```\n(.*?)```", text[start:], re.DOTALL).group(1)
+
+
+def test_the_report_size_is_the_size_of_the_report():
+    """bench_analyzer prints the standard report's size; the README quotes it as printed."""
+    from analyzer.analysis import analyze
+    from analyzer.report import dumps_json
+    from analyzer.workload import load_profile
+
+    megabytes = f"{len(dumps_json(analyze(load_profile('dsocr-standard-v1')))) / 1e6:.2f} MB"
+    text = (REPO / "README.md").read_text()
+    printed = re.search(r"report to JSON \(([\d.]+ MB)\)", _block_after(text, "python benchmarks/bench_analyzer.py"))
+    assert printed.group(1) == megabytes
+    quoted = re.findall(r"(?:report is|reports? of) ([\d.]+ MB) of JSON", text)
+    assert quoted and set(quoted) == {megabytes}
+
+
+def test_the_size_per_report_is_quoted_from_the_benchmark():
+    text = (REPO / "README.md").read_text()
+    printed = float(re.search(r"= ([\d.]+) kB per report", text).group(1))
+    quoted = {int(value) for value in re.findall(r"(\d+) kB per report in", text)}
+    assert quoted == {round(printed)}
+
+
+def test_the_serving_timings_are_quoted_from_the_benchmark():
+    text = (REPO / "README.md").read_text()
+    block = _block_after(text, "`python benchmarks/bench_serving.py` (the same")
+    offline = [float(s) for s in re.findall(r"offline\s+10,000 pages in\s+([\d.]+) s", block)]
+    half = [float(s) for s in re.findall(r"half load 10,000 pages in\s+([\d.]+) s", block)]
+    scenario = float(re.search(r"end to end on a fresh registry:\s+([\d.]+) s", block).group(1))
+    assert offline and half
+    assert f"simulate in {min(offline):.2f}–{max(offline):.2f} s offline" in text
+    assert f"in {min(half):.2f}–{max(half):.2f} s at half the offline rate" in text
+    assert f"runs in ~{scenario:.0f} s on a fresh registry" in text

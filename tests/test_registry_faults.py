@@ -86,8 +86,20 @@ def test_a_read_of_a_locked_file_says_what_it_left_undone(tmp_path, report_files
     assert waiting.startswith(f"waiting for {db}: locked, held by PID {holder.pid} (")
     assert waiting.endswith("(up to 1 s, --lock-timeout)")
     assert error.startswith(f"dsocr-registry: error: {db} is locked, held by PID {holder.pid} (")
-    assert error.endswith("; gave up after 1 s (nothing was read): run it again when the file is free, or read a "
-                          "snapshot of it (dsocr-registry snapshot)")
+    assert error.endswith("; gave up after 1 s (nothing was read): run it again when the file is free (a running "
+                          "dsocr-registry serve keeps it for its life: ask the service over HTTP, or stop it)")
+    # the advice is one that works while the file is held: a snapshot of it is refused the same way
+    db.parent.mkdir()
+    run_command(["ingest", str(report_files["base"]), "--db", str(db)])
+    holder = _hold_duckdb(db, 30)
+    try:
+        snapshot = subprocess.run([CONSOLE_SCRIPT, "snapshot", str(db.parent / "copy.duckdb"), "--db", str(db),
+                                   "--lock-timeout", "0.5"], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(db.parent, ignore_errors=True)
+    assert snapshot.returncode == 2 and "is locked" in snapshot.stderr and "read a snapshot" not in snapshot.stderr
 
 
 def test_output_cut_short_by_its_reader_ends_quietly(tmp_path, report_files):

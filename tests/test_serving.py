@@ -255,7 +255,7 @@ BAD = [
     ("page_mix: {page_size: [{size: A4, share: 1}]}", "serving.page_mix.page_size: size must be WIDTHxHEIGHT"),
     ("page_mix: {page_size: [{size: 1654x2339, share: 0.5}, {size: 1240x1754, share: 0.3}]}",
      "serving.page_mix.page_size: shares must sum to 1, got 0.8"),
-    ("page_mix: {new_tokens: {median: 700, p90: 100}}", "serving.page_mix.new_tokens.p90: must be >= the median"),
+    ("page_mix: {new_tokens: {median: 700, p90: 100, max: 8000}}", "serving.page_mix.new_tokens.p90: must be >= the median"),
     ("page_mix: {new_tokens: {distribution: zipf}}", "serving.page_mix.new_tokens.distribution: unknown"),
     ("arrival: {rate_per_s: [1, -2]}", "serving.arrival.rate_per_s: must be a list of positive numbers"),
     ("arrival: {rate_per_s: [fast]}", "serving.arrival.rate_per_s: must be a list of positive numbers"),

@@ -1,7 +1,7 @@
 """Bytes by tensor role: the KV-cache part of each operator row's bytes (report schema 4), the report's matmul weight
 bytes, older reports without the split, and the registry's rows of both.
 
-Hand figures (DESIGN.md §3): the v1 decoder's KV cache in bf16 is 12 layers x 2 (K, V) x 10 heads x 128 x 2 B =
+Hand figures: the v1 decoder's KV cache in bf16 is 12 layers x 2 (K, V) x 10 heads x 128 x 2 B =
 61,440 bytes per token. A decode step at context C (C tokens cached before the step) writes the new token's K/V
 (61,440 B per sequence) and attention then reads the C + 1 tokens in the cache.
 """

@@ -507,29 +507,47 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
     assert (shown.roof_peak_flops_per_s, shown.roof_bandwidth_bytes_per_s) == (float(peak), float(bandwidth))
     roof, bars = fig.axes
     assert roof.get_title().endswith("on h200") and f"#{cheapest['point_index']}" in roof.get_title()
-    placed = [line for line in roof.get_lines() if line.get_label() == "h200 roofline (modules placed here)"]
+    placed = [line for line in roof.get_lines() if line.get_label() == "h200 datasheet roof (this point's GPU)"]
     assert len(placed) == 1 and placed[0].get_linewidth() > max(
         line.get_linewidth() for line in roof.get_lines() if line is not placed[0])
+    [achieved] = [line for line in roof.get_lines() if "achieved roof" in line.get_label()]
+    assert achieved.get_label().startswith("vllm@3 achieved roof (matmul ")
+    assert (achieved.get_ydata() < placed[0].get_ydata()).all()  # the runtime reaches less than the datasheet
     offsets = np.vstack([c.get_offsets() for c in roof.collections])
     assert len(offsets) == shown.module_points > 100
     xs, ys = offsets[:, 0], offsets[:, 1]
-    assert np.allclose(ys, np.minimum(float(peak), xs * float(bandwidth)) / 1e12)  # on the H200's roof
+    datasheet = np.minimum(float(peak), xs * float(bandwidth)) / 1e12
+    # each module where its predicted time puts it: under the datasheet roof, and not on it (the y axis says
+    # what the runtime achieves, not what the GPU could)
+    assert (ys <= datasheet * (1 + 1e-9)).all() and np.median(ys / datasheet) < 0.9
     a100_peak = rows(registry_url, "SELECT MAX(p.peak_flops_per_s) FROM scenario_points p JOIN hardware h "
                      "ON h.id = p.hardware_id WHERE p.scenario_id = :s AND h.name = 'a100-40g'", s=scenario_id)[0][0]
-    assert ys.max() > float(a100_peak) / 1e12  # not on the first GPU by name
+    assert ys.max() > 0.5 * float(a100_peak) / 1e12  # the H200's point, not the slowest GPU's
     assert shown.unfit_point_indexes == (unfit[0]["point_index"],)
     position = [p["point_index"] for p in points].index(unfit[0]["point_index"])
-    hatched = {round(patch.get_x() + patch.get_width() / 2) for patch in bars.patches
-               if patch.get_hatch() == UNFIT_HATCH and patch.get_height() > 0}
+    hatched = {round(patch.get_y() + patch.get_height() / 2) for patch in bars.patches
+               if patch.get_hatch() == UNFIT_HATCH and patch.get_width() > 0}
     assert hatched == {position}
-    labels = bars.get_xticklabels()
+    # each bar as long as its point's GPU-seconds per page (the order the points are sorted in), its label one
+    # line at its own position
+    lengths = {}
+    for patch in bars.patches:
+        row = round(patch.get_y() + patch.get_height() / 2)
+        lengths[row] = max(lengths.get(row, 0.0), patch.get_x() + patch.get_width())
+    for row, point in enumerate(points):
+        assert lengths[row] == pytest.approx(point["gpu_seconds_per_page"], rel=1e-6)
+    labels = bars.get_yticklabels()
+    assert [round(tick) for tick in bars.get_yticks()] == list(range(len(points)))
+    for row, (label, point) in enumerate(zip(labels, points)):
+        assert "\n" not in label.get_text() and label.get_rotation() == 0
+        assert label.get_text().startswith(f"#{point['point_index']} {point['hardware']} ")
     assert "(does not fit)" in labels[position].get_text()
     assert sum("(does not fit)" in label.get_text() for label in labels) == 1
+    assert bars.xaxis.label.get_text() == "GPU-seconds per page"
     assert "does not fit in GPU memory" in [t.get_text() for t in bars.get_legend().get_texts()]
     for axes in (roof, bars):  # legible when the PNG is scaled down
         assert axes.xaxis.label.get_fontsize() >= 12 and axes.yaxis.label.get_fontsize() >= 12
         assert min(t.get_fontsize() for t in axes.get_yticklabels()) >= 10
-    assert min(t.get_fontsize() for t in labels) >= 10
     import matplotlib.pyplot as plt
 
     plt.close(fig)

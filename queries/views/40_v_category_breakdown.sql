@@ -11,9 +11,13 @@ SELECT t.report_id, t.stage, t.category, t.op_calls, t.kernel_launches, t.flops,
            / NULLIF(CAST(SUM(t.bytes_read + t.bytes_written) OVER (PARTITION BY t.report_id, t.stage)
                          AS DOUBLE PRECISION), 0)
 FROM (
-    SELECT r.report_id AS report_id, o.stage AS stage, c.name AS category, SUM(o.op_calls) AS op_calls,
-           SUM(o.kernel_launches) AS kernel_launches, SUM(o.flops) AS flops, SUM(o.bytes_read) AS bytes_read,
-           SUM(o.bytes_written) AS bytes_written, SUM(o.weight_bytes_read) AS weight_bytes_read
+    -- a sum of integers is a 128-bit integer (DuckDB) or NUMERIC (PostgreSQL), which BI clients read as decimals:
+    -- cast back to BIGINT (a report's totals are checked to fit 64 bits when it is stored)
+    SELECT r.report_id AS report_id, o.stage AS stage, c.name AS category,
+           CAST(SUM(o.op_calls) AS BIGINT) AS op_calls, CAST(SUM(o.kernel_launches) AS BIGINT) AS kernel_launches,
+           CAST(SUM(o.flops) AS BIGINT) AS flops, CAST(SUM(o.bytes_read) AS BIGINT) AS bytes_read,
+           CAST(SUM(o.bytes_written) AS BIGINT) AS bytes_written,
+           CAST(SUM(o.weight_bytes_read) AS BIGINT) AS weight_bytes_read
     FROM operator_metrics o
     JOIN reports r ON r.id = o.report_id
     JOIN operator_categories c ON c.id = o.category_id

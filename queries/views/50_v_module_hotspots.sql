@@ -15,9 +15,12 @@ FROM (
     SELECT r.report_id AS report_id, g.stage AS stage, m.path AS module_path, m.class_name AS class_name,
            g.flops AS flops, g.bytes_moved AS bytes_moved, g.kernel_launches AS kernel_launches
     FROM (
-        -- summed on the integer keys first, named after: grouping by names costs twice as much
-        SELECT report_id, stage, module_id, SUM(flops) AS flops, SUM(bytes_read + bytes_written) AS bytes_moved,
-               SUM(kernel_launches) AS kernel_launches
+        -- summed on the integer keys first, named after: grouping by names costs twice as much; each sum cast
+        -- back to BIGINT (a sum of integers is a 128-bit integer or NUMERIC, which BI clients read as decimals; a
+        -- report's totals are checked to fit 64 bits when it is stored)
+        SELECT report_id, stage, module_id, CAST(SUM(flops) AS BIGINT) AS flops,
+               CAST(SUM(bytes_read + bytes_written) AS BIGINT) AS bytes_moved,
+               CAST(SUM(kernel_launches) AS BIGINT) AS kernel_launches
         FROM operator_metrics
         GROUP BY report_id, stage, module_id
     ) g

@@ -43,7 +43,9 @@ FROM (
     JOIN reports r ON r.id = k.report_pk
     JOIN runtime_profiles rp ON rp.id = k.runtime_profile_id
     LEFT JOIN (
-        SELECT report_id, stage, view_kind, SUM(forward_calls) AS module_calls
+        -- a sum of integers is a 128-bit integer (DuckDB) or NUMERIC (PostgreSQL), which BI clients read as
+        -- decimals: cast back (a report's counts fit 64 bits)
+        SELECT report_id, stage, view_kind, CAST(SUM(forward_calls) AS BIGINT) AS module_calls
         FROM module_metrics
         GROUP BY report_id, stage, view_kind
     ) mc ON mc.report_id = k.report_pk AND mc.stage = k.stage AND mc.view_kind = k.view_kind

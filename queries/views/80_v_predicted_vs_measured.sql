@@ -5,10 +5,14 @@ CREATE VIEW v_predicted_vs_measured (
     measurement_set_id, row_index, kind, variant, batch, workload, hardware, runtime, runtime_version, report_id,
     stage, view_kind, predicted_ms, measured_ms, ratio, abs_pct_error
 ) AS
-SELECT m.measurement_set_id, m.row_index, m.kind, m.variant, m.batch, m.workload, h.name, rp.name, rp.version,
-       r.report_id, m.stage, m.view_kind, 1000.0 * p.seconds, m.median_ms,
-       1000.0 * p.seconds / NULLIF(m.median_ms, 0),
-       100.0 * ABS(1000.0 * p.seconds - m.median_ms) / NULLIF(m.median_ms, 0)
+-- every expression named as its column: DuckDB attaches a view column's comment by the expression's name, so two
+-- unnamed `name`s (hardware, runtime) would both carry the runtime's
+SELECT m.measurement_set_id AS measurement_set_id, m.row_index AS row_index, m.kind AS kind, m.variant AS variant,
+       m.batch AS batch, m.workload AS workload, h.name AS hardware, rp.name AS runtime,
+       rp.version AS runtime_version, r.report_id AS report_id, m.stage AS stage, m.view_kind AS view_kind,
+       1000.0 * p.seconds AS predicted_ms, m.median_ms AS measured_ms,
+       1000.0 * p.seconds / NULLIF(m.median_ms, 0) AS ratio,
+       100.0 * ABS(1000.0 * p.seconds - m.median_ms) / NULLIF(m.median_ms, 0) AS abs_pct_error
 FROM measurements m
 JOIN measurement_sets s ON s.id = m.measurement_set_id
 JOIN hardware h ON h.id = s.hardware_id

@@ -21,8 +21,10 @@ CREATE VIEW v_serving_summary (
     concurrency, arrival_waves, cpu_workers, render_workers, gpu_busy_share, host_wait_share, engine_idle_share,
     cpu_utilization, bound_by
 ) AS
-SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.arrival_rate_per_s, s.pages,
-       s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
+-- hardware and runtime named: DuckDB attaches a view column's comment by its expression's name, and two unnamed
+-- `name`s would both carry the runtime's; the other expressions that are not plain columns named as well
+SELECT s.scenario_id, s.point_index, h.name AS hardware, rp.name AS runtime, rp.version AS runtime_version,
+       s.engine, s.arrival_rate_per_s, s.pages, s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
        s.ttft_p50_s, s.ttft_p90_s, s.ttft_p99_s, s.tpot_p50_s, s.tpot_p90_s, s.tpot_p99_s,
        s.page_latency_p50_s, s.page_latency_p90_s, s.page_latency_p99_s, s.mean_page_latency_s,
        s.mean_running_pages, s.kv_pool_use_mean, s.kv_pool_use_peak, s.preemptions, s.steps,
@@ -30,13 +32,13 @@ SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.ar
        CASE WHEN s.arrival_rate_per_s IS NULL THEN FALSE
             ELSE (s.target_ttft_p99_s IS NULL OR s.ttft_p99_s <= s.target_ttft_p99_s)
                  AND (s.target_page_latency_p99_s IS NULL OR s.page_latency_p99_s <= s.target_page_latency_p99_s)
-       END,
-       b.best_rate_per_s, sc.target_pages_per_day,
-       CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0)),
+       END AS meets_targets,
+       b.best_rate_per_s, sc.target_pages_per_day AS target_pages_per_day,
+       CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0)) AS gpus_needed,
        h.usd_per_hour,
-       ((1.0 / NULLIF(s.pages_per_s, 0)) * h.usd_per_hour) / (3.6),
-       (CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0))) * h.usd_per_hour * 730.0,
-       CASE WHEN rp.calibrated_on IS NULL THEN 'assumed (not calibrated)' WHEN rp.calibrated_on = h.name THEN 'calibrated on ' || h.name ELSE 'datasheet-scaled from ' || rp.calibrated_on END,
+       ((1.0 / NULLIF(s.pages_per_s, 0)) * h.usd_per_hour) / (3.6) AS usd_per_1000_pages,
+       (CEIL(sc.target_pages_per_day / NULLIF(86400.0 * b.best_rate_per_s, 0))) * h.usd_per_hour * 730.0 AS monthly_usd,
+       CASE WHEN rp.calibrated_on IS NULL THEN 'assumed (not calibrated)' WHEN rp.calibrated_on = h.name THEN 'calibrated on ' || h.name ELSE 'datasheet-scaled from ' || rp.calibrated_on END AS efficiency_source,
        s.weights_dtype, s.kv_cache_dtype, s.engine_version, s.host_profile, s.host_version,
        s.concurrency, s.arrival_waves, s.cpu_workers, s.render_workers, s.gpu_busy_share, s.host_wait_share,
        s.engine_idle_share, s.cpu_utilization, s.bound_by

@@ -208,12 +208,13 @@ def open_registry(db_url, lock_timeout, create: bool = False, check: bool = True
     from registry.store.db import Registry
 
     registry = Registry(db_url, lock_timeout_s=lock_timeout, writes=create if writes is None else writes)
+    registry.discard_created_on_error = True  # a command that fails leaves no registry it created
     registry.on_wait = lambda message: click.echo(message, err=True)
     if check:
         try:
             registry.ensure_schema(auto_create=create)
         except BaseException:
-            registry.dispose()  # refused here, it reaches no `with` block that would end its connections
+            registry.discard_created()  # refused here, it reaches no `with` block that would end its connections
             raise
     return registry
 
@@ -289,6 +290,8 @@ def ingest(paths, db_url, lock_timeout, force, progress, measurement_file, hardw
             click.echo(one_line(f"{printable(outcome.source)}: {outcome.message}"), err=True)
         elif outcome.status == "skipped":
             click.echo(f"{printable(outcome.source)}: {outcome.report_id} already present, skipped", err=True)
+    if all(o.status == "failed" for o in outcomes):
+        registry.discard_created()  # nothing went in: no registry of this command's making is left behind
     click.echo(summarize(outcomes, elapsed, describe(registry.url)))
     if any(o.status == "failed" for o in outcomes):
         sys.exit(1)
@@ -301,7 +304,8 @@ def _ingest_measurements(path, hardware, runtime_name, db_url, lock_timeout, pro
         raise click.UsageError("--measurements needs --hardware and --runtime")
     with open_registry(db_url, lock_timeout, create=True) as registry:
         set_id, new, rows = ingest_measurements(registry, path, hardware, runtime_name,
-                                                progress=bool(progress) or (progress is None and sys.stderr.isatty()))
+                                                progress=bool(progress) or (progress is None and sys.stderr.isatty()),
+                                                warn=lambda message: click.echo(message, err=True))
     compared = sum(1 for r in rows if r.compared and r.workload is not None)
     state = "stored" if new else "already present"
     click.echo(f"measurements: {path} {state} as set {set_id}: {len(rows)} rows, {compared} timed rows to compare")
@@ -453,7 +457,8 @@ def db_upgrade(db_url, lock_timeout):
 @db_options
 def db_grant_read(role, db_url, lock_timeout):
     """PostgreSQL: let ROLE read the registry: USAGE on its schema, SELECT on every table and view, and on the
-    tables and views created later in it (also those `db upgrade` recreates).
+    tables and views created later in it (also those `db upgrade` recreates); CREATE on the schema is revoked from
+    ROLE and, where every role has it (schema public before PostgreSQL 15), from PUBLIC.
 
     Create the role first (CREATE ROLE bi_reader LOGIN PASSWORD '...'). DuckDB has no roles: give readers the
     file read-only, or a copy (`snapshot`).
@@ -467,9 +472,12 @@ def db_grant_read(role, db_url, lock_timeout):
                 "read-only (chmod a-w FILE; duckdb -readonly FILE; ATTACH 'FILE' (READ_ONLY)) or a copy "
                 "(dsocr-registry snapshot COPY.duckdb)")
         registry.ensure_schema(auto_create=False)
-        schema, tables, views = grant_read(registry, role)
+        schema, tables, views, revoked = grant_read(registry, role)
     click.echo(f"{role} may read schema {schema}: SELECT on {tables} tables and {views} views, and on those created "
                "later")
+    if "PUBLIC" in revoked:  # PostgreSQL 14 and older let every role create in schema public
+        click.echo(f"revoked CREATE on schema {schema} from PUBLIC, so that {role} may only read (as PostgreSQL 15 "
+                   "does by default); grant it to the roles that create tables there")
 
 
 @db.command("current")
@@ -560,7 +568,8 @@ WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Also draw a roofline and the page latency by stage to this PNG.")
+              help="Also draw a roofline (modules where their predicted time puts them) and the GPU-seconds per page by "
+                   "stage to this PNG.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar while analyzing new workloads.")
 @click.option("--new-run", is_flag=True,
               help="Record the scenario again even if the same file was already priced on the same registry state "
@@ -691,7 +700,7 @@ def _whatif_serving(scenario, db_url, lock_timeout, fmt, plot, progress, new_run
         show = progress if progress is not None else sys.stderr.isatty()
         scenario_id, points, _ = run_serving(registry, scenario, spec, progress=show, new_run=new_run)
     if plot is not None:
-        plot_serving(points, plot)
+        plot_serving(points, plot, spec.target)
     _serving_output(scenario, scenario_id, points, fmt)
     if plot is not None and fmt == "table":
         click.echo(f"plot -> {plot}")
@@ -936,7 +945,8 @@ def compare(measurement_file, hardware_name, runtime_name, serving, measurement_
 
     with open_registry(db_url, lock_timeout, create=True) as registry:
         set_id, _, _ = ingest_measurements(registry, measurement_file, hardware_name, runtime_name,
-                                           progress=sys.stderr.isatty())
+                                           progress=sys.stderr.isatty(),
+                                           warn=lambda message: click.echo(message, err=True))
     with open_registry(db_url, lock_timeout) as registry:
         result = compare_measurements(registry, set_id)
     if fmt == "json":

@@ -141,7 +141,7 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
     import pathlib
 
     from analyzer.fileio import source_name, unreadable
-    from analyzer.report import load_report
+    from analyzer.report import ReportFormatError, load_report
     from registry.store.db import RegistryError
     from registry.store.ingest import write_report
     from registry.store.stored import report_is_stored
@@ -152,6 +152,8 @@ def summarize_reference(registry, reference: str, hardware: str = DEFAULT_HARDWA
             report = load_report(path)
         except OSError as exc:
             raise RegistryError(unreadable(source_name(reference), exc)) from None
+        except ReportFormatError as exc:  # named with its file, as ingest names it
+            raise ReportFormatError(f"{source_name(reference)}: {exc}") from None
         stored = report_is_stored(registry, report.report_id)
         if not stored and registry.read_only():
             raise RegistryError(f"{reference}: report {report.report_id} is not in the registry, which this "

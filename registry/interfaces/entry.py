@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -9,7 +10,7 @@ import traceback
 import click
 
 from analyzer.errors import AnalyzerInputError
-from analyzer.fileio import one_line
+from analyzer.fileio import one_line, printable
 from analyzer.report import ReportFormatError
 from registry.store.errors import RegistryError
 
@@ -36,6 +37,12 @@ def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry"
     def fail(message: str, code: int = EXIT_USAGE) -> None:
         click.echo(one_line(f"{prog_name}: error: {message}"), err=True)
         sys.exit(code)
+
+    def internal_error(exc: BaseException) -> None:  # a bug or a resource limit: one line, the traceback on request
+        if debug_enabled():
+            traceback.print_exc()
+        fail(f"internal error: {type(exc).__name__}: {exc} ({DEBUG_ENV}=1 or --debug shows the traceback)",
+             EXIT_INTERNAL)
 
     invoke = command.invoke
 
@@ -66,13 +73,26 @@ def run_cli(command: click.Command, args=None, prog_name: str = "dsocr-registry"
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            internal_error(exc)
+        # a name given on the command line (or in a file) that no file system takes: the input's fault
+        name = os.path.basename(str(exc.filename or "")) or str(exc.filename or "")
+        shown = printable(name if len(name) <= 40 else name[:40] + "...")
+        fail(f"file name too long: {shown} ({len(name.encode('utf-8', 'surrogateescape')):,} bytes; the file system "
+             f"takes at most {_name_max(exc.filename):,} bytes per name)")
     except Exception as exc:  # a bug or a resource limit: one line, the traceback only on request
-        if debug_enabled():
-            traceback.print_exc()
-        fail(f"internal error: {type(exc).__name__}: {exc} ({DEBUG_ENV}=1 or --debug shows the traceback)",
-             EXIT_INTERNAL)
+        internal_error(exc)
     finally:
         del command.invoke  # the command's own method again
+
+
+def _name_max(path) -> int:
+    """The longest file name the file system of `path`'s folder takes (255 on the common ones)."""
+    try:
+        return os.pathconf(os.path.dirname(os.path.abspath(str(path))) or ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def quiet_closed_output() -> None:

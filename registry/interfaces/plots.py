@@ -1,4 +1,5 @@
-"""Scenario plots (matplotlib, PNG): a roofline with one point per module and stage, and page latency by stage."""
+"""Scenario plots (matplotlib, PNG): a roofline with one point per module and stage where its predicted time puts it,
+and the GPU-seconds per page of each point by stage."""
 
 from __future__ import annotations
 
@@ -29,44 +30,53 @@ def roof_point(points: list[dict]) -> dict | None:
 
 
 def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_times: list[dict]):
-    """The figure (roofline, latency by stage) and a description of what it plots."""
+    """The figure (roofline, GPU-seconds per page by stage) and a description of what it plots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from registry.pricing.points import read_point_devices, read_roofline_modules
+    from registry.pricing.points import read_point_devices, read_roofline_modules, read_runtime_roof
 
     devices = read_point_devices(registry, scenario_id)
     best = roof_point(points)
-    modules, peak, bandwidth = [], None, None
+    modules, peak, bandwidth, achieved = [], None, None, None
     if best is not None:
         peak, bandwidth, modules = read_roofline_modules(registry, scenario_id, best["point_index"])
+        achieved = read_runtime_roof(registry, scenario_id, best["point_index"])
 
-    fig, (roof, bars) = plt.subplots(1, 2, figsize=(17, 7.5))
-    intensities = [float(f) / float(b) for _, f, b in modules]
+    # one row per point: the bars are horizontal, each label one line beside its own bar
+    fig, (roof, bars) = plt.subplots(1, 2, figsize=(17, max(7.5, 1.5 + 0.32 * len(points))),
+                                     gridspec_kw={"width_ratios": [1.1, 1]})
+    intensities = [f / b for _, f, b, _ in modules]
     low, high = max(min(intensities, default=0.1) / 2, 1e-2), max(max(intensities, default=1e3) * 2, 1e3)
     grid = np.logspace(np.log10(low), np.log10(high), 200)
     other_styles = iter(["--", "-.", ":"] * len(devices))
     for name, device_peak, device_bandwidth in devices:
         own = best is not None and name == best["hardware"] and float(device_peak) == peak
-        # roofs in greys, so that they are not read as stages; the one the modules sit on is solid and black
+        # datasheet roofs in greys, so that they are not read as stages; the point's own is solid and black
         roof.plot(grid, np.minimum(float(device_peak), grid * float(device_bandwidth)) / 1e12,
                   color="black" if own else "grey", linewidth=2.5 if own else 1.2,
                   linestyle="-" if own else next(other_styles),
-                  label=f"{name} roofline" + (" (modules placed here)" if own else ""))
+                  label=f"{name} datasheet roof" + (" (this point's GPU)" if own else ""))
+    if achieved is not None and peak is not None:
+        compute, memory = achieved
+        roof.plot(grid, np.minimum(peak * compute, grid * bandwidth * memory) / 1e12, color="#B00000",
+                  linewidth=1.8, linestyle="--",
+                  label=f"{best['runtime']} achieved roof (matmul {compute:.2f} of peak, {memory:.2f} of bandwidth)")
     placed = 0
     for stage, color in STAGE_COLORS.items():
-        xs = [float(f) / float(b) for s, f, b in modules if s == stage]
-        if xs:
-            ys = [min(peak, x * bandwidth) / 1e12 for x in xs]
-            roof.scatter(xs, ys, s=18, alpha=0.7, color=color, label=f"{stage} modules", zorder=3)
-            placed += len(xs)
+        chosen = [(f / b, f / t) for s, f, b, t in modules if s == stage]
+        if chosen:
+            # where each module really sits: its FLOPs over its predicted time at this point
+            xs, ys = zip(*chosen)
+            roof.scatter(xs, np.array(ys) / 1e12, s=18, alpha=0.7, color=color, label=f"{stage} modules", zorder=3)
+            placed += len(chosen)
     roof.set_xscale("log")
     roof.set_yscale("log")
     roof.set_xlabel("arithmetic intensity (FLOP per byte moved)", fontsize=LABEL_FONT_PT)
-    roof.set_ylabel("attainable TFLOP/s", fontsize=LABEL_FONT_PT)
+    roof.set_ylabel("achieved TFLOP/s (module FLOPs / predicted time)", fontsize=LABEL_FONT_PT)
     if best is not None:
         roof.set_title(f"Roofline: modules x stages of point #{best['point_index']} "
                        f"({best['mode']}, batch {best['batch']}, {best['runtime']}) on {best['hardware']}",
@@ -77,22 +87,25 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
     roof.grid(True, which="major", alpha=0.3)
     roof.legend(fontsize=LEGEND_FONT_PT)
 
-    labels = [f"#{p['point_index']} {p['hardware']}\n{p['runtime']} {p['mode']} b{p['batch']}"
-              + ("" if p["fits_in_memory"] else "\n(does not fit)") for p in points]
+    labels = [f"#{p['point_index']} {p['hardware']} {p['runtime']} {p['mode']} b{p['batch']}"
+              + ("" if p["fits_in_memory"] else " (does not fit)") for p in points]
     unfit = tuple(p["point_index"] for p in points if not p["fits_in_memory"])
     order = {p["point_index"]: i for i, p in enumerate(points)}
-    bottoms = [0.0] * len(points)
+    lefts = [0.0] * len(points)
+    rows = range(len(points))
     for stage, color in STAGE_COLORS.items():
-        heights = [0.0] * len(points)
+        widths = [0.0] * len(points)
         for entry in stage_times:
             if entry["stage"] == stage and entry["point_index"] in order:
-                heights[order[entry["point_index"]]] = float(entry["seconds"])
-        drawn = bars.bar(range(len(points)), heights, bottom=bottoms, color=color, label=stage)
+                position = order[entry["point_index"]]
+                # a batch's stage time shared by its pages: the bar is the GPU-seconds per page it is sorted by
+                widths[position] = float(entry["seconds"]) / points[position]["batch"]
+        drawn = bars.barh(rows, widths, left=lefts, color=color, label=stage)
         for patch, p in zip(drawn.patches, points):
             if not p["fits_in_memory"]:
                 patch.set_hatch(UNFIT_HATCH)
                 patch.set_edgecolor("#B00000")
-        bottoms = [b + h for b, h in zip(bottoms, heights)]
+        lefts = [left + width for left, width in zip(lefts, widths)]
     if unfit:
         import matplotlib.patches as mpatches
 
@@ -102,15 +115,16 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
         bars.legend(handles, names, fontsize=LEGEND_FONT_PT)
     else:
         bars.legend(fontsize=LEGEND_FONT_PT)
-    bars.set_xticks(range(len(points)))
-    bars.set_xticklabels(labels, rotation=90, fontsize=TICK_FONT_PT if len(points) <= 24 else TICK_FONT_PT - 2)
-    for tick, p in zip(bars.get_xticklabels(), points):
+    bars.set_yticks(list(rows))
+    bars.set_yticklabels(labels, fontsize=TICK_FONT_PT)
+    bars.invert_yaxis()  # the cheapest first, at the top
+    for tick, p in zip(bars.get_yticklabels(), points):
         if not p["fits_in_memory"]:
             tick.set_color("#B00000")
-    bars.tick_params(axis="y", labelsize=TICK_FONT_PT)
-    bars.set_ylabel("batch latency (s)", fontsize=LABEL_FONT_PT)
-    bars.set_xlabel("scenario point: GPU, runtime, mode, batch", fontsize=LABEL_FONT_PT)
-    bars.set_title("Latency by stage per scenario point (fitting points first, then by GPU-s/page)",
+    bars.tick_params(axis="x", labelsize=TICK_FONT_PT)
+    bars.set_xlabel("GPU-seconds per page", fontsize=LABEL_FONT_PT)
+    bars.set_ylabel("scenario point: GPU, runtime, mode, batch", fontsize=LABEL_FONT_PT)
+    bars.set_title("GPU-seconds per page by stage (fitting points first, then cheapest first)",
                    fontsize=TITLE_FONT_PT)
     fig.tight_layout()
     return fig, ScenarioPlot(roof_point_index=best["point_index"] if best else None,

@@ -329,14 +329,32 @@ def measured_end_to_end_ms(registry: Registry, report_key: int, hardware_id: int
 
 def read_roofline_modules(source, scenario_id: int, point_index: int) -> tuple[float, float, list[tuple]]:
     """What a roofline of one scenario point places: its GPU's peak FLOP/s and memory bandwidth in bytes/s (as
-    priced, overrides included), and (stage, FLOPs, bytes moved) of each module x stage of its report that does
-    both. `source`: a Registry or a connection."""
+    priced, overrides included), and (stage, FLOPs, bytes moved, predicted seconds) of each module x stage of its
+    report that does both, its seconds the sum of its operator rows' times at the point (v_point_operator_time).
+    `source`: a Registry or a connection."""
     with _reading(source) as conn:
-        report_key, peak, bandwidth = conn.execute(sa.text(
-            "SELECT report_id, peak_flops_per_s, memory_bandwidth_bytes_per_s FROM scenario_points "
+        peak, bandwidth = conn.execute(sa.text(
+            "SELECT peak_flops_per_s, memory_bandwidth_bytes_per_s FROM scenario_points "
             "WHERE scenario_id = :s AND point_index = :i"), {"s": scenario_id, "i": point_index}).one()
         modules = conn.execute(sa.text(
-            "SELECT o.stage, SUM(o.flops), SUM(o.bytes_read + o.bytes_written) FROM operator_metrics o "
-            "WHERE o.report_id = :r GROUP BY o.module_id, o.stage "
-            "HAVING SUM(o.flops) > 0 AND SUM(o.bytes_read + o.bytes_written) > 0"), {"r": report_key}).all()
-    return float(peak), float(bandwidth), [tuple(row) for row in modules]
+            "SELECT o.stage, SUM(o.flops), SUM(o.bytes_read + o.bytes_written), SUM(t.op_time_s) "
+            "FROM v_point_operator_time t JOIN operator_metrics o ON o.report_id = t.report_pk "
+            "AND o.module_id = t.module_id AND o.stage = t.stage AND o.view_kind = t.view_kind "
+            "AND o.category_id = t.category_id "
+            "WHERE t.scenario_id = :s AND t.point_index = :i GROUP BY o.module_id, o.stage "
+            "HAVING SUM(o.flops) > 0 AND SUM(o.bytes_read + o.bytes_written) > 0 AND SUM(t.op_time_s) > 0"),
+            {"s": scenario_id, "i": point_index}).all()
+    return float(peak), float(bandwidth), [(stage, float(f), float(b), float(t)) for stage, f, b, t in modules]
+
+
+def read_runtime_roof(source, scenario_id: int, point_index: int) -> tuple[float, float]:
+    """The runtime's achieved roof at a scenario point, as fractions of the datasheet's: the matmul compute
+    efficiency and the highest bandwidth efficiency of its categories, each times the point's efficiency scale."""
+    with _reading(source) as conn:
+        compute, memory = conn.execute(sa.text(
+            "SELECT MAX(CASE WHEN c.name = 'matmul' THEN rc.compute_efficiency END) * MAX(p.efficiency_scale), "
+            "MAX(rc.bandwidth_efficiency) * MAX(p.efficiency_scale) "
+            "FROM scenario_points p JOIN runtime_profile_categories rc ON rc.runtime_profile_id = p.runtime_profile_id "
+            "JOIN operator_categories c ON c.id = rc.category_id WHERE p.scenario_id = :s AND p.point_index = :i"),
+            {"s": scenario_id, "i": point_index}).one()
+    return float(compute), float(memory)

@@ -179,7 +179,9 @@ FROM (
     JOIN reports r ON r.id = k.report_pk
     JOIN runtime_profiles rp ON rp.id = k.runtime_profile_id
     LEFT JOIN (
-        SELECT report_id, stage, view_kind, SUM(forward_calls) AS module_calls
+        -- a sum of integers is a 128-bit integer (DuckDB) or NUMERIC (PostgreSQL), which BI clients read as
+        -- decimals: cast back (a report's counts fit 64 bits)
+        SELECT report_id, stage, view_kind, CAST(SUM(forward_calls) AS BIGINT) AS module_calls
         FROM module_metrics
         GROUP BY report_id, stage, view_kind
     ) mc ON mc.report_id = k.report_pk AND mc.stage = k.stage AND mc.view_kind = k.view_kind
@@ -349,8 +351,10 @@ CREATE VIEW v_serving_summary (
     concurrency, arrival_waves, cpu_workers, render_workers, gpu_busy_share, host_wait_share, engine_idle_share,
     cpu_utilization, bound_by
 ) AS
-SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.arrival_rate_per_s, s.pages,
-       s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
+-- hardware and runtime named: DuckDB attaches a view column's comment by its expression's name, and two unnamed
+-- `name`s would both carry the runtime's; the other expressions that are not plain columns named as well
+SELECT s.scenario_id, s.point_index, h.name AS hardware, rp.name AS runtime, rp.version AS runtime_version,
+       s.engine, s.arrival_rate_per_s, s.pages, s.max_num_seqs, s.max_num_batched_tokens, s.kv_pool_blocks, s.pages_per_s, s.output_tokens_per_s,
        s.ttft_p50_s, s.ttft_p90_s, s.ttft_p99_s, s.tpot_p50_s, s.tpot_p90_s, s.tpot_p99_s,
        s.page_latency_p50_s, s.page_latency_p90_s, s.page_latency_p99_s, s.mean_page_latency_s,
        s.mean_running_pages, s.kv_pool_use_mean, s.kv_pool_use_peak, s.preemptions, s.steps,
@@ -358,13 +362,13 @@ SELECT s.scenario_id, s.point_index, h.name, rp.name, rp.version, s.engine, s.ar
        CASE WHEN s.arrival_rate_per_s IS NULL THEN FALSE
             ELSE (s.target_ttft_p99_s IS NULL OR s.ttft_p99_s <= s.target_ttft_p99_s)
                  AND (s.target_page_latency_p99_s IS NULL OR s.page_latency_p99_s <= s.target_page_latency_p99_s)
-       END,
-       b.best_rate_per_s, sc.target_pages_per_day,
-       {gpus},
+       END AS meets_targets,
+       b.best_rate_per_s, sc.target_pages_per_day AS target_pages_per_day,
+       {gpus} AS gpus_needed,
        h.usd_per_hour,
-       {per_1000_pages},
-       {monthly},
-       {source},
+       {per_1000_pages} AS usd_per_1000_pages,
+       {monthly} AS monthly_usd,
+       {source} AS efficiency_source,
        s.weights_dtype, s.kv_cache_dtype, s.engine_version, s.host_profile, s.host_version,
        s.concurrency, s.arrival_waves, s.cpu_workers, s.render_workers, s.gpu_busy_share, s.host_wait_share,
        s.engine_idle_share, s.cpu_utilization, s.bound_by

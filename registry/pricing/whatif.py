@@ -17,7 +17,8 @@ import yaml
 from analyzer import ranges
 from analyzer.errors import AnalyzerInputError
 from analyzer.execution import DEFAULT_EXECUTION, execution_spec
-from analyzer.fileio import MAX_SMALL_FILE_BYTES, key_path, read_document, source_name
+from analyzer.fileio import (MAX_SMALL_FILE_BYTES, document_kind, document_kind_of_head, key_path, read_document,
+                            source_name)
 from registry.pricing.catalog import suggestion
 from registry.store.db import Registry, RegistryError
 from registry.pricing.points import PointKey, ScenarioRecord, read_points, record_scenario
@@ -84,11 +85,34 @@ def load_scenario(path: str | pathlib.Path) -> Scenario:
     path = pathlib.Path(path)
     # read once, within the input limits; aliases are accepted (a sweep may repeat a list), their expanded size
     # capped
-    text, data = read_document(path, "yaml", MAX_SMALL_FILE_BYTES, ScenarioError, aliases=True)
+    try:
+        text, data = read_document(path, "yaml", MAX_SMALL_FILE_BYTES, ScenarioError, aliases=True)
+    except ScenarioError:
+        _refuse_other_document(path, None)  # a report is larger than a scenario may be: name it for what it is
+        raise
+    _refuse_other_document(path, data)
     node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # its marks give key lines
     scenario = Scenario(name=path.stem, source=source_name(path), data=data if isinstance(data, dict) else {},
                         lines=_lines(node) if node is not None else {}, folder=path.parent)
     return _checked(scenario, data)
+
+
+def _refuse_other_document(path: pathlib.Path, data: Any) -> None:
+    """A file of another kind (a report, a measurement file, a profile) given as a scenario is named as such;
+    `data` None: the file could not be read as a scenario, and its first bytes tell."""
+    if data is None:
+        if not path.is_file():  # a FIFO or a device is not read again (its refusal stands)
+            return
+        try:
+            with open(path, "rb") as file:
+                kind = document_kind_of_head(file.read(4096))
+        except OSError:
+            return
+    else:
+        kind = document_kind(data)
+    if kind is not None and kind[0] != "a scenario":
+        raise ScenarioError(f"{source_name(path)}: not a scenario: this is {kind[0]} (for {kind[1]}); a scenario "
+                            "has name, base, sweep, target (see queries/examples/capacity.yaml)")
 
 
 def scenario_from_mapping(data: Any, source: str, allow_profile_paths: bool = False) -> Scenario:

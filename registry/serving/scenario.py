@@ -110,8 +110,9 @@ def _mapping(scenario: Scenario, path: tuple, value, keys: set[str]) -> dict:
     return value
 
 
-def _variant(scenario: Scenario) -> str:
-    """The variant of the base workload (whose context bounds the page mix's new tokens)."""
+def _base_workload(scenario: Scenario):
+    """The base workload: its variant's context bounds the page mix's new tokens, and its new tokens are every
+    page's when the scenario gives no page_mix.new_tokens."""
     from analyzer.errors import AnalyzerInputError
     from analyzer.workload import load_profile
 
@@ -119,10 +120,17 @@ def _variant(scenario: Scenario) -> str:
     base.pop("page", None)
     base.pop("tiles", None)
     base.pop("prompt_text_tokens", None)
+    new_tokens = (scenario.data.get("base") or {}).get("new_tokens")
+    if new_tokens is not None:
+        base["new_tokens"] = new_tokens
     try:
-        return load_profile(profile, **base).variant
+        return load_profile(profile, **base)
     except AnalyzerInputError as exc:
         raise scenario.fail(("base",), str(exc)) from None
+
+
+def _variant(scenario: Scenario) -> str:
+    return _base_workload(scenario).variant
 
 
 def mean_new_tokens_bound(mix: PageMix) -> float:
@@ -292,12 +300,23 @@ def serving_spec(scenario: Scenario, points: int | None = None,
     if tokens.get("distribution", "lognormal") != "lognormal":
         raise scenario.fail(where + ("distribution",), f"unknown distribution {quote(tokens['distribution'])}; known: "
                             "lognormal")
-    median, p90, largest = tokens.get("median", 700), tokens.get("p90", 1600), tokens.get("max", 8000)
+    # Left out, every page generates the base workload's new tokens (what a what-if point of it prices); a
+    # distribution is given whole: median, p90 and max, none of them guessed
+    base_workload = _base_workload(scenario)
+    if not tokens:
+        median = p90 = largest = base_workload.new_tokens
+    else:
+        for key in ("median", "p90", "max"):
+            if key not in tokens:
+                raise scenario.fail(where, f"missing key {key!r}: give median, p90 and max new tokens (or leave "
+                                           f"new_tokens out: every page then generates the base workload's "
+                                           f"{base_workload.new_tokens})")
+        median, p90, largest = tokens["median"], tokens["p90"], tokens["max"]
     for key, value in (("median", median), ("p90", p90), ("max", largest)):
         if not _is_number(value) or value < 1:
             raise scenario.fail(where + (key,), f"must be a number >= 1, got {quote(value)}")
     # up to the model's context, as a workload's new tokens
-    variant = _variant(scenario)
+    variant = base_workload.variant
     within = ranges.new_tokens_range(variant, integer=False)
     for key, value in (("median", median), ("p90", p90), ("max", largest)):
         if not within.contains(value):
@@ -707,33 +726,62 @@ def read_serving(registry: Registry, scenario_id: int) -> list[dict]:
         return [dict(zip(SERVING_COLUMNS, row)) for row in result.all()]
 
 
-def plot_serving(points: list[dict], path) -> None:
-    """Page latency p50 / p99 and TTFT p99 against pages/s, one line per GPU x runtime."""
+def build_serving_figure(points: list[dict], targets: dict | None = None):
+    """Two panels against throughput (pages/s), one line per GPU x runtime x precision: page latency p50 / p99 on
+    the left, time to first token p50 / p99 on the right, each with the scenario's p99 target as a horizontal
+    line (the points under it meet it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, (latency, ttft) = plt.subplots(1, 2, figsize=(15, 6))
     groups: dict[str, list[dict]] = {}
     for p in points:
-        if p["arrival_rate_per_s"] is not None:
-            groups.setdefault(f"{p['hardware']} / {p['runtime']}", []).append(p)
+        if p["arrival_rate_per_s"] is not None or p.get("concurrency") is not None:
+            precision = ("" if (p["weights_dtype"], p["kv_cache_dtype"]) == ("bf16", "bf16")
+                         else f" ({p['weights_dtype']}/{p['kv_cache_dtype']})")
+            groups.setdefault(f"{p['hardware']} / {p['runtime']}{precision}", []).append(p)
     for label, rows in groups.items():
         rows = sorted(rows, key=lambda r: r["pages_per_s"])
         x = [r["pages_per_s"] for r in rows]
-        line, = ax.plot(x, [r["page_latency_p99_s"] for r in rows], marker="o", label=f"{label} p99")
-        ax.plot(x, [r["page_latency_p50_s"] for r in rows], marker=".", linestyle="--", color=line.get_color(),
-                label=f"{label} p50")
-    ax.set_xlabel("throughput (pages/s)")
-    ax.set_ylabel("page latency (s)")
-    ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("simulated serving: page latency percentiles against throughput")
+        line, = latency.plot(x, [r["page_latency_p99_s"] for r in rows], marker="o", label=f"{label} p99")
+        latency.plot(x, [r["page_latency_p50_s"] for r in rows], marker=".", linestyle="--",
+                     color=line.get_color(), label=f"{label} p50")
+        ttft.plot(x, [r["ttft_p99_s"] for r in rows], marker="o", color=line.get_color(), label=f"{label} p99")
+        ttft.plot(x, [r["ttft_p50_s"] for r in rows], marker=".", linestyle="--", color=line.get_color(),
+                  label=f"{label} p50")
+    targets = targets or {}
+    for axes, key, what in ((latency, "page_latency_p99_s", "page latency"), (ttft, "ttft_p99_s", "TTFT")):
+        target = targets.get(key)
+        if target is not None:
+            axes.axhline(target, color="#B00000", linewidth=1.5, linestyle=":",
+                         label=f"target: {what} p99 <= {target:g} s")
+        axes.set_xlabel("throughput (pages/s)", fontsize=12)
+        axes.set_yscale("log")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+    latency.set_ylabel("page latency (s)", fontsize=12)
+    latency.set_title("page latency percentiles against throughput", fontsize=13)
+    ttft.set_ylabel("time to first token (s)", fontsize=12)
+    ttft.set_title("time to first token against throughput", fontsize=13)
+    fig.suptitle("simulated serving", fontsize=13)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_serving(points: list[dict], path, targets: dict | None = None) -> None:
+    """build_serving_figure, written as PNG; `targets`: the scenario's (ttft_p99_s, page_latency_p99_s)."""
+    import matplotlib.pyplot as plt
+
+    from analyzer.fileio import atomic_path
+
+    fig = build_serving_figure(points, targets)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_requests(requests: dict, path) -> None:

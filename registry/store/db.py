@@ -277,7 +277,24 @@ def _query_error(exc: BaseException, timeout_s: float, statement: str = "", read
     if sqlstate == "42501" and reader is not None:  # insufficient_privilege
         return RegistryError(f"query failed: {message} (sql runs queries as role {reader}, which may read the "
                              "registry only)")
+    parameter = bind_parameter(statement)
+    if parameter is not None and ("syntax error" in message or "parameter" in message.lower()
+                                  or sqlstate in ("42601", "08P01")):
+        return RegistryError(f"query failed: the query has the parameter {parameter}, and sql takes no parameter "
+                             f"values: write the value into the query (e.g. WHERE hardware = 'h200') ({message})")
     return database_error("query failed", exc)
+
+
+# What a BI tool or a driver takes as a bind parameter: :name, $name, $1, %(name)s, %s or ?; outside quoted text and
+# comments, and not PostgreSQL's ::type cast.
+_BIND_PARAMETER = re.compile(r"(?<![:\w]):[A-Za-z_]\w*|\$(?:\d+|[A-Za-z_]\w*)|%\(\w+\)s|%s|\?")
+_QUOTED_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def bind_parameter(statement: str) -> str | None:
+    """The first bind parameter in a query's text (':hw'), or None."""
+    match = _BIND_PARAMETER.search(_QUOTED_OR_COMMENT.sub(" ", statement))
+    return match.group() if match else None
 
 
 class _QueryBudget:
@@ -314,6 +331,10 @@ class Registry:
         self._categories: dict[str, int] | None = None
         self._category_rows: list[tuple[str, str | None, str, str | None]] | None = None
         self._held: tuple[Connection, float] | None = None
+        # the DuckDB file (and the folders) this object created; with discard_created_on_error (a command of the
+        # command line) they are removed again when the block using it fails
+        self.created: list[pathlib.Path] = []
+        self.discard_created_on_error = False
         self._read_only: bool | None = None
         self.architecture_cache: dict[str, tuple[int, dict[str, int]]] = {}
         self.on_wait: Callable[[str], None] | None = None  # told, once per wait, what a connection waits for
@@ -345,8 +366,24 @@ class Registry:
     def __enter__(self) -> "Registry":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.dispose()
+        # an error, not an interrupt: what a command interrupted by its user had stored stays
+        if exc_type is not None and self.discard_created_on_error and not issubclass(exc_type, KeyboardInterrupt):
+            self.discard_created()
+
+    def discard_created(self) -> None:
+        """Remove the DuckDB file this object created (with its write-ahead log, and the folders made for it), so
+        that a command that failed leaves no registry behind that it made. Ends the connections first."""
+        self.dispose()
+        for path in self.created:
+            for leftover in (path, path.with_name(path.name + ".wal")):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    leftover.unlink()
+        for folder in reversed(self.created[1:]):  # the innermost first; left where something else went in it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self.created = []
 
     # -- connections ---------------------------------------------------------------------------------------------
     def _connect_with_retry(self, connect: Callable[[], Any] | None = None) -> Any:
@@ -362,9 +399,10 @@ class Registry:
                 if holder is None:
                     raise DatabaseUnavailableError(f"cannot open {describe(self.url)}: {first_line(inner)}") from None
                 if time.monotonic() >= deadline:
+                    # no snapshot advice: taking a snapshot reads the file too, and is refused the same way
                     outcome = ("(nothing was written)" if self.writes else
-                               "(nothing was read): run it again when the file is free, or read a snapshot of it "
-                               "(dsocr-registry snapshot)")
+                               "(nothing was read): run it again when the file is free (a running dsocr-registry "
+                               "serve keeps it for its life: ask the service over HTTP, or stop it)")
                     raise DatabaseLockedError(
                         f"{describe(self.url)} is locked, {holder}; gave up after {self.lock_timeout_s:g} s "
                         f"{outcome}") from None
@@ -443,7 +481,7 @@ class Registry:
             try:
                 return budget.run(call)
             except duckdb.Error as exc:
-                raise _query_error(exc, timeout_s) from None
+                raise _query_error(exc, timeout_s, statement) from None
 
         try:
             run(lambda: database.execute(statement))
@@ -688,7 +726,10 @@ class Registry:
         path = duckdb_path(self.url)
         is_new_file = path is not None and not path.exists()
         if is_new_file and auto_create:
+            missing = [folder for folder in path.parent.absolute().parents[::-1] + (path.parent.absolute(),)
+                       if not folder.exists()] if not path.parent.exists() else []
             path.parent.mkdir(parents=True, exist_ok=True)
+            self.created = [path, *missing]
             self.upgrade()
             return
         if is_new_file:
@@ -772,10 +813,40 @@ def grant_read(registry: Registry, role: str) -> tuple[str, int, int]:
                                 f"(CREATE ROLE {role} LOGIN PASSWORD '...'), nothing was granted")
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
         _grant_read(conn.connection.driver_connection, role, schema)
+        revoked = _revoke_create(conn, role, schema)
         counts = dict(conn.execute(sa.text(
             "SELECT table_type, COUNT(*) FROM information_schema.tables WHERE table_schema = :s GROUP BY table_type"),
             {"s": schema}).all())
-    return schema, int(counts.get("BASE TABLE", 0)), int(counts.get("VIEW", 0))
+    return schema, int(counts.get("BASE TABLE", 0)), int(counts.get("VIEW", 0)), revoked
+
+
+def _revoke_create(conn: Connection, role: str, schema: str) -> list[str]:
+    """Take CREATE on the registry's schema from `role`, so that it may only read: granted to the role itself, or to
+    PUBLIC, as PostgreSQL 14 and older grant it on schema public to every role. Returns whom it was revoked from
+    ('ROLE', 'PUBLIC'). A role that keeps it (it owns the schema, or is a member of a role that may create
+    there) is refused, and nothing is granted."""
+    from psycopg import sql as pgsql
+
+    def may_create() -> bool:
+        return bool(conn.execute(sa.text("SELECT has_schema_privilege(:r, :s, 'CREATE')"),
+                                 {"r": role, "s": schema}).scalar())
+
+    driver, revoked = conn.connection.driver_connection, []
+    for grantee, name in ((pgsql.Identifier(role), role), (pgsql.SQL("PUBLIC"), "PUBLIC")):
+        if not may_create():
+            break
+        granted = conn.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(COALESCE(n.nspacl, acldefault('n', n.nspowner))) a "
+            "WHERE n.nspname = :s AND a.privilege_type = 'CREATE' AND a.grantee = "
+            "CASE WHEN :r = 'PUBLIC' THEN 0 ELSE (SELECT oid FROM pg_roles WHERE rolname = :r) END)"),
+            {"s": schema, "r": name}).scalar()
+        if granted:
+            driver.execute(pgsql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(pgsql.Identifier(schema), grantee))
+            revoked.append(name)
+    if may_create():
+        raise RegistryError(f"role {role} may create objects in schema {schema} (it owns it, or is a member of a role "
+                            f"that may): revoke that, or read with another role; nothing was granted")
+    return revoked
 
 
 def _grant_read(driver, role: str, schema: str) -> None:

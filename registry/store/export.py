@@ -27,10 +27,49 @@ def _read_arrow(conn: Connection, name: str) -> pa.Table:
     if conn.dialect.name == "duckdb":
         raw = conn.connection.driver_connection
         return raw.sql(f"SELECT * FROM {name}").to_arrow_table()
+    # typed from the schema, not from the values: an empty table keeps its types, every integer column its width
+    schema = pa.schema([(column["name"], arrow_type(column["type"]))
+                        for column in sa.inspect(conn).get_columns(name)])
     result = conn.execute(sa.text(f"SELECT * FROM {name}"))
     columns = list(result.keys())
     rows = result.all()
-    return pa.table({col: pa.array([row[i] for row in rows]) for i, col in enumerate(columns)})
+    return pa.table({col: pa.array([_arrow_value(row[i]) for row in rows], type=schema.field(col).type)
+                     for i, col in enumerate(columns)}, schema=schema)
+
+
+def arrow_type(column_type: sa.types.TypeEngine) -> pa.DataType:
+    """The Arrow type of a column of this SQL type, as DuckDB's own export types it (INTEGER int32, BIGINT int64,
+    DOUBLE float64, TIMESTAMP microseconds, JSON as text)."""
+    kind = column_type.as_generic() if not isinstance(column_type, sa.types.NullType) else column_type
+    if isinstance(kind, sa.Boolean):
+        return pa.bool_()
+    if isinstance(kind, sa.SmallInteger):
+        return pa.int16()
+    if isinstance(kind, sa.BigInteger):
+        return pa.int64()
+    if isinstance(kind, sa.Integer):
+        return pa.int32()
+    if isinstance(kind, sa.Float):  # before Numeric, of which it is a kind
+        return pa.float32() if getattr(column_type, "precision", None) in range(1, 25) else pa.float64()
+    if isinstance(kind, sa.Numeric):
+        if column_type.precision is not None and column_type.precision <= 38:
+            return pa.decimal128(column_type.precision, column_type.scale or 0)
+        return pa.float64()  # NUMERIC without a precision: no Arrow decimal holds every value
+    if isinstance(kind, sa.DateTime):
+        return pa.timestamp("us", tz="UTC" if getattr(column_type, "timezone", False) else None)
+    if isinstance(kind, sa.Date):
+        return pa.date32()
+    if isinstance(kind, sa.LargeBinary):
+        return pa.binary()
+    return pa.string()  # text, JSON (as its text) and anything else
+
+
+def _arrow_value(value):
+    if isinstance(value, (dict, list)):  # a JSON column's parsed value, kept as the text it was stored as
+        import json
+
+        return json.dumps(value, sort_keys=True)
+    return value
 
 
 def _consistent(conn: Connection) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -302,8 +303,20 @@ def measurement_columns(rows: list[MappedRow], set_id: int, report_of: dict[int,
         "raw": [json.dumps(r.raw, sort_keys=True) for r in rows]}
 
 
+def runtime_mismatch(env: dict, execution: str, runtime_label: str, path) -> str | None:
+    """The warning for a file measured under one runtime (env.runtime, as `measure` records it) and priced under a
+    runtime profile of another execution: its error then measures the difference of the runtimes, not the model."""
+    measured = env.get("runtime")
+    if not isinstance(measured, str) or measured == execution:
+        return None
+    return (f"warning: {source_name(path)} was measured under {quote(measured)} (env.runtime) and is priced here "
+            f"under {runtime_label}, a {execution} runtime: the errors compare two runtimes, not the model with "
+            f"its measurement (give --runtime a {quote(measured)} profile)")
+
+
 def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: str, runtime: str,
-                        progress: bool = False) -> tuple[int, bool, list[MappedRow]]:
+                        progress: bool = False, warn: Callable[[str], None] | None = None
+                        ) -> tuple[int, bool, list[MappedRow]]:
     """Store a measurement file for one GPU and runtime; returns (set id, newly stored, rows).
 
     The reports of its distinct workloads are looked up (and those not stored yet analyzed) once each; the set,
@@ -317,6 +330,9 @@ def ingest_measurements(registry: Registry, path: str | pathlib.Path, hardware: 
     with registry.begin() as conn:
         hardware_id, runtime_id, runtime_label = resolve(conn, hardware, runtime)
         execution = runtime_execution(conn, runtime_id)
+        mismatch = runtime_mismatch(env, execution, runtime_label, path)
+        if mismatch is not None and warn is not None:
+            warn(mismatch)
         existing = conn.execute(sa.text(
             "SELECT id FROM measurement_sets WHERE file_hash = :h AND hardware_id = :hw AND runtime_profile_id = :rt"),
             {"h": file_hash, "hw": hardware_id, "rt": runtime_id}).scalar()

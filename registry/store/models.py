@@ -719,3 +719,15 @@ def check_columns(table: str, columns: dict[str, list]) -> None:
 
 def check_row(table: str, values: dict) -> None:
     check_columns(table, {name: [value] for name, value in values.items()})
+
+
+def _comment_tables() -> None:
+    """Each table's comment from the data dictionary (queries/views/dictionary.yaml), as `db upgrade` stores it, so
+    that the models and the database agree."""
+    from registry.store.views import table_comment
+
+    for table in Base.metadata.tables.values():
+        table.comment = table_comment(table.name)
+
+
+_comment_tables()

@@ -177,6 +177,32 @@ def sync_views(conn: Connection) -> list[str]:
     return names
 
 
+def table_comment(name: str) -> str | None:
+    return (dictionary().get("tables") or {}).get(name)
+
+
+def sync_table_comments(conn: Connection) -> list[str]:
+    """COMMENT ON TABLE for each base table whose comment is not the dictionary's (BI tools show it); the names
+    of those changed, none when every comment is current (an upgrade at the head then changes nothing)."""
+    from registry.store.models import Base
+
+    if conn.dialect.name == "postgresql":
+        stored = dict(conn.execute(sa.text(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')")).all())
+    else:
+        stored = dict(conn.execute(sa.text(
+            "SELECT table_name, comment FROM duckdb_tables() WHERE NOT internal AND NOT temporary "
+            "AND schema_name = current_schema() AND database_name = current_database()")).all())
+    changed = []
+    for table in Base.metadata.sorted_tables:
+        text = table_comment(table.name)
+        if text and table.name in stored and stored[table.name] != text:
+            conn.execute(sa.text(f"COMMENT ON TABLE {table.name} IS {_literal(text)}"))
+            changed.append(table.name)
+    return changed
+
+
 def create_temp_copies(conn: Connection, tables: tuple[str, ...]) -> None:
     """Empty temporary tables of the columns of `tables`, and temporary copies of the views that read them, in
     this connection: unqualified names then resolve to the copies (temporary objects come first on DuckDB and
