@@ -299,7 +299,7 @@ def test_a_role_given_grant_read_reads_everything_and_keeps_it_across_upgrades(d
             in denied.stderr
         granted = run_command(["db", "grant-read", role, "--db", db_url])
         assert granted.exit_code == 0, granted.output
-        assert f"{role} may read schema" in granted.stdout and "14 views" in granted.stdout
+        assert f"{role} may read schema" in granted.stdout and "16 views" in granted.stdout
         before = _counts(db_url)
         summary, fresh = _read_commands(reader_url, report_id, tmp_path)
         assert summary == owner_summary

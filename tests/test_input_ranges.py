@@ -284,7 +284,7 @@ def test_one_point_of_serve_sim_is_within_the_work_limit(tmp_path):
     path.write_text(SERVING.replace("{line}", "pages: {count: 100000}\n  arrival: {rate_per_s: [1, 2]}"))
     scenario = load_scenario(path)
     assert serving_spec(scenario, points=1).count == 100_000
-    with pytest.raises(ScenarioError, match="simulates about 172,378,749 new tokens"):
+    with pytest.raises(ScenarioError, match="simulates about 102,400,000 new tokens"):
         serving_spec(scenario)
 
 

@@ -13,7 +13,7 @@ from tests.helpers import HEAD, REPO, rows, run_command, table_counts, write_edi
 
 def test_db_upgrade_creates_schema_views_and_categories(db_url):
     head = Registry(db_url).head_revision()
-    assert head == HEAD == "0016"
+    assert head == HEAD == "0017"
     result = run_command(["db", "upgrade", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert f"upgraded (empty) -> {head}" in result.output
@@ -28,7 +28,7 @@ def test_db_upgrade_creates_schema_views_and_categories(db_url):
     assert rows(db_url, "SELECT COUNT(*) FROM operator_categories")[0][0] == 11
     from registry.store.views import view_names
 
-    assert len(view_names()) == 15
+    assert len(view_names()) == 16
     for view in view_names():  # every view of queries/views exists and answers on an empty registry
         assert rows(db_url, f"SELECT COUNT(*) FROM {view}") == [(0,)]
     history = run_command(["db", "history"])

@@ -279,8 +279,10 @@ def test_concurrent_identical_runs_make_one_report(registry_url):
             c.__exit__(None, None, None)
 
 
-def test_an_analysis_past_its_time_limit_fails_its_run(registry_url):
+def test_an_analysis_past_its_time_limit_fails_its_run(registry_url, tmp_path, monkeypatch):
     """--analysis-timeout: the run is failed with one line, its worker replaced, and nothing of it is stored."""
+    # an empty trace cache for the service's (spawned) workers: the analysis traces, past the 1 s limit
+    monkeypatch.setenv("DSOCR_CACHE_DIR", str(tmp_path / "empty-cache"))
     config = ServiceConfig(allowed_hosts=TEST_HOSTS, db=registry_url, analysis_timeout_s=1.0)
     with TestClient(create_app(config)) as timed:
         accepted = timed.post(RUN, json=REQUEST)

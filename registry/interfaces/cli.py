@@ -357,8 +357,8 @@ def sql(query, db_url, lock_timeout, sql_file, fmt, limit, timeout_s):
     \b
     Views: v_reports, v_module_tree, v_stage_totals, v_category_breakdown, v_operator_metrics,
     v_module_hotspots, v_point_cost_group_time, v_point_operator_time, v_point_stage_time, v_point_summary_all,
-    v_point_summary, v_predicted_vs_measured, v_prediction_error_summary, v_serving_summary, v_serving_compare
-    (what each column means: dsocr-registry schema).
+    v_point_summary, v_predicted_vs_measured, v_prediction_error_summary, v_serving_summary, v_serving_compare,
+    v_plan_candidates (what each column means: dsocr-registry schema).
 
     \b
     Only queries run, and the connection itself cannot write or reach outside the database:
