@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from tests.helpers import REPO, rows, run_command
+from tests.helpers import rows, run_command
 
 PLAN = {
     "name": "plan-test",

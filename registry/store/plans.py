@@ -189,14 +189,10 @@ def candidates(registry: Registry, scenario: Scenario, spec: PlanSpec, progress:
     """Every configuration of the plan, in a fixed order (GPU, runtime, precision, engine, utilization,
     max_num_seqs, token budget), with its search task (None where the GPU cannot run it)."""
     from registry.pricing.catalog import resolve_hardware
-    from registry.pricing.whatif import precisions
     from registry.serving.scenario import serving_plan, serving_spec
     from analyzer.variants import VARIANTS
 
-    sweep = scenario.data.get("sweep") or {}
-    hardware_names = sweep.get("hardware") or []
-    runtimes = sweep.get("runtime") or ["vllm"]
-    combos = precisions(scenario)
+    hardware_names = (scenario.data.get("sweep") or {}).get("hardware") or []
     out: list[Candidate] = []
     with registry.begin() as conn:
         prices = {}

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 import pathlib
 
 import attrs
