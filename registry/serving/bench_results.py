@@ -197,6 +197,25 @@ def _lists_of(document: dict, where: str) -> RequestRows | None:
     return RequestRows(**{k: tuple(v) for k, v in rows.items()})
 
 
+def _run(tool: str, document: dict, where: str, index: int, latency: dict, requests_key: str) -> BenchRun:
+    """A run of vLLM's or SGLang's result, which name their totals, throughputs and load alike."""
+    completed = _number(document, "completed", where, integer=True)
+    failed = _number(document, "failed", where, required=False, integer=True) or 0
+    return BenchRun(
+        tool=tool, index=index, model_id=document.get("model_id"),
+        requests=_number(document, "num_prompts", where, required=False, integer=True) or completed + failed,
+        completed=completed, duration_s=_number(document, "duration", where),
+        request_rate_per_s=_rate(document, "request_rate", where),
+        burstiness=_number(document, "burstiness", where, required=False) or 1.0,
+        max_concurrency=_number(document, "max_concurrency", where, required=False, integer=True),
+        total_input_tokens=_number(document, "total_input_tokens", where, integer=True),
+        total_output_tokens=_number(document, "total_output_tokens", where, integer=True),
+        request_throughput_per_s=_number(document, requests_key, where),
+        output_throughput_tokens_per_s=_number(document, "output_throughput", where),
+        latency_ms={name: latency[name] for name in LATENCY_METRICS}, per_request=_lists_of(document, where),
+        raw=_aggregates(document, _PER_REQUEST))
+
+
 def _vllm(document: dict, where: str, index: int) -> BenchRun:
     latency = {name: _number(document, name, where, required=False) for name in LATENCY_METRICS}
     latencies = document.get("latencies")
@@ -210,23 +229,9 @@ def _vllm(document: dict, where: str, index: int) -> BenchRun:
         if len(values):
             latency.update(mean_e2el_ms=float(values.mean()), median_e2el_ms=float(np.median(values)),
                            p99_e2el_ms=float(np.percentile(values, 99)))
-    completed = _number(document, "completed", where, integer=True)
-    failed = _number(document, "failed", where, required=False, integer=True) or 0
-    sent = _number(document, "num_prompts", where, required=False, integer=True) or completed + failed
-    return BenchRun(
-        tool="vllm-bench-serve", index=index, model_id=document.get("model_id"), requests=sent,
-        completed=completed, duration_s=_number(document, "duration", where),
-        request_rate_per_s=_rate(document, "request_rate", where),
-        burstiness=_number(document, "burstiness", where, required=False) or 1.0,
-        max_concurrency=_number(document, "max_concurrency", where, required=False, integer=True),
-        total_input_tokens=_number(document, "total_input_tokens", where, integer=True),
-        total_output_tokens=_number(document, "total_output_tokens", where, integer=True),
-        # the earliest benchmark_serving.py wrote request throughput as "request_inthroughput"
-        request_throughput_per_s=_number(document, "request_throughput" if "request_throughput" in document
-                                         else "request_inthroughput", where),
-        output_throughput_tokens_per_s=_number(document, "output_throughput", where),
-        latency_ms=latency, per_request=_lists_of(document, where),
-        raw=_aggregates(document, _PER_REQUEST))
+    # the earliest benchmark_serving.py wrote request throughput as "request_inthroughput"
+    key = "request_throughput" if "request_throughput" in document else "request_inthroughput"
+    return _run("vllm-bench-serve", document, where, index, latency, key)
 
 
 def _sglang(document: dict, where: str, index: int) -> BenchRun:
@@ -234,20 +239,7 @@ def _sglang(document: dict, where: str, index: int) -> BenchRun:
                if "e2el" not in name}
     for stat in ("mean", "median", "p99"):
         latency[f"{stat}_e2el_ms"] = _number(document, f"{stat}_e2e_latency_ms", where, required=False)
-    completed = _number(document, "completed", where, integer=True)
-    return BenchRun(
-        tool="sglang-bench-serving", index=index, model_id=document.get("model_id"),
-        requests=_number(document, "num_prompts", where, required=False, integer=True) or completed,
-        completed=completed, duration_s=_number(document, "duration", where),
-        request_rate_per_s=_rate(document, "request_rate", where),
-        burstiness=_number(document, "burstiness", where, required=False) or 1.0,
-        max_concurrency=_number(document, "max_concurrency", where, required=False, integer=True),
-        total_input_tokens=_number(document, "total_input_tokens", where, integer=True),
-        total_output_tokens=_number(document, "total_output_tokens", where, integer=True),
-        request_throughput_per_s=_number(document, "request_throughput", where),
-        output_throughput_tokens_per_s=_number(document, "output_throughput", where),
-        latency_ms={name: latency[name] for name in LATENCY_METRICS}, per_request=_lists_of(document, where),
-        raw=_aggregates(document, _PER_REQUEST))
+    return _run("sglang-bench-serving", document, where, index, latency, "request_throughput")
 
 
 def _distribution(metrics: dict, name: str, where: str, scale: float = 1.0) -> dict[str, float | None]:
