@@ -256,3 +256,15 @@ def test_the_service_answers_a_plan(planned, tmp_path):
         assert refused.status_code == 422 and "at most 64 per request" in refused.json()["error"]
         refused = client.post("/plans", json=dict(PLAN, target={"ttft_p99_s": 1.0}))
         assert refused.status_code == 400 and "target.pages_per_day" in refused.json()["error"]
+
+
+def test_gpus_needed_in_python_is_the_views_formula():
+    """plan counts replicas with model.gpus_needed, the views with gpus_needed_sql: the same numbers."""
+    import duckdb
+
+    from registry.pricing.model import gpus_needed, gpus_needed_sql
+
+    cases = [(1_000_000, 11.68), (1_000_000, 11.5740740740), (400_000, 4.63), (86_400, 1.0), (100, 0.001)]
+    for target, rate in cases:
+        sql = gpus_needed_sql(repr(float(target)), repr(float(rate)))
+        assert duckdb.sql(f"SELECT CAST({sql} AS BIGINT)").fetchall()[0][0] == gpus_needed(target, rate), (target, rate)

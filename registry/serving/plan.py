@@ -223,16 +223,6 @@ def run_tasks(tasks: list[Task], workers: int = 1, ray_address: str | None = Non
     return [results[task.index] for task in tasks]
 
 
-def pareto(points: list[tuple[float, float]]) -> list[bool]:
-    """Which (cost, latency) points no other point beats on both (ties kept)."""
-    out = []
-    for i, (cost, latency) in enumerate(points):
-        dominated = any(c <= cost and l <= latency and (c < cost or l < latency)
-                        for j, (c, l) in enumerate(points) if j != i)
-        out.append(not dominated)
-    return out
-
-
 def serve_command(model_id: str, engine: str, max_num_seqs: int, max_num_batched_tokens: int,
                   gpu_memory_utilization: float | None, weights_dtype: str, kv_cache_dtype: str,
                   ngram: tuple[int, int] | None = None) -> str:
