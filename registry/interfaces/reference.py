@@ -115,7 +115,7 @@ def type_text(param: click.Parameter) -> str:
         text = "one of " + ", ".join(_code(str(choice)) for choice in kind.choices)
     elif isinstance(kind, (click.IntRange, click.FloatRange)):
         bounds = _range(kind)
-        text = ("integer" if isinstance(kind, click.IntRange) else "number") + (f" ({bounds})" if bounds else "")
+        text = ("integer" if isinstance(kind, click.IntRange) else "number") + (f" ({_code(bounds)})" if bounds else "")
     elif isinstance(kind, click.Path):
         text = "file" if not kind.dir_okay else "folder" if not kind.file_okay else "path"
         if kind.exists:
