@@ -28,9 +28,6 @@ OTHER_TOPIC = "Other commands"
 # click 8.3 and later mark a parameter given no default with this sentinel; earlier releases with None
 _NO_DEFAULT = getattr(click.core, "UNSET", None)
 
-CLI_TITLE = "Command-line reference"
-VIEWS_TITLE = "Views and tables reference"
-
 
 def default_programs() -> tuple[tuple[str, click.Command], ...]:
     """The programs docs/cli.md documents: (how a shell names it, its click command)."""
@@ -201,8 +198,8 @@ def command_section(path: str, command: click.Command, context: click.Context, l
     if table:
         parts.append(table)
     if isinstance(command, click.Group) and context.parent is not None:  # the program's own: the contents
-        subcommands = [f"[{_code(p[len(path) + 1:])}](#{anchor(p)})" for p, _, _ in walk(command, path, context.parent)
-                       if p.count(" ") == path.count(" ") + 1]
+        subcommands = [f"[{_code(p[len(path) + 1:])}](#{anchor(p)})"
+                       for p, _, _ in walk(command, path, context.parent) if p.count(" ") == path.count(" ") + 1]
         parts.append("Commands: " + ", ".join(subcommands) + ".")
     return "\n\n".join(parts)
 
@@ -243,7 +240,8 @@ def cli_reference(programs=None) -> str:
                 links.append(link)
                 for sub_path in [path, *below]:
                     command, context = commands[sub_path]
-                    sections.append(command_section(sub_path, command, context, 2 + sub_path[len(program):].count(" ")))
+                    level = 2 + sub_path[len(program):].count(" ")  # a command under its topic, a subcommand deeper
+                    sections.append(command_section(sub_path, command, context, level))
             contents.append(f"  - [{title}](#{anchor(title)}): " + ", ".join(links))
     return "\n".join(contents) + "\n\n" + "\n\n".join(sections) + "\n"
 
