@@ -158,8 +158,8 @@ def default_text(param: click.Parameter, context: click.Context) -> str:
 
 
 def _names(param: click.Parameter, context: click.Context) -> str:
-    if isinstance(param, click.Argument):
-        return _code(param.make_metavar(context))
+    if isinstance(param, click.Argument):  # its name as the usage line shows it, less the brackets of optional
+        return _code(param.make_metavar(context).strip("[]"))
     names = " / ".join(", ".join(opts) for opts in (param.opts, param.secondary_opts) if opts)
     if param.metavar:  # a name for the value (SECONDS, URL_OR_PATH); the type's own name is in the Takes column
         names += " " + param.metavar
