@@ -13,13 +13,19 @@ from tests.helpers import DOC_FILES, REPO, doc_text
 PROGRAMS = {"dsocr-registry": cli, "python -m analyzer": analyzer_command}
 
 
+# A fenced code block: its opening fence (maybe indented, in a list) with the language, its body, its closing fence.
+# Fences are matched at the start of a line, so a closing fence is never taken for the opening of the next block.
+FENCED_BLOCK = re.compile(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
+
+
 def command_lines(text: str) -> list[str]:
-    """Every command of the README: the lines of its code blocks and its inline code, split at pipes and `&&`,
-    that start with one of the programs."""
+    """Every command of a Markdown page: the lines of its shell code blocks (sh, bash or no language; a text block
+    shows output) and its inline code, split at pipes and `&&`, that start with one of the programs."""
     snippets = []
-    for block in re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.DOTALL):
-        snippets += block.splitlines()
-    snippets += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
+    for language, block in FENCED_BLOCK.findall(text):
+        if language in ("", "sh", "bash"):
+            snippets += block.splitlines()
+    snippets += re.findall(r"`([^`\n]+)`", FENCED_BLOCK.sub("", text))
     commands = []
     for snippet in snippets:
         for part in re.split(r"\|(?=\s)|&&", snippet):  # a pipe is "| " (a value like json|yaml has no space)
@@ -34,12 +40,13 @@ def resolve(line: str) -> tuple[click.Command, list[str]]:
     program = next(p for p in PROGRAMS if line.startswith(p + " "))
     words = [w.strip("[]") for w in shlex.split(line[len(program):], comments=True)]
     command = PROGRAMS[program]
-    while isinstance(command, click.Group):
-        assert words, f"{line}: names no command of {command.name}"
-        while words[0].startswith("-"):  # an option of the group itself (e.g. --debug) comes before the command
+    # a group named alone (`dsocr-registry db`, a heading of docs/cli.md) is a command too: it prints its commands
+    while isinstance(command, click.Group) and words:
+        while words and words[0].startswith("-"):  # an option of the group itself (e.g. --debug) comes first
             group_options = {o for p in command.params for o in getattr(p, "opts", [])}
             assert words[0] in group_options, f"{line}: {words[0]} is no option of {command.name}"
             words = words[1:]
+        assert words, f"{line}: names no command of {command.name}"
         assert words[0] in command.commands, f"{line}: {words[0]!r} is no command of {program}"
         command, words = command.commands[words[0]], words[1:]
     return command, words
@@ -56,8 +63,16 @@ def check_line(line: str) -> None:
 
 def test_every_readme_command_line_is_real():
     lines = command_lines(doc_text())
-    assert len(lines) >= 30
+    assert len(lines) >= 150
     for line in lines:
+        check_line(line)
+
+
+def test_the_command_check_reads_shell_blocks_and_not_output_blocks():
+    page = ("```text\ndsocr-registry nosuch [OPTIONS]\n```\n\nprose\n\n```sh\ndsocr-registry db upgrade\n```\n"
+            "  ```yaml\nkey: 1\n  ```\n`dsocr-registry db` and `dsocr-registry cache info`\n")
+    assert command_lines(page) == ["dsocr-registry db upgrade", "dsocr-registry db", "dsocr-registry cache info"]
+    for line in command_lines(page):
         check_line(line)
 
 
