@@ -141,6 +141,13 @@ def test_readme_lists_every_command():
         assert f"{path} " in text or f"{path}`" in text or f"{path}\n" in text, path
 
 
+def test_the_help_names_every_command():
+    """`dsocr-registry --help` opens with the commands by task: each command is named there (in words, so a new
+    command that is not added to the list fails here)."""
+    listed = set(re.findall(r"[a-z][a-z-]+", cli.help.split("\b", 1)[1].strip("\n").split("\n\n")[0]))
+    assert set(cli.commands) - listed == set()
+
+
 def test_sql_help_names_every_view():
     from registry.store.views import view_names
 
