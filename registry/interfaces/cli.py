@@ -1375,7 +1375,9 @@ def _profile_kind_group(kind: str, summary: str) -> click.Group:
 
         print_rows([kind, "description", "origin"], read_catalog(db_url, lock_timeout, list_profiles, kind), "table")
 
-    @group.command("show", help=f"Show {'an' if kind[0] in 'aeiou' else 'a'} {kind} profile (NAME or NAME@VERSION) as YAML.")
+    article = "an" if kind[0] in "aeiou" else "a"
+
+    @group.command("show", help=f"Show {article} {kind} profile (NAME or NAME@VERSION) as YAML.")
     @click.argument("name")
     @db_options
     def show_command(name, db_url, lock_timeout):
