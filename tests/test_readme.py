@@ -272,3 +272,59 @@ def test_the_serving_timings_are_quoted_from_the_benchmark():
     assert f"simulate in {min(offline):.2f}–{max(offline):.2f} s offline" in text
     assert f"in {min(half):.2f}–{max(half):.2f} s at half the offline rate" in text
     assert f"runs in ~{scenario:.0f} s on a fresh registry" in text
+
+
+def readme_figures_problems(readme: str, serving_doc: str, measurements_doc: str) -> list[str]:
+    """Figures the README's prose quotes that differ from the output block or the page they come from."""
+    problems = []
+    prose = " ".join(readme.split())  # the README's lines wrap anywhere
+    command = readme.index("dsocr-registry plan --scenario queries/examples/plan-1m-pages.yaml --plot plan.png")
+    plan = re.search(r"```\n\n```\n(.*?)```", readme[command:], re.DOTALL).group(1)  # the block after the command's
+    cheapest = re.search(r"cheapest: (\d+) x (\S+) \((\w+),.*?\$([\d,]+) a month.*?([\d.]+) pages/s per GPU.*?"
+                         r"page latency p99 ([\d.]+) s", plan)
+    count, gpu, engine, monthly, pages_per_s, p99 = cheapest.groups()
+    gpu_names = {"a100-80g": "A100-80G", "h100-sxm": "H100 SXM", "h200": "H200", "l40s": "L40S"}
+    claim = f"**{count} {gpu_names[gpu]} under {'SGLang' if engine == 'sglang' else 'vLLM'} carries the load at " \
+            f"{pages_per_s} pages/s per GPU, ${monthly} a month**"
+    if claim not in prose:
+        problems.append(f"the cheapest: {claim}")
+    h100 = re.search(r"#\d+ 1 x h100-sxm \$([\d,]+) ([\d.]+) s", plan)
+    if f"cuts the page latency p99 from {p99} s to {h100.group(2)} s for ${h100.group(1)}" not in prose:
+        problems.append("the H100 on the Pareto front")
+    rows = re.search(r"(\d+) configurations meet the SLOs, (\d+) miss them, (\d+) cannot run", plan).groups()
+    if f"Every configuration's row ({sum(map(int, rows))} of them)" not in prose:
+        problems.append("the number of configurations")
+    table = serving_doc[serving_doc.index("| measurement (source) |"):]
+    table = table[:table.index("\n\n")].splitlines()[2:]
+    ratios = [[float(r) for r in re.findall(r"[\d.]+", row.split("|")[6])] for row in table]
+    deepseek_pages, blogs = ratios[0][-1], [r[-1] for r in ratios[1:]]
+    if f"predicted within +{round((deepseek_pages - 1) * 100)}% (pages/s)" not in prose:
+        problems.append("DeepSeek's pipeline")
+    if f"over-predicted {min(blogs):.1f}–{max(blogs):.1f}x" not in prose:
+        problems.append("the public blog figures")
+    fit = re.search(r"\((?:both ingested; )?(\d+) timed rows;.*?([\d.]+)% after", measurements_doc, re.DOTALL)
+    held_out = [float(v) for v in re.findall(r"(?:end to end|prefill|vision) ([\d.]+)%",
+                                                measurements_doc[measurements_doc.index("Held out"):][:200])]
+    claim = f"{fit.group(1)} timed rows, {fit.group(2)}% mean absolute error; held-out kinds " \
+            f"{min(held_out):g}–{max(held_out):.0f}%"
+    if claim not in prose:
+        problems.append(f"the H200 fit: {claim}")
+    return problems
+
+
+def test_the_readme_quotes_the_figures_its_outputs_and_pages_print():
+    docs = REPO / "docs"
+    assert readme_figures_problems((REPO / "README.md").read_text(), (docs / "serving.md").read_text(),
+                                   (docs / "measurements.md").read_text()) == []
+
+
+def test_the_figure_check_catches_a_typed_figure():
+    readme = (REPO / "README.md").read_text()
+    args = ((REPO / "docs" / "serving.md").read_text(), (REPO / "docs" / "measurements.md").read_text())
+    assert readme_figures_problems(readme.replace("11.68 pages/s per GPU, $1,161 a month**",
+                                                  "11.7 pages/s per GPU, $1,161 a month**"), *args) \
+        == ["the cheapest: **1 A100-80G under SGLang carries the load at 11.68 pages/s per GPU, $1,161 a month**"]
+    assert readme_figures_problems(readme.replace("(48 of them)", "(47 of them)"), *args) \
+        == ["the number of configurations"]
+    assert readme_figures_problems(readme, args[0].replace("| 1.09; 1.12 |", "| 1.09; 1.15 |"), args[1]) \
+        == ["DeepSeek's pipeline"]
