@@ -1,5 +1,6 @@
 """The README names only commands and options that exist, and every command and option says what it does."""
 
+import pathlib
 import re
 import shlex
 
@@ -328,3 +329,41 @@ def test_the_figure_check_catches_a_typed_figure():
         == ["the number of configurations"]
     assert readme_figures_problems(readme, args[0].replace("| 1.09; 1.12 |", "| 1.09; 1.15 |"), args[1]) \
         == ["DeepSeek's pipeline"]
+
+
+def _anchor(heading: str) -> str:
+    """The anchor a Markdown renderer (GitHub's rule) gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def broken_links(pages: dict[pathlib.Path, str]) -> list[str]:
+    """Relative links of the pages whose file or #anchor does not exist."""
+    anchors = {path: {_anchor(h) for h in re.findall(r"^#+ (.*)$", text, re.MULTILINE)} for path, text in pages.items()}
+    broken = []
+    for path, text in pages.items():
+        prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+:", target):
+                continue  # a URL
+            file_part, _, anchor = target.partition("#")
+            linked = (path.parent / file_part).resolve() if file_part else path
+            if not linked.exists():
+                broken.append(f"{path.name}: {target}")
+            elif anchor and linked.suffix == ".md":
+                known = anchors.get(linked) or {_anchor(h) for h in re.findall(r"^#+ (.*)$", linked.read_text(),
+                                                                               re.MULTILINE)}
+                if anchor not in known:
+                    broken.append(f"{path.name}: {target}")
+    return broken
+
+
+def test_every_link_of_the_docs_leads_somewhere():
+    from tests.helpers import DOC_FILES
+
+    assert broken_links({path.resolve(): path.read_text() for path in DOC_FILES}) == []
+
+
+def test_the_link_check_catches_a_missing_page_and_anchor():
+    page = (REPO / "README.md").resolve()
+    text = "# Top\n\nSee [a](docs/nothing.md), [b](docs/serving.md#no-such-part), [c](#top), [d](https://x.org/y).\n"
+    assert broken_links({page: text}) == ["README.md: docs/nothing.md", "README.md: docs/serving.md#no-such-part"]
