@@ -2,6 +2,7 @@
 of the repository, with what each command prints compared with what the README shows.
 
     python .ci/newcomer.py [--reuse-venv]
+    python .ci/newcomer.py --setup-lines      # print the quick start's set-up lines (CI runs them as written)
 
 The README's shell blocks under "## Quick start" and "## The capacity answer" run line by line with bash in a new
 clone (no virtual environment, no registry, no trace cache). The test suite's line is left to CI, which runs it
@@ -60,8 +61,13 @@ def run(line: str, cwd: pathlib.Path, env: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reuse-venv", action="store_true", help="use this interpreter's environment")
+    parser.add_argument("--setup-lines", action="store_true", help="print the quick start's set-up lines and exit")
     args = parser.parse_args()
     text = (REPO / "README.md").read_text()
+    if args.setup_lines:
+        for lines, _ in steps(section(text, SECTIONS[0])):
+            print("\n".join(line for line in lines if SETUP_LINE.match(line)))
+        return
     with tempfile.TemporaryDirectory(prefix="newcomer-") as tmp:
         clone = pathlib.Path(tmp) / "dsocr-registry"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
