@@ -47,6 +47,15 @@ def steps(text: str) -> list[tuple[list[str], str | None]]:
     return found
 
 
+def output_difference(output: str, expected: str | None) -> str:
+    """A diff of the README's block against the end of what the command printed; empty when they agree."""
+    if expected is None or output.rstrip("\n").endswith(expected.rstrip("\n")):
+        return ""
+    tail = output.rstrip("\n").splitlines()[-len(expected.splitlines()):]
+    return "".join(difflib.unified_diff(expected.splitlines(True), [line + "\n" for line in tail], "README",
+                                        "printed"))
+
+
 def run(line: str, cwd: pathlib.Path, env: dict) -> str:
     started = time.monotonic()
     print(f"$ {line}", flush=True)
@@ -90,11 +99,10 @@ def main() -> None:
                         continue
                     line = line.replace(" && . .venv/bin/activate", "")  # PATH above is the activation
                     output = run(line, clone, env)
-                if expected is not None and not output.rstrip("\n").endswith(expected.rstrip("\n")):
+                difference = output_difference(output, expected)
+                if difference:
                     differences += 1
-                    tail = output.rstrip("\n").splitlines()[-len(expected.splitlines()):]
-                    print("".join(difflib.unified_diff(expected.splitlines(True), [t + "\n" for t in tail],
-                                                       "README", "printed")))
+                    print(difference)
         if differences:
             sys.exit(f"newcomer: {differences} output block(s) of the README differ from what the commands print")
         print("newcomer: the README's quick start and capacity answer ran as written and printed what it shows")

@@ -367,3 +367,30 @@ def test_the_link_check_catches_a_missing_page_and_anchor():
     page = (REPO / "README.md").resolve()
     text = "# Top\n\nSee [a](docs/nothing.md), [b](docs/serving.md#no-such-part), [c](#top), [d](https://x.org/y).\n"
     assert broken_links({page: text}) == ["README.md: docs/nothing.md", "README.md: docs/serving.md#no-such-part"]
+
+
+def _newcomer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("newcomer", REPO / ".ci" / "newcomer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_newcomer_check_runs_the_capacity_answer_and_compares_its_outputs():
+    """.ci/newcomer.py (run by CI) finds the README's commands and the outputs it shows after them, and a figure
+    that differs from what a command printed is a difference."""
+    newcomer = _newcomer()
+    readme = (REPO / "README.md").read_text()
+    assert newcomer.steps(newcomer.section(readme, "Quick start"))[0][0][2].startswith("dsocr-registry analyze")
+    (plan, plan_output), (which_gpu, table) = newcomer.steps(newcomer.section(readme, "The capacity answer"))
+    assert plan == ["dsocr-registry plan --scenario queries/examples/plan-1m-pages.yaml --plot plan.png"]
+    assert plan_output.startswith("plan 1: ") and "11.68 pages/s per GPU" in plan_output
+    assert which_gpu[-1] == "dsocr-registry sql --file queries/examples/06_which_gpu.sql"
+    assert table.startswith("hardware ") and table.rstrip().endswith("(16 rows)")
+    printed = "48 rows of every configuration\n" + plan_output
+    assert newcomer.output_difference(printed, plan_output) == ""
+    changed = newcomer.output_difference(printed.replace("11.68 pages/s", "11.70 pages/s"), plan_output)
+    assert "-cheapest: 1 x a100-80g" in changed and "+cheapest: 1 x a100-80g" in changed
+    assert newcomer.output_difference("anything", None) == ""
