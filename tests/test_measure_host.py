@@ -98,11 +98,10 @@ def test_spread_is_half_the_iqr_or_a_tenth_of_the_value():
 
 
 @pytest.fixture(scope="module")
-def two_quick_profiles():
+def quick_profile():
+    """One `measure-host --quick` profile of this machine and the progress lines it printed."""
     progress: list[str] = []
-    first = mh.measure_host(quick=True, progress=progress.append, with_vllm=False)
-    second = mh.measure_host(quick=True, with_vllm=False)
-    return first, second, progress
+    return mh.measure_host(quick=True, progress=progress.append, with_vllm=False), progress
 
 
 def _figures(document):
@@ -116,8 +115,8 @@ def _figures(document):
                 yield f"{variant} {mode} {term}", value
 
 
-def test_quick_profile_round_trips_through_yaml_with_every_key(two_quick_profiles, tmp_path):
-    document, _, progress = two_quick_profiles
+def test_quick_profile_round_trips_through_yaml_with_every_key(quick_profile, tmp_path):
+    document, progress = quick_profile
     assert progress and any("preprocessing" in line for line in progress)
     path = tmp_path / "host.yaml"
     path.write_text(yaml.safe_dump([document], sort_keys=False))
@@ -142,8 +141,8 @@ def test_quick_profile_round_trips_through_yaml_with_every_key(two_quick_profile
     assert loaded["render_per_megapixel_ms"]["value"] > 0.5
 
 
-def test_vllm_pieces_are_scaled_from_the_shipped_profile_without_vllm(two_quick_profiles):
-    document, _, _ = two_quick_profiles
+def test_vllm_pieces_are_scaled_from_the_shipped_profile_without_vllm(quick_profile):
+    document, _ = quick_profile
     assert document["measured_on"]["libraries"]["vllm"] is None
     reference = mh.shipped_profile()
     ratio = document["python_speed_kernel_us"]["value"] / reference["python_speed_kernel_us"]["value"]
@@ -171,12 +170,12 @@ def test_shipped_profiles():
     assert 300 < schedule_100 < 10_000
 
 
-def test_check_profile_refuses_a_bad_document(two_quick_profiles):
-    document = yaml.safe_load(yaml.safe_dump(two_quick_profiles[0]))
+def test_check_profile_refuses_a_bad_document(quick_profile):
+    document = yaml.safe_load(yaml.safe_dump(quick_profile[0]))
     document["costs"]["schedule_step_us"]["value"] = -1
     with pytest.raises(ValueError, match="schedule_step_us"):
         mh.check_profile(document)
-    document = yaml.safe_load(yaml.safe_dump(two_quick_profiles[0]))
+    document = yaml.safe_load(yaml.safe_dump(quick_profile[0]))
     del document["preprocess"]["ocr2"]["gundam"]
     with pytest.raises(ValueError, match="ocr2 gundam"):
         mh.check_profile(document)
@@ -196,10 +195,10 @@ def test_measure_host_command_refuses_an_unwritable_path_in_one_line(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_measure_host_command_writes_the_profile_and_a_table(tmp_path, monkeypatch, two_quick_profiles):
+def test_measure_host_command_writes_the_profile_and_a_table(tmp_path, monkeypatch, quick_profile):
     from registry.interfaces.cli import cli
 
-    monkeypatch.setattr(mh, "measure_host", lambda quick, name, progress: dict(two_quick_profiles[0], name=name))
+    monkeypatch.setattr(mh, "measure_host", lambda quick, name, progress: dict(quick_profile[0], name=name))
     out = tmp_path / "host.yaml"
     result = CliRunner().invoke(cli, ["measure-host", "--quick", "--name", "my-host", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -209,13 +208,13 @@ def test_measure_host_command_writes_the_profile_and_a_table(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["host.yaml"]  # no temporary file left
 
 
-def test_a_measured_profile_is_stored_and_prices_a_scenario(two_quick_profiles, tmp_path):
+def test_a_measured_profile_is_stored_and_prices_a_scenario(quick_profile, tmp_path):
     """What measure-host writes on this machine is a host profile the registry takes and a scenario is priced
     with: its preprocessing figure reaches the page pipeline (one worker: pages/s at most 1 / its seconds)."""
     from registry.serving.profiles import Located, parse_host_profiles
     from tests.helpers import run_command
 
-    document = dict(two_quick_profiles[0], name="this-machine")
+    document = dict(quick_profile[0], name="this-machine")
     (tmp_path / "host.yaml").write_text(yaml.safe_dump([document], sort_keys=False))
     db = str(tmp_path / "r.duckdb")
     added = run_command(["host", "add", str(tmp_path / "host.yaml"), "--db", db])
