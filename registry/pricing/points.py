@@ -347,14 +347,17 @@ def read_roofline_modules(source, scenario_id: int, point_index: int) -> tuple[f
     return float(peak), float(bandwidth), [(stage, float(f), float(b), float(t)) for stage, f, b, t in modules]
 
 
-def read_runtime_roof(source, scenario_id: int, point_index: int) -> tuple[float, float]:
-    """The runtime's achieved roof at a scenario point, as fractions of the datasheet's: the matmul compute
-    efficiency and the highest bandwidth efficiency of its categories, each times the point's efficiency scale."""
+def read_runtime_roof(source, scenario_id: int, point_index: int) -> tuple[float, str, float, str]:
+    """The runtime's achieved roof at a scenario point, as fractions of the datasheet's, each times the point's
+    efficiency scale: the highest compute efficiency of its operator categories and that category's name, the
+    highest bandwidth efficiency and that category's name. The roof is the highest of the categories (not the
+    matmul's alone): a module of a faster category would otherwise sit above it."""
     with _reading(source) as conn:
-        compute, memory = conn.execute(sa.text(
-            "SELECT MAX(CASE WHEN c.name = 'matmul' THEN rc.compute_efficiency END) * MAX(p.efficiency_scale), "
-            "MAX(rc.bandwidth_efficiency) * MAX(p.efficiency_scale) "
+        rows = conn.execute(sa.text(
+            "SELECT c.name, rc.compute_efficiency * p.efficiency_scale, rc.bandwidth_efficiency * p.efficiency_scale "
             "FROM scenario_points p JOIN runtime_profile_categories rc ON rc.runtime_profile_id = p.runtime_profile_id "
-            "JOIN operator_categories c ON c.id = rc.category_id WHERE p.scenario_id = :s AND p.point_index = :i"),
-            {"s": scenario_id, "i": point_index}).one()
-    return float(compute), float(memory)
+            "JOIN operator_categories c ON c.id = rc.category_id WHERE p.scenario_id = :s AND p.point_index = :i "
+            "ORDER BY c.name"), {"s": scenario_id, "i": point_index}).all()
+    compute_category, compute, _ = max(rows, key=lambda r: float(r[1]))
+    memory_category, _, memory = max(rows, key=lambda r: float(r[2]))
+    return float(compute), compute_category, float(memory), memory_category
