@@ -511,7 +511,7 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
     assert len(placed) == 1 and placed[0].get_linewidth() > max(
         line.get_linewidth() for line in roof.get_lines() if line is not placed[0])
     [achieved] = [line for line in roof.get_lines() if "achieved roof" in line.get_label()]
-    assert achieved.get_label().startswith("vllm@3 achieved roof (matmul ")
+    assert achieved.get_label().startswith("vllm@3 achieved roof (conv ")
     assert (achieved.get_ydata() < placed[0].get_ydata()).all()  # the runtime reaches less than the datasheet
     offsets = np.vstack([c.get_offsets() for c in roof.collections])
     assert len(offsets) == shown.module_points > 100
@@ -551,6 +551,65 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+ACHIEVED_ROOF_SCENARIO = """
+name: plot-achieved-roof
+base: {profile: dsocr-standard-v1}
+sweep: {hardware: [h200], runtime: [vllm], batch: [16]}
+"""
+
+
+def test_no_module_sits_above_the_runtime_achieved_roof_and_the_compute_bound_ones_reach_it(registry_url, tmp_path):
+    """Each module is placed at its FLOPs over its predicted time, each operator at its own category's efficiency:
+    the achieved roof drawn is the runtime's best category's compute and bandwidth (SAM's convolutions reach more
+    of the peak than the matmuls), so every module sits on or under it, and the compute-bound ones on it."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from registry.interfaces.plots import build_scenario_figure
+    from registry.pricing.points import read_points, read_stage_times
+
+    scenario = tmp_path / "roof.yaml"
+    scenario.write_text(ACHIEVED_ROOF_SCENARIO)
+    result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    scenario_id = json.loads(result.stdout)["scenario_id"]
+    registry = Registry(registry_url)
+    try:
+        points = read_points(registry, scenario_id)
+        fig, shown = build_scenario_figure(registry, scenario_id, points, read_stage_times(registry, scenario_id))
+    finally:
+        registry.dispose()
+    try:
+        (compute, memory), = rows(
+            registry_url, "SELECT MAX(rc.compute_efficiency * p.efficiency_scale), "
+            "MAX(rc.bandwidth_efficiency * p.efficiency_scale) FROM scenario_points p "
+            "JOIN runtime_profile_categories rc ON rc.runtime_profile_id = p.runtime_profile_id "
+            "WHERE p.scenario_id = :s", s=scenario_id)
+        matmul, = rows(registry_url, "SELECT MAX(rc.compute_efficiency) FROM scenario_points p "
+                       "JOIN runtime_profile_categories rc ON rc.runtime_profile_id = p.runtime_profile_id "
+                       "JOIN operator_categories c ON c.id = rc.category_id "
+                       "WHERE p.scenario_id = :s AND c.name = 'matmul'", s=scenario_id)[0]
+        assert float(compute) > float(matmul)  # a roof at the matmul's efficiency would leave modules above it
+        assert shown.achieved_peak_flops_per_s == pytest.approx(shown.roof_peak_flops_per_s * float(compute))
+        assert shown.achieved_bandwidth_bytes_per_s == pytest.approx(
+            shown.roof_bandwidth_bytes_per_s * float(memory))
+        roof = fig.axes[0]
+        [achieved] = [line for line in roof.get_lines() if "achieved roof" in line.get_label()]
+        assert f"{float(compute):.2f} of peak" in achieved.get_label()
+        grid = np.asarray(achieved.get_xdata())
+        assert np.allclose(achieved.get_ydata(), np.minimum(shown.achieved_peak_flops_per_s,
+                                                            grid * shown.achieved_bandwidth_bytes_per_s) / 1e12)
+        offsets = np.vstack([c.get_offsets() for c in roof.collections])
+        assert len(offsets) == shown.module_points > 100
+        xs, ys = offsets[:, 0], offsets[:, 1]
+        ceiling = np.minimum(shown.achieved_peak_flops_per_s, xs * shown.achieved_bandwidth_bytes_per_s) / 1e12
+        assert (ys <= ceiling * (1 + 1e-9)).all()
+        compute_bound = xs * shown.achieved_bandwidth_bytes_per_s > shown.achieved_peak_flops_per_s
+        assert (ys[compute_bound] >= 0.999 * ceiling[compute_bound]).any()  # the roof is reached, not only bounded
+    finally:
+        plt.close(fig)
 
 
 def test_a_shipped_gpu_or_runtime_is_not_edited_and_user_entries_survive_upgrade(registry_url, tmp_path):
