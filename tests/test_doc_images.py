@@ -4,6 +4,7 @@ names a picture that differs from its render."""
 import importlib.util
 import pathlib
 import shutil
+import sys
 
 import pytest
 
@@ -14,8 +15,10 @@ REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 def render_images():
     spec = importlib.util.spec_from_file_location("render_images", REPOSITORY / "docs" / "render_images.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(scope="module")
