@@ -21,6 +21,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
@@ -50,6 +51,10 @@ PICTURES = (
 )
 
 
+# seconds each picture's command took in the last render, by file name (printed with the pictures)
+RENDER_SECONDS: dict[str, float] = {}
+
+
 class RenderError(RuntimeError):
     pass
 
@@ -68,6 +73,7 @@ def render(out_dir: pathlib.Path, pictures=PICTURES) -> list[pathlib.Path]:
             args = [*picture.command, "--scenario", str(EXAMPLES_DIR / picture.scenario_file),
                     "--db", str(registry_path), "--no-progress", "--plot", str(path)]
             printed = io.StringIO()
+            started = time.perf_counter()
             # the commands' tables are not wanted here; their error line is
             with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
                 try:
@@ -79,6 +85,7 @@ def render(out_dir: pathlib.Path, pictures=PICTURES) -> list[pathlib.Path]:
                 last = printed.getvalue().strip().splitlines()[-1:] or ["no output"]
                 raise RenderError(f"dsocr-registry {' '.join(args)} failed (exit {status}): {last[0]}")
             written.append(path)
+            RENDER_SECONDS[picture.file_name] = time.perf_counter() - started
     return written
 
 
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             # written beside, then moved: a failed render leaves the committed pictures as they were
             for path in render(pathlib.Path(scratch)):
                 shutil.move(str(path), options.images_dir / path.name)
-                print(f"{options.images_dir / path.name}")
+                print(f"{options.images_dir / path.name} ({RENDER_SECONDS[path.name]:.1f} s)")
     except RenderError as error:
         print(f"render_images: {error}", file=sys.stderr)
         return 1
