@@ -536,6 +536,8 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
         lengths[row] = max(lengths.get(row, 0.0), patch.get_x() + patch.get_width())
     for row, point in enumerate(points):
         assert lengths[row] == pytest.approx(point["gpu_seconds_per_page"], rel=1e-6)
+    fitting = [lengths[row] for row, point in enumerate(points) if point["fits_in_memory"]]
+    assert fitting == sorted(fitting)  # the bars' own lengths are what the rows are sorted by
     labels = bars.get_yticklabels()
     assert [round(tick) for tick in bars.get_yticks()] == list(range(len(points)))
     for row, (label, point) in enumerate(zip(labels, points)):
