@@ -94,7 +94,8 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
         roof.set_title("Roofline (no points)", fontsize=TITLE_FONT_PT)
     roof.tick_params(labelsize=TICK_FONT_PT)
     roof.grid(True, which="major", alpha=0.3)
-    roof.legend(fontsize=LEGEND_FONT_PT, loc="upper left")  # the low-intensity, high-FLOP/s corner holds no module
+    # under the axes: inside, the legend would hide modules wherever it went
+    roof.legend(fontsize=LEGEND_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2)
 
     labels = [f"#{p['point_index']} {p['hardware']} {p['runtime']} {p['mode']} b{p['batch']}"
               + ("" if p["fits_in_memory"] else " (does not fit)") for p in points]
