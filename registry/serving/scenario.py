@@ -780,7 +780,8 @@ def _draw_under_load(latency, ttft, points: list[dict], targets: dict) -> None:
         axes.set_xlabel("throughput (pages/s)", fontsize=12)
         axes.set_yscale("log")
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=8)
+        # under the axes, where it hides neither a line nor the target
+        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     latency.set_ylabel("page latency (s)", fontsize=12)
     latency.set_title("page latency percentiles against throughput", fontsize=13)
     ttft.set_ylabel("time to first token (s)", fontsize=12)
@@ -822,8 +823,8 @@ def _draw_offline_cost(cost, speed, points: list[dict]) -> None:
         axes.invert_yaxis()  # the cheapest at the top
         axes.grid(True, axis="x", alpha=0.3)
         axes.margins(x=0.15)  # room for the value beside the longest bar
-    # one legend, where the cheapest (shortest) bars leave room
-    cost.legend(fontsize=9, loc="upper right")
+    # one legend for both panels, under the left one, where it hides no bar
+    cost.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     cost.set_xlabel("dollars per 1,000 pages at the GPU's hourly price", fontsize=12)
     cost.set_title("GPU cost per 1,000 pages (cheapest GPU first)", fontsize=13)
     speed.set_xlabel("pages/s on one GPU", fontsize=12)
