@@ -556,16 +556,19 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
 
 
 ACHIEVED_ROOF_SCENARIO = """
-name: plot-achieved-roof
-base: {profile: dsocr-standard-v1}
-sweep: {hardware: [h200], runtime: [vllm], batch: [16]}
+name: plot-achieved-roof-{weights}
+base: {{profile: dsocr-standard-v1}}
+sweep: {{hardware: [h200], runtime: [vllm], batch: [16], weights_dtype: [{weights}], kv_cache_dtype: [{weights}]}}
 """
 
 
-def test_no_module_sits_above_the_runtime_achieved_roof_and_the_compute_bound_ones_reach_it(registry_url, tmp_path):
-    """Each module is placed at its FLOPs over its predicted time, each operator at its own category's efficiency:
-    the achieved roof drawn is the runtime's best category's compute and bandwidth (SAM's convolutions reach more
-    of the peak than the matmuls), so every module sits on or under it, and the compute-bound ones on it."""
+@pytest.mark.parametrize("weights", ["bf16", "fp8"])
+def test_no_module_sits_above_the_runtime_achieved_roof_and_the_compute_bound_ones_reach_it(registry_url, tmp_path,
+                                                                                            weights):
+    """Each module is placed at its FLOPs over its predicted time and the bytes the pricing moves, each operator at
+    its own category's efficiency: the achieved roof drawn is the runtime's fastest category's (in bf16 SAM's
+    convolutions, which reach more of the peak than the matmuls; with fp8 weights the fp8 matmul) and its best
+    bandwidth, so every module sits on or under it, and the compute-bound ones on it."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -573,7 +576,7 @@ def test_no_module_sits_above_the_runtime_achieved_roof_and_the_compute_bound_on
     from registry.pricing.points import read_points, read_stage_times
 
     scenario = tmp_path / "roof.yaml"
-    scenario.write_text(ACHIEVED_ROOF_SCENARIO)
+    scenario.write_text(ACHIEVED_ROOF_SCENARIO.format(weights=weights))
     result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url, "--format", "json"])
     assert result.exit_code == 0, result.output
     scenario_id = json.loads(result.stdout)["scenario_id"]
@@ -584,22 +587,26 @@ def test_no_module_sits_above_the_runtime_achieved_roof_and_the_compute_bound_on
     finally:
         registry.dispose()
     try:
-        (compute, memory), = rows(
+        (compute, memory, matmul, fp8_peak, fp8_efficiency), = rows(
             registry_url, "SELECT MAX(rc.compute_efficiency * p.efficiency_scale), "
-            "MAX(rc.bandwidth_efficiency * p.efficiency_scale) FROM scenario_points p "
+            "MAX(rc.bandwidth_efficiency * p.efficiency_scale), "
+            "MAX(CASE WHEN c.name = 'matmul' THEN rc.compute_efficiency END), MAX(p.peak_fp8_flops_per_s), "
+            "MAX(rp.fp8_compute_efficiency) FROM scenario_points p "
+            "JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id "
             "JOIN runtime_profile_categories rc ON rc.runtime_profile_id = p.runtime_profile_id "
-            "WHERE p.scenario_id = :s", s=scenario_id)
-        matmul, = rows(registry_url, "SELECT MAX(rc.compute_efficiency) FROM scenario_points p "
-                       "JOIN runtime_profile_categories rc ON rc.runtime_profile_id = p.runtime_profile_id "
-                       "JOIN operator_categories c ON c.id = rc.category_id "
-                       "WHERE p.scenario_id = :s AND c.name = 'matmul'", s=scenario_id)[0]
-        assert float(compute) > float(matmul)  # a roof at the matmul's efficiency would leave modules above it
-        assert shown.achieved_peak_flops_per_s == pytest.approx(shown.roof_peak_flops_per_s * float(compute))
-        assert shown.achieved_bandwidth_bytes_per_s == pytest.approx(
-            shown.roof_bandwidth_bytes_per_s * float(memory))
+            "JOIN operator_categories c ON c.id = rc.category_id WHERE p.scenario_id = :s", s=scenario_id)
         roof = fig.axes[0]
         [achieved] = [line for line in roof.get_lines() if "achieved roof" in line.get_label()]
-        assert f"{float(compute):.2f} of peak" in achieved.get_label()
+        if weights == "bf16":
+            assert float(compute) > float(matmul)  # a roof at the matmul's efficiency would leave modules above it
+            assert shown.achieved_peak_flops_per_s == pytest.approx(shown.roof_peak_flops_per_s * float(compute))
+            assert f"conv {float(compute):.2f} of peak" in achieved.get_label()
+        else:
+            assert shown.achieved_peak_flops_per_s == pytest.approx(float(fp8_peak) * float(fp8_efficiency))
+            assert shown.achieved_peak_flops_per_s > shown.roof_peak_flops_per_s * float(compute)
+            assert f"fp8 matmul {float(fp8_efficiency):.2f} of the fp8 peak" in achieved.get_label()
+        assert shown.achieved_bandwidth_bytes_per_s == pytest.approx(
+            shown.roof_bandwidth_bytes_per_s * float(memory))
         grid = np.asarray(achieved.get_xdata())
         assert np.allclose(achieved.get_ydata(), np.minimum(shown.achieved_peak_flops_per_s,
                                                             grid * shown.achieved_bandwidth_bytes_per_s) / 1e12)

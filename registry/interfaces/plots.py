@@ -68,12 +68,10 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
                   label=f"{name} datasheet roof" + (" (this point's GPU)" if own else ""))
     achieved_peak = achieved_bandwidth = None
     if achieved is not None and peak is not None:
-        compute, compute_category, memory, memory_category = achieved
-        achieved_peak, achieved_bandwidth = peak * compute, bandwidth * memory
+        achieved_peak, compute_reached, achieved_bandwidth, memory_reached = achieved
         roof.plot(grid, np.minimum(achieved_peak, grid * achieved_bandwidth) / 1e12, color="#B00000",
                   linewidth=1.8, linestyle="--",
-                  label=f"{best['runtime']} achieved roof ({compute_category} {compute:.2f} of peak, "
-                        f"{memory_category} {memory:.2f} of bandwidth)")
+                  label=f"{best['runtime']} achieved roof ({compute_reached}, {memory_reached})")
     placed = 0
     for stage, color in STAGE_COLORS.items():
         chosen = [(f / b, f / t) for s, f, b, t in modules if s == stage]
