@@ -7,6 +7,13 @@ import json
 import pathlib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# The user's documentation: the README first, then every page under docs/ (sorted, so texts concatenate the same way).
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def doc_text() -> str:
+    """The README and every page under docs/, as one text (each file's commands and figures are checked together)."""
+    return "\n".join(path.read_text() for path in DOC_FILES)
 
 
 def run_command(args, input=None):

@@ -227,7 +227,7 @@ def test_the_readme_bi_commands_run_as_written(report_files, old_clients, tmp_pa
     import re
     import shlex
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "bi.md").read_text()
     section = text[text.index("## BI clients\n"):]
     section = section[:section.index("\n## ", 1)]
     block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)

@@ -228,7 +228,7 @@ def test_hardware_add_takes_a_users_price(registry_url, tmp_path):
 
 def test_readme_hardware_file_is_accepted(registry_url, tmp_path):
     """The README's `hardware add` example, every key of a catalog entry, adds as it is."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "capacity.md").read_text()
     block = re.search(r"```yaml\n([ \t]*# docs/examples/my-gpus\.yaml.*?)```", text, re.DOTALL)
     assert block, "README: the hardware add example (a ```yaml block starting '# docs/examples/my-gpus.yaml')"
     example = textwrap.dedent(block.group(1))

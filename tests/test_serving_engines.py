@@ -387,3 +387,14 @@ def test_the_deepseek_pipeline_example_runs_the_v0_engine_with_its_host_work(reg
     engine, block_size, seqs, host_share, bound, cpu = stored[0]
     assert (engine, block_size, seqs) == ("vllm-v0", 256, 100)
     assert 0 < host_share < 1 and bound in ("gpu", "host", "cpu-pool", "kv", "load") and 0 < cpu < 1
+
+
+def test_the_documented_engine_example_adds_and_serves(tmp_path):
+    """docs/examples/my-engine.yaml, the file the serving docs add, is accepted as it is and its graph sizes and
+    workers are the ones a scenario then runs with."""
+    db = str(tmp_path / "e.duckdb")
+    added = run_command(["engine", "add", str(REPO / "docs" / "examples" / "my-engine.yaml"), "--db", db])
+    assert added.exit_code == 0, added.output
+    shown = yaml.safe_load(run_command(["engine", "show", "vllm-v1-small-graphs", "--db", db]).stdout)
+    assert shown[0]["cuda_graph_capture_sizes"] == [1, 2, 4, 8, 16, 32, 64]
+    assert shown[0]["cpu_workers"] == 8 and shown[0]["policy"] == "chunked-prefill"

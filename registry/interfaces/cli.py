@@ -38,25 +38,13 @@ def cli() -> None:
     """Analytic cost model of DeepSeek-OCR and DeepSeek-OCR-2, stored in a SQL registry.
 
     \b
-    analyze   build an AnalyticModelReport for a workload (no GPU, no weights)
-    cache     the trace cache analyze derives reports from: info, clear
-    ingest    store reports as rows in the registry (DuckDB file or PostgreSQL)
-    sql       run a query against the registry's tables and views
-    schema    the data dictionary: every view and column, and what it means
-    export    write every table and view as Parquet
-    snapshot  write a consistent read-only DuckDB copy for BI tools
-    db        schema revisions: upgrade, current, history; grant-read (PostgreSQL)
-    whatif    price workloads on GPUs and runtimes from a scenario file
-    serve-sim simulate one serving point (continuous batching) of a scenario
-    hardware  the GPU catalog: list, show, add, price
-    runtime   the runtime profiles: list, show, add
-    compare   measured vs predicted for a measurement file
-    calibrate fit a runtime profile to stored measurements
-    measure   time the real model on a CUDA GPU and write a measurement file
-    measure-host  time this machine's host (CPU) work of serving and write a host profile
-    summary   the summary contract of a report: predicted (and measured) time, top modules
-    report    a stored report, rebuilt from its rows
-    serve     the HTTP service of contracts/openapi.yaml
+    capacity:     plan (GPUs, settings and money for a load within SLOs), whatif (scenario files: serving
+                  points, or static batches), serve-sim (one serving point and its pages)
+    profiles:     hardware (GPUs and prices), runtime, engine, host (list, show, add)
+    analysis:     analyze (a workload's AnalyticModelReport, no GPU), cache (the trace cache)
+    registry:     ingest, sql, schema, export, snapshot, db (upgrade, current, history, vacuum, grant-read)
+    measurements: measure, compare, calibrate (GPU runs; --serving: serving benchmarks), measure-host
+    reports:      summary, report, serve (the HTTP service of contracts/openapi.yaml)
 
     The registry is ./dsocr-registry.duckdb unless --db or DSOCR_REGISTRY_URL names another
     (a file path, or postgresql://host/dbname).
@@ -1388,7 +1376,9 @@ def _profile_kind_group(kind: str, summary: str) -> click.Group:
 
         print_rows([kind, "description", "origin"], read_catalog(db_url, lock_timeout, list_profiles, kind), "table")
 
-    @group.command("show", help=f"Show a {kind} profile (NAME or NAME@VERSION) as YAML.")
+    article = "an" if kind[0] in "aeiou" else "a"
+
+    @group.command("show", help=f"Show {article} {kind} profile (NAME or NAME@VERSION) as YAML.")
     @click.argument("name")
     @db_options
     def show_command(name, db_url, lock_timeout):

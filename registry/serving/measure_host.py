@@ -21,12 +21,10 @@ Timing, spread and fits: registry.serving.host_timing (thread CPU time; spread =
 from __future__ import annotations
 
 import datetime
-import importlib.resources
 import platform
 from collections.abc import Callable
 
 import numpy as np
-import yaml
 
 from analyzer.variants import VARIANTS
 from registry.serving import page_pipeline
@@ -175,9 +173,10 @@ def _cores() -> int:
 
 
 def shipped_profiles() -> list[dict]:
-    """The host profiles shipped in registry/data/hosts.yaml."""
-    text = importlib.resources.files("registry.data").joinpath("hosts.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
+    """The documents of the host profiles shipped in registry/data/hosts.yaml, as the catalog reads them."""
+    from registry.serving.profiles import shipped_profiles as shipped_catalog
+
+    return [entry for entry, _ in shipped_catalog("host")]
 
 
 def shipped_profile(name: str = DEFAULT_PROFILE) -> dict:
