@@ -144,9 +144,9 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
 def save_figure(fig, path) -> None:
     """Write a figure as PNG (or SVG for a .svg name) in one step, without the writer's version or a date: the
     same figure gives the same bytes."""
-    from analyzer.fileio import atomic_path
-
     import matplotlib
+
+    from analyzer.fileio import atomic_path
 
     path = pathlib.Path(path)
     svg = path.suffix.lower() == ".svg"
