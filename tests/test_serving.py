@@ -326,3 +326,46 @@ def test_the_example_serving_scenario_validates():
 
     spec = serving_spec(load_scenario(REPO / "queries" / "examples" / "serving.yaml"))
     assert spec.rates == (1.0, 2.0, 4.0, 8.0) and spec.mix.shares == (0.8, 0.2)
+
+
+def _offline_point(hardware: str, weights: str, usd_per_1000_pages, pages_per_s: float) -> dict:
+    return {"hardware": hardware, "runtime": "vllm@3", "arrival_rate_per_s": None, "concurrency": None,
+            "pages": 1000, "weights_dtype": weights, "kv_cache_dtype": weights,
+            "usd_per_1000_pages": usd_per_1000_pages, "pages_per_s": pages_per_s}
+
+
+def test_offline_points_are_drawn_as_cost_and_throughput_bars_cheapest_gpu_first():
+    """Offline points have no rate to draw latency against: one group of bars per GPU, the group with the cheapest
+    bar first and a GPU without a price last, one bar per precision, each bar as long as its dollars per 1,000
+    pages (left) and its pages/s (right), its value written beside it."""
+    import matplotlib.pyplot as plt
+
+    from registry.serving.scenario import build_serving_figure
+
+    points = [_offline_point("h200", "bf16", 0.093, 13.7), _offline_point("h200", "fp8", 0.084, 15.1),
+              _offline_point("l4", "bf16", None, 1.4), _offline_point("l40s", "bf16", 0.066, 4.6),
+              _offline_point("l40s", "fp8", 0.052, 5.8)]
+    fig = build_serving_figure(points, {"ttft_p99_s": 5})
+    try:
+        cost, speed = fig.axes
+        for axes in (cost, speed):
+            assert [t.get_text() for t in axes.get_yticklabels()] == ["l40s / vllm@3", "h200 / vllm@3",
+                                                                      "l4 / vllm@3"]
+        assert "dollars per 1,000 pages" in cost.get_xlabel() and speed.get_xlabel() == "pages/s on one GPU"
+        assert [t.get_text() for t in cost.get_legend().get_texts()] == ["bf16 weights, bf16 KV",
+                                                                         "fp8 weights, fp8 KV"]
+
+        def bars(axes):  # (group row, width, colour) of each bar, the group the nearest tick
+            return sorted((round(p.get_y() + p.get_height() / 2), round(p.get_width(), 6), p.get_facecolor())
+                          for p in axes.patches)
+
+        bf16, fp8 = (p.get_facecolor() for p in cost.get_legend().get_patches())
+        assert bars(cost) == sorted([(0, 0.066, bf16), (0, 0.052, fp8), (1, 0.093, bf16), (1, 0.084, fp8),
+                                     (2, 0.0, bf16)])
+        assert bars(speed) == sorted([(0, 4.6, bf16), (0, 5.8, fp8), (1, 13.7, bf16), (1, 15.1, fp8),
+                                      (2, 1.4, bf16)])
+        written = {t.get_text() for t in cost.texts}
+        assert {"$0.052", "$0.066", "$0.084", "$0.093", "no price"} == written
+        assert {"4.6", "5.8", "13.7", "15.1", "1.4"} == {t.get_text() for t in speed.texts}
+    finally:
+        plt.close(fig)

@@ -511,7 +511,7 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
     assert len(placed) == 1 and placed[0].get_linewidth() > max(
         line.get_linewidth() for line in roof.get_lines() if line is not placed[0])
     [achieved] = [line for line in roof.get_lines() if "achieved roof" in line.get_label()]
-    assert achieved.get_label().startswith("vllm@3 achieved roof (matmul ")
+    assert achieved.get_label().startswith("vllm@3 achieved roof (conv ")
     assert (achieved.get_ydata() < placed[0].get_ydata()).all()  # the runtime reaches less than the datasheet
     offsets = np.vstack([c.get_offsets() for c in roof.collections])
     assert len(offsets) == shown.module_points > 100
@@ -536,6 +536,8 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
         lengths[row] = max(lengths.get(row, 0.0), patch.get_x() + patch.get_width())
     for row, point in enumerate(points):
         assert lengths[row] == pytest.approx(point["gpu_seconds_per_page"], rel=1e-6)
+    fitting = [lengths[row] for row, point in enumerate(points) if point["fits_in_memory"]]
+    assert fitting == sorted(fitting)  # the bars' own lengths are what the rows are sorted by
     labels = bars.get_yticklabels()
     assert [round(tick) for tick in bars.get_yticks()] == list(range(len(points)))
     for row, (label, point) in enumerate(zip(labels, points)):
@@ -551,6 +553,72 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+ACHIEVED_ROOF_SCENARIO = """
+name: plot-achieved-roof-{weights}
+base: {{profile: dsocr-standard-v1}}
+sweep: {{hardware: [h200], runtime: [vllm], batch: [16], weights_dtype: [{weights}], kv_cache_dtype: [{weights}]}}
+"""
+
+
+@pytest.mark.parametrize("weights", ["bf16", "fp8"])
+def test_no_module_sits_above_the_runtime_achieved_roof_and_the_compute_bound_ones_reach_it(registry_url, tmp_path,
+                                                                                            weights):
+    """Each module is placed at its FLOPs over its predicted time and the bytes the pricing moves, each operator at
+    its own category's efficiency: the achieved roof drawn is the runtime's fastest category's (in bf16 SAM's
+    convolutions, which reach more of the peak than the matmuls; with fp8 weights the fp8 matmul) and its best
+    bandwidth, so every module sits on or under it, and the compute-bound ones on it."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from registry.interfaces.plots import build_scenario_figure
+    from registry.pricing.points import read_points, read_stage_times
+
+    scenario = tmp_path / "roof.yaml"
+    scenario.write_text(ACHIEVED_ROOF_SCENARIO.format(weights=weights))
+    result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    scenario_id = json.loads(result.stdout)["scenario_id"]
+    registry = Registry(registry_url)
+    try:
+        points = read_points(registry, scenario_id)
+        fig, shown = build_scenario_figure(registry, scenario_id, points, read_stage_times(registry, scenario_id))
+    finally:
+        registry.dispose()
+    try:
+        (compute, memory, matmul, fp8_peak, fp8_efficiency), = rows(
+            registry_url, "SELECT MAX(rc.compute_efficiency * p.efficiency_scale), "
+            "MAX(rc.bandwidth_efficiency * p.efficiency_scale), "
+            "MAX(CASE WHEN c.name = 'matmul' THEN rc.compute_efficiency END), MAX(p.peak_fp8_flops_per_s), "
+            "MAX(rp.fp8_compute_efficiency) FROM scenario_points p "
+            "JOIN runtime_profiles rp ON rp.id = p.runtime_profile_id "
+            "JOIN runtime_profile_categories rc ON rc.runtime_profile_id = p.runtime_profile_id "
+            "JOIN operator_categories c ON c.id = rc.category_id WHERE p.scenario_id = :s", s=scenario_id)
+        roof = fig.axes[0]
+        [achieved] = [line for line in roof.get_lines() if "achieved roof" in line.get_label()]
+        if weights == "bf16":
+            assert float(compute) > float(matmul)  # a roof at the matmul's efficiency would leave modules above it
+            assert shown.achieved_peak_flops_per_s == pytest.approx(shown.roof_peak_flops_per_s * float(compute))
+            assert f"conv {float(compute):.2f} of peak" in achieved.get_label()
+        else:
+            assert shown.achieved_peak_flops_per_s == pytest.approx(float(fp8_peak) * float(fp8_efficiency))
+            assert shown.achieved_peak_flops_per_s > shown.roof_peak_flops_per_s * float(compute)
+            assert f"fp8 matmul {float(fp8_efficiency):.2f} of the fp8 peak" in achieved.get_label()
+        assert shown.achieved_bandwidth_bytes_per_s == pytest.approx(
+            shown.roof_bandwidth_bytes_per_s * float(memory))
+        grid = np.asarray(achieved.get_xdata())
+        assert np.allclose(achieved.get_ydata(), np.minimum(shown.achieved_peak_flops_per_s,
+                                                            grid * shown.achieved_bandwidth_bytes_per_s) / 1e12)
+        offsets = np.vstack([c.get_offsets() for c in roof.collections])
+        assert len(offsets) == shown.module_points > 100
+        xs, ys = offsets[:, 0], offsets[:, 1]
+        ceiling = np.minimum(shown.achieved_peak_flops_per_s, xs * shown.achieved_bandwidth_bytes_per_s) / 1e12
+        assert (ys <= ceiling * (1 + 1e-9)).all()
+        compute_bound = xs * shown.achieved_bandwidth_bytes_per_s > shown.achieved_peak_flops_per_s
+        assert (ys[compute_bound] >= 0.999 * ceiling[compute_bound]).any()  # the roof is reached, not only bounded
+    finally:
+        plt.close(fig)
 
 
 def test_a_shipped_gpu_or_runtime_is_not_edited_and_user_entries_survive_upgrade(registry_url, tmp_path):

@@ -556,8 +556,9 @@ WHATIF_TABLE = [Column("hardware"), Column("runtime"), Column("variant"), Column
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Aligned text for the terminal, CSV, or JSON (a list of objects).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Also draw a roofline (modules where their predicted time puts them) and the GPU-seconds per page by "
-                   "stage to this PNG.")
+              help="Also draw the scenario to this PNG: a roofline (modules where their predicted time puts them) and "
+                   "the GPU-seconds per page by stage; for a serving scenario page latency and TTFT against "
+                   "throughput, or, for offline points, dollars per 1,000 pages and pages/s by GPU and precision.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar while analyzing new workloads.")
 @click.option("--new-run", is_flag=True,
               help="Record the scenario again even if the same file was already priced on the same registry state "

@@ -10,6 +10,10 @@ STAGE_COLORS = {"vision": "#4C72B0", "projector": "#8172B2", "prefill": "#DD8452
 # Sizes in points, chosen to stay legible when the PNG is scaled down to a page or a slide.
 TITLE_FONT_PT, LABEL_FONT_PT, TICK_FONT_PT, LEGEND_FONT_PT = 13, 12, 10, 9
 UNFIT_HATCH = "xx"
+# PNG text chunks matplotlib would add: without its version a render of the same numbers is the same file, whichever
+# matplotlib wrote it (the committed pictures are compared with fresh renders)
+PNG_METADATA = {"Software": None}
+SVG_METADATA = {"Date": None, "Creator": None}
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class ScenarioPlot:
     roof_peak_flops_per_s: float | None
     roof_bandwidth_bytes_per_s: float | None
     module_points: int             # modules x stages placed on the roof
+    achieved_peak_flops_per_s: float | None       # the runtime's achieved roof at that point: no module above it
+    achieved_bandwidth_bytes_per_s: float | None
     unfit_point_indexes: tuple[int, ...]  # bars marked as not fitting in their GPU's memory
 
 
@@ -60,11 +66,12 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
                   color="black" if own else "grey", linewidth=2.5 if own else 1.2,
                   linestyle="-" if own else next(other_styles),
                   label=f"{name} datasheet roof" + (" (this point's GPU)" if own else ""))
+    achieved_peak = achieved_bandwidth = None
     if achieved is not None and peak is not None:
-        compute, memory = achieved
-        roof.plot(grid, np.minimum(peak * compute, grid * bandwidth * memory) / 1e12, color="#B00000",
+        achieved_peak, compute_reached, achieved_bandwidth, memory_reached = achieved
+        roof.plot(grid, np.minimum(achieved_peak, grid * achieved_bandwidth) / 1e12, color="#B00000",
                   linewidth=1.8, linestyle="--",
-                  label=f"{best['runtime']} achieved roof (matmul {compute:.2f} of peak, {memory:.2f} of bandwidth)")
+                  label=f"{best['runtime']} achieved roof ({compute_reached}, {memory_reached})")
     placed = 0
     for stage, color in STAGE_COLORS.items():
         chosen = [(f / b, f / t) for s, f, b, t in modules if s == stage]
@@ -85,7 +92,8 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
         roof.set_title("Roofline (no points)", fontsize=TITLE_FONT_PT)
     roof.tick_params(labelsize=TICK_FONT_PT)
     roof.grid(True, which="major", alpha=0.3)
-    roof.legend(fontsize=LEGEND_FONT_PT)
+    # under the axes: inside, the legend would hide modules wherever it went
+    roof.legend(fontsize=LEGEND_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2)
 
     labels = [f"#{p['point_index']} {p['hardware']} {p['runtime']} {p['mode']} b{p['batch']}"
               + ("" if p["fits_in_memory"] else " (does not fit)") for p in points]
@@ -124,12 +132,27 @@ def build_scenario_figure(registry, scenario_id: int, points: list[dict], stage_
     bars.tick_params(axis="x", labelsize=TICK_FONT_PT)
     bars.set_xlabel("GPU-seconds per page", fontsize=LABEL_FONT_PT)
     bars.set_ylabel("scenario point: GPU, runtime, mode, batch", fontsize=LABEL_FONT_PT)
-    bars.set_title("GPU-seconds per page by stage (fitting points first, then cheapest first)",
-                   fontsize=TITLE_FONT_PT)
+    bars.set_title("GPU-seconds per page by stage (fitting first, cheapest first)", fontsize=TITLE_FONT_PT)
     fig.tight_layout()
     return fig, ScenarioPlot(roof_point_index=best["point_index"] if best else None,
                              roof_hardware=best["hardware"] if best else None, roof_peak_flops_per_s=peak,
-                             roof_bandwidth_bytes_per_s=bandwidth, module_points=placed, unfit_point_indexes=unfit)
+                             roof_bandwidth_bytes_per_s=bandwidth, module_points=placed, unfit_point_indexes=unfit,
+                             achieved_peak_flops_per_s=achieved_peak,
+                             achieved_bandwidth_bytes_per_s=achieved_bandwidth)
+
+
+def save_figure(fig, path) -> None:
+    """Write a figure as PNG (or SVG for a .svg name) in one step, without the writer's version or a date: the
+    same figure gives the same bytes."""
+    import matplotlib
+
+    from analyzer.fileio import atomic_path
+
+    path = pathlib.Path(path)
+    svg = path.suffix.lower() == ".svg"
+    # a fixed salt: SVG element ids are otherwise random on each save
+    with atomic_path(path, suffix=path.suffix or ".png") as tmp, matplotlib.rc_context({"svg.hashsalt": "dsocr"}):
+        fig.savefig(tmp, dpi=110, format="svg" if svg else "png", metadata=SVG_METADATA if svg else PNG_METADATA)
 
 
 def plot_scenario(registry, scenario_id: int, points: list[dict], stage_times: list[dict],
@@ -137,12 +160,9 @@ def plot_scenario(registry, scenario_id: int, points: list[dict], stage_times: l
     """Write the scenario's plot as PNG; returns what it shows."""
     import matplotlib.pyplot as plt
 
-    from analyzer.fileio import atomic_path
-
     fig, shown = build_scenario_figure(registry, scenario_id, points, stage_times)
     try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return shown

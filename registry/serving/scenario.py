@@ -726,22 +726,43 @@ def read_serving(registry: Registry, scenario_id: int) -> list[dict]:
         return [dict(zip(SERVING_COLUMNS, row)) for row in result.all()]
 
 
+def _precision(point: dict) -> str:
+    return f"{point['weights_dtype']} weights, {point['kv_cache_dtype']} KV"
+
+
 def build_serving_figure(points: list[dict], targets: dict | None = None):
-    """Two panels against throughput (pages/s), one line per GPU x runtime x precision: page latency p50 / p99 on
-    the left, time to first token p50 / p99 on the right, each with the scenario's p99 target as a horizontal
-    line (the points under it meet it)."""
+    """The serving picture. Points under load (an arrival rate or a closed loop of clients): two panels against
+    throughput (pages/s), one line per GPU x runtime x precision, page latency p50 / p99 on the left and time to
+    first token p50 / p99 on the right, each with the scenario's p99 target as a horizontal line (the points under
+    it meet it). Offline points (every page queued at once): two panels of bars, one group per GPU (the cheapest
+    first) with one bar per precision, dollars per 1,000 pages at the GPU's price on the left and pages/s on the
+    right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (latency, ttft) = plt.subplots(1, 2, figsize=(15, 6))
+    loaded = [p for p in points if p["arrival_rate_per_s"] is not None or p.get("concurrency") is not None]
+    offline = [p for p in points if p["arrival_rate_per_s"] is None and p.get("concurrency") is None]
+    panels = 2 * bool(loaded) + 2 * bool(offline)
+    fig, axes = plt.subplots(1, max(panels, 2), figsize=(7.5 * max(panels, 2), 6 if not offline
+                                                          else max(6, 1.5 + 0.3 * len(offline))))
+    axes = list(axes)
+    if loaded:
+        _draw_under_load(axes[0], axes[1], loaded, targets or {})
+    if offline:
+        _draw_offline_cost(axes[-2], axes[-1], offline)
+    fig.suptitle("simulated serving", fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_under_load(latency, ttft, points: list[dict], targets: dict) -> None:
     groups: dict[str, list[dict]] = {}
     for p in points:
-        if p["arrival_rate_per_s"] is not None or p.get("concurrency") is not None:
-            precision = ("" if (p["weights_dtype"], p["kv_cache_dtype"]) == ("bf16", "bf16")
-                         else f" ({p['weights_dtype']}/{p['kv_cache_dtype']})")
-            groups.setdefault(f"{p['hardware']} / {p['runtime']}{precision}", []).append(p)
+        precision = ("" if (p["weights_dtype"], p["kv_cache_dtype"]) == ("bf16", "bf16")
+                     else f" ({p['weights_dtype']}/{p['kv_cache_dtype']})")
+        groups.setdefault(f"{p['hardware']} / {p['runtime']}{precision}", []).append(p)
     for label, rows in groups.items():
         rows = sorted(rows, key=lambda r: r["pages_per_s"])
         x = [r["pages_per_s"] for r in rows]
@@ -751,7 +772,6 @@ def build_serving_figure(points: list[dict], targets: dict | None = None):
         ttft.plot(x, [r["ttft_p99_s"] for r in rows], marker="o", color=line.get_color(), label=f"{label} p99")
         ttft.plot(x, [r["ttft_p50_s"] for r in rows], marker=".", linestyle="--", color=line.get_color(),
                   label=f"{label} p50")
-    targets = targets or {}
     for axes, key, what in ((latency, "page_latency_p99_s", "page latency"), (ttft, "ttft_p99_s", "TTFT")):
         target = targets.get(key)
         if target is not None:
@@ -760,26 +780,74 @@ def build_serving_figure(points: list[dict], targets: dict | None = None):
         axes.set_xlabel("throughput (pages/s)", fontsize=12)
         axes.set_yscale("log")
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=8)
+        # under the axes, where it hides neither a line nor the target
+        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     latency.set_ylabel("page latency (s)", fontsize=12)
     latency.set_title("page latency percentiles against throughput", fontsize=13)
     ttft.set_ylabel("time to first token (s)", fontsize=12)
     ttft.set_title("time to first token against throughput", fontsize=13)
-    fig.suptitle("simulated serving", fontsize=13)
-    fig.tight_layout()
-    return fig
+
+
+def _draw_offline_cost(cost, speed, points: list[dict]) -> None:
+    # one group of bars per GPU x runtime, the groups in the order of their cheapest bar (GPUs the catalog has no
+    # price for last, by pages/s), one bar per precision in a fixed colour
+    groups: dict[str, dict[str, dict]] = {}
+    for p in points:
+        groups.setdefault(f"{p['hardware']} / {p['runtime']}", {})[_precision(p)] = p
+
+    def cheapest_first(item):
+        prices = [p["usd_per_1000_pages"] for p in item[1].values() if p["usd_per_1000_pages"] is not None]
+        return (not prices, min(prices) if prices else -max(p["pages_per_s"] for p in item[1].values()))
+
+    ordered = sorted(groups.items(), key=cheapest_first)
+    precisions = list(dict.fromkeys(_precision(p) for p in points))
+    height = 0.8 / len(precisions)
+    colors = _default_colors(len(precisions))
+    for k, precision in enumerate(precisions):
+        rows = [(g, by[precision]) for g, (_, by) in enumerate(ordered) if precision in by]
+        ys = [g - 0.4 + height * (k + 0.5) for g, _ in rows]
+        prices = [p["usd_per_1000_pages"] if p["usd_per_1000_pages"] is not None else 0.0 for _, p in rows]
+        drawn = cost.barh(ys, prices, height=height, color=colors[k], label=precision)
+        for patch, (_, p) in zip(drawn.patches, rows):
+            text = "no price" if p["usd_per_1000_pages"] is None else f"${p['usd_per_1000_pages']:.3f}"
+            cost.annotate(text, (patch.get_width(), patch.get_y() + patch.get_height() / 2), xytext=(3, 0),
+                          textcoords="offset points", va="center", fontsize=8)
+        drawn = speed.barh(ys, [p["pages_per_s"] for _, p in rows], height=height, color=colors[k], label=precision)
+        for patch, (_, p) in zip(drawn.patches, rows):
+            speed.annotate(f"{p['pages_per_s']:.1f}", (patch.get_width(), patch.get_y() + patch.get_height() / 2),
+                           xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    pages = sorted({p["pages"] for p in points})
+    for axes in (cost, speed):
+        axes.set_yticks(range(len(ordered)))
+        axes.set_yticklabels([name for name, _ in ordered], fontsize=10)
+        axes.invert_yaxis()  # the cheapest at the top
+        axes.grid(True, axis="x", alpha=0.3)
+        axes.margins(x=0.15)  # room for the value beside the longest bar
+    # one legend for both panels, under the left one, where it hides no bar
+    cost.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    cost.set_xlabel("dollars per 1,000 pages at the GPU's hourly price", fontsize=12)
+    cost.set_title("GPU cost per 1,000 pages (cheapest GPU first)", fontsize=13)
+    speed.set_xlabel("pages/s on one GPU", fontsize=12)
+    speed.set_title(f"throughput, {' or '.join(f'{n:,}' for n in pages)} pages queued at once", fontsize=13)
+
+
+def _default_colors(count: int) -> list[str]:
+    """`count` colours of matplotlib's default cycle, in order."""
+    import matplotlib
+
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    return [cycle[i % len(cycle)] for i in range(count)]
 
 
 def plot_serving(points: list[dict], path, targets: dict | None = None) -> None:
     """build_serving_figure, written as PNG; `targets`: the scenario's (ttft_p99_s, page_latency_p99_s)."""
     import matplotlib.pyplot as plt
 
-    from analyzer.fileio import atomic_path
+    from registry.interfaces.plots import save_figure
 
     fig = build_serving_figure(points, targets)
     try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        save_figure(fig, path)
     finally:
         plt.close(fig)
 

@@ -389,6 +389,8 @@ def plot_plan(rows: list[dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from registry.interfaces.plots import save_figure
+
     ok = [r for r in rows if r["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(8, 5))
     for hardware in sorted({r["hardware"] for r in ok}):
@@ -406,5 +408,7 @@ def plot_plan(rows: list[dict], path) -> None:
     ax.set_title("Configurations that meet the SLOs")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
