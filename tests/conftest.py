@@ -8,10 +8,17 @@ import pytest
 
 from tests.helpers import run_command
 
-# The tests' reports use a trace cache of their own, never the user's (and commands they run inherit it).
-_TEST_CACHE_DIR = tempfile.mkdtemp(prefix="dsocr-test-cache-")
+# The tests' reports use a trace cache of their own, never the user's (and commands they run inherit it). The
+# process that starts the run makes it; its pytest-xdist workers, started from it, inherit the folder and share it
+# (entries are written whole and renamed into place), so a family one worker traced is a hit for the other.
+_SHARED_CACHE_ENV = "DSOCR_TEST_RUN_CACHE_DIR"
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_SHARED_CACHE_ENV):
+    _TEST_CACHE_DIR = os.environ[_SHARED_CACHE_ENV]
+else:
+    _TEST_CACHE_DIR = tempfile.mkdtemp(prefix="dsocr-test-cache-")
+    os.environ[_SHARED_CACHE_ENV] = _TEST_CACHE_DIR
+    atexit.register(shutil.rmtree, _TEST_CACHE_DIR, ignore_errors=True)
 os.environ["DSOCR_CACHE_DIR"] = _TEST_CACHE_DIR
-atexit.register(shutil.rmtree, _TEST_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
