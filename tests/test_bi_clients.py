@@ -229,7 +229,7 @@ def test_the_readme_bi_commands_run_as_written(report_files, old_clients, tmp_pa
 
     text = (REPO / "docs" / "bi.md").read_text()
     section = text[text.index("## BI clients\n"):]
-    section = section[:section.index("\n## ", 1)]
+    section = section[:re.search(r"\n#+ ", section[1:]).start() + 1]  # up to the next heading
     block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
     lines = [line for line in block.splitlines() if line.strip()]
     assert len(lines) == 4 and all(line.startswith("dsocr-registry ") for line in lines)
