@@ -29,12 +29,12 @@ import attrs
 
 from analyzer import __version__
 from analyzer.architecture import DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION, ArchitectureSpec, load_spec
-from analyzer.categories import CategoryId
+from analyzer.categories import CategoryId, OperatorCategory
 from analyzer.counts import CountVector, TraceResult
 from analyzer.execution import Execution, execution_spec
 from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot,
                              ModuleNode, OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
-                             operator_categories, with_report_id)
+                             canonical_fragment, operator_categories, report_id_of_fields)
 from analyzer.routing import expected_distinct_experts
 from analyzer.workload import Workload, workload_record
 
@@ -429,13 +429,19 @@ def _decode_stage(base: dict, slope: dict, module_calls: dict[str, int], steps: 
     return stage
 
 
-def _decode_step_affine(base: dict, slope: dict, items: int, distinct: float, traced: int
+def decode_step_totals(base: dict, slope: dict) -> tuple[CountVector, CountVector]:
+    """A decode step's counts summed over its rows: (at context 0, per context token)."""
+    keys = list(base)
+    return tuple(CountVector(*(sum(column) for column in zip(*([getattr(vectors[key], f) for f in COUNT_FIELDS]
+                                                                 for key in keys))))
+                 if keys else CountVector() for vectors in (base, slope))
+
+
+def _decode_step_affine(totals: tuple[CountVector, CountVector], items: int, distinct: float, traced: int
                         ) -> tuple[int, int, int, int]:
-    """(FLOPs at context 0, FLOPs per context token, bytes at 0, bytes per token) of one step at `items`."""
-    base_total, slope_total = CountVector(), CountVector()
-    for key in base:
-        base_total.add(base[key])
-        slope_total.add(slope[key])
+    """(FLOPs at context 0, FLOPs per context token, bytes at 0, bytes per token) of one step at `items`, from the
+    step's totals (decode_step_totals)."""
+    base_total, slope_total = totals
     base_scaled = _scale(base_total, items, distinct, traced)
     slope_scaled = _scale(slope_total, items, 0.0, traced)
     return (base_scaled["flops"], slope_scaled["flops"],
@@ -527,7 +533,7 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     # A stage's summary and rows depend on a few numbers only (the vision stages on the batch, the prefill on the
     # batch and prompt): a frame keeps them, so that the points of a sweep that share a stage build it once.
     memo = getattr(source, "stage_memo", None)
-    stage_entries: list[tuple[StageSummary, list[ModuleMetricsSnapshot]]] = []
+    stage_entries: list[StageEntry] = []
 
     def add(stage: Stage, view_kind: ViewKind, memo_key, stage_counts, **fields) -> None:
         if memo is not None and memo_key is not None and memo_key in memo:
@@ -539,8 +545,9 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
                         kv_cache_bytes=0, distinct_experts_per_call=0.0, step_flops_base=0,
                         step_flops_per_context_token=0, step_bytes_base=0, step_bytes_per_context_token=0)
         defaults.update(fields)
-        entry = (StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults),
-                 _snapshots(stage, view_kind, counts))
+        snapshots = _snapshots(stage, view_kind, counts)
+        entry = StageEntry(StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), tuple(snapshots),
+                           canonical_fragment(snapshots, list[ModuleMetricsSnapshot])[1:-1])
         if memo is not None and memo_key is not None:
             if len(memo) >= STAGE_MEMO_ENTRIES:
                 memo.clear()  # a long-lived process meets many batches and prompts: keep the recent ones only
@@ -580,8 +587,13 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
         probe, probe_next = at_probe.activation_peak_bytes, at_next.activation_peak_bytes
         peak_at_end = probe + (probe_next - probe) * (context_end - DECODE_PROBE_CONTEXT)
         base, slope = source.decode_vectors(traced)
-        flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(base, slope, batch, decode_distinct,
-                                                                               traced)
+        totals_key = ("decode step totals", traced)  # the same for every point of the family
+        totals = memo.get(totals_key) if memo is not None else None
+        if totals is None:
+            totals = decode_step_totals(base, slope)
+            if memo is not None:
+                memo[totals_key] = totals
+        flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(totals, batch, decode_distinct, traced)
         add(Stage.DECODE, ViewKind.NONE, None,  # every point of a sweep has its own decode
             lambda: _decode_stage(base, slope, at_probe.module_calls, steps, prefill_tokens, batch, decode_distinct,
                                   traced),
@@ -592,13 +604,10 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
             step_flops_per_context_token=flops_slope, step_bytes_base=bytes_base,
             step_bytes_per_context_token=bytes_slope)
 
-    snapshots: list[ModuleMetricsSnapshot] = [snapshot for _, stage_snapshots in stage_entries
-                                              for snapshot in stage_snapshots]
-
     facts = source.facts()
     text = spec.text
-    report = AnalyticModelReport(
-        schema_version=SCHEMA_VERSION, report_id="", model_id=spec.model_id, variant=spec.variant,
+    fields = dict(
+        schema_version=SCHEMA_VERSION, model_id=spec.model_id, variant=spec.variant,
         transformers_model=spec.transformers_model, analyzer_version=__version__,
         transformers_version=facts.transformers_version, torch_version=facts.torch_version,
         dtype=DTYPE_NAME, parameters=facts.parameters, checkpoint_parameters=spec.checkpoint_parameters,
@@ -609,13 +618,50 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
                                   shared_experts=text["n_shared_experts"], assumption="uniform",
                                   counting_implementation=EXPERTS_COUNTING_IMPLEMENTATION),
         workload=workload_record(workload),
-        stages=tuple(summary for summary, _ in stage_entries),
-        categories=operator_categories(),
-        modules=facts.modules,
-        module_metrics=tuple(snapshots),
+        stages=tuple(entry.summary for entry in stage_entries),
         notes=REPORT_NOTES + execution_spec(execution).report_notes,
     )
-    return with_report_id(report)
+    categories = operator_categories()
+    # The id hashes the report's canonical JSON; its big parts (the module tree, the categories, the module metrics
+    # of stages shared by many points) are encoded once and joined (see report_id_of_fields).
+    encoded = {"categories": _categories_fragment(categories), "modules": _modules_fragment(facts.modules),
+               "module_metrics": "[" + ",".join(entry.fragment for entry in stage_entries if entry.fragment) + "]"}
+    return AnalyticModelReport(
+        report_id=report_id_of_fields(fields, encoded), categories=categories, modules=facts.modules,
+        module_metrics=tuple(snapshot for entry in stage_entries for snapshot in entry.snapshots), **fields)
+
+
+@attrs.frozen
+class StageEntry:
+    """One stage of a report as assembled: its summary, its module metrics, and their canonical JSON (the
+    snapshots' objects joined by ",", without brackets; empty when the stage has no snapshot)."""
+
+    summary: StageSummary
+    snapshots: tuple[ModuleMetricsSnapshot, ...]
+    fragment: str
+
+
+@functools.lru_cache(maxsize=4)
+def _categories_fragment(categories: tuple) -> str:
+    return canonical_fragment(categories, tuple[OperatorCategory, ...])
+
+
+# The canonical JSON of each module tree met, by the tree's identity: a frame's reports share one tree object, and
+# hashing a tree of hundreds of nodes as a dictionary key would cost more than it saves. The tree is held with its
+# JSON, so its identity is not reused while the entry lives.
+_MODULE_FRAGMENTS: dict[int, tuple[tuple, str]] = {}
+MODULE_FRAGMENT_ENTRIES = 16
+
+
+def _modules_fragment(modules: tuple) -> str:
+    held = _MODULE_FRAGMENTS.get(id(modules))
+    if held is not None and held[0] is modules:
+        return held[1]
+    if len(_MODULE_FRAGMENTS) >= MODULE_FRAGMENT_ENTRIES:
+        _MODULE_FRAGMENTS.clear()
+    fragment = canonical_fragment(modules, tuple[ModuleNode, ...])
+    _MODULE_FRAGMENTS[id(modules)] = (modules, fragment)
+    return fragment
 
 
 def _parameters_note(spec: ArchitectureSpec, parameters: int) -> str:

@@ -19,10 +19,12 @@ their version and id, and are written back in their own layout.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
 import pathlib
+import typing
 from typing import Any
 
 import attrs
@@ -635,6 +637,37 @@ def compute_report_id(report: AnalyticModelReport) -> str:
 
 def with_report_id(report: AnalyticModelReport) -> AnalyticModelReport:
     return attrs.evolve(report, report_id=compute_report_id(report))
+
+
+def canonical_fragment(value: Any, unstructure_as: Any) -> str:
+    """The canonical JSON of one part of a current-version report (a field's value, a list of snapshots) of the
+    declared type `unstructure_as`, as the report's canonical JSON writes it."""
+    return _canonical_json(CONVERTER.unstructure(value, unstructure_as=unstructure_as))
+
+
+@functools.cache
+def report_field_types() -> dict[str, Any]:
+    """The declared type of each field of AnalyticModelReport: what the report's unstructuring goes by."""
+    return typing.get_type_hints(AnalyticModelReport)
+
+
+def report_id_of_fields(fields: dict[str, Any], encoded: dict[str, str]) -> str:
+    """The `compute_report_id` of the current-version report whose fields (report_id aside) are `fields` and
+    `encoded`: `encoded` holds fields already written as canonical JSON (`canonical_fragment`), such as the module
+    tree and the module metrics of stages that many reports share, so that they are not unstructured and encoded
+    again for every report.
+
+    The same text as `compute_report_id` hashes: json.dumps with sort_keys and separators (",", ":") writes a
+    mapping as "{" + the "key":value pairs in sorted key order, joined by "," + "}", and a current-version report's
+    mapping is its fields, each unstructured as its declared type (report_to_dict changes nothing at
+    SCHEMA_VERSION)."""
+    types = report_field_types()
+    if fields.keys() & encoded.keys() or fields.keys() | encoded.keys() != types.keys() - {"report_id"}:
+        raise ValueError("every field but report_id is given, once")
+    pairs = [f"{_canonical_json(name)}:"
+             f"{encoded[name] if name in encoded else canonical_fragment(fields[name], types[name])}"
+             for name in sorted(fields.keys() | encoded.keys())]
+    return "dsocr-" + hashlib.sha256(("{" + ",".join(pairs) + "}").encode()).hexdigest()[:24]
 
 
 def dumps_json(report: AnalyticModelReport) -> str:
