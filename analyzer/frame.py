@@ -123,26 +123,36 @@ class Polynomial:
 
     @classmethod
     def through(cls, xs: tuple[int, ...], ys: list[int]) -> "Polynomial":
-        """The polynomial of degree < len(xs) through the points (Lagrange, in exact rationals)."""
-        coefficients = [Fraction(0)] * len(xs)
-        for i, (xi, yi) in enumerate(zip(xs, ys)):
-            if not yi:
-                continue
-            basis = [Fraction(1)]  # prod over j != i of (x - xj) / (xi - xj), lowest power first
-            for j, xj in enumerate(xs):
-                if j == i:
-                    continue
-                scale = Fraction(1, xi - xj)
-                shifted = [Fraction(0)] + basis
-                for k in range(len(basis)):
-                    shifted[k] -= xj * basis[k]
-                basis = [c * scale for c in shifted]
-            for k, c in enumerate(basis):
-                coefficients[k] += yi * c
+        """The polynomial of degree < len(xs) through the points (Lagrange, exact): sum_i ys[i] * basis_i, with the
+        basis polynomials of `xs` over one common denominator, so that a fit of thousands of counts through the
+        same probes is integer arithmetic."""
+        basis_numerators, basis_denominator = _lagrange_basis(tuple(xs))
+        totals = [sum(y * basis[k] for y, basis in zip(ys, basis_numerators) if y) for k in range(len(xs))]
+        coefficients = [Fraction(total, basis_denominator) for total in totals]
         while coefficients and coefficients[-1] == 0:
             coefficients.pop()
         denominator = lcm(1, *(c.denominator for c in coefficients))
         return cls(tuple(int(c * denominator) for c in coefficients), denominator)
+
+
+@functools.lru_cache(maxsize=64)
+def _lagrange_basis(xs: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], ...], int]:
+    """(numerators of each basis polynomial prod over j != i of (x - xj) / (xi - xj), lowest power first; their
+    common denominator), in exact rationals."""
+    bases = []
+    for i, xi in enumerate(xs):
+        basis = [Fraction(1)]
+        for j, xj in enumerate(xs):
+            if j == i:
+                continue
+            scale = Fraction(1, xi - xj)
+            shifted = [Fraction(0)] + basis
+            for k in range(len(basis)):
+                shifted[k] -= xj * basis[k]
+            basis = [c * scale for c in shifted]
+        bases.append(basis)
+    denominator = lcm(1, *(c.denominator for basis in bases for c in basis))
+    return tuple(tuple(int(c * denominator) for c in basis) for basis in bases), denominator
 
 
 class NotExactError(ValueError):

@@ -314,6 +314,43 @@ class RoutingAssumption:
     counting_implementation: str = text()
 
 
+# Module trees found sound, by identity (each held, so that its identity is not reused while it is listed), with
+# their paths: the reports of a family share one tree object, checked once.
+_CHECKED_TREES: dict[int, tuple[tuple, frozenset]] = {}
+CHECKED_TREE_ENTRIES = 16
+
+
+def _checked_tree_paths(modules: tuple) -> frozenset:
+    """The paths of a module tree whose paths are distinct, whose parents exist and whose parent links reach the
+    root from every node; ReportFormatError otherwise."""
+    held = _CHECKED_TREES.get(id(modules))
+    if held is not None and held[0] is modules:
+        return held[1]
+    paths = frozenset(m.path for m in modules)
+    if len(paths) != len(modules):
+        raise ReportFormatError("duplicate module paths")
+    for node in modules:
+        if node.parent_path is not None and node.parent_path not in paths:
+            raise ReportFormatError(f"module {quote(node.path)} has parent {quote(node.parent_path)}, which "
+                                    f"does not exist")
+    # The parent links must form a tree: walking up from any node reaches the root. Each node is walked
+    # once (a path already known to reach the root ends the walk), so a long chain costs linear time.
+    parent = {m.path: m.parent_path for m in modules}
+    rooted: set[str] = set()
+    for node in modules:
+        seen, current = [], node.path
+        while current is not None and current not in rooted:
+            if current in seen:
+                raise ReportFormatError(f"module tree has a cycle through {quote(current)}")
+            seen.append(current)
+            current = parent[current]
+        rooted.update(seen)
+    if len(_CHECKED_TREES) >= CHECKED_TREE_ENTRIES:
+        _CHECKED_TREES.clear()
+    _CHECKED_TREES[id(modules)] = (modules, paths)
+    return paths
+
+
 @attrs.frozen(kw_only=True)
 class AnalyticModelReport:
     schema_version: int = attrs.field(validator=_count, metadata=_doc(
@@ -353,6 +390,32 @@ class AnalyticModelReport:
             raise ReportFormatError(f"schema_version {self.schema_version} is not supported "
                                     f"(this version reads {_readable_versions()})")
         roles = self.schema_version >= KV_ROLES_SCHEMA_VERSION
+        operators = [op for snapshot in self.module_metrics for op in snapshot.operators]
+        # A quick pass over the rows (a report has thousands), then the slow one that names the value refused.
+        absent = [op.kv_cache_bytes_read for op in operators].count(None) + \
+            [op.kv_cache_bytes_written for op in operators].count(None) + (self.matmul_weight_bytes is None)
+        if absent != (0 if roles else 2 * len(operators) + 1):
+            self._refuse_kv_fields(roles)
+        if self.schema_version <= 2 and self.execution is not _OLDER_VERSIONS_EXECUTION:
+            raise ReportFormatError(f"a schema_version {self.schema_version} report can only record execution "
+                                    f"{_OLDER_VERSIONS_EXECUTION.value!r}")
+        listed = [c.category_id for c in self.categories]
+        if len(set(listed)) != len(listed):
+            raise ReportFormatError("duplicate category ids in categories")
+        paths = _checked_tree_paths(self.modules)
+        unknown = {snapshot.module_path for snapshot in self.module_metrics} - paths
+        if unknown:
+            first = next(snapshot for snapshot in self.module_metrics if snapshot.module_path in unknown)
+            raise ReportFormatError(f"metrics refer to unknown module {quote(first.module_path)}")
+        if {op.category_id for op in operators} - set(listed):
+            for snapshot in self.module_metrics:
+                for op in snapshot.operators:
+                    if op.category_id not in listed:
+                        raise ReportFormatError(f"category {op.category_id.value!r} of module "
+                                                f"{quote(snapshot.module_path)} is not in the report's categories")
+
+    def _refuse_kv_fields(self, roles: bool) -> None:
+        """The first KV-role value present where the schema version has none, or absent where it requires one."""
         # (the name is spelled out only for the value refused: a report has thousands of rows)
         for where, name, value in [(None, "matmul_weight_bytes", self.matmul_weight_bytes),
                                    *((snapshot, name, getattr(op, name))
@@ -365,38 +428,6 @@ class AnalyticModelReport:
                     raise ReportFormatError(f"missing {name} (required from schema_version "
                                             f"{KV_ROLES_SCHEMA_VERSION})")
                 raise ReportFormatError(f"{name} is not part of a schema_version {self.schema_version} report")
-        if self.schema_version <= 2 and self.execution is not _OLDER_VERSIONS_EXECUTION:
-            raise ReportFormatError(f"a schema_version {self.schema_version} report can only record execution "
-                                    f"{_OLDER_VERSIONS_EXECUTION.value!r}")
-        listed = [c.category_id for c in self.categories]
-        if len(set(listed)) != len(listed):
-            raise ReportFormatError("duplicate category ids in categories")
-        paths = {m.path for m in self.modules}
-        if len(paths) != len(self.modules):
-            raise ReportFormatError("duplicate module paths")
-        for node in self.modules:
-            if node.parent_path is not None and node.parent_path not in paths:
-                raise ReportFormatError(f"module {quote(node.path)} has parent {quote(node.parent_path)}, which "
-                                        f"does not exist")
-        # The parent links must form a tree: walking up from any node reaches the root. Each node is walked
-        # once (a path already known to reach the root ends the walk), so a long chain costs linear time.
-        parent = {m.path: m.parent_path for m in self.modules}
-        rooted: set[str] = set()
-        for node in self.modules:
-            seen, current = [], node.path
-            while current is not None and current not in rooted:
-                if current in seen:
-                    raise ReportFormatError(f"module tree has a cycle through {quote(current)}")
-                seen.append(current)
-                current = parent[current]
-            rooted.update(seen)
-        for snapshot in self.module_metrics:
-            if snapshot.module_path not in paths:
-                raise ReportFormatError(f"metrics refer to unknown module {quote(snapshot.module_path)}")
-            for op in snapshot.operators:
-                if op.category_id not in listed:
-                    raise ReportFormatError(f"category {op.category_id.value!r} of module "
-                                            f"{quote(snapshot.module_path)} is not in the report's categories")
 
     # -- derived ----------------------------------------------------------------------------------------------
     @property
