@@ -34,7 +34,8 @@ from analyzer.counts import CountVector, TraceResult
 from analyzer.execution import Execution, execution_spec
 from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot,
                              ModuleNode, OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
-                             canonical_fragment, operator_categories, report_id_of_fields)
+                             canonical_fragment, operator_categories, report_id_of_parts,
+                             snapshots_json)
 from analyzer.routing import expected_distinct_experts
 from analyzer.workload import Workload, workload_record
 
@@ -557,7 +558,7 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
         defaults.update(fields)
         snapshots = _snapshots(stage, view_kind, counts)
         entry = StageEntry(StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), tuple(snapshots),
-                           canonical_fragment(snapshots, list[ModuleMetricsSnapshot])[1:-1])
+                           snapshots_json(snapshots)[1:-1].encode())
         if memo is not None and memo_key is not None:
             if len(memo) >= STAGE_MEMO_ENTRIES:
                 memo.clear()  # a long-lived process meets many batches and prompts: keep the recent ones only
@@ -633,43 +634,45 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     )
     categories = operator_categories()
     # The id hashes the report's canonical JSON; its big parts (the module tree, the categories, the module metrics
-    # of stages shared by many points) are encoded once and joined (see report_id_of_fields).
-    encoded = {"categories": _categories_fragment(categories), "modules": _modules_fragment(facts.modules),
-               "module_metrics": "[" + ",".join(entry.fragment for entry in stage_entries if entry.fragment) + "]"}
+    # of stages shared by many points) are encoded once and hashed piece by piece (see report_id_of_parts).
+    metrics = [entry.fragment for entry in stage_entries if entry.fragment]
+    encoded = {"categories": [_categories_fragment(categories)], "modules": [_modules_fragment(facts.modules)],
+               "module_metrics": [b"[", *(piece for index, fragment in enumerate(metrics)
+                                          for piece in ((b",", fragment) if index else (fragment,))), b"]"]}
     return AnalyticModelReport(
-        report_id=report_id_of_fields(fields, encoded), categories=categories, modules=facts.modules,
+        report_id=report_id_of_parts(fields, encoded), categories=categories, modules=facts.modules,
         module_metrics=tuple(snapshot for entry in stage_entries for snapshot in entry.snapshots), **fields)
 
 
 @attrs.frozen
 class StageEntry:
     """One stage of a report as assembled: its summary, its module metrics, and their canonical JSON (the
-    snapshots' objects joined by ",", without brackets; empty when the stage has no snapshot)."""
+    snapshots' objects joined by ",", without brackets, ASCII; empty when the stage has no snapshot)."""
 
     summary: StageSummary
     snapshots: tuple[ModuleMetricsSnapshot, ...]
-    fragment: str
+    fragment: bytes
 
 
 @functools.lru_cache(maxsize=4)
-def _categories_fragment(categories: tuple) -> str:
-    return canonical_fragment(categories, tuple[OperatorCategory, ...])
+def _categories_fragment(categories: tuple) -> bytes:
+    return canonical_fragment(categories, tuple[OperatorCategory, ...]).encode()
 
 
 # The canonical JSON of each module tree met, by the tree's identity: a frame's reports share one tree object, and
 # hashing a tree of hundreds of nodes as a dictionary key would cost more than it saves. The tree is held with its
 # JSON, so its identity is not reused while the entry lives.
-_MODULE_FRAGMENTS: dict[int, tuple[tuple, str]] = {}
+_MODULE_FRAGMENTS: dict[int, tuple[tuple, bytes]] = {}
 MODULE_FRAGMENT_ENTRIES = 16
 
 
-def _modules_fragment(modules: tuple) -> str:
+def _modules_fragment(modules: tuple) -> bytes:
     held = _MODULE_FRAGMENTS.get(id(modules))
     if held is not None and held[0] is modules:
         return held[1]
     if len(_MODULE_FRAGMENTS) >= MODULE_FRAGMENT_ENTRIES:
         _MODULE_FRAGMENTS.clear()
-    fragment = canonical_fragment(modules, tuple[ModuleNode, ...])
+    fragment = canonical_fragment(modules, tuple[ModuleNode, ...]).encode()
     _MODULE_FRAGMENTS[id(modules)] = (modules, fragment)
     return fragment
 

@@ -701,6 +701,67 @@ def report_id_of_fields(fields: dict[str, Any], encoded: dict[str, str]) -> str:
     return "dsocr-" + hashlib.sha256(("{" + ",".join(pairs) + "}").encode()).hexdigest()[:24]
 
 
+# The keys of a snapshot and of an operator row in the canonical JSON (sorted, as json.dumps(sort_keys=True) writes
+# them); snapshots_json writes them by hand, so that a stage of hundreds of rows is encoded without unstructuring.
+_SNAPSHOT_KEYS = ("forward_calls", "inclusive_bytes", "inclusive_flops", "inclusive_kernel_launches", "module_path",
+                  "operators", "stage", "view_kind")
+_OPERATOR_KEYS = ("bytes_read", "bytes_written", "calls", "category_id", "flops", "flops_tflops", "io_tb",
+                  "kernel_launches", "kv_cache_bytes_read", "kv_cache_bytes_written", "op_calls",
+                  "share_of_module_flops", "weight_bytes_read")
+if (_SNAPSHOT_KEYS != tuple(sorted(f.name for f in attrs.fields(ModuleMetricsSnapshot)))
+        or _OPERATOR_KEYS != tuple(sorted(f.name for f in attrs.fields(OperatorMetrics)))):
+    raise ImportError("snapshots_json does not write the fields ModuleMetricsSnapshot and OperatorMetrics have")
+
+
+@functools.lru_cache(maxsize=16384)
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=True)
+
+
+def _operator_json(op: OperatorMetrics) -> str:
+    return (f'{{"bytes_read":{op.bytes_read:d},"bytes_written":{op.bytes_written:d},"calls":{op.calls:d},'
+            f'"category_id":{_json_string(op.category_id.value)},"flops":{op.flops:d},'
+            f'"flops_tflops":{float.__repr__(op.flops_tflops)},"io_tb":{float.__repr__(op.io_tb)},'
+            f'"kernel_launches":{op.kernel_launches:d},"kv_cache_bytes_read":{op.kv_cache_bytes_read:d},'
+            f'"kv_cache_bytes_written":{op.kv_cache_bytes_written:d},"op_calls":{op.op_calls:d},'
+            f'"share_of_module_flops":{float.__repr__(op.share_of_module_flops)},'
+            f'"weight_bytes_read":{op.weight_bytes_read:d}}}')
+
+
+def snapshots_json(snapshots) -> str:
+    """canonical_fragment(snapshots, list[ModuleMetricsSnapshot]) of current-version snapshots (every operator row
+    with its KV-cache bytes), written directly: integers as int.__repr__ and floats as float.__repr__ write them,
+    as json's encoder does; strings through json.dumps. Snapshots of an older version go through
+    canonical_fragment."""
+    try:
+        return "[" + ",".join(
+            f'{{"forward_calls":{s.forward_calls:d},"inclusive_bytes":{s.inclusive_bytes:d},'
+            f'"inclusive_flops":{s.inclusive_flops:d},"inclusive_kernel_launches":{s.inclusive_kernel_launches:d},'
+            f'"module_path":{_json_string(s.module_path)},"operators":[{",".join(map(_operator_json, s.operators))}],'
+            f'"stage":{_json_string(s.stage.value)},"view_kind":{_json_string(s.view_kind.value)}}}'
+            for s in snapshots) + "]"
+    except (TypeError, ValueError):  # a None (older version) where an integer is written, a float that is not one
+        return canonical_fragment(list(snapshots), list[ModuleMetricsSnapshot])
+
+
+def report_id_of_parts(fields: dict[str, Any], encoded: dict[str, list[bytes]]) -> str:
+    """report_id_of_fields, with the encoded fields given as pieces of their canonical JSON (bytes) that are hashed
+    one after another, not joined: a report's module metrics are megabytes, of stages that many reports share."""
+    types = report_field_types()
+    if fields.keys() & encoded.keys() or fields.keys() | encoded.keys() != types.keys() - {"report_id"}:
+        raise ValueError("every field but report_id is given, once")
+    digest = hashlib.sha256(b"{")
+    for index, name in enumerate(sorted(fields.keys() | encoded.keys())):
+        digest.update(f'{"," if index else ""}{_canonical_json(name)}:'.encode())
+        if name in encoded:
+            for piece in encoded[name]:
+                digest.update(piece)
+        else:
+            digest.update(canonical_fragment(fields[name], types[name]).encode())
+    digest.update(b"}")
+    return "dsocr-" + digest.hexdigest()[:24]
+
+
 def dumps_json(report: AnalyticModelReport) -> str:
     return json.dumps(report_to_dict(report), indent=1, sort_keys=False, allow_nan=False) + "\n"
 
