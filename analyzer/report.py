@@ -33,7 +33,7 @@ import yaml
 from attrs import validators as v
 
 from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
-from analyzer.errors import OneLineError
+from analyzer.errors import ReportFormatError  # noqa: F401 (published here, defined there for the command line)
 from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, EXECUTION_SPECS, Execution
 from analyzer.fileio import (MAX_REPORT_BYTES, InputLimitError, decode_text, document_kind, one_of, parse_document,
                             quote, read_input)
@@ -42,10 +42,6 @@ SCHEMA_VERSION = 4
 READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 KV_ROLES_SCHEMA_VERSION = 4  # the first version whose operator rows say which bytes are KV cache
 TERA = 1e12  # decimal: 1 TFLOP = 1e12 FLOPs, 1 TB = 1e12 bytes
-
-
-class ReportFormatError(OneLineError, ValueError):
-    """A report file or mapping that is not a valid AnalyticModelReport."""
 
 
 class Stage(str, enum.Enum):
