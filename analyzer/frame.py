@@ -350,8 +350,8 @@ class RecordingSource:
 
 
 def build_frame(workload: Workload, execution: Execution, source: TraceSource, fit: bool = False) -> FamilyFrame:
-    """The frame of `workload`'s family, from traces `source` makes: those any report of the family reads, the
-    prefill at the workload's prompt, and (`fit`) the prefill fit."""
+    """The frame of `workload`'s family, from traces `source` makes: those any report of the family reads, and
+    (`fit`) the prefill fit, or else (no fit asked for, or none exact) the prefill at the workload's prompt."""
     recording = RecordingSource(source)
     layout = workload.layout
     batch = workload.batch
@@ -366,11 +366,11 @@ def build_frame(workload: Workload, execution: Execution, source: TraceSource, f
     frame = FamilyFrame(key=FamilyKey.of(workload, execution), model=source.facts(), image_tokens=image_tokens,
                         traced_items=traced, vision_traces=recording.vision_traces,
                         projector_traces=recording.projector_traces, decode_traces=recording.decode_traces,
-                        prefill_traces={workload.prefill_tokens: source.prefill(workload.prefill_tokens,
-                                                                                image_tokens, traced)},
-                        fallback=source, dirty=True)
+                        prefill_traces={}, fallback=source, dirty=True)
     if fit:
         frame.fit()
+    if frame.prefill_fit is None:  # (a fit gives the workload's prefill exactly: no trace of it is needed)
+        frame.prefill_traces[workload.prefill_tokens] = source.prefill(workload.prefill_tokens, image_tokens, traced)
     return frame
 
 

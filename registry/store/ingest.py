@@ -259,11 +259,11 @@ def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict
     category_lookup = _category_lookup(category_ids)
     for run in _snapshot_runs(report.module_metrics):
         module_index = run.module_ids(module_ids)
-        module_parts.append({"report_id": [report_pk] * len(run.snapshots), "module_id": module_index,
+        module_parts.append({"report_id": _repeated(report_pk, len(run.snapshots)), "module_id": module_index,
                              "stage": [run.stage] * len(run.snapshots),
                              "view_kind": [run.view_kind] * len(run.snapshots), **run.module_counts})
         operators = len(run.operator_snapshot)
-        operator_parts.append({"report_id": [report_pk] * operators,
+        operator_parts.append({"report_id": _repeated(report_pk, operators),
                                "module_id": _take(module_index, run.operator_snapshot),
                                "stage": [run.stage] * operators, "view_kind": [run.view_kind] * operators,
                                "category_id": _take(category_lookup, run.operator_category),
@@ -286,6 +286,12 @@ def _integer_column(values: list) -> Any:
         return np.array(values, dtype=np.int64) if None not in values else values
     except OverflowError:
         return values
+
+
+def _repeated(value: int, count: int) -> Any:
+    import numpy as np
+
+    return np.full(count, value, dtype=np.int64)
 
 
 def _take(lookup, positions) -> Any:
@@ -375,8 +381,8 @@ def concatenate_columns(parts: list[dict[str, Any]], names: tuple[str, ...] | No
         if all(isinstance(piece, np.ndarray) for piece in pieces):
             columns[name] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         else:
-            columns[name] = [value for piece in pieces
-                             for value in (piece.tolist() if isinstance(piece, np.ndarray) else piece)]
+            columns[name] = list(itertools.chain.from_iterable(
+                piece.tolist() if isinstance(piece, np.ndarray) else piece for piece in pieces))
     return columns
 
 
