@@ -165,3 +165,35 @@ def test_a_tree_digest_kept_for_one_tree_object_still_covers_the_reports_own_fie
     first, second = ingest.architecture_values(report), ingest.architecture_values(other)
     assert first["tree_hash"] != second["tree_hash"]
     assert ingest.architecture_values(report)["tree_hash"] == first["tree_hash"]
+
+
+def test_a_sweeps_reports_stored_on_either_backend_hold_their_objects_rows(registry_url):
+    """Reports sharing their stages go in as one batch (runs read once, int64 arrays): every stored row is the
+    row of the report's own objects."""
+    from registry.store.db import Registry
+    from tests.helpers import rows
+
+    reports = _derived("v1", "tiny", "hf-eager")[:len(POINTS)]
+    registry = Registry(registry_url)
+    try:
+        outcomes = ingest.write_batch(registry, [(report, "sweep") for report in reports])
+        assert [outcome.status for outcome in outcomes] == ["new"] * len(reports)
+    finally:
+        registry.dispose()
+    for report in reports:
+        stored = rows(registry_url, (
+            "SELECT m.path, o.stage, o.view_kind, c.name, o.op_calls, o.kernel_launches, o.flops, o.bytes_read, "
+            "o.bytes_written, o.weight_bytes_read, o.kv_cache_bytes_read, o.kv_cache_bytes_written "
+            "FROM operator_metrics o JOIN reports r ON r.id = o.report_id JOIN modules m ON m.id = o.module_id "
+            "JOIN operator_categories c ON c.id = o.category_id WHERE r.report_id = :r"), r=report.report_id)
+        expected = [(s.module_path, s.stage.value, s.view_kind.value, op.category_id.value,
+                     *(getattr(op, name) for name in (*OPERATOR_COUNT_FIELDS, *OPERATOR_KV_FIELDS)))
+                    for s in report.module_metrics for op in s.operators]
+        assert sorted(stored) == sorted(expected)
+        modules = rows(registry_url, (
+            "SELECT m.path, mm.stage, mm.view_kind, mm.forward_calls, mm.inclusive_flops, mm.inclusive_bytes, "
+            "mm.inclusive_kernel_launches FROM module_metrics mm JOIN reports r ON r.id = mm.report_id "
+            "JOIN modules m ON m.id = mm.module_id WHERE r.report_id = :r"), r=report.report_id)
+        assert sorted(modules) == sorted((s.module_path, s.stage.value, s.view_kind.value, s.forward_calls,
+                                          s.inclusive_flops, s.inclusive_bytes, s.inclusive_kernel_launches)
+                                         for s in report.module_metrics)
