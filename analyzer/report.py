@@ -678,25 +678,6 @@ def report_field_types() -> dict[str, Any]:
     return typing.get_type_hints(AnalyticModelReport)
 
 
-def report_id_of_fields(fields: dict[str, Any], encoded: dict[str, str]) -> str:
-    """The `compute_report_id` of the current-version report whose fields (report_id aside) are `fields` and
-    `encoded`: `encoded` holds fields already written as canonical JSON (`canonical_fragment`), such as the module
-    tree and the module metrics of stages that many reports share, so that they are not unstructured and encoded
-    again for every report.
-
-    The same text as `compute_report_id` hashes: json.dumps with sort_keys and separators (",", ":") writes a
-    mapping as "{" + the "key":value pairs in sorted key order, joined by "," + "}", and a current-version report's
-    mapping is its fields, each unstructured as its declared type (report_to_dict changes nothing at
-    SCHEMA_VERSION)."""
-    types = report_field_types()
-    if fields.keys() & encoded.keys() or fields.keys() | encoded.keys() != types.keys() - {"report_id"}:
-        raise ValueError("every field but report_id is given, once")
-    pairs = [f"{_canonical_json(name)}:"
-             f"{encoded[name] if name in encoded else canonical_fragment(fields[name], types[name])}"
-             for name in sorted(fields.keys() | encoded.keys())]
-    return "dsocr-" + hashlib.sha256(("{" + ",".join(pairs) + "}").encode()).hexdigest()[:24]
-
-
 # The keys of a snapshot and of an operator row in the canonical JSON (sorted, as json.dumps(sort_keys=True) writes
 # them); snapshots_json writes them by hand, so that a stage of hundreds of rows is encoded without unstructuring.
 _SNAPSHOT_KEYS = ("forward_calls", "inclusive_bytes", "inclusive_flops", "inclusive_kernel_launches", "module_path",
@@ -741,8 +722,15 @@ def snapshots_json(snapshots) -> str:
 
 
 def report_id_of_parts(fields: dict[str, Any], encoded: dict[str, list[bytes]]) -> str:
-    """report_id_of_fields, with the encoded fields given as pieces of their canonical JSON (bytes) that are hashed
-    one after another, not joined: a report's module metrics are megabytes, of stages that many reports share."""
+    """The `compute_report_id` of the current-version report whose fields (report_id aside) are `fields` and
+    `encoded`: `encoded` holds fields already written as canonical JSON, in pieces (bytes) hashed one after another,
+    such as the module tree and the module metrics of stages that many reports share, so that they are neither
+    unstructured and encoded again for every report nor joined into one text of megabytes.
+
+    The same text as `compute_report_id` hashes: json.dumps with sort_keys and separators (",", ":") writes a
+    mapping as "{" + the "key":value pairs in sorted key order, joined by "," + "}", and a current-version report's
+    mapping is its fields, each unstructured as its declared type (report_to_dict changes nothing at
+    SCHEMA_VERSION)."""
     types = report_field_types()
     if fields.keys() & encoded.keys() or fields.keys() | encoded.keys() != types.keys() - {"report_id"}:
         raise ValueError("every field but report_id is given, once")
