@@ -128,6 +128,17 @@ def test_stored_rows_are_the_rows_of_the_reports_objects():
     assert runs and len(runs) <= ingest.SNAPSHOT_RUN_ENTRIES
 
 
+def test_a_row_of_a_category_the_registry_lacks_is_refused():
+    from analyzer.report import ReportFormatError
+
+    report = _derived("v1", "tiny", "hf-eager")[0]
+    module_ids = {node.path: index for index, node in enumerate(report.modules)}
+    category_ids = {category.category_id.value: index for index, category in enumerate(report.categories)}
+    del category_ids["matmul"]
+    with pytest.raises(ReportFormatError, match="^categories matmul are not in the registry"):
+        ingest.metric_columns(report, 1, module_ids, category_ids)
+
+
 def test_a_run_whose_first_snapshot_is_shared_but_not_its_rest_is_read_again():
     report = _derived("v1", "tiny", "hf-eager")[-1]
     module_ids = {node.path: index for index, node in enumerate(report.modules)}

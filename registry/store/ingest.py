@@ -258,16 +258,21 @@ def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict
     operator_parts: list[dict[str, Any]] = []
     category_lookup = _category_lookup(category_ids)
     for run in _snapshot_runs(report.module_metrics):
-        module_index = run.module_ids(module_ids)
-        module_parts.append({"report_id": _repeated(report_pk, len(run.snapshots)), "module_id": module_index,
+        snapshot_module_ids = run.module_ids(module_ids)
+        module_parts.append({"report_id": _repeated(report_pk, len(run.snapshots)), "module_id": snapshot_module_ids,
                              "stage": [run.stage] * len(run.snapshots),
                              "view_kind": [run.view_kind] * len(run.snapshots), **run.module_counts})
-        operators = len(run.operator_snapshot)
-        operator_parts.append({"report_id": _repeated(report_pk, operators),
-                               "module_id": _take(module_index, run.operator_snapshot),
-                               "stage": [run.stage] * operators, "view_kind": [run.view_kind] * operators,
-                               "category_id": _take(category_lookup, run.operator_category),
-                               **run.operator_counts})
+        operator_rows = len(run.operator_snapshot)
+        operator_category_ids = _take(category_lookup, run.operator_category)
+        if operator_rows and min(operator_category_ids.min() if hasattr(operator_category_ids, "min")
+                                 else min(operator_category_ids), 0) < 0:
+            missing = sorted({category.value for category, registry_id in zip(CategoryId, category_lookup)
+                              if registry_id < 0})
+            raise ReportFormatError(f"categories {', '.join(missing)} are not in the registry (upgrade it)")
+        operator_parts.append({"report_id": _repeated(report_pk, operator_rows),
+                               "module_id": _take(snapshot_module_ids, run.operator_snapshot),
+                               "stage": [run.stage] * operator_rows, "view_kind": [run.view_kind] * operator_rows,
+                               "category_id": operator_category_ids, **run.operator_counts})
     return concatenate_columns(module_parts, _MODULE_COLUMNS), concatenate_columns(operator_parts, _OPERATOR_COLUMNS)
 
 
@@ -308,7 +313,7 @@ def _category_lookup_of(pairs: tuple[tuple[str, int], ...]) -> Any:
     import numpy as np
 
     ids = dict(pairs)
-    # a category the registry lacks maps to -1, which the column refuses (check_categories refuses it first)
+    # a category the registry lacks maps to -1 (metric_columns refuses a row of it; check_categories, a report of it)
     return np.array([ids.get(category.value, -1) for category in CategoryId], dtype=np.int64)
 
 
