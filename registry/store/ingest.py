@@ -368,7 +368,7 @@ def _snapshot_runs(snapshots: tuple) -> list[SnapshotRun]:
             run = SnapshotRun(snapshots[start:end])
         SNAPSHOT_RUNS[id(first)] = run
         if len(SNAPSHOT_RUNS) > SNAPSHOT_RUN_ENTRIES:
-            del SNAPSHOT_RUNS[next(iter(SNAPSHOT_RUNS))]  # the least recently used
+            SNAPSHOT_RUNS.pop(next(iter(SNAPSHOT_RUNS)), None)  # the least recently used
         runs.append(run)
         start = end
     return runs
