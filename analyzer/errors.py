@@ -12,3 +12,8 @@ class OneLineError(Exception):
 
 class AnalyzerInputError(OneLineError, ValueError):
     """A variant, mode, workload or profile the analyzer cannot accept."""
+
+
+class ReportFormatError(OneLineError, ValueError):
+    """A report file or mapping that is not a valid AnalyticModelReport (analyzer.report; here so that the command
+    line's error handling names it without loading the report's code)."""

@@ -29,12 +29,13 @@ import attrs
 
 from analyzer import __version__
 from analyzer.architecture import DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION, ArchitectureSpec, load_spec
-from analyzer.categories import CategoryId
+from analyzer.categories import CategoryId, OperatorCategory
 from analyzer.counts import CountVector, TraceResult
 from analyzer.execution import Execution, execution_spec
 from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot,
                              ModuleNode, OperatorMetrics, RoutingAssumption, Stage, StageSummary, ViewKind,
-                             operator_categories, with_report_id)
+                             canonical_fragment, operator_categories, report_id_of_parts,
+                             snapshots_json)
 from analyzer.routing import expected_distinct_experts
 from analyzer.workload import Workload, workload_record
 
@@ -123,26 +124,36 @@ class Polynomial:
 
     @classmethod
     def through(cls, xs: tuple[int, ...], ys: list[int]) -> "Polynomial":
-        """The polynomial of degree < len(xs) through the points (Lagrange, in exact rationals)."""
-        coefficients = [Fraction(0)] * len(xs)
-        for i, (xi, yi) in enumerate(zip(xs, ys)):
-            if not yi:
-                continue
-            basis = [Fraction(1)]  # prod over j != i of (x - xj) / (xi - xj), lowest power first
-            for j, xj in enumerate(xs):
-                if j == i:
-                    continue
-                scale = Fraction(1, xi - xj)
-                shifted = [Fraction(0)] + basis
-                for k in range(len(basis)):
-                    shifted[k] -= xj * basis[k]
-                basis = [c * scale for c in shifted]
-            for k, c in enumerate(basis):
-                coefficients[k] += yi * c
+        """The polynomial of degree < len(xs) through the points (Lagrange, exact): sum_i ys[i] * basis_i, with the
+        basis polynomials of `xs` over one common denominator, so that a fit of thousands of counts through the
+        same probes is integer arithmetic."""
+        basis_numerators, basis_denominator = _lagrange_basis(tuple(xs))
+        totals = [sum(y * basis[k] for y, basis in zip(ys, basis_numerators) if y) for k in range(len(xs))]
+        coefficients = [Fraction(total, basis_denominator) for total in totals]
         while coefficients and coefficients[-1] == 0:
             coefficients.pop()
         denominator = lcm(1, *(c.denominator for c in coefficients))
         return cls(tuple(int(c * denominator) for c in coefficients), denominator)
+
+
+@functools.lru_cache(maxsize=64)
+def _lagrange_basis(xs: tuple[int, ...]) -> tuple[tuple[tuple[int, ...], ...], int]:
+    """(numerators of each basis polynomial prod over j != i of (x - xj) / (xi - xj), lowest power first; their
+    common denominator), in exact rationals."""
+    bases = []
+    for i, xi in enumerate(xs):
+        basis = [Fraction(1)]
+        for j, xj in enumerate(xs):
+            if j == i:
+                continue
+            scale = Fraction(1, xi - xj)
+            shifted = [Fraction(0)] + basis
+            for k in range(len(basis)):
+                shifted[k] -= xj * basis[k]
+            basis = [c * scale for c in shifted]
+        bases.append(basis)
+    denominator = lcm(1, *(c.denominator for basis in bases for c in basis))
+    return tuple(tuple(int(c * denominator) for c in basis) for basis in bases), denominator
 
 
 class NotExactError(ValueError):
@@ -339,8 +350,8 @@ class RecordingSource:
 
 
 def build_frame(workload: Workload, execution: Execution, source: TraceSource, fit: bool = False) -> FamilyFrame:
-    """The frame of `workload`'s family, from traces `source` makes: those any report of the family reads, the
-    prefill at the workload's prompt, and (`fit`) the prefill fit."""
+    """The frame of `workload`'s family, from traces `source` makes: those any report of the family reads, and
+    (`fit`) the prefill fit, or else (no fit asked for, or none exact) the prefill at the workload's prompt."""
     recording = RecordingSource(source)
     layout = workload.layout
     batch = workload.batch
@@ -355,11 +366,11 @@ def build_frame(workload: Workload, execution: Execution, source: TraceSource, f
     frame = FamilyFrame(key=FamilyKey.of(workload, execution), model=source.facts(), image_tokens=image_tokens,
                         traced_items=traced, vision_traces=recording.vision_traces,
                         projector_traces=recording.projector_traces, decode_traces=recording.decode_traces,
-                        prefill_traces={workload.prefill_tokens: source.prefill(workload.prefill_tokens,
-                                                                                image_tokens, traced)},
-                        fallback=source, dirty=True)
+                        prefill_traces={}, fallback=source, dirty=True)
     if fit:
         frame.fit()
+    if frame.prefill_fit is None:  # (a fit gives the workload's prefill exactly: no trace of it is needed)
+        frame.prefill_traces[workload.prefill_tokens] = source.prefill(workload.prefill_tokens, image_tokens, traced)
     return frame
 
 
@@ -429,13 +440,19 @@ def _decode_stage(base: dict, slope: dict, module_calls: dict[str, int], steps: 
     return stage
 
 
-def _decode_step_affine(base: dict, slope: dict, items: int, distinct: float, traced: int
+def decode_step_totals(base: dict, slope: dict) -> tuple[CountVector, CountVector]:
+    """A decode step's counts summed over its rows: (at context 0, per context token)."""
+    keys = list(base)
+    return tuple(CountVector(*(sum(column) for column in zip(*([getattr(vectors[key], f) for f in COUNT_FIELDS]
+                                                                 for key in keys))))
+                 if keys else CountVector() for vectors in (base, slope))
+
+
+def _decode_step_affine(totals: tuple[CountVector, CountVector], items: int, distinct: float, traced: int
                         ) -> tuple[int, int, int, int]:
-    """(FLOPs at context 0, FLOPs per context token, bytes at 0, bytes per token) of one step at `items`."""
-    base_total, slope_total = CountVector(), CountVector()
-    for key in base:
-        base_total.add(base[key])
-        slope_total.add(slope[key])
+    """(FLOPs at context 0, FLOPs per context token, bytes at 0, bytes per token) of one step at `items`, from the
+    step's totals (decode_step_totals)."""
+    base_total, slope_total = totals
     base_scaled = _scale(base_total, items, distinct, traced)
     slope_scaled = _scale(slope_total, items, 0.0, traced)
     return (base_scaled["flops"], slope_scaled["flops"],
@@ -527,7 +544,7 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     # A stage's summary and rows depend on a few numbers only (the vision stages on the batch, the prefill on the
     # batch and prompt): a frame keeps them, so that the points of a sweep that share a stage build it once.
     memo = getattr(source, "stage_memo", None)
-    stage_entries: list[tuple[StageSummary, list[ModuleMetricsSnapshot]]] = []
+    stage_entries: list[StageEntry] = []
 
     def add(stage: Stage, view_kind: ViewKind, memo_key, stage_counts, **fields) -> None:
         if memo is not None and memo_key is not None and memo_key in memo:
@@ -539,8 +556,9 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
                         kv_cache_bytes=0, distinct_experts_per_call=0.0, step_flops_base=0,
                         step_flops_per_context_token=0, step_bytes_base=0, step_bytes_per_context_token=0)
         defaults.update(fields)
-        entry = (StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults),
-                 _snapshots(stage, view_kind, counts))
+        snapshots = _snapshots(stage, view_kind, counts)
+        entry = StageEntry(StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), tuple(snapshots),
+                           snapshots_json(snapshots)[1:-1].encode())
         if memo is not None and memo_key is not None:
             if len(memo) >= STAGE_MEMO_ENTRIES:
                 memo.clear()  # a long-lived process meets many batches and prompts: keep the recent ones only
@@ -580,8 +598,13 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
         probe, probe_next = at_probe.activation_peak_bytes, at_next.activation_peak_bytes
         peak_at_end = probe + (probe_next - probe) * (context_end - DECODE_PROBE_CONTEXT)
         base, slope = source.decode_vectors(traced)
-        flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(base, slope, batch, decode_distinct,
-                                                                               traced)
+        totals_key = ("decode step totals", traced)  # the same for every point of the family
+        totals = memo.get(totals_key) if memo is not None else None
+        if totals is None:
+            totals = decode_step_totals(base, slope)
+            if memo is not None:
+                memo[totals_key] = totals
+        flops_base, flops_slope, bytes_base, bytes_slope = _decode_step_affine(totals, batch, decode_distinct, traced)
         add(Stage.DECODE, ViewKind.NONE, None,  # every point of a sweep has its own decode
             lambda: _decode_stage(base, slope, at_probe.module_calls, steps, prefill_tokens, batch, decode_distinct,
                                   traced),
@@ -592,13 +615,10 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
             step_flops_per_context_token=flops_slope, step_bytes_base=bytes_base,
             step_bytes_per_context_token=bytes_slope)
 
-    snapshots: list[ModuleMetricsSnapshot] = [snapshot for _, stage_snapshots in stage_entries
-                                              for snapshot in stage_snapshots]
-
     facts = source.facts()
     text = spec.text
-    report = AnalyticModelReport(
-        schema_version=SCHEMA_VERSION, report_id="", model_id=spec.model_id, variant=spec.variant,
+    fields = dict(
+        schema_version=SCHEMA_VERSION, model_id=spec.model_id, variant=spec.variant,
         transformers_model=spec.transformers_model, analyzer_version=__version__,
         transformers_version=facts.transformers_version, torch_version=facts.torch_version,
         dtype=DTYPE_NAME, parameters=facts.parameters, checkpoint_parameters=spec.checkpoint_parameters,
@@ -609,13 +629,52 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
                                   shared_experts=text["n_shared_experts"], assumption="uniform",
                                   counting_implementation=EXPERTS_COUNTING_IMPLEMENTATION),
         workload=workload_record(workload),
-        stages=tuple(summary for summary, _ in stage_entries),
-        categories=operator_categories(),
-        modules=facts.modules,
-        module_metrics=tuple(snapshots),
+        stages=tuple(entry.summary for entry in stage_entries),
         notes=REPORT_NOTES + execution_spec(execution).report_notes,
     )
-    return with_report_id(report)
+    categories = operator_categories()
+    # The id hashes the report's canonical JSON; its big parts (the module tree, the categories, the module metrics
+    # of stages shared by many points) are encoded once and hashed piece by piece (see report_id_of_parts).
+    metrics = [entry.fragment for entry in stage_entries if entry.fragment]
+    encoded = {"categories": [_categories_fragment(categories)], "modules": [_modules_fragment(facts.modules)],
+               "module_metrics": [b"[", *(piece for index, fragment in enumerate(metrics)
+                                          for piece in ((b",", fragment) if index else (fragment,))), b"]"]}
+    return AnalyticModelReport(
+        report_id=report_id_of_parts(fields, encoded), categories=categories, modules=facts.modules,
+        module_metrics=tuple(snapshot for entry in stage_entries for snapshot in entry.snapshots), **fields)
+
+
+@attrs.frozen
+class StageEntry:
+    """One stage of a report as assembled: its summary, its module metrics, and their canonical JSON (the
+    snapshots' objects joined by ",", without brackets, ASCII; empty when the stage has no snapshot)."""
+
+    summary: StageSummary
+    snapshots: tuple[ModuleMetricsSnapshot, ...]
+    fragment: bytes
+
+
+@functools.lru_cache(maxsize=4)
+def _categories_fragment(categories: tuple) -> bytes:
+    return canonical_fragment(categories, tuple[OperatorCategory, ...]).encode()
+
+
+# The canonical JSON of each module tree met, by the tree's identity: a frame's reports share one tree object, and
+# hashing a tree of hundreds of nodes as a dictionary key would cost more than it saves. The tree is held with its
+# JSON, so its identity is not reused while the entry lives.
+_MODULE_FRAGMENTS: dict[int, tuple[tuple, bytes]] = {}
+MODULE_FRAGMENT_ENTRIES = 16
+
+
+def _modules_fragment(modules: tuple) -> bytes:
+    held = _MODULE_FRAGMENTS.get(id(modules))
+    if held is not None and held[0] is modules:
+        return held[1]
+    if len(_MODULE_FRAGMENTS) >= MODULE_FRAGMENT_ENTRIES:
+        _MODULE_FRAGMENTS.clear()
+    fragment = canonical_fragment(modules, tuple[ModuleNode, ...]).encode()
+    _MODULE_FRAGMENTS[id(modules)] = (modules, fragment)
+    return fragment
 
 
 def _parameters_note(spec: ArchitectureSpec, parameters: int) -> str:

@@ -19,10 +19,12 @@ their version and id, and are written back in their own layout.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
 import pathlib
+import typing
 from typing import Any
 
 import attrs
@@ -31,7 +33,7 @@ import yaml
 from attrs import validators as v
 
 from analyzer.categories import TARGET_OPERATORS, CategoryId, OperatorCategory
-from analyzer.errors import OneLineError
+from analyzer.errors import ReportFormatError  # noqa: F401 (published here, defined there for the command line)
 from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, EXECUTION_SPECS, Execution
 from analyzer.fileio import (MAX_REPORT_BYTES, InputLimitError, decode_text, document_kind, one_of, parse_document,
                             quote, read_input)
@@ -40,10 +42,6 @@ SCHEMA_VERSION = 4
 READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 KV_ROLES_SCHEMA_VERSION = 4  # the first version whose operator rows say which bytes are KV cache
 TERA = 1e12  # decimal: 1 TFLOP = 1e12 FLOPs, 1 TB = 1e12 bytes
-
-
-class ReportFormatError(OneLineError, ValueError):
-    """A report file or mapping that is not a valid AnalyticModelReport."""
 
 
 class Stage(str, enum.Enum):
@@ -312,6 +310,43 @@ class RoutingAssumption:
     counting_implementation: str = text()
 
 
+# Module trees found sound, by identity (each held, so that its identity is not reused while it is listed), with
+# their paths: the reports of a family share one tree object, checked once.
+_CHECKED_TREES: dict[int, tuple[tuple, frozenset]] = {}
+CHECKED_TREE_ENTRIES = 16
+
+
+def _checked_tree_paths(modules: tuple) -> frozenset:
+    """The paths of a module tree whose paths are distinct, whose parents exist and whose parent links reach the
+    root from every node; ReportFormatError otherwise."""
+    held = _CHECKED_TREES.get(id(modules))
+    if held is not None and held[0] is modules:
+        return held[1]
+    paths = frozenset(m.path for m in modules)
+    if len(paths) != len(modules):
+        raise ReportFormatError("duplicate module paths")
+    for node in modules:
+        if node.parent_path is not None and node.parent_path not in paths:
+            raise ReportFormatError(f"module {quote(node.path)} has parent {quote(node.parent_path)}, which "
+                                    f"does not exist")
+    # The parent links must form a tree: walking up from any node reaches the root. Each node is walked
+    # once (a path already known to reach the root ends the walk), so a long chain costs linear time.
+    parent = {m.path: m.parent_path for m in modules}
+    rooted: set[str] = set()
+    for node in modules:
+        seen, current = [], node.path
+        while current is not None and current not in rooted:
+            if current in seen:
+                raise ReportFormatError(f"module tree has a cycle through {quote(current)}")
+            seen.append(current)
+            current = parent[current]
+        rooted.update(seen)
+    if len(_CHECKED_TREES) >= CHECKED_TREE_ENTRIES:
+        _CHECKED_TREES.clear()
+    _CHECKED_TREES[id(modules)] = (modules, paths)
+    return paths
+
+
 @attrs.frozen(kw_only=True)
 class AnalyticModelReport:
     schema_version: int = attrs.field(validator=_count, metadata=_doc(
@@ -351,6 +386,32 @@ class AnalyticModelReport:
             raise ReportFormatError(f"schema_version {self.schema_version} is not supported "
                                     f"(this version reads {_readable_versions()})")
         roles = self.schema_version >= KV_ROLES_SCHEMA_VERSION
+        operators = [op for snapshot in self.module_metrics for op in snapshot.operators]
+        # A quick pass over the rows (a report has thousands), then the slow one that names the value refused.
+        absent = [op.kv_cache_bytes_read for op in operators].count(None) + \
+            [op.kv_cache_bytes_written for op in operators].count(None) + (self.matmul_weight_bytes is None)
+        if absent != (0 if roles else 2 * len(operators) + 1):
+            self._refuse_kv_fields(roles)
+        if self.schema_version <= 2 and self.execution is not _OLDER_VERSIONS_EXECUTION:
+            raise ReportFormatError(f"a schema_version {self.schema_version} report can only record execution "
+                                    f"{_OLDER_VERSIONS_EXECUTION.value!r}")
+        listed = [c.category_id for c in self.categories]
+        if len(set(listed)) != len(listed):
+            raise ReportFormatError("duplicate category ids in categories")
+        paths = _checked_tree_paths(self.modules)
+        unknown = {snapshot.module_path for snapshot in self.module_metrics} - paths
+        if unknown:
+            first = next(snapshot for snapshot in self.module_metrics if snapshot.module_path in unknown)
+            raise ReportFormatError(f"metrics refer to unknown module {quote(first.module_path)}")
+        if {op.category_id for op in operators} - set(listed):
+            for snapshot in self.module_metrics:
+                for op in snapshot.operators:
+                    if op.category_id not in listed:
+                        raise ReportFormatError(f"category {op.category_id.value!r} of module "
+                                                f"{quote(snapshot.module_path)} is not in the report's categories")
+
+    def _refuse_kv_fields(self, roles: bool) -> None:
+        """The first KV-role value present where the schema version has none, or absent where it requires one."""
         # (the name is spelled out only for the value refused: a report has thousands of rows)
         for where, name, value in [(None, "matmul_weight_bytes", self.matmul_weight_bytes),
                                    *((snapshot, name, getattr(op, name))
@@ -363,38 +424,6 @@ class AnalyticModelReport:
                     raise ReportFormatError(f"missing {name} (required from schema_version "
                                             f"{KV_ROLES_SCHEMA_VERSION})")
                 raise ReportFormatError(f"{name} is not part of a schema_version {self.schema_version} report")
-        if self.schema_version <= 2 and self.execution is not _OLDER_VERSIONS_EXECUTION:
-            raise ReportFormatError(f"a schema_version {self.schema_version} report can only record execution "
-                                    f"{_OLDER_VERSIONS_EXECUTION.value!r}")
-        listed = [c.category_id for c in self.categories]
-        if len(set(listed)) != len(listed):
-            raise ReportFormatError("duplicate category ids in categories")
-        paths = {m.path for m in self.modules}
-        if len(paths) != len(self.modules):
-            raise ReportFormatError("duplicate module paths")
-        for node in self.modules:
-            if node.parent_path is not None and node.parent_path not in paths:
-                raise ReportFormatError(f"module {quote(node.path)} has parent {quote(node.parent_path)}, which "
-                                        f"does not exist")
-        # The parent links must form a tree: walking up from any node reaches the root. Each node is walked
-        # once (a path already known to reach the root ends the walk), so a long chain costs linear time.
-        parent = {m.path: m.parent_path for m in self.modules}
-        rooted: set[str] = set()
-        for node in self.modules:
-            seen, current = [], node.path
-            while current is not None and current not in rooted:
-                if current in seen:
-                    raise ReportFormatError(f"module tree has a cycle through {quote(current)}")
-                seen.append(current)
-                current = parent[current]
-            rooted.update(seen)
-        for snapshot in self.module_metrics:
-            if snapshot.module_path not in paths:
-                raise ReportFormatError(f"metrics refer to unknown module {quote(snapshot.module_path)}")
-            for op in snapshot.operators:
-                if op.category_id not in listed:
-                    raise ReportFormatError(f"category {op.category_id.value!r} of module "
-                                            f"{quote(snapshot.module_path)} is not in the report's categories")
 
     # -- derived ----------------------------------------------------------------------------------------------
     @property
@@ -635,6 +664,86 @@ def compute_report_id(report: AnalyticModelReport) -> str:
 
 def with_report_id(report: AnalyticModelReport) -> AnalyticModelReport:
     return attrs.evolve(report, report_id=compute_report_id(report))
+
+
+def canonical_fragment(value: Any, unstructure_as: Any) -> str:
+    """The canonical JSON of one part of a current-version report (a field's value, a list of snapshots) of the
+    declared type `unstructure_as`, as the report's canonical JSON writes it."""
+    return _canonical_json(CONVERTER.unstructure(value, unstructure_as=unstructure_as))
+
+
+@functools.cache
+def report_field_types() -> dict[str, Any]:
+    """The declared type of each field of AnalyticModelReport: what the report's unstructuring goes by."""
+    return typing.get_type_hints(AnalyticModelReport)
+
+
+# The keys of a snapshot and of an operator row in the canonical JSON (sorted, as json.dumps(sort_keys=True) writes
+# them); snapshots_json writes them by hand, so that a stage of hundreds of rows is encoded without unstructuring.
+_SNAPSHOT_KEYS = ("forward_calls", "inclusive_bytes", "inclusive_flops", "inclusive_kernel_launches", "module_path",
+                  "operators", "stage", "view_kind")
+_OPERATOR_KEYS = ("bytes_read", "bytes_written", "calls", "category_id", "flops", "flops_tflops", "io_tb",
+                  "kernel_launches", "kv_cache_bytes_read", "kv_cache_bytes_written", "op_calls",
+                  "share_of_module_flops", "weight_bytes_read")
+if (_SNAPSHOT_KEYS != tuple(sorted(f.name for f in attrs.fields(ModuleMetricsSnapshot)))
+        or _OPERATOR_KEYS != tuple(sorted(f.name for f in attrs.fields(OperatorMetrics)))):
+    raise ImportError("snapshots_json does not write the fields ModuleMetricsSnapshot and OperatorMetrics have")
+
+
+@functools.lru_cache(maxsize=16384)
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=True)
+
+
+def _operator_json(op: OperatorMetrics) -> str:
+    return (f'{{"bytes_read":{op.bytes_read:d},"bytes_written":{op.bytes_written:d},"calls":{op.calls:d},'
+            f'"category_id":{_json_string(op.category_id.value)},"flops":{op.flops:d},'
+            f'"flops_tflops":{float.__repr__(op.flops_tflops)},"io_tb":{float.__repr__(op.io_tb)},'
+            f'"kernel_launches":{op.kernel_launches:d},"kv_cache_bytes_read":{op.kv_cache_bytes_read:d},'
+            f'"kv_cache_bytes_written":{op.kv_cache_bytes_written:d},"op_calls":{op.op_calls:d},'
+            f'"share_of_module_flops":{float.__repr__(op.share_of_module_flops)},'
+            f'"weight_bytes_read":{op.weight_bytes_read:d}}}')
+
+
+def snapshots_json(snapshots) -> str:
+    """canonical_fragment(snapshots, list[ModuleMetricsSnapshot]) of current-version snapshots (every operator row
+    with its KV-cache bytes), written directly: integers as int.__repr__ and floats as float.__repr__ write them,
+    as json's encoder does; strings through json.dumps. Snapshots of an older version go through
+    canonical_fragment."""
+    try:
+        return "[" + ",".join(
+            f'{{"forward_calls":{s.forward_calls:d},"inclusive_bytes":{s.inclusive_bytes:d},'
+            f'"inclusive_flops":{s.inclusive_flops:d},"inclusive_kernel_launches":{s.inclusive_kernel_launches:d},'
+            f'"module_path":{_json_string(s.module_path)},"operators":[{",".join(map(_operator_json, s.operators))}],'
+            f'"stage":{_json_string(s.stage.value)},"view_kind":{_json_string(s.view_kind.value)}}}'
+            for s in snapshots) + "]"
+    except (TypeError, ValueError):  # a None (older version) where an integer is written, a float that is not one
+        return canonical_fragment(list(snapshots), list[ModuleMetricsSnapshot])
+
+
+def report_id_of_parts(fields: dict[str, Any], encoded: dict[str, list[bytes]]) -> str:
+    """The `compute_report_id` of the current-version report whose fields (report_id aside) are `fields` and
+    `encoded`: `encoded` holds fields already written as canonical JSON, in pieces (bytes) hashed one after another,
+    such as the module tree and the module metrics of stages that many reports share, so that they are neither
+    unstructured and encoded again for every report nor joined into one text of megabytes.
+
+    The same text as `compute_report_id` hashes: json.dumps with sort_keys and separators (",", ":") writes a
+    mapping as "{" + the "key":value pairs in sorted key order, joined by "," + "}", and a current-version report's
+    mapping is its fields, each unstructured as its declared type (report_to_dict changes nothing at
+    SCHEMA_VERSION)."""
+    types = report_field_types()
+    if fields.keys() & encoded.keys() or fields.keys() | encoded.keys() != types.keys() - {"report_id"}:
+        raise ValueError("every field but report_id is given, once")
+    digest = hashlib.sha256(b"{")
+    for index, name in enumerate(sorted(fields.keys() | encoded.keys())):
+        digest.update(f'{"," if index else ""}{_canonical_json(name)}:'.encode())
+        if name in encoded:
+            for piece in encoded[name]:
+                digest.update(piece)
+        else:
+            digest.update(canonical_fragment(fields[name], types[name]).encode())
+    digest.update(b"}")
+    return "dsocr-" + digest.hexdigest()[:24]
 
 
 def dumps_json(report: AnalyticModelReport) -> str:

@@ -323,15 +323,15 @@ def test_a_file_of_many_rows_goes_in_as_one_insert_each_workload_mapped_once(reg
     assert _ingest(registry_url).exit_code == 0  # the workloads' reports, analyzed once
     path = _many_rows_file(tmp_path, 33_000)
     counts = {"mapped": 0, "looked_up": 0, "inserts": []}
-    map_timed_row, find_report, bulk_insert = measurements._map_timed_row, analyzed.find_report, ingest.bulk_insert
+    map_timed_row, find_reports, bulk_insert = measurements._map_timed_row, analyzed.find_reports, ingest.bulk_insert
 
     def counted_map(*args, **kwargs):
         counts["mapped"] += 1
         return map_timed_row(*args, **kwargs)
 
-    def counted_find(*args, **kwargs):
-        counts["looked_up"] += 1
-        return find_report(*args, **kwargs)
+    def counted_find(conn, workloads, *args, **kwargs):
+        counts["looked_up"] += len(workloads)
+        return find_reports(conn, workloads, *args, **kwargs)
 
     def counted_insert(conn, table, columns):
         if table == "measurements":
@@ -339,7 +339,7 @@ def test_a_file_of_many_rows_goes_in_as_one_insert_each_workload_mapped_once(reg
         return bulk_insert(conn, table, columns)
 
     monkeypatch.setattr(measurements, "_map_timed_row", counted_map)
-    monkeypatch.setattr(analyzed, "find_report", counted_find)
+    monkeypatch.setattr(analyzed, "find_reports", counted_find)
     monkeypatch.setattr(ingest, "bulk_insert", counted_insert)
     result = run_command(["ingest", "--measurements", str(path), "--hardware", "h200", "--runtime", "hf-eager",
                           "--db", registry_url])

@@ -70,3 +70,26 @@ def test_a_batch_is_bounded_by_its_metric_rows(registry, monkeypatch):
     monkeypatch.setattr(ingest, "BATCH_METRIC_ROWS", 1)  # every report fills a batch
     ensure_reports(registry, _workloads()[:3], "sweep")
     assert written == [1, 1, 1]
+
+
+def test_a_batch_refused_while_the_next_is_analyzed_stops_the_sweep(registry, monkeypatch):
+    """Batches are written while the next is analyzed; a batch the registry refuses ends the sweep with its line,
+    and no later batch is written."""
+    from registry.store.db import RegistryError
+
+    written = []
+    write_batch = ingest.write_batch
+
+    def refuse_the_second(registry, items, force=False):
+        written.append(len(items))
+        if len(written) == 2:
+            return [ingest.IngestOutcome("sweep", "failed", message="refused") for _ in items]
+        return write_batch(registry, items, force)
+
+    monkeypatch.setattr(ingest, "write_batch", refuse_the_second)
+    monkeypatch.setattr(ingest, "BATCH_REPORTS", 2)
+    workloads = _workloads()[:8]
+    with pytest.raises(RegistryError, match="^sweep: refused$"):
+        ensure_reports(registry, workloads, "sweep")
+    assert written == [2, 2]  # the third batch, analyzed meanwhile, is not written
+    assert len(rows(str(registry.url.database), "SELECT id FROM reports")) == 2

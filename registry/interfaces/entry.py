@@ -9,9 +9,8 @@ import traceback
 
 import click
 
-from analyzer.errors import AnalyzerInputError
+from analyzer.errors import AnalyzerInputError, ReportFormatError
 from analyzer.fileio import one_line, printable
-from analyzer.report import ReportFormatError
 from registry.store.errors import RegistryError
 
 EXIT_USAGE = 2

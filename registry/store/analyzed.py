@@ -32,18 +32,34 @@ def transformers_version() -> str:
 def find_report(conn, workload, execution=DEFAULT_EXECUTION) -> int | None:
     """The key of a stored report of this workload traced under `execution`, made by this analyzer on this
     transformers version (the newest schema version first). Reports stored before revision 0006 are hf-eager."""
+    return find_reports(conn, [workload], execution)[0]
+
+
+FIND_CHUNK = 1_000  # workload hashes a lookup statement names at most
+
+
+def find_reports(conn, workloads: list, execution=DEFAULT_EXECUTION) -> list[int | None]:
+    """find_report of each workload, in one statement per FIND_CHUNK distinct workloads (a sweep of thousands of
+    points looks its reports up at once, not one statement each)."""
     from analyzer import __version__
     from analyzer.workload import workload_record
     from registry.store.ingest import workload_hash
 
-    return conn.execute(sa.text(
-        "SELECT r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
+    hashes = [workload_hash(workload_record(workload)) for workload in workloads]
+    distinct = sorted(set(hashes))
+    found: dict[str, int] = {}
+    statement = sa.text(
+        "SELECT w.workload_hash, r.id FROM reports r JOIN workloads w ON w.id = r.workload_id "
         "JOIN architectures a ON a.id = r.architecture_id "
-        "WHERE w.workload_hash = :h AND r.analyzer_version = :v AND a.transformers_version = :t "
+        "WHERE w.workload_hash IN :hashes AND r.analyzer_version = :v AND a.transformers_version = :t "
         "AND r.execution = :e "
-        "ORDER BY r.schema_version DESC, r.id LIMIT 1"),
-        {"h": workload_hash(workload_record(workload)), "v": __version__, "t": transformers_version(),
-         "e": _execution(execution)}).scalar()
+        "ORDER BY w.workload_hash, r.schema_version DESC, r.id").bindparams(sa.bindparam("hashes", expanding=True))
+    for start in range(0, len(distinct), FIND_CHUNK):
+        for workload_key, report_key in conn.execute(statement, {
+                "hashes": distinct[start:start + FIND_CHUNK], "v": __version__, "t": transformers_version(),
+                "e": _execution(execution)}).all():
+            found.setdefault(workload_key, int(report_key))  # the first row of each: the newest schema version
+    return [found.get(key) for key in hashes]
 
 
 def ensure_reports(registry: Registry, workloads: list, label: str, progress: bool = False,
@@ -58,7 +74,7 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     rows, one transaction each), with a progress bar when asked for."""
     execution = _execution(execution)
     with registry.begin(keep_open=True) as conn:
-        report_keys = [find_report(conn, w, execution) for w in workloads]
+        report_keys = find_reports(conn, workloads, execution)
     missing = [i for i, key in enumerate(report_keys) if key is None]
     if not missing:
         return report_keys
@@ -109,8 +125,8 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
                     flush()
             bar.update(1)
     with registry.begin() as conn:
-        for index in missing:
-            report_keys[index] = find_report(conn, workloads[index], execution)
+        for index, key in zip(missing, find_reports(conn, [workloads[index] for index in missing], execution)):
+            report_keys[index] = key
     return report_keys
 
 

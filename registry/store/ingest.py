@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import glob
 import hashlib
 import itertools
@@ -147,14 +148,30 @@ def _hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def architecture_values(report: AnalyticModelReport) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    digest.update(f"{report.model_id}|{report.transformers_model}|{report.transformers_version}|{report.dtype}|"
-                  f"{report.parameters}|{report.checkpoint_parameters}\n".encode())
-    for m in report.modules:
+# The digest of the module trees met (by the tree tuple's identity, held with its digest): a sweep's reports share
+# one tree object, whose hundreds of nodes need not be read again for each of them.
+_TREE_DIGESTS: dict[int, tuple[tuple, str, bytes]] = {}
+TREE_DIGEST_ENTRIES = 16
+
+
+def _tree_digest(header: bytes, modules: tuple) -> str:
+    held = _TREE_DIGESTS.get(id(modules))
+    if held is not None and held[0] is modules and held[2] == header:
+        return held[1]
+    digest = hashlib.sha256(header)
+    for m in modules:
         digest.update(f"{m.path}|{m.parent_path}|{m.class_name}|{m.depth}|{m.parameters}|{m.parameters_self}|"
                       f"{m.weight_bytes}|{','.join(s.value for s in m.stages)}\n".encode())
-    return dict(tree_hash=digest.hexdigest(), model_id=report.model_id, variant=report.variant,
+    if len(_TREE_DIGESTS) >= TREE_DIGEST_ENTRIES:
+        _TREE_DIGESTS.clear()
+    _TREE_DIGESTS[id(modules)] = (modules, digest.hexdigest(), header)
+    return digest.hexdigest()
+
+
+def architecture_values(report: AnalyticModelReport) -> dict[str, Any]:
+    header = (f"{report.model_id}|{report.transformers_model}|{report.transformers_version}|{report.dtype}|"
+              f"{report.parameters}|{report.checkpoint_parameters}\n").encode()
+    return dict(tree_hash=_tree_digest(header, report.modules), model_id=report.model_id, variant=report.variant,
                 transformers_model=report.transformers_model, transformers_version=report.transformers_version,
                 dtype=report.dtype, parameters=report.parameters,
                 checkpoint_parameters=report.checkpoint_parameters, weight_bytes=report.weight_bytes,
@@ -191,9 +208,14 @@ def category_records(report: AnalyticModelReport) -> str | None:
     revisions do to operator_categories; version-1 reports carry none (they derive today's)."""
     if report.schema_version < 2:
         return None
+    return _category_records_of(tuple(report.categories))
+
+
+@functools.lru_cache(maxsize=8)
+def _category_records_of(categories: tuple[OperatorCategory, ...]) -> str:
     from analyzer.report import CONVERTER
 
-    return json.dumps([CONVERTER.unstructure(c) for c in report.categories], sort_keys=True, separators=(",", ":"))
+    return json.dumps([CONVERTER.unstructure(c) for c in categories], sort_keys=True, separators=(",", ":"))
 
 
 _STAGE_FIELDS = ("view_px", "calls", "items", "tokens_per_item", "context_start", "context_end", "flops",
@@ -224,24 +246,149 @@ def module_columns(report: AnalyticModelReport, architecture_id: int, ids: list[
 
 
 def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict[str, int],
-                   category_ids: dict[str, int]) -> tuple[dict[str, list], dict[str, list]]:
-    snaps = report.module_metrics
-    modules = {
-        "report_id": [report_pk] * len(snaps), "module_id": [module_ids[s.module_path] for s in snaps],
-        "stage": [s.stage.value for s in snaps], "view_kind": [s.view_kind.value for s in snaps],
-        "forward_calls": [s.forward_calls for s in snaps], "inclusive_flops": [s.inclusive_flops for s in snaps],
-        "inclusive_bytes": [s.inclusive_bytes for s in snaps],
-        "inclusive_kernel_launches": [s.inclusive_kernel_launches for s in snaps],
-    }
-    pairs = [(snap, op) for snap in snaps for op in snap.operators]
-    operators = {
-        "report_id": [report_pk] * len(pairs), "module_id": [module_ids[s.module_path] for s, _ in pairs],
-        "stage": [s.stage.value for s, _ in pairs], "view_kind": [s.view_kind.value for s, _ in pairs],
-        "category_id": [category_ids[op.category_id.value] for _, op in pairs],
-    }
-    for name in (*OPERATOR_COUNT_FIELDS, *OPERATOR_KV_FIELDS):  # KV fields: None (NULL) before schema version 4
-        operators[name] = [getattr(op, name) for _, op in pairs]
-    return modules, operators
+                   category_ids: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The module_metrics and operator_metrics rows of a report, as columns: lists, or numpy arrays of int64 for
+    integer columns (what bulk_insert and check_columns take; a value past int64 stays a Python int in a list, for
+    check_columns to refuse by name).
+
+    The rows come from the report's snapshots, run by run (a stage and view kind each); a run of snapshot objects
+    met before (the stages a sweep's points share: one set of objects, see analyzer.frame.assemble_report) has its
+    rows from SNAPSHOT_RUNS instead of reading its thousands of objects again."""
+    module_parts: list[dict[str, Any]] = []
+    operator_parts: list[dict[str, Any]] = []
+    category_lookup = _category_lookup(category_ids)
+    for run in _snapshot_runs(report.module_metrics):
+        snapshot_module_ids = run.module_ids(module_ids)
+        module_parts.append({"report_id": _repeated(report_pk, len(run.snapshots)), "module_id": snapshot_module_ids,
+                             "stage": [run.stage] * len(run.snapshots),
+                             "view_kind": [run.view_kind] * len(run.snapshots), **run.module_counts})
+        operator_rows = len(run.operator_snapshot)
+        operator_category_ids = _take(category_lookup, run.operator_category)
+        if operator_rows and min(operator_category_ids.min() if hasattr(operator_category_ids, "min")
+                                 else min(operator_category_ids), 0) < 0:
+            missing = sorted({category.value for category, registry_id in zip(CategoryId, category_lookup)
+                              if registry_id < 0})
+            raise ReportFormatError(f"categories {', '.join(missing)} are not in the registry (upgrade it)")
+        operator_parts.append({"report_id": _repeated(report_pk, operator_rows),
+                               "module_id": _take(snapshot_module_ids, run.operator_snapshot),
+                               "stage": [run.stage] * operator_rows, "view_kind": [run.view_kind] * operator_rows,
+                               "category_id": operator_category_ids, **run.operator_counts})
+    return concatenate_columns(module_parts, _MODULE_COLUMNS), concatenate_columns(operator_parts, _OPERATOR_COLUMNS)
+
+
+_SNAPSHOT_COUNT_FIELDS = ("forward_calls", "inclusive_flops", "inclusive_bytes", "inclusive_kernel_launches")
+_MODULE_COLUMNS = ("report_id", "module_id", "stage", "view_kind", *_SNAPSHOT_COUNT_FIELDS)
+_OPERATOR_COLUMNS = ("report_id", "module_id", "stage", "view_kind", "category_id", *OPERATOR_COUNT_FIELDS,
+                     *OPERATOR_KV_FIELDS)
+_CATEGORY_POSITION = {category: position for position, category in enumerate(CategoryId)}
+
+
+def _integer_column(values: list) -> Any:
+    """int64 numpy array of `values`, or the list itself when a value is None or past int64."""
+    import numpy as np
+
+    try:
+        return np.array(values, dtype=np.int64) if None not in values else values
+    except OverflowError:
+        return values
+
+
+def _repeated(value: int, count: int) -> Any:
+    import numpy as np
+
+    return np.full(count, value, dtype=np.int64)
+
+
+def _take(lookup, positions) -> Any:
+    """lookup[positions] for a numpy array or a list of either."""
+    import numpy as np
+
+    if isinstance(lookup, np.ndarray) and isinstance(positions, np.ndarray):
+        return lookup[positions]
+    return [lookup[p] for p in positions]
+
+
+@functools.lru_cache(maxsize=8)
+def _category_lookup_of(pairs: tuple[tuple[str, int], ...]) -> Any:
+    import numpy as np
+
+    ids = dict(pairs)
+    # a category the registry lacks maps to -1 (metric_columns refuses a row of it; check_categories, a report of it)
+    return np.array([ids.get(category.value, -1) for category in CategoryId], dtype=np.int64)
+
+
+def _category_lookup(category_ids: dict[str, int]) -> Any:
+    """The registry's category id of each CategoryId, by its position in CategoryId."""
+    return _category_lookup_of(tuple(sorted(category_ids.items())))
+
+
+class SnapshotRun:
+    """The rows of consecutive snapshots of one stage and view kind, with the snapshots they are read from (held,
+    so that their identities are not reused while the run is kept)."""
+
+    def __init__(self, snapshots: tuple) -> None:
+        self.snapshots = snapshots
+        self.stage, self.view_kind = snapshots[0].stage.value, snapshots[0].view_kind.value
+        self.module_counts = {name: _integer_column([getattr(s, name) for s in snapshots])
+                              for name in _SNAPSHOT_COUNT_FIELDS}
+        pairs = [(index, op) for index, snapshot in enumerate(snapshots) for op in snapshot.operators]
+        self.operator_snapshot = _integer_column([index for index, _ in pairs])
+        self.operator_category = _integer_column([_CATEGORY_POSITION[op.category_id] for _, op in pairs])
+        self.operator_counts = {name: _integer_column([getattr(op, name) for _, op in pairs])
+                                for name in (*OPERATOR_COUNT_FIELDS, *OPERATOR_KV_FIELDS)}
+        self._module_ids: tuple[dict, Any] | None = None
+
+    def module_ids(self, module_ids: dict[str, int]) -> Any:
+        """The registry's module id of each snapshot (kept for the last tree asked about, by its identity)."""
+        if self._module_ids is None or self._module_ids[0] is not module_ids:
+            self._module_ids = (module_ids, _integer_column([module_ids[s.module_path] for s in self.snapshots]))
+        return self._module_ids[1]
+
+
+# Runs of snapshots by the identity of their first snapshot, most recently used last: a sweep's points share their
+# vision, projector and prefill runs (a few per point), so a few dozen suffice.
+SNAPSHOT_RUNS: dict[int, SnapshotRun] = {}
+SNAPSHOT_RUN_ENTRIES = 64
+
+
+def _snapshot_runs(snapshots: tuple) -> list[SnapshotRun]:
+    runs = []
+    start, count = 0, len(snapshots)
+    while start < count:
+        first = snapshots[start]
+        run = SNAPSHOT_RUNS.pop(id(first), None)
+        if run is not None:
+            end = start + len(run.snapshots)
+            if not (end <= count and all(a is b for a, b in zip(run.snapshots, snapshots[start:end]))):
+                run = None  # the same first object in another run: read this one afresh
+        if run is None:
+            end = start + 1
+            while end < count and (snapshots[end].stage, snapshots[end].view_kind) == (first.stage, first.view_kind):
+                end += 1
+            run = SnapshotRun(snapshots[start:end])
+        SNAPSHOT_RUNS[id(first)] = run
+        if len(SNAPSHOT_RUNS) > SNAPSHOT_RUN_ENTRIES:
+            SNAPSHOT_RUNS.pop(next(iter(SNAPSHOT_RUNS)), None)  # the least recently used
+        runs.append(run)
+        start = end
+    return runs
+
+
+def concatenate_columns(parts: list[dict[str, Any]], names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Columns of the rows of `parts` in order: a numpy array where every part has one, else a list."""
+    import numpy as np
+
+    if not parts:
+        return {name: [] for name in names or ()}
+    columns = {}
+    for name in names or parts[0]:
+        pieces = [part[name] for part in parts]
+        if all(isinstance(piece, np.ndarray) for piece in pieces):
+            columns[name] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        else:
+            columns[name] = list(itertools.chain.from_iterable(
+                piece.tolist() if isinstance(piece, np.ndarray) else piece for piece in pieces))
+    return columns
 
 
 def _category_order(category: OperatorCategory) -> int:
@@ -319,6 +466,8 @@ def bulk_insert(conn: Connection, table: str, columns: dict[str, list]) -> int:
     column_list = ", ".join(names)
     dialect = conn.dialect.name
     raw = conn.connection.driver_connection
+    if dialect != "duckdb" or count * len(names) <= _VALUES_LIMIT:  # numpy arrays go to Arrow only
+        columns = {name: values.tolist() if hasattr(values, "tolist") else values for name, values in columns.items()}
     if dialect == "duckdb" and count * len(names) <= _VALUES_LIMIT:
         # a few rows (a scenario's points, a new workload): one VALUES statement, which spares loading pyarrow
         row_marks = "(" + ", ".join("?" * len(names)) + ")"
@@ -661,21 +810,21 @@ def _write_batch(registry: Registry, items: list[tuple[AnalyticModelReport, str]
         bulk_insert(conn, "reports", report_columns)
 
         stage_rows: dict[str, list] = {}
-        module_rows: dict[str, list] = {}
-        operator_rows: dict[str, list] = {}
+        module_parts: list[dict] = []
+        operator_parts: list[dict] = []
         for index, report_pk in targets.items():
             report, source = items[index]
             stages = stage_columns(report, report_pk)
             modules, operators = metric_columns(report, report_pk, trees[tree_of[index]][1], category_ids)
             _extend(stage_rows, stages)
-            _extend(module_rows, modules)
-            _extend(operator_rows, operators)
+            module_parts.append(modules)
+            operator_parts.append(operators)
             rows[index] += 1 + len(stages["stage"]) + len(modules["stage"]) + len(operators["stage"])
             outcomes[index] = IngestOutcome(source, "new" if index in fresh else "replaced", report.report_id,
                                             rows[index])
         bulk_insert(conn, "report_stages", stage_rows)
-        bulk_insert(conn, "module_metrics", module_rows)
-        bulk_insert(conn, "operator_metrics", operator_rows)
+        bulk_insert(conn, "module_metrics", concatenate_columns(module_parts))
+        bulk_insert(conn, "operator_metrics", concatenate_columns(operator_parts))
         store_cost_groups(conn, list(targets.values()))
     # committed: the trees' ids are now safe to reuse
     registry.architecture_cache.update(trees)
