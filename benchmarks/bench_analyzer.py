@@ -11,6 +11,9 @@ import time
 
 def main() -> None:
     started = time.perf_counter()
+    import torch  # noqa: F401  (the analyzer loads them lazily: timed here as a new family's trace pays them)
+    import transformers  # noqa: F401
+
     from analyzer import analysis
     from analyzer.architecture import build_model
     from analyzer.report import dumps_json
