@@ -478,17 +478,14 @@ sweep:
 """
 
 
-def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not_fit(registry_url, tmp_path):
-    """The cheapest point that fits is on an H200; a100-40g comes first by name, and the RTX 4090 point does not
-    fit: the modules sit on the H200's roof, the title names it, and the 4090's bar is hatched and labelled."""
-    import numpy as np
-
-    from registry.interfaces.plots import UNFIT_HATCH, build_scenario_figure
+def _priced_figure(registry_url, path, scenario_text):
+    """A scenario priced by `whatif` and the figure `--plot` draws of it: (scenario id, its points, the figure, what
+    the figure shows)."""
+    from registry.interfaces.plots import build_scenario_figure
     from registry.pricing.points import read_points, read_stage_times
 
-    scenario = tmp_path / "roofs.yaml"
-    scenario.write_text(PLOT_SCENARIO)
-    result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url, "--format", "json"])
+    path.write_text(scenario_text)
+    result = run_command(["whatif", "--scenario", str(path), "--db", registry_url, "--format", "json"])
     assert result.exit_code == 0, result.output
     scenario_id = json.loads(result.stdout)["scenario_id"]
     registry = Registry(registry_url)
@@ -497,6 +494,17 @@ def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not
         fig, shown = build_scenario_figure(registry, scenario_id, points, read_stage_times(registry, scenario_id))
     finally:
         registry.dispose()
+    return scenario_id, points, fig, shown
+
+
+def test_the_roofline_places_modules_on_the_gpu_it_names_and_marks_what_does_not_fit(registry_url, tmp_path):
+    """The cheapest point that fits is on an H200; a100-40g comes first by name, and the RTX 4090 point does not
+    fit: the modules sit on the H200's roof, the title names it, and the 4090's bar is hatched and labelled."""
+    import numpy as np
+
+    from registry.interfaces.plots import UNFIT_HATCH
+
+    scenario_id, points, fig, shown = _priced_figure(registry_url, tmp_path / "roofs.yaml", PLOT_SCENARIO)
     cheapest = next(p for p in points if p["fits_in_memory"])
     unfit = [p for p in points if not p["fits_in_memory"]]
     assert cheapest["hardware"] == "h200" and [p["hardware"] for p in unfit] == ["rtx-4090"]
@@ -572,20 +580,8 @@ def test_no_module_sits_above_the_runtime_achieved_roof_and_the_compute_bound_on
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from registry.interfaces.plots import build_scenario_figure
-    from registry.pricing.points import read_points, read_stage_times
-
-    scenario = tmp_path / "roof.yaml"
-    scenario.write_text(ACHIEVED_ROOF_SCENARIO.format(weights=weights))
-    result = run_command(["whatif", "--scenario", str(scenario), "--db", registry_url, "--format", "json"])
-    assert result.exit_code == 0, result.output
-    scenario_id = json.loads(result.stdout)["scenario_id"]
-    registry = Registry(registry_url)
-    try:
-        points = read_points(registry, scenario_id)
-        fig, shown = build_scenario_figure(registry, scenario_id, points, read_stage_times(registry, scenario_id))
-    finally:
-        registry.dispose()
+    scenario_id, points, fig, shown = _priced_figure(registry_url, tmp_path / "roof.yaml",
+                                                     ACHIEVED_ROOF_SCENARIO.format(weights=weights))
     try:
         (compute, memory, matmul, fp8_peak, fp8_efficiency), = rows(
             registry_url, "SELECT MAX(rc.compute_efficiency * p.efficiency_scale), "
