@@ -764,16 +764,24 @@ def create_app(config: ServiceConfig | None = None):
         report = await run_in_threadpool(load_stored_report, service().registry, request.path_params["report_id"])
         return json_response(report_to_dict(report))
 
-    async def whatif(request):
-        from registry.pricing.whatif import price_scenario, scenario_analyses
-
+    async def checked_and_prepared(request, check, analyses_of, kind: str):
+        """The start every scenario POST shares: the token, the JSON body checked on a thread (check gives
+        (scenario, spec)), the workloads it needs analyzed in the worker processes and stored by the writer.
+        Gives (service, scenario, spec, prepared analyses)."""
         require_token(request)
         body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
         svc = service()
-        scenario = await run_in_threadpool(check_whatif, body)
-        prepared = await run_in_threadpool(
-            lambda: svc.prepare_analyses(scenario_analyses(svc.registry, scenario)))
-        await svc.store_prepared(prepared, f"whatif:{scenario.name}")
+        scenario, spec = await run_in_threadpool(check, body)
+        prepared = await run_in_threadpool(lambda: svc.prepare_analyses(analyses_of(svc.registry, scenario, spec)))
+        await svc.store_prepared(prepared, f"{kind}:{scenario.name}")
+        return svc, scenario, spec, prepared
+
+    async def whatif(request):
+        from registry.pricing.whatif import price_scenario, scenario_analyses
+
+        svc, scenario, _, prepared = await checked_and_prepared(
+            request, lambda body: (check_whatif(body), None), lambda registry, s, _: scenario_analyses(registry, s),
+            "whatif")
 
         def price():
             priced = price_scenario(svc.registry, scenario, analyze=prepared.analyze)
@@ -786,13 +794,7 @@ def create_app(config: ServiceConfig | None = None):
     async def serving(request):
         from registry.serving.scenario import probe_analyses, read_serving, record_serving, serving_plan
 
-        require_token(request)
-        body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
-        svc = service()
-        scenario, spec = await run_in_threadpool(check_serving, body)
-        prepared = await run_in_threadpool(
-            lambda: svc.prepare_analyses(probe_analyses(svc.registry, scenario, spec)))
-        await svc.store_prepared(prepared, f"serving:{scenario.name}")
+        svc, scenario, spec, prepared = await checked_and_prepared(request, check_serving, probe_analyses, "serving")
         # the writer records the probe points, a thread reads the step costs, a worker process simulates, the
         # writer records the serving points
         plan = await run_in_threadpool(serving_plan, svc.registry, scenario, spec, False, None, None,
@@ -805,13 +807,7 @@ def create_app(config: ServiceConfig | None = None):
     async def plans(request):
         from registry.store.plans import answer, begin_plan, candidates, plan_analyses, read_plan, store_results
 
-        require_token(request)
-        body = await read_json_body(request, config.max_body_bytes, config.body_timeout_s)
-        svc = service()
-        scenario, spec = await run_in_threadpool(check_plan, body)
-        prepared = await run_in_threadpool(
-            lambda: svc.prepare_analyses(plan_analyses(svc.registry, scenario, spec)))
-        await svc.store_prepared(prepared, f"plan:{scenario.name}")
+        svc, scenario, spec, prepared = await checked_and_prepared(request, check_plan, plan_analyses, "plan")
         # the writer records the probes and the plan's rows; a worker process searches, under the simulation limits
         cands = await run_in_threadpool(candidates, svc.registry, scenario, spec, False, prepared.analyze,
                                         svc.write)
