@@ -20,12 +20,14 @@ The assembly here is the analyzer's only one: a traced report is assembled from 
 from __future__ import annotations
 
 import functools
+import operator
 from collections import defaultdict
 from fractions import Fraction
 from math import lcm
 from typing import Protocol
 
 import attrs
+import numpy as np
 
 from analyzer import __version__
 from analyzer.architecture import DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION, ArchitectureSpec, load_spec
@@ -37,6 +39,7 @@ from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticMode
                              canonical_fragment, operator_categories, report_id_of_parts,
                              snapshots_json)
 from analyzer.routing import expected_distinct_experts
+from analyzer.stage_layout import EXPERT_WEIGHT_BYTES_PER_EXPERT, INT64_SAFE, StageLayout
 from analyzer.workload import Workload, workload_record
 
 DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
@@ -546,19 +549,28 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     memo = getattr(source, "stage_memo", None)
     stage_entries: list[StageEntry] = []
 
-    def add(stage: Stage, view_kind: ViewKind, memo_key, stage_counts, **fields) -> None:
+    def add(stage: Stage, view_kind: ViewKind, memo_key, stage_counts, laid_out=None, **fields) -> None:
+        """Add a stage: from the memo, else laid out (`laid_out()`, a frame's points: see
+        analyzer/stage_layout.py), else row by row (`stage_counts()`)."""
         if memo is not None and memo_key is not None and memo_key in memo:
             stage_entries.append(memo[memo_key])
             return
-        counts = stage_counts()
-        totals = _totals(counts)
         defaults = dict(view_px=0, calls=1, context_start=0, context_end=0, activation_peak_bytes=0,
                         kv_cache_bytes=0, distinct_experts_per_call=0.0, step_flops_base=0,
                         step_flops_per_context_token=0, step_bytes_base=0, step_bytes_per_context_token=0)
         defaults.update(fields)
-        snapshots = _snapshots(stage, view_kind, counts)
+        built = laid_out() if memo is not None and laid_out is not None else None
+        if built is not None:
+            totals, snapshots, fragment = built
+            totals = dict(zip(OPERATOR_COUNT_FIELDS, totals))  # (the first columns; the KV bytes are not totalled)
+            fragment = fragment[1:-1].encode()
+        else:
+            counts = stage_counts()
+            totals = _totals(counts)
+            snapshots = _snapshots(stage, view_kind, counts)
+            fragment = snapshots_json(snapshots)[1:-1].encode()
         entry = StageEntry(StageSummary(stage=stage, view_kind=view_kind, **totals, **defaults), tuple(snapshots),
-                           snapshots_json(snapshots)[1:-1].encode())
+                           fragment)
         if memo is not None and memo_key is not None:
             if len(memo) >= STAGE_MEMO_ENTRIES:
                 memo.clear()  # a long-lived process meets many batches and prompts: keep the recent ones only
@@ -574,7 +586,9 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
             traced = traced_items_for(items)
             result = trace(px, feature_tokens, traced)
             add(stage, view_kind, (stage, view_kind, px, feature_tokens, calls, items),
-                lambda: _stage_from_trace(result, items, 0.0, traced, calls), view_px=px, calls=calls,
+                lambda: _stage_from_trace(result, items, 0.0, traced, calls),
+                lambda: _laid_out_trace(memo, stage, view_kind, result, items, 0.0, traced, calls), view_px=px,
+                calls=calls,
                 items=items, tokens_per_item=feature_tokens,
                 activation_peak_bytes=result.activation_peak_bytes * items // traced)
 
@@ -583,7 +597,9 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     prefill = source.prefill(prefill_tokens, layout.image_placeholder_tokens, traced)
     prefill_distinct = expected_distinct_experts(batch * prefill_tokens, experts, top_k)
     add(Stage.PREFILL, ViewKind.NONE, (Stage.PREFILL, prefill_tokens, batch),
-        lambda: _stage_from_trace(prefill, batch, prefill_distinct, traced), items=batch,
+        lambda: _stage_from_trace(prefill, batch, prefill_distinct, traced),
+        lambda: _laid_out_trace(memo, Stage.PREFILL, ViewKind.NONE, prefill, batch, prefill_distinct, traced, 1),
+        items=batch,
         tokens_per_item=prefill_tokens, context_start=0, context_end=prefill_tokens,
         activation_peak_bytes=prefill.activation_peak_bytes * batch // traced,
         kv_cache_bytes=spec.kv_cache_bytes_per_token * prefill_tokens * batch,
@@ -608,6 +624,8 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
         add(Stage.DECODE, ViewKind.NONE, None,  # every point of a sweep has its own decode
             lambda: _decode_stage(base, slope, at_probe.module_calls, steps, prefill_tokens, batch, decode_distinct,
                                   traced),
+            lambda: _laid_out_decode(memo, base, slope, at_probe.module_calls, steps, prefill_tokens, batch,
+                                     decode_distinct, traced),
             calls=steps, items=batch, tokens_per_item=1, context_start=prefill_tokens, context_end=context_end,
             activation_peak_bytes=max(peak_at_end, 0) * batch // traced,
             kv_cache_bytes=spec.kv_cache_bytes_per_token * (context_end + 1) * batch,
@@ -642,6 +660,55 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     return AnalyticModelReport(
         report_id=report_id_of_parts(fields, encoded), categories=categories, modules=facts.modules,
         module_metrics=tuple(snapshot for entry in stage_entries for snapshot in entry.snapshots), **fields)
+
+
+_COUNT_VECTOR_VALUES = operator.attrgetter(*COUNT_FIELDS)
+
+
+def _count_matrix(vectors) -> np.ndarray | None:
+    """The count vectors as rows of an int64 matrix (CountVector's fields as columns); None past int64."""
+    try:
+        return np.array([_COUNT_VECTOR_VALUES(vector) for vector in vectors], dtype=np.int64).reshape(-1,
+                                                                                                       len(COUNT_FIELDS))
+    except OverflowError:
+        return None
+
+
+def _laid_out_trace(memo: dict, stage: Stage, view_kind: ViewKind, trace: TraceResult, items: int,
+                    distinct: float, traced: int, calls: int):
+    """_stage_from_trace and _snapshots of a frame's trace, column-wise (analyzer/stage_layout.py); None where
+    the stage is built row by row."""
+    vectors = _count_matrix(trace.counts.values())
+    if vectors is None:
+        return None
+    # a family's prefills at any prompt have the same rows and calls: one layout serves them all
+    key = ("stage layout", stage, tuple(trace.counts), tuple(trace.module_calls.items()))
+    layout = memo.get(key)
+    if layout is None:
+        layout = memo[key] = StageLayout(list(trace.counts), trace.module_calls)
+    return layout.entry(stage, view_kind, vectors, items, traced, calls, distinct, calls)
+
+
+def _laid_out_decode(memo: dict, base: dict, slope: dict, module_calls: dict[str, int], steps: int,
+                     context_start: int, items: int, distinct: float, traced: int):
+    """_decode_stage and _snapshots of a frame's decode, column-wise: the steps' counts summed as base x steps +
+    slope x the contexts' sum, in int64 where they fit; None where the stage is built row by row."""
+    key = ("decode layout", traced)
+    held = memo.get(key)
+    if held is None:
+        keys = list(base)
+        base_counts, slope_counts = _count_matrix(base[k] for k in keys), _count_matrix(slope[k] for k in keys)
+        if base_counts is None or slope_counts is None:
+            return None
+        held = memo[key] = (StageLayout(keys, module_calls), base_counts, slope_counts,
+                            int(np.abs(base_counts).max(initial=0)), int(np.abs(slope_counts).max(initial=0)))
+    layout, base_counts, slope_counts, base_largest, slope_largest = held
+    context_sum = steps * context_start + steps * (steps - 1) // 2
+    if base_largest * steps + slope_largest * context_sum >= INT64_SAFE:
+        return None
+    vectors = base_counts * steps + slope_counts * context_sum
+    return layout.entry(Stage.DECODE, ViewKind.NONE, vectors, items, traced, 1, distinct, steps,
+                        expert_weights=base_counts[:, EXPERT_WEIGHT_BYTES_PER_EXPERT], calls_multiple=steps)
 
 
 @attrs.frozen

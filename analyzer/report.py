@@ -721,6 +721,53 @@ def snapshots_json(snapshots) -> str:
         return canonical_fragment(list(snapshots), list[ModuleMetricsSnapshot])
 
 
+def _json_format_text(text: str) -> str:
+    """A JSON string as literal text of a %-format."""
+    return _json_string(text).replace("%", "%%")
+
+
+def snapshots_json_format(stage: Stage, view_kind: ViewKind,
+                          layout: list[tuple[str, list[CategoryId]]]) -> str:
+    """The %-format of snapshots_json of one stage's snapshots whose module paths and operator categories are
+    `layout` (in order), the counts left as conversions: per snapshot its forward_calls, inclusive_bytes,
+    inclusive_flops and inclusive_kernel_launches, then per operator row its bytes_read, bytes_written, calls,
+    flops, flops_tflops, io_tb, kernel_launches, kv_cache_bytes_read, kv_cache_bytes_written, op_calls,
+    share_of_module_flops and weight_bytes_read (the keys' order). Integers are written by %d and floats by %r,
+    which write what int.__repr__ and float.__repr__ do: the same text as snapshots_json."""
+    tail = f',"stage":{_json_format_text(stage.value)},"view_kind":{_json_format_text(view_kind.value)}}}'
+    snapshots = []
+    for path, categories in layout:
+        operators = ",".join(
+            '{"bytes_read":%d,"bytes_written":%d,"calls":%d,"category_id":' + _json_format_text(category.value)
+            + ',"flops":%d,"flops_tflops":%r,"io_tb":%r,"kernel_launches":%d,"kv_cache_bytes_read":%d,'
+              '"kv_cache_bytes_written":%d,"op_calls":%d,"share_of_module_flops":%r,"weight_bytes_read":%d}'
+            for category in categories)
+        snapshots.append('{"forward_calls":%d,"inclusive_bytes":%d,"inclusive_flops":%d,'
+                         '"inclusive_kernel_launches":%d,"module_path":' + _json_format_text(path)
+                         + ',"operators":[' + operators + "]" + tail)
+    return "[" + ",".join(snapshots) + "]"
+
+
+def _unchecked_maker(cls: type):
+    """A maker of `cls` instances from their field values, positional in declaration order, that runs neither
+    validators nor __attrs_post_init__: for rows whose checks the caller made on whole columns at once
+    (analyzer/stage_layout.py), a stage of hundreds of rows at a time. Written out field by field, as attrs writes
+    its own __init__, so that a row costs one call."""
+    names = [field.name for field in attrs.fields(cls)]
+    scope = {"new": object.__new__, "cls": cls, **{f"set_{name}": getattr(cls, name).__set__ for name in names}}
+    body = "".join(f"    set_{name}(instance, {name})\n" for name in names)
+    exec(f"def make({', '.join(names)}):\n    instance = new(cls)\n{body}    return instance\n", scope)
+    return scope["make"]
+
+
+# operator_metrics_unchecked(category_id, op_calls, kernel_launches, flops, bytes_read, bytes_written,
+# weight_bytes_read, kv_cache_bytes_read, kv_cache_bytes_written, calls, flops_tflops, io_tb, share_of_module_flops)
+operator_metrics_unchecked = _unchecked_maker(OperatorMetrics)
+# module_snapshot_unchecked(module_path, stage, view_kind, forward_calls, operators (a tuple), inclusive_flops,
+# inclusive_bytes, inclusive_kernel_launches)
+module_snapshot_unchecked = _unchecked_maker(ModuleMetricsSnapshot)
+
+
 def report_id_of_parts(fields: dict[str, Any], encoded: dict[str, list[bytes]]) -> str:
     """The `compute_report_id` of the current-version report whose fields (report_id aside) are `fields` and
     `encoded`: `encoded` holds fields already written as canonical JSON, in pieces (bytes) hashed one after another,

@@ -95,39 +95,102 @@ def ensure_reports(registry: Registry, workloads: list, label: str, progress: bo
     pending: list = []
     pending_rows = 0
 
-    def flush() -> None:
-        nonlocal pending_rows
-        if not pending:
-            return
-        for outcome in write_batch(registry, pending):
+    def write(batch: list) -> None:
+        for outcome in write_batch(registry, batch):
             if outcome.status == "failed":
                 raise RegistryError(f"{label}: {outcome.message}")
+
+    writer = WriteBehind(write)
+
+    def flush(behind: bool = False) -> None:
+        """Write the pending reports: behind the analysis of the next batch (`behind`), or now."""
+        nonlocal pending_rows
+        batch = list(pending)
         pending.clear()
         pending_rows = 0
+        if behind:
+            writer.submit(batch)
+        else:
+            writer.wait()
+            if batch:
+                write(batch)
 
     analyzed: set[str] = set()
     with batches(registry, flush, total=len(missing), unit="workload", desc=f"analyzing ({execution})",
-                 disable=not progress or len(missing) < 2) as bar:
-        for index in order:
-            key = workload_hash(workload_record(workloads[index]))
-            if key not in analyzed:  # an earlier duplicate in this list is analyzed once
-                analyzed.add(key)
-                try:
-                    report = analyze(workloads[index], execution)
-                except BaseException:
-                    # the reports analyzed so far are kept: the sweep run again analyzes only what is left
-                    with contextlib.suppress(Exception):
-                        flush()
-                    raise
-                pending.append((report, label))
-                pending_rows += metric_row_count(report)
-                if len(pending) >= BATCH_REPORTS or pending_rows >= BATCH_METRIC_ROWS:
-                    flush()
-            bar.update(1)
+                 disable=not progress or len(missing) < 2) as bar, without_cycle_collection():
+        try:
+            for index in order:
+                key = workload_hash(workload_record(workloads[index]))
+                if key not in analyzed:  # an earlier duplicate in this list is analyzed once
+                    analyzed.add(key)
+                    try:
+                        report = analyze(workloads[index], execution)
+                    except BaseException:
+                        # the reports analyzed so far are kept: the sweep run again analyzes only what is left
+                        with contextlib.suppress(Exception):
+                            flush()
+                        raise
+                    pending.append((report, label))
+                    pending_rows += metric_row_count(report)
+                    if len(pending) >= BATCH_REPORTS or pending_rows >= BATCH_METRIC_ROWS:
+                        flush(behind=True)
+                bar.update(1)
+        finally:
+            writer.close()  # the batch in flight, written (or refused) before the registry is let go
     with registry.begin() as conn:
         for index, key in zip(missing, find_reports(conn, [workloads[index] for index in missing], execution)):
             report_keys[index] = key
     return report_keys
+
+
+@contextlib.contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused: a sweep makes hundreds of thousands of report rows (acyclic, freed by their
+    reference counts), and the collector would walk all of them again and again as they are made. Restored as it
+    was however the block ends."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class WriteBehind:
+    """Writes one batch of reports in a thread of its own while the next batch is analyzed: the database's insert
+    (C code, which lets the interpreter go) runs beside the analysis. One batch in flight at most, so memory stays
+    bounded; a batch that fails raises its error at the next submit, wait or close, and no later batch is written."""
+
+    def __init__(self, write) -> None:
+        self._write = write
+        self._executor = None
+        self._future = None
+
+    def submit(self, batch: list) -> None:
+        self.wait()
+        if not batch:
+            return
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsocr-writer")
+        self._future = self._executor.submit(self._write, batch)
+
+    def wait(self) -> None:
+        future, self._future = self._future, None
+        if future is not None:
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import glob
 import hashlib
 import itertools
 import json
+import operator
 import pathlib
 import sys
 import traceback
@@ -281,6 +282,10 @@ _MODULE_COLUMNS = ("report_id", "module_id", "stage", "view_kind", *_SNAPSHOT_CO
 _OPERATOR_COLUMNS = ("report_id", "module_id", "stage", "view_kind", "category_id", *OPERATOR_COUNT_FIELDS,
                      *OPERATOR_KV_FIELDS)
 _CATEGORY_POSITION = {category: position for position, category in enumerate(CategoryId)}
+_OPERATOR_COUNT_COLUMNS = (*OPERATOR_COUNT_FIELDS, *OPERATOR_KV_FIELDS)
+_SNAPSHOT_COUNTS = operator.attrgetter(*_SNAPSHOT_COUNT_FIELDS)
+_OPERATOR_COUNTS = operator.attrgetter(*_OPERATOR_COUNT_COLUMNS)
+_CATEGORY_OF = operator.attrgetter("category_id")
 
 
 def _integer_column(values: list) -> Any:
@@ -291,6 +296,19 @@ def _integer_column(values: list) -> Any:
         return np.array(values, dtype=np.int64) if None not in values else values
     except OverflowError:
         return values
+
+
+def _integer_columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, Any]:
+    """Columns `names` of `rows` (tuples of integers, in that order), read in one pass: int64 numpy arrays, or
+    per column as _integer_column gives it where a value is None or past int64."""
+    import numpy as np
+
+    try:
+        matrix = np.array(rows, dtype=np.int64).reshape(len(rows), len(names))
+    except (TypeError, ValueError, OverflowError):
+        return {name: _integer_column([row[position] for row in rows]) for position, name in enumerate(names)}
+    by_column = np.ascontiguousarray(matrix.T)
+    return {name: by_column[position] for position, name in enumerate(names)}
 
 
 def _repeated(value: int, count: int) -> Any:
@@ -327,15 +345,17 @@ class SnapshotRun:
     so that their identities are not reused while the run is kept)."""
 
     def __init__(self, snapshots: tuple) -> None:
+        import numpy as np
+
         self.snapshots = snapshots
         self.stage, self.view_kind = snapshots[0].stage.value, snapshots[0].view_kind.value
-        self.module_counts = {name: _integer_column([getattr(s, name) for s in snapshots])
-                              for name in _SNAPSHOT_COUNT_FIELDS}
-        pairs = [(index, op) for index, snapshot in enumerate(snapshots) for op in snapshot.operators]
-        self.operator_snapshot = _integer_column([index for index, _ in pairs])
-        self.operator_category = _integer_column([_CATEGORY_POSITION[op.category_id] for _, op in pairs])
-        self.operator_counts = {name: _integer_column([getattr(op, name) for _, op in pairs])
-                                for name in (*OPERATOR_COUNT_FIELDS, *OPERATOR_KV_FIELDS)}
+        self.module_counts = _integer_columns(list(map(_SNAPSHOT_COUNTS, snapshots)), _SNAPSHOT_COUNT_FIELDS)
+        operators = [op for snapshot in snapshots for op in snapshot.operators]
+        self.operator_snapshot = np.repeat(np.arange(len(snapshots), dtype=np.int64),
+                                           [len(snapshot.operators) for snapshot in snapshots])
+        self.operator_category = np.fromiter(map(_CATEGORY_POSITION.__getitem__, map(_CATEGORY_OF, operators)),
+                                             dtype=np.int64, count=len(operators))
+        self.operator_counts = _integer_columns(list(map(_OPERATOR_COUNTS, operators)), _OPERATOR_COUNT_COLUMNS)
         self._module_ids: tuple[dict, Any] | None = None
 
     def module_ids(self, module_ids: dict[str, int]) -> Any:
@@ -628,10 +648,12 @@ def _write_report(registry: Registry, report: AnalyticModelReport, source: str, 
     return outcome
 
 
-# A batch is written in one transaction, which holds a DuckDB file for its length: about a quarter of a second of
-# DuckDB's own insert rate, and few enough reports that a failed batch is cheap to write again one by one.
-BATCH_METRIC_ROWS = 250_000
-BATCH_REPORTS = 200
+# A batch is written in one transaction, which holds a DuckDB file for its length: about half a second of DuckDB's
+# own insert rate, and few enough reports that a failed batch is cheap to write again one by one. Each commit costs
+# a part of its own besides its rows (a sweep of 1,000 points stored about 10% faster in batches of this size than
+# of half of it).
+BATCH_METRIC_ROWS = 500_000
+BATCH_REPORTS = 500
 
 
 def metric_row_count(report: AnalyticModelReport) -> int:
