@@ -93,3 +93,66 @@ def test_a_batch_refused_while_the_next_is_analyzed_stops_the_sweep(registry, mo
         ensure_reports(registry, workloads, "sweep")
     assert written == [2, 2]  # the third batch, analyzed meanwhile, is not written
     assert len(rows(str(registry.url.database), "SELECT id FROM reports")) == 2
+
+
+def test_a_batch_is_written_while_the_next_is_analyzed(registry, monkeypatch):
+    """The first batch's write waits until a point of the second batch is analyzed: done one after the other, it
+    would wait in vain (and the test fails on its time limit, not by hanging)."""
+    import threading
+
+    from analyzer.analysis import analyze
+
+    second_batch_analyzed = threading.Event()
+    overlapped, writers = [], set()
+    write_batch = ingest.write_batch
+
+    def slow_write(registry, items, force=False):
+        writers.add(threading.current_thread().name)
+        if not overlapped:
+            overlapped.append(second_batch_analyzed.wait(timeout=30))
+        return write_batch(registry, items, force)
+
+    def noted_analyze(workload, execution):
+        report = analyze(workload, execution)
+        if noted_analyze.calls == 2:  # the first point of the second batch (BATCH_REPORTS = 2)
+            second_batch_analyzed.set()
+        noted_analyze.calls += 1
+        return report
+
+    noted_analyze.calls = 0
+    monkeypatch.setattr(ingest, "write_batch", slow_write)
+    monkeypatch.setattr(ingest, "BATCH_REPORTS", 2)
+    keys = ensure_reports(registry, _workloads()[:5], "sweep", analyze=noted_analyze)
+    assert overlapped == [True]
+    assert any(name.startswith("dsocr-writer") for name in writers)
+    assert len(set(keys)) == 5 and len(rows(str(registry.url.database), "SELECT id FROM reports")) == 5
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_sweep_pauses_the_cycle_collector_and_restores_it(registry, fails):
+    import gc
+
+    from analyzer.analysis import analyze
+
+    seen = []
+
+    def noted_analyze(workload, execution):
+        seen.append(gc.isenabled())
+        if fails:
+            raise RuntimeError("the analysis stopped")
+        return analyze(workload, execution)
+
+    assert gc.isenabled()
+    if fails:
+        with pytest.raises(RuntimeError, match="the analysis stopped"):
+            ensure_reports(registry, _workloads()[:2], "sweep", analyze=noted_analyze)
+    else:
+        ensure_reports(registry, _workloads()[:2], "sweep", analyze=noted_analyze)
+    assert seen and not any(seen)  # paused while the points were analyzed
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that paused it itself finds it paused
+        ensure_reports(registry, _workloads()[2:4], "sweep")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
