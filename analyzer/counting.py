@@ -184,6 +184,18 @@ def _layer_index(module: torch.nn.Module) -> int | None:
     return None
 
 
+# (structure key, layer index) of each block met, by the block: a model is traced many times (every probe of every
+# family), and its blocks' structure does not change between traces.
+_BLOCK_IDENTITIES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _block_identity(module: torch.nn.Module) -> tuple:
+    found = _BLOCK_IDENTITIES.get(module)
+    if found is None:
+        found = _BLOCK_IDENTITIES[module] = (_structure_key(module), _layer_index(module))
+    return found
+
+
 class OpCounter:
     """Context manager that counts the aten ops run inside it on `model`'s modules.
 
@@ -295,8 +307,7 @@ class OpCounter:
             for child in module.children():
                 if "forward" in vars(child):
                     continue
-                key = _structure_key(child)
-                layer_index = _layer_index(child)
+                key, layer_index = _block_identity(child)
                 child.forward = functools.partial(self._block_forward, child, child.forward, key, layer_index)
                 self._patched.append(child)
 
