@@ -14,7 +14,9 @@ exact function of a few traces:
 
 Batch scaling and MoE distinct-expert counts are applied at assembly, with the same formulas a traced report uses.
 The assembly here is the analyzer's only one: a traced report is assembled from a source that traces on demand
-(analyzer.tracing.TracingSource), a derived report from a `FamilyFrame`. Nothing here imports torch.
+(analyzer.tracing.TracingSource), a derived report from a `FamilyFrame`. A frame's stages are built from a layout
+made once per stage (analyzer/stage_layout.py: the same arithmetic on int64 columns, the rows' structure reused);
+a traced report's are built row by row, and the tests hold the two equal. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticMode
                              canonical_fragment, operator_categories, report_id_of_parts,
                              snapshots_json)
 from analyzer.routing import expected_distinct_experts
-from analyzer.stage_layout import EXPERT_WEIGHT_BYTES_PER_EXPERT, INT64_SAFE, StageLayout
+from analyzer.stage_layout import CATEGORY_ORDER, EXPERT_WEIGHT_BYTES_PER_EXPERT, INT64_SAFE, StageLayout
 from analyzer.workload import Workload, workload_record
 
 DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
@@ -54,7 +56,6 @@ ROOT = ""
 # Stages a frame keeps built (each about a megabyte of rows): enough for the batches and prompts of a sweep.
 STAGE_MEMO_ENTRIES = 256
 COUNT_FIELDS = tuple(f.name for f in attrs.fields(CountVector))
-_CATEGORY_ORDER = {category: index for index, category in enumerate(CategoryId)}
 
 
 @attrs.frozen
@@ -200,7 +201,7 @@ def fit_prefill(trace, image_tokens: int, traced_items: int, fit_tokens: tuple[i
     if not fit_tokens:
         raise NotExactError("the family's prompts leave no room for probes")
     probes = [trace(t) for t in fit_tokens]
-    keys = sorted({key for p in probes for key in p.counts}, key=lambda k: (k[0], _CATEGORY_ORDER[k[1]]))
+    keys = sorted({key for p in probes for key in p.counts}, key=lambda k: (k[0], CATEGORY_ORDER[k[1]]))
     paths = sorted({path for p in probes for path in p.module_calls})
     empty = CountVector()
     counts = {}
@@ -506,7 +507,7 @@ def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[
     out = []
     for path in sorted(paths):
         flops, nbytes, launches = inclusive.get(path, (0, 0, 0))
-        ops = sorted(own.get(path, []), key=lambda o: _CATEGORY_ORDER[o.category_id])
+        ops = sorted(own.get(path, []), key=lambda o: CATEGORY_ORDER[o.category_id])
         out.append(ModuleMetricsSnapshot(
             module_path=path, stage=stage, view_kind=view_kind, forward_calls=counts.module_calls.get(path, 0),
             operators=tuple(ops), inclusive_flops=flops, inclusive_bytes=nbytes,
@@ -587,9 +588,8 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
             result = trace(px, feature_tokens, traced)
             add(stage, view_kind, (stage, view_kind, px, feature_tokens, calls, items),
                 lambda: _stage_from_trace(result, items, 0.0, traced, calls),
-                lambda: _laid_out_trace(memo, stage, view_kind, result, items, 0.0, traced, calls), view_px=px,
-                calls=calls,
-                items=items, tokens_per_item=feature_tokens,
+                lambda: _laid_out_trace(memo, stage, view_kind, result, items, 0.0, traced, calls),
+                view_px=px, calls=calls, items=items, tokens_per_item=feature_tokens,
                 activation_peak_bytes=result.activation_peak_bytes * items // traced)
 
     prefill_tokens = workload.prefill_tokens
@@ -599,8 +599,7 @@ def assemble_report(workload: Workload, execution: Execution, source: TraceSourc
     add(Stage.PREFILL, ViewKind.NONE, (Stage.PREFILL, prefill_tokens, batch),
         lambda: _stage_from_trace(prefill, batch, prefill_distinct, traced),
         lambda: _laid_out_trace(memo, Stage.PREFILL, ViewKind.NONE, prefill, batch, prefill_distinct, traced, 1),
-        items=batch,
-        tokens_per_item=prefill_tokens, context_start=0, context_end=prefill_tokens,
+        items=batch, tokens_per_item=prefill_tokens, context_start=0, context_end=prefill_tokens,
         activation_peak_bytes=prefill.activation_peak_bytes * batch // traced,
         kv_cache_bytes=spec.kv_cache_bytes_per_token * prefill_tokens * batch,
         distinct_experts_per_call=prefill_distinct)
@@ -668,10 +667,10 @@ _COUNT_VECTOR_VALUES = operator.attrgetter(*COUNT_FIELDS)
 def _count_matrix(vectors) -> np.ndarray | None:
     """The count vectors as rows of an int64 matrix (CountVector's fields as columns); None past int64."""
     try:
-        return np.array([_COUNT_VECTOR_VALUES(vector) for vector in vectors], dtype=np.int64).reshape(-1,
-                                                                                                       len(COUNT_FIELDS))
+        matrix = np.array([_COUNT_VECTOR_VALUES(vector) for vector in vectors], dtype=np.int64)
     except OverflowError:
         return None
+    return matrix.reshape(-1, len(COUNT_FIELDS))
 
 
 def _laid_out_trace(memo: dict, stage: Stage, view_kind: ViewKind, trace: TraceResult, items: int,

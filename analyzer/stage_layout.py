@@ -32,6 +32,7 @@ from analyzer.report import (TERA, ModuleMetricsSnapshot, Stage, ViewKind, modul
 # columns) is built row by row in Python integers.
 INT64_SAFE = 2**62
 STRUCTURE_ENTRIES = 16  # the sets of non-zero rows a layout keeps laid out (one or two in practice)
+CATEGORY_ORDER = {category: index for index, category in enumerate(CategoryId)}  # a snapshot's rows' order
 
 
 def _ancestors(path: str) -> list[str]:
@@ -47,8 +48,6 @@ class _Structure:
     JSON's format."""
 
     def __init__(self, layout: "StageLayout", kept: np.ndarray, stage: Stage, view_kind: ViewKind) -> None:
-        from analyzer.frame import _CATEGORY_ORDER
-
         keys = layout.keys
         rows_of_path: dict[str, list[int]] = {}
         for row in kept.tolist():
@@ -60,7 +59,7 @@ class _Structure:
         index_of = {path: index for index, path in enumerate(self.paths)}
         op_rows, op_snapshot, bounds, json_layout = [], [], [], []
         for index, path in enumerate(self.paths):
-            rows = sorted(rows_of_path.get(path, ()), key=lambda row: _CATEGORY_ORDER[keys[row][1]])
+            rows = sorted(rows_of_path.get(path, ()), key=lambda row: CATEGORY_ORDER[keys[row][1]])
             bounds.append((len(op_rows), len(op_rows) + len(rows)))
             op_rows.extend(rows)
             op_snapshot.extend([index] * len(rows))
