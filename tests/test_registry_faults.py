@@ -356,12 +356,15 @@ def test_a_lost_postgresql_connection_mid_batch_leaves_the_registry_as_it_was(po
     assert again.exit_code == 0 and "10 new" in again.stdout
 
 
-def test_a_sweep_keeps_the_reports_it_analyzed_when_a_later_analysis_fails(registry_url):
+@pytest.mark.parametrize("batch_reports", [500, 1])  # 1: each report's batch is written behind the next analysis
+def test_a_sweep_keeps_the_reports_it_analyzed_when_a_later_analysis_fails(registry_url, batch_reports,
+                                                                           monkeypatch):
     """A sweep's reports go in batches; an analysis that fails (a time limit, a stopped worker) still leaves the
     reports analyzed before it stored, so the sweep run again analyzes only what is left."""
     from analyzer.analysis import analyze
     from analyzer.workload import load_profile
     from registry.store.db import Registry, RegistryError
+    from registry.store import ingest
     from registry.store.analyzed import ensure_reports, find_report
 
     workloads = [load_profile("dsocr-base-v1", new_tokens=new_tokens) for new_tokens in (3, 4, 5)]
@@ -373,6 +376,7 @@ def test_a_sweep_keeps_the_reports_it_analyzed_when_a_later_analysis_fails(regis
         analyzed.append(workload.new_tokens)
         return analyze(workload, execution)
 
+    monkeypatch.setattr(ingest, "BATCH_REPORTS", batch_reports)
     registry = Registry(registry_url)
     try:
         with pytest.raises(RegistryError, match=r"^the analysis worker stopped \(killed, or out of memory\)$"):
