@@ -41,7 +41,7 @@ from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticMode
                              canonical_fragment, operator_categories, report_id_of_parts,
                              snapshots_json)
 from analyzer.routing import expected_distinct_experts
-from analyzer.stage_layout import CATEGORY_ORDER, EXPERT_WEIGHT_BYTES_PER_EXPERT, INT64_SAFE, StageLayout
+from analyzer.stage_layout import CATEGORY_ORDER, EXPERT_WEIGHT_BYTES_PER_EXPERT, INT64_SAFE, StageLayout, ancestors
 from analyzer.workload import Workload, workload_record
 
 DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
@@ -477,16 +477,6 @@ def module_stages(path: str) -> tuple[Stage, ...]:
     return ()
 
 
-@functools.lru_cache(maxsize=8192)
-def _ancestors(path: str) -> tuple[str, ...]:
-    """The path itself and every ancestor up to the root "" (the same few thousand paths in every report)."""
-    out = [path]
-    while path:
-        path = path.rpartition(".")[0]
-        out.append(path)
-    return tuple(out)
-
-
 def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[ModuleMetricsSnapshot]:
     inclusive: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     own_counts: dict[str, list[tuple[CategoryId, dict[str, int]]]] = defaultdict(list)
@@ -494,7 +484,7 @@ def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[
         if not any(m.values()):
             continue
         own_counts[path].append((category, m))
-        for ancestor in _ancestors(path):
+        for ancestor in ancestors(path):
             acc = inclusive[ancestor]
             acc[0] += m["flops"]
             acc[1] += m["bytes_read"] + m["bytes_written"]

@@ -13,6 +13,7 @@ row instead, whose checks name the value.
 
 from __future__ import annotations
 
+import functools
 import operator
 from itertools import repeat
 
@@ -35,12 +36,14 @@ STRUCTURE_ENTRIES = 16  # the sets of non-zero rows a layout keeps laid out (one
 CATEGORY_ORDER = {category: index for index, category in enumerate(CategoryId)}  # a snapshot's rows' order
 
 
-def _ancestors(path: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def ancestors(path: str) -> tuple[str, ...]:
+    """The path itself and every ancestor up to the root "" (the same few thousand paths in every report)."""
     out = [path]
     while path:
         path = path.rpartition(".")[0]
         out.append(path)
-    return out
+    return tuple(out)
 
 
 class _Structure:
@@ -54,7 +57,7 @@ class _Structure:
             rows_of_path.setdefault(keys[row][0], []).append(row)
         paths = set(layout.call_paths)
         for path in rows_of_path:
-            paths.update(_ancestors(path))
+            paths.update(ancestors(path))
         self.paths = sorted(paths)
         index_of = {path: index for index, path in enumerate(self.paths)}
         op_rows, op_snapshot, bounds, json_layout = [], [], [], []
@@ -68,13 +71,13 @@ class _Structure:
         self.op_snapshot = np.array(op_snapshot, dtype=np.intp)
         self.op_categories: list[CategoryId] = [keys[row][1] for row in op_rows]
         self.bounds = bounds
-        pairs = [(row, index_of[ancestor]) for row in kept.tolist() for ancestor in _ancestors(keys[row][0])]
+        pairs = [(row, index_of[ancestor]) for row in kept.tolist() for ancestor in ancestors(keys[row][0])]
         self.pair_rows = np.array([row for row, _ in pairs], dtype=np.intp)
         self.pair_snapshot = np.array([snapshot for _, snapshot in pairs], dtype=np.intp)
         self.calls_per_multiple = np.array([layout.call_counts.get(path, 0) for path in self.paths], dtype=np.int64)
         self.json_format = snapshots_json_format(stage, view_kind, json_layout)
         # the format's values in order, as positions in the concatenation of the value lists `entry` makes: 4
-        # snapshot columns of len(paths), then 12 operator columns of len(op_rows), each in _JSON_OPERATOR_COLUMNS
+        # snapshot columns of len(paths), then 12 operator columns of len(op_rows), each in its keys' sorted order
         snapshots, operators = len(self.paths), len(op_rows)
         order = []
         for index, (start, end) in enumerate(bounds):
