@@ -33,6 +33,10 @@ class CategoryId(str, enum.Enum):
     OTHER = "other"
 
 
+# Each category's position in CategoryId: the order of a snapshot's operator rows in every report, and of the
+# TargetOperatorList.
+CATEGORY_POSITION = {category: position for position, category in enumerate(CategoryId)}
+
 _C = CategoryId
 
 

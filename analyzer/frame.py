@@ -33,7 +33,7 @@ import numpy as np
 
 from analyzer import __version__
 from analyzer.architecture import DTYPE_BYTES, DTYPE_NAME, EXPERTS_COUNTING_IMPLEMENTATION, ArchitectureSpec, load_spec
-from analyzer.categories import CategoryId, OperatorCategory
+from analyzer.categories import CATEGORY_POSITION, CategoryId, OperatorCategory
 from analyzer.counts import CountVector, TraceResult
 from analyzer.execution import Execution, execution_spec
 from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticModelReport, ModuleMetricsSnapshot,
@@ -41,7 +41,7 @@ from analyzer.report import (OPERATOR_COUNT_FIELDS, SCHEMA_VERSION, AnalyticMode
                              canonical_fragment, operator_categories, report_id_of_parts,
                              snapshots_json)
 from analyzer.routing import expected_distinct_experts
-from analyzer.stage_layout import CATEGORY_ORDER, EXPERT_WEIGHT_BYTES_PER_EXPERT, INT64_SAFE, StageLayout, ancestors
+from analyzer.stage_layout import EXPERT_WEIGHT_BYTES_PER_EXPERT, INT64_SAFE, StageLayout, ancestors
 from analyzer.workload import Workload, workload_record
 
 DECODE_PROBE_CONTEXT = 256  # any context works: the step cost is affine in it (tests hold a third point)
@@ -201,7 +201,7 @@ def fit_prefill(trace, image_tokens: int, traced_items: int, fit_tokens: tuple[i
     if not fit_tokens:
         raise NotExactError("the family's prompts leave no room for probes")
     probes = [trace(t) for t in fit_tokens]
-    keys = sorted({key for p in probes for key in p.counts}, key=lambda k: (k[0], CATEGORY_ORDER[k[1]]))
+    keys = sorted({key for p in probes for key in p.counts}, key=lambda k: (k[0], CATEGORY_POSITION[k[1]]))
     paths = sorted({path for p in probes for path in p.module_calls})
     empty = CountVector()
     counts = {}
@@ -497,7 +497,7 @@ def _snapshots(stage: Stage, view_kind: ViewKind, counts: _StageCounts) -> list[
     out = []
     for path in sorted(paths):
         flops, nbytes, launches = inclusive.get(path, (0, 0, 0))
-        ops = sorted(own.get(path, []), key=lambda o: CATEGORY_ORDER[o.category_id])
+        ops = sorted(own.get(path, []), key=lambda o: CATEGORY_POSITION[o.category_id])
         out.append(ModuleMetricsSnapshot(
             module_path=path, stage=stage, view_kind=view_kind, forward_calls=counts.module_calls.get(path, 0),
             operators=tuple(ops), inclusive_flops=flops, inclusive_bytes=nbytes,

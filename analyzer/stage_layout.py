@@ -19,7 +19,7 @@ from itertools import repeat
 
 import numpy as np
 
-from analyzer.categories import CategoryId
+from analyzer.categories import CATEGORY_POSITION, CategoryId
 from analyzer.report import (TERA, ModuleMetricsSnapshot, Stage, ViewKind, module_snapshot_unchecked,
                              operator_metrics_unchecked, snapshots_json_format)
 
@@ -33,7 +33,6 @@ from analyzer.report import (TERA, ModuleMetricsSnapshot, Stage, ViewKind, modul
 # columns) is built row by row in Python integers.
 INT64_SAFE = 2**62
 STRUCTURE_ENTRIES = 16  # the sets of non-zero rows a layout keeps laid out (one or two in practice)
-CATEGORY_ORDER = {category: index for index, category in enumerate(CategoryId)}  # a snapshot's rows' order
 
 
 @functools.lru_cache(maxsize=8192)
@@ -62,7 +61,7 @@ class _Structure:
         index_of = {path: index for index, path in enumerate(self.paths)}
         op_rows, op_snapshot, bounds, json_layout = [], [], [], []
         for index, path in enumerate(self.paths):
-            rows = sorted(rows_of_path.get(path, ()), key=lambda row: CATEGORY_ORDER[keys[row][1]])
+            rows = sorted(rows_of_path.get(path, ()), key=lambda row: CATEGORY_POSITION[keys[row][1]])
             bounds.append((len(op_rows), len(op_rows) + len(rows)))
             op_rows.extend(rows)
             op_snapshot.extend([index] * len(rows))

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from analyzer.categories import CategoryId, OperatorCategory
+from analyzer.categories import CATEGORY_POSITION, CategoryId, OperatorCategory
 from analyzer.fileio import MAX_INPUT_FILES, key_path, one_line, printable, quote
 from analyzer.report import (OPERATOR_COUNT_FIELDS, OPERATOR_KV_FIELDS, AnalyticModelReport, ReportFormatError,
                              load_report)
@@ -279,10 +279,8 @@ def metric_columns(report: AnalyticModelReport, report_pk: int, module_ids: dict
 
 _SNAPSHOT_COUNT_FIELDS = ("forward_calls", "inclusive_flops", "inclusive_bytes", "inclusive_kernel_launches")
 _MODULE_COLUMNS = ("report_id", "module_id", "stage", "view_kind", *_SNAPSHOT_COUNT_FIELDS)
-_OPERATOR_COLUMNS = ("report_id", "module_id", "stage", "view_kind", "category_id", *OPERATOR_COUNT_FIELDS,
-                     *OPERATOR_KV_FIELDS)
-_CATEGORY_POSITION = {category: position for position, category in enumerate(CategoryId)}
 _OPERATOR_COUNT_COLUMNS = (*OPERATOR_COUNT_FIELDS, *OPERATOR_KV_FIELDS)
+_OPERATOR_COLUMNS = ("report_id", "module_id", "stage", "view_kind", "category_id", *_OPERATOR_COUNT_COLUMNS)
 _SNAPSHOT_COUNTS = operator.attrgetter(*_SNAPSHOT_COUNT_FIELDS)
 _OPERATOR_COUNTS = operator.attrgetter(*_OPERATOR_COUNT_COLUMNS)
 _CATEGORY_OF = operator.attrgetter("category_id")
@@ -353,7 +351,7 @@ class SnapshotRun:
         operators = [op for snapshot in snapshots for op in snapshot.operators]
         self.operator_snapshot = np.repeat(np.arange(len(snapshots), dtype=np.int64),
                                            [len(snapshot.operators) for snapshot in snapshots])
-        self.operator_category = np.fromiter(map(_CATEGORY_POSITION.__getitem__, map(_CATEGORY_OF, operators)),
+        self.operator_category = np.fromiter(map(CATEGORY_POSITION.__getitem__, map(_CATEGORY_OF, operators)),
                                              dtype=np.int64, count=len(operators))
         self.operator_counts = _integer_columns(list(map(_OPERATOR_COUNTS, operators)), _OPERATOR_COUNT_COLUMNS)
         self._module_ids: tuple[dict, Any] | None = None
@@ -412,7 +410,7 @@ def concatenate_columns(parts: list[dict[str, Any]], names: tuple[str, ...] | No
 
 
 def _category_order(category: OperatorCategory) -> int:
-    return list(CategoryId).index(category.category_id)
+    return CATEGORY_POSITION[category.category_id]
 
 
 def stored_categories(registry: Registry, conn: Connection) -> tuple[OperatorCategory, ...]:

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import sqlalchemy as sa
 
-from analyzer.categories import CategoryId, OperatorCategory
+from analyzer.categories import CATEGORY_POSITION, CategoryId, OperatorCategory
 from analyzer.errors import AnalyzerInputError
 from analyzer.execution import EXECUTION_BEFORE_EXECUTIONS, Execution, parse_execution
 from analyzer.report import (CONVERTER, KV_ROLES_SCHEMA_VERSION, OPERATOR_COUNT_FIELDS, OPERATOR_KV_FIELDS,
@@ -81,9 +81,8 @@ def load_stored_report(registry: Registry, report_id: str) -> AnalyticModelRepor
             counts.update((f, int(o[f])) for f in OPERATOR_KV_FIELDS)
         op_counts[(o["module_id"], o["stage"], o["view_kind"])].append((CategoryId(o["category"]), counts))
     ops = {}
-    category_rank = {category: i for i, category in enumerate(CategoryId)}
     for key, entries in op_counts.items():
-        entries.sort(key=lambda entry: category_rank[entry[0]])  # a report's order, not the rows' ids
+        entries.sort(key=lambda entry: CATEGORY_POSITION[entry[0]])  # a report's order, not the rows' ids
         own_flops = sum(counts["flops"] for _, counts in entries)
         ops[key] = [OperatorMetrics.from_counts(category, own_flops, **counts) for category, counts in entries]
     stage_rank = {(s["stage"], s["view_kind"]): i for i, s in enumerate(stages)}
